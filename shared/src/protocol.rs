@@ -1,0 +1,248 @@
+//! The Quad protocol: every message either side can send, and which are legal when.
+//!
+//! Messages are two-level enums: [`ClientMsg`] from the browser, [`ServerMsg`] from the server.
+//! [`SessionState::check`] is the one function that says which client messages are legal in
+//! which state of a session. Hot messages (input, snapshots) have one-letter wire names,
+//! because MessagePack writes variant names as strings.
+
+use crate::ids::AvatarId;
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
+/// [`ErrorCode::VersionMismatch`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// Positions on the wire for other avatars are in units of 1/`POSITION_QUANTUM` pixel.
+pub const POSITION_QUANTUM: f32 = 4.0;
+
+// ---------------------------------------------------------------------------------------------
+// Client to server
+// ---------------------------------------------------------------------------------------------
+
+/// A message from a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ClientMsg {
+    /// The first message of every session.
+    Hello(Hello),
+    /// Movement input: hold `dir` for `steps` fixed movement steps.
+    #[serde(rename = "i")]
+    Input(Input),
+    /// Asks for a [`ServerMsg::Pong`] with the same nonce (round-trip time).
+    Ping { nonce: u32 },
+}
+
+/// Opens a session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// Display name, 1 to [`MAX_NAME_CHARS`] characters after trimming.
+    pub name: String,
+    /// A join token (for roles); guests send none.
+    pub token: Option<String>,
+    /// Where to appear, in world pixels. Honoured only by a server started with `--dev`.
+    pub spawn: Option<[f32; 2]>,
+}
+
+/// Movement input. See [`crate::movement`] for how it is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// Strictly increasing per session; acknowledged in [`Snapshot::ack`].
+    pub seq: u32,
+    /// Direction bits ([`crate::movement::Dir`]).
+    pub dir: u8,
+    /// How many fixed steps of [`crate::movement::STEP_SECONDS`] the direction was held.
+    pub steps: u8,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server to client
+// ---------------------------------------------------------------------------------------------
+
+/// A message from the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ServerMsg {
+    /// The answer to a good `Hello`.
+    Welcome(Welcome),
+    /// Authoritative positions for this client's area of interest.
+    #[serde(rename = "s")]
+    Snapshot(Snapshot),
+    /// People who are in (or just entered) the space. Sent in full after `Welcome`, then as
+    /// people join.
+    PeopleJoined { people: Vec<Person> },
+    /// People who left the space.
+    PeopleLeft { ids: Vec<AvatarId> },
+    /// Something the client sent was refused. The session goes on unless it is closed.
+    Error(ErrorMsg),
+    /// Answers [`ClientMsg::Ping`].
+    Pong { nonce: u32 },
+}
+
+/// Everything a client needs to enter the space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol: u16,
+    pub you: AvatarId,
+    /// The name the server settled on (trimmed).
+    pub name: String,
+    /// Where the map file is served, relative to the page (e.g. `/maps/campus.tmj`).
+    pub map_url: String,
+    /// Where the avatar starts, world pixels.
+    pub spawn: [f32; 2],
+    /// The server's tick rate.
+    pub tick_hz: u16,
+}
+
+/// One person in the space, for the people list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub id: AvatarId,
+    pub name: String,
+}
+
+/// Authoritative state for one client, sent after ticks where something it can see changed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub tick: u32,
+    /// The last input sequence number the server applied for this client.
+    pub ack: u32,
+    /// This client's own position (exact, for reconciliation), when it changed or `ack` moved.
+    pub you: Option<[f32; 2]>,
+    /// Other avatars in the area of interest whose position changed (or that just came into
+    /// view). Not every change is sent every tick: a per-client byte budget decides.
+    pub avatars: Vec<AvatarUpdate>,
+    /// Avatars that left this client's area of interest (or the space).
+    pub gone: Vec<AvatarId>,
+}
+
+/// Another avatar's position, quantized to 1/[`POSITION_QUANTUM`] pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvatarUpdate(pub AvatarId, pub u16, pub u16);
+
+impl AvatarUpdate {
+    /// Quantizes a world position (clamped to the representable range).
+    pub fn new(id: AvatarId, pos: [f32; 2]) -> Self {
+        let q = |v: f32| (v * POSITION_QUANTUM).round().clamp(0.0, u16::MAX as f32) as u16;
+        AvatarUpdate(id, q(pos[0]), q(pos[1]))
+    }
+
+    /// The position in world pixels.
+    pub fn position(&self) -> [f32; 2] {
+        [
+            self.1 as f32 / POSITION_QUANTUM,
+            self.2 as f32 / POSITION_QUANTUM,
+        ]
+    }
+}
+
+/// A refusal: a stable code for programs and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Why something was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame was not a decodable message.
+    Malformed,
+    /// The frame was over the size limit.
+    TooLarge,
+    /// A text frame: the protocol uses binary frames only.
+    NotBinary,
+    /// The message is not legal in the session's current state.
+    WrongState,
+    /// The client speaks another protocol version.
+    VersionMismatch,
+    /// The display name is empty or too long.
+    BadName,
+    /// The movement input is not one a real client could send.
+    IllegalMove,
+    /// The server is full or shutting down.
+    Unavailable,
+    /// The client sent more than the server accepts per second.
+    RateLimited,
+}
+
+impl ErrorMsg {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorMsg {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session states
+// ---------------------------------------------------------------------------------------------
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Connected; nothing but `Hello` (and `Ping`) is legal.
+    AwaitingHello,
+    /// `Hello` accepted: the avatar is in the space.
+    InSpace,
+}
+
+impl SessionState {
+    /// Says whether `msg` is legal in this state; the error says why not.
+    pub fn check(self, msg: &ClientMsg) -> Result<(), ErrorMsg> {
+        use ClientMsg::*;
+        match (self, msg) {
+            (_, Ping { .. }) => Ok(()),
+            (SessionState::AwaitingHello, Hello(_)) => Ok(()),
+            (SessionState::AwaitingHello, other) => Err(ErrorMsg::new(
+                ErrorCode::WrongState,
+                format!("{} before Hello: send Hello first", other.kind()),
+            )),
+            (SessionState::InSpace, Hello(_)) => Err(ErrorMsg::new(
+                ErrorCode::WrongState,
+                "Hello was already accepted for this session",
+            )),
+            (SessionState::InSpace, _) => Ok(()),
+        }
+    }
+}
+
+impl ClientMsg {
+    /// The message's name, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello(_) => "Hello",
+            ClientMsg::Input(_) => "Input",
+            ClientMsg::Ping { .. } => "Ping",
+        }
+    }
+}
+
+/// Checks and normalizes a display name: trimmed, 1 to [`MAX_NAME_CHARS`] characters, no
+/// control characters.
+pub fn normalize_name(name: &str) -> Result<String, ErrorMsg> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars == 0 {
+        return Err(ErrorMsg::new(ErrorCode::BadName, "the name is empty"));
+    }
+    if chars > MAX_NAME_CHARS {
+        return Err(ErrorMsg::new(
+            ErrorCode::BadName,
+            format!("the name has {chars} characters; at most {MAX_NAME_CHARS} are allowed"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ErrorMsg::new(
+            ErrorCode::BadName,
+            "the name contains control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}

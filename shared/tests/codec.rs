@@ -1,0 +1,186 @@
+//! The frame codec: round trips, the size limit, and malformed frames.
+
+use quad_shared::AvatarId;
+use quad_shared::codec::{self, CodecError, MAX_FRAME_BYTES};
+use quad_shared::protocol::*;
+
+fn hello() -> ClientMsg {
+    ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        name: "Ada".into(),
+        token: None,
+        spawn: Some([10.0, 20.5]),
+    })
+}
+
+#[test]
+fn client_messages_round_trip() {
+    for msg in [
+        hello(),
+        ClientMsg::Input(Input {
+            seq: 7,
+            dir: 9,
+            steps: 3,
+        }),
+        ClientMsg::Ping { nonce: 42 },
+    ] {
+        let frame = codec::encode(&msg).expect("encodes");
+        assert_eq!(codec::decode::<ClientMsg>(&frame).expect("decodes"), msg);
+    }
+}
+
+#[test]
+fn server_messages_round_trip() {
+    let msgs = [
+        ServerMsg::Welcome(Welcome {
+            protocol: PROTOCOL_VERSION,
+            you: AvatarId(3),
+            name: "Ada".into(),
+            map_url: "/maps/campus.tmj".into(),
+            spawn: [1.0, 2.0],
+            tick_hz: 20,
+        }),
+        ServerMsg::Snapshot(Snapshot {
+            tick: 9,
+            ack: 4,
+            you: Some([3.5, 4.25]),
+            avatars: vec![AvatarUpdate::new(AvatarId(2), [100.25, 200.75])],
+            gone: vec![AvatarId(5)],
+        }),
+        ServerMsg::PeopleJoined {
+            people: vec![Person {
+                id: AvatarId(1),
+                name: "Bo".into(),
+            }],
+        },
+        ServerMsg::PeopleLeft {
+            ids: vec![AvatarId(1)],
+        },
+        ServerMsg::Error(ErrorMsg::new(ErrorCode::Malformed, "bad")),
+        ServerMsg::Pong { nonce: 1 },
+    ];
+    for msg in msgs {
+        let frame = codec::encode(&msg).expect("encodes");
+        assert_eq!(codec::decode::<ServerMsg>(&frame).expect("decodes"), msg);
+    }
+}
+
+#[test]
+fn input_frames_are_compact() {
+    let frame = codec::encode(&ClientMsg::Input(Input {
+        seq: 1000,
+        dir: 1,
+        steps: 3,
+    }))
+    .unwrap();
+    assert!(
+        frame.len() <= 10,
+        "an input frame took {} bytes",
+        frame.len()
+    );
+}
+
+#[test]
+fn quantized_positions_keep_quarter_pixels() {
+    let u = AvatarUpdate::new(AvatarId(1), [123.25, 456.5]);
+    assert_eq!(u.position(), [123.25, 456.5]);
+    let clamped = AvatarUpdate::new(AvatarId(1), [-5.0, 1.0e9]);
+    assert_eq!(clamped.position()[0], 0.0);
+    assert!(clamped.position()[1] > 16_000.0);
+}
+
+#[test]
+fn oversized_frames_are_refused_before_decoding() {
+    let frame = vec![0u8; MAX_FRAME_BYTES + 1];
+    assert!(matches!(
+        codec::decode::<ClientMsg>(&frame),
+        Err(CodecError::TooLarge { len }) if len == MAX_FRAME_BYTES + 1
+    ));
+}
+
+#[test]
+fn oversized_messages_are_refused_when_encoding() {
+    let msg = ServerMsg::Error(ErrorMsg::new(
+        ErrorCode::Malformed,
+        "x".repeat(MAX_FRAME_BYTES),
+    ));
+    assert!(matches!(
+        codec::encode(&msg),
+        Err(CodecError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn malformed_frames_are_errors_not_panics() {
+    let good = codec::encode(&hello()).unwrap();
+    let mut cases: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xc1],                               // never-used MessagePack byte
+        vec![0x81, 0xa3, b'F', b'o', b'o', 0xc0], // unknown variant
+        good[..good.len() - 1].to_vec(),          // truncated
+        [good.clone(), vec![0]].concat(),         // trailing byte
+        vec![0xdd, 0xff, 0xff, 0xff, 0xff],       // array claiming 4 billion items
+    ];
+    // Every truncation of a valid frame, and every single-byte corruption.
+    for cut in 0..good.len() {
+        cases.push(good[..cut].to_vec());
+    }
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0xff;
+        cases.push(bad);
+    }
+    let mut errors = 0;
+    for case in &cases {
+        match codec::decode::<ClientMsg>(case) {
+            Err(CodecError::Malformed(_)) => errors += 1,
+            Err(other) => panic!("unexpected error kind {other:?}"),
+            Ok(_) => {} // some single-byte corruptions still decode (e.g. a changed letter in the name)
+        }
+    }
+    assert!(
+        errors >= 6 + good.len(),
+        "only {errors} of {} cases were refused",
+        cases.len()
+    );
+}
+
+#[test]
+fn messages_are_legal_only_in_their_state() {
+    let input = ClientMsg::Input(Input {
+        seq: 1,
+        dir: 1,
+        steps: 1,
+    });
+    let err = SessionState::AwaitingHello.check(&input).unwrap_err();
+    assert_eq!(err.code, ErrorCode::WrongState);
+    assert!(err.message.contains("before Hello"));
+    assert!(SessionState::AwaitingHello.check(&hello()).is_ok());
+    assert!(SessionState::InSpace.check(&input).is_ok());
+    assert_eq!(
+        SessionState::InSpace.check(&hello()).unwrap_err().code,
+        ErrorCode::WrongState
+    );
+    assert!(
+        SessionState::AwaitingHello
+            .check(&ClientMsg::Ping { nonce: 1 })
+            .is_ok()
+    );
+}
+
+#[test]
+fn names_are_checked() {
+    assert_eq!(normalize_name("  Ada  ").unwrap(), "Ada");
+    assert_eq!(normalize_name("   ").unwrap_err().code, ErrorCode::BadName);
+    assert_eq!(
+        normalize_name(&"x".repeat(MAX_NAME_CHARS + 1))
+            .unwrap_err()
+            .code,
+        ErrorCode::BadName
+    );
+    assert_eq!(
+        normalize_name("a\u{7}b").unwrap_err().code,
+        ErrorCode::BadName
+    );
+    assert!(normalize_name(&"é".repeat(MAX_NAME_CHARS)).is_ok());
+}
