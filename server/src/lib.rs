@@ -1,1 +1,190 @@
-//! placeholder
+//! `quad-server`: the Quad server as a library; `main.rs` only parses the command line.
+//!
+//! Layout, edge to core:
+//! - [`config`]: settings and their validation.
+//! - [`http`]: warp routes: the page, the wasm client, the map, `/ws`, `/healthz`.
+//! - [`session`]: one task per WebSocket; decodes, checks state, forwards to the space.
+//! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
+//!
+//! [`start`] binds, loads the map and spawns everything; [`run`] does the same and waits
+//! for a shutdown signal. Startup fails, with an error naming the file, on a bad map.
+
+pub mod config;
+pub mod http;
+pub mod session;
+pub mod space;
+
+use anyhow::Context;
+pub use config::Config;
+use dashmap::DashMap;
+use quad_shared::AvatarId;
+use quad_shared::map::Map;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use tokio_util::sync::CancellationToken;
+
+/// What every session and handler shares. Game state is not here: it lives in the space.
+pub struct AppState {
+    pub config: Config,
+    pub map_file: MapFile,
+    pub space: space::SpaceHandle,
+    /// Index of connected sessions (who is connected), not game state.
+    pub sessions: DashMap<AvatarId, SessionEntry>,
+    pub next_avatar_id: AtomicU32,
+    pub shutdown: CancellationToken,
+}
+
+/// One connected session, as the index knows it.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    pub name: String,
+}
+
+/// The map as loaded at startup: parsed, and its files ready to serve.
+pub struct MapFile {
+    pub map: Arc<Map>,
+    pub text: String,
+    /// Each tileset's image bytes and content type, by tileset index.
+    pub tileset_images: Vec<(Vec<u8>, &'static str)>,
+}
+
+impl MapFile {
+    /// Loads and validates a map and every image it refers to.
+    pub fn load(path: &Path) -> anyhow::Result<MapFile> {
+        let map = Map::load(path)?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("map file {}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tileset_images = Vec::new();
+        for tileset in &map.tilesets {
+            let image = dir.join(&tileset.image);
+            let bytes = std::fs::read(&image).with_context(|| {
+                format!(
+                    "map file {}: tileset \"{}\" image {}",
+                    path.display(),
+                    tileset.name,
+                    image.display()
+                )
+            })?;
+            let mime = match image.extension().and_then(|e| e.to_str()) {
+                Some("png") => "image/png",
+                Some("jpg" | "jpeg") => "image/jpeg",
+                Some("webp") => "image/webp",
+                _ => "application/octet-stream",
+            };
+            tileset_images.push((bytes, mime));
+        }
+        Ok(MapFile {
+            map: Arc::new(map),
+            text,
+            tileset_images,
+        })
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// The address it listens on (useful after binding port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes every session with a reason, and waits for the tasks.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!("server task ended badly: {e}");
+        }
+    }
+
+    /// Waits until the server stops (after its shutdown token is cancelled).
+    pub async fn wait(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!("server task ended badly: {e}");
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Validates the config, loads the map, binds, and starts serving in the background.
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    config.validate()?;
+    let map_file = MapFile::load(&config.map)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+    if !config.assets_dir.join("index.html").is_file() {
+        anyhow::bail!(
+            "assets directory {}: no index.html (run from the repository root, or pass --assets)",
+            config.assets_dir.display()
+        );
+    }
+    if !config.client_dir.join("quad_client.js").is_file() {
+        tracing::warn!(
+            "the browser client is not built in {}: `cargo xtask serve` builds it",
+            config.client_dir.display()
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+
+    let settings = space::resources::SpaceSettings {
+        tick_hz: config.tick_hz,
+        area_of_interest: config.area_of_interest,
+        replication_bytes_per_sec: config.replication_bytes_per_sec,
+        dev: config.dev,
+    };
+    let world = space::SpaceWorld::new(map_file.map.clone(), settings, http::MAP_URL);
+    let (space, space_task) = space::spawn(world, config.tick_hz, shutdown.clone());
+
+    let state = Arc::new(AppState {
+        config,
+        map_file,
+        space,
+        sessions: DashMap::new(),
+        next_avatar_id: AtomicU32::new(1),
+        shutdown: shutdown.clone(),
+    });
+    let routes = http::routes(state.clone());
+    let graceful = shutdown.clone();
+    let task = tokio::spawn(async move {
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(async move { graceful.cancelled().await })
+            .run()
+            .await;
+        if let Err(e) = space_task.await {
+            tracing::error!("space task ended badly: {e}");
+        }
+        drop(state);
+    });
+    Ok(Server {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Starts the server and runs it until `signal` completes.
+pub async fn run(config: Config, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    println!("Quad is serving http://{}", server.addr());
+    signal.await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}

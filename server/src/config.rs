@@ -1,0 +1,135 @@
+//! Server configuration: defaults, an optional TOML file, then environment and command line,
+//! and validation with errors that say which setting is wrong and why.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Everything the server can be told. Every field has a default, so an empty file is valid.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen for HTTP and WebSocket connections.
+    pub listen: SocketAddr,
+    /// The Tiled map of the space.
+    pub map: PathBuf,
+    /// Static files of the page (index.html, CSS).
+    pub assets_dir: PathBuf,
+    /// The built wasm client (`quad_client.js`, `quad_client_bg.wasm`).
+    pub client_dir: PathBuf,
+    /// Where the server keeps its data.
+    pub data_dir: PathBuf,
+    /// Development mode: pages may choose their spawn point (`?spawn=X,Y`).
+    pub dev: bool,
+    /// World ticks per second.
+    pub tick_hz: u16,
+    /// Most concurrent sessions; more are refused with `Unavailable`.
+    pub max_sessions: usize,
+    /// Radius, in pixels, of the area in which a client is sent other avatars.
+    pub area_of_interest: f32,
+    /// Bytes per second of position updates a client is sent at most.
+    pub replication_bytes_per_sec: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            map: PathBuf::from("assets/maps/campus.tmj"),
+            assets_dir: PathBuf::from("assets"),
+            client_dir: PathBuf::from("target/web/pkg"),
+            data_dir: PathBuf::from("data"),
+            dev: false,
+            tick_hz: 20,
+            max_sessions: 5_000,
+            area_of_interest: 800.0,
+            replication_bytes_per_sec: 2_000,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("setting `{setting}`: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Defaults, overlaid by the TOML file at `path` if given.
+    pub fn from_file(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let file_err = |message: String| ConfigError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| file_err(e.to_string()))
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, message: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                message: message.to_owned(),
+            })
+        };
+        if !(1..=120).contains(&self.tick_hz) {
+            return invalid("tick_hz", "must be between 1 and 120");
+        }
+        if self.max_sessions == 0 {
+            return invalid("max_sessions", "must be at least 1");
+        }
+        if !(self.area_of_interest.is_finite() && self.area_of_interest >= 64.0) {
+            return invalid("area_of_interest", "must be a number of pixels, at least 64");
+        }
+        if self.replication_bytes_per_sec < 200 {
+            return invalid(
+                "replication_bytes_per_sec",
+                "must be at least 200, or clients cannot follow anyone",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let cfg: Config = toml::from_str("").unwrap();
+        assert_eq!(cfg, Config::default());
+        assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_settings_are_refused_by_name() {
+        let err = toml::from_str::<Config>("tick_rate = 5").unwrap_err();
+        assert!(err.to_string().contains("tick_rate"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_values_are_refused_by_name() {
+        let cfg = Config { tick_hz: 0, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("tick_hz"));
+        let cfg = Config { area_of_interest: f32::NAN, ..Config::default() };
+        assert!(cfg.validate().unwrap_err().to_string().contains("area_of_interest"));
+    }
+
+    #[test]
+    fn a_missing_file_names_the_file() {
+        let err = Config::from_file(Some(Path::new("/nope/quad.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nope/quad.toml"));
+    }
+}

@@ -1,0 +1,218 @@
+//! Sessions: one task per WebSocket. It decodes frames, checks each message is legal in the
+//! session's state, and passes it to the space; it writes the space's frames back.
+//!
+//! A bad frame is answered with an `Error` frame and the session goes on; only a client
+//! that cannot go on (wrong protocol version, server full) is closed, with a reason. Nothing
+//! here can affect another session. This module knows nothing of the world's rules.
+
+mod rate_limit;
+
+use crate::AppState;
+use crate::space::{SESSION_OUTBOX_FRAMES, SpaceCommand};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use quad_shared::AvatarId;
+use quad_shared::codec::{self, CodecError};
+use quad_shared::protocol::{
+    ClientMsg, ErrorCode, ErrorMsg, Hello, PROTOCOL_VERSION, ServerMsg, SessionState,
+    normalize_name,
+};
+use rate_limit::RateLimit;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
+use warp::ws::{Message, WebSocket};
+
+/// WebSocket close codes used when a session cannot go on.
+mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// What the session loop does after handling one message.
+enum Next {
+    Continue,
+    Close(u16, &'static str),
+}
+
+struct Session {
+    state: Arc<AppState>,
+    phase: SessionState,
+    id: Option<AvatarId>,
+    outbox_tx: mpsc::Sender<Bytes>,
+    replies: Vec<ServerMsg>,
+    rate: RateLimit,
+}
+
+/// Runs one client's session until it disconnects or the server shuts down.
+pub async fn run(ws: WebSocket, state: Arc<AppState>) {
+    let (mut sink, mut stream) = ws.split();
+    let (outbox_tx, mut outbox_rx) = mpsc::channel::<Bytes>(SESSION_OUTBOX_FRAMES);
+    let shutdown = state.shutdown.clone();
+    let mut session = Session {
+        state,
+        phase: SessionState::AwaitingHello,
+        id: None,
+        outbox_tx,
+        replies: Vec::new(),
+        rate: RateLimit::new(60.0, 120.0),
+    };
+
+    let closing: Option<(u16, &'static str)> = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Some((close::GOING_AWAY, "the server is shutting down")),
+            frame = outbox_rx.recv(), if session.id.is_some() => match frame {
+                Some(frame) => {
+                    if sink.send(Message::binary(frame)).await.is_err() {
+                        break None;
+                    }
+                }
+                None => break Some((close::TRY_AGAIN_LATER, "disconnected: the connection could not keep up")),
+            },
+            msg = stream.next() => {
+                let next = match msg {
+                    None | Some(Err(_)) => break None,
+                    Some(Ok(msg)) if msg.is_close() => break None,
+                    Some(Ok(msg)) => session.handle(msg).await,
+                };
+                for reply in session.replies.drain(..) {
+                    if let Ok(frame) = codec::encode(&reply) {
+                        if sink.send(Message::binary(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                if let Next::Close(code, reason) = next {
+                    break Some((code, reason));
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = closing {
+        // The peer may already be gone; there is nothing more to do either way.
+        let _ = sink.send(Message::close_with(code, reason)).await;
+    }
+    session.leave().await;
+}
+
+impl Session {
+    fn refuse(&mut self, err: ErrorMsg) {
+        tracing::debug!(id = ?self.id, code = ?err.code, "refused: {}", err.message);
+        self.replies.push(ServerMsg::Error(err));
+    }
+
+    async fn handle(&mut self, msg: Message) -> Next {
+        if msg.is_ping() || msg.is_pong() {
+            return Next::Continue;
+        }
+        if !self.rate.allow() {
+            if self.rate.should_warn() {
+                self.refuse(ErrorMsg::new(
+                    ErrorCode::RateLimited,
+                    "too many frames: at most 60 per second",
+                ));
+            }
+            return Next::Continue;
+        }
+        if !msg.is_binary() {
+            self.refuse(ErrorMsg::new(
+                ErrorCode::NotBinary,
+                "frames must be binary MessagePack, not text",
+            ));
+            return Next::Continue;
+        }
+        let msg = match codec::decode::<ClientMsg>(msg.as_bytes()) {
+            Ok(msg) => msg,
+            Err(e) => {
+                let code = match e {
+                    CodecError::TooLarge { .. } => ErrorCode::TooLarge,
+                    _ => ErrorCode::Malformed,
+                };
+                self.refuse(ErrorMsg::new(code, e.to_string()));
+                return Next::Continue;
+            }
+        };
+        if let Err(err) = self.phase.check(&msg) {
+            self.refuse(err);
+            return Next::Continue;
+        }
+        match msg {
+            ClientMsg::Hello(hello) => self.hello(hello).await,
+            ClientMsg::Input(input) => {
+                if let Some(id) = self.id {
+                    self.to_space(SpaceCommand::Input { id, input }).await
+                } else {
+                    Next::Continue
+                }
+            }
+            ClientMsg::Ping { nonce } => {
+                self.replies.push(ServerMsg::Pong { nonce });
+                Next::Continue
+            }
+            other => {
+                self.refuse(ErrorMsg::new(
+                    ErrorCode::WrongState,
+                    format!("{} is not handled by this server", other.kind()),
+                ));
+                Next::Continue
+            }
+        }
+    }
+
+    async fn hello(&mut self, hello: Hello) -> Next {
+        if hello.version != PROTOCOL_VERSION {
+            self.refuse(ErrorMsg::new(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "this server speaks protocol {PROTOCOL_VERSION} and the client {}: reload the page",
+                    hello.version
+                ),
+            ));
+            return Next::Close(close::POLICY, "protocol version mismatch");
+        }
+        let name = match normalize_name(&hello.name) {
+            Ok(name) => name,
+            Err(err) => {
+                // The lobby can fix the name and try again on the same connection.
+                self.refuse(err);
+                return Next::Continue;
+            }
+        };
+        if self.state.sessions.len() >= self.state.config.max_sessions {
+            self.refuse(ErrorMsg::new(
+                ErrorCode::Unavailable,
+                "the space is full; try again later",
+            ));
+            return Next::Close(close::TRY_AGAIN_LATER, "server full");
+        }
+        let id = AvatarId(self.state.next_avatar_id.fetch_add(1, Ordering::Relaxed));
+        self.state.sessions.insert(id, crate::SessionEntry { name: name.clone() });
+        self.id = Some(id);
+        self.phase = SessionState::InSpace;
+        let spawn = hello.spawn.map(glam::Vec2::from_array);
+        self.to_space(SpaceCommand::Join {
+            id,
+            name,
+            spawn,
+            outbox: self.outbox_tx.clone(),
+        })
+        .await
+    }
+
+    async fn to_space(&mut self, cmd: SpaceCommand) -> Next {
+        if self.state.space.send(cmd).await {
+            Next::Continue
+        } else {
+            self.refuse(ErrorMsg::new(ErrorCode::Unavailable, "the space has stopped"));
+            Next::Close(close::GOING_AWAY, "the space has stopped")
+        }
+    }
+
+    async fn leave(self) {
+        if let Some(id) = self.id {
+            self.state.sessions.remove(&id);
+            self.state.space.send(SpaceCommand::Leave { id }).await;
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Components of the space's ECS world, one per file.
+
+mod avatar;
+mod client_view;
+mod motion;
+mod position;
+mod zone;
+
+pub use avatar::Avatar;
+pub use client_view::{ClientView, KnownAvatar, quantize};
+pub use motion::Motion;
+pub use position::Position;
+pub use zone::InZone;

@@ -1,0 +1,133 @@
+//! The space: one task per map instance owns a [`SpaceWorld`] (a bevy_ecs `World` and its
+//! tick schedule) without locks. Sessions talk to it through a [`SpaceHandle`]; it sends
+//! frames back through each session's bounded outbox channel.
+//!
+//! This module must not touch sockets or HTTP: it knows sessions only as ids and channels.
+
+pub mod components;
+pub mod resources;
+pub mod spatial_grid;
+pub mod systems;
+pub mod world;
+
+use bytes::Bytes;
+use glam::Vec2;
+use quad_shared::AvatarId;
+use quad_shared::protocol::Input;
+use resources::Recipient;
+use rustc_hash::FxHashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+pub use world::SpaceWorld;
+
+/// Frames a session may have waiting before it counts as too slow and is dropped.
+pub const SESSION_OUTBOX_FRAMES: usize = 256;
+
+/// What a session can ask of its space.
+#[derive(Debug)]
+pub enum SpaceCommand {
+    Join {
+        id: AvatarId,
+        name: String,
+        spawn: Option<Vec2>,
+        outbox: mpsc::Sender<Bytes>,
+    },
+    Input {
+        id: AvatarId,
+        input: Input,
+    },
+    Leave {
+        id: AvatarId,
+    },
+}
+
+/// A cheap, cloneable way to reach a space task.
+#[derive(Clone, Debug)]
+pub struct SpaceHandle {
+    tx: mpsc::Sender<SpaceCommand>,
+}
+
+impl SpaceHandle {
+    /// Sends a command; `false` if the space has stopped.
+    pub async fn send(&self, cmd: SpaceCommand) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+}
+
+/// Starts the task that owns `world`, ticking `tick_hz` times a second until `shutdown`.
+pub fn spawn(
+    world: SpaceWorld,
+    tick_hz: u16,
+    shutdown: CancellationToken,
+) -> (SpaceHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let task = tokio::spawn(run(world, rx, tick_hz, shutdown));
+    (SpaceHandle { tx }, task)
+}
+
+async fn run(
+    mut world: SpaceWorld,
+    mut rx: mpsc::Receiver<SpaceCommand>,
+    tick_hz: u16,
+    shutdown: CancellationToken,
+) {
+    let mut sessions: FxHashMap<AvatarId, mpsc::Sender<Bytes>> = FxHashMap::default();
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(tick_hz)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => {
+                let now = Instant::now();
+                world.tick((now - last_tick).as_secs_f32());
+                last_tick = now;
+            }
+            cmd = rx.recv() => match cmd {
+                None => break,
+                Some(SpaceCommand::Join { id, name, spawn, outbox }) => {
+                    sessions.insert(id, outbox);
+                    let at = world.join(id, name, spawn);
+                    tracing::info!(%id, x = at.x, y = at.y, population = world.population(), "joined");
+                }
+                Some(SpaceCommand::Input { id, input }) => world.input(id, input),
+                Some(SpaceCommand::Leave { id }) => {
+                    if sessions.remove(&id).is_some() {
+                        world.leave(id);
+                        tracing::info!(%id, population = world.population(), "left");
+                    }
+                }
+            },
+        }
+        deliver(&mut world, &mut sessions);
+    }
+}
+
+/// Hands every queued frame to its sessions. A session whose outbox is full cannot keep up:
+/// it is removed from the space, and dropping its sender closes it.
+fn deliver(world: &mut SpaceWorld, sessions: &mut FxHashMap<AvatarId, mpsc::Sender<Bytes>>) {
+    let mut dropped = Vec::new();
+    for (to, frame) in world.drain_outbox() {
+        let mut offer = |id: AvatarId, tx: &mpsc::Sender<Bytes>| {
+            if tx.try_send(frame.clone()).is_err() {
+                dropped.push(id);
+            }
+        };
+        match to {
+            Recipient::One(id) => {
+                if let Some(tx) = sessions.get(&id) {
+                    offer(id, tx);
+                }
+            }
+            Recipient::Everyone => sessions.iter().for_each(|(id, tx)| offer(*id, tx)),
+        }
+    }
+    for id in dropped {
+        if sessions.remove(&id).is_some() {
+            tracing::warn!(%id, "session could not keep up; removed from the space");
+            world.leave(id);
+        }
+    }
+}

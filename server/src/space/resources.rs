@@ -1,0 +1,61 @@
+//! Resources of the space's world: the map, the clock, settings, and the queues through
+//! which the world talks to the outside (the outbox, roster changes).
+
+use bevy_ecs::prelude::*;
+use bytes::Bytes;
+use quad_shared::AvatarId;
+use quad_shared::map::Map;
+use std::sync::Arc;
+
+/// The map this space runs on.
+#[derive(Resource, Clone)]
+pub struct SpaceMap(pub Arc<Map>);
+
+/// Time, as given to the world by its driver (time is an input, never read from a clock).
+#[derive(Resource, Debug, Default, Clone, Copy)]
+pub struct SpaceClock {
+    pub tick: u32,
+    /// Seconds since the previous tick.
+    pub dt: f32,
+}
+
+/// Tunables of a space.
+#[derive(Resource, Debug, Clone)]
+pub struct SpaceSettings {
+    pub tick_hz: u16,
+    pub area_of_interest: f32,
+    pub replication_bytes_per_sec: u32,
+    /// Whether `Hello.spawn` is honoured.
+    pub dev: bool,
+}
+
+/// Who a frame is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipient {
+    One(AvatarId),
+    Everyone,
+}
+
+/// Encoded frames the world wants sent; the driver drains it after every call.
+#[derive(Resource, Debug, Default)]
+pub struct Outbox {
+    pub frames: Vec<(Recipient, Bytes)>,
+}
+
+impl Outbox {
+    /// Encodes `msg` once and queues it. A message that cannot be encoded is a bug in the
+    /// server, not bad input: it is logged and dropped.
+    pub fn push(&mut self, to: Recipient, msg: &quad_shared::protocol::ServerMsg) {
+        match quad_shared::codec::encode(msg) {
+            Ok(frame) => self.frames.push((to, Bytes::from(frame))),
+            Err(e) => tracing::error!(?to, "cannot encode an outgoing message: {e}"),
+        }
+    }
+}
+
+/// People who joined or left since the last tick, announced once per tick to everyone.
+#[derive(Resource, Debug, Default)]
+pub struct RosterChanges {
+    pub joined: Vec<quad_shared::protocol::Person>,
+    pub left: Vec<AvatarId>,
+}

@@ -1,0 +1,28 @@
+//! The space's systems, one per file, registered here in the order they run each tick.
+
+mod movement;
+mod replicate;
+mod roster;
+mod spatial_index;
+mod zones;
+
+use bevy_ecs::schedule::{IntoScheduleConfigs, Schedule, SingleThreadedExecutor};
+
+/// One tick: apply input, recompute zones, rebuild the spatial index, announce roster
+/// changes, then send each client what changed in its area of interest.
+pub fn tick_schedule() -> Schedule {
+    let mut schedule = Schedule::default();
+    // One space is one task on one core; a multi-threaded executor would only add overhead.
+    schedule.set_executor(SingleThreadedExecutor::new());
+    schedule.add_systems(
+        (
+            movement::movement,
+            zones::zones,
+            spatial_index::spatial_index,
+            roster::roster,
+            replicate::replicate,
+        )
+            .chain(),
+    );
+    schedule
+}
