@@ -90,7 +90,10 @@ impl Config {
             return invalid("max_sessions", "must be at least 1");
         }
         if !(self.area_of_interest.is_finite() && self.area_of_interest >= 64.0) {
-            return invalid("area_of_interest", "must be a number of pixels, at least 64");
+            return invalid(
+                "area_of_interest",
+                "must be a number of pixels, at least 64",
+            );
         }
         if self.replication_bytes_per_sec < 200 {
             return invalid(
@@ -121,10 +124,21 @@ mod tests {
 
     #[test]
     fn nonsense_values_are_refused_by_name() {
-        let cfg = Config { tick_hz: 0, ..Config::default() };
+        let cfg = Config {
+            tick_hz: 0,
+            ..Config::default()
+        };
         assert!(cfg.validate().unwrap_err().to_string().contains("tick_hz"));
-        let cfg = Config { area_of_interest: f32::NAN, ..Config::default() };
-        assert!(cfg.validate().unwrap_err().to_string().contains("area_of_interest"));
+        let cfg = Config {
+            area_of_interest: f32::NAN,
+            ..Config::default()
+        };
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("area_of_interest")
+        );
     }
 
     #[test]

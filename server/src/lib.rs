@@ -180,7 +180,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 }
 
 /// Starts the server and runs it until `signal` completes.
-pub async fn run(config: Config, signal: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    signal: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let server = start(config).await?;
     println!("Quad is serving http://{}", server.addr());
     signal.await;

@@ -1,1 +1,350 @@
-//! placeholder
+//! `quad-tests`: the end-to-end harness. [`TestServer`] starts a real Quad server on
+//! `127.0.0.1:0` with its own data directory; [`Bot`] is a WebSocket client that speaks the
+//! protocol and keeps a model of what it has been told. Browser tests live in
+//! [`browser`]. Tests talk only to loopback.
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use quad_server::Config;
+use quad_shared::AvatarId;
+use quad_shared::codec;
+use quad_shared::protocol::*;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The repository root (assets, the built client).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Logs to stderr once per test binary (shown for failing tests).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,quad_server=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "quad-{label}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A real server on a free loopback port.
+pub struct TestServer {
+    pub server: quad_server::Server,
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    /// Starts a server in dev mode (spawn points may be chosen) with the campus map.
+    pub async fn start() -> Result<TestServer> {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Result<TestServer> {
+        init_tracing();
+        let root = repo_root();
+        let data_dir = temp_dir("data");
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            map: root.join("assets/maps/campus.tmj"),
+            assets_dir: root.join("assets"),
+            client_dir: client_dir(),
+            data_dir: data_dir.clone(),
+            dev: true,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let server = quad_server::start(config).await?;
+        Ok(TestServer { server, data_dir })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Where the built wasm client is: `QUAD_CLIENT_DIR`, else `target/web/pkg`.
+pub fn client_dir() -> PathBuf {
+    std::env::var_os("QUAD_CLIENT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/web/pkg"))
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol client with a model of what the server told it.
+pub struct Bot {
+    ws: Ws,
+    pub id: AvatarId,
+    pub welcome: Option<Welcome>,
+    /// Own authoritative position and the last acked input.
+    pub me: [f32; 2],
+    pub ack: u32,
+    /// Other avatars in view, as last sent.
+    pub others: HashMap<AvatarId, [f32; 2]>,
+    /// Everyone in the space, by id.
+    pub people: HashMap<AvatarId, String>,
+    /// Every error received, in order.
+    pub errors: Vec<ErrorMsg>,
+    /// Snapshot payload bytes received (for bandwidth checks).
+    pub snapshot_bytes: usize,
+    /// Set when the server closed the connection: (code, reason).
+    pub closed: Option<(u16, String)>,
+    seq: u32,
+}
+
+/// How long tests wait for something that should happen within a few ticks.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+impl Bot {
+    /// Opens a WebSocket without saying Hello.
+    pub async fn connect(addr: SocketAddr) -> Result<Bot> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .context("WebSocket connect")?;
+        Ok(Bot {
+            ws,
+            id: AvatarId(0),
+            welcome: None,
+            me: [0.0; 2],
+            ack: 0,
+            others: HashMap::new(),
+            people: HashMap::new(),
+            errors: Vec::new(),
+            snapshot_bytes: 0,
+            closed: None,
+            seq: 0,
+        })
+    }
+
+    /// Connects and joins as `name`, at `spawn` if given (dev servers honour it).
+    pub async fn join(addr: SocketAddr, name: &str, spawn: Option<[f32; 2]>) -> Result<Bot> {
+        let mut bot = Self::connect(addr).await?;
+        bot.send(&ClientMsg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            name: name.into(),
+            token: None,
+            spawn,
+        }))
+        .await?;
+        bot.wait_until(PATIENCE, |b| b.welcome.is_some()).await?;
+        Ok(bot)
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
+        self.send_raw(codec::encode(msg)?).await
+    }
+
+    pub async fn send_raw(&mut self, frame: Vec<u8>) -> Result<()> {
+        self.ws.send(Message::binary(frame)).await?;
+        Ok(())
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// Sends one input with the next sequence number.
+    pub async fn input(&mut self, dir: u8, steps: u8) -> Result<u32> {
+        self.seq += 1;
+        let seq = self.seq;
+        self.send(&ClientMsg::Input(Input { seq, dir, steps }))
+            .await?;
+        Ok(seq)
+    }
+
+    /// Walks like a real client: `total_steps` steps in inputs of 3 steps every 50 ms, then
+    /// waits until the server has applied them all.
+    pub async fn walk(&mut self, dir: u8, total_steps: u32) -> Result<()> {
+        let mut left = total_steps;
+        let mut last = 0;
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        while left > 0 {
+            pace.tick().await;
+            let steps = left.min(3) as u8;
+            last = self.input(dir, steps).await?;
+            left -= steps as u32;
+            self.drain().await?;
+        }
+        self.wait_until(PATIENCE, |b| b.ack >= last).await
+    }
+
+    /// Applies one message to the model.
+    fn absorb(&mut self, msg: ServerMsg, len: usize) {
+        match msg {
+            ServerMsg::Welcome(w) => {
+                self.id = w.you;
+                self.me = w.spawn;
+                self.welcome = Some(w);
+            }
+            ServerMsg::Snapshot(s) => {
+                self.snapshot_bytes += len;
+                self.ack = s.ack;
+                if let Some(p) = s.you {
+                    self.me = p;
+                }
+                for u in s.avatars {
+                    self.others.insert(u.0, u.position());
+                }
+                for id in s.gone {
+                    self.others.remove(&id);
+                }
+            }
+            ServerMsg::PeopleJoined { people } => {
+                for p in people {
+                    self.people.insert(p.id, p.name);
+                }
+            }
+            ServerMsg::PeopleLeft { ids } => {
+                for id in ids {
+                    self.people.remove(&id);
+                }
+            }
+            ServerMsg::Error(e) => self.errors.push(e),
+            _ => {}
+        }
+    }
+
+    /// Reads one frame, waiting at most `timeout`. `Ok(false)` on timeout.
+    async fn read_one(&mut self, timeout: Duration) -> Result<bool> {
+        if self.closed.is_some() {
+            bail!("connection closed: {:?}", self.closed);
+        }
+        let next = match tokio::time::timeout(timeout, self.ws.next()).await {
+            Err(_) => return Ok(false),
+            Ok(next) => next,
+        };
+        match next {
+            None => {
+                self.closed = Some((1006, "no close frame".into()));
+            }
+            Some(Err(e)) => {
+                self.closed = Some((1006, e.to_string()));
+            }
+            Some(Ok(Message::Binary(frame))) => {
+                let msg: ServerMsg =
+                    codec::decode(&frame).map_err(|e| anyhow!("bad frame from server: {e}"))?;
+                self.absorb(msg, frame.len());
+            }
+            Some(Ok(Message::Close(frame))) => {
+                self.closed = Some(
+                    frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new())),
+                );
+            }
+            Some(Ok(_)) => {}
+        }
+        Ok(true)
+    }
+
+    /// Processes whatever has already arrived, without waiting.
+    pub async fn drain(&mut self) -> Result<()> {
+        while self.closed.is_none() && self.read_one(Duration::from_millis(1)).await? {}
+        Ok(())
+    }
+
+    /// Reads frames until `cond` holds, or fails after `timeout`.
+    pub async fn wait_until(
+        &mut self,
+        timeout: Duration,
+        mut cond: impl FnMut(&Bot) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !cond(self) {
+            let now = Instant::now();
+            if now >= deadline {
+                bail!(
+                    "condition not met within {timeout:?} (errors: {:?}, closed: {:?})",
+                    self.errors,
+                    self.closed
+                );
+            }
+            if self.closed.is_some() {
+                bail!("connection closed while waiting: {:?}", self.closed);
+            }
+            self.read_one(deadline - now).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps reading for `period` (to check that something does *not* happen).
+    pub async fn listen_for(&mut self, period: Duration) -> Result<()> {
+        let deadline = Instant::now() + period;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if self.closed.is_some() || !self.read_one(left).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for an error with `code`.
+    pub async fn expect_error(&mut self, code: ErrorCode) -> Result<ErrorMsg> {
+        let seen = self.errors.len();
+        self.wait_until(PATIENCE, |b| {
+            b.errors[seen..].iter().any(|e| e.code == code)
+        })
+        .await?;
+        Ok(self.errors[seen..]
+            .iter()
+            .find(|e| e.code == code)
+            .cloned()
+            .ok_or_else(|| anyhow!("vanished"))?)
+    }
+
+    /// Waits until the server closes the connection.
+    pub async fn expect_close(&mut self) -> Result<(u16, String)> {
+        let deadline = Instant::now() + PATIENCE;
+        while self.closed.is_none() {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or_else(|| anyhow!("the server did not close the connection"))?;
+            self.read_one(left).await?;
+        }
+        Ok(self.closed.clone().unwrap_or_default())
+    }
+}
+
+/// The campus map, as the server loads it.
+pub fn campus() -> quad_shared::map::Map {
+    quad_shared::map::Map::load(&repo_root().join("assets/maps/campus.tmj"))
+        .expect("the campus map loads (checked by quad-shared's tests)")
+}
+
+/// The centre of tile (tx, ty) in world pixels.
+pub fn tile_center(map: &quad_shared::map::Map, tx: u32, ty: u32) -> [f32; 2] {
+    let ts = map.tile_size as f32;
+    [(tx as f32 + 0.5) * ts, (ty as f32 + 0.5) * ts]
+}

@@ -37,15 +37,25 @@ pub fn routes(
         .and(warp::path::end())
         .and(with_state.clone())
         .map(|state: Arc<AppState>| {
-            response(StatusCode::OK, "application/json", state.map_file.text.clone().into_bytes())
+            response(
+                StatusCode::OK,
+                "application/json",
+                state.map_file.text.clone().into_bytes(),
+            )
         });
 
     let tileset = warp::path!("map" / "tileset" / usize)
         .and(with_state.clone())
-        .map(|index: usize, state: Arc<AppState>| match state.map_file.tileset_images.get(index) {
-            Some((bytes, mime)) => response(StatusCode::OK, mime, bytes.clone()),
-            None => response(StatusCode::NOT_FOUND, "text/plain", b"no such tileset".to_vec()),
-        });
+        .map(
+            |index: usize, state: Arc<AppState>| match state.map_file.tileset_images.get(index) {
+                Some((bytes, mime)) => response(StatusCode::OK, mime, bytes.clone()),
+                None => response(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    b"no such tileset".to_vec(),
+                ),
+            },
+        );
 
     let client = warp::path("pkg").and(warp::fs::dir(state.config.client_dir.clone()));
     let page = warp::fs::dir(state.config.assets_dir.clone());

@@ -187,7 +187,9 @@ impl Session {
             return Next::Close(close::TRY_AGAIN_LATER, "server full");
         }
         let id = AvatarId(self.state.next_avatar_id.fetch_add(1, Ordering::Relaxed));
-        self.state.sessions.insert(id, crate::SessionEntry { name: name.clone() });
+        self.state
+            .sessions
+            .insert(id, crate::SessionEntry { name: name.clone() });
         self.id = Some(id);
         self.phase = SessionState::InSpace;
         let spawn = hello.spawn.map(glam::Vec2::from_array);
@@ -204,7 +206,10 @@ impl Session {
         if self.state.space.send(cmd).await {
             Next::Continue
         } else {
-            self.refuse(ErrorMsg::new(ErrorCode::Unavailable, "the space has stopped"));
+            self.refuse(ErrorMsg::new(
+                ErrorCode::Unavailable,
+                "the space has stopped",
+            ));
             Next::Close(close::GOING_AWAY, "the space has stopped")
         }
     }

@@ -40,8 +40,12 @@ impl SpatialGrid {
     }
 
     fn cell_of(&self, p: Vec2) -> (usize, usize) {
-        let cx = (p.x / self.cell_size).floor().clamp(0.0, (self.cols - 1) as f32) as usize;
-        let cy = (p.y / self.cell_size).floor().clamp(0.0, (self.rows - 1) as f32) as usize;
+        let cx = (p.x / self.cell_size)
+            .floor()
+            .clamp(0.0, (self.cols - 1) as f32) as usize;
+        let cy = (p.y / self.cell_size)
+            .floor()
+            .clamp(0.0, (self.rows - 1) as f32) as usize;
         (cx, cy)
     }
 
@@ -77,7 +81,13 @@ mod tests {
     fn finds_exactly_the_avatars_in_range() {
         let mut grid = SpatialGrid::new(Vec2::new(1000.0, 1000.0), 100.0);
         let mut world = World::new();
-        let points = [(50.0, 50.0), (140.0, 50.0), (400.0, 400.0), (999.0, 999.0), (55.0, 160.0)];
+        let points = [
+            (50.0, 50.0),
+            (140.0, 50.0),
+            (400.0, 400.0),
+            (999.0, 999.0),
+            (55.0, 160.0),
+        ];
         for (i, (x, y)) in points.into_iter().enumerate() {
             grid.insert(GridEntry {
                 entity: world.spawn_empty().id(),

@@ -3,9 +3,7 @@
 //! task drives it over channels; benchmarks and tests drive it directly.
 
 use super::components::{Avatar, ClientView, InZone, Motion, Position};
-use super::resources::{
-    Outbox, Recipient, RosterChanges, SpaceClock, SpaceMap, SpaceSettings,
-};
+use super::resources::{Outbox, Recipient, RosterChanges, SpaceClock, SpaceMap, SpaceSettings};
 use super::spatial_grid::SpatialGrid;
 use super::systems;
 use bevy_ecs::prelude::*;
@@ -177,7 +175,11 @@ impl SpaceWorld {
 
     /// Takes the frames queued since the last call.
     pub fn drain_outbox(&mut self) -> std::vec::Drain<'_, (Recipient, Bytes)> {
-        self.world.resource_mut::<Outbox>().into_inner().frames.drain(..)
+        self.world
+            .resource_mut::<Outbox>()
+            .into_inner()
+            .frames
+            .drain(..)
     }
 
     /// How many avatars are in the space.

@@ -23,7 +23,9 @@ pub fn movement(
         let mut p = position.0;
         for input in motion.pending.drain(..) {
             // A client that sends more movement than time allows is clamped, not trusted.
-            let allowed = (input.steps as f32).min(motion.budget_steps.floor()).max(0.0) as u8;
+            let allowed = (input.steps as f32)
+                .min(motion.budget_steps.floor())
+                .max(0.0) as u8;
             p = movement::apply(&map.0.collision, p, input.dir, allowed);
             motion.budget_steps -= allowed as f32;
             motion.last_seq = input.seq;

@@ -19,7 +19,12 @@ pub fn roster(mut changes: ResMut<RosterChanges>, mut outbox: ResMut<Outbox>) {
     if !changes.left.is_empty() {
         let ids = std::mem::take(&mut changes.left);
         for chunk in ids.chunks(crate::space::world::ROSTER_CHUNK) {
-            outbox.push(Recipient::Everyone, &ServerMsg::PeopleLeft { ids: chunk.to_vec() });
+            outbox.push(
+                Recipient::Everyone,
+                &ServerMsg::PeopleLeft {
+                    ids: chunk.to_vec(),
+                },
+            );
         }
     }
 }
