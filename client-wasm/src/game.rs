@@ -1,0 +1,421 @@
+//! The client's game state, free of any browser API.
+//!
+//! The own avatar is predicted with `quad_shared::movement::step` in fixed steps; inputs are
+//! batched (up to 3 steps, 50 ms) and kept until the server acknowledges them. When a
+//! snapshot arrives, the prediction is reset to the server's position and the unacknowledged
+//! inputs are replayed on top (reconciliation). Other avatars are drawn slightly in the past,
+//! interpolated between the positions the server sent.
+
+use glam::Vec2;
+use quad_shared::AvatarId;
+use quad_shared::map::Map;
+use quad_shared::movement::{self, STEP_SECONDS};
+use quad_shared::protocol::{Input, Person, ServerMsg, Snapshot, Welcome};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// How far in the past other avatars are drawn, ms: two snapshots at 20 Hz plus jitter.
+pub const INTERPOLATION_DELAY_MS: f64 = 120.0;
+/// Steps per input message.
+const STEPS_PER_INPUT: u8 = 3;
+/// Longest frame time simulated at once (a backgrounded tab must not replay seconds).
+const MAX_FRAME_SECONDS: f32 = 0.25;
+/// Samples kept per remote avatar.
+const MAX_SAMPLES: usize = 16;
+
+/// The own avatar.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub id: AvatarId,
+    pub name: String,
+    /// Where the client shows it: the server's position plus unacknowledged input.
+    pub predicted: Vec2,
+    /// The last authoritative position.
+    pub server: Vec2,
+    pending: VecDeque<Input>,
+    batch: Option<(u8, u8)>,
+    seq: u32,
+    step_time: f32,
+}
+
+/// Another avatar: timestamped positions as received.
+#[derive(Debug, Clone, Default)]
+pub struct Remote {
+    samples: VecDeque<(f64, Vec2)>,
+}
+
+impl Remote {
+    /// The most recent position the server sent.
+    pub fn latest(&self) -> Option<Vec2> {
+        self.samples.back().map(|s| s.1)
+    }
+
+    fn push(&mut self, now_ms: f64, pos: Vec2, tick_ms: f64) {
+        if let Some(&(t, last)) = self.samples.back() {
+            // Updates come only when an avatar moves; after a pause, it was standing still
+            // until just before this update, not gliding since the last one.
+            if now_ms - t > 2.0 * tick_ms {
+                self.samples.push_back((now_ms - tick_ms, last));
+            }
+        }
+        self.samples.push_back((now_ms, pos));
+        while self.samples.len() > MAX_SAMPLES {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The position to draw at `render_ms` (already shifted into the past).
+    pub fn at(&self, render_ms: f64) -> Option<Vec2> {
+        let first = self.samples.front()?;
+        if render_ms <= first.0 {
+            return Some(first.1);
+        }
+        for (a, b) in self.samples.iter().zip(self.samples.iter().skip(1)) {
+            if render_ms <= b.0 {
+                let span = (b.0 - a.0).max(1e-3);
+                let t = ((render_ms - a.0) / span) as f32;
+                return Some(a.1.lerp(b.1, t.clamp(0.0, 1.0)));
+            }
+        }
+        self.latest()
+    }
+}
+
+/// Everything the client knows.
+#[derive(Debug, Default)]
+pub struct Game {
+    pub me: Option<Me>,
+    pub others: HashMap<AvatarId, Remote>,
+    pub people: BTreeMap<AvatarId, String>,
+    pub map: Option<Arc<Map>>,
+    pub tick_hz: u16,
+    /// Where the server serves the map (from `Welcome`).
+    pub map_url: String,
+    /// Set when the roster changed and the people list needs redrawing.
+    pub roster_dirty: bool,
+    /// The last error the server sent, for the HUD.
+    pub last_error: Option<String>,
+}
+
+impl Game {
+    /// Applies one message from the server; `now_ms` is the client's clock.
+    pub fn on_message(&mut self, msg: ServerMsg, now_ms: f64) {
+        match msg {
+            ServerMsg::Welcome(w) => self.welcome(w),
+            ServerMsg::Snapshot(s) => self.snapshot(s, now_ms),
+            ServerMsg::PeopleJoined { people } => {
+                for Person { id, name } in people {
+                    self.people.insert(id, name);
+                }
+                self.roster_dirty = true;
+            }
+            ServerMsg::PeopleLeft { ids } => {
+                for id in ids {
+                    self.people.remove(&id);
+                    self.others.remove(&id);
+                }
+                self.roster_dirty = true;
+            }
+            ServerMsg::Error(e) => self.last_error = Some(e.message),
+            _ => {}
+        }
+    }
+
+    fn welcome(&mut self, w: Welcome) {
+        let spawn = Vec2::from_array(w.spawn);
+        self.tick_hz = w.tick_hz.max(1);
+        self.map_url = w.map_url;
+        self.me = Some(Me {
+            id: w.you,
+            name: w.name,
+            predicted: spawn,
+            server: spawn,
+            pending: VecDeque::new(),
+            batch: None,
+            seq: 0,
+            step_time: 0.0,
+        });
+        self.others.clear();
+    }
+
+    fn tick_ms(&self) -> f64 {
+        1000.0 / f64::from(self.tick_hz.max(1))
+    }
+
+    fn snapshot(&mut self, s: Snapshot, now_ms: f64) {
+        let tick_ms = self.tick_ms();
+        for u in &s.avatars {
+            let pos = Vec2::from_array(u.position());
+            self.others
+                .entry(u.0)
+                .or_default()
+                .push(now_ms, pos, tick_ms);
+        }
+        for id in &s.gone {
+            self.others.remove(id);
+        }
+        let (Some(me), Some(you)) = (self.me.as_mut(), s.you) else {
+            return;
+        };
+        me.server = Vec2::from_array(you);
+        while me.pending.front().is_some_and(|i| i.seq <= s.ack) {
+            me.pending.pop_front();
+        }
+        // Reconcile: the server's word, then what it has not seen yet.
+        let mut p = me.server;
+        if let Some(map) = &self.map {
+            for input in &me.pending {
+                p = movement::apply(&map.collision, p, input.dir, input.steps);
+            }
+            if let Some((dir, steps)) = me.batch {
+                p = movement::apply(&map.collision, p, dir, steps);
+            }
+        }
+        me.predicted = p;
+    }
+
+    /// Advances prediction by `dt` seconds with the keys in `dir` held; returns the inputs to
+    /// send to the server now.
+    pub fn update(&mut self, dt: f32, dir: u8) -> Vec<Input> {
+        let mut out = Vec::new();
+        let (Some(me), Some(map)) = (self.me.as_mut(), self.map.as_ref()) else {
+            return out;
+        };
+        me.step_time = (me.step_time + dt.clamp(0.0, MAX_FRAME_SECONDS)).min(MAX_FRAME_SECONDS);
+        while me.step_time >= STEP_SECONDS {
+            me.step_time -= STEP_SECONDS;
+            if me.batch.is_some_and(|(d, _)| d != dir) {
+                flush(me, &mut out);
+            }
+            if dir == 0 {
+                continue;
+            }
+            me.predicted = movement::step(&map.collision, me.predicted, dir);
+            let steps = me.batch.map_or(0, |(_, s)| s) + 1;
+            me.batch = Some((dir, steps));
+            if steps >= STEPS_PER_INPUT {
+                flush(me, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Where to draw another avatar now.
+    pub fn render_position(&self, id: AvatarId, now_ms: f64) -> Option<Vec2> {
+        self.others.get(&id)?.at(now_ms - INTERPOLATION_DELAY_MS)
+    }
+
+    /// The zone name at a position.
+    pub fn zone_name(&self, p: Vec2) -> Option<&str> {
+        let map = self.map.as_ref()?;
+        map.zone_at(p)
+            .and_then(|z| map.zone(z))
+            .map(|z| z.name.as_str())
+    }
+
+    /// A display name for an avatar id.
+    pub fn name_of(&self, id: AvatarId) -> &str {
+        self.people.get(&id).map_or("?", String::as_str)
+    }
+}
+
+fn flush(me: &mut Me, out: &mut Vec<Input>) {
+    if let Some((dir, steps)) = me.batch.take() {
+        me.seq += 1;
+        let input = Input {
+            seq: me.seq,
+            dir,
+            steps,
+        };
+        me.pending.push_back(input);
+        out.push(input);
+    }
+}
+
+/// The top-left corner of a `view`-sized camera centred on `focus`, kept inside the map
+/// (or centring the map when it is smaller than the view).
+pub fn camera_origin(focus: Vec2, view: Vec2, map_size: Vec2) -> Vec2 {
+    let axis = |f: f32, v: f32, m: f32| {
+        if m <= v {
+            (m - v) / 2.0
+        } else {
+            (f - v / 2.0).clamp(0.0, m - v)
+        }
+    };
+    Vec2::new(
+        axis(focus.x, view.x, map_size.x),
+        axis(focus.y, view.y, map_size.y),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quad_shared::map::CollisionGrid;
+    use quad_shared::movement::dir;
+    use quad_shared::protocol::{AvatarUpdate, PROTOCOL_VERSION};
+
+    fn game() -> Game {
+        let map = Map {
+            width: 40,
+            height: 40,
+            tile_size: 32,
+            tilesets: vec![],
+            layers: vec![],
+            collision: CollisionGrid::open_with_border(40, 40, 32),
+            zones: vec![],
+            spawn: Vec2::new(300.0, 300.0),
+        };
+        let mut g = Game {
+            map: Some(Arc::new(map)),
+            ..Game::default()
+        };
+        g.on_message(
+            ServerMsg::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                you: AvatarId(1),
+                name: "Me".into(),
+                map_url: String::new(),
+                spawn: [300.0, 300.0],
+                tick_hz: 20,
+            }),
+            0.0,
+        );
+        g
+    }
+
+    #[test]
+    fn inputs_are_batched_in_threes_and_predicted() {
+        let mut g = game();
+        let sent = g.update(STEP_SECONDS * 6.5, dir::RIGHT);
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|i| i.steps == 3 && i.dir == dir::RIGHT));
+        assert_eq!((sent[0].seq, sent[1].seq), (1, 2));
+        let me = g.me.as_ref().unwrap();
+        assert!((me.predicted.x - (300.0 + 6.0 * movement::SPEED * STEP_SECONDS)).abs() < 1e-3);
+    }
+
+    #[test]
+    fn releasing_the_keys_flushes_a_partial_batch() {
+        let mut g = game();
+        assert!(g.update(STEP_SECONDS * 1.5, dir::UP).is_empty());
+        let sent = g.update(STEP_SECONDS, 0);
+        assert_eq!(
+            sent,
+            vec![Input {
+                seq: 1,
+                dir: dir::UP,
+                steps: 1
+            }]
+        );
+        assert!(g.update(1.0, 0).is_empty(), "standing still sends nothing");
+    }
+
+    #[test]
+    fn reconciliation_replays_unacknowledged_input() {
+        let mut g = game();
+        let sent = g.update(STEP_SECONDS * 6.5, dir::RIGHT);
+        let after_first = movement::apply(
+            &g.map.as_ref().unwrap().collision,
+            Vec2::new(300.0, 300.0),
+            dir::RIGHT,
+            3,
+        );
+        let predicted = g.me.as_ref().unwrap().predicted;
+        // The server applied the first input exactly as predicted.
+        g.on_message(
+            ServerMsg::Snapshot(Snapshot {
+                ack: sent[0].seq,
+                you: Some(after_first.to_array()),
+                ..Snapshot::default()
+            }),
+            50.0,
+        );
+        assert_eq!(
+            g.me.as_ref().unwrap().predicted,
+            predicted,
+            "no correction needed"
+        );
+        // The server then refused to move at all (say, a teacher froze movement).
+        g.on_message(
+            ServerMsg::Snapshot(Snapshot {
+                ack: sent[1].seq,
+                you: Some(after_first.to_array()),
+                ..Snapshot::default()
+            }),
+            100.0,
+        );
+        assert_eq!(
+            g.me.as_ref().unwrap().predicted,
+            after_first,
+            "snapped back"
+        );
+    }
+
+    #[test]
+    fn others_are_interpolated_in_the_past() {
+        let mut g = game();
+        let id = AvatarId(7);
+        let snap = |x: f32| {
+            ServerMsg::Snapshot(Snapshot {
+                avatars: vec![AvatarUpdate::new(id, [x, 100.0])],
+                ..Snapshot::default()
+            })
+        };
+        g.on_message(snap(100.0), 1000.0);
+        g.on_message(snap(110.0), 1050.0);
+        let halfway = g
+            .render_position(id, 1025.0 + INTERPOLATION_DELAY_MS)
+            .unwrap();
+        assert!((halfway.x - 105.0).abs() < 0.01, "{halfway}");
+        let held = g.render_position(id, 5000.0).unwrap();
+        assert_eq!(held.x, 110.0);
+        // After a long pause, movement starts from where it stood, not a slow glide.
+        g.on_message(snap(120.0), 9000.0);
+        let before = g
+            .render_position(id, 8940.0 + INTERPOLATION_DELAY_MS)
+            .unwrap();
+        assert_eq!(before.x, 110.0);
+    }
+
+    #[test]
+    fn gone_avatars_are_forgotten() {
+        let mut g = game();
+        g.on_message(
+            ServerMsg::Snapshot(Snapshot {
+                avatars: vec![AvatarUpdate::new(AvatarId(5), [1.0, 1.0])],
+                ..Snapshot::default()
+            }),
+            0.0,
+        );
+        assert!(g.others.contains_key(&AvatarId(5)));
+        g.on_message(
+            ServerMsg::Snapshot(Snapshot {
+                gone: vec![AvatarId(5)],
+                ..Snapshot::default()
+            }),
+            10.0,
+        );
+        assert!(g.others.is_empty());
+    }
+
+    #[test]
+    fn the_camera_stays_inside_the_map() {
+        let map = Vec2::new(1000.0, 800.0);
+        let view = Vec2::new(400.0, 300.0);
+        assert_eq!(
+            camera_origin(Vec2::new(500.0, 400.0), view, map),
+            Vec2::new(300.0, 250.0)
+        );
+        assert_eq!(camera_origin(Vec2::new(10.0, 10.0), view, map), Vec2::ZERO);
+        assert_eq!(
+            camera_origin(Vec2::new(990.0, 790.0), view, map),
+            Vec2::new(600.0, 500.0)
+        );
+        let big = Vec2::new(2000.0, 2000.0);
+        assert_eq!(
+            camera_origin(Vec2::ZERO, big, map),
+            Vec2::new(-500.0, -600.0)
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The page's DOM: the lobby, the HUD, the people list (real, accessible elements), the
+//! keyboard, the URL parameters.
+
+use super::{App, AppRef, PageParams, join};
+use quad_shared::movement::dir;
+use wasm_bindgen::prelude::*;
+use web_sys::{Document, Element, HtmlElement, HtmlInputElement, KeyboardEvent, Window};
+
+pub fn window() -> Result<Window, JsValue> {
+    web_sys::window().ok_or_else(|| "no window".into())
+}
+
+pub fn document() -> Result<Document, JsValue> {
+    window()?.document().ok_or_else(|| "no document".into())
+}
+
+pub fn by_id(document: &Document, id: &str) -> Result<Element, JsValue> {
+    document
+        .get_element_by_id(id)
+        .ok_or_else(|| format!("the page has no #{id}").into())
+}
+
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
+}
+
+pub fn request_frame(f: &Closure<dyn FnMut(f64)>) -> Result<i32, JsValue> {
+    window()?.request_animation_frame(f.as_ref().unchecked_ref())
+}
+
+/// Reads `?name=` and `?spawn=X,Y`.
+pub fn page_params() -> Result<PageParams, JsValue> {
+    let search = window()?.location().search()?;
+    let params = web_sys::UrlSearchParams::new_with_str(&search)?;
+    let name = params.get("name").filter(|n| !n.trim().is_empty());
+    let spawn = params.get("spawn").and_then(|s| {
+        let (x, y) = s.split_once(',')?;
+        Some([x.trim().parse().ok()?, y.trim().parse().ok()?])
+    });
+    Ok(PageParams { name, spawn })
+}
+
+fn set_hidden(id: &str, hidden: bool) -> Result<(), JsValue> {
+    let el: HtmlElement = by_id(&document()?, id)?.dyn_into()?;
+    el.set_hidden(hidden);
+    Ok(())
+}
+
+/// Shows the lobby with an error message (empty for none).
+pub fn show_lobby(error: &str) -> Result<(), JsValue> {
+    set_hidden("lobby", false)?;
+    set_hidden("campus", true)?;
+    by_id(&document()?, "lobby-error")?.set_text_content(Some(error));
+    if let Ok(input) = by_id(&document()?, "lobby-name")?.dyn_into::<HtmlInputElement>() {
+        let _ = input.focus();
+    }
+    Ok(())
+}
+
+pub fn show_campus() -> Result<(), JsValue> {
+    set_hidden("lobby", true)?;
+    set_hidden("campus", false)?;
+    let canvas: HtmlElement = by_id(&document()?, "world")?.dyn_into()?;
+    canvas.focus()
+}
+
+/// The lobby form joins under the typed name.
+pub fn install_lobby(app: &AppRef) -> Result<(), JsValue> {
+    let document = document()?;
+    let form = by_id(&document, "lobby-form")?;
+    let weak = app.clone();
+    let on_submit = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
+        e.prevent_default();
+        let name = document
+            .get_element_by_id("lobby-name")
+            .and_then(|el| el.dyn_into::<HtmlInputElement>().ok())
+            .map(|input| input.value())
+            .unwrap_or_default();
+        join(&weak, name);
+    });
+    form.add_event_listener_with_callback("submit", on_submit.as_ref().unchecked_ref())?;
+    keep(app, on_submit);
+    Ok(())
+}
+
+fn keep<T: 'static>(app: &AppRef, handler: T) {
+    if let Some(a) = app.upgrade() {
+        a.borrow_mut().handlers.push(Box::new(handler));
+    }
+}
+
+/// Arrow keys and WASD set direction bits while held (layout-independent key codes).
+fn key_bit(code: &str) -> u8 {
+    match code {
+        "ArrowUp" | "KeyW" => dir::UP,
+        "ArrowDown" | "KeyS" => dir::DOWN,
+        "ArrowLeft" | "KeyA" => dir::LEFT,
+        "ArrowRight" | "KeyD" => dir::RIGHT,
+        _ => 0,
+    }
+}
+
+pub fn install_keyboard(app: &AppRef) -> Result<(), JsValue> {
+    let window = window()?;
+    let typing = |e: &KeyboardEvent| {
+        e.target()
+            .and_then(|t| t.dyn_into::<Element>().ok())
+            .is_some_and(|el| matches!(el.tag_name().as_str(), "INPUT" | "TEXTAREA"))
+    };
+    let weak = app.clone();
+    let on_down = Closure::<dyn FnMut(KeyboardEvent)>::new(move |e: KeyboardEvent| {
+        let bit = key_bit(&e.code());
+        if bit == 0 || typing(&e) {
+            return;
+        }
+        e.prevent_default();
+        if let Some(a) = weak.upgrade() {
+            a.borrow_mut().keys |= bit;
+        }
+    });
+    let weak = app.clone();
+    let on_up = Closure::<dyn FnMut(KeyboardEvent)>::new(move |e: KeyboardEvent| {
+        let bit = key_bit(&e.code());
+        if let Some(a) = weak.upgrade() {
+            a.borrow_mut().keys &= !bit;
+        }
+    });
+    let weak = app.clone();
+    let on_blur = Closure::<dyn FnMut()>::new(move || {
+        if let Some(a) = weak.upgrade() {
+            a.borrow_mut().keys = 0;
+        }
+    });
+    window.add_event_listener_with_callback("keydown", on_down.as_ref().unchecked_ref())?;
+    window.add_event_listener_with_callback("keyup", on_up.as_ref().unchecked_ref())?;
+    window.add_event_listener_with_callback("blur", on_blur.as_ref().unchecked_ref())?;
+    keep(app, on_down);
+    keep(app, on_up);
+    keep(app, on_blur);
+    Ok(())
+}
+
+/// The HUD line and, when the roster changed, the people list.
+pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
+    let document = document()?;
+    let zone = app
+        .game
+        .me
+        .as_ref()
+        .map(|me| {
+            app.game
+                .zone_name(me.predicted)
+                .unwrap_or("Campus grounds")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let zone_el = by_id(&document, "hud-zone")?;
+    if zone_el.text_content().as_deref() != Some(zone.as_str()) {
+        zone_el.set_text_content(Some(&zone));
+    }
+    let status_el = by_id(&document, "hud-status")?;
+    if status_el.text_content().as_deref() != Some(app.status.as_str()) {
+        status_el.set_text_content(Some(&app.status));
+    }
+    if app.game.roster_dirty {
+        app.game.roster_dirty = false;
+        let list = by_id(&document, "people-list")?;
+        list.set_text_content(None);
+        let me = app.game.me.as_ref().map(|m| m.id);
+        for (id, name) in &app.game.people {
+            let li = document.create_element("li")?;
+            // Names are text, never markup.
+            li.set_text_content(Some(name));
+            if Some(*id) == me {
+                li.set_attribute("aria-current", "true")?;
+                let you = document.create_element("span")?;
+                you.set_class_name("you");
+                you.set_text_content(Some(" (you)"));
+                li.append_child(&you)?;
+            }
+            list.append_child(&li)?;
+        }
+        by_id(&document, "people-count")?
+            .set_text_content(Some(&format!("({})", app.game.people.len())));
+    }
+    Ok(())
+}

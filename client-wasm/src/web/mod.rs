@@ -1,0 +1,164 @@
+//! The browser facade: wires DOM events, the WebSocket and the animation frame to
+//! [`crate::game::Game`]. Closures are kept in [`App::handlers`] (never `forget`-ed) and hold
+//! only a weak reference to the app, so there is no reference cycle.
+
+mod dom;
+mod net;
+mod render;
+mod test_surface;
+
+use crate::game::Game;
+use quad_shared::codec;
+use quad_shared::protocol::{ClientMsg, ServerMsg};
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use wasm_bindgen::prelude::*;
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, WebSocket};
+
+thread_local! {
+    /// The one app of this page; everything else holds weak references to it.
+    static APP: RefCell<Option<Rc<RefCell<App>>>> = const { RefCell::new(None) };
+}
+
+/// What the page's URL asks for.
+#[derive(Debug, Default, Clone)]
+pub struct PageParams {
+    /// `?name=...`: join at once under this name.
+    pub name: Option<String>,
+    /// `?spawn=X,Y`: where to appear (servers in `--dev` mode only).
+    pub spawn: Option<[f32; 2]>,
+}
+
+pub struct App {
+    pub(crate) game: Game,
+    canvas: HtmlCanvasElement,
+    ctx: CanvasRenderingContext2d,
+    ws: Option<WebSocket>,
+    keys: u8,
+    params: PageParams,
+    renderer: Option<render::MapRenderer>,
+    last_frame_ms: Option<f64>,
+    status: String,
+    /// Event closures, alive as long as the app.
+    handlers: Vec<Box<dyn std::any::Any>>,
+    raf: Option<Closure<dyn FnMut(f64)>>,
+}
+
+type AppRef = Weak<RefCell<App>>;
+
+#[wasm_bindgen(start)]
+pub fn start() -> Result<(), JsValue> {
+    let document = dom::document()?;
+    let canvas: HtmlCanvasElement = dom::by_id(&document, "world")?.dyn_into()?;
+    let ctx: CanvasRenderingContext2d = canvas
+        .get_context("2d")?
+        .ok_or("no 2d canvas context")?
+        .dyn_into()?;
+    let app = Rc::new(RefCell::new(App {
+        game: Game::default(),
+        canvas,
+        ctx,
+        ws: None,
+        keys: 0,
+        params: dom::page_params()?,
+        renderer: None,
+        last_frame_ms: None,
+        status: String::new(),
+        handlers: Vec::new(),
+        raf: None,
+    }));
+    let weak = Rc::downgrade(&app);
+    APP.with(|slot| *slot.borrow_mut() = Some(app.clone()));
+
+    dom::install_keyboard(&weak)?;
+    dom::install_lobby(&weak)?;
+    test_surface::install(&weak)?;
+    start_frames(&weak)?;
+
+    let name = app.borrow().params.name.clone();
+    if let Some(name) = name {
+        join(&weak, name);
+    } else {
+        dom::show_lobby("")?;
+    }
+    Ok(())
+}
+
+/// Connects and says Hello as `name`.
+pub(crate) fn join(app: &AppRef, name: String) {
+    if let Err(e) = net::connect(app, name) {
+        let _ = dom::show_lobby(&format!("Cannot connect: {e:?}"));
+    }
+}
+
+/// Sends a message if connected.
+pub(crate) fn send(ws: &Option<WebSocket>, msg: &ClientMsg) {
+    let (Some(ws), Ok(frame)) = (ws, codec::encode(msg)) else {
+        return;
+    };
+    if ws.ready_state() == WebSocket::OPEN {
+        let _ = ws.send_with_u8_array(&frame);
+    }
+}
+
+/// Handles one decoded message from the server.
+pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let welcomed;
+    {
+        let mut a = app_rc.borrow_mut();
+        let before = a.game.me.is_some();
+        if let ServerMsg::Error(e) = &msg {
+            if !before {
+                let _ = dom::show_lobby(&e.message);
+            }
+            a.status = e.message.clone();
+        }
+        a.game.on_message(msg, dom::now_ms());
+        welcomed = !before && a.game.me.is_some();
+        if welcomed {
+            a.status.clear();
+        }
+    }
+    if welcomed {
+        let _ = dom::show_campus();
+        let app = app.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(e) = render::load_map(&app).await {
+                if let Some(a) = app.upgrade() {
+                    a.borrow_mut().status = format!("Cannot load the map: {e:?}");
+                }
+            }
+        });
+    }
+}
+
+fn start_frames(app: &AppRef) -> Result<(), JsValue> {
+    let weak = app.clone();
+    let closure = Closure::<dyn FnMut(f64)>::new(move |now: f64| frame(&weak, now));
+    let app_rc = app.upgrade().ok_or("app gone")?;
+    dom::request_frame(&closure)?;
+    app_rc.borrow_mut().raf = Some(closure);
+    Ok(())
+}
+
+fn frame(app: &AppRef, now: f64) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let mut a = app_rc.borrow_mut();
+    let dt = a
+        .last_frame_ms
+        .map_or(0.0, |last| ((now - last) / 1000.0) as f32);
+    a.last_frame_ms = Some(now);
+    let keys = a.keys;
+    let inputs = a.game.update(dt, keys);
+    for input in inputs {
+        send(&a.ws, &ClientMsg::Input(input));
+    }
+    if let Err(e) = render::draw(&mut a, dom::now_ms()) {
+        a.status = format!("render error: {e:?}");
+    }
+    let _ = dom::update_hud(&mut a);
+    if let Some(raf) = &a.raf {
+        let _ = dom::request_frame(raf);
+    }
+}

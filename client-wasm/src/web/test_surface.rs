@@ -1,0 +1,103 @@
+//! `window.quad`: a stable surface for browser tests and curious users.
+//! `quad.snapshot()` → `{self: {id, name, x, y, zone}, avatars: [{id, name, x, y, zone}]}`;
+//! `quad.zones()` → `[{id, name, kind, x, y, w, h}]` in world pixels.
+
+use super::{AppRef, dom};
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+#[derive(Serialize)]
+struct AvatarView {
+    id: u32,
+    name: String,
+    x: f32,
+    y: f32,
+    zone: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SnapshotView {
+    #[serde(rename = "self")]
+    me: Option<AvatarView>,
+    avatars: Vec<AvatarView>,
+}
+
+#[derive(Serialize)]
+struct ZoneView {
+    id: u16,
+    name: String,
+    kind: &'static str,
+    x: f32,
+    y: f32,
+    w: f32,
+    h: f32,
+}
+
+fn to_js<T: Serialize>(value: &T) -> JsValue {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .unwrap_or(JsValue::NULL)
+}
+
+pub fn install(app: &AppRef) -> Result<(), JsValue> {
+    let weak = app.clone();
+    let snapshot = Closure::<dyn Fn() -> JsValue>::new(move || {
+        let Some(app) = weak.upgrade() else {
+            return JsValue::NULL;
+        };
+        let Ok(a) = app.try_borrow() else {
+            return JsValue::NULL;
+        };
+        let g = &a.game;
+        let view = |id, name: &str, p: glam::Vec2| AvatarView {
+            id,
+            name: name.to_owned(),
+            x: p.x,
+            y: p.y,
+            zone: g.zone_name(p).map(str::to_owned),
+        };
+        let me = g.me.as_ref().map(|m| view(m.id.0, &m.name, m.predicted));
+        let mut avatars: Vec<AvatarView> = g
+            .others
+            .iter()
+            .filter_map(|(id, r)| Some(view(id.0, g.name_of(*id), r.latest()?)))
+            .collect();
+        avatars.sort_by_key(|a| a.id);
+        to_js(&SnapshotView { me, avatars })
+    });
+    let weak = app.clone();
+    let zones = Closure::<dyn Fn() -> JsValue>::new(move || {
+        let Some(app) = weak.upgrade() else {
+            return JsValue::NULL;
+        };
+        let Ok(a) = app.try_borrow() else {
+            return JsValue::NULL;
+        };
+        let zones: Vec<ZoneView> = a
+            .game
+            .map
+            .iter()
+            .flat_map(|m| m.zones.iter())
+            .map(|z| ZoneView {
+                id: z.id.0,
+                name: z.name.clone(),
+                kind: z.kind.as_str(),
+                x: z.rect.x,
+                y: z.rect.y,
+                w: z.rect.w,
+                h: z.rect.h,
+            })
+            .collect();
+        to_js(&zones)
+    });
+    let quad = js_sys::Object::new();
+    js_sys::Reflect::set(&quad, &"snapshot".into(), snapshot.as_ref())?;
+    js_sys::Reflect::set(&quad, &"zones".into(), zones.as_ref())?;
+    js_sys::Reflect::set(&dom::window()?.into(), &"quad".into(), &quad)?;
+    if let Some(a) = app.upgrade() {
+        let mut a = a.borrow_mut();
+        a.handlers.push(Box::new(snapshot));
+        a.handlers.push(Box::new(zones));
+    }
+    Ok(())
+}
