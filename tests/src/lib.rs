@@ -3,6 +3,8 @@
 //! protocol and keeps a model of what it has been told. Browser tests live in
 //! [`browser`]. Tests talk only to loopback.
 
+pub mod browser;
+
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use quad_server::Config;

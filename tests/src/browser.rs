@@ -1,0 +1,160 @@
+//! Browser tests: headless Chromium driven over WebDriver (chromedriver), with the flags that
+//! work on these machines (see `shared/BROWSER-TESTING.md`) and fake media devices.
+//! Missing Chromium is an error that says how to install it, never a skip.
+
+use anyhow::{Context, Result, bail};
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process on a free loopback port; killed on drop.
+pub struct Driver {
+    _child: Child,
+    url: String,
+}
+
+impl Driver {
+    pub async fn start() -> Result<Driver> {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            if !Path::new(bin).exists() {
+                bail!(
+                    "{bin} is missing: `cargo xtask test` installs it, or run `apt-get install -y chromium chromium-driver`"
+                );
+            }
+        }
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting chromedriver")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not start listening on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Driver {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// A new browser with a fresh profile and fake camera and microphone.
+    pub async fn browser(&self) -> Result<Browser> {
+        let profile = crate::temp_dir("chromium-profile");
+        std::fs::create_dir_all(&profile)?;
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                    "--autoplay-policy=no-user-gesture-required",
+                    "--window-size=1024,768",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let Value::Object(caps) = caps else {
+            bail!("capabilities are an object");
+        };
+        let client = ClientBuilder::rustls()?
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .context("new WebDriver session")?;
+        Ok(Browser { client, profile })
+    }
+}
+
+/// One browser session.
+pub struct Browser {
+    pub client: Client,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.client.goto(url).await?;
+        Ok(())
+    }
+
+    /// Runs a script and returns its value.
+    pub async fn eval(&self, script: &str) -> Result<Value> {
+        Ok(self.client.execute(script, vec![]).await?)
+    }
+
+    /// `window.quad.snapshot()`, or null before the client is up.
+    pub async fn snapshot(&self) -> Result<Value> {
+        self.eval("return window.quad ? window.quad.snapshot() : null")
+            .await
+    }
+
+    /// Polls `window.quad.snapshot()` until `cond` holds.
+    pub async fn wait_snapshot(
+        &self,
+        what: &str,
+        mut cond: impl FnMut(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let snap = self.snapshot().await?;
+            if cond(&snap) {
+                return Ok(snap);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {what}; last snapshot: {snap}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Holds a key (a WebDriver key value such as `\u{e015}` for ArrowDown) for `hold`.
+    pub async fn hold_key(&self, key: char, hold: Duration) -> Result<()> {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let actions = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Pause { duration: hold })
+            .then(KeyAction::Up { value: key });
+        self.client.perform_actions(actions).await?;
+        Ok(())
+    }
+
+    pub async fn close(self) -> Result<()> {
+        self.client.close().await?;
+        let _ = std::fs::remove_dir_all(&self.profile);
+        Ok(())
+    }
+}
+
+/// Fails with a clear message when the wasm client has not been built.
+pub fn require_client_bundle() -> Result<()> {
+    let dir = crate::client_dir();
+    if !dir.join("quad_client_bg.wasm").is_file() {
+        bail!(
+            "the wasm client is not built in {}: run `cargo xtask test` (or `cargo xtask client`)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
