@@ -1,1 +1,235 @@
-fn main() {}
+//! World tick benchmark: `cargo xtask bench`.
+//!
+//! Drives a `SpaceWorld` directly (no sockets) with wandering avatars, each sending a real
+//! client's input stream (3 steps per tick, changing direction now and then), and measures
+//! one tick: input, movement, zones, spatial index, replication with encoding.
+//!
+//! - criterion: mean time per tick for 1,000 avatars on the campus and 10,000 on a large
+//!   open campus (the same density of people per area as 1,000 on the campus map would be
+//!   far denser than any real campus: one avatar every 20 px).
+//! - then, per scenario, 400 timed ticks for p50 / p99, and the position-update bytes per
+//!   second one client in the crowd receives (target: 2 kB/s).
+
+use criterion::{BenchmarkId, Criterion, criterion_group};
+use glam::Vec2;
+use quad_server::space::SpaceWorld;
+use quad_server::space::resources::{Recipient, SpaceSettings};
+use quad_shared::AvatarId;
+use quad_shared::map::{CollisionGrid, Map};
+use quad_shared::movement::dir;
+use quad_shared::protocol::Input;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TICK_HZ: u16 = 20;
+const DIRECTIONS: [u8; 8] = [
+    dir::UP,
+    dir::DOWN,
+    dir::LEFT,
+    dir::RIGHT,
+    dir::UP | dir::LEFT,
+    dir::UP | dir::RIGHT,
+    dir::DOWN | dir::LEFT,
+    dir::DOWN | dir::RIGHT,
+];
+
+fn campus() -> Map {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/maps/campus.tmj");
+    Map::load(&path).expect("campus map")
+}
+
+/// An open square campus of `tiles` x `tiles` 32 px tiles with a wall around it.
+fn open_campus(tiles: u32) -> Map {
+    Map {
+        width: tiles,
+        height: tiles,
+        tile_size: 32,
+        tilesets: vec![],
+        layers: vec![],
+        collision: CollisionGrid::open_with_border(tiles, tiles, 32),
+        zones: vec![],
+        spawn: Vec2::splat(64.0),
+    }
+}
+
+struct Crowd {
+    world: SpaceWorld,
+    rng: SmallRng,
+    heading: Vec<u8>,
+    seq: u32,
+    watched: AvatarId,
+}
+
+impl Crowd {
+    fn new(map: Map, n: u32) -> Crowd {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let size = map.pixel_size();
+        let walkable: Vec<Vec2> = (0..)
+            .map(|_| Vec2::new(rng.random_range(0.0..size.x), rng.random_range(0.0..size.y)))
+            .filter(|p| map.collision.walkable(*p))
+            .take(n as usize)
+            .collect();
+        let centre = size / 2.0;
+        let settings = SpaceSettings {
+            tick_hz: TICK_HZ,
+            area_of_interest: 800.0,
+            replication_bytes_per_sec: 2_000,
+            max_interest: std::env::var("QUAD_BENCH_INTEREST")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(48),
+            dev: true,
+        };
+        let mut world = SpaceWorld::new(Arc::new(map), settings, "/map.tmj");
+        let mut watched = (AvatarId(1), f32::MAX);
+        for (i, p) in walkable.iter().enumerate() {
+            let id = AvatarId(i as u32 + 1);
+            world.join(id, format!("bot{i}"), Some(*p));
+            let d = p.distance(centre);
+            if d < watched.1 {
+                watched = (id, d);
+            }
+        }
+        let heading = (0..n).map(|_| DIRECTIONS[rng.random_range(0..8)]).collect();
+        let mut crowd = Crowd {
+            world,
+            rng,
+            heading,
+            seq: 0,
+            watched: watched.0,
+        };
+        // Settle: everyone has been sent their surroundings once.
+        for _ in 0..40 {
+            crowd.tick();
+        }
+        crowd
+    }
+
+    /// One tick of a real server: every avatar's input arrives, the world ticks, frames go out.
+    /// Returns the bytes addressed to the watched client.
+    fn tick(&mut self) -> usize {
+        self.seq += 1;
+        for (i, heading) in self.heading.iter_mut().enumerate() {
+            if self.rng.random_ratio(1, 40) {
+                *heading = DIRECTIONS[self.rng.random_range(0..8)];
+            }
+            let input = Input {
+                seq: self.seq,
+                dir: *heading,
+                steps: 3,
+            };
+            self.world.input(AvatarId(i as u32 + 1), input);
+        }
+        self.world.tick(1.0 / TICK_HZ as f32);
+        let watched = self.watched;
+        self.world
+            .drain_outbox()
+            .filter(|(to, _)| *to == Recipient::One(watched))
+            .map(|(_, frame)| frame.len())
+            .sum()
+    }
+}
+
+/// A named way to build a crowd.
+type Scenario = (&'static str, Box<dyn Fn() -> Crowd>);
+
+/// Every scenario, or only those whose name contains `QUAD_BENCH_ONLY`.
+fn scenarios() -> Vec<Scenario> {
+    let only = std::env::var("QUAD_BENCH_ONLY").unwrap_or_default();
+    let all: Vec<Scenario> = vec![
+        ("campus_1000", Box::new(|| Crowd::new(campus(), 1_000))),
+        (
+            "open_campus_10000",
+            Box::new(|| Crowd::new(open_campus(320), 10_000)),
+        ),
+        (
+            "campus_10000_stress",
+            Box::new(|| Crowd::new(campus(), 10_000)),
+        ),
+    ];
+    all.into_iter()
+        .filter(|(name, _)| name.contains(only.as_str()))
+        .collect()
+}
+
+fn bench_ticks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("world_tick");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    for (name, make) in scenarios() {
+        let mut crowd = make();
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| crowd.tick())
+        });
+    }
+    group.finish();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// p50 / p99 per tick and the watched client's bytes per second, printed as a table and
+/// written to `target/bench/world_tick.json`.
+fn tick_percentiles() {
+    let mut rows = Vec::new();
+    println!(
+        "\n{:<22} {:>10} {:>10} {:>10} {:>16}",
+        "scenario", "p50 ms", "p99 ms", "max ms", "client B/s"
+    );
+    for (name, make) in scenarios() {
+        let mut crowd = make();
+        let ticks = 400;
+        let mut times = Vec::with_capacity(ticks);
+        let mut bytes = 0;
+        for _ in 0..ticks {
+            let t = Instant::now();
+            bytes += crowd.tick();
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let (p50, p99, max) = (
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            times[ticks - 1],
+        );
+        let bytes_per_sec = bytes as f64 / (ticks as f64 / TICK_HZ as f64);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{name:<22} {:>10.3} {:>10.3} {:>10.3} {:>16.0}",
+            ms(p50),
+            ms(p99),
+            ms(max),
+            bytes_per_sec
+        );
+        rows.push(format!(
+            "{{\"scenario\":\"{name}\",\"avatars\":{},\"ticks\":{ticks},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"max_ms\":{:.4},\"client_bytes_per_sec\":{:.1}}}",
+            crowd.world.population(), ms(p50), ms(p99), ms(max), bytes_per_sec
+        ));
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    if std::fs::create_dir_all(&out).is_ok() {
+        let json = format!("[{}]\n", rows.join(","));
+        if std::fs::write(out.join("world_tick.json"), json).is_ok() {
+            println!("written to target/bench/world_tick.json");
+        }
+    }
+}
+
+criterion_group!(benches, bench_ticks);
+
+fn main() {
+    // `cargo test --all-targets` runs benches in test mode: one quick pass, no timing table.
+    if std::env::args().any(|a| a == "--test") {
+        let mut crowd = Crowd::new(campus(), 200);
+        crowd.tick();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    tick_percentiles();
+}

@@ -30,6 +30,8 @@ pub struct Config {
     pub area_of_interest: f32,
     /// Bytes per second of position updates a client is sent at most.
     pub replication_bytes_per_sec: u32,
+    /// Most other avatars a client is sent at once: the nearest ones in its area of interest.
+    pub max_visible_avatars: usize,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             max_sessions: 5_000,
             area_of_interest: 800.0,
             replication_bytes_per_sec: 2_000,
+            max_visible_avatars: 48,
         }
     }
 }
@@ -100,6 +103,9 @@ impl Config {
                 "replication_bytes_per_sec",
                 "must be at least 200, or clients cannot follow anyone",
             );
+        }
+        if !(1..=500).contains(&self.max_visible_avatars) {
+            return invalid("max_visible_avatars", "must be between 1 and 500");
         }
         Ok(())
     }

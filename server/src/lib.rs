@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         tick_hz: config.tick_hz,
         area_of_interest: config.area_of_interest,
         replication_bytes_per_sec: config.replication_bytes_per_sec,
+        max_interest: config.max_visible_avatars,
         dev: config.dev,
     };
     let world = space::SpaceWorld::new(map_file.map.clone(), settings, http::MAP_URL);

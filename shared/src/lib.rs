@@ -6,7 +6,7 @@
 //! - [`map`]: the campus map, loaded from Tiled JSON (`.tmj`): tiles, collision, zones, spawn.
 //! - [`movement`]: the one movement function, used by the server to validate input and by the
 //!   client to predict.
-//! - [`ids`]: identifiers.
+//! - [`ids`]: the identifiers of avatars and zones.
 //!
 //! No tokio, no web-sys: this crate compiles for native targets and `wasm32-unknown-unknown`,
 //! and it never panics on input (frames, map files).

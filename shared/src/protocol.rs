@@ -127,8 +127,8 @@ pub struct AvatarUpdate(pub AvatarId, pub u16, pub u16);
 impl AvatarUpdate {
     /// Quantizes a world position (clamped to the representable range).
     pub fn new(id: AvatarId, pos: [f32; 2]) -> Self {
-        let q = |v: f32| (v * POSITION_QUANTUM).round().clamp(0.0, u16::MAX as f32) as u16;
-        AvatarUpdate(id, q(pos[0]), q(pos[1]))
+        let (x, y) = quantize(pos);
+        AvatarUpdate(id, x, y)
     }
 
     /// The position in world pixels.
@@ -138,6 +138,14 @@ impl AvatarUpdate {
             self.2 as f32 / POSITION_QUANTUM,
         ]
     }
+}
+
+/// Quantizes a world position to wire units (1/[`POSITION_QUANTUM`] px), rounding to the
+/// nearest and clamping to the representable range. Cheap: no libm call.
+pub fn quantize(pos: [f32; 2]) -> (u16, u16) {
+    // Clamped to be non-negative first, so adding a half and truncating rounds to nearest.
+    let q = |v: f32| ((v * POSITION_QUANTUM).clamp(0.0, u16::MAX as f32) + 0.5) as u16;
+    (q(pos[0]), q(pos[1]))
 }
 
 /// A refusal: a stable code for programs and a message for people.

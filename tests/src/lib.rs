@@ -102,7 +102,7 @@ pub fn client_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/web/pkg"))
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A protocol client with a model of what the server told it.
 pub struct Bot {
@@ -175,6 +175,11 @@ impl Bot {
     pub async fn send_text(&mut self, text: &str) -> Result<()> {
         self.ws.send(Message::text(text)).await?;
         Ok(())
+    }
+
+    /// The raw WebSocket, for callers that only want to keep reading (load tools).
+    pub fn into_stream(self) -> Ws {
+        self.ws
     }
 
     /// Sends one input with the next sequence number.
@@ -319,11 +324,11 @@ impl Bot {
             b.errors[seen..].iter().any(|e| e.code == code)
         })
         .await?;
-        Ok(self.errors[seen..]
+        self.errors[seen..]
             .iter()
             .find(|e| e.code == code)
             .cloned()
-            .ok_or_else(|| anyhow!("vanished"))?)
+            .ok_or_else(|| anyhow!("vanished"))
     }
 
     /// Waits until the server closes the connection.

@@ -118,9 +118,28 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
-fn bench(_root: &Path, extra: &[String]) -> Result<()> {
-    let mut cmd = cargo();
-    cmd.args(["bench", "--package", "quad-server", "--bench", "world_tick"]);
-    cmd.args(extra);
-    run(&mut cmd)
+fn bench(root: &Path, extra: &[String]) -> Result<()> {
+    let mut world = cargo();
+    world.args([
+        "bench",
+        "--package",
+        "quad-server",
+        "--bench",
+        "world_tick",
+        "--",
+    ]);
+    world.args(extra);
+    run(&mut world)?;
+    run(cargo().args(["build", "--release", "--package", "quad-server"]))?;
+    run(cargo()
+        .args([
+            "bench",
+            "--package",
+            "quad-tests",
+            "--bench",
+            "session_memory",
+        ])
+        .env("QUAD_SERVER_BIN", root.join("target/release/quad-server")))?;
+    eprintln!("xtask: results in target/bench/*.json");
+    Ok(())
 }

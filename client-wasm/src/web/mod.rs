@@ -124,10 +124,10 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         let _ = dom::show_campus();
         let app = app.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            if let Err(e) = render::load_map(&app).await {
-                if let Some(a) = app.upgrade() {
-                    a.borrow_mut().status = format!("Cannot load the map: {e:?}");
-                }
+            if let Err(e) = render::load_map(&app).await
+                && let Some(a) = app.upgrade()
+            {
+                a.borrow_mut().status = format!("Cannot load the map: {e:?}");
             }
         });
     }

@@ -77,10 +77,10 @@ pub async fn run(ws: WebSocket, state: Arc<AppState>) {
                     Some(Ok(msg)) => session.handle(msg).await,
                 };
                 for reply in session.replies.drain(..) {
-                    if let Ok(frame) = codec::encode(&reply) {
-                        if sink.send(Message::binary(frame)).await.is_err() {
-                            break;
-                        }
+                    if let Ok(frame) = codec::encode(&reply)
+                        && sink.send(Message::binary(frame)).await.is_err()
+                    {
+                        break;
                     }
                 }
                 if let Next::Close(code, reason) = next {
@@ -141,7 +141,7 @@ impl Session {
             ClientMsg::Hello(hello) => self.hello(hello).await,
             ClientMsg::Input(input) => {
                 if let Some(id) = self.id {
-                    self.to_space(SpaceCommand::Input { id, input }).await
+                    self.forward(SpaceCommand::Input { id, input }).await
                 } else {
                     Next::Continue
                 }
@@ -193,7 +193,7 @@ impl Session {
         self.id = Some(id);
         self.phase = SessionState::InSpace;
         let spawn = hello.spawn.map(glam::Vec2::from_array);
-        self.to_space(SpaceCommand::Join {
+        self.forward(SpaceCommand::Join {
             id,
             name,
             spawn,
@@ -202,7 +202,7 @@ impl Session {
         .await
     }
 
-    async fn to_space(&mut self, cmd: SpaceCommand) -> Next {
+    async fn forward(&mut self, cmd: SpaceCommand) -> Next {
         if self.state.space.send(cmd).await {
             Next::Continue
         } else {

@@ -25,6 +25,8 @@ pub struct SpaceSettings {
     pub tick_hz: u16,
     pub area_of_interest: f32,
     pub replication_bytes_per_sec: u32,
+    /// Most other avatars a client is sent (the nearest ones).
+    pub max_interest: usize,
     /// Whether `Hello.spawn` is honoured.
     pub dev: bool,
 }
@@ -58,4 +60,44 @@ impl Outbox {
 pub struct RosterChanges {
     pub joined: Vec<quad_shared::protocol::Person>,
     pub left: Vec<AvatarId>,
+}
+
+/// Every avatar's wire position in one dense array, indexed by a compact slot given at join
+/// and reused after leave. Replication reads it for every viewer of every avatar, so it is
+/// kept small and contiguous (4 bytes a slot) rather than looked up through the ECS.
+#[derive(Resource, Debug, Default)]
+pub struct SlotTable {
+    /// Who holds each slot (`AvatarId(0)`: free; real ids start at 1).
+    pub ids: Vec<AvatarId>,
+    /// Quantized position of each slot's avatar.
+    pub wire: Vec<(u16, u16)>,
+    free: Vec<u32>,
+}
+
+impl SlotTable {
+    pub fn allocate(&mut self, id: AvatarId, wire: (u16, u16)) -> u32 {
+        if let Some(slot) = self.free.pop() {
+            self.ids[slot as usize] = id;
+            self.wire[slot as usize] = wire;
+            slot
+        } else {
+            self.ids.push(id);
+            self.wire.push(wire);
+            (self.ids.len() - 1) as u32
+        }
+    }
+
+    pub fn release(&mut self, slot: u32) {
+        if let Some(holder) = self.ids.get_mut(slot as usize) {
+            *holder = AvatarId(0);
+            self.free.push(slot);
+        }
+    }
+
+    /// The wire position of `id` if it still holds `slot`.
+    #[inline]
+    pub fn wire_of(&self, slot: u32, id: AvatarId) -> Option<(u16, u16)> {
+        let i = slot as usize;
+        (self.ids.get(i) == Some(&id)).then(|| self.wire[i])
+    }
 }

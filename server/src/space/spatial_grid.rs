@@ -10,6 +10,7 @@ use quad_shared::AvatarId;
 pub struct GridEntry {
     pub entity: Entity,
     pub id: AvatarId,
+    pub slot: u32,
     pub pos: Vec2,
 }
 
@@ -92,6 +93,7 @@ mod tests {
             grid.insert(GridEntry {
                 entity: world.spawn_empty().id(),
                 id: AvatarId(i as u32),
+                slot: i as u32,
                 pos: Vec2::new(x, y),
             });
         }

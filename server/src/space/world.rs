@@ -3,7 +3,9 @@
 //! task drives it over channels; benchmarks and tests drive it directly.
 
 use super::components::{Avatar, ClientView, InZone, Motion, Position};
-use super::resources::{Outbox, Recipient, RosterChanges, SpaceClock, SpaceMap, SpaceSettings};
+use super::resources::{
+    Outbox, Recipient, RosterChanges, SlotTable, SpaceClock, SpaceMap, SpaceSettings,
+};
 use super::spatial_grid::SpatialGrid;
 use super::systems;
 use bevy_ecs::prelude::*;
@@ -41,6 +43,7 @@ impl SpaceWorld {
         world.insert_resource(SpaceClock::default());
         world.insert_resource(Outbox::default());
         world.insert_resource(RosterChanges::default());
+        world.insert_resource(SlotTable::default());
         SpaceWorld {
             world,
             schedule: systems::tick_schedule(),
@@ -68,11 +71,16 @@ impl SpaceWorld {
             .filter(|p| dev && p.is_finite() && map.collision.walkable(*p))
             .unwrap_or(map.spawn);
         let zone = map.zone_at(spawn);
+        let slot = self
+            .world
+            .resource_mut::<SlotTable>()
+            .allocate(id, quad_shared::protocol::quantize(spawn.to_array()));
         let entity = self
             .world
             .spawn((
                 Avatar {
                     id,
+                    slot,
                     name: name.clone(),
                 },
                 Position(spawn),
@@ -84,7 +92,7 @@ impl SpaceWorld {
         if let Some(old) = self.entities.insert(id, entity) {
             // Ids are never reused, so this is a bug in the caller; keep the world consistent.
             tracing::error!(%id, "joined twice; dropping the older avatar");
-            self.world.despawn(old);
+            self.despawn(old);
         }
 
         let tick_hz = self.world.resource::<SpaceSettings>().tick_hz;
@@ -124,9 +132,16 @@ impl SpaceWorld {
     /// Removes an avatar; everyone is told at the next tick. Unknown ids are ignored.
     pub fn leave(&mut self, id: AvatarId) {
         if let Some(entity) = self.entities.remove(&id) {
-            self.world.despawn(entity);
+            self.despawn(entity);
             self.world.resource_mut::<RosterChanges>().left.push(id);
         }
+    }
+
+    fn despawn(&mut self, entity: Entity) {
+        if let Some(slot) = self.world.get::<Avatar>(entity).map(|a| a.slot) {
+            self.world.resource_mut::<SlotTable>().release(slot);
+        }
+        self.world.despawn(entity);
     }
 
     /// Queues movement input for the next tick, or answers the client with an error.

@@ -7,5 +7,7 @@ use quad_shared::AvatarId;
 #[derive(Component, Debug, Clone)]
 pub struct Avatar {
     pub id: AvatarId,
+    /// Its place in [`crate::space::resources::SlotTable`].
+    pub slot: u32,
     pub name: String,
 }

@@ -7,7 +7,7 @@ mod position;
 mod zone;
 
 pub use avatar::Avatar;
-pub use client_view::{ClientView, KnownAvatar, quantize};
+pub use client_view::{ClientView, Interest};
 pub use motion::Motion;
 pub use position::Position;
 pub use zone::InZone;

@@ -1,18 +1,19 @@
 //! Movement: applies each avatar's pending input with `quad_shared::movement`, within the
 //! time budget that caps its speed.
 
-use crate::space::components::{Motion, Position};
-use crate::space::resources::{SpaceClock, SpaceMap};
+use crate::space::components::{Avatar, Motion, Position};
+use crate::space::resources::{SlotTable, SpaceClock, SpaceMap};
 use bevy_ecs::prelude::*;
 use quad_shared::movement::{self, STEP_SECONDS};
 
 pub fn movement(
     clock: Res<SpaceClock>,
     map: Res<SpaceMap>,
-    mut avatars: Query<(&mut Motion, &mut Position)>,
+    mut slots: ResMut<SlotTable>,
+    mut avatars: Query<(&Avatar, &mut Motion, &mut Position)>,
 ) {
     let earned = clock.dt / STEP_SECONDS;
-    for (mut motion, mut position) in &mut avatars {
+    for (avatar, mut motion, mut position) in &mut avatars {
         // Motion is bookkeeping nobody watches for changes; Position is watched, so it is
         // written only when it really changes.
         let motion = motion.bypass_change_detection();
@@ -32,6 +33,9 @@ pub fn movement(
         }
         if p != position.0 {
             position.0 = p;
+            if let Some(wire) = slots.wire.get_mut(avatar.slot as usize) {
+                *wire = quad_shared::protocol::quantize(p.to_array());
+            }
         }
     }
 }

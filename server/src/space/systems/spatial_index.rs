@@ -10,6 +10,7 @@ pub fn spatial_index(mut grid: ResMut<SpatialGrid>, avatars: Query<(Entity, &Ava
         grid.insert(GridEntry {
             entity,
             id: avatar.id,
+            slot: avatar.slot,
             pos: position.0,
         });
     }

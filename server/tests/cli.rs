@@ -1,0 +1,144 @@
+//! The `quad-server` binary as a user starts it: prints its address, answers `/healthz`,
+//! shuts down cleanly on SIGTERM, and refuses to start on a broken map or bad config with an
+//! error that names the file.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn server() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quad-server"));
+    cmd.current_dir(root())
+        .env_remove("QUAD_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn temp(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("quad-cli-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn starts_serves_and_stops_on_sigterm() {
+    let data = temp("data");
+    let mut child = server()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .spawn()
+        .expect("spawn quad-server");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the address line");
+    let addr = line
+        .trim()
+        .strip_prefix("Quad is serving http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+
+    let health = http_get(&addr, "/healthz").expect("GET /healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") || health.starts_with("HTTP/1.0 200"),
+        "{health}"
+    );
+    let map = http_get(&addr, "/map.tmj").expect("GET /map.tmj");
+    assert!(map.contains("\"tilesets\""), "the map is served");
+    let missing = http_get(&addr, "/no/such/file").expect("GET missing");
+    assert!(missing.contains(" 404 "), "{missing}");
+    assert!(data.is_dir(), "the data directory is created");
+
+    let pid = child.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+fn refuses(args: &[&str], expect_in_error: &[&str]) {
+    let out = server()
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "started anyway");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in expect_in_error {
+        assert!(
+            stderr.contains(needle),
+            "stderr does not mention {needle:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_map_file_is_refused_by_name() {
+    let dir = temp("broken-map");
+    let broken = dir.join("broken.tmj");
+    let campus = std::fs::read_to_string(root().join("assets/maps/campus.tmj")).expect("campus");
+    // Drop the collision layer's name so the map has no collision layer.
+    std::fs::write(
+        &broken,
+        campus.replace("\"name\": \"collision\"", "\"name\": \"coll\""),
+    )
+    .expect("write");
+    refuses(
+        &["--map", broken.to_str().expect("utf-8")],
+        &["broken.tmj", "collision"],
+    );
+
+    let truncated = dir.join("truncated.tmj");
+    std::fs::write(&truncated, &campus[..campus.len() / 2]).expect("write");
+    refuses(
+        &["--map", truncated.to_str().expect("utf-8")],
+        &["truncated.tmj", "JSON"],
+    );
+
+    refuses(
+        &["--map", "/nonexistent/campus.tmj"],
+        &["/nonexistent/campus.tmj"],
+    );
+}
+
+#[test]
+fn a_bad_config_is_refused_by_setting() {
+    let dir = temp("bad-config");
+    let cfg = dir.join("quad.toml");
+    std::fs::write(&cfg, "tick_hz = 0\n").expect("write");
+    refuses(&["--config", cfg.to_str().expect("utf-8")], &["tick_hz"]);
+    std::fs::write(&cfg, "tickrate = 5\n").expect("write");
+    refuses(
+        &["--config", cfg.to_str().expect("utf-8")],
+        &["quad.toml", "tickrate"],
+    );
+}

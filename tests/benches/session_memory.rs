@@ -1,0 +1,115 @@
+//! Server memory per connected avatar (no media): `cargo xtask bench`.
+//!
+//! Starts the real `quad-server` binary (`QUAD_SERVER_BIN`, else `target/release/quad-server`)
+//! on a loopback port, connects bots in steps, and reads the server's resident memory from
+//! `/proc/<pid>/status` after each step. Bots keep reading their frames, as browsers do.
+//! Reports the growth per avatar between the first and the last step (target: < 100 kB),
+//! and writes it to `target/bench/session_memory.json`.
+
+use futures_util::StreamExt;
+use quad_shared::protocol::{ClientMsg, Hello, PROTOCOL_VERSION};
+use quad_tests::{Bot, repo_root};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--test") {
+        return Ok(()); // built by `cargo test --all-targets`; measured only by `cargo xtask bench`
+    }
+    let root = repo_root();
+    let bin = std::env::var("QUAD_SERVER_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("target/release/quad-server"));
+    let data = quad_tests::temp_dir("mem-data");
+    let mut child = Command::new(&bin)
+        .current_dir(&root)
+        .args(["--listen", "127.0.0.1:0", "--dev", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    )
+    .read_line(&mut line)?;
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .trim_start_matches("Quad is serving http://")
+        .parse()?;
+
+    let map = quad_tests::campus();
+    let steps = [100usize, 500, 1000];
+    let mut readers = Vec::new();
+    let mut samples = Vec::new();
+    let mut joined = 0;
+    for &target in &steps {
+        while joined < target {
+            // Spread avatars over the courtyard so areas of interest look like a busy campus.
+            let x = map.spawn.x - 600.0 + (joined % 40) as f32 * 30.0;
+            let y = map.spawn.y + (joined / 40 % 25) as f32 * 30.0;
+            let mut bot = Bot::connect(addr).await?;
+            bot.send(&ClientMsg::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                name: format!("bot{joined}"),
+                token: None,
+                spawn: Some([x, y]),
+            }))
+            .await?;
+            readers.push(tokio::spawn(async move {
+                let mut ws = bot.into_stream();
+                while let Some(Ok(_)) = ws.next().await {}
+            }));
+            joined += 1;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = rss_kib(pid);
+        println!("{target:>6} avatars: server RSS {:>8} KiB", rss);
+        samples.push((target, rss));
+    }
+    let (n0, r0) = samples[0];
+    let (n1, r1) = samples[samples.len() - 1];
+    let per_avatar_kb = (r1.saturating_sub(r0)) as f64 * 1.024 / (n1 - n0) as f64;
+    println!(
+        "server memory per connected avatar (no media): {per_avatar_kb:.1} kB  (target < 100 kB)"
+    );
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(
+        out.join("session_memory.json"),
+        format!(
+            "{{\"samples\":[{}],\"per_avatar_kb\":{per_avatar_kb:.2}}}\n",
+            samples
+                .iter()
+                .map(|(n, r)| format!("{{\"avatars\":{n},\"rss_kib\":{r}}}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    )?;
+    let _ = child.kill();
+    let _ = child.wait();
+    for r in readers {
+        r.abort();
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
