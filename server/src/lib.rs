@@ -161,13 +161,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown: shutdown.clone(),
     });
     let routes = http::routes(state.clone());
-    let graceful = shutdown.clone();
     let task = tokio::spawn(async move {
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move { graceful.cancelled().await })
-            .run()
-            .await;
+        http::serve::serve(listener, warp::service(routes), state.clone()).await;
         if let Err(e) = space_task.await {
             tracing::error!("space task ended badly: {e}");
         }

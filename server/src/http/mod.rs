@@ -1,6 +1,10 @@
-//! HTTP: the warp routes. `/` and the page's static files, `/pkg/*` (the wasm client),
-//! `/map.tmj` and `/map/tileset/N` (the space's map and its images), `/ws` (sessions),
-//! `/healthz`. Handlers only translate HTTP; sessions and the space do the work.
+//! HTTP: the accept loop ([`serve`]), the `/ws` upgrade ([`ws_upgrade`]) and the warp routes:
+//! `/` and the page's static files, `/pkg/*` (the wasm client), `/map.tmj` and
+//! `/map/tileset/N` (the space's map and its images), `/healthz`. Handlers only translate
+//! HTTP; sessions and the space do the work.
+
+pub mod serve;
+pub mod ws_upgrade;
 
 use crate::AppState;
 use std::sync::Arc;
@@ -9,9 +13,6 @@ use warp::http::{Response, StatusCode};
 
 /// Where the client fetches the map; `Welcome.map_url` points here.
 pub const MAP_URL: &str = "/map.tmj";
-/// Larger than the protocol's frame limit, so an oversized frame reaches the session and
-/// gets a proper `Error` instead of a dropped connection.
-const WS_MAX_MESSAGE: usize = 4 * quad_shared::codec::MAX_FRAME_BYTES;
 
 pub fn routes(
     state: Arc<AppState>,
@@ -22,16 +23,6 @@ pub fn routes(
     };
 
     let healthz = warp::path("healthz").and(warp::path::end()).map(|| "ok");
-
-    let ws = warp::path("ws")
-        .and(warp::path::end())
-        .and(warp::ws())
-        .and(with_state.clone())
-        .map(|ws: warp::ws::Ws, state: Arc<AppState>| {
-            ws.max_message_size(WS_MAX_MESSAGE)
-                .max_frame_size(WS_MAX_MESSAGE)
-                .on_upgrade(move |socket| crate::session::run(socket, state))
-        });
 
     let map = warp::path("map.tmj")
         .and(warp::path::end())
@@ -61,7 +52,6 @@ pub fn routes(
     let page = warp::fs::dir(state.config.assets_dir.clone());
 
     healthz
-        .or(ws)
         .or(map)
         .or(tileset)
         .or(client)

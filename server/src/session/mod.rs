@@ -8,6 +8,7 @@
 mod rate_limit;
 
 use crate::AppState;
+use crate::http::ws_upgrade::SessionSocket;
 use crate::space::{SESSION_OUTBOX_FRAMES, SpaceCommand};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -21,7 +22,8 @@ use rate_limit::RateLimit;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// WebSocket close codes used when a session cannot go on.
 mod close {
@@ -46,7 +48,7 @@ struct Session {
 }
 
 /// Runs one client's session until it disconnects or the server shuts down.
-pub async fn run(ws: WebSocket, state: Arc<AppState>) {
+pub async fn run(ws: SessionSocket, state: Arc<AppState>) {
     let (mut sink, mut stream) = ws.split();
     let (outbox_tx, mut outbox_rx) = mpsc::channel::<Bytes>(SESSION_OUTBOX_FRAMES);
     let shutdown = state.shutdown.clone();
@@ -73,7 +75,7 @@ pub async fn run(ws: WebSocket, state: Arc<AppState>) {
             msg = stream.next() => {
                 let next = match msg {
                     None | Some(Err(_)) => break None,
-                    Some(Ok(msg)) if msg.is_close() => break None,
+                    Some(Ok(Message::Close(_))) => break None,
                     Some(Ok(msg)) => session.handle(msg).await,
                 };
                 for reply in session.replies.drain(..) {
@@ -91,7 +93,11 @@ pub async fn run(ws: WebSocket, state: Arc<AppState>) {
     };
     if let Some((code, reason)) = closing {
         // The peer may already be gone; there is nothing more to do either way.
-        let _ = sink.send(Message::close_with(code, reason)).await;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
     }
     session.leave().await;
 }
@@ -103,7 +109,7 @@ impl Session {
     }
 
     async fn handle(&mut self, msg: Message) -> Next {
-        if msg.is_ping() || msg.is_pong() {
+        if matches!(msg, Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) {
             return Next::Continue;
         }
         if !self.rate.allow() {
@@ -115,14 +121,14 @@ impl Session {
             }
             return Next::Continue;
         }
-        if !msg.is_binary() {
+        let Message::Binary(frame) = msg else {
             self.refuse(ErrorMsg::new(
                 ErrorCode::NotBinary,
                 "frames must be binary MessagePack, not text",
             ));
             return Next::Continue;
-        }
-        let msg = match codec::decode::<ClientMsg>(msg.as_bytes()) {
+        };
+        let msg = match codec::decode::<ClientMsg>(&frame) {
             Ok(msg) => msg,
             Err(e) => {
                 let code = match e {
