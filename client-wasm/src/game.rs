@@ -278,6 +278,7 @@ mod tests {
                 map_url: String::new(),
                 spawn: [300.0, 300.0],
                 tick_hz: 20,
+                proximity: Default::default(),
             }),
             0.0,
         );

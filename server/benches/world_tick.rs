@@ -81,6 +81,7 @@ impl Crowd {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(48),
+            proximity: Default::default(),
             dev: true,
         };
         let mut world = SpaceWorld::new(Arc::new(map), settings, "/map.tmj");

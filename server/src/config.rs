@@ -32,6 +32,12 @@ pub struct Config {
     pub replication_bytes_per_sec: u32,
     /// Most other avatars a client is sent at once: the nearest ones in its area of interest.
     pub max_visible_avatars: usize,
+    /// Outside rooms, avatars closer than this (pixels) are linked peer-to-peer.
+    pub connect_radius: f32,
+    /// A proximity link breaks only beyond this distance (larger: hysteresis).
+    pub disconnect_radius: f32,
+    /// Most proximity links per avatar (the nearest win).
+    pub max_peers: u8,
 }
 
 impl Default for Config {
@@ -48,6 +54,9 @@ impl Default for Config {
             area_of_interest: 800.0,
             replication_bytes_per_sec: 2_000,
             max_visible_avatars: 48,
+            connect_radius: quad_shared::proximity::ProximityRules::default().connect_radius,
+            disconnect_radius: quad_shared::proximity::ProximityRules::default().disconnect_radius,
+            max_peers: quad_shared::proximity::ProximityRules::default().max_peers,
         }
     }
 }
@@ -78,6 +87,15 @@ impl Config {
         toml::from_str(&text).map_err(|e| file_err(e.to_string()))
     }
 
+    /// The proximity rules these settings describe.
+    pub fn proximity(&self) -> quad_shared::proximity::ProximityRules {
+        quad_shared::proximity::ProximityRules {
+            connect_radius: self.connect_radius,
+            disconnect_radius: self.disconnect_radius,
+            max_peers: self.max_peers,
+        }
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting, message: &str| {
@@ -103,6 +121,12 @@ impl Config {
                 "replication_bytes_per_sec",
                 "must be at least 200, or clients cannot follow anyone",
             );
+        }
+        if let Err(message) = self.proximity().validate() {
+            return Err(ConfigError::Invalid {
+                setting: "proximity",
+                message,
+            });
         }
         if !(1..=500).contains(&self.max_visible_avatars) {
             return invalid("max_visible_avatars", "must be between 1 and 500");

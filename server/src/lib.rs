@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         area_of_interest: config.area_of_interest,
         replication_bytes_per_sec: config.replication_bytes_per_sec,
         max_interest: config.max_visible_avatars,
+        proximity: config.proximity(),
         dev: config.dev,
     };
     let world = space::SpaceWorld::new(map_file.map.clone(), settings, http::MAP_URL);

@@ -6,6 +6,8 @@
 //! - [`map`]: the campus map, loaded from Tiled JSON (`.tmj`): tiles, collision, zones, spawn.
 //! - [`movement`]: the one movement function, used by the server to validate input and by the
 //!   client to predict.
+//! - [`proximity`]: the rules for who is linked with whom outside rooms (radii with
+//!   hysteresis, a cap per avatar) and the audio fall-off that goes with them.
 //! - [`ids`]: the identifiers of avatars and zones.
 //!
 //! No tokio, no web-sys: this crate compiles for native targets and `wasm32-unknown-unknown`,
@@ -16,5 +18,6 @@ pub mod ids;
 pub mod map;
 pub mod movement;
 pub mod protocol;
+pub mod proximity;
 
 pub use ids::{AvatarId, ZoneId};

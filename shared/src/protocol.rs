@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -33,6 +33,31 @@ pub enum ClientMsg {
     Input(Input),
     /// Asks for a [`ServerMsg::Pong`] with the same nonce (round-trip time).
     Ping { nonce: u32 },
+    /// WebRTC signaling for the peer connection with `to`; relayed only along a proximity
+    /// link the server created (see [`ServerMsg::ConnectPeer`]).
+    Signal { to: AvatarId, signal: Signal },
+}
+
+/// One WebRTC signaling message, as the browser's perfect-negotiation pattern produces them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Signal {
+    /// A session description (`type` is offer, answer, pranswer or rollback).
+    Description { kind: SdpKind, sdp: String },
+    /// An ICE candidate; `candidate` is empty for end-of-candidates.
+    Candidate {
+        candidate: String,
+        sdp_mid: Option<String>,
+        sdp_m_line_index: Option<u16>,
+    },
+}
+
+/// The `type` of an `RTCSessionDescription`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SdpKind {
+    Offer,
+    Answer,
+    Pranswer,
+    Rollback,
 }
 
 /// Opens a session.
@@ -81,6 +106,13 @@ pub enum ServerMsg {
     Error(ErrorMsg),
     /// Answers [`ClientMsg::Ping`].
     Pong { nonce: u32 },
+    /// Open a peer-to-peer connection with `peer` (proximity media). Both ends get it; the
+    /// `polite` one yields when offers collide (the perfect-negotiation pattern).
+    ConnectPeer { peer: AvatarId, polite: bool },
+    /// Close the peer connection with `peer`; signaling with it is no longer relayed.
+    DisconnectPeer { peer: AvatarId },
+    /// Signaling relayed from `from`.
+    Signal { from: AvatarId, signal: Signal },
 }
 
 /// Everything a client needs to enter the space.
@@ -96,6 +128,8 @@ pub struct Welcome {
     pub spawn: [f32; 2],
     /// The server's tick rate.
     pub tick_hz: u16,
+    /// The proximity rules, so the client can fade audio out by distance.
+    pub proximity: crate::proximity::ProximityRules,
 }
 
 /// One person in the space, for the people list.
@@ -177,6 +211,8 @@ pub enum ErrorCode {
     Unavailable,
     /// The client sent more than the server accepts per second.
     RateLimited,
+    /// Not allowed: e.g. signaling an avatar the server has not linked this one with.
+    Forbidden,
 }
 
 impl ErrorMsg {
@@ -228,6 +264,7 @@ impl ClientMsg {
             ClientMsg::Hello(_) => "Hello",
             ClientMsg::Input(_) => "Input",
             ClientMsg::Ping { .. } => "Ping",
+            ClientMsg::Signal { .. } => "Signal",
         }
     }
 }

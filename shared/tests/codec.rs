@@ -3,6 +3,7 @@
 use quad_shared::AvatarId;
 use quad_shared::codec::{self, CodecError, MAX_FRAME_BYTES};
 use quad_shared::protocol::*;
+use quad_shared::proximity::ProximityRules;
 
 fn hello() -> ClientMsg {
     ClientMsg::Hello(Hello {
@@ -23,6 +24,13 @@ fn client_messages_round_trip() {
             steps: 3,
         }),
         ClientMsg::Ping { nonce: 42 },
+        ClientMsg::Signal {
+            to: AvatarId(9),
+            signal: Signal::Description {
+                kind: SdpKind::Answer,
+                sdp: "v=0".into(),
+            },
+        },
     ] {
         let frame = codec::encode(&msg).expect("encodes");
         assert_eq!(codec::decode::<ClientMsg>(&frame).expect("decodes"), msg);
@@ -39,6 +47,7 @@ fn server_messages_round_trip() {
             map_url: "/maps/campus.tmj".into(),
             spawn: [1.0, 2.0],
             tick_hz: 20,
+            proximity: ProximityRules::default(),
         }),
         ServerMsg::Snapshot(Snapshot {
             tick: 9,
@@ -58,6 +67,26 @@ fn server_messages_round_trip() {
         },
         ServerMsg::Error(ErrorMsg::new(ErrorCode::Malformed, "bad")),
         ServerMsg::Pong { nonce: 1 },
+        ServerMsg::ConnectPeer {
+            peer: AvatarId(4),
+            polite: true,
+        },
+        ServerMsg::DisconnectPeer { peer: AvatarId(4) },
+        ServerMsg::Signal {
+            from: AvatarId(4),
+            signal: Signal::Description {
+                kind: SdpKind::Offer,
+                sdp: "v=0\r\n".into(),
+            },
+        },
+        ServerMsg::Signal {
+            from: AvatarId(4),
+            signal: Signal::Candidate {
+                candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+                sdp_mid: Some("0".into()),
+                sdp_m_line_index: Some(0),
+            },
+        },
     ];
     for msg in msgs {
         let frame = codec::encode(&msg).expect("encodes");

@@ -120,9 +120,22 @@ pub struct Bot {
     pub errors: Vec<ErrorMsg>,
     /// Snapshot payload bytes received (for bandwidth checks).
     pub snapshot_bytes: usize,
+    /// Current peer links: peer -> whether this side is polite.
+    pub peers: HashMap<AvatarId, bool>,
+    /// Every `ConnectPeer` and `DisconnectPeer` received, in order.
+    pub peer_events: Vec<PeerEvent>,
+    /// Signaling received: (from, signal).
+    pub signals: Vec<(AvatarId, Signal)>,
     /// Set when the server closed the connection: (code, reason).
     pub closed: Option<(u16, String)>,
     seq: u32,
+}
+
+/// A change of peer link, as the bot received it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    Connect(AvatarId, bool),
+    Disconnect(AvatarId),
 }
 
 /// How long tests wait for something that should happen within a few ticks.
@@ -144,6 +157,9 @@ impl Bot {
             people: HashMap::new(),
             errors: Vec::new(),
             snapshot_bytes: 0,
+            peers: HashMap::new(),
+            peer_events: Vec::new(),
+            signals: Vec::new(),
             closed: None,
             seq: 0,
         })
@@ -239,6 +255,15 @@ impl Bot {
                 }
             }
             ServerMsg::Error(e) => self.errors.push(e),
+            ServerMsg::ConnectPeer { peer, polite } => {
+                self.peers.insert(peer, polite);
+                self.peer_events.push(PeerEvent::Connect(peer, polite));
+            }
+            ServerMsg::DisconnectPeer { peer } => {
+                self.peers.remove(&peer);
+                self.peer_events.push(PeerEvent::Disconnect(peer));
+            }
+            ServerMsg::Signal { from, signal } => self.signals.push((from, signal)),
             _ => {}
         }
     }

@@ -152,6 +152,14 @@ impl Session {
                     Next::Continue
                 }
             }
+            ClientMsg::Signal { to, signal } => {
+                if let Some(from) = self.id {
+                    self.forward(SpaceCommand::Signal { from, to, signal })
+                        .await
+                } else {
+                    Next::Continue
+                }
+            }
             ClientMsg::Ping { nonce } => {
                 self.replies.push(ServerMsg::Pong { nonce });
                 Next::Continue

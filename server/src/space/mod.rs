@@ -40,6 +40,11 @@ pub enum SpaceCommand {
     Leave {
         id: AvatarId,
     },
+    Signal {
+        from: AvatarId,
+        to: AvatarId,
+        signal: quad_shared::protocol::Signal,
+    },
 }
 
 /// A cheap, cloneable way to reach a space task.
@@ -93,6 +98,7 @@ async fn run(
                     tracing::info!(%id, x = at.x, y = at.y, population = world.population(), "joined");
                 }
                 Some(SpaceCommand::Input { id, input }) => world.input(id, input),
+                Some(SpaceCommand::Signal { from, to, signal }) => world.signal(from, to, signal),
                 Some(SpaceCommand::Leave { id }) => {
                     if sessions.remove(&id).is_some() {
                         world.leave(id);

@@ -27,6 +27,8 @@ pub struct SpaceSettings {
     pub replication_bytes_per_sec: u32,
     /// Most other avatars a client is sent (the nearest ones).
     pub max_interest: usize,
+    /// Who is linked peer-to-peer outside rooms.
+    pub proximity: quad_shared::proximity::ProximityRules,
     /// Whether `Hello.spawn` is honoured.
     pub dev: bool,
 }
@@ -99,5 +101,39 @@ impl SlotTable {
     pub fn wire_of(&self, slot: u32, id: AvatarId) -> Option<(u16, u16)> {
         let i = slot as usize;
         (self.ids.get(i) == Some(&id)).then(|| self.wire[i])
+    }
+}
+
+/// The proximity graph: which pairs of avatars are linked peer-to-peer now. Signaling is
+/// relayed only along these links.
+#[derive(Resource, Debug, Default)]
+pub struct ProximityGraph {
+    /// Linked pairs, the lower id first.
+    pub links: rustc_hash::FxHashSet<(AvatarId, AvatarId)>,
+    /// The links the proximity system wants after this tick (the media planner diffs them).
+    pub wanted: rustc_hash::FxHashSet<(AvatarId, AvatarId)>,
+}
+
+impl ProximityGraph {
+    /// A pair in canonical order.
+    pub fn pair(a: AvatarId, b: AvatarId) -> (AvatarId, AvatarId) {
+        if a < b { (a, b) } else { (b, a) }
+    }
+
+    pub fn linked(&self, a: AvatarId, b: AvatarId) -> bool {
+        self.links.contains(&Self::pair(a, b))
+    }
+
+    /// The avatars `id` is linked with.
+    pub fn peers_of(&self, id: AvatarId) -> impl Iterator<Item = AvatarId> + '_ {
+        self.links.iter().filter_map(move |&(a, b)| {
+            if a == id {
+                Some(b)
+            } else if b == id {
+                Some(a)
+            } else {
+                None
+            }
+        })
     }
 }

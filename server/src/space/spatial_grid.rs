@@ -12,6 +12,8 @@ pub struct GridEntry {
     pub id: AvatarId,
     pub slot: u32,
     pub pos: Vec2,
+    /// Whether it takes part in proximity media (not in a room or silent zone).
+    pub proximity: bool,
 }
 
 /// Avatars bucketed by square cells of `cell_size` pixels covering the map.
@@ -55,6 +57,11 @@ impl SpatialGrid {
         self.cells[cy * self.cols + cx].push(entry);
     }
 
+    /// Every avatar in the grid.
+    pub fn iter(&self) -> impl Iterator<Item = &GridEntry> {
+        self.cells.iter().flatten()
+    }
+
     /// Calls `f` for every avatar within `radius` of `center` (squared distance given).
     pub fn for_each_within(&self, center: Vec2, radius: f32, mut f: impl FnMut(&GridEntry, f32)) {
         let (x0, y0) = self.cell_of(center - Vec2::splat(radius));
@@ -95,6 +102,7 @@ mod tests {
                 id: AvatarId(i as u32),
                 slot: i as u32,
                 pos: Vec2::new(x, y),
+                proximity: true,
             });
         }
         let mut found = Vec::new();

@@ -4,7 +4,8 @@
 
 use super::components::{Avatar, ClientView, InZone, Motion, Position};
 use super::resources::{
-    Outbox, Recipient, RosterChanges, SlotTable, SpaceClock, SpaceMap, SpaceSettings,
+    Outbox, ProximityGraph, Recipient, RosterChanges, SlotTable, SpaceClock, SpaceMap,
+    SpaceSettings,
 };
 use super::spatial_grid::SpatialGrid;
 use super::systems;
@@ -16,7 +17,7 @@ use quad_shared::AvatarId;
 use quad_shared::map::Map;
 use quad_shared::movement;
 use quad_shared::protocol::{
-    ErrorCode, ErrorMsg, Input, PROTOCOL_VERSION, Person, ServerMsg, Welcome,
+    ErrorCode, ErrorMsg, Input, PROTOCOL_VERSION, Person, ServerMsg, Signal, Welcome,
 };
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ impl SpaceWorld {
         world.insert_resource(Outbox::default());
         world.insert_resource(RosterChanges::default());
         world.insert_resource(SlotTable::default());
+        world.insert_resource(ProximityGraph::default());
         SpaceWorld {
             world,
             schedule: systems::tick_schedule(),
@@ -95,7 +97,10 @@ impl SpaceWorld {
             self.despawn(old);
         }
 
-        let tick_hz = self.world.resource::<SpaceSettings>().tick_hz;
+        let (tick_hz, proximity) = {
+            let settings = self.world.resource::<SpaceSettings>();
+            (settings.tick_hz, settings.proximity)
+        };
         let welcome = ServerMsg::Welcome(Welcome {
             protocol: PROTOCOL_VERSION,
             you: id,
@@ -103,6 +108,7 @@ impl SpaceWorld {
             map_url: self.map_url.clone(),
             spawn: spawn.to_array(),
             tick_hz,
+            proximity,
         });
         self.send(id, &welcome);
         let people: Vec<Person> = self
@@ -176,6 +182,38 @@ impl SpaceWorld {
             tracing::debug!(%id, "input refused: {}", err.message);
             self.send(id, &ServerMsg::Error(err));
         }
+    }
+
+    /// Relays WebRTC signaling from `from` to `to`, but only along a proximity link the
+    /// server created; anything else is refused and logged, and `to` receives nothing.
+    pub fn signal(&mut self, from: AvatarId, to: AvatarId, signal: Signal) {
+        if self.world.resource::<ProximityGraph>().linked(from, to) {
+            self.world
+                .resource_mut::<Outbox>()
+                .push(Recipient::One(to), &ServerMsg::Signal { from, signal });
+        } else {
+            tracing::warn!(%from, %to, "signaling refused: the avatars are not linked");
+            self.send(
+                from,
+                &ServerMsg::Error(ErrorMsg::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "no peer link with {to}: signaling is relayed only between linked avatars"
+                    ),
+                )),
+            );
+        }
+    }
+
+    /// The avatars `id` is linked with peer-to-peer.
+    pub fn peers_of(&self, id: AvatarId) -> Vec<AvatarId> {
+        let mut peers: Vec<_> = self
+            .world
+            .resource::<ProximityGraph>()
+            .peers_of(id)
+            .collect();
+        peers.sort();
+        peers
     }
 
     /// Runs one tick, `dt` seconds after the previous one.

@@ -1,6 +1,8 @@
 //! The space's systems, one per file, registered here in the order they run each tick.
 
+mod media_plan;
 mod movement;
+mod proximity;
 mod replicate;
 mod roster;
 mod spatial_index;
@@ -8,8 +10,9 @@ mod zones;
 
 use bevy_ecs::schedule::{IntoScheduleConfigs, Schedule, SingleThreadedExecutor};
 
-/// One tick: apply input, recompute zones, rebuild the spatial index, announce roster
-/// changes, then send each client what changed in its area of interest.
+/// One tick: apply input, recompute zones, rebuild the spatial index, recompute the
+/// proximity graph and send the media plan's changes, announce roster changes, then send
+/// each client what changed in its area of interest.
 pub fn tick_schedule() -> Schedule {
     let mut schedule = Schedule::default();
     // One space is one task on one core; a multi-threaded executor would only add overhead.
@@ -19,6 +22,8 @@ pub fn tick_schedule() -> Schedule {
             movement::movement,
             zones::zones,
             spatial_index::spatial_index,
+            proximity::proximity,
+            media_plan::media_plan,
             roster::roster,
             replicate::replicate,
         )

@@ -172,7 +172,7 @@ fn refresh_interest(
     let near = &mut scratch.near;
     // Look close first: in a crowd the nearest `max` are found without scanning the whole
     // area of interest.
-    for radius in [aoi / 2.0, aoi] {
+    for radius in [aoi * 0.35, aoi * 0.6, aoi] {
         near.clear();
         grid.for_each_within(position.0, radius, |e, d2| {
             if e.id != me {

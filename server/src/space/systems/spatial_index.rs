@@ -1,17 +1,28 @@
 //! Spatial index: rebuilds the `SpatialGrid` from every avatar's position.
 
-use crate::space::components::{Avatar, Position};
+use crate::space::components::{Avatar, InZone, Position};
+use crate::space::resources::SpaceMap;
 use crate::space::spatial_grid::{GridEntry, SpatialGrid};
 use bevy_ecs::prelude::*;
 
-pub fn spatial_index(mut grid: ResMut<SpatialGrid>, avatars: Query<(Entity, &Avatar, &Position)>) {
+pub fn spatial_index(
+    map: Res<SpaceMap>,
+    mut grid: ResMut<SpatialGrid>,
+    avatars: Query<(Entity, &Avatar, &Position, &InZone)>,
+) {
     grid.clear();
-    for (entity, avatar, position) in &avatars {
+    for (entity, avatar, position, zone) in &avatars {
+        // Rooms use the SFU and silent zones have no media: no proximity links there.
+        let proximity = zone
+            .0
+            .and_then(|z| map.0.zone(z))
+            .is_none_or(|z| z.kind == quad_shared::map::ZoneKind::Open);
         grid.insert(GridEntry {
             entity,
             id: avatar.id,
             slot: avatar.slot,
             pos: position.0,
+            proximity,
         });
     }
 }
