@@ -91,6 +91,8 @@ pub struct Game {
     pub tick_hz: u16,
     /// Where the server serves the map (from `Welcome`).
     pub map_url: String,
+    /// Who gets linked with whom, and how audio fades (from `Welcome`).
+    pub proximity: quad_shared::proximity::ProximityRules,
     /// Set when the roster changed and the people list needs redrawing.
     pub roster_dirty: bool,
     /// The last error the server sent, for the HUD.
@@ -125,6 +127,7 @@ impl Game {
         let spawn = Vec2::from_array(w.spawn);
         self.tick_hz = w.tick_hz.max(1);
         self.map_url = w.map_url;
+        self.proximity = w.proximity;
         self.me = Some(Me {
             id: w.you,
             name: w.name,
@@ -211,6 +214,13 @@ impl Game {
         map.zone_at(p)
             .and_then(|z| map.zone(z))
             .map(|z| z.name.as_str())
+    }
+
+    /// Where another avatar is drawn now, relative to the own avatar: (distance, x offset).
+    pub fn offset_to(&self, id: AvatarId, now_ms: f64) -> Option<(f32, f32)> {
+        let me = self.me.as_ref()?.predicted;
+        let them = self.render_position(id, now_ms)?;
+        Some((me.distance(them), them.x - me.x))
     }
 
     /// A display name for an avatar id.

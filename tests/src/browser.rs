@@ -70,6 +70,8 @@ impl Driver {
                     "--disable-component-update", "--disable-sync",
                     "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                     "--autoplay-policy=no-user-gesture-required",
+                    // Tests run in a network namespace with only loopback (see xtask).
+                    "--allow-loopback-in-peer-connection",
                     "--window-size=1024,768",
                     format!("--user-data-dir={}", profile.display()),
                 ]
@@ -104,6 +106,11 @@ impl Browser {
         Ok(self.client.execute(script, vec![]).await?)
     }
 
+    /// Runs an async script: it gets a `done(value)` callback as its last argument.
+    pub async fn eval_async(&self, script: &str) -> Result<Value> {
+        Ok(self.client.execute_async(script, vec![]).await?)
+    }
+
     /// `window.quad.snapshot()`, or null before the client is up.
     pub async fn snapshot(&self) -> Result<Value> {
         self.eval("return window.quad ? window.quad.snapshot() : null")
@@ -114,11 +121,26 @@ impl Browser {
     pub async fn wait_snapshot(
         &self,
         what: &str,
+        cond: impl FnMut(&Value) -> bool,
+    ) -> Result<Value> {
+        self.wait_snapshot_of(
+            what,
+            "return window.quad ? window.quad.snapshot() : null",
+            cond,
+        )
+        .await
+    }
+
+    /// Polls the value of `script` until `cond` holds (30 s at most).
+    pub async fn wait_snapshot_of(
+        &self,
+        what: &str,
+        script: &str,
         mut cond: impl FnMut(&Value) -> bool,
     ) -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let snap = self.snapshot().await?;
+            let snap = self.eval(script).await?;
             if cond(&snap) {
                 return Ok(snap);
             }

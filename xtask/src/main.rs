@@ -108,11 +108,42 @@ fn ensure_chromium() -> Result<()> {
     run(Command::new("apt-get").args(["install", "-y", "chromium", "chromium-driver"]))
 }
 
+/// Whether this process may create a network namespace (root, or user namespaces allowed).
+fn can_isolate_network() -> bool {
+    Command::new("unshare")
+        .args(["--net", "--", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let pkg = build_client(root)?;
     ensure_chromium()?;
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-targets"]);
+    // Build everything first, with the network (crates may need fetching).
+    run(cargo().args(["test", "--workspace", "--all-targets", "--no-run"]))?;
+    // Then run every test in a network namespace that has only loopback, so servers,
+    // bots and browsers (WebRTC gathers candidates on every interface) reach nothing else.
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = if can_isolate_network() {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+        ]);
+        cmd.arg(&cargo_bin);
+        cmd
+    } else {
+        eprintln!(
+            "xtask: WARNING: cannot create a network namespace (run as root for that); \
+             tests run in the host network, and browsers may use its interfaces"
+        );
+        Command::new(&cargo_bin)
+    };
+    cmd.args(["test", "--workspace", "--all-targets", "--offline"]);
     cmd.args(extra);
     cmd.env("QUAD_CLIENT_DIR", &pkg);
     run(&mut cmd)

@@ -39,7 +39,15 @@ pub fn page_params() -> Result<PageParams, JsValue> {
         let (x, y) = s.split_once(',')?;
         Some([x.trim().parse().ok()?, y.trim().parse().ok()?])
     });
-    Ok(PageParams { name, spawn })
+    let flag =
+        |key: &str, default: bool| params.get(key).map_or(default, |v| v == "1" || v == "true");
+    Ok(PageParams {
+        name,
+        spawn,
+        mic: flag("mic", true),
+        camera: flag("camera", false),
+        relay: flag("relay", false),
+    })
 }
 
 fn set_hidden(id: &str, hidden: bool) -> Result<(), JsValue> {
@@ -73,12 +81,18 @@ pub fn install_lobby(app: &AppRef) -> Result<(), JsValue> {
     let weak = app.clone();
     let on_submit = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
         e.prevent_default();
-        let name = document
-            .get_element_by_id("lobby-name")
-            .and_then(|el| el.dyn_into::<HtmlInputElement>().ok())
-            .map(|input| input.value())
-            .unwrap_or_default();
-        join(&weak, name);
+        let input = |id: &str| {
+            document
+                .get_element_by_id(id)
+                .and_then(|el| el.dyn_into::<HtmlInputElement>().ok())
+        };
+        let name = input("lobby-name").map(|i| i.value()).unwrap_or_default();
+        let mic = input("lobby-mic").is_some_and(|i| i.checked());
+        let camera = input("lobby-camera").is_some_and(|i| i.checked());
+        if let Some(a) = weak.upgrade() {
+            a.borrow().media.resume_audio();
+        }
+        join(&weak, name, mic, camera);
     });
     form.add_event_listener_with_callback("submit", on_submit.as_ref().unchecked_ref())?;
     keep(app, on_submit);
@@ -89,6 +103,59 @@ fn keep<T: 'static>(app: &AppRef, handler: T) {
     if let Some(a) = app.upgrade() {
         a.borrow_mut().handlers.push(Box::new(handler));
     }
+}
+
+/// The lobby's device checkboxes show a live preview of what will be shared.
+pub fn install_device_preview(app: &AppRef) -> Result<(), JsValue> {
+    let document = document()?;
+    let weak = app.clone();
+    let on_change = Closure::<dyn FnMut()>::new(move || {
+        let weak = weak.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let Ok(document) = self::document() else {
+                return;
+            };
+            let checked = |id: &str| {
+                document
+                    .get_element_by_id(id)
+                    .and_then(|el| el.dyn_into::<HtmlInputElement>().ok())
+                    .is_some_and(|i| i.checked())
+            };
+            let (mic, camera) = (checked("lobby-mic"), checked("lobby-camera"));
+            if let Some(a) = weak.upgrade()
+                && let Some(old) = a.borrow_mut().media.local.take()
+            {
+                old.get_tracks().iter().for_each(|t| {
+                    if let Ok(t) = t.dyn_into::<web_sys::MediaStreamTrack>() {
+                        t.stop();
+                    }
+                });
+            }
+            let local = super::peers::acquire_local(mic, camera).await;
+            if let Ok(preview) = by_id(&document, "lobby-preview")
+                && let Ok(video) = preview.dyn_into::<web_sys::HtmlVideoElement>()
+            {
+                video.set_src_object(local.as_ref());
+                video.set_hidden(!camera || local.is_none());
+            }
+            let note = match (&local, mic || camera) {
+                (None, true) => "No access to the chosen devices: you can still join without them.",
+                _ => "",
+            };
+            if let Ok(el) = by_id(&document, "lobby-error") {
+                el.set_text_content(Some(note));
+            }
+            if let Some(a) = weak.upgrade() {
+                a.borrow_mut().media.local = local;
+            }
+        });
+    });
+    for id in ["lobby-mic", "lobby-camera"] {
+        by_id(&document, id)?
+            .add_event_listener_with_callback("change", on_change.as_ref().unchecked_ref())?;
+    }
+    keep(app, on_change);
+    Ok(())
 }
 
 /// Arrow keys and WASD set direction bits while held (layout-independent key codes).
@@ -117,7 +184,10 @@ pub fn install_keyboard(app: &AppRef) -> Result<(), JsValue> {
         }
         e.prevent_default();
         if let Some(a) = weak.upgrade() {
-            a.borrow_mut().keys |= bit;
+            let mut a = a.borrow_mut();
+            a.keys |= bit;
+            // Browsers start audio only after a gesture; a key press is one.
+            a.media.resume_audio();
         }
     });
     let weak = app.clone();

@@ -4,6 +4,7 @@
 
 mod dom;
 mod net;
+mod peers;
 mod render;
 mod test_surface;
 
@@ -27,6 +28,12 @@ pub struct PageParams {
     pub name: Option<String>,
     /// `?spawn=X,Y`: where to appear (servers in `--dev` mode only).
     pub spawn: Option<[f32; 2]>,
+    /// `?mic=0|1` (default 1) and `?camera=0|1` (default 0): devices to use when joining
+    /// straight from the URL.
+    pub mic: bool,
+    pub camera: bool,
+    /// `?relay=1`: force media through TURN (servers in `--dev` mode).
+    pub relay: bool,
 }
 
 pub struct App {
@@ -39,6 +46,9 @@ pub struct App {
     renderer: Option<render::MapRenderer>,
     last_frame_ms: Option<f64>,
     status: String,
+    pub(crate) media: peers::Media,
+    /// ICE servers for peer connections (from `Welcome`).
+    ice_servers: JsValue,
     /// Event closures, alive as long as the app.
     handlers: Vec<Box<dyn std::any::Any>>,
     raf: Option<Closure<dyn FnMut(f64)>>,
@@ -64,6 +74,8 @@ pub fn start() -> Result<(), JsValue> {
         renderer: None,
         last_frame_ms: None,
         status: String::new(),
+        media: peers::Media::default(),
+        ice_servers: js_sys::Array::new().into(),
         handlers: Vec::new(),
         raf: None,
     }));
@@ -72,23 +84,41 @@ pub fn start() -> Result<(), JsValue> {
 
     dom::install_keyboard(&weak)?;
     dom::install_lobby(&weak)?;
+    dom::install_device_preview(&weak)?;
     test_surface::install(&weak)?;
     start_frames(&weak)?;
 
-    let name = app.borrow().params.name.clone();
-    if let Some(name) = name {
-        join(&weak, name);
+    let params = app.borrow().params.clone();
+    app.borrow_mut().media.relay_only = params.relay;
+    if let Some(name) = params.name {
+        join(&weak, name, params.mic, params.camera);
     } else {
         dom::show_lobby("")?;
     }
     Ok(())
 }
 
-/// Connects and says Hello as `name`.
-pub(crate) fn join(app: &AppRef, name: String) {
-    if let Err(e) = net::connect(app, name) {
-        let _ = dom::show_lobby(&format!("Cannot connect: {e:?}"));
-    }
+/// Takes the chosen devices, then connects and says Hello as `name`.
+pub(crate) fn join(app: &AppRef, name: String, mic: bool, camera: bool) {
+    let app = app.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let have = app
+            .upgrade()
+            .is_some_and(|a| a.borrow().media.local.is_some());
+        if !have {
+            let local = peers::acquire_local(mic, camera).await;
+            if let Some(a) = app.upgrade() {
+                let mut a = a.borrow_mut();
+                if local.is_none() && (mic || camera) {
+                    a.status = "No microphone or camera: joining without them".into();
+                }
+                a.media.local = local;
+            }
+        }
+        if let Err(e) = net::connect(&app, name) {
+            let _ = dom::show_lobby(&format!("Cannot connect: {e:?}"));
+        }
+    });
 }
 
 /// Sends a message if connected.
@@ -103,6 +133,18 @@ pub(crate) fn send(ws: &Option<WebSocket>, msg: &ClientMsg) {
 
 /// Handles one decoded message from the server.
 pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
+    // Peer messages open and close connections, which borrow the app themselves.
+    let msg = match msg {
+        ServerMsg::ConnectPeer { peer, polite } => {
+            if let Err(e) = peers::connect(app, peer, polite) {
+                web_sys::console::warn_1(&e);
+            }
+            return;
+        }
+        ServerMsg::DisconnectPeer { peer } => return peers::disconnect(app, peer),
+        ServerMsg::Signal { from, signal } => return peers::on_signal(app, from, signal),
+        other => other,
+    };
     let Some(app_rc) = app.upgrade() else { return };
     let welcomed;
     {
@@ -154,7 +196,11 @@ fn frame(app: &AppRef, now: f64) {
     for input in inputs {
         send(&a.ws, &ClientMsg::Input(input));
     }
-    if let Err(e) = render::draw(&mut a, dom::now_ms()) {
+    let now_ms = dom::now_ms();
+    let rules = a.game.proximity;
+    a.media
+        .place_voices(|id| a.game.offset_to(id, now_ms), &rules);
+    if let Err(e) = render::draw(&mut a, now_ms) {
         a.status = format!("render error: {e:?}");
     }
     let _ = dom::update_hud(&mut a);

@@ -1,6 +1,8 @@
 //! `window.quad`: a stable surface for browser tests and curious users.
 //! `quad.snapshot()` → `{self: {id, name, x, y, zone}, avatars: [{id, name, x, y, zone}]}`;
 //! `quad.zones()` → `[{id, name, kind, x, y, w, h}]` in world pixels.
+//! The snapshot also has `peers: [{id, state, since}]` and `media: {mic, camera}`;
+//! `quad.peerConnection(id)` returns the `RTCPeerConnection` with a peer (for `getStats()`).
 
 use super::{AppRef, dom};
 use serde::Serialize;
@@ -20,6 +22,23 @@ struct SnapshotView {
     #[serde(rename = "self")]
     me: Option<AvatarView>,
     avatars: Vec<AvatarView>,
+    peers: Vec<PeerView>,
+    media: MediaView,
+}
+
+#[derive(Serialize)]
+struct PeerView {
+    id: u32,
+    /// The `RTCPeerConnection.connectionState`.
+    state: String,
+    /// When the server linked us, `performance.now()` ms.
+    since: f64,
+}
+
+#[derive(Serialize)]
+struct MediaView {
+    mic: bool,
+    camera: bool,
 }
 
 #[derive(Serialize)]
@@ -63,7 +82,27 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             .filter_map(|(id, r)| Some(view(id.0, g.name_of(*id), r.latest()?)))
             .collect();
         avatars.sort_by_key(|a| a.id);
-        to_js(&SnapshotView { me, avatars })
+        let mut peers: Vec<PeerView> = a
+            .media
+            .peers
+            .iter()
+            .map(|(id, p)| PeerView {
+                id: id.0,
+                state: format!("{:?}", p.pc.connection_state()).to_lowercase(),
+                since: p.since_ms,
+            })
+            .collect();
+        peers.sort_by_key(|p| p.id);
+        let media = MediaView {
+            mic: a.media.mic_on(),
+            camera: a.media.camera_on(),
+        };
+        to_js(&SnapshotView {
+            me,
+            avatars,
+            peers,
+            media,
+        })
     });
     let weak = app.clone();
     let zones = Closure::<dyn Fn() -> JsValue>::new(move || {
@@ -90,7 +129,21 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             .collect();
         to_js(&zones)
     });
+    let weak = app.clone();
+    let peer_connection = Closure::<dyn Fn(u32) -> JsValue>::new(move |id: u32| {
+        let Some(app) = weak.upgrade() else {
+            return JsValue::NULL;
+        };
+        let Ok(a) = app.try_borrow() else {
+            return JsValue::NULL;
+        };
+        a.media
+            .peers
+            .get(&quad_shared::AvatarId(id))
+            .map_or(JsValue::NULL, |p| p.pc.clone().into())
+    });
     let quad = js_sys::Object::new();
+    js_sys::Reflect::set(&quad, &"peerConnection".into(), peer_connection.as_ref())?;
     js_sys::Reflect::set(&quad, &"snapshot".into(), snapshot.as_ref())?;
     js_sys::Reflect::set(&quad, &"zones".into(), zones.as_ref())?;
     js_sys::Reflect::set(&dom::window()?.into(), &"quad".into(), &quad)?;
@@ -98,6 +151,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
         let mut a = a.borrow_mut();
         a.handlers.push(Box::new(snapshot));
         a.handlers.push(Box::new(zones));
+        a.handlers.push(Box::new(peer_connection));
     }
     Ok(())
 }

@@ -1,0 +1,403 @@
+//! Proximity media: one `RTCPeerConnection` per peer the server links this avatar with,
+//! negotiated with the WebRTC "perfect negotiation" pattern over the server's signaling
+//! relay (the server decides who is polite). Remote audio plays through WebAudio: one gain
+//! and one stereo panner per peer, set from positions every frame, fading to silence at the
+//! disconnect radius. A connection that fails is retried once with an ICE restart.
+
+use super::{AppRef, dom, send};
+use quad_shared::AvatarId;
+use quad_shared::protocol::{ClientMsg, SdpKind, Signal};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+use web_sys::{
+    AudioContext, GainNode, HtmlAudioElement, MediaStream, MediaStreamAudioSourceNode,
+    MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
+    RtcSignalingState, RtcTrackEvent, StereoPannerNode,
+};
+
+#[wasm_bindgen]
+extern "C" {
+    /// The two `RTCPeerConnection` methods web-sys does not bind.
+    #[wasm_bindgen(extends = RtcPeerConnection, js_name = RTCPeerConnection)]
+    type PeerConnectionExt;
+    /// `setLocalDescription()` with no argument: the implicit offer or answer of perfect
+    /// negotiation.
+    #[wasm_bindgen(method, js_name = setLocalDescription)]
+    fn set_local_description_implicit(this: &PeerConnectionExt) -> js_sys::Promise;
+    #[wasm_bindgen(method, js_name = restartIce)]
+    fn restart_ice(this: &PeerConnectionExt);
+}
+
+fn ext(pc: &RtcPeerConnection) -> &PeerConnectionExt {
+    pc.unchecked_ref()
+}
+
+/// Remote audio of one peer, placed in space.
+struct Voice {
+    /// Chrome plays remote WebRTC audio into WebAudio only while an element holds the stream.
+    element: HtmlAudioElement,
+    source: MediaStreamAudioSourceNode,
+    gain: GainNode,
+    pan: StereoPannerNode,
+}
+
+/// One peer connection.
+pub struct Peer {
+    pub pc: RtcPeerConnection,
+    /// When the server linked us (`performance.now()`), for measuring link-to-audio time.
+    pub since_ms: f64,
+    polite: bool,
+    making_offer: Rc<Cell<bool>>,
+    ignore_offer: Rc<Cell<bool>>,
+    voice: Rc<RefCell<Option<Voice>>>,
+    _handlers: Vec<Box<dyn std::any::Any>>,
+}
+
+/// Local devices and every peer connection.
+#[derive(Default)]
+pub struct Media {
+    pub local: Option<MediaStream>,
+    pub audio: Option<AudioContext>,
+    pub peers: HashMap<AvatarId, Peer>,
+    /// `?relay=1` (dev servers): force media through TURN.
+    pub relay_only: bool,
+}
+
+impl Media {
+    pub fn mic_on(&self) -> bool {
+        self.track_live("audio")
+    }
+
+    pub fn camera_on(&self) -> bool {
+        self.track_live("video")
+    }
+
+    fn track_live(&self, kind: &str) -> bool {
+        self.local.as_ref().is_some_and(|s| {
+            s.get_tracks().iter().any(|t| {
+                t.dyn_into::<MediaStreamTrack>()
+                    .is_ok_and(|t| t.kind() == kind && t.enabled())
+            })
+        })
+    }
+
+    /// The audio context, created on first use (browsers may start it suspended until a
+    /// user gesture; `resume` is called from key and click handlers).
+    fn audio(&mut self) -> Result<AudioContext, JsValue> {
+        if let Some(ctx) = &self.audio {
+            return Ok(ctx.clone());
+        }
+        let ctx = AudioContext::new()?;
+        self.audio = Some(ctx.clone());
+        Ok(ctx)
+    }
+
+    pub fn resume_audio(&self) {
+        if let Some(ctx) = &self.audio {
+            let _ = ctx.resume();
+        }
+    }
+
+    /// Sets every peer's gain and pan from its place relative to ours.
+    pub fn place_voices(
+        &self,
+        place: impl Fn(AvatarId) -> Option<(f32, f32)>,
+        rules: &quad_shared::proximity::ProximityRules,
+    ) {
+        for (id, peer) in &self.peers {
+            let (Some((distance, dx)), Some(voice)) = (
+                place(*id),
+                peer.voice
+                    .borrow()
+                    .as_ref()
+                    .map(|v| (v.gain.clone(), v.pan.clone())),
+            ) else {
+                continue;
+            };
+            voice.0.gain().set_value(rules.gain(distance));
+            voice
+                .1
+                .pan()
+                .set_value((dx / rules.disconnect_radius).clamp(-1.0, 1.0));
+        }
+    }
+}
+
+/// Asks for the microphone and camera; `None` if the user has neither or says no.
+pub async fn acquire_local(mic: bool, camera: bool) -> Option<MediaStream> {
+    if !mic && !camera {
+        return None;
+    }
+    let devices = dom::window().ok()?.navigator().media_devices().ok()?;
+    let constraints = web_sys::MediaStreamConstraints::new();
+    constraints.set_audio(&JsValue::from_bool(mic));
+    constraints.set_video(&JsValue::from_bool(camera));
+    let promise = devices.get_user_media_with_constraints(&constraints).ok()?;
+    JsFuture::from(promise).await.ok()?.dyn_into().ok()
+}
+
+fn sdp_type(kind: SdpKind) -> RtcSdpType {
+    match kind {
+        SdpKind::Offer => RtcSdpType::Offer,
+        SdpKind::Answer => RtcSdpType::Answer,
+        SdpKind::Pranswer => RtcSdpType::Pranswer,
+        SdpKind::Rollback => RtcSdpType::Rollback,
+    }
+}
+
+fn sdp_kind(t: RtcSdpType) -> SdpKind {
+    match t {
+        RtcSdpType::Answer => SdpKind::Answer,
+        RtcSdpType::Pranswer => SdpKind::Pranswer,
+        RtcSdpType::Rollback => SdpKind::Rollback,
+        _ => SdpKind::Offer,
+    }
+}
+
+fn send_signal(app: &AppRef, to: AvatarId, signal: Signal) {
+    if let Some(a) = app.upgrade()
+        && let Ok(a) = a.try_borrow()
+    {
+        send(&a.ws, &ClientMsg::Signal { to, signal });
+    }
+}
+
+fn send_local_description(app: &AppRef, to: AvatarId, pc: &RtcPeerConnection) {
+    if let Some(desc) = pc.local_description() {
+        send_signal(
+            app,
+            to,
+            Signal::Description {
+                kind: sdp_kind(desc.type_()),
+                sdp: desc.sdp(),
+            },
+        );
+    }
+}
+
+/// Opens the connection the server asked for.
+pub fn connect(app: &AppRef, peer: AvatarId, polite: bool) -> Result<(), JsValue> {
+    let app_rc = app.upgrade().ok_or("app gone")?;
+    let mut a = app_rc.borrow_mut();
+    if a.media.peers.contains_key(&peer) {
+        return Ok(());
+    }
+    let config = RtcConfiguration::new();
+    config.set_ice_servers(&a.ice_servers);
+    if a.media.relay_only {
+        config.set_ice_transport_policy(web_sys::RtcIceTransportPolicy::Relay);
+    }
+    let pc = RtcPeerConnection::new_with_configuration(&config)?;
+    match &a.media.local {
+        Some(stream) => {
+            for track in stream.get_tracks().iter() {
+                let track: MediaStreamTrack = track.dyn_into()?;
+                pc.add_track_0(&track, stream);
+            }
+        }
+        // Nothing to send: still ask to receive the other side's audio.
+        None => {
+            pc.add_transceiver_with_str("audio");
+        }
+    }
+    let making_offer = Rc::new(Cell::new(false));
+    let ignore_offer = Rc::new(Cell::new(false));
+    let voice: Rc<RefCell<Option<Voice>>> = Rc::new(RefCell::new(None));
+    let audio = a.media.audio()?;
+
+    let on_negotiation = {
+        let (pc, app, making_offer) = (pc.clone(), app.clone(), making_offer.clone());
+        Closure::<dyn FnMut()>::new(move || {
+            let (pc, app, making_offer) = (pc.clone(), app.clone(), making_offer.clone());
+            spawn_local(async move {
+                making_offer.set(true);
+                let done = JsFuture::from(ext(&pc).set_local_description_implicit()).await;
+                making_offer.set(false);
+                if done.is_ok() {
+                    send_local_description(&app, peer, &pc);
+                }
+            });
+        })
+    };
+    let on_candidate = {
+        let app = app.clone();
+        Closure::<dyn FnMut(RtcPeerConnectionIceEvent)>::new(move |e: RtcPeerConnectionIceEvent| {
+            if let Some(c) = e.candidate() {
+                send_signal(
+                    &app,
+                    peer,
+                    Signal::Candidate {
+                        candidate: c.candidate(),
+                        sdp_mid: c.sdp_mid(),
+                        sdp_m_line_index: c.sdp_m_line_index(),
+                    },
+                );
+            }
+        })
+    };
+    let on_track = {
+        let (voice, audio) = (voice.clone(), audio.clone());
+        Closure::<dyn FnMut(RtcTrackEvent)>::new(move |e: RtcTrackEvent| {
+            if e.track().kind() != "audio" || voice.borrow().is_some() {
+                return;
+            }
+            let stream: MediaStream = match e.streams().get(0).dyn_into() {
+                Ok(s) => s,
+                Err(_) => match MediaStream::new() {
+                    Ok(s) => {
+                        s.add_track(&e.track());
+                        s
+                    }
+                    Err(_) => return,
+                },
+            };
+            if let Ok(v) = spatial_voice(&audio, &stream) {
+                *voice.borrow_mut() = Some(v);
+            }
+        })
+    };
+    let on_state = {
+        let (pc, app) = (pc.clone(), app.clone());
+        let restarted = Cell::new(false);
+        Closure::<dyn FnMut()>::new(move || {
+            if pc.connection_state() != RtcPeerConnectionState::Failed {
+                return;
+            }
+            if !restarted.replace(true) {
+                ext(&pc).restart_ice();
+            } else if let Some(a) = app.upgrade()
+                && let Ok(mut a) = a.try_borrow_mut()
+            {
+                a.status = format!("Could not connect to {}", a.game.name_of(peer));
+            }
+        })
+    };
+    pc.set_onnegotiationneeded(Some(on_negotiation.as_ref().unchecked_ref()));
+    pc.set_onicecandidate(Some(on_candidate.as_ref().unchecked_ref()));
+    pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+    pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+
+    a.media.peers.insert(
+        peer,
+        Peer {
+            pc,
+            since_ms: dom::now_ms(),
+            polite,
+            making_offer,
+            ignore_offer,
+            voice,
+            _handlers: vec![
+                Box::new(on_negotiation),
+                Box::new(on_candidate),
+                Box::new(on_track),
+                Box::new(on_state),
+            ],
+        },
+    );
+    Ok(())
+}
+
+fn spatial_voice(audio: &AudioContext, stream: &MediaStream) -> Result<Voice, JsValue> {
+    let element = HtmlAudioElement::new()?;
+    element.set_src_object(Some(stream));
+    element.set_muted(true);
+    let _ = element.play();
+    let source = audio.create_media_stream_source(stream)?;
+    let gain = audio.create_gain()?;
+    gain.gain().set_value(0.0);
+    let pan = audio.create_stereo_panner()?;
+    source.connect_with_audio_node(&gain)?;
+    gain.connect_with_audio_node(&pan)?;
+    pan.connect_with_audio_node(&audio.destination())?;
+    Ok(Voice {
+        element,
+        source,
+        gain,
+        pan,
+    })
+}
+
+/// Closes the connection with `peer`.
+pub fn disconnect(app: &AppRef, peer: AvatarId) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let Some(p) = app_rc.borrow_mut().media.peers.remove(&peer) else {
+        return;
+    };
+    p.pc.set_onnegotiationneeded(None);
+    p.pc.set_onicecandidate(None);
+    p.pc.set_ontrack(None);
+    p.pc.set_onconnectionstatechange(None);
+    p.pc.close();
+    if let Some(v) = p.voice.borrow_mut().take() {
+        let _ = v.source.disconnect();
+        let _ = v.gain.disconnect();
+        let _ = v.pan.disconnect();
+        v.element.set_src_object(None);
+    }
+}
+
+/// Handles signaling from `from` (perfect negotiation: the impolite side ignores a
+/// colliding offer; the polite side rolls back and answers).
+pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let Some((pc, polite, making_offer, ignore_offer)) =
+        app_rc.borrow().media.peers.get(&from).map(|p| {
+            (
+                p.pc.clone(),
+                p.polite,
+                p.making_offer.clone(),
+                p.ignore_offer.clone(),
+            )
+        })
+    else {
+        return;
+    };
+    let app = app.clone();
+    spawn_local(async move {
+        match signal {
+            Signal::Description { kind, sdp } => {
+                let collision = kind == SdpKind::Offer
+                    && (making_offer.get() || pc.signaling_state() != RtcSignalingState::Stable);
+                ignore_offer.set(!polite && collision);
+                if ignore_offer.get() {
+                    return;
+                }
+                let desc = RtcSessionDescriptionInit::new(sdp_type(kind));
+                desc.set_sdp(&sdp);
+                if JsFuture::from(pc.set_remote_description(&desc))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if kind == SdpKind::Offer
+                    && JsFuture::from(ext(&pc).set_local_description_implicit())
+                        .await
+                        .is_ok()
+                {
+                    send_local_description(&app, from, &pc);
+                }
+            }
+            Signal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            } => {
+                let init = RtcIceCandidateInit::new(&candidate);
+                init.set_sdp_mid(sdp_mid.as_deref());
+                init.set_sdp_m_line_index(sdp_m_line_index);
+                let added = JsFuture::from(
+                    pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)),
+                )
+                .await;
+                if added.is_err() && !ignore_offer.get() {
+                    web_sys::console::warn_1(&format!("ICE candidate from {from} refused").into());
+                }
+            }
+        }
+    });
+}
