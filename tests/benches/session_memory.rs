@@ -7,7 +7,6 @@
 //! and writes it to `target/bench/session_memory.json`.
 
 use futures_util::StreamExt;
-use quad_shared::protocol::{ClientMsg, Hello, PROTOCOL_VERSION};
 use quad_tests::{Bot, repo_root};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -27,8 +26,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().any(|a| a == "--test") {
-        return Ok(()); // built by `cargo test --all-targets`; measured only by `cargo xtask bench`
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is only built.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("session_memory: measured by `cargo xtask bench`, not in the test suite");
+        return Ok(());
     }
     let root = repo_root();
     let bin = std::env::var("QUAD_SERVER_BIN")
@@ -67,14 +68,8 @@ async fn main() -> anyhow::Result<()> {
             // Spread avatars over the courtyard so areas of interest look like a busy campus.
             let x = map.spawn.x - 600.0 + (joined % 40) as f32 * 30.0;
             let y = map.spawn.y + (joined / 40 % 25) as f32 * 30.0;
-            let mut bot = Bot::connect(addr).await?;
-            bot.send(&ClientMsg::Hello(Hello {
-                version: PROTOCOL_VERSION,
-                name: format!("bot{joined}"),
-                token: None,
-                spawn: Some([x, y]),
-            }))
-            .await?;
+            // Fails unless the server welcomes the bot: a refused join must not count.
+            let bot = Bot::join(addr, &format!("bot{joined}"), Some([x, y])).await?;
             readers.push(tokio::spawn(async move {
                 let mut ws = bot.into_stream();
                 while let Some(Ok(_)) = ws.next().await {}
