@@ -30,15 +30,23 @@ async fn two_bots_join_and_see_each_other() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A walker at the campus spawn and a watcher 60 px below who already sees it.
+async fn walker_and_watcher(server: &TestServer) -> anyhow::Result<(Bot, Bot, [f32; 2])> {
+    let spawn = campus().spawn.to_array();
+    let walker = Bot::join(server.addr(), "Ada", Some(spawn)).await?;
+    let mut watcher = Bot::join(server.addr(), "Bo", Some([spawn[0], spawn[1] + 60.0])).await?;
+    let id = walker.id;
+    watcher
+        .wait_until(PATIENCE, |w| w.others.contains_key(&id))
+        .await?;
+    Ok((walker, watcher, spawn))
+}
+
 #[tokio::test]
 async fn a_move_is_seen_by_the_other() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
-    let spawn = campus().spawn.to_array();
-    let mut a = Bot::join(server.addr(), "Ada", Some(spawn)).await?;
-    let mut b = Bot::join(server.addr(), "Bo", Some([spawn[0], spawn[1] + 60.0])).await?;
+    let (mut a, mut b, spawn) = walker_and_watcher(&server).await?;
     let a_id = a.id;
-    b.wait_until(PATIENCE, |b| b.others.contains_key(&a_id))
-        .await?;
 
     a.walk(dir::RIGHT, 30).await?;
     let expected = spawn[0] + 30.0 * STEP;
@@ -107,12 +115,8 @@ async fn walking_into_a_wall_stops() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_teleport_sized_move_is_refused() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
-    let spawn = campus().spawn.to_array();
-    let mut a = Bot::join(server.addr(), "Ada", Some(spawn)).await?;
-    let mut b = Bot::join(server.addr(), "Bo", Some([spawn[0], spawn[1] + 60.0])).await?;
+    let (mut a, mut b, spawn) = walker_and_watcher(&server).await?;
     let a_id = a.id;
-    b.wait_until(PATIENCE, |b| b.others.contains_key(&a_id))
-        .await?;
 
     a.send(&ClientMsg::Input(Input {
         seq: 1,
