@@ -80,8 +80,13 @@ async fn walking_up_brings_audio_and_walking_away_closes_it() -> anyhow::Result<
         pb.y
     ))
     .await?;
+    // The zone is known once the map has loaded; keys do nothing before that.
     let snap = a
-        .wait_snapshot("A to join with a microphone", |s| s["media"]["mic"] == true)
+        .wait_snapshot("A to join with a microphone and load the map", |s| {
+            s["media"]["mic"] == true && s["self"]["zone"].is_string()
+        })
+        .await?;
+    b.wait_snapshot("B to load the map", |s| s["self"]["zone"].is_string())
         .await?;
     let a_id = snap["self"]["id"].as_u64().unwrap_or_default();
     b.wait_snapshot("B to see A", |s| {
