@@ -104,17 +104,6 @@ impl Server {
             tracing::error!("server task ended badly: {e}");
         }
     }
-
-    /// Waits until the server stops (after its shutdown token is cancelled).
-    pub async fn wait(self) {
-        if let Err(e) = self.task.await {
-            tracing::error!("server task ended badly: {e}");
-        }
-    }
-
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
 }
 
 /// Validates the config, loads the map, binds, and starts serving in the background.

@@ -183,16 +183,6 @@ impl CollisionGrid {
     pub fn walkable(&self, p: Vec2) -> bool {
         !self.box_blocked(p, crate::movement::AVATAR_HALF_SIZE)
     }
-
-    pub fn width(&self) -> u32 {
-        self.width
-    }
-    pub fn height(&self) -> u32 {
-        self.height
-    }
-    pub fn tile_size(&self) -> f32 {
-        self.tile_size
-    }
 }
 
 impl Map {

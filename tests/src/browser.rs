@@ -162,10 +162,23 @@ impl Browser {
         Ok(())
     }
 
+    /// Ends the WebDriver session; `Drop` then makes sure no browser process is left.
     pub async fn close(self) -> Result<()> {
-        self.client.close().await?;
-        let _ = std::fs::remove_dir_all(&self.profile);
+        self.client.clone().close().await?;
         Ok(())
+    }
+}
+
+impl Drop for Browser {
+    /// A failing test never reaches `close()`, and killing chromedriver orphans the browsers
+    /// it started, which then keep rendering and load the machine. Every process of this
+    /// browser has its unique profile directory on its command line.
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(format!("--user-data-dir={}", self.profile.display()))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 

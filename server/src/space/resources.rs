@@ -123,17 +123,4 @@ impl ProximityGraph {
     pub fn linked(&self, a: AvatarId, b: AvatarId) -> bool {
         self.links.contains(&Self::pair(a, b))
     }
-
-    /// The avatars `id` is linked with.
-    pub fn peers_of(&self, id: AvatarId) -> impl Iterator<Item = AvatarId> + '_ {
-        self.links.iter().filter_map(move |&(a, b)| {
-            if a == id {
-                Some(b)
-            } else if b == id {
-                Some(a)
-            } else {
-                None
-            }
-        })
-    }
 }

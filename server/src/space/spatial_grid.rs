@@ -8,7 +8,6 @@ use quad_shared::AvatarId;
 /// One avatar as the grid stores it.
 #[derive(Debug, Clone, Copy)]
 pub struct GridEntry {
-    pub entity: Entity,
     pub id: AvatarId,
     pub slot: u32,
     pub pos: Vec2,
@@ -88,7 +87,6 @@ mod tests {
     #[test]
     fn finds_exactly_the_avatars_in_range() {
         let mut grid = SpatialGrid::new(Vec2::new(1000.0, 1000.0), 100.0);
-        let mut world = World::new();
         let points = [
             (50.0, 50.0),
             (140.0, 50.0),
@@ -98,7 +96,6 @@ mod tests {
         ];
         for (i, (x, y)) in points.into_iter().enumerate() {
             grid.insert(GridEntry {
-                entity: world.spawn_empty().id(),
                 id: AvatarId(i as u32),
                 slot: i as u32,
                 pos: Vec2::new(x, y),

@@ -205,17 +205,6 @@ impl SpaceWorld {
         }
     }
 
-    /// The avatars `id` is linked with peer-to-peer.
-    pub fn peers_of(&self, id: AvatarId) -> Vec<AvatarId> {
-        let mut peers: Vec<_> = self
-            .world
-            .resource::<ProximityGraph>()
-            .peers_of(id)
-            .collect();
-        peers.sort();
-        peers
-    }
-
     /// Runs one tick, `dt` seconds after the previous one.
     pub fn tick(&mut self, dt: f32) {
         {
@@ -238,18 +227,5 @@ impl SpaceWorld {
     /// How many avatars are in the space.
     pub fn population(&self) -> usize {
         self.entities.len()
-    }
-
-    /// An avatar's authoritative position.
-    pub fn position(&self, id: AvatarId) -> Option<Vec2> {
-        let entity = *self.entities.get(&id)?;
-        self.world.get::<Position>(entity).map(|p| p.0)
-    }
-
-    /// The zone an avatar stands in, by name.
-    pub fn zone_name(&self, id: AvatarId) -> Option<String> {
-        let entity = *self.entities.get(&id)?;
-        let zone = self.world.get::<InZone>(entity)?.0?;
-        self.map().zone(zone).map(|z| z.name.clone())
     }
 }

@@ -9,8 +9,9 @@ pub struct ClientView {
     /// The nearest avatars in the area of interest, nearest first; re-selected every few
     /// ticks, not every tick, so a tick's cost is this list's length, not the crowd's size.
     pub interest: Vec<Interest>,
-    /// The tick the interest list was last re-selected (`None`: never).
-    pub refreshed: Option<u32>,
+    /// Whether the interest list has been selected at least once (a new client gets its
+    /// first list at once, then on its staggered turn).
+    pub selected: bool,
     /// Bytes this client may still be sent (refilled each tick up to a cap).
     pub byte_tokens: f32,
     /// The own position and ack last sent to this client.

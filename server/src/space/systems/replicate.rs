@@ -61,12 +61,10 @@ pub fn replicate(
     for (avatar, position, motion, mut view) in &mut clients {
         let view = view.bypass_change_detection();
         view.byte_tokens = (view.byte_tokens + per_tick).min(per_tick * BURST_TICKS);
-        let due = view
-            .refreshed
-            .is_none_or(|_| (tick.wrapping_add(avatar.id.0)) % REFRESH_TICKS == 0);
+        let due = !view.selected || tick.wrapping_add(avatar.id.0) % REFRESH_TICKS == 0;
         if due {
             refresh_interest(view, avatar.id, position, &grid, &settings, scratch);
-            view.refreshed = Some(tick);
+            view.selected = true;
         }
 
         // Which interesting avatars are stale, and how urgent each is.

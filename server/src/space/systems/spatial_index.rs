@@ -8,17 +8,16 @@ use bevy_ecs::prelude::*;
 pub fn spatial_index(
     map: Res<SpaceMap>,
     mut grid: ResMut<SpatialGrid>,
-    avatars: Query<(Entity, &Avatar, &Position, &InZone)>,
+    avatars: Query<(&Avatar, &Position, &InZone)>,
 ) {
     grid.clear();
-    for (entity, avatar, position, zone) in &avatars {
+    for (avatar, position, zone) in &avatars {
         // Rooms use the SFU and silent zones have no media: no proximity links there.
         let proximity = zone
             .0
             .and_then(|z| map.0.zone(z))
             .is_none_or(|z| z.kind == quad_shared::map::ZoneKind::Open);
         grid.insert(GridEntry {
-            entity,
             id: avatar.id,
             slot: avatar.slot,
             pos: position.0,
