@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
@@ -72,11 +72,27 @@ impl Driver {
                     "--autoplay-policy=no-user-gesture-required",
                     // Tests run in a network namespace with only loopback (see xtask).
                     "--allow-loopback-in-peer-connection",
+                    // Host candidates as plain addresses, not mDNS names: Chromium's mDNS
+                    // responder fails to start in the test namespace.
+                    "--disable-features=WebRtcHideLocalIpsWithMdns",
                     "--window-size=1024,768",
                     format!("--user-data-dir={}", profile.display()),
                 ]
             }
         });
+        // `QUAD_CHROME_LOG=DIR` keeps each browser's own log (WebRTC included) in DIR.
+        let mut caps = caps;
+        if let Some(dir) = std::env::var_os("QUAD_CHROME_LOG") {
+            let name = profile
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let log = PathBuf::from(dir).join(format!("{}.log", name.unwrap_or_default()));
+            if let Some(args) = caps["goog:chromeOptions"]["args"].as_array_mut() {
+                args.push("--enable-logging".into());
+                args.push(format!("--log-file={}", log.display()).into());
+                args.push("--vmodule=*/webrtc/*=1,*p2p*=2".into());
+            }
+        }
         let Value::Object(caps) = caps else {
             bail!("capabilities are an object");
         };
@@ -163,11 +179,44 @@ impl Browser {
     }
 
     /// Ends the WebDriver session; `Drop` then makes sure no browser process is left.
+    /// The state of the `RTCPeerConnection` with `peer`, for failure messages: signaling,
+    /// ICE and connection states, descriptions and candidate pairs.
+    pub async fn describe_peer(&self, peer: u64) -> String {
+        let script = DESCRIBE_PEER.replace("PEER", &peer.to_string());
+        match self.eval_async(&script).await {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("(could not describe peer {peer}: {e})"),
+        }
+    }
+
     pub async fn close(self) -> Result<()> {
         self.client.clone().close().await?;
         Ok(())
     }
 }
+
+const DESCRIBE_PEER: &str = r#"
+const done = arguments[arguments.length - 1];
+const pc = window.quad && window.quad.peerConnection(PEER);
+if (!pc) { done(null); return; }
+const out = {
+  signaling: pc.signalingState, ice: pc.iceConnectionState,
+  gathering: pc.iceGatheringState, connection: pc.connectionState,
+  local: pc.localDescription && pc.localDescription.type,
+  remote: pc.remoteDescription && pc.remoteDescription.type,
+  transceivers: pc.getTransceivers().map(t => `${t.mid}:${t.direction}/${t.currentDirection}`),
+};
+pc.getStats().then(stats => {
+  out.candidates = [];
+  stats.forEach(s => {
+    if (s.type === "local-candidate" || s.type === "remote-candidate")
+      out.candidates.push(`${s.type}:${s.candidateType}:${s.address}:${s.port}`);
+    if (s.type === "candidate-pair")
+      out.candidates.push(`pair:${s.state}:${s.nominated}`);
+  });
+  done(out);
+}, () => done(out));
+"#;
 
 impl Drop for Browser {
     /// A failing test never reaches `close()`, and killing chromedriver orphans the browsers
@@ -175,8 +224,8 @@ impl Drop for Browser {
     /// browser has its unique profile directory on its command line.
     fn drop(&mut self) {
         let _ = std::process::Command::new("pkill")
-            .args(["-KILL", "-f"])
-            .arg(format!("--user-data-dir={}", self.profile.display()))
+            .args(["-KILL", "-f", "--"])
+            .arg(format!("user-data-dir={}", self.profile.display()))
             .status();
         let _ = std::fs::remove_dir_all(&self.profile);
     }

@@ -86,8 +86,10 @@ async fn walking_up_brings_audio_and_walking_away_closes_it() -> anyhow::Result<
             s["media"]["mic"] == true && s["self"]["zone"].is_string()
         })
         .await?;
-    b.wait_snapshot("B to load the map", |s| s["self"]["zone"].is_string())
-        .await?;
+    b.wait_snapshot("B to join with a microphone and load the map", |s| {
+        s["media"]["mic"] == true && s["self"]["zone"].is_string()
+    })
+    .await?;
     let a_id = snap["self"]["id"].as_u64().unwrap_or_default();
     b.wait_snapshot("B to see A", |s| {
         s["avatars"]
@@ -109,13 +111,24 @@ async fn walking_up_brings_audio_and_walking_away_closes_it() -> anyhow::Result<
         b.eval(&watch).await?;
         // B walks up about 190 px, well inside the connect radius.
         b.hold_key(ARROW_UP, Duration::from_millis(1200)).await?;
-        b.wait_snapshot("B's peer connection with A", |s| {
-            s["peers"].as_array().is_some_and(|v| {
-                v.iter()
-                    .any(|p| p["id"] == a_id && p["state"] == "connected")
+        let linked = b
+            .wait_snapshot("B's peer connection with A", |s| {
+                s["peers"].as_array().is_some_and(|v| {
+                    v.iter()
+                        .any(|p| p["id"] == a_id && p["state"] == "connected")
+                })
             })
-        })
-        .await?;
+            .await;
+        if let Err(e) = linked {
+            let b_id = b.snapshot().await?["self"]["id"]
+                .as_u64()
+                .unwrap_or_default();
+            anyhow::bail!(
+                "{e}\nB's connection to A: {}\nA's connection to B: {}",
+                b.describe_peer(a_id).await,
+                a.describe_peer(b_id).await
+            );
+        }
         let measured = b
             .wait_snapshot_of(
                 "the first audio from A",

@@ -146,6 +146,11 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     cmd.args(["test", "--workspace", "--all-targets", "--offline"]);
     cmd.args(extra);
     cmd.env("QUAD_CLIENT_DIR", &pkg);
+    // A failing test's message stays short enough to read in a CI log: no error backtraces
+    // unless asked for.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        cmd.env("RUST_LIB_BACKTRACE", "0");
+    }
     run(&mut cmd)
 }
 

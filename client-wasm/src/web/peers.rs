@@ -53,6 +53,9 @@ pub struct Peer {
     polite: bool,
     making_offer: Rc<Cell<bool>>,
     ignore_offer: Rc<Cell<bool>>,
+    /// Whether our tracks are on the connection yet (the polite side adds them when it
+    /// answers the first offer).
+    sending: Rc<Cell<bool>>,
     voice: Rc<RefCell<Option<Voice>>>,
     _handlers: Vec<Box<dyn std::any::Any>>,
 }
@@ -192,17 +195,14 @@ pub fn connect(app: &AppRef, peer: AvatarId, polite: bool) -> Result<(), JsValue
         config.set_ice_transport_policy(web_sys::RtcIceTransportPolicy::Relay);
     }
     let pc = RtcPeerConnection::new_with_configuration(&config)?;
-    match &a.media.local {
-        Some(stream) => {
-            for track in stream.get_tracks().iter() {
-                let track: MediaStreamTrack = track.dyn_into()?;
-                pc.add_track_0(&track, stream);
-            }
-        }
-        // Nothing to send: still ask to receive the other side's audio.
-        None => {
-            pc.add_transceiver_with_str("audio");
-        }
+    // The impolite side offers first; the polite side adds its tracks to the transceivers
+    // of that offer when it answers. Both offering at once (glare) is survivable with
+    // perfect negotiation, but Chromium's rollback of an offer that is still gathering
+    // can leave the answer's ICE gathering stuck with no candidates.
+    let sending = Rc::new(Cell::new(false));
+    if !polite {
+        add_local_tracks(&pc, a.media.local.as_ref())?;
+        sending.set(true);
     }
     let making_offer = Rc::new(Cell::new(false));
     let ignore_offer = Rc::new(Cell::new(false));
@@ -289,6 +289,7 @@ pub fn connect(app: &AppRef, peer: AvatarId, polite: bool) -> Result<(), JsValue
             polite,
             making_offer,
             ignore_offer,
+            sending,
             voice,
             _handlers: vec![
                 Box::new(on_negotiation),
@@ -298,6 +299,22 @@ pub fn connect(app: &AppRef, peer: AvatarId, polite: bool) -> Result<(), JsValue
             ],
         },
     );
+    Ok(())
+}
+
+/// Puts the local tracks on `pc`, or with nothing to send, asks to receive audio.
+fn add_local_tracks(pc: &RtcPeerConnection, local: Option<&MediaStream>) -> Result<(), JsValue> {
+    match local {
+        Some(stream) => {
+            for track in stream.get_tracks().iter() {
+                let track: MediaStreamTrack = track.dyn_into()?;
+                pc.add_track_0(&track, stream);
+            }
+        }
+        None => {
+            pc.add_transceiver_with_str("audio");
+        }
+    }
     Ok(())
 }
 
@@ -344,13 +361,14 @@ pub fn disconnect(app: &AppRef, peer: AvatarId) {
 /// colliding offer; the polite side rolls back and answers).
 pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
     let Some(app_rc) = app.upgrade() else { return };
-    let Some((pc, polite, making_offer, ignore_offer)) =
+    let Some((pc, polite, making_offer, ignore_offer, sending)) =
         app_rc.borrow().media.peers.get(&from).map(|p| {
             (
                 p.pc.clone(),
                 p.polite,
                 p.making_offer.clone(),
                 p.ignore_offer.clone(),
+                p.sending.clone(),
             )
         })
     else {
@@ -373,6 +391,17 @@ pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
                     .is_err()
                 {
                     return;
+                }
+                if kind == SdpKind::Offer && !sending.replace(true) {
+                    let local = app
+                        .upgrade()
+                        .and_then(|a| a.try_borrow().ok().and_then(|a| a.media.local.clone()));
+                    // With nothing to send, the offer's transceivers already receive.
+                    if let Some(local) = local
+                        && let Err(e) = add_local_tracks(&pc, Some(&local))
+                    {
+                        web_sys::console::warn_2(&"could not add local tracks".into(), &e);
+                    }
                 }
                 if kind == SdpKind::Offer
                     && JsFuture::from(ext(&pc).set_local_description_implicit())
