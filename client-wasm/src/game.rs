@@ -289,6 +289,7 @@ mod tests {
                 spawn: [300.0, 300.0],
                 tick_hz: 20,
                 proximity: Default::default(),
+                ice_servers: Vec::new(),
             }),
             0.0,
         );

@@ -88,7 +88,7 @@ impl Crowd {
         let mut watched = (AvatarId(1), f32::MAX);
         for (i, p) in walkable.iter().enumerate() {
             let id = AvatarId(i as u32 + 1);
-            world.join(id, format!("bot{i}"), Some(*p));
+            world.join(id, format!("bot{i}"), Some(*p), Vec::new());
             let d = p.distance(centre);
             if d < watched.1 {
                 watched = (id, d);

@@ -2,7 +2,7 @@
 //! and validation with errors that say which setting is wrong and why.
 
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -38,6 +38,23 @@ pub struct Config {
     pub disconnect_radius: f32,
     /// Most proximity links per avatar (the nearest win).
     pub max_peers: u8,
+    /// Run the embedded STUN/TURN server (UDP and TCP on `turn_listen`).
+    pub turn: bool,
+    /// Where the embedded TURN server listens; by default the `listen` address's IP,
+    /// port 3478 (port 0 if `listen` has port 0). Port 0 picks a free port, the same for
+    /// UDP and TCP.
+    pub turn_listen: Option<SocketAddr>,
+    /// The address browsers reach the TURN server and its relays at; by default the IP of
+    /// `turn_listen` (set it when that is 0.0.0.0 or behind NAT).
+    pub turn_public_ip: Option<IpAddr>,
+    /// The shared secret of the coturn REST credential scheme. Required with `turn_urls`
+    /// (it must match coturn's `static-auth-secret`); generated at each start otherwise.
+    pub turn_secret: Option<String>,
+    /// External TURN servers (e.g. coturn with `use-auth-secret`) to offer instead of the
+    /// embedded one, as `turn:host:port?transport=udp` URLs.
+    pub turn_urls: Vec<String>,
+    /// How long issued TURN credentials stay valid, seconds.
+    pub turn_credential_ttl_secs: u64,
 }
 
 impl Default for Config {
@@ -57,6 +74,12 @@ impl Default for Config {
             connect_radius: quad_shared::proximity::ProximityRules::default().connect_radius,
             disconnect_radius: quad_shared::proximity::ProximityRules::default().disconnect_radius,
             max_peers: quad_shared::proximity::ProximityRules::default().max_peers,
+            turn: true,
+            turn_listen: None,
+            turn_public_ip: None,
+            turn_secret: None,
+            turn_urls: Vec::new(),
+            turn_credential_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -131,6 +154,30 @@ impl Config {
         if !(1..=500).contains(&self.max_visible_avatars) {
             return invalid("max_visible_avatars", "must be between 1 and 500");
         }
+        if !(60..=7 * 24 * 3600).contains(&self.turn_credential_ttl_secs) {
+            return invalid(
+                "turn_credential_ttl_secs",
+                "must be between 60 seconds and 7 days",
+            );
+        }
+        if self.turn_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return invalid("turn_secret", "must be at least 16 characters");
+        }
+        for url in &self.turn_urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))
+            {
+                return Err(ConfigError::Invalid {
+                    setting: "turn_urls",
+                    message: format!("{url:?} is not a stun:, turn: or turns: URL"),
+                });
+            }
+        }
+        if !self.turn_urls.is_empty() && self.turn_secret.is_none() {
+            return invalid(
+                "turn_secret",
+                "is required with turn_urls (coturn's static-auth-secret)",
+            );
+        }
         Ok(())
     }
 }
@@ -168,6 +215,28 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("area_of_interest")
+        );
+    }
+
+    #[test]
+    fn external_turn_needs_a_secret_and_real_urls() {
+        let cfg: Config = toml::from_str(r#"turn_urls = ["turn:turn.example.org:3478"]"#).unwrap();
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("turn_secret")
+        );
+        let cfg = Config {
+            turn_urls: vec!["http://turn.example.org".into()],
+            turn_secret: Some("0123456789abcdef".into()),
+            ..Config::default()
+        };
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("turn_urls")
         );
     }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod session;
 pub mod space;
+pub mod turn;
 
 use anyhow::Context;
 pub use config::Config;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub sessions: DashMap<AvatarId, SessionEntry>,
     pub next_avatar_id: AtomicU32,
     pub shutdown: CancellationToken,
+    /// STUN/TURN servers and credentials for `Welcome`.
+    pub ice: turn::Ice,
 }
 
 /// One connected session, as the index knows it.
@@ -87,6 +90,7 @@ impl MapFile {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    turn_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -95,6 +99,11 @@ impl Server {
     /// The address it listens on (useful after binding port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the embedded STUN/TURN server listens (UDP and TCP), if it runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn_addr
     }
 
     /// Stops accepting, closes every session with a reason, and waits for the tasks.
@@ -130,6 +139,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let (ice, embedded_turn) = turn::start(&config, shutdown.clone()).await?;
+    if let Some(t) = &embedded_turn {
+        tracing::info!(
+            "STUN/TURN on {} (UDP and TCP), offered at {}",
+            t.addr,
+            t.public_ip
+        );
+    }
 
     let settings = space::resources::SpaceSettings {
         tick_hz: config.tick_hz,
@@ -149,6 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         sessions: DashMap::new(),
         next_avatar_id: AtomicU32::new(1),
         shutdown: shutdown.clone(),
+        ice,
     });
     let routes = http::routes(state.clone());
     let task = tokio::spawn(async move {
@@ -160,6 +178,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     });
     Ok(Server {
         addr,
+        turn_addr: embedded_turn.map(|t| t.addr),
         shutdown,
         task,
     })

@@ -31,6 +31,13 @@ struct Cli {
     /// Development mode: pages may choose their spawn with ?spawn=X,Y.
     #[arg(long, env = "QUAD_DEV")]
     dev: bool,
+    /// Where the embedded STUN/TURN server listens, UDP and TCP (default: the --listen IP,
+    /// port 3478).
+    #[arg(long, env = "QUAD_TURN_LISTEN")]
+    turn_listen: Option<SocketAddr>,
+    /// The address browsers reach TURN at, when it is not the --turn-listen IP.
+    #[arg(long, env = "QUAD_TURN_PUBLIC_IP")]
+    turn_public_ip: Option<std::net::IpAddr>,
 }
 
 impl Cli {
@@ -52,6 +59,12 @@ impl Cli {
             config.data_dir = v;
         }
         config.dev |= self.dev;
+        if self.turn_listen.is_some() {
+            config.turn_listen = self.turn_listen;
+        }
+        if self.turn_public_ip.is_some() {
+            config.turn_public_ip = self.turn_public_ip;
+        }
         Ok(config)
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -130,6 +130,20 @@ pub struct Welcome {
     pub tick_hz: u16,
     /// The proximity rules, so the client can fade audio out by distance.
     pub proximity: crate::proximity::ProximityRules,
+    /// STUN and TURN servers for peer connections, with credentials issued for this
+    /// session (empty when the server offers none).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp|tcp`.
+    pub urls: Vec<String>,
+    /// TURN user name (coturn REST scheme: `expiry:user`); none for STUN.
+    pub username: Option<String>,
+    /// TURN password for `username`.
+    pub credential: Option<String>,
 }
 
 /// One person in the space, for the people list.

@@ -48,6 +48,11 @@ fn server_messages_round_trip() {
             spawn: [1.0, 2.0],
             tick_hz: 20,
             proximity: ProximityRules::default(),
+            ice_servers: vec![quad_shared::protocol::IceServer {
+                urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+                username: Some("1700000000:avatar3".into()),
+                credential: Some("c2VjcmV0".into()),
+            }],
         }),
         ServerMsg::Snapshot(Snapshot {
             tick: 9,

@@ -189,11 +189,37 @@ impl Browser {
         }
     }
 
+    /// Inbound audio bytes from `peer` and the selected candidate pair's two candidates
+    /// (`{bytes, local: {address, port, type, protocol, url, relayProtocol}, remote}`).
+    pub async fn inbound_audio(&self, peer: u64) -> Result<Value> {
+        self.eval_async(&INBOUND_AUDIO.replace("PEER", &peer.to_string()))
+            .await
+    }
+
     pub async fn close(self) -> Result<()> {
         self.client.clone().close().await?;
         Ok(())
     }
 }
+
+/// Inbound audio bytes from the peer and the selected candidate pair, seen by this page.
+const INBOUND_AUDIO: &str = r#"
+const peer = PEER, done = arguments[arguments.length - 1];
+const pc = window.quad.peerConnection(peer);
+if (!pc) { done(null); return; }
+pc.getStats().then(report => {
+  let bytes = 0, pair = null;
+  const byId = new Map();
+  report.forEach(s => byId.set(s.id, s));
+  report.forEach(s => {
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') bytes += s.bytesReceived || 0;
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+  });
+  if (!pair) report.forEach(s => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+  const cand = id => { const c = id && byId.get(id); return c ? {address: c.address, port: c.port, type: c.candidateType, protocol: c.protocol, url: c.url, relayProtocol: c.relayProtocol} : null; };
+  done({bytes, local: pair && cand(pair.localCandidateId), remote: pair && cand(pair.remoteCandidateId)});
+});
+"#;
 
 const DESCRIBE_PEER: &str = r#"
 const done = arguments[arguments.length - 1];

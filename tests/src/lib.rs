@@ -4,6 +4,7 @@
 //! [`browser`]. Tests talk only to loopback.
 
 pub mod browser;
+pub mod turn_client;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};

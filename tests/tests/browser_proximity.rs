@@ -22,25 +22,6 @@ fn spot(offset: [f32; 2]) -> Vec2 {
     p
 }
 
-/// Inbound audio bytes from the peer and the selected candidate pair, seen by this page.
-const AUDIO_STATS: &str = r#"
-const [peer, done] = arguments;
-const pc = window.quad.peerConnection(peer);
-if (!pc) { done(null); return; }
-pc.getStats().then(report => {
-  let bytes = 0, pair = null;
-  const byId = new Map();
-  report.forEach(s => byId.set(s.id, s));
-  report.forEach(s => {
-    if (s.type === 'inbound-rtp' && s.kind === 'audio') bytes += s.bytesReceived || 0;
-    if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
-  });
-  if (!pair) report.forEach(s => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
-  const cand = id => { const c = id && byId.get(id); return c ? {address: c.address, type: c.candidateType, protocol: c.protocol} : null; };
-  done({bytes, local: pair && cand(pair.localCandidateId), remote: pair && cand(pair.remoteCandidateId)});
-});
-"#;
-
 /// Polls every 10 ms until inbound audio bytes from PEER appear, then records when, next to
 /// when the link formed, in `window.__quadAudio`.
 const WATCH_AUDIO: &str = r#"
@@ -141,15 +122,11 @@ async fn walking_up_brings_audio_and_walking_away_closes_it() -> anyhow::Result<
         link_to_audio.push(ms);
 
         if cycle == 0 {
-            let script = AUDIO_STATS.replace(
-                "arguments;",
-                &format!("[{a_id}, arguments[arguments.length - 1]];"),
-            );
-            let before = b.eval_async(&script).await?["bytes"]
+            let before = b.inbound_audio(a_id).await?["bytes"]
                 .as_f64()
                 .unwrap_or(0.0);
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let stats = b.eval_async(&script).await?;
+            let stats = b.inbound_audio(a_id).await?;
             assert!(
                 stats["bytes"].as_f64().unwrap_or(0.0) > before,
                 "audio from A is not rising at B: {stats}"

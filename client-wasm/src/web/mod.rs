@@ -150,6 +150,9 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
     {
         let mut a = app_rc.borrow_mut();
         let before = a.game.me.is_some();
+        if let ServerMsg::Welcome(w) = &msg {
+            a.ice_servers = peers::ice_servers(&w.ice_servers);
+        }
         if let ServerMsg::Error(e) = &msg {
             if !before {
                 let _ = dom::show_lobby(&e.message);

@@ -6,7 +6,7 @@
 
 use super::{AppRef, dom, send};
 use quad_shared::AvatarId;
-use quad_shared::protocol::{ClientMsg, SdpKind, Signal};
+use quad_shared::protocol::{ClientMsg, IceServer, SdpKind, Signal};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -128,6 +128,24 @@ impl Media {
                 .set_value((dx / rules.disconnect_radius).clamp(-1.0, 1.0));
         }
     }
+}
+
+/// `RTCConfiguration.iceServers` from the server's list.
+pub fn ice_servers(servers: &[IceServer]) -> JsValue {
+    let list = js_sys::Array::new();
+    for s in servers {
+        let server = web_sys::RtcIceServer::new();
+        let urls: js_sys::Array = s.urls.iter().map(|u| JsValue::from_str(u)).collect();
+        server.set_urls(&urls);
+        if let Some(user) = &s.username {
+            server.set_username(user);
+        }
+        if let Some(credential) = &s.credential {
+            server.set_credential(credential);
+        }
+        list.push(&server);
+    }
+    list.into()
 }
 
 /// Asks for the microphone and camera; `None` if the user has neither or says no.

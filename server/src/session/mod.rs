@@ -211,6 +211,7 @@ impl Session {
             id,
             name,
             spawn,
+            ice_servers: self.state.ice.servers_for(id),
             outbox: self.outbox_tx.clone(),
         })
         .await

@@ -13,7 +13,7 @@ pub mod world;
 use bytes::Bytes;
 use glam::Vec2;
 use quad_shared::AvatarId;
-use quad_shared::protocol::Input;
+use quad_shared::protocol::{IceServer, Input};
 use resources::Recipient;
 use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
@@ -31,6 +31,8 @@ pub enum SpaceCommand {
         id: AvatarId,
         name: String,
         spawn: Option<Vec2>,
+        /// STUN/TURN servers with this session's credentials, for `Welcome`.
+        ice_servers: Vec<IceServer>,
         outbox: mpsc::Sender<Bytes>,
     },
     Input {
@@ -92,9 +94,9 @@ async fn run(
             }
             cmd = rx.recv() => match cmd {
                 None => break,
-                Some(SpaceCommand::Join { id, name, spawn, outbox }) => {
+                Some(SpaceCommand::Join { id, name, spawn, ice_servers, outbox }) => {
                     sessions.insert(id, outbox);
-                    let at = world.join(id, name, spawn);
+                    let at = world.join(id, name, spawn, ice_servers);
                     tracing::info!(%id, x = at.x, y = at.y, population = world.population(), "joined");
                 }
                 Some(SpaceCommand::Input { id, input }) => world.input(id, input),

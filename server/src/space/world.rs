@@ -17,7 +17,7 @@ use quad_shared::AvatarId;
 use quad_shared::map::Map;
 use quad_shared::movement;
 use quad_shared::protocol::{
-    ErrorCode, ErrorMsg, Input, PROTOCOL_VERSION, Person, ServerMsg, Signal, Welcome,
+    ErrorCode, ErrorMsg, IceServer, Input, PROTOCOL_VERSION, Person, ServerMsg, Signal, Welcome,
 };
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -66,7 +66,13 @@ impl SpaceWorld {
 
     /// Puts a new avatar in the space and queues its `Welcome` and the roster for it.
     /// `requested_spawn` is honoured only in dev mode and only on walkable ground.
-    pub fn join(&mut self, id: AvatarId, name: String, requested_spawn: Option<Vec2>) -> Vec2 {
+    pub fn join(
+        &mut self,
+        id: AvatarId,
+        name: String,
+        requested_spawn: Option<Vec2>,
+        ice_servers: Vec<IceServer>,
+    ) -> Vec2 {
         let dev = self.world.resource::<SpaceSettings>().dev;
         let map = self.map();
         let spawn = requested_spawn
@@ -109,6 +115,7 @@ impl SpaceWorld {
             spawn: spawn.to_array(),
             tick_hz,
             proximity,
+            ice_servers,
         });
         self.send(id, &welcome);
         let people: Vec<Person> = self

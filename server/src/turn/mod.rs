@@ -1,0 +1,212 @@
+//! STUN and TURN for peer connections, so people on different networks still connect:
+//! an embedded STUN/TURN server (the `turn` crate, on UDP and TCP on one port) or external
+//! TURN servers, and the per-session ICE server list with time-limited credentials that
+//! goes out in `Welcome`.
+
+pub mod credentials;
+pub mod tcp;
+
+use crate::Config;
+use anyhow::Context;
+use quad_shared::AvatarId;
+use quad_shared::protocol::IceServer;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+/// The port of the embedded TURN server when `turn_listen` does not say.
+pub const DEFAULT_PORT: u16 = 3478;
+const REALM: &str = "quad";
+
+/// What the server tells browsers about STUN and TURN.
+pub struct Ice {
+    /// Offered without credentials.
+    stun_urls: Vec<String>,
+    /// Offered with credentials derived from `secret`.
+    turn_urls: Vec<String>,
+    secret: String,
+    ttl: Duration,
+}
+
+impl Ice {
+    /// No STUN or TURN: peers use host candidates only.
+    pub fn none() -> Ice {
+        Ice {
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            secret: String::new(),
+            ttl: Duration::ZERO,
+        }
+    }
+
+    /// The ICE servers for one session, with TURN credentials issued to it now.
+    pub fn servers_for(&self, user: AvatarId) -> Vec<IceServer> {
+        let mut servers = Vec::new();
+        if !self.stun_urls.is_empty() {
+            servers.push(IceServer {
+                urls: self.stun_urls.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        if !self.turn_urls.is_empty() {
+            let (username, password) = credentials::issue(
+                &self.secret,
+                &format!("avatar{}", user.0),
+                self.ttl,
+                SystemTime::now(),
+            );
+            servers.push(IceServer {
+                urls: self.turn_urls.clone(),
+                username: Some(username),
+                credential: Some(password),
+            });
+        }
+        servers
+    }
+}
+
+/// The embedded STUN/TURN server; it stops when the server's shutdown token is cancelled.
+pub struct EmbeddedTurn {
+    /// Where it listens (UDP and TCP share the port).
+    pub addr: SocketAddr,
+    /// The address put in URLs and relay candidates.
+    pub public_ip: IpAddr,
+}
+
+/// Sets up STUN/TURN as the config says: external servers, the embedded one, or none.
+pub async fn start(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Ice, Option<EmbeddedTurn>)> {
+    let ttl = Duration::from_secs(config.turn_credential_ttl_secs);
+    if !config.turn_urls.is_empty() {
+        let stun_urls = config
+            .turn_urls
+            .iter()
+            .filter(|u| u.starts_with("stun:"))
+            .cloned()
+            .collect();
+        let turn_urls = config
+            .turn_urls
+            .iter()
+            .filter(|u| !u.starts_with("stun:"))
+            .cloned()
+            .collect();
+        let ice = Ice {
+            stun_urls,
+            turn_urls,
+            // `validate` requires the secret with `turn_urls`.
+            secret: config.turn_secret.clone().unwrap_or_default(),
+            ttl,
+        };
+        return Ok((ice, None));
+    }
+    if !config.turn {
+        return Ok((Ice::none(), None));
+    }
+    // By default beside the web server: its IP, port 3478 (or any free port when the web
+    // server also asked for one, as tests do).
+    let listen = config.turn_listen.unwrap_or_else(|| {
+        let port = if config.listen.port() == 0 {
+            0
+        } else {
+            DEFAULT_PORT
+        };
+        SocketAddr::new(config.listen.ip(), port)
+    });
+    let public_ip = config.turn_public_ip.unwrap_or_else(|| {
+        if listen.ip().is_unspecified() {
+            let guess = local_ip_guess().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            tracing::warn!(
+                "TURN listens on {listen}; offering it at {guess} (set turn_public_ip if \
+                 browsers reach this machine at another address)"
+            );
+            guess
+        } else {
+            listen.ip()
+        }
+    });
+    let secret = match &config.turn_secret {
+        Some(secret) => secret.clone(),
+        None => random_secret()?,
+    };
+    let (udp, tcp) = bind_pair(listen)
+        .await
+        .with_context(|| format!("cannot listen for TURN on {listen} (setting turn_listen)"))?;
+    let addr = udp.local_addr()?;
+    let tcp_conn = tcp::TcpTurnConn::start(tcp, shutdown.child_token())?;
+    let relay = |conn: Arc<dyn webrtc_util::Conn + Send + Sync>| turn::server::config::ConnConfig {
+        conn,
+        relay_addr_generator: Box::new(turn::relay::relay_static::RelayAddressGeneratorStatic {
+            relay_address: public_ip,
+            address: listen.ip().to_string(),
+            net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
+        }),
+    };
+    let server = turn::server::Server::new(turn::server::config::ServerConfig {
+        conn_configs: vec![relay(Arc::new(udp)), relay(tcp_conn)],
+        realm: REALM.to_owned(),
+        auth_handler: Arc::new(credentials::RestAuth::new(secret.clone())),
+        channel_bind_timeout: Duration::ZERO,
+        alloc_close_notify: None,
+    })
+    .await
+    .context("cannot start the TURN server")?;
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        if let Err(e) = server.close().await {
+            tracing::warn!("TURN server did not close cleanly: {e}");
+        }
+    });
+    let host = match public_ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let port = addr.port();
+    let ice = Ice {
+        stun_urls: vec![format!("stun:{host}:{port}")],
+        turn_urls: vec![
+            format!("turn:{host}:{port}?transport=udp"),
+            format!("turn:{host}:{port}?transport=tcp"),
+        ],
+        secret,
+        ttl,
+    };
+    Ok((ice, Some(EmbeddedTurn { addr, public_ip })))
+}
+
+/// A UDP socket and a TCP listener on the same port (with port 0, a free one for both).
+async fn bind_pair(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut last_err = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(listen).await?;
+        let mut at = listen;
+        at.set_port(udp.local_addr()?.port());
+        match TcpListener::bind(at).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            // With port 0 the UDP port may be taken for TCP: try another.
+            Err(e) if listen.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no free port for UDP and TCP")))
+}
+
+/// The address of the interface that routes outward (no packet is sent).
+fn local_ip_guess() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:3478").ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
+fn random_secret() -> anyhow::Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 24];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no OS randomness for the TURN secret"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,95 @@
+//! A TURN client over TCP for tests: the `turn` crate's client reads and writes datagrams
+//! through a `Conn`, so this one frames them on a single TCP stream to the server
+//! (the server's own framing rules, `quad_server::turn::tcp::frame_len`).
+
+use async_trait::async_trait;
+use quad_server::turn::tcp::{MAX_FRAME, frame_len};
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Mutex;
+use webrtc_util::Conn;
+
+/// One TCP connection to a TURN server, seen as a datagram socket.
+pub struct TcpClientConn {
+    server: SocketAddr,
+    local: SocketAddr,
+    reader: Mutex<OwnedReadHalf>,
+    writer: Mutex<OwnedWriteHalf>,
+}
+
+impl TcpClientConn {
+    pub async fn connect(server: SocketAddr) -> std::io::Result<TcpClientConn> {
+        let stream = TcpStream::connect(server).await?;
+        let local = stream.local_addr()?;
+        let (reader, writer) = stream.into_split();
+        Ok(TcpClientConn {
+            server,
+            local,
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+        })
+    }
+}
+
+fn other(what: impl Into<String>) -> webrtc_util::Error {
+    webrtc_util::Error::Other(what.into())
+}
+
+#[async_trait]
+impl Conn for TcpClientConn {
+    async fn connect(&self, _addr: SocketAddr) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.recv_from(buf).await?.0)
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        let mut reader = self.reader.lock().await;
+        let mut frame = vec![0u8; MAX_FRAME + 3];
+        reader.read_exact(&mut frame[..4]).await?;
+        let (len, padded) = frame_len(&frame[..4]).ok_or_else(|| other("not a TURN frame"))?;
+        let body = frame
+            .get_mut(4..padded)
+            .ok_or_else(|| other("frame over the limit"))?;
+        reader.read_exact(body).await?;
+        let dst = buf
+            .get_mut(..len)
+            .ok_or_else(|| other("frame larger than the buffer"))?;
+        dst.copy_from_slice(&frame[..len]);
+        Ok((len, self.server))
+    }
+
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        self.send_to(buf, self.server).await
+    }
+
+    async fn send_to(&self, buf: &[u8], _target: SocketAddr) -> webrtc_util::Result<usize> {
+        let mut frame = buf.to_vec();
+        if let Some((_, padded)) = frame_len(buf) {
+            frame.resize(padded.max(buf.len()), 0);
+        }
+        self.writer.lock().await.write_all(&frame).await?;
+        Ok(buf.len())
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        Some(self.server)
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        let _ = self.writer.lock().await.shutdown().await;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
+        self
+    }
+}
