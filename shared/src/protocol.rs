@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -36,6 +36,16 @@ pub enum ClientMsg {
     /// WebRTC signaling for the peer connection with `to`; relayed only along a proximity
     /// link the server created (see [`ServerMsg::ConnectPeer`]).
     Signal { to: AvatarId, signal: Signal },
+    /// Whether this client's microphone and camera are on now (sent after `Welcome` and on
+    /// every toggle); the server tells the people this avatar is linked with.
+    Media(MediaFlags),
+}
+
+/// Which of an avatar's devices are sending.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaFlags {
+    pub mic: bool,
+    pub camera: bool,
 }
 
 /// One WebRTC signaling message, as the browser's perfect-negotiation pattern produces them.
@@ -108,7 +118,14 @@ pub enum ServerMsg {
     Pong { nonce: u32 },
     /// Open a peer-to-peer connection with `peer` (proximity media). Both ends get it; the
     /// `polite` one yields when offers collide (the perfect-negotiation pattern).
-    ConnectPeer { peer: AvatarId, polite: bool },
+    ConnectPeer {
+        peer: AvatarId,
+        polite: bool,
+        /// The peer's microphone and camera state as the link forms.
+        media: MediaFlags,
+    },
+    /// A linked peer turned its microphone or camera on or off.
+    PeerMedia { peer: AvatarId, media: MediaFlags },
     /// Close the peer connection with `peer`; signaling with it is no longer relayed.
     DisconnectPeer { peer: AvatarId },
     /// Signaling relayed from `from`.
@@ -279,6 +296,7 @@ impl ClientMsg {
             ClientMsg::Input(_) => "Input",
             ClientMsg::Ping { .. } => "Ping",
             ClientMsg::Signal { .. } => "Signal",
+            ClientMsg::Media(_) => "Media",
         }
     }
 }

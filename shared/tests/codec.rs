@@ -24,6 +24,10 @@ fn client_messages_round_trip() {
             steps: 3,
         }),
         ClientMsg::Ping { nonce: 42 },
+        ClientMsg::Media(MediaFlags {
+            mic: true,
+            camera: true,
+        }),
         ClientMsg::Signal {
             to: AvatarId(9),
             signal: Signal::Description {
@@ -75,6 +79,17 @@ fn server_messages_round_trip() {
         ServerMsg::ConnectPeer {
             peer: AvatarId(4),
             polite: true,
+            media: MediaFlags {
+                mic: true,
+                camera: false,
+            },
+        },
+        ServerMsg::PeerMedia {
+            peer: AvatarId(4),
+            media: MediaFlags {
+                mic: false,
+                camera: true,
+            },
         },
         ServerMsg::DisconnectPeer { peer: AvatarId(4) },
         ServerMsg::Signal {

@@ -117,6 +117,17 @@ impl Browser {
         Ok(())
     }
 
+    /// Clicks the element matching a CSS selector.
+    pub async fn click(&self, selector: &str) -> Result<()> {
+        self.client
+            .find(fantoccini::Locator::Css(selector))
+            .await
+            .with_context(|| format!("no element {selector}"))?
+            .click()
+            .await?;
+        Ok(())
+    }
+
     /// Runs a script and returns its value.
     pub async fn eval(&self, script: &str) -> Result<Value> {
         Ok(self.client.execute(script, vec![]).await?)

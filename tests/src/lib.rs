@@ -125,6 +125,10 @@ pub struct Bot {
     pub peers: HashMap<AvatarId, bool>,
     /// Every `ConnectPeer` and `DisconnectPeer` received, in order.
     pub peer_events: Vec<PeerEvent>,
+    /// Each peer's microphone and camera state, from `ConnectPeer` and `PeerMedia`.
+    pub peer_media: HashMap<AvatarId, MediaFlags>,
+    /// Every `PeerMedia` received, in order.
+    pub media_updates: Vec<(AvatarId, MediaFlags)>,
     /// Signaling received: (from, signal).
     pub signals: Vec<(AvatarId, Signal)>,
     /// Set when the server closed the connection: (code, reason).
@@ -160,6 +164,8 @@ impl Bot {
             snapshot_bytes: 0,
             peers: HashMap::new(),
             peer_events: Vec::new(),
+            peer_media: HashMap::new(),
+            media_updates: Vec::new(),
             signals: Vec::new(),
             closed: None,
             seq: 0,
@@ -256,9 +262,18 @@ impl Bot {
                 }
             }
             ServerMsg::Error(e) => self.errors.push(e),
-            ServerMsg::ConnectPeer { peer, polite } => {
+            ServerMsg::ConnectPeer {
+                peer,
+                polite,
+                media,
+            } => {
                 self.peers.insert(peer, polite);
+                self.peer_media.insert(peer, media);
                 self.peer_events.push(PeerEvent::Connect(peer, polite));
+            }
+            ServerMsg::PeerMedia { peer, media } => {
+                self.peer_media.insert(peer, media);
+                self.media_updates.push((peer, media));
             }
             ServerMsg::DisconnectPeer { peer } => {
                 self.peers.remove(&peer);

@@ -28,7 +28,9 @@ async fn relay_only_audio_goes_through_the_embedded_turn_server() -> anyhow::Res
         .await?;
     }
     let a_id = a
-        .wait_snapshot("A to join with a microphone", |s| s["media"]["mic"] == true)
+        .wait_snapshot("A to join with a microphone", |s| {
+            s["self"]["id"].is_u64() && s["media"]["mic"] == true
+        })
         .await?["self"]["id"]
         .as_u64()
         .unwrap_or_default();

@@ -4,7 +4,7 @@
 
 use glam::Vec2;
 use quad_shared::movement::{SPEED, STEP_SECONDS, dir};
-use quad_shared::protocol::{ClientMsg, ErrorCode, SdpKind, Signal};
+use quad_shared::protocol::{ClientMsg, ErrorCode, MediaFlags, SdpKind, Signal};
 use quad_shared::proximity::ProximityRules;
 use quad_tests::{Bot, PATIENCE, PeerEvent, TestServer, campus};
 use std::time::Duration;
@@ -221,6 +221,52 @@ async fn no_links_inside_a_classroom() -> anyhow::Result<()> {
         a.peers.is_empty() && b.peers.is_empty(),
         "linked inside a room"
     );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn media_state_goes_to_linked_peers_only() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut a = Bot::join(server.addr(), "Ada", Some(spot([-144.0, 0.0]))).await?;
+    // Ada's state is known before anyone links with her.
+    let muted = MediaFlags {
+        mic: false,
+        camera: true,
+    };
+    a.send(&ClientMsg::Media(muted)).await?;
+    let mut b = Bot::join(server.addr(), "Bo", Some(spot([-144.0, 60.0]))).await?;
+    // Far away, in view but not linked.
+    let mut c = Bot::join(server.addr(), "Cy", Some(spot([-144.0, 300.0]))).await?;
+    let (a_id, b_id) = (a.id, b.id);
+    b.wait_until(PATIENCE, |b| b.peers.contains_key(&a_id))
+        .await?;
+    assert_eq!(
+        b.peer_media[&a_id], muted,
+        "ConnectPeer carries Ada's state"
+    );
+    a.wait_until(PATIENCE, |a| a.peers.contains_key(&b_id))
+        .await?;
+    assert_eq!(a.peer_media[&b_id], MediaFlags::default());
+
+    let live = MediaFlags {
+        mic: true,
+        camera: true,
+    };
+    a.send(&ClientMsg::Media(live)).await?;
+    b.wait_until(PATIENCE, |b| b.peer_media.get(&a_id) == Some(&live))
+        .await?;
+    // Saying the same again is not news.
+    a.send(&ClientMsg::Media(live)).await?;
+    b.listen_for(Duration::from_millis(300)).await?;
+    assert_eq!(b.media_updates, vec![(a_id, live)]);
+    c.listen_for(Duration::from_millis(300)).await?;
+    assert!(
+        c.media_updates.is_empty(),
+        "an unlinked avatar heard: {:?}",
+        c.media_updates
+    );
+    assert!(!c.peer_media.contains_key(&a_id));
     server.stop().await;
     Ok(())
 }

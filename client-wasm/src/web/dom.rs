@@ -178,8 +178,18 @@ pub fn install_keyboard(app: &AppRef) -> Result<(), JsValue> {
     };
     let weak = app.clone();
     let on_down = Closure::<dyn FnMut(KeyboardEvent)>::new(move |e: KeyboardEvent| {
+        if typing(&e) {
+            return;
+        }
+        if !e.repeat() {
+            match e.code().as_str() {
+                "KeyM" => return super::toggle_mic(&weak),
+                "KeyC" => return super::toggle_camera(&weak),
+                _ => {}
+            }
+        }
         let bit = key_bit(&e.code());
-        if bit == 0 || typing(&e) {
+        if bit == 0 {
             return;
         }
         e.prevent_default();
@@ -212,6 +222,33 @@ pub fn install_keyboard(app: &AppRef) -> Result<(), JsValue> {
     Ok(())
 }
 
+/// The microphone and camera buttons of the HUD (M and C on the keyboard).
+pub fn install_media_buttons(app: &AppRef) -> Result<(), JsValue> {
+    let document = document()?;
+    let weak = app.clone();
+    let on_mic = Closure::<dyn FnMut()>::new(move || super::toggle_mic(&weak));
+    by_id(&document, "toggle-mic")?
+        .add_event_listener_with_callback("click", on_mic.as_ref().unchecked_ref())?;
+    keep(app, on_mic);
+    let weak = app.clone();
+    let on_camera = Closure::<dyn FnMut()>::new(move || super::toggle_camera(&weak));
+    by_id(&document, "toggle-camera")?
+        .add_event_listener_with_callback("click", on_camera.as_ref().unchecked_ref())?;
+    keep(app, on_camera);
+    Ok(())
+}
+
+/// Sets a toggle button's label and `aria-pressed` when they change.
+fn set_toggle(document: &Document, id: &str, on: bool, label: &str) -> Result<(), JsValue> {
+    let button = by_id(document, id)?;
+    let pressed = if on { "true" } else { "false" };
+    if button.get_attribute("aria-pressed").as_deref() != Some(pressed) {
+        button.set_attribute("aria-pressed", pressed)?;
+        button.set_text_content(Some(label));
+    }
+    Ok(())
+}
+
 /// The HUD line and, when the roster changed, the people list.
 pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
     let document = document()?;
@@ -230,6 +267,19 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
     if zone_el.text_content().as_deref() != Some(zone.as_str()) {
         zone_el.set_text_content(Some(&zone));
     }
+    let (mic, camera) = (app.media.mic_on(), app.media.camera_on());
+    set_toggle(
+        &document,
+        "toggle-mic",
+        mic,
+        if mic { "Mic on" } else { "Mic off" },
+    )?;
+    set_toggle(
+        &document,
+        "toggle-camera",
+        camera,
+        if camera { "Camera on" } else { "Camera off" },
+    )?;
     let status_el = by_id(&document, "hud-status")?;
     if status_el.text_content().as_deref() != Some(app.status.as_str()) {
         status_el.set_text_content(Some(&app.status));

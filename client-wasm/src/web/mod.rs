@@ -85,6 +85,7 @@ pub fn start() -> Result<(), JsValue> {
     dom::install_keyboard(&weak)?;
     dom::install_lobby(&weak)?;
     dom::install_device_preview(&weak)?;
+    dom::install_media_buttons(&weak)?;
     test_surface::install(&weak)?;
     start_frames(&weak)?;
 
@@ -135,9 +136,21 @@ pub(crate) fn send(ws: &Option<WebSocket>, msg: &ClientMsg) {
 pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
     // Peer messages open and close connections, which borrow the app themselves.
     let msg = match msg {
-        ServerMsg::ConnectPeer { peer, polite } => {
-            if let Err(e) = peers::connect(app, peer, polite) {
+        ServerMsg::ConnectPeer {
+            peer,
+            polite,
+            media,
+        } => {
+            if let Err(e) = peers::connect(app, peer, polite, media) {
                 web_sys::console::warn_1(&e);
+            }
+            return;
+        }
+        ServerMsg::PeerMedia { peer, media } => {
+            if let Some(a) = app.upgrade()
+                && let Some(p) = a.borrow_mut().media.peers.get_mut(&peer)
+            {
+                p.remote = media;
             }
             return;
         }
@@ -163,6 +176,8 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         welcomed = !before && a.game.me.is_some();
         if welcomed {
             a.status.clear();
+            let flags = a.media.flags();
+            send(&a.ws, &ClientMsg::Media(flags));
         }
     }
     if welcomed {
@@ -176,6 +191,52 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
             }
         });
     }
+}
+
+/// Mutes or unmutes the microphone and tells the server.
+pub(crate) fn toggle_mic(app: &AppRef) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let mut a = app_rc.borrow_mut();
+    let on = !a.media.mic_on();
+    if !a.media.set_mic(on) {
+        a.status = "No microphone: join again with one to talk".into();
+        return;
+    }
+    let flags = a.media.flags();
+    send(&a.ws, &ClientMsg::Media(flags));
+}
+
+/// Turns the camera off, or asks for it and turns it on, and tells the server.
+pub(crate) fn toggle_camera(app: &AppRef) {
+    let Some(app_rc) = app.upgrade() else { return };
+    if app_rc.borrow().media.camera_on() {
+        let a = app_rc.borrow_mut();
+        a.media.camera_off();
+        let flags = a.media.flags();
+        send(&a.ws, &ClientMsg::Media(flags));
+        return;
+    }
+    let app = app.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let track = peers::acquire_local(false, true).await.and_then(|s| {
+            s.get_video_tracks()
+                .get(0)
+                .dyn_into::<web_sys::MediaStreamTrack>()
+                .ok()
+        });
+        let Some(app_rc) = app.upgrade() else { return };
+        let mut a = app_rc.borrow_mut();
+        match track {
+            Some(track) => {
+                if let Err(e) = a.media.camera_on_with(&track) {
+                    a.status = format!("Camera: {e:?}");
+                }
+            }
+            None => a.status = "No camera, or no permission to use it".into(),
+        }
+        let flags = a.media.flags();
+        send(&a.ws, &ClientMsg::Media(flags));
+    });
 }
 
 fn start_frames(app: &AppRef) -> Result<(), JsValue> {
@@ -203,8 +264,16 @@ fn frame(app: &AppRef, now: f64) {
     let rules = a.game.proximity;
     a.media
         .place_voices(|id| a.game.offset_to(id, now_ms), &rules);
-    if let Err(e) = render::draw(&mut a, now_ms) {
-        a.status = format!("render error: {e:?}");
+    match render::draw(&mut a, now_ms) {
+        Ok(Some(origin)) => {
+            let screen = |id| {
+                let p = a.game.render_position(id, now_ms)? - origin;
+                Some((f64::from(p.x), f64::from(p.y)))
+            };
+            a.media.place_bubbles(screen);
+        }
+        Ok(None) => a.media.place_bubbles(|_| None),
+        Err(e) => a.status = format!("render error: {e:?}"),
     }
     let _ = dom::update_hud(&mut a);
     if let Some(raf) = &a.raf {

@@ -2,21 +2,23 @@
 //! negotiated with the WebRTC "perfect negotiation" pattern over the server's signaling
 //! relay (the server decides who is polite). Remote audio plays through WebAudio: one gain
 //! and one stereo panner per peer, set from positions every frame, fading to silence at the
-//! disconnect radius. A connection that fails is retried once with an ICE restart.
+//! disconnect radius. A peer's camera shows in a round `<video>` bubble above its avatar.
+//! The server tells us each peer's microphone and camera state (we tell it ours on every
+//! toggle). A connection that fails is retried once with an ICE restart.
 
 use super::{AppRef, dom, send};
 use quad_shared::AvatarId;
-use quad_shared::protocol::{ClientMsg, IceServer, SdpKind, Signal};
+use quad_shared::protocol::{ClientMsg, IceServer, MediaFlags, SdpKind, Signal};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
-    AudioContext, GainNode, HtmlAudioElement, MediaStream, MediaStreamAudioSourceNode,
-    MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit, RtcPeerConnection,
-    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit,
-    RtcSignalingState, RtcTrackEvent, StereoPannerNode,
+    AudioContext, GainNode, HtmlAudioElement, HtmlVideoElement, MediaStream,
+    MediaStreamAudioSourceNode, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit,
+    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType,
+    RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent, StereoPannerNode,
 };
 
 #[wasm_bindgen]
@@ -35,6 +37,9 @@ extern "C" {
 fn ext(pc: &RtcPeerConnection) -> &PeerConnectionExt {
     pc.unchecked_ref()
 }
+
+/// The diameter of a camera bubble, CSS pixels.
+const BUBBLE_PX: f64 = 72.0;
 
 /// Remote audio of one peer, placed in space.
 struct Voice {
@@ -57,6 +62,10 @@ pub struct Peer {
     /// answers the first offer).
     sending: Rc<Cell<bool>>,
     voice: Rc<RefCell<Option<Voice>>>,
+    /// The peer's camera, shown above its avatar.
+    pub bubble: Rc<RefCell<Option<HtmlVideoElement>>>,
+    /// The peer's microphone and camera state, as the server last told us.
+    pub remote: MediaFlags,
     _handlers: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -79,13 +88,119 @@ impl Media {
         self.track_live("video")
     }
 
+    /// Our state, as the server and our peers should know it.
+    pub fn flags(&self) -> MediaFlags {
+        MediaFlags {
+            mic: self.mic_on(),
+            camera: self.camera_on(),
+        }
+    }
+
+    fn local_tracks(&self, kind: &str) -> Vec<MediaStreamTrack> {
+        let Some(stream) = &self.local else {
+            return Vec::new();
+        };
+        stream
+            .get_tracks()
+            .iter()
+            .filter_map(|t| t.dyn_into::<MediaStreamTrack>().ok())
+            .filter(|t| t.kind() == kind)
+            .collect()
+    }
+
     fn track_live(&self, kind: &str) -> bool {
-        self.local.as_ref().is_some_and(|s| {
-            s.get_tracks().iter().any(|t| {
-                t.dyn_into::<MediaStreamTrack>()
-                    .is_ok_and(|t| t.kind() == kind && t.enabled())
-            })
-        })
+        self.local_tracks(kind).iter().any(|t| t.enabled())
+    }
+
+    /// Mutes or unmutes the microphone (the track stays, sending silence). Returns whether
+    /// there is a microphone to toggle.
+    pub fn set_mic(&self, on: bool) -> bool {
+        let tracks = self.local_tracks("audio");
+        for t in &tracks {
+            t.set_enabled(on);
+        }
+        !tracks.is_empty()
+    }
+
+    /// Turns the camera off: the track stops (the camera light goes out) and every peer
+    /// connection's video sender sends nothing.
+    pub fn camera_off(&self) {
+        for t in self.local_tracks("video") {
+            t.stop();
+            if let Some(stream) = &self.local {
+                stream.remove_track(&t);
+            }
+        }
+        for peer in self.peers.values() {
+            for sender in peer.pc.get_senders().iter() {
+                let Ok(sender) = sender.dyn_into::<web_sys::RtcRtpSender>() else {
+                    continue;
+                };
+                if sender.track().is_some_and(|t| t.kind() == "video") {
+                    let _ = sender.replace_track(None);
+                }
+            }
+        }
+    }
+
+    /// Puts a new camera track on the local stream and on every connection that sends:
+    /// into an idle video sender if there is one, else as a new track (renegotiated).
+    pub fn camera_on_with(&mut self, track: &MediaStreamTrack) -> Result<(), JsValue> {
+        let stream = match &self.local {
+            // `Clone::clone`: `MediaStream::clone` is the JS method that copies the stream.
+            Some(s) => Clone::clone(s),
+            None => {
+                let s = MediaStream::new()?;
+                self.local = Some(Clone::clone(&s));
+                s
+            }
+        };
+        stream.add_track(track);
+        for peer in self.peers.values() {
+            if !peer.sending.get() {
+                // The polite side adds the local stream's tracks when it answers.
+                continue;
+            }
+            // A video transceiver that sends nothing (the camera was off, or this side
+            // answered an offer with video while it had none): reuse it, and let it send.
+            let idle = peer.pc.get_transceivers().iter().find_map(|t| {
+                let t: web_sys::RtcRtpTransceiver = t.dyn_into().ok()?;
+                let video = t.receiver().track().kind() == "video";
+                (video && t.sender().track().is_none()).then_some(t)
+            });
+            match idle {
+                Some(t) => {
+                    let _ = t.sender().replace_track(Some(track));
+                    if t.direction() != web_sys::RtcRtpTransceiverDirection::Sendrecv {
+                        // Renegotiates (perfect negotiation takes it from here).
+                        t.set_direction(web_sys::RtcRtpTransceiverDirection::Sendrecv);
+                    }
+                }
+                None => {
+                    peer.pc.add_track_0(track, &stream);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Places each peer's camera bubble above its avatar (`screen` maps a peer to its
+    /// avatar's position on screen), hidden while its camera is off or it is out of view.
+    pub fn place_bubbles(&self, screen: impl Fn(AvatarId) -> Option<(f64, f64)>) {
+        for (id, peer) in &self.peers {
+            let Some(video) = peer.bubble.borrow().clone() else {
+                continue;
+            };
+            match screen(*id).filter(|_| peer.remote.camera) {
+                Some((x, y)) => {
+                    let style = video.style();
+                    let _ = style.set_property("left", &format!("{}px", x - BUBBLE_PX / 2.0));
+                    let _ = style.set_property("top", &format!("{}px", y - BUBBLE_PX - 34.0));
+                    video.set_hidden(false);
+                }
+                None => video.set_hidden(true),
+            }
+        }
     }
 
     /// The audio context, created on first use (browsers may start it suspended until a
@@ -201,7 +316,12 @@ fn send_local_description(app: &AppRef, to: AvatarId, pc: &RtcPeerConnection) {
 }
 
 /// Opens the connection the server asked for.
-pub fn connect(app: &AppRef, peer: AvatarId, polite: bool) -> Result<(), JsValue> {
+pub fn connect(
+    app: &AppRef,
+    peer: AvatarId,
+    polite: bool,
+    remote: MediaFlags,
+) -> Result<(), JsValue> {
     let app_rc = app.upgrade().ok_or("app gone")?;
     let mut a = app_rc.borrow_mut();
     if a.media.peers.contains_key(&peer) {
@@ -257,24 +377,31 @@ pub fn connect(app: &AppRef, peer: AvatarId, polite: bool) -> Result<(), JsValue
             }
         })
     };
+    let bubble: Rc<RefCell<Option<HtmlVideoElement>>> = Rc::new(RefCell::new(None));
     let on_track = {
-        let (voice, audio) = (voice.clone(), audio.clone());
+        let (voice, audio, bubble) = (voice.clone(), audio.clone(), bubble.clone());
         Closure::<dyn FnMut(RtcTrackEvent)>::new(move |e: RtcTrackEvent| {
-            if e.track().kind() != "audio" || voice.borrow().is_some() {
+            // A stream of just this track: the sender's stream may carry both kinds.
+            let Ok(stream) = MediaStream::new() else {
                 return;
-            }
-            let stream: MediaStream = match e.streams().get(0).dyn_into() {
-                Ok(s) => s,
-                Err(_) => match MediaStream::new() {
-                    Ok(s) => {
-                        s.add_track(&e.track());
-                        s
-                    }
-                    Err(_) => return,
-                },
             };
-            if let Ok(v) = spatial_voice(&audio, &stream) {
-                *voice.borrow_mut() = Some(v);
+            stream.add_track(&e.track());
+            match e.track().kind().as_str() {
+                "audio" if voice.borrow().is_none() => {
+                    if let Ok(v) = spatial_voice(&audio, &stream) {
+                        *voice.borrow_mut() = Some(v);
+                    }
+                }
+                "video" => {
+                    if let Some(old) = bubble.borrow_mut().take() {
+                        old.remove();
+                    }
+                    match camera_bubble(peer, &stream) {
+                        Ok(v) => *bubble.borrow_mut() = Some(v),
+                        Err(e) => web_sys::console::warn_2(&"no camera bubble".into(), &e),
+                    }
+                }
+                _ => {}
             }
         })
     };
@@ -309,6 +436,8 @@ pub fn connect(app: &AppRef, peer: AvatarId, polite: bool) -> Result<(), JsValue
             ignore_offer,
             sending,
             voice,
+            bubble,
+            remote,
             _handlers: vec![
                 Box::new(on_negotiation),
                 Box::new(on_candidate),
@@ -334,6 +463,22 @@ fn add_local_tracks(pc: &RtcPeerConnection, local: Option<&MediaStream>) -> Resu
         }
     }
     Ok(())
+}
+
+/// A muted, round `<video>` of a peer's camera in the page's bubble layer.
+fn camera_bubble(peer: AvatarId, stream: &MediaStream) -> Result<HtmlVideoElement, JsValue> {
+    let document = dom::document()?;
+    let video: HtmlVideoElement = document.create_element("video")?.dyn_into()?;
+    video.set_class_name("bubble");
+    video.set_attribute("data-peer", &peer.0.to_string())?;
+    video.set_muted(true);
+    video.set_autoplay(true);
+    video.set_attribute("playsinline", "")?;
+    video.set_hidden(true);
+    video.set_src_object(Some(stream));
+    let _ = video.play();
+    dom::by_id(&document, "bubbles")?.append_child(&video)?;
+    Ok(video)
 }
 
 fn spatial_voice(audio: &AudioContext, stream: &MediaStream) -> Result<Voice, JsValue> {
@@ -367,6 +512,10 @@ pub fn disconnect(app: &AppRef, peer: AvatarId) {
     p.pc.set_ontrack(None);
     p.pc.set_onconnectionstatechange(None);
     p.pc.close();
+    if let Some(video) = p.bubble.borrow_mut().take() {
+        video.set_src_object(None);
+        video.remove();
+    }
     if let Some(v) = p.voice.borrow_mut().take() {
         let _ = v.source.disconnect();
         let _ = v.gain.disconnect();

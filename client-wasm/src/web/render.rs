@@ -125,7 +125,9 @@ fn avatar_colour(id: AvatarId) -> String {
     format!("hsl({hue}, 70%, 55%)")
 }
 
-pub fn draw(app: &mut App, now_ms: f64) -> Result<(), JsValue> {
+/// Draws a frame; returns the camera origin (world pixels at the screen's top left) once
+/// the map is there.
+pub fn draw(app: &mut App, now_ms: f64) -> Result<Option<Vec2>, JsValue> {
     let window = dom::window()?;
     let (w, h) = (
         window.inner_width()?.as_f64().unwrap_or(800.0) as u32,
@@ -143,7 +145,7 @@ pub fn draw(app: &mut App, now_ms: f64) -> Result<(), JsValue> {
         ctx.set_fill_style_str("#e8e8e8");
         ctx.set_font("16px sans-serif");
         ctx.fill_text("Loading the campus…", 20.0, 30.0)?;
-        return Ok(());
+        return Ok(None);
     };
     let origin = camera_origin(
         me.predicted,
@@ -226,6 +228,29 @@ pub fn draw(app: &mut App, now_ms: f64) -> Result<(), JsValue> {
         ctx.stroke_text(name, x, y - AVATAR_RADIUS - 3.0)?;
         ctx.set_fill_style_str("#ffffff");
         ctx.fill_text(name, x, y - AVATAR_RADIUS - 3.0)?;
+        let muted = if is_me {
+            app.media.local.is_some() && !app.media.mic_on()
+        } else {
+            app.media.peers.get(&id).is_some_and(|p| !p.remote.mic)
+        };
+        if muted {
+            draw_muted(ctx, x + AVATAR_RADIUS, y + AVATAR_RADIUS)?;
+        }
     }
+    Ok(Some(origin))
+}
+
+/// A small "microphone off" badge: a red disc with a white slash.
+fn draw_muted(ctx: &CanvasRenderingContext2d, x: f64, y: f64) -> Result<(), JsValue> {
+    ctx.begin_path();
+    ctx.arc(x, y, 6.0, 0.0, std::f64::consts::TAU)?;
+    ctx.set_fill_style_str("#e53935");
+    ctx.fill();
+    ctx.begin_path();
+    ctx.move_to(x - 3.5, y + 3.5);
+    ctx.line_to(x + 3.5, y - 3.5);
+    ctx.set_line_width(2.0);
+    ctx.set_stroke_style_str("#ffffff");
+    ctx.stroke();
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `window.quad`: a stable surface for browser tests and curious users.
 //! `quad.snapshot()` → `{self: {id, name, x, y, zone}, avatars: [{id, name, x, y, zone}]}`;
 //! `quad.zones()` → `[{id, name, kind, x, y, w, h}]` in world pixels.
-//! The snapshot also has `peers: [{id, state, since}]` and `media: {mic, camera}`;
+//! The snapshot also has `peers: [{id, state, since, mic, camera, video}]` (`mic` and
+//! `camera` as the server reports the peer's devices; `video`: its camera bubble shows
+//! decoded frames) and `media: {mic, camera}` (our own);
 //! `quad.peerConnection(id)` returns the `RTCPeerConnection` with a peer (for `getStats()`).
 
 use super::{AppRef, dom};
@@ -33,6 +35,11 @@ struct PeerView {
     state: String,
     /// When the server linked us, `performance.now()` ms.
     since: f64,
+    /// The peer's microphone and camera state, as the server reports it.
+    mic: bool,
+    camera: bool,
+    /// Whether the peer's camera bubble is showing decoded video.
+    video: bool,
 }
 
 #[derive(Serialize)]
@@ -90,6 +97,13 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
                 id: id.0,
                 state: format!("{:?}", p.pc.connection_state()).to_lowercase(),
                 since: p.since_ms,
+                mic: p.remote.mic,
+                camera: p.remote.camera,
+                video: p
+                    .bubble
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|v| !v.hidden() && v.video_width() > 0),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

@@ -160,6 +160,13 @@ impl Session {
                     Next::Continue
                 }
             }
+            ClientMsg::Media(media) => {
+                if let Some(id) = self.id {
+                    self.forward(SpaceCommand::Media { id, media }).await
+                } else {
+                    Next::Continue
+                }
+            }
             ClientMsg::Ping { nonce } => {
                 self.replies.push(ServerMsg::Pong { nonce });
                 Next::Continue

@@ -13,7 +13,7 @@ pub mod world;
 use bytes::Bytes;
 use glam::Vec2;
 use quad_shared::AvatarId;
-use quad_shared::protocol::{IceServer, Input};
+use quad_shared::protocol::{IceServer, Input, MediaFlags};
 use resources::Recipient;
 use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
@@ -41,6 +41,10 @@ pub enum SpaceCommand {
     },
     Leave {
         id: AvatarId,
+    },
+    Media {
+        id: AvatarId,
+        media: MediaFlags,
     },
     Signal {
         from: AvatarId,
@@ -101,6 +105,7 @@ async fn run(
                 }
                 Some(SpaceCommand::Input { id, input }) => world.input(id, input),
                 Some(SpaceCommand::Signal { from, to, signal }) => world.signal(from, to, signal),
+                Some(SpaceCommand::Media { id, media }) => world.media(id, media),
                 Some(SpaceCommand::Leave { id }) => {
                     if sessions.remove(&id).is_some() {
                         world.leave(id);

@@ -5,6 +5,7 @@ use bevy_ecs::prelude::*;
 use bytes::Bytes;
 use quad_shared::AvatarId;
 use quad_shared::map::Map;
+use quad_shared::protocol::MediaFlags;
 use std::sync::Arc;
 
 /// The map this space runs on.
@@ -112,6 +113,8 @@ pub struct ProximityGraph {
     pub links: rustc_hash::FxHashSet<(AvatarId, AvatarId)>,
     /// The links the proximity system wants after this tick (the media planner diffs them).
     pub wanted: rustc_hash::FxHashSet<(AvatarId, AvatarId)>,
+    /// Each linked avatar's peers (the same links, by avatar), kept by the media planner.
+    pub peers: rustc_hash::FxHashMap<AvatarId, Vec<AvatarId>>,
 }
 
 impl ProximityGraph {
@@ -122,5 +125,38 @@ impl ProximityGraph {
 
     pub fn linked(&self, a: AvatarId, b: AvatarId) -> bool {
         self.links.contains(&Self::pair(a, b))
+    }
+
+    /// The avatars `id` is linked with now.
+    pub fn peers_of(&self, id: AvatarId) -> &[AvatarId] {
+        self.peers.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Records a new link in `peers`.
+    pub fn add_peers(&mut self, a: AvatarId, b: AvatarId) {
+        self.peers.entry(a).or_default().push(b);
+        self.peers.entry(b).or_default().push(a);
+    }
+
+    /// Forgets a link in `peers`.
+    pub fn remove_peers(&mut self, a: AvatarId, b: AvatarId) {
+        for (from, to) in [(a, b), (b, a)] {
+            if let Some(list) = self.peers.get_mut(&from) {
+                list.retain(|p| *p != to);
+                if list.is_empty() {
+                    self.peers.remove(&from);
+                }
+            }
+        }
+    }
+}
+
+/// Each avatar's microphone and camera state, as its client last reported it.
+#[derive(Resource, Debug, Default)]
+pub struct MediaStates(pub rustc_hash::FxHashMap<AvatarId, MediaFlags>);
+
+impl MediaStates {
+    pub fn of(&self, id: AvatarId) -> MediaFlags {
+        self.0.get(&id).copied().unwrap_or_default()
     }
 }

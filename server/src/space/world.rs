@@ -4,7 +4,7 @@
 
 use super::components::{Avatar, ClientView, InZone, Motion, Position};
 use super::resources::{
-    Outbox, ProximityGraph, Recipient, RosterChanges, SlotTable, SpaceClock, SpaceMap,
+    MediaStates, Outbox, ProximityGraph, Recipient, RosterChanges, SlotTable, SpaceClock, SpaceMap,
     SpaceSettings,
 };
 use super::spatial_grid::SpatialGrid;
@@ -17,7 +17,8 @@ use quad_shared::AvatarId;
 use quad_shared::map::Map;
 use quad_shared::movement;
 use quad_shared::protocol::{
-    ErrorCode, ErrorMsg, IceServer, Input, PROTOCOL_VERSION, Person, ServerMsg, Signal, Welcome,
+    ErrorCode, ErrorMsg, IceServer, Input, MediaFlags, PROTOCOL_VERSION, Person, ServerMsg, Signal,
+    Welcome,
 };
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ impl SpaceWorld {
         world.insert_resource(RosterChanges::default());
         world.insert_resource(SlotTable::default());
         world.insert_resource(ProximityGraph::default());
+        world.insert_resource(MediaStates::default());
         SpaceWorld {
             world,
             schedule: systems::tick_schedule(),
@@ -144,6 +146,7 @@ impl SpaceWorld {
 
     /// Removes an avatar; everyone is told at the next tick. Unknown ids are ignored.
     pub fn leave(&mut self, id: AvatarId) {
+        self.world.resource_mut::<MediaStates>().0.remove(&id);
         if let Some(entity) = self.entities.remove(&id) {
             self.despawn(entity);
             self.world.resource_mut::<RosterChanges>().left.push(id);
@@ -210,6 +213,27 @@ impl SpaceWorld {
                 )),
             );
         }
+    }
+
+    /// Records a client's microphone and camera state and tells its linked peers of a change.
+    pub fn media(&mut self, id: AvatarId, media: MediaFlags) {
+        if !self.entities.contains_key(&id) {
+            return;
+        }
+        let before = self.world.resource_mut::<MediaStates>().0.insert(id, media);
+        if before == Some(media) {
+            return;
+        }
+        let world = &mut self.world;
+        world.resource_scope(|world, mut outbox: Mut<Outbox>| {
+            let graph = world.resource::<ProximityGraph>();
+            for &peer in graph.peers_of(id) {
+                outbox.push(
+                    Recipient::One(peer),
+                    &ServerMsg::PeerMedia { peer: id, media },
+                );
+            }
+        });
     }
 
     /// Runs one tick, `dt` seconds after the previous one.

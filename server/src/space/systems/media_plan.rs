@@ -1,22 +1,31 @@
 //! Media plan: diffs the wanted proximity links against the current ones and tells both
-//! ends of each change: `ConnectPeer` (the higher id is the polite side) or `DisconnectPeer`.
+//! ends of each change: `ConnectPeer` (the higher id is the polite side, and each end
+//! learns the other's microphone and camera state) or `DisconnectPeer`.
 
-use crate::space::resources::{Outbox, ProximityGraph, Recipient};
+use crate::space::resources::{MediaStates, Outbox, ProximityGraph, Recipient};
 use bevy_ecs::prelude::*;
 use quad_shared::protocol::ServerMsg;
 
-pub fn media_plan(mut graph: ResMut<ProximityGraph>, mut outbox: ResMut<Outbox>) {
+pub fn media_plan(
+    mut graph: ResMut<ProximityGraph>,
+    mut outbox: ResMut<Outbox>,
+    media: Res<MediaStates>,
+) {
     let graph = &mut *graph;
+    let mut dropped = Vec::new();
     for &(a, b) in graph.links.difference(&graph.wanted) {
         outbox.push(Recipient::One(a), &ServerMsg::DisconnectPeer { peer: b });
         outbox.push(Recipient::One(b), &ServerMsg::DisconnectPeer { peer: a });
+        dropped.push((a, b));
     }
+    let mut formed = Vec::new();
     for &(a, b) in graph.wanted.difference(&graph.links) {
         outbox.push(
             Recipient::One(a),
             &ServerMsg::ConnectPeer {
                 peer: b,
                 polite: false,
+                media: media.of(b),
             },
         );
         outbox.push(
@@ -24,8 +33,16 @@ pub fn media_plan(mut graph: ResMut<ProximityGraph>, mut outbox: ResMut<Outbox>)
             &ServerMsg::ConnectPeer {
                 peer: a,
                 polite: true,
+                media: media.of(a),
             },
         );
+        formed.push((a, b));
+    }
+    for (a, b) in dropped {
+        graph.remove_peers(a, b);
+    }
+    for (a, b) in formed {
+        graph.add_peers(a, b);
     }
     std::mem::swap(&mut graph.links, &mut graph.wanted);
 }

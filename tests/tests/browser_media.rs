@@ -1,0 +1,97 @@
+//! Camera bubbles and shared mute state in two browsers (Chromium's fake camera and
+//! microphone): A joins with a camera next to B, and B sees A's camera in a bubble; A mutes
+//! with the M key and turns the camera off with its button, and B's page shows both; B,
+//! who joined without a camera, turns one on, and it reaches A over a renegotiation.
+
+use quad_tests::TestServer;
+use quad_tests::browser::{Driver, require_client_bundle};
+use serde_json::Value;
+
+fn peer(snapshot: &Value, id: u64) -> Option<&Value> {
+    snapshot["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == id && p["state"] == "connected")
+}
+
+#[tokio::test]
+async fn camera_bubbles_and_mute_state_reach_the_peer() -> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let spawn = quad_tests::campus().spawn;
+    let (a, b) = (driver.browser().await?, driver.browser().await?);
+    a.goto(&format!(
+        "{}/?name=Alice&camera=1&spawn={},{}",
+        server.url(),
+        spawn.x - 144.0,
+        spawn.y
+    ))
+    .await?;
+    let a_id = a
+        .wait_snapshot("A to join with microphone and camera", |s| {
+            s["self"]["id"].is_u64() && s["media"]["mic"] == true && s["media"]["camera"] == true
+        })
+        .await?["self"]["id"]
+        .as_u64()
+        .unwrap_or_default();
+    b.goto(&format!(
+        "{}/?name=Bob&camera=0&spawn={},{}",
+        server.url(),
+        spawn.x - 144.0,
+        spawn.y + 80.0
+    ))
+    .await?;
+    let b_id = b
+        .wait_snapshot("B to join with a microphone only", |s| {
+            s["self"]["id"].is_u64() && s["media"]["mic"] == true && s["media"]["camera"] == false
+        })
+        .await?["self"]["id"]
+        .as_u64()
+        .unwrap_or_default();
+
+    // A's camera shows in a bubble on B's page, with decoded frames.
+    b.wait_snapshot("A's camera bubble at B", |s| {
+        peer(s, a_id).is_some_and(|p| p["camera"] == true && p["video"] == true && p["mic"] == true)
+    })
+    .await?;
+
+    // M mutes A; B's page learns it from the server.
+    a.hold_key('m', std::time::Duration::from_millis(50))
+        .await?;
+    a.wait_snapshot("A muted", |s| s["media"]["mic"] == false)
+        .await?;
+    b.wait_snapshot("A shown muted at B", |s| {
+        peer(s, a_id).is_some_and(|p| p["mic"] == false)
+    })
+    .await?;
+
+    // A's camera button turns it off; B's bubble hides.
+    a.click("#toggle-camera").await?;
+    a.wait_snapshot("A's camera off", |s| s["media"]["camera"] == false)
+        .await?;
+    b.wait_snapshot("A's bubble hidden at B", |s| {
+        peer(s, a_id).is_some_and(|p| p["camera"] == false && p["video"] == false)
+    })
+    .await?;
+
+    // B had no camera: turning it on adds a track to the connection, and A sees it.
+    b.click("#toggle-camera").await?;
+    b.wait_snapshot("B's camera on", |s| s["media"]["camera"] == true)
+        .await?;
+    let started = std::time::Instant::now();
+    let shown = a
+        .wait_snapshot("B's camera bubble at A", |s| {
+            peer(s, b_id).is_some_and(|p| p["camera"] == true && p["video"] == true)
+        })
+        .await;
+    if let Err(e) = shown {
+        anyhow::bail!("{e}\nA's connection to B: {}", a.describe_peer(b_id).await);
+    }
+    println!("B's camera on to its bubble at A: {:?}", started.elapsed());
+
+    a.close().await?;
+    b.close().await?;
+    server.stop().await;
+    Ok(())
+}
