@@ -166,6 +166,13 @@ fn bench(root: &Path, extra: &[String]) -> Result<()> {
     ]);
     world.args(extra);
     run(&mut world)?;
+    run(cargo().args([
+        "bench",
+        "--package",
+        "quad-server",
+        "--bench",
+        "proximity_graph",
+    ]))?;
     run(cargo().args(["build", "--release", "--package", "quad-server"]))?;
     run(cargo()
         .args([

@@ -132,14 +132,30 @@ impl ProximityGraph {
         self.peers.get(&id).map_or(&[], Vec::as_slice)
     }
 
+    /// Makes the wanted links the current ones, calling `changed(a, b, linked)` for each
+    /// link that forms or breaks.
+    pub fn commit(&mut self, mut changed: impl FnMut(AvatarId, AvatarId, bool)) {
+        let dropped: Vec<_> = self.links.difference(&self.wanted).copied().collect();
+        let formed: Vec<_> = self.wanted.difference(&self.links).copied().collect();
+        for (a, b) in dropped {
+            changed(a, b, false);
+            self.remove_peers(a, b);
+        }
+        for (a, b) in formed {
+            changed(a, b, true);
+            self.add_peers(a, b);
+        }
+        std::mem::swap(&mut self.links, &mut self.wanted);
+    }
+
     /// Records a new link in `peers`.
-    pub fn add_peers(&mut self, a: AvatarId, b: AvatarId) {
+    fn add_peers(&mut self, a: AvatarId, b: AvatarId) {
         self.peers.entry(a).or_default().push(b);
         self.peers.entry(b).or_default().push(a);
     }
 
     /// Forgets a link in `peers`.
-    pub fn remove_peers(&mut self, a: AvatarId, b: AvatarId) {
+    fn remove_peers(&mut self, a: AvatarId, b: AvatarId) {
         for (from, to) in [(a, b), (b, a)] {
             if let Some(list) = self.peers.get_mut(&from) {
                 list.retain(|p| *p != to);

@@ -15,13 +15,20 @@ pub struct GridEntry {
     pub proximity: bool,
 }
 
-/// Avatars bucketed by square cells of `cell_size` pixels covering the map.
+/// Avatars bucketed by square cells of `cell_size` pixels covering the map, stored cell
+/// by cell in one array (row-major), so the cells of one row of a query are one slice.
 #[derive(Resource, Debug)]
 pub struct SpatialGrid {
     cell_size: f32,
     cols: usize,
     rows: usize,
-    cells: Vec<Vec<GridEntry>>,
+    /// Every entry, sorted by cell.
+    entries: Vec<GridEntry>,
+    /// `entries[starts[c]..starts[c + 1]]` are the entries of cell `c`.
+    starts: Vec<u32>,
+    /// Rebuild buffers: each entry with its cell, and each cell's next free place.
+    staging: Vec<(u32, GridEntry)>,
+    fill: Vec<u32>,
 }
 
 impl SpatialGrid {
@@ -32,13 +39,16 @@ impl SpatialGrid {
             cell_size,
             cols,
             rows,
-            cells: vec![Vec::new(); cols * rows],
+            entries: Vec::new(),
+            starts: vec![0; cols * rows + 1],
+            staging: Vec::new(),
+            fill: Vec::new(),
         }
     }
 
-    /// Empties every cell, keeping their allocations.
+    /// Empties the grid, keeping its allocations.
     pub fn clear(&mut self) {
-        self.cells.iter_mut().for_each(Vec::clear);
+        self.rebuild(std::iter::empty());
     }
 
     fn cell_of(&self, p: Vec2) -> (usize, usize) {
@@ -51,14 +61,36 @@ impl SpatialGrid {
         (cx, cy)
     }
 
-    pub fn insert(&mut self, entry: GridEntry) {
-        let (cx, cy) = self.cell_of(entry.pos);
-        self.cells[cy * self.cols + cx].push(entry);
+    /// Replaces the contents with `avatars` (a counting sort by cell: linear time).
+    pub fn rebuild(&mut self, avatars: impl IntoIterator<Item = GridEntry>) {
+        self.staging.clear();
+        for entry in avatars {
+            let (cx, cy) = self.cell_of(entry.pos);
+            self.staging.push(((cy * self.cols + cx) as u32, entry));
+        }
+        self.starts.iter_mut().for_each(|s| *s = 0);
+        for &(cell, _) in &self.staging {
+            self.starts[cell as usize + 1] += 1;
+        }
+        for c in 1..self.starts.len() {
+            self.starts[c] += self.starts[c - 1];
+        }
+        self.fill.clear();
+        self.fill.extend_from_slice(&self.starts);
+        self.entries.clear();
+        if let Some(&(_, first)) = self.staging.first() {
+            self.entries.resize(self.staging.len(), first);
+        }
+        for &(cell, entry) in &self.staging {
+            let at = &mut self.fill[cell as usize];
+            self.entries[*at as usize] = entry;
+            *at += 1;
+        }
     }
 
-    /// Every avatar in the grid.
+    /// Every avatar in the grid, cell by cell.
     pub fn iter(&self) -> impl Iterator<Item = &GridEntry> {
-        self.cells.iter().flatten()
+        self.entries.iter()
     }
 
     /// Calls `f` for every avatar within `radius` of `center` (squared distance given).
@@ -67,13 +99,51 @@ impl SpatialGrid {
         let (x1, y1) = self.cell_of(center + Vec2::splat(radius));
         let r2 = radius * radius;
         for cy in y0..=y1 {
-            for entry in self.cells[cy * self.cols + x0..=cy * self.cols + x1]
-                .iter()
-                .flatten()
-            {
+            let from = self.starts[cy * self.cols + x0] as usize;
+            let to = self.starts[cy * self.cols + x1 + 1] as usize;
+            for entry in &self.entries[from..to] {
                 let d2 = entry.pos.distance_squared(center);
                 if d2 <= r2 {
                     f(entry, d2);
+                }
+            }
+        }
+    }
+
+    /// Calls `f(a, b, d2)` once for every unordered pair of avatars within `radius` of
+    /// each other (squared distance given). Each cell is paired only with itself, the
+    /// cells after it in its row and the rows below, so no pair is looked at twice.
+    pub fn for_each_pair_within(
+        &self,
+        radius: f32,
+        mut f: impl FnMut(&GridEntry, &GridEntry, f32),
+    ) {
+        let r2 = radius * radius;
+        let reach = (radius / self.cell_size).ceil() as usize;
+        for cy in 0..self.rows {
+            for cx in 0..self.cols {
+                let cell = cy * self.cols + cx;
+                let (from, to) = (self.starts[cell] as usize, self.starts[cell + 1] as usize);
+                if from == to {
+                    continue;
+                }
+                let (left, right) = (cx.saturating_sub(reach), (cx + reach).min(self.cols - 1));
+                let row_end = self.starts[cy * self.cols + right + 1] as usize;
+                let below = (cy + 1)..=(cy + reach).min(self.rows - 1);
+                for i in from..to {
+                    let a = &self.entries[i];
+                    let mut visit = |b: &GridEntry| {
+                        let d2 = a.pos.distance_squared(b.pos);
+                        if d2 <= r2 {
+                            f(a, b, d2);
+                        }
+                    };
+                    self.entries[i + 1..row_end].iter().for_each(&mut visit);
+                    for ny in below.clone() {
+                        let lo = self.starts[ny * self.cols + left] as usize;
+                        let hi = self.starts[ny * self.cols + right + 1] as usize;
+                        self.entries[lo..hi].iter().for_each(&mut visit);
+                    }
                 }
             }
         }
@@ -94,14 +164,13 @@ mod tests {
             (999.0, 999.0),
             (55.0, 160.0),
         ];
-        for (i, (x, y)) in points.into_iter().enumerate() {
-            grid.insert(GridEntry {
-                id: AvatarId(i as u32),
-                slot: i as u32,
-                pos: Vec2::new(x, y),
-                proximity: true,
-            });
-        }
+        grid.rebuild(points.into_iter().enumerate().map(|(i, (x, y))| GridEntry {
+            id: AvatarId(i as u32),
+            slot: i as u32,
+            pos: Vec2::new(x, y),
+            proximity: true,
+        }));
+        assert_eq!(grid.iter().count(), 5);
         let mut found = Vec::new();
         grid.for_each_within(Vec2::new(50.0, 50.0), 111.0, |e, _| found.push(e.id.0));
         found.sort();
@@ -109,6 +178,13 @@ mod tests {
         let mut far = Vec::new();
         grid.for_each_within(Vec2::new(990.0, 990.0), 20.0, |e, _| far.push(e.id.0));
         assert_eq!(far, vec![3]);
+        // Every pair within 150 px, once each, matching a brute-force count.
+        let mut pairs = Vec::new();
+        grid.for_each_pair_within(150.0, |a, b, _| {
+            pairs.push((a.id.0.min(b.id.0), a.id.0.max(b.id.0)))
+        });
+        pairs.sort();
+        assert_eq!(pairs, vec![(0, 1), (0, 4), (1, 4)]);
         grid.clear();
         let mut none = 0;
         grid.for_each_within(Vec2::new(50.0, 50.0), 500.0, |_, _| none += 1);

@@ -26,7 +26,7 @@ use std::sync::Arc;
 /// People per roster frame, so a roster of thousands stays under the frame limit.
 pub const ROSTER_CHUNK: usize = 500;
 /// Side of a spatial grid cell, pixels.
-const GRID_CELL: f32 = 128.0;
+pub const GRID_CELL: f32 = 128.0;
 
 /// One space: a map and the avatars on it.
 pub struct SpaceWorld {

@@ -11,15 +11,12 @@ pub fn media_plan(
     mut outbox: ResMut<Outbox>,
     media: Res<MediaStates>,
 ) {
-    let graph = &mut *graph;
-    let mut dropped = Vec::new();
-    for &(a, b) in graph.links.difference(&graph.wanted) {
-        outbox.push(Recipient::One(a), &ServerMsg::DisconnectPeer { peer: b });
-        outbox.push(Recipient::One(b), &ServerMsg::DisconnectPeer { peer: a });
-        dropped.push((a, b));
-    }
-    let mut formed = Vec::new();
-    for &(a, b) in graph.wanted.difference(&graph.links) {
+    graph.commit(|a, b, linked| {
+        if !linked {
+            outbox.push(Recipient::One(a), &ServerMsg::DisconnectPeer { peer: b });
+            outbox.push(Recipient::One(b), &ServerMsg::DisconnectPeer { peer: a });
+            return;
+        }
         outbox.push(
             Recipient::One(a),
             &ServerMsg::ConnectPeer {
@@ -36,13 +33,5 @@ pub fn media_plan(
                 media: media.of(a),
             },
         );
-        formed.push((a, b));
-    }
-    for (a, b) in dropped {
-        graph.remove_peers(a, b);
-    }
-    for (a, b) in formed {
-        graph.add_peers(a, b);
-    }
-    std::mem::swap(&mut graph.links, &mut graph.wanted);
+    });
 }

@@ -2,7 +2,7 @@
 
 mod media_plan;
 mod movement;
-mod proximity;
+pub mod proximity;
 mod replicate;
 mod roster;
 mod spatial_index;

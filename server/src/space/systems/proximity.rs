@@ -1,8 +1,8 @@
 //! Proximity: which avatars outside rooms should be linked peer-to-peer.
 //!
 //! Pairs within the connect radius (or, for pairs already linked, within the larger
-//! disconnect radius) are candidates; candidates are taken nearest first while both ends
-//! have fewer than `max_peers` links. Existing links count as nearer by the hysteresis
+//! disconnect radius) are candidates; candidates are taken nearest first (to a quarter
+//! pixel) while both ends have fewer than `max_peers` links. Existing links count as nearer by the hysteresis
 //! margin, so a newcomer does not steal a link at the cap by a pixel. Found through the
 //! spatial grid, so the cost grows with the avatars, not their square.
 
@@ -10,12 +10,33 @@ use crate::space::resources::{ProximityGraph, SpaceSettings};
 use crate::space::spatial_grid::SpatialGrid;
 use bevy_ecs::prelude::*;
 use quad_shared::AvatarId;
-use rustc_hash::FxHashMap;
+use quad_shared::proximity::ProximityRules;
 
+/// Ranks are sorted in buckets of this many pixels (a counting sort: the order within a
+/// quarter pixel is the grid's, which is deterministic).
+const RANK_STEP: f32 = 0.25;
+
+/// One pair within reach: its bucket by rank, and both ends.
+#[derive(Clone, Copy)]
+struct Candidate {
+    bucket: u32,
+    a: AvatarId,
+    b: AvatarId,
+    a_slot: u32,
+    b_slot: u32,
+}
+
+/// Buffers reused from tick to tick.
 #[derive(Default)]
 pub struct Scratch {
-    candidates: Vec<(f32, AvatarId, AvatarId)>,
-    degree: FxHashMap<AvatarId, u8>,
+    candidates: Vec<Candidate>,
+    sorted: Vec<Candidate>,
+    counts: Vec<u32>,
+    /// Links granted so far this update, by slot.
+    degree: Vec<u8>,
+    /// Each avatar's current peers, by slot: a span of `peer_ids`.
+    peer_span: Vec<(u32, u32)>,
+    peer_ids: Vec<AvatarId>,
 }
 
 pub fn proximity(
@@ -24,36 +45,106 @@ pub fn proximity(
     mut graph: ResMut<ProximityGraph>,
     mut scratch: Local<Scratch>,
 ) {
-    let rules = settings.proximity;
+    plan_links(&grid, &settings.proximity, &mut graph, &mut scratch);
+}
+
+/// Fills `graph.wanted` with the links the rules want now, given the current links (for
+/// hysteresis) and everyone's position in `grid`.
+pub fn plan_links(
+    grid: &SpatialGrid,
+    rules: &ProximityRules,
+    graph: &mut ProximityGraph,
+    scratch: &mut Scratch,
+) {
     let margin = rules.disconnect_radius - rules.connect_radius;
-    let Scratch { candidates, degree } = &mut *scratch;
+    let (connect2, disconnect2) = (
+        rules.connect_radius * rules.connect_radius,
+        rules.disconnect_radius * rules.disconnect_radius,
+    );
+    let Scratch {
+        candidates,
+        sorted,
+        counts,
+        degree,
+        peer_span,
+        peer_ids,
+    } = scratch;
     candidates.clear();
-    for a in grid.iter().filter(|a| a.proximity) {
-        grid.for_each_within(a.pos, rules.disconnect_radius, |b, d2| {
-            if b.id <= a.id || !b.proximity {
-                return;
-            }
-            let linked = graph.linked(a.id, b.id);
-            let d = d2.sqrt();
-            if rules.keeps(d, linked) {
-                let rank = if linked { d - margin } else { d };
-                candidates.push((rank, a.id, b.id));
-            }
-        });
+    let slots = grid.iter().map(|a| a.slot as usize + 1).max().unwrap_or(0);
+    // Current peers by slot, so each pair's check is a short scan, not a hash lookup.
+    peer_span.clear();
+    peer_span.resize(slots, (0, 0));
+    peer_ids.clear();
+    for a in grid.iter() {
+        let peers = graph.peers_of(a.id);
+        peer_span[a.slot as usize] = (peer_ids.len() as u32, peers.len() as u32);
+        peer_ids.extend_from_slice(peers);
     }
-    candidates.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then((x.1, x.2).cmp(&(y.1, y.2))));
-    degree.clear();
-    let graph = &mut *graph;
-    graph.wanted.clear();
-    for &(_, a, b) in candidates.iter() {
-        let (da, db) = (
-            degree.get(&a).copied().unwrap_or(0),
-            degree.get(&b).copied().unwrap_or(0),
-        );
-        if da < rules.max_peers && db < rules.max_peers {
-            graph.wanted.insert((a, b));
-            degree.insert(a, da + 1);
-            degree.insert(b, db + 1);
+    grid.for_each_pair_within(rules.disconnect_radius, |a, b, d2| {
+        if !(a.proximity && b.proximity) {
+            return;
         }
+        let (a, b) = if a.id < b.id { (a, b) } else { (b, a) };
+        let (start, len) = peer_span[a.slot as usize];
+        let linked = peer_ids[start as usize..(start + len) as usize].contains(&b.id);
+        // `rules.keeps`, on squared distances: most pairs in reach are refused here.
+        if d2 <= if linked { disconnect2 } else { connect2 } {
+            let d = d2.sqrt();
+            // Existing links rank nearer by the hysteresis margin: rank in
+            // [-margin, disconnect_radius], shifted to start at zero.
+            let rank = if linked { d } else { d + margin };
+            candidates.push(Candidate {
+                bucket: (rank / RANK_STEP) as u32,
+                a: a.id,
+                b: b.id,
+                a_slot: a.slot,
+                b_slot: b.slot,
+            });
+        }
+    });
+    counting_sort(candidates, sorted, counts);
+    degree.clear();
+    degree.resize(slots, 0);
+    graph.wanted.clear();
+    for c in sorted.iter() {
+        let (da, db) = (degree[c.a_slot as usize], degree[c.b_slot as usize]);
+        if da < rules.max_peers && db < rules.max_peers {
+            graph.wanted.insert((c.a, c.b));
+            degree[c.a_slot as usize] = da + 1;
+            degree[c.b_slot as usize] = db + 1;
+        }
+    }
+}
+
+/// Sorts `from` into `to` by bucket, stable.
+fn counting_sort(from: &[Candidate], to: &mut Vec<Candidate>, counts: &mut Vec<u32>) {
+    let buckets = from
+        .iter()
+        .map(|c| c.bucket as usize + 1)
+        .max()
+        .unwrap_or(0);
+    counts.clear();
+    counts.resize(buckets + 1, 0);
+    for c in from {
+        counts[c.bucket as usize + 1] += 1;
+    }
+    for i in 1..counts.len() {
+        counts[i] += counts[i - 1];
+    }
+    to.clear();
+    to.resize(
+        from.len(),
+        Candidate {
+            bucket: 0,
+            a: AvatarId(0),
+            b: AvatarId(0),
+            a_slot: 0,
+            b_slot: 0,
+        },
+    );
+    for c in from {
+        let at = &mut counts[c.bucket as usize];
+        to[*at as usize] = *c;
+        *at += 1;
     }
 }

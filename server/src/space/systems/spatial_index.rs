@@ -10,18 +10,18 @@ pub fn spatial_index(
     mut grid: ResMut<SpatialGrid>,
     avatars: Query<(&Avatar, &Position, &InZone)>,
 ) {
-    grid.clear();
-    for (avatar, position, zone) in &avatars {
+    let map = &map.0;
+    grid.rebuild(avatars.iter().map(|(avatar, position, zone)| {
         // Rooms use the SFU and silent zones have no media: no proximity links there.
         let proximity = zone
             .0
-            .and_then(|z| map.0.zone(z))
+            .and_then(|z| map.zone(z))
             .is_none_or(|z| z.kind == quad_shared::map::ZoneKind::Open);
-        grid.insert(GridEntry {
+        GridEntry {
             id: avatar.id,
             slot: avatar.slot,
             pos: position.0,
             proximity,
-        });
-    }
+        }
+    }));
 }
