@@ -115,6 +115,8 @@ pub struct ProximityGraph {
     pub wanted: rustc_hash::FxHashSet<(AvatarId, AvatarId)>,
     /// Each linked avatar's peers (the same links, by avatar), kept by the media planner.
     pub peers: rustc_hash::FxHashMap<AvatarId, Vec<AvatarId>>,
+    /// `commit`'s buffer, kept between ticks.
+    changes: Vec<((AvatarId, AvatarId), bool)>,
 }
 
 impl ProximityGraph {
@@ -135,16 +137,19 @@ impl ProximityGraph {
     /// Makes the wanted links the current ones, calling `changed(a, b, linked)` for each
     /// link that forms or breaks.
     pub fn commit(&mut self, mut changed: impl FnMut(AvatarId, AvatarId, bool)) {
-        let dropped: Vec<_> = self.links.difference(&self.wanted).copied().collect();
-        let formed: Vec<_> = self.wanted.difference(&self.links).copied().collect();
-        for (a, b) in dropped {
-            changed(a, b, false);
-            self.remove_peers(a, b);
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.clear();
+        changes.extend(self.links.difference(&self.wanted).map(|&p| (p, false)));
+        changes.extend(self.wanted.difference(&self.links).map(|&p| (p, true)));
+        for &((a, b), linked) in &changes {
+            changed(a, b, linked);
+            if linked {
+                self.add_peers(a, b);
+            } else {
+                self.remove_peers(a, b);
+            }
         }
-        for (a, b) in formed {
-            changed(a, b, true);
-            self.add_peers(a, b);
-        }
+        self.changes = changes;
         std::mem::swap(&mut self.links, &mut self.wanted);
     }
 
