@@ -26,6 +26,9 @@ pub struct SpatialGrid {
     entries: Vec<GridEntry>,
     /// `entries[starts[c]..starts[c + 1]]` are the entries of cell `c`.
     starts: Vec<u32>,
+    /// The entries' coordinates, apart, for the pair walk's tight loop.
+    xs: Vec<f32>,
+    ys: Vec<f32>,
     /// Rebuild buffers: each entry with its cell, and each cell's next free place.
     staging: Vec<(u32, GridEntry)>,
     fill: Vec<u32>,
@@ -41,6 +44,8 @@ impl SpatialGrid {
             rows,
             entries: Vec::new(),
             starts: vec![0; cols * rows + 1],
+            xs: Vec::new(),
+            ys: Vec::new(),
             staging: Vec::new(),
             fill: Vec::new(),
         }
@@ -86,6 +91,15 @@ impl SpatialGrid {
             self.entries[*at as usize] = entry;
             *at += 1;
         }
+        self.xs.clear();
+        self.ys.clear();
+        self.xs.extend(self.entries.iter().map(|e| e.pos.x));
+        self.ys.extend(self.entries.iter().map(|e| e.pos.y));
+    }
+
+    /// Every entry, cell by cell (the indices `for_each_pair_within` gives).
+    pub fn entries(&self) -> &[GridEntry] {
+        &self.entries
     }
 
     /// Every avatar in the grid, cell by cell.
@@ -110,16 +124,21 @@ impl SpatialGrid {
         }
     }
 
-    /// Calls `f(a, b, d2)` once for every unordered pair of avatars within `radius` of
-    /// each other (squared distance given). Each cell is paired only with itself, the
-    /// cells after it in its row and the rows below, so no pair is looked at twice.
+    /// Calls `f(i, j, d2)` once for every unordered pair of entries (indices into
+    /// [`Self::entries`], `i < j`) within `radius` of each other, squared distance given.
+    /// Each cell is paired only with itself, the cells after it in its row and the rows
+    /// below, so no pair is looked at twice; the distance test runs over the coordinate
+    /// arrays without branching.
+    /// `hits` is a buffer the caller keeps between calls.
     pub fn for_each_pair_within(
         &self,
         radius: f32,
-        mut f: impl FnMut(&GridEntry, &GridEntry, f32),
+        hits: &mut Vec<(u32, f32)>,
+        mut f: impl FnMut(usize, usize, f32),
     ) {
         let r2 = radius * radius;
         let reach = (radius / self.cell_size).ceil() as usize;
+        let (xs, ys) = (&self.xs[..], &self.ys[..]);
         for cy in 0..self.rows {
             for cx in 0..self.cols {
                 let cell = cy * self.cols + cx;
@@ -131,18 +150,29 @@ impl SpatialGrid {
                 let row_end = self.starts[cy * self.cols + right + 1] as usize;
                 let below = (cy + 1)..=(cy + reach).min(self.rows - 1);
                 for i in from..to {
-                    let a = &self.entries[i];
-                    let mut visit = |b: &GridEntry| {
-                        let d2 = a.pos.distance_squared(b.pos);
-                        if d2 <= r2 {
-                            f(a, b, d2);
+                    let (ax, ay) = (xs[i], ys[i]);
+                    let scan = |lo: usize, hi: usize, hits: &mut Vec<(u32, f32)>| {
+                        // Write every index, keep those in range: no unpredictable branch.
+                        let start = hits.len();
+                        hits.resize(start + (hi - lo), (0, 0.0));
+                        let mut n = start;
+                        for j in lo..hi {
+                            let (dx, dy) = (xs[j] - ax, ys[j] - ay);
+                            let d2 = dx * dx + dy * dy;
+                            hits[n] = (j as u32, d2);
+                            n += usize::from(d2 <= r2);
                         }
+                        hits.truncate(n);
                     };
-                    self.entries[i + 1..row_end].iter().for_each(&mut visit);
+                    hits.clear();
+                    scan(i + 1, row_end, hits);
                     for ny in below.clone() {
                         let lo = self.starts[ny * self.cols + left] as usize;
                         let hi = self.starts[ny * self.cols + right + 1] as usize;
-                        self.entries[lo..hi].iter().for_each(&mut visit);
+                        scan(lo, hi, hits);
+                    }
+                    for &(j, d2) in hits.iter() {
+                        f(i, j as usize, d2);
                     }
                 }
             }
@@ -180,8 +210,10 @@ mod tests {
         assert_eq!(far, vec![3]);
         // Every pair within 150 px, once each, matching a brute-force count.
         let mut pairs = Vec::new();
-        grid.for_each_pair_within(150.0, |a, b, _| {
-            pairs.push((a.id.0.min(b.id.0), a.id.0.max(b.id.0)))
+        let e = grid.entries();
+        grid.for_each_pair_within(150.0, &mut Vec::new(), |i, j, _| {
+            let (a, b) = (e[i].id.0, e[j].id.0);
+            pairs.push((a.min(b), a.max(b)))
         });
         pairs.sort();
         assert_eq!(pairs, vec![(0, 1), (0, 4), (1, 4)]);

@@ -34,9 +34,11 @@ pub struct Scratch {
     counts: Vec<u32>,
     /// Links granted so far this update, by slot.
     degree: Vec<u8>,
-    /// Each avatar's current peers, by slot: a span of `peer_ids`.
+    /// Each grid entry's current peers: a span of `peer_ids`.
     peer_span: Vec<(u32, u32)>,
     peer_ids: Vec<AvatarId>,
+    /// The grid's pair walk buffer.
+    hits: Vec<(u32, f32)>,
 }
 
 pub fn proximity(
@@ -68,27 +70,34 @@ pub fn plan_links(
         degree,
         peer_span,
         peer_ids,
+        hits,
     } = scratch;
     candidates.clear();
     let slots = grid.iter().map(|a| a.slot as usize + 1).max().unwrap_or(0);
-    // Current peers by slot, so each pair's check is a short scan, not a hash lookup.
+    // Current peers of each grid entry (by its index), so each pair's check is a short
+    // sequential scan, not a hash lookup.
+    let entries = grid.entries();
     peer_span.clear();
-    peer_span.resize(slots, (0, 0));
     peer_ids.clear();
-    for a in grid.iter() {
-        let peers = graph.peers_of(a.id);
-        peer_span[a.slot as usize] = (peer_ids.len() as u32, peers.len() as u32);
+    for a in entries {
+        let peers = if a.proximity {
+            graph.peers_of(a.id)
+        } else {
+            &[]
+        };
+        peer_span.push((peer_ids.len() as u32, peers.len() as u32));
         peer_ids.extend_from_slice(peers);
     }
-    grid.for_each_pair_within(rules.disconnect_radius, |a, b, d2| {
+    grid.for_each_pair_within(rules.disconnect_radius, hits, |i, j, d2| {
+        let (a, b) = (&entries[i], &entries[j]);
         if !(a.proximity && b.proximity) {
             return;
         }
-        let (a, b) = if a.id < b.id { (a, b) } else { (b, a) };
-        let (start, len) = peer_span[a.slot as usize];
+        let (start, len) = peer_span[i];
         let linked = peer_ids[start as usize..(start + len) as usize].contains(&b.id);
         // `rules.keeps`, on squared distances: most pairs in reach are refused here.
         if d2 <= if linked { disconnect2 } else { connect2 } {
+            let (a, b) = if a.id < b.id { (a, b) } else { (b, a) };
             let d = d2.sqrt();
             // Existing links rank nearer by the hysteresis margin: rank in
             // [-margin, disconnect_radius], shifted to start at zero.
