@@ -98,8 +98,32 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     // `cargo bench` passes `--bench`; under `cargo test --all-targets` this is a smoke run.
     let bench = std::env::args().any(|a| a == "--bench");
+    let mut rows = Vec::new();
+    // The target's case (about 15 neighbours each in reach), and a crowd as dense as the
+    // campus stress case (about 380 each).
+    for (scenario, side) in [("open_10240px", 10_240.0), ("crowded_2048px", 2_048.0)] {
+        run(scenario, side, bench, &mut rows);
+    }
+    if !bench {
+        return;
+    }
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    if std::fs::create_dir_all(&out).is_ok()
+        && std::fs::write(
+            out.join("proximity_graph.json"),
+            format!("[{}]\n", rows.join(",")),
+        )
+        .is_ok()
+    {
+        println!("written to target/bench/proximity_graph.json");
+    }
+}
+
+/// Walks a crowd on a square of `side` pixels (scaled down for the smoke run) and times
+/// each part of the update.
+fn run(scenario: &str, side: f32, bench: bool, rows: &mut Vec<String>) {
     let (n, updates) = if bench { (10_000, 400) } else { (500, 10) };
-    let mut crowd = Crowd::new(n, 10_240.0 * (n as f32 / 10_000.0).sqrt());
+    let mut crowd = Crowd::new(n, side * (n as f32 / 10_000.0).sqrt());
     for _ in 0..20 {
         crowd.walk();
         crowd.rebuild_grid();
@@ -144,7 +168,7 @@ fn main() {
     );
     if !bench {
         println!(
-            "proximity_graph smoke: {n} avatars, {mean_links:.0} links, max degree {max_degree}"
+            "proximity_graph smoke ({scenario}): {n} avatars, {mean_links:.0} links, max degree {max_degree}"
         );
         return;
     }
@@ -160,9 +184,10 @@ fn main() {
         times.sort();
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("\nproximity graph, {n} avatars, {mean_links:.0} links on average, {updates} updates");
+    println!(
+        "\nproximity graph, {scenario}: {n} avatars, {mean_links:.0} links on average, {updates} updates"
+    );
     println!("{:<26} {:>10} {:>10}", "step", "p50 ms", "p99 ms");
-    let mut rows = Vec::new();
     for (name, times) in [
         ("grid rebuild", &grid_times),
         ("link planning", &plan_times),
@@ -172,19 +197,9 @@ fn main() {
         let (p50, p99) = (percentile(times, 0.5), percentile(times, 0.99));
         println!("{name:<26} {:>10.3} {:>10.3}", ms(p50), ms(p99));
         rows.push(format!(
-            "{{\"step\":\"{name}\",\"avatars\":{n},\"updates\":{updates},\"mean_links\":{mean_links:.0},\"p50_ms\":{:.4},\"p99_ms\":{:.4}}}",
+            "{{\"scenario\":\"{scenario}\",\"step\":\"{name}\",\"avatars\":{n},\"updates\":{updates},\"mean_links\":{mean_links:.0},\"p50_ms\":{:.4},\"p99_ms\":{:.4}}}",
             ms(p50),
             ms(p99)
         ));
-    }
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    if std::fs::create_dir_all(&out).is_ok()
-        && std::fs::write(
-            out.join("proximity_graph.json"),
-            format!("[{}]\n", rows.join(",")),
-        )
-        .is_ok()
-    {
-        println!("written to target/bench/proximity_graph.json");
     }
 }
