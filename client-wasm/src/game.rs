@@ -290,6 +290,7 @@ mod tests {
                 tick_hz: 20,
                 proximity: Default::default(),
                 ice_servers: Vec::new(),
+                dev: false,
             }),
             0.0,
         );

@@ -150,6 +150,8 @@ pub struct Welcome {
     /// STUN and TURN servers for peer connections, with credentials issued for this
     /// session (empty when the server offers none).
     pub ice_servers: Vec<IceServer>,
+    /// The server runs in development mode: test-only page options (`?relay=1`) apply.
+    pub dev: bool,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.

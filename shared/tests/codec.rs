@@ -57,6 +57,7 @@ fn server_messages_round_trip() {
                 username: Some("1700000000:avatar3".into()),
                 credential: Some("c2VjcmV0".into()),
             }],
+            dev: true,
         }),
         ServerMsg::Snapshot(Snapshot {
             tick: 9,

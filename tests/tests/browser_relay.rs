@@ -1,7 +1,7 @@
 //! Proximity audio forced through the embedded TURN server: two browsers open the page with
 //! `?relay=1` (a dev server then sets `iceTransportPolicy: "relay"`), stand next to each
 //! other, and audio flows over a selected candidate pair whose local side is a relay
-//! candidate allocated on the embedded server.
+//! candidate allocated on the embedded server. A server without `--dev` ignores the option.
 
 use quad_tests::TestServer;
 use quad_tests::browser::{Driver, require_client_bundle};
@@ -66,7 +66,36 @@ async fn relay_only_audio_goes_through_the_embedded_turn_server() -> anyhow::Res
         "relay candidate not from the embedded TURN server on {turn}: {stats}"
     );
     println!("relayed pair: {stats}");
+    a.close().await?;
+    b.close().await?;
+    server.stop().await;
 
+    // Without --dev the option is ignored: the same two pages connect directly.
+    let server = TestServer::start_with(|c| c.dev = false).await?;
+    let (a, b) = (driver.browser().await?, driver.browser().await?);
+    for (page, name) in [(&a, "Alice"), (&b, "Bob")] {
+        page.goto(&format!("{}/?name={name}&relay=1", server.url()))
+            .await?;
+    }
+    let a_id = a
+        .wait_snapshot("A to join with a microphone", |s| {
+            s["self"]["id"].is_u64() && s["media"]["mic"] == true
+        })
+        .await?["self"]["id"]
+        .as_u64()
+        .unwrap_or_default();
+    b.wait_snapshot("B's connection with A", |s| {
+        s["peers"].as_array().is_some_and(|v| {
+            v.iter()
+                .any(|p| p["id"] == a_id && p["state"] == "connected")
+        })
+    })
+    .await?;
+    let stats = b.inbound_audio(a_id).await?;
+    assert_eq!(
+        stats["local"]["type"], "host",
+        "relay forced without --dev: {stats}"
+    );
     a.close().await?;
     b.close().await?;
     server.stop().await;

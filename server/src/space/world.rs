@@ -118,6 +118,7 @@ impl SpaceWorld {
             tick_hz,
             proximity,
             ice_servers,
+            dev,
         });
         self.send(id, &welcome);
         let people: Vec<Person> = self
