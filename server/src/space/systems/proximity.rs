@@ -16,14 +16,13 @@ use quad_shared::proximity::ProximityRules;
 /// quarter pixel is the grid's, which is deterministic).
 const RANK_STEP: f32 = 0.25;
 
-/// One pair within reach: its bucket by rank, and both ends.
+/// One pair within reach: its bucket by rank, and both ends as grid indices (12 bytes:
+/// a crowd has a million of these).
 #[derive(Clone, Copy)]
 struct Candidate {
     bucket: u32,
-    a: AvatarId,
-    b: AvatarId,
-    a_slot: u32,
-    b_slot: u32,
+    i: u32,
+    j: u32,
 }
 
 /// Buffers reused from tick to tick.
@@ -32,7 +31,7 @@ pub struct Scratch {
     candidates: Vec<Candidate>,
     sorted: Vec<Candidate>,
     counts: Vec<u32>,
-    /// Links granted so far this update, by slot.
+    /// Links granted so far this update, by grid index.
     degree: Vec<u8>,
     /// Each grid entry's current peers: a span of `peer_ids`.
     peer_span: Vec<(u32, u32)>,
@@ -73,7 +72,6 @@ pub fn plan_links(
         hits,
     } = scratch;
     candidates.clear();
-    let slots = grid.iter().map(|a| a.slot as usize + 1).max().unwrap_or(0);
     // Current peers of each grid entry (by its index), so each pair's check is a short
     // sequential scan, not a hash lookup.
     let entries = grid.entries();
@@ -97,30 +95,30 @@ pub fn plan_links(
         let linked = peer_ids[start as usize..(start + len) as usize].contains(&b.id);
         // `rules.keeps`, on squared distances: most pairs in reach are refused here.
         if d2 <= if linked { disconnect2 } else { connect2 } {
-            let (a, b) = if a.id < b.id { (a, b) } else { (b, a) };
             let d = d2.sqrt();
             // Existing links rank nearer by the hysteresis margin: rank in
             // [-margin, disconnect_radius], shifted to start at zero.
             let rank = if linked { d } else { d + margin };
             candidates.push(Candidate {
                 bucket: (rank / RANK_STEP) as u32,
-                a: a.id,
-                b: b.id,
-                a_slot: a.slot,
-                b_slot: b.slot,
+                i: i as u32,
+                j: j as u32,
             });
         }
     });
     counting_sort(candidates, sorted, counts);
     degree.clear();
-    degree.resize(slots, 0);
+    degree.resize(entries.len(), 0);
     graph.wanted.clear();
     for c in sorted.iter() {
-        let (da, db) = (degree[c.a_slot as usize], degree[c.b_slot as usize]);
-        if da < rules.max_peers && db < rules.max_peers {
-            graph.wanted.insert((c.a, c.b));
-            degree[c.a_slot as usize] = da + 1;
-            degree[c.b_slot as usize] = db + 1;
+        let (i, j) = (c.i as usize, c.j as usize);
+        let (di, dj) = (degree[i], degree[j]);
+        if di < rules.max_peers && dj < rules.max_peers {
+            graph
+                .wanted
+                .insert(ProximityGraph::pair(entries[i].id, entries[j].id));
+            degree[i] = di + 1;
+            degree[j] = dj + 1;
         }
     }
 }
@@ -145,10 +143,8 @@ fn counting_sort(from: &[Candidate], to: &mut Vec<Candidate>, counts: &mut Vec<u
         from.len(),
         Candidate {
             bucket: 0,
-            a: AvatarId(0),
-            b: AvatarId(0),
-            a_slot: 0,
-            b_slot: 0,
+            i: 0,
+            j: 0,
         },
     );
     for c in from {
