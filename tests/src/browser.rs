@@ -200,6 +200,51 @@ impl Browser {
         }
     }
 
+    /// Waits until the page has joined with a microphone; returns its avatar id.
+    pub async fn wait_joined_with_mic(&self, who: &str) -> Result<u64> {
+        let snap = self
+            .wait_snapshot(&format!("{who} to join with a microphone"), |s| {
+                s["self"]["id"].is_u64() && s["media"]["mic"] == true
+            })
+            .await?;
+        Ok(snap["self"]["id"].as_u64().unwrap_or_default())
+    }
+
+    /// Waits until this page's peer connection with `peer` is connected; on timeout the
+    /// error describes that connection (signaling, ICE, candidates).
+    pub async fn wait_connected_to(&self, peer: u64) -> Result<()> {
+        let connected = self
+            .wait_snapshot(&format!("a connected peer connection with {peer}"), |s| {
+                s["peers"].as_array().is_some_and(|v| {
+                    v.iter()
+                        .any(|p| p["id"] == peer && p["state"] == "connected")
+                })
+            })
+            .await;
+        if let Err(e) = connected {
+            bail!("{e}\nthe connection: {}", self.describe_peer(peer).await);
+        }
+        Ok(())
+    }
+
+    /// Waits (30 s at most) until inbound audio bytes from `peer` grow past what they are
+    /// now; returns the stats that showed it (see [`Self::inbound_audio`]).
+    pub async fn wait_audio_rising(&self, peer: u64) -> Result<Value> {
+        let bytes = |v: &Value| v["bytes"].as_f64().unwrap_or(0.0);
+        let before = bytes(&self.inbound_audio(peer).await?);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = self.inbound_audio(peer).await?;
+            if bytes(&stats) > before {
+                return Ok(stats);
+            }
+            if Instant::now() > deadline {
+                bail!("audio from {peer} is not rising: {stats}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Inbound audio bytes from `peer` and the selected candidate pair's two candidates
     /// (`{bytes, local: {address, port, type, protocol, url, relayProtocol}, remote}`).
     pub async fn inbound_audio(&self, peer: u64) -> Result<Value> {

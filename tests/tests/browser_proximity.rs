@@ -92,24 +92,7 @@ async fn walking_up_brings_audio_and_walking_away_closes_it() -> anyhow::Result<
         b.eval(&watch).await?;
         // B walks up about 190 px, well inside the connect radius.
         b.hold_key(ARROW_UP, Duration::from_millis(1200)).await?;
-        let linked = b
-            .wait_snapshot("B's peer connection with A", |s| {
-                s["peers"].as_array().is_some_and(|v| {
-                    v.iter()
-                        .any(|p| p["id"] == a_id && p["state"] == "connected")
-                })
-            })
-            .await;
-        if let Err(e) = linked {
-            let b_id = b.snapshot().await?["self"]["id"]
-                .as_u64()
-                .unwrap_or_default();
-            anyhow::bail!(
-                "{e}\nB's connection to A: {}\nA's connection to B: {}",
-                b.describe_peer(a_id).await,
-                a.describe_peer(b_id).await
-            );
-        }
+        b.wait_connected_to(a_id).await?;
         let measured = b
             .wait_snapshot_of(
                 "the first audio from A",
@@ -122,15 +105,7 @@ async fn walking_up_brings_audio_and_walking_away_closes_it() -> anyhow::Result<
         link_to_audio.push(ms);
 
         if cycle == 0 {
-            let before = b.inbound_audio(a_id).await?["bytes"]
-                .as_f64()
-                .unwrap_or(0.0);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let stats = b.inbound_audio(a_id).await?;
-            assert!(
-                stats["bytes"].as_f64().unwrap_or(0.0) > before,
-                "audio from A is not rising at B: {stats}"
-            );
+            let stats = b.wait_audio_rising(a_id).await?;
             // Browser to browser: both ends of the selected pair are host candidates.
             assert_eq!(stats["local"]["type"], "host", "{stats}");
             assert_eq!(stats["remote"]["type"], "host", "{stats}");

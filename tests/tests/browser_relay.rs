@@ -5,7 +5,6 @@
 
 use quad_tests::TestServer;
 use quad_tests::browser::{Driver, require_client_bundle};
-use std::time::Duration;
 
 #[tokio::test]
 async fn relay_only_audio_goes_through_the_embedded_turn_server() -> anyhow::Result<()> {
@@ -27,34 +26,9 @@ async fn relay_only_audio_goes_through_the_embedded_turn_server() -> anyhow::Res
         ))
         .await?;
     }
-    let a_id = a
-        .wait_snapshot("A to join with a microphone", |s| {
-            s["self"]["id"].is_u64() && s["media"]["mic"] == true
-        })
-        .await?["self"]["id"]
-        .as_u64()
-        .unwrap_or_default();
-    let linked = b
-        .wait_snapshot("B's relayed connection with A", |s| {
-            s["peers"].as_array().is_some_and(|v| {
-                v.iter()
-                    .any(|p| p["id"] == a_id && p["state"] == "connected")
-            })
-        })
-        .await;
-    if let Err(e) = linked {
-        anyhow::bail!("{e}\nB's connection to A: {}", b.describe_peer(a_id).await);
-    }
-
-    let before = b.inbound_audio(a_id).await?["bytes"]
-        .as_f64()
-        .unwrap_or(0.0);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let stats = b.inbound_audio(a_id).await?;
-    assert!(
-        stats["bytes"].as_f64().unwrap_or(0.0) > before,
-        "audio from A is not rising at B: {stats}"
-    );
+    let a_id = a.wait_joined_with_mic("A").await?;
+    b.wait_connected_to(a_id).await?;
+    let stats = b.wait_audio_rising(a_id).await?;
     for side in ["local", "remote"] {
         assert_eq!(stats[side]["type"], "relay", "{side}: {stats}");
         assert_eq!(stats[side]["address"], turn.ip().to_string(), "{stats}");
@@ -77,20 +51,8 @@ async fn relay_only_audio_goes_through_the_embedded_turn_server() -> anyhow::Res
         page.goto(&format!("{}/?name={name}&relay=1", server.url()))
             .await?;
     }
-    let a_id = a
-        .wait_snapshot("A to join with a microphone", |s| {
-            s["self"]["id"].is_u64() && s["media"]["mic"] == true
-        })
-        .await?["self"]["id"]
-        .as_u64()
-        .unwrap_or_default();
-    b.wait_snapshot("B's connection with A", |s| {
-        s["peers"].as_array().is_some_and(|v| {
-            v.iter()
-                .any(|p| p["id"] == a_id && p["state"] == "connected")
-        })
-    })
-    .await?;
+    let a_id = a.wait_joined_with_mic("A").await?;
+    b.wait_connected_to(a_id).await?;
     let stats = b.inbound_audio(a_id).await?;
     assert_eq!(
         stats["local"]["type"], "host",

@@ -71,6 +71,20 @@ async fn relay_round_trip(client: &Client, turn: SocketAddr) -> anyhow::Result<(
     Ok(())
 }
 
+/// Connects a TURN client over `conn` with these credentials, relays one datagram through
+/// a fresh allocation, and closes.
+async fn relays(
+    conn: Arc<dyn Conn + Send + Sync>,
+    turn: SocketAddr,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let c = client(conn, turn, username, password).await?;
+    relay_round_trip(&c, turn).await?;
+    c.close().await?;
+    Ok(())
+}
+
 fn turn_credentials(servers: &[IceServer]) -> (String, String) {
     let turn = servers
         .iter()
@@ -128,9 +142,7 @@ async fn welcome_offers_the_embedded_server_with_working_credentials() -> anyhow
 
     // Over TCP, on the same port.
     let tcp = Arc::new(TcpClientConn::connect(turn).await?);
-    let c = client(tcp, turn, &username, &password).await?;
-    relay_round_trip(&c, turn).await?;
-    c.close().await?;
+    relays(tcp, turn, &username, &password).await?;
     server.stop().await;
     Ok(())
 }
@@ -165,9 +177,7 @@ async fn forged_and_expired_credentials_are_refused() -> anyhow::Result<()> {
     // The server still relays for good credentials.
     let (good_user, good_pass) = credentials::issue(SECRET, "ada", Duration::from_secs(600), now);
     let udp = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-    let c = client(udp, turn, &good_user, &good_pass).await?;
-    relay_round_trip(&c, turn).await?;
-    c.close().await?;
+    relays(udp, turn, &good_user, &good_pass).await?;
     server.stop().await;
     Ok(())
 }
@@ -184,9 +194,7 @@ async fn junk_on_the_tcp_port_is_cut_off_and_others_are_served() -> anyhow::Resu
     let (user, pass) =
         credentials::issue(SECRET, "ada", Duration::from_secs(600), SystemTime::now());
     let tcp = Arc::new(TcpClientConn::connect(turn).await?);
-    let c = client(tcp, turn, &user, &pass).await?;
-    relay_round_trip(&c, turn).await?;
-    c.close().await?;
+    relays(tcp, turn, &user, &pass).await?;
     server.stop().await;
     Ok(())
 }

@@ -51,11 +51,6 @@ impl SpatialGrid {
         }
     }
 
-    /// Empties the grid, keeping its allocations.
-    pub fn clear(&mut self) {
-        self.rebuild(std::iter::empty());
-    }
-
     fn cell_of(&self, p: Vec2) -> (usize, usize) {
         let cx = (p.x / self.cell_size)
             .floor()
@@ -100,11 +95,6 @@ impl SpatialGrid {
     /// Every entry, cell by cell (the indices `for_each_pair_within` gives).
     pub fn entries(&self) -> &[GridEntry] {
         &self.entries
-    }
-
-    /// Every avatar in the grid, cell by cell.
-    pub fn iter(&self) -> impl Iterator<Item = &GridEntry> {
-        self.entries.iter()
     }
 
     /// Calls `f` for every avatar within `radius` of `center` (squared distance given).
@@ -200,7 +190,7 @@ mod tests {
             pos: Vec2::new(x, y),
             proximity: true,
         }));
-        assert_eq!(grid.iter().count(), 5);
+        assert_eq!(grid.entries().len(), 5);
         let mut found = Vec::new();
         grid.for_each_within(Vec2::new(50.0, 50.0), 111.0, |e, _| found.push(e.id.0));
         found.sort();
@@ -217,7 +207,7 @@ mod tests {
         });
         pairs.sort();
         assert_eq!(pairs, vec![(0, 1), (0, 4), (1, 4)]);
-        grid.clear();
+        grid.rebuild(std::iter::empty());
         let mut none = 0;
         grid.for_each_within(Vec2::new(50.0, 50.0), 500.0, |_, _| none += 1);
         assert_eq!(none, 0);

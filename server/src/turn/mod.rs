@@ -83,18 +83,11 @@ pub async fn start(
 ) -> anyhow::Result<(Ice, Option<EmbeddedTurn>)> {
     let ttl = Duration::from_secs(config.turn_credential_ttl_secs);
     if !config.turn_urls.is_empty() {
-        let stun_urls = config
+        let (stun_urls, turn_urls) = config
             .turn_urls
             .iter()
-            .filter(|u| u.starts_with("stun:"))
             .cloned()
-            .collect();
-        let turn_urls = config
-            .turn_urls
-            .iter()
-            .filter(|u| !u.starts_with("stun:"))
-            .cloned()
-            .collect();
+            .partition(|u| u.starts_with("stun:"));
         let ice = Ice {
             stun_urls,
             turn_urls,
