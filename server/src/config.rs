@@ -55,6 +55,17 @@ pub struct Config {
     pub turn_urls: Vec<String>,
     /// How long issued TURN credentials stay valid, seconds.
     pub turn_credential_ttl_secs: u64,
+    /// The local IP the SFU's peer connections bind their UDP ports to; by default the
+    /// `listen` address's IP (when that is 0.0.0.0, one socket per interface, not loopback).
+    pub media_ip: Option<IpAddr>,
+    /// The address browsers reach the SFU's media ports at, when the server is behind a
+    /// 1:1 NAT (a cloud VM's public IP).
+    pub media_public_ip: Option<IpAddr>,
+    /// In a room, only this many of the loudest microphones are forwarded.
+    pub room_max_speakers: usize,
+    /// A room member whose media connection stays disconnected this long is removed from
+    /// the room's media (and asked to reconnect), seconds.
+    pub room_member_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -80,6 +91,10 @@ impl Default for Config {
             turn_secret: None,
             turn_urls: Vec::new(),
             turn_credential_ttl_secs: 24 * 3600,
+            media_ip: None,
+            media_public_ip: None,
+            room_max_speakers: 3,
+            room_member_timeout_secs: 10,
         }
     }
 }
@@ -116,6 +131,16 @@ impl Config {
             connect_radius: self.connect_radius,
             disconnect_radius: self.disconnect_radius,
             max_peers: self.max_peers,
+        }
+    }
+
+    /// The SFU's settings.
+    pub fn sfu(&self) -> crate::media::sfu::SfuConfig {
+        crate::media::sfu::SfuConfig {
+            bind_ip: self.media_ip.unwrap_or(self.listen.ip()),
+            public_ip: self.media_public_ip,
+            max_speakers: self.room_max_speakers,
+            member_timeout: std::time::Duration::from_secs(self.room_member_timeout_secs),
         }
     }
 
@@ -171,6 +196,15 @@ impl Config {
                     message: format!("{url:?} is not a stun:, turn: or turns: URL"),
                 });
             }
+        }
+        if !(1..=32).contains(&self.room_max_speakers) {
+            return invalid("room_max_speakers", "must be between 1 and 32");
+        }
+        if !(1..=600).contains(&self.room_member_timeout_secs) {
+            return invalid(
+                "room_member_timeout_secs",
+                "must be between 1 and 600 seconds",
+            );
         }
         if !self.turn_urls.is_empty() && self.turn_secret.is_none() {
             return invalid(

@@ -5,12 +5,14 @@
 //! - [`http`]: warp routes: the page, the wasm client, the map, `/ws`, `/healthz`.
 //! - [`session`]: one task per WebSocket; decodes, checks state, forwards to the space.
 //! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
+//! - [`media`]: the SFU that forwards classroom media; [`turn`]: embedded STUN/TURN.
 //!
 //! [`start`] binds, loads the map and spawns everything; [`run`] does the same and waits
 //! for a shutdown signal. Startup fails, with an error naming the file, on a bad map.
 
 pub mod config;
 pub mod http;
+pub mod media;
 pub mod session;
 pub mod space;
 pub mod turn;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// STUN/TURN servers and credentials for `Welcome`.
     pub ice: turn::Ice,
+    /// Classroom media.
+    pub sfu: Arc<media::sfu::Sfu>,
 }
 
 /// One connected session, as the index knows it.
@@ -157,7 +161,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         dev: config.dev,
     };
     let world = space::SpaceWorld::new(map_file.map.clone(), settings, http::MAP_URL);
-    let (space, space_task) = space::spawn(world, config.tick_hz, shutdown.clone());
+    let sfu = media::sfu::Sfu::new(config.sfu());
+    let (space, space_task) = space::spawn(world, config.tick_hz, sfu.clone(), shutdown.clone());
 
     let state = Arc::new(AppState {
         config,
@@ -167,6 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         next_avatar_id: AtomicU32::new(1),
         shutdown: shutdown.clone(),
         ice,
+        sfu,
     });
     let routes = http::routes(state.clone());
     let task = tokio::spawn(async move {

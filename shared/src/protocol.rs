@@ -5,12 +5,12 @@
 //! which state of a session. Hot messages (input, snapshots) have one-letter wire names,
 //! because MessagePack writes variant names as strings.
 
-use crate::ids::AvatarId;
+use crate::ids::{AvatarId, ZoneId};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -37,8 +37,13 @@ pub enum ClientMsg {
     /// link the server created (see [`ServerMsg::ConnectPeer`]).
     Signal { to: AvatarId, signal: Signal },
     /// Whether this client's microphone and camera are on now (sent after `Welcome` and on
-    /// every toggle); the server tells the people this avatar is linked with.
+    /// every toggle); the server tells the people this avatar is linked with, and the room
+    /// it is in.
     Media(MediaFlags),
+    /// WebRTC signaling with the server's SFU for the room this avatar is in (after
+    /// [`ServerMsg::JoinRoomMedia`]). The client offers once, with its microphone, camera and
+    /// screen transceivers in that order; later offers come from the server.
+    RoomSignal(Signal),
 }
 
 /// Which of an avatar's devices are sending.
@@ -46,6 +51,9 @@ pub enum ClientMsg {
 pub struct MediaFlags {
     pub mic: bool,
     pub camera: bool,
+    /// Sharing a screen (older clients leave it out).
+    #[serde(default)]
+    pub screen: bool,
 }
 
 /// One WebRTC signaling message, as the browser's perfect-negotiation pattern produces them.
@@ -130,6 +138,35 @@ pub enum ServerMsg {
     DisconnectPeer { peer: AvatarId },
     /// Signaling relayed from `from`.
     Signal { from: AvatarId, signal: Signal },
+    /// This avatar walked into a room zone: close proximity links (the planner sends
+    /// `DisconnectPeer` for each) and open one peer connection to the server's SFU, offering
+    /// with [`ClientMsg::RoomSignal`].
+    JoinRoomMedia { room: ZoneId, name: String },
+    /// This avatar left the room zone: close the SFU connection; proximity resumes.
+    LeaveRoomMedia { room: ZoneId },
+    /// Signaling from the SFU (answers to the client's offer, the server's own offers when
+    /// forwarded tracks come and go, ICE candidates).
+    RoomSignal(Signal),
+    /// Everyone in the room now, with what each publishes. Sent on every change.
+    /// Forwarded tracks arrive in media streams whose id is `"<avatar>:<mic|camera|screen>"`.
+    RoomMembers {
+        room: ZoneId,
+        members: Vec<RoomMember>,
+    },
+    /// Who is speaking now, loudest first (by the RTP audio level the publishers send).
+    RoomSpeakers {
+        room: ZoneId,
+        speakers: Vec<AvatarId>,
+    },
+}
+
+/// One member of a room, for the video grid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMember {
+    pub id: AvatarId,
+    pub name: String,
+    /// What the member's client says it sends.
+    pub media: MediaFlags,
 }
 
 /// Everything a client needs to enter the space.
@@ -299,6 +336,7 @@ impl ClientMsg {
             ClientMsg::Ping { .. } => "Ping",
             ClientMsg::Signal { .. } => "Signal",
             ClientMsg::Media(_) => "Media",
+            ClientMsg::RoomSignal(_) => "RoomSignal",
         }
     }
 }

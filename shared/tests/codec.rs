@@ -27,6 +27,7 @@ fn client_messages_round_trip() {
         ClientMsg::Media(MediaFlags {
             mic: true,
             camera: true,
+            screen: false,
         }),
         ClientMsg::Signal {
             to: AvatarId(9),
@@ -83,6 +84,7 @@ fn server_messages_round_trip() {
             media: MediaFlags {
                 mic: true,
                 camera: false,
+                screen: false,
             },
         },
         ServerMsg::PeerMedia {
@@ -90,6 +92,7 @@ fn server_messages_round_trip() {
             media: MediaFlags {
                 mic: false,
                 camera: true,
+                screen: false,
             },
         },
         ServerMsg::DisconnectPeer { peer: AvatarId(4) },

@@ -4,6 +4,7 @@
 //! [`browser`]. Tests talk only to loopback.
 
 pub mod browser;
+pub mod room_bot;
 pub mod turn_client;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -131,6 +132,9 @@ pub struct Bot {
     pub media_updates: Vec<(AvatarId, MediaFlags)>,
     /// Signaling received: (from, signal).
     pub signals: Vec<(AvatarId, Signal)>,
+    /// Room media messages (`JoinRoomMedia`, `RoomSignal`, ...), in order, for whoever
+    /// drives room media (see [`room_bot`]).
+    pub room_msgs: Vec<ServerMsg>,
     /// Set when the server closed the connection: (code, reason).
     pub closed: Option<(u16, String)>,
     seq: u32,
@@ -167,6 +171,7 @@ impl Bot {
             peer_media: HashMap::new(),
             media_updates: Vec::new(),
             signals: Vec::new(),
+            room_msgs: Vec::new(),
             closed: None,
             seq: 0,
         })
@@ -280,6 +285,11 @@ impl Bot {
                 self.peer_events.push(PeerEvent::Disconnect(peer));
             }
             ServerMsg::Signal { from, signal } => self.signals.push((from, signal)),
+            msg @ (ServerMsg::JoinRoomMedia { .. }
+            | ServerMsg::LeaveRoomMedia { .. }
+            | ServerMsg::RoomSignal(_)
+            | ServerMsg::RoomMembers { .. }
+            | ServerMsg::RoomSpeakers { .. }) => self.room_msgs.push(msg),
             _ => {}
         }
     }
@@ -315,6 +325,16 @@ impl Bot {
             Some(Ok(_)) => {}
         }
         Ok(true)
+    }
+
+    /// Says goodbye: a close frame, then the connection ends.
+    pub async fn close(&mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Reads at most one frame, waiting at most `timeout`; `Ok(false)` if none came.
+    pub async fn pump(&mut self, timeout: Duration) -> Result<bool> {
+        self.read_one(timeout).await
     }
 
     /// Processes whatever has already arrived, without waiting.

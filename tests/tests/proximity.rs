@@ -233,6 +233,7 @@ async fn media_state_goes_to_linked_peers_only() -> anyhow::Result<()> {
     let muted = MediaFlags {
         mic: false,
         camera: true,
+        screen: false,
     };
     a.send(&ClientMsg::Media(muted)).await?;
     let mut b = Bot::join(server.addr(), "Bo", Some(spot([-144.0, 60.0]))).await?;
@@ -252,6 +253,7 @@ async fn media_state_goes_to_linked_peers_only() -> anyhow::Result<()> {
     let live = MediaFlags {
         mic: true,
         camera: true,
+        screen: false,
     };
     a.send(&ClientMsg::Media(live)).await?;
     b.wait_until(PATIENCE, |b| b.peer_media.get(&a_id) == Some(&live))

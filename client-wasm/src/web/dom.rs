@@ -30,7 +30,7 @@ pub fn request_frame(f: &Closure<dyn FnMut(f64)>) -> Result<i32, JsValue> {
     window()?.request_animation_frame(f.as_ref().unchecked_ref())
 }
 
-/// Reads `?name=` and `?spawn=X,Y`.
+/// Reads the page's options (see [`PageParams`]).
 pub fn page_params() -> Result<PageParams, JsValue> {
     let search = window()?.location().search()?;
     let params = web_sys::UrlSearchParams::new_with_str(&search)?;
@@ -47,6 +47,7 @@ pub fn page_params() -> Result<PageParams, JsValue> {
         mic: flag("mic", true),
         camera: flag("camera", false),
         relay: flag("relay", false),
+        fakescreen: flag("fakescreen", false),
     })
 }
 
@@ -222,7 +223,8 @@ pub fn install_keyboard(app: &AppRef) -> Result<(), JsValue> {
     Ok(())
 }
 
-/// The microphone and camera buttons of the HUD (M and C on the keyboard).
+/// The microphone, camera and screen-sharing buttons of the HUD (M and C on the keyboard
+/// for the first two).
 pub fn install_media_buttons(app: &AppRef) -> Result<(), JsValue> {
     let document = document()?;
     let weak = app.clone();
@@ -235,6 +237,11 @@ pub fn install_media_buttons(app: &AppRef) -> Result<(), JsValue> {
     by_id(&document, "toggle-camera")?
         .add_event_listener_with_callback("click", on_camera.as_ref().unchecked_ref())?;
     keep(app, on_camera);
+    let weak = app.clone();
+    let on_screen = Closure::<dyn FnMut()>::new(move || super::toggle_screen(&weak));
+    by_id(&document, "toggle-screen")?
+        .add_event_listener_with_callback("click", on_screen.as_ref().unchecked_ref())?;
+    keep(app, on_screen);
     Ok(())
 }
 
@@ -279,6 +286,17 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
         "toggle-camera",
         camera,
         if camera { "Camera on" } else { "Camera off" },
+    )?;
+    let sharing = app.media.screen.is_some();
+    set_toggle(
+        &document,
+        "toggle-screen",
+        sharing,
+        if sharing {
+            "Stop sharing"
+        } else {
+            "Share screen"
+        },
     )?;
     let status_el = by_id(&document, "hud-status")?;
     if status_el.text_content().as_deref() != Some(app.status.as_str()) {

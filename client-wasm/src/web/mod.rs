@@ -2,10 +2,12 @@
 //! [`crate::game::Game`]. Closures are kept in [`App::handlers`] (never `forget`-ed) and hold
 //! only a weak reference to the app, so there is no reference cycle.
 
+mod classroom;
 mod dom;
 mod net;
 mod peers;
 mod render;
+mod screen;
 mod test_surface;
 
 use crate::game::Game;
@@ -34,6 +36,9 @@ pub struct PageParams {
     pub camera: bool,
     /// `?relay=1`: force media through TURN (servers in `--dev` mode).
     pub relay: bool,
+    /// `?fakescreen=1`: share a drawn canvas instead of asking for a screen (servers in
+    /// `--dev` mode; for headless tests, see `screen`).
+    pub fakescreen: bool,
 }
 
 pub struct App {
@@ -155,6 +160,20 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         }
         ServerMsg::DisconnectPeer { peer } => return peers::disconnect(app, peer),
         ServerMsg::Signal { from, signal } => return peers::on_signal(app, from, signal),
+        ServerMsg::JoinRoomMedia { room, name } => {
+            if let Err(e) = classroom::join(app, room, name) {
+                web_sys::console::warn_2(&"cannot open the classroom connection:".into(), &e);
+            }
+            return;
+        }
+        ServerMsg::LeaveRoomMedia { room } => return classroom::leave(app, Some(room)),
+        ServerMsg::RoomSignal(signal) => return classroom::on_signal(app, signal),
+        ServerMsg::RoomMembers { room, members } => {
+            return classroom::on_members(app, room, members);
+        }
+        ServerMsg::RoomSpeakers { room, speakers } => {
+            return classroom::on_speakers(app, room, speakers);
+        }
         other => other,
     };
     let Some(app_rc) = app.upgrade() else { return };
@@ -164,8 +183,9 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         let before = a.game.me.is_some();
         if let ServerMsg::Welcome(w) = &msg {
             a.ice_servers = peers::ice_servers(&w.ice_servers);
-            // A test option: honoured only by servers in development mode.
+            // Test options: honoured only by servers in development mode.
             a.media.relay_only = a.params.relay && w.dev;
+            a.media.fake_screen = a.params.fakescreen && w.dev;
         }
         if let ServerMsg::Error(e) = &msg {
             if !before {
@@ -240,6 +260,53 @@ pub(crate) fn toggle_camera(app: &AppRef) {
     });
 }
 
+/// Stops sharing the screen, or asks for one (a click is the gesture browsers require) and
+/// shares it: with peers nearby, or the room. Tells the server either way.
+pub(crate) fn toggle_screen(app: &AppRef) {
+    let Some(app_rc) = app.upgrade() else { return };
+    if app_rc.borrow().media.screen.is_some() {
+        return stop_screen(app);
+    }
+    let fake = app_rc.borrow().media.fake_screen;
+    let app = app.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let captured = screen::ScreenShare::capture(fake).await;
+        let Some(app_rc) = app.upgrade() else { return };
+        let mut a = app_rc.borrow_mut();
+        let mut share = match captured {
+            Ok(share) => share,
+            Err(e) => {
+                web_sys::console::warn_2(&"screen capture:".into(), &e);
+                a.status = "Screen sharing did not start".into();
+                return;
+            }
+        };
+        if a.media.screen.is_some() {
+            // Two clicks raced; the first share stands (dropping this one stops it).
+            return;
+        }
+        let weak = app.clone();
+        share.on_ended(Closure::new(move || stop_screen(&weak)));
+        if let Err(e) = a.media.share_screen(share) {
+            a.status = format!("Screen sharing: {e:?}");
+        }
+        let flags = a.media.flags();
+        send(&a.ws, &ClientMsg::Media(flags));
+    });
+}
+
+/// Stops sharing the screen (the button, or the browser's own "stop sharing").
+fn stop_screen(app: &AppRef) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let Ok(mut a) = app_rc.try_borrow_mut() else {
+        return;
+    };
+    if a.media.stop_screen() {
+        let flags = a.media.flags();
+        send(&a.ws, &ClientMsg::Media(flags));
+    }
+}
+
 fn start_frames(app: &AppRef) -> Result<(), JsValue> {
     let weak = app.clone();
     let closure = Closure::<dyn FnMut(f64)>::new(move |now: f64| frame(&weak, now));
@@ -276,6 +343,8 @@ fn frame(app: &AppRef, now: f64) {
         Ok(None) => a.media.place_bubbles(|_| None),
         Err(e) => a.status = format!("render error: {e:?}"),
     }
+    a.media
+        .place_peer_screen(|id| a.game.name_of(id).to_owned());
     let _ = dom::update_hud(&mut a);
     if let Some(raf) = &a.raf {
         let _ = dom::request_frame(raf);

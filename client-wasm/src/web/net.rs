@@ -1,6 +1,6 @@
 //! The WebSocket to the server: binary MessagePack frames.
 
-use super::{AppRef, dom, on_server_message, send};
+use super::{AppRef, classroom, dom, on_server_message, send};
 use quad_shared::codec;
 use quad_shared::protocol::{ClientMsg, Hello, PROTOCOL_VERSION, ServerMsg};
 use wasm_bindgen::prelude::*;
@@ -66,6 +66,8 @@ pub fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
                 }
                 a.ws = None;
             }
+            // Without signaling the SFU connection cannot go on.
+            classroom::leave(&app, None);
         })
     };
     ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));

@@ -1,12 +1,24 @@
-//! Proximity media: one `RTCPeerConnection` per peer the server links this avatar with,
-//! negotiated with the WebRTC "perfect negotiation" pattern over the server's signaling
-//! relay (the server decides who is polite). Remote audio plays through WebAudio: one gain
-//! and one stereo panner per peer, set from positions every frame, fading to silence at the
-//! disconnect radius. A peer's camera shows in a round `<video>` bubble above its avatar.
-//! The server tells us each peer's microphone and camera state (we tell it ours on every
-//! toggle). A connection that fails is retried once with an ICE restart.
+//! This client's media ([`Media`]: microphone, camera, shared screen, and where they are
+//! sent) and proximity media: one `RTCPeerConnection` per peer the server links this
+//! avatar with, negotiated with the WebRTC "perfect negotiation" pattern over the server's
+//! signaling relay (the server decides who is polite). Remote audio plays through
+//! WebAudio: one gain and one stereo panner per peer, set from positions every frame,
+//! fading to silence at the disconnect radius. A peer's camera shows in a round `<video>`
+//! bubble above its avatar. The server tells us each peer's microphone, camera and screen
+//! state (we tell it ours on every toggle). A connection that fails is retried once with an
+//! ICE restart.
+//!
+//! A shared screen goes to each peer on a video transceiver of its own, added when sharing
+//! starts (perfect negotiation renegotiates) and kept for the next share, never reused for
+//! the camera. Browsers name streams themselves, so the descriptions we send rename the
+//! screen's stream to `"<our id>:screen"` ([`crate::room::StreamLabel`], the form the SFU
+//! uses too); a receiver knows a screen by that name and shows it in `#hallway-screen`.
+//! In a classroom the same devices go to the SFU instead (`classroom`).
 
+use super::classroom::Room;
+use super::screen::{self, ScreenShare};
 use super::{AppRef, dom, send};
+use crate::room::{Source, StreamLabel, rename_stream};
 use quad_shared::AvatarId;
 use quad_shared::protocol::{ClientMsg, IceServer, MediaFlags, SdpKind, Signal};
 use std::cell::{Cell, RefCell};
@@ -16,8 +28,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
     AudioContext, GainNode, HtmlAudioElement, HtmlVideoElement, MediaStream,
-    MediaStreamAudioSourceNode, MediaStreamTrack, RtcConfiguration, RtcIceCandidateInit,
-    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType,
+    MediaStreamAudioSourceNode, MediaStreamTrack, MediaStreamTrackState, RtcConfiguration,
+    RtcIceCandidateInit, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState,
+    RtcRtpTransceiver, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType,
     RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent, StereoPannerNode,
 };
 
@@ -25,16 +38,16 @@ use web_sys::{
 extern "C" {
     /// The two `RTCPeerConnection` methods web-sys does not bind.
     #[wasm_bindgen(extends = RtcPeerConnection, js_name = RTCPeerConnection)]
-    type PeerConnectionExt;
+    pub(super) type PeerConnectionExt;
     /// `setLocalDescription()` with no argument: the implicit offer or answer of perfect
     /// negotiation.
     #[wasm_bindgen(method, js_name = setLocalDescription)]
-    fn set_local_description_implicit(this: &PeerConnectionExt) -> js_sys::Promise;
+    pub(super) fn set_local_description_implicit(this: &PeerConnectionExt) -> js_sys::Promise;
     #[wasm_bindgen(method, js_name = restartIce)]
     fn restart_ice(this: &PeerConnectionExt);
 }
 
-fn ext(pc: &RtcPeerConnection) -> &PeerConnectionExt {
+pub(super) fn ext(pc: &RtcPeerConnection) -> &PeerConnectionExt {
     pc.unchecked_ref()
 }
 
@@ -64,19 +77,33 @@ pub struct Peer {
     voice: Rc<RefCell<Option<Voice>>>,
     /// The peer's camera, shown above its avatar.
     pub bubble: Rc<RefCell<Option<HtmlVideoElement>>>,
-    /// The peer's microphone and camera state, as the server last told us.
+    /// The peer's shared screen, as it arrives.
+    pub screen_in: Rc<RefCell<Option<MediaStream>>>,
+    /// The transceiver our screen goes out on, once we have shared one with this peer.
+    screen_out: Rc<RefCell<Option<RtcRtpTransceiver>>>,
+    /// The peer's microphone, camera and screen state, as the server last told us.
     pub remote: MediaFlags,
     _handlers: Vec<Box<dyn std::any::Any>>,
 }
 
-/// Local devices and every peer connection.
+/// Local devices and every connection they are sent on.
 #[derive(Default)]
 pub struct Media {
+    /// The microphone and camera.
     pub local: Option<MediaStream>,
+    /// The screen being shared.
+    pub screen: Option<ScreenShare>,
+    /// The stream our screen is sent in to peers: one for the whole session, so its id (which
+    /// we rename in what we send) stays that of every screen transceiver.
+    screen_stream: Option<MediaStream>,
     pub audio: Option<AudioContext>,
     pub peers: HashMap<AvatarId, Peer>,
+    /// The classroom connection, while this avatar is in a room zone.
+    pub room: Option<Room>,
     /// `?relay=1` (dev servers): force media through TURN.
     pub relay_only: bool,
+    /// `?fakescreen=1` (dev servers): share a drawn canvas instead of a screen.
+    pub fake_screen: bool,
 }
 
 impl Media {
@@ -93,7 +120,23 @@ impl Media {
         MediaFlags {
             mic: self.mic_on(),
             camera: self.camera_on(),
+            screen: self.screen.is_some(),
         }
+    }
+
+    /// The microphone track, if it is on.
+    pub fn mic_track(&self) -> Option<MediaStreamTrack> {
+        self.local_tracks("audio").into_iter().find(|t| t.enabled())
+    }
+
+    /// The camera track, if it is on.
+    pub fn camera_track(&self) -> Option<MediaStreamTrack> {
+        self.local_tracks("video").into_iter().next()
+    }
+
+    /// The screen track and the stream it goes to peers in, while sharing.
+    fn screen_out(&self) -> Option<(&MediaStreamTrack, &MediaStream)> {
+        Some((&self.screen.as_ref()?.track, self.screen_stream.as_ref()?))
     }
 
     fn local_tracks(&self, kind: &str) -> Vec<MediaStreamTrack> {
@@ -119,16 +162,22 @@ impl Media {
         for t in &tracks {
             t.set_enabled(on);
         }
+        // The SFU gets the microphone only while it is on (its speaker detection listens).
+        if let Some(room) = &self.room {
+            room.send(Source::Mic, tracks.first().filter(|_| on));
+        }
         !tracks.is_empty()
     }
 
-    /// Turns the camera off: the track stops (the camera light goes out) and every peer
-    /// connection's video sender sends nothing.
+    /// Turns the camera off: the track stops (the camera light goes out) and every
+    /// connection's camera sender sends nothing.
     pub fn camera_off(&self) {
-        for t in self.local_tracks("video") {
+        let cameras = self.local_tracks("video");
+        let ids: Vec<String> = cameras.iter().map(|t| t.id()).collect();
+        for t in &cameras {
             t.stop();
             if let Some(stream) = &self.local {
-                stream.remove_track(&t);
+                stream.remove_track(t);
             }
         }
         for peer in self.peers.values() {
@@ -136,10 +185,15 @@ impl Media {
                 let Ok(sender) = sender.dyn_into::<web_sys::RtcRtpSender>() else {
                     continue;
                 };
-                if sender.track().is_some_and(|t| t.kind() == "video") {
+                // Only the camera's sender: the screen's keeps sending.
+                if sender.track().is_some_and(|t| ids.contains(&t.id())) {
                     let _ = sender.replace_track(None);
                 }
             }
+        }
+        if let Some(room) = &self.room {
+            room.send(Source::Camera, None);
+            room.set_local(self.local.clone());
         }
     }
 
@@ -163,10 +217,13 @@ impl Media {
             }
             // A video transceiver that sends nothing (the camera was off, or this side
             // answered an offer with video while it had none): reuse it, and let it send.
+            // Not our screen's: its stream is named as a screen.
+            let screen_out = peer.screen_out.borrow().clone();
             let idle = peer.pc.get_transceivers().iter().find_map(|t| {
-                let t: web_sys::RtcRtpTransceiver = t.dyn_into().ok()?;
+                let t: RtcRtpTransceiver = t.dyn_into().ok()?;
                 let video = t.receiver().track().kind() == "video";
-                (video && t.sender().track().is_none()).then_some(t)
+                let ours = screen_out.as_ref() == Some(&t);
+                (video && !ours && t.sender().track().is_none()).then_some(t)
             });
             match idle {
                 Some(t) => {
@@ -181,7 +238,77 @@ impl Media {
                 }
             }
         }
+        if let Some(room) = &self.room {
+            room.send(Source::Camera, Some(track));
+            room.set_local(self.local.clone());
+        }
         Ok(())
+    }
+
+    /// Starts sending a captured screen: to every peer that we send to, and to the room.
+    pub fn share_screen(&mut self, share: ScreenShare) -> Result<(), JsValue> {
+        let carrier = match &self.screen_stream {
+            Some(s) => Clone::clone(s),
+            None => {
+                let s = MediaStream::new()?;
+                self.screen_stream = Some(Clone::clone(&s));
+                s
+            }
+        };
+        for old in carrier.get_tracks().iter() {
+            if let Ok(old) = old.dyn_into::<MediaStreamTrack>() {
+                carrier.remove_track(&old);
+            }
+        }
+        carrier.add_track(&share.track);
+        for peer in self.peers.values().filter(|p| p.sending.get()) {
+            send_screen(&peer.pc, &peer.screen_out, Some((&share.track, &carrier)));
+        }
+        if let Some(room) = &self.room {
+            room.send(Source::Screen, Some(&share.track));
+        }
+        self.screen = Some(share);
+        Ok(())
+    }
+
+    /// Stops sharing the screen, everywhere; `false` if none was shared.
+    pub fn stop_screen(&mut self) -> bool {
+        let Some(share) = self.screen.take() else {
+            return false;
+        };
+        for peer in self.peers.values() {
+            send_screen(&peer.pc, &peer.screen_out, None);
+        }
+        if let Some(room) = &self.room {
+            room.send(Source::Screen, None);
+        }
+        if let Some(carrier) = &self.screen_stream {
+            carrier.remove_track(&share.track);
+        }
+        // Dropping the share stops the capture.
+        drop(share);
+        true
+    }
+
+    /// Shows the screen a peer shares in `#hallway-screen` (the lowest id's if several
+    /// share), or hides it. `name` gives a peer's display name.
+    pub fn place_peer_screen(&self, name: impl Fn(AvatarId) -> String) {
+        let shown = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.remote.screen)
+            .filter_map(|(id, p)| {
+                let stream = p.screen_in.borrow().clone()?;
+                stream_live(&stream, "video").then_some((*id, stream))
+            })
+            .min_by_key(|(id, _)| *id);
+        let result = match &shown {
+            Some((id, stream)) => screen::show("hallway-screen", Some((&name(*id), stream))),
+            None => screen::show("hallway-screen", None),
+        };
+        if let Err(e) = result {
+            web_sys::console::warn_1(&e);
+        }
     }
 
     /// Places each peer's camera bubble above its avatar (`screen` maps a peer to its
@@ -245,6 +372,62 @@ impl Media {
     }
 }
 
+/// Whether `stream` carries a `kind` track that is live and receiving (not muted).
+pub fn stream_live(stream: &MediaStream, kind: &str) -> bool {
+    stream
+        .get_tracks()
+        .iter()
+        .filter_map(|t| t.dyn_into::<MediaStreamTrack>().ok())
+        .any(|t| t.kind() == kind && t.ready_state() == MediaStreamTrackState::Live && !t.muted())
+}
+
+/// A new peer connection with the server's ICE servers (`ice_servers`, from `Welcome`),
+/// through TURN only with `relay_only`.
+pub fn new_connection(
+    ice_servers: &JsValue,
+    relay_only: bool,
+) -> Result<RtcPeerConnection, JsValue> {
+    let config = RtcConfiguration::new();
+    config.set_ice_servers(ice_servers);
+    if relay_only {
+        config.set_ice_transport_policy(web_sys::RtcIceTransportPolicy::Relay);
+    }
+    RtcPeerConnection::new_with_configuration(&config)
+}
+
+/// Sends our screen (`Some((track, the stream it goes in))`) to a peer, or stops sending it
+/// (`None`). The screen's transceiver is made on first use and kept in `slot`; stopping
+/// turns it to receive only, which renegotiates, so the peer's screen track ends muted.
+fn send_screen(
+    pc: &RtcPeerConnection,
+    slot: &RefCell<Option<RtcRtpTransceiver>>,
+    screen: Option<(&MediaStreamTrack, &MediaStream)>,
+) {
+    let mut slot = slot.borrow_mut();
+    match (slot.as_ref(), screen) {
+        (Some(t), screen) => {
+            let _ = t.sender().replace_track(screen.map(|(track, _)| track));
+            let direction = if screen.is_some() {
+                RtcRtpTransceiverDirection::Sendrecv
+            } else {
+                RtcRtpTransceiverDirection::Recvonly
+            };
+            if t.direction() != direction {
+                // Renegotiates (perfect negotiation takes it from here).
+                t.set_direction(direction);
+            }
+        }
+        (None, Some((track, carrier))) => {
+            // Send and receive: the peer may put its own camera on this transceiver.
+            let init = RtcRtpTransceiverInit::new();
+            init.set_direction(RtcRtpTransceiverDirection::Sendrecv);
+            init.set_streams(&js_sys::Array::of1(carrier));
+            *slot = Some(pc.add_transceiver_with_media_stream_track_and_init(track, &init));
+        }
+        (None, None) => {}
+    }
+}
+
 /// `RTCConfiguration.iceServers` from the server's list.
 pub fn ice_servers(servers: &[IceServer]) -> JsValue {
     let list = js_sys::Array::new();
@@ -276,7 +459,7 @@ pub async fn acquire_local(mic: bool, camera: bool) -> Option<MediaStream> {
     JsFuture::from(promise).await.ok()?.dyn_into().ok()
 }
 
-fn sdp_type(kind: SdpKind) -> RtcSdpType {
+pub(super) fn sdp_type(kind: SdpKind) -> RtcSdpType {
     match kind {
         SdpKind::Offer => RtcSdpType::Offer,
         SdpKind::Answer => RtcSdpType::Answer,
@@ -285,7 +468,7 @@ fn sdp_type(kind: SdpKind) -> RtcSdpType {
     }
 }
 
-fn sdp_kind(t: RtcSdpType) -> SdpKind {
+pub(super) fn sdp_kind(t: RtcSdpType) -> SdpKind {
     match t {
         RtcSdpType::Answer => SdpKind::Answer,
         RtcSdpType::Pranswer => SdpKind::Pranswer,
@@ -302,17 +485,28 @@ fn send_signal(app: &AppRef, to: AvatarId, signal: Signal) {
     }
 }
 
+/// Sends our description, with our screen's stream renamed `"<our id>:screen"`.
 fn send_local_description(app: &AppRef, to: AvatarId, pc: &RtcPeerConnection) {
-    if let Some(desc) = pc.local_description() {
-        send_signal(
-            app,
-            to,
-            Signal::Description {
-                kind: sdp_kind(desc.type_()),
-                sdp: desc.sdp(),
-            },
-        );
+    let (Some(desc), Some(a)) = (pc.local_description(), app.upgrade()) else {
+        return;
+    };
+    let Ok(a) = a.try_borrow() else { return };
+    let mut sdp = desc.sdp();
+    if let (Some(me), Some(carrier)) = (&a.game.me, &a.media.screen_stream) {
+        let label = StreamLabel {
+            avatar: me.id,
+            source: Source::Screen,
+        };
+        sdp = rename_stream(&sdp, &carrier.id(), &label.to_string());
     }
+    let kind = sdp_kind(desc.type_());
+    send(
+        &a.ws,
+        &ClientMsg::Signal {
+            to,
+            signal: Signal::Description { kind, sdp },
+        },
+    );
 }
 
 /// Opens the connection the server asked for.
@@ -327,19 +521,18 @@ pub fn connect(
     if a.media.peers.contains_key(&peer) {
         return Ok(());
     }
-    let config = RtcConfiguration::new();
-    config.set_ice_servers(&a.ice_servers);
-    if a.media.relay_only {
-        config.set_ice_transport_policy(web_sys::RtcIceTransportPolicy::Relay);
-    }
-    let pc = RtcPeerConnection::new_with_configuration(&config)?;
+    let pc = new_connection(&a.ice_servers, a.media.relay_only)?;
     // The impolite side offers first; the polite side adds its tracks to the transceivers
     // of that offer when it answers. Both offering at once (glare) is survivable with
     // perfect negotiation, but Chromium's rollback of an offer that is still gathering
     // can leave the answer's ICE gathering stuck with no candidates.
     let sending = Rc::new(Cell::new(false));
+    let screen_out: Rc<RefCell<Option<RtcRtpTransceiver>>> = Rc::new(RefCell::new(None));
     if !polite {
         add_local_tracks(&pc, a.media.local.as_ref())?;
+        if let Some(screen) = a.media.screen_out() {
+            send_screen(&pc, &screen_out, Some(screen));
+        }
         sending.set(true);
     }
     let making_offer = Rc::new(Cell::new(false));
@@ -378,9 +571,23 @@ pub fn connect(
         })
     };
     let bubble: Rc<RefCell<Option<HtmlVideoElement>>> = Rc::new(RefCell::new(None));
+    let screen_in: Rc<RefCell<Option<MediaStream>>> = Rc::new(RefCell::new(None));
     let on_track = {
         let (voice, audio, bubble) = (voice.clone(), audio.clone(), bubble.clone());
+        let screen_in = screen_in.clone();
         Closure::<dyn FnMut(RtcTrackEvent)>::new(move |e: RtcTrackEvent| {
+            // A screen comes in a stream named as one (see the module doc).
+            let screen = e
+                .streams()
+                .iter()
+                .filter_map(|s| s.dyn_into::<MediaStream>().ok())
+                .find(|s| StreamLabel::parse(&s.id()).is_some_and(|l| l.source == Source::Screen));
+            if let Some(stream) = screen {
+                if e.track().kind() == "video" {
+                    *screen_in.borrow_mut() = Some(stream);
+                }
+                return;
+            }
             // A stream of just this track: the sender's stream may carry both kinds.
             let Ok(stream) = MediaStream::new() else {
                 return;
@@ -437,6 +644,8 @@ pub fn connect(
             sending,
             voice,
             bubble,
+            screen_in,
+            screen_out,
             remote,
             _handlers: vec![
                 Box::new(on_negotiation),
@@ -516,6 +725,7 @@ pub fn disconnect(app: &AppRef, peer: AvatarId) {
         video.set_src_object(None);
         video.remove();
     }
+    p.screen_in.borrow_mut().take();
     if let Some(v) = p.voice.borrow_mut().take() {
         let _ = v.source.disconnect();
         let _ = v.gain.disconnect();
@@ -528,7 +738,7 @@ pub fn disconnect(app: &AppRef, peer: AvatarId) {
 /// colliding offer; the polite side rolls back and answers).
 pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
     let Some(app_rc) = app.upgrade() else { return };
-    let Some((pc, polite, making_offer, ignore_offer, sending)) =
+    let Some((pc, polite, making_offer, ignore_offer, sending, screen_out)) =
         app_rc.borrow().media.peers.get(&from).map(|p| {
             (
                 p.pc.clone(),
@@ -536,6 +746,7 @@ pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
                 p.making_offer.clone(),
                 p.ignore_offer.clone(),
                 p.sending.clone(),
+                p.screen_out.clone(),
             )
         })
     else {
@@ -560,14 +771,28 @@ pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
                     return;
                 }
                 if kind == SdpKind::Offer && !sending.replace(true) {
-                    let local = app
+                    let (local, screen) = app
                         .upgrade()
-                        .and_then(|a| a.try_borrow().ok().and_then(|a| a.media.local.clone()));
+                        .and_then(|a| {
+                            let a = a.try_borrow().ok()?;
+                            let screen = a
+                                .media
+                                .screen_out()
+                                // `Clone::clone`: `clone()` on these is the JS method that copies
+                                // the track or stream.
+                                .map(|(t, s)| (Clone::clone(t), Clone::clone(s)));
+                            Some((a.media.local.clone(), screen))
+                        })
+                        .unwrap_or_default();
                     // With nothing to send, the offer's transceivers already receive.
                     if let Some(local) = local
                         && let Err(e) = add_local_tracks(&pc, Some(&local))
                     {
                         web_sys::console::warn_2(&"could not add local tracks".into(), &e);
+                    }
+                    // A new transceiver: renegotiated once this answer is done.
+                    if let Some((track, carrier)) = &screen {
+                        send_screen(&pc, &screen_out, Some((track, carrier)));
                     }
                 }
                 if kind == SdpKind::Offer

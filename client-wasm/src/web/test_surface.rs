@@ -1,12 +1,22 @@
 //! `window.quad`: a stable surface for browser tests and curious users.
 //! `quad.snapshot()` → `{self: {id, name, x, y, zone}, avatars: [{id, name, x, y, zone}]}`;
 //! `quad.zones()` → `[{id, name, kind, x, y, w, h}]` in world pixels.
-//! The snapshot also has `peers: [{id, state, since, mic, camera, video}]` (`mic` and
-//! `camera` as the server reports the peer's devices; `video`: its camera bubble shows
-//! decoded frames) and `media: {mic, camera}` (our own);
+//! The snapshot also has `peers: [{id, state, since, mic, camera, video, screen}]` (`mic`
+//! and `camera` as the server reports the peer's devices; `video`: its camera bubble shows
+//! decoded frames; `screen`: a live screen track of the peer arrives) and
+//! `media: {mic, camera, screen}` (our own);
 //! `quad.peerConnection(id)` returns the `RTCPeerConnection` with a peer (for `getStats()`).
+//! `room` is `null` outside a classroom, else `{id, name, state, speakers, screen, members:
+//! [{id, name, audio, video, screen}]}`: `state` is the SFU connection's `connectionState`,
+//! `speakers` the latest ids from the server (loudest first), `screen` the id of the member
+//! whose screen the big view shows (or `null`), and a member's `audio`, `video` and `screen`
+//! say whether a live (not muted) forwarded track of that kind from that member arrives
+//! (always `false` for ourselves: the SFU does not send us our own media);
+//! `quad.roomPc()` returns the SFU `RTCPeerConnection`, or `null`.
 
+use super::peers::stream_live;
 use super::{AppRef, dom};
+use crate::room::Source;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -26,6 +36,29 @@ struct SnapshotView {
     avatars: Vec<AvatarView>,
     peers: Vec<PeerView>,
     media: MediaView,
+    room: Option<RoomView>,
+}
+
+#[derive(Serialize)]
+struct RoomView {
+    id: u16,
+    name: String,
+    /// The SFU `RTCPeerConnection.connectionState`.
+    state: String,
+    speakers: Vec<u32>,
+    /// Whose screen the big view shows.
+    screen: Option<u32>,
+    members: Vec<RoomMemberView>,
+}
+
+#[derive(Serialize)]
+struct RoomMemberView {
+    id: u32,
+    name: String,
+    /// A live forwarded track of this kind from the member arrives.
+    audio: bool,
+    video: bool,
+    screen: bool,
 }
 
 #[derive(Serialize)]
@@ -40,12 +73,15 @@ struct PeerView {
     camera: bool,
     /// Whether the peer's camera bubble is showing decoded video.
     video: bool,
+    /// Whether a live screen track from the peer arrives.
+    screen: bool,
 }
 
 #[derive(Serialize)]
 struct MediaView {
     mic: bool,
     camera: bool,
+    screen: bool,
 }
 
 #[derive(Serialize)]
@@ -104,18 +140,47 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
                     .borrow()
                     .as_ref()
                     .is_some_and(|v| !v.hidden() && v.video_width() > 0),
+                screen: p
+                    .screen_in
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|s| stream_live(s, "video")),
             })
             .collect();
         peers.sort_by_key(|p| p.id);
         let media = MediaView {
             mic: a.media.mic_on(),
             camera: a.media.camera_on(),
+            screen: a.media.screen.is_some(),
         };
+        let room = a.media.room.as_ref().and_then(|r| {
+            let v = r.view.try_borrow().ok()?;
+            Some(RoomView {
+                id: v.state.id.0,
+                name: v.state.name.clone(),
+                state: format!("{:?}", r.pc.connection_state()).to_lowercase(),
+                speakers: v.state.speakers.iter().map(|id| id.0).collect(),
+                screen: v.shown_screen().map(|m| m.id.0),
+                members: v
+                    .state
+                    .members
+                    .iter()
+                    .map(|m| RoomMemberView {
+                        id: m.id.0,
+                        name: m.name.clone(),
+                        audio: v.receiving(m.id, Source::Mic),
+                        video: v.receiving(m.id, Source::Camera),
+                        screen: v.receiving(m.id, Source::Screen),
+                    })
+                    .collect(),
+            })
+        });
         to_js(&SnapshotView {
             me,
             avatars,
             peers,
             media,
+            room,
         })
     });
     let weak = app.clone();
@@ -156,8 +221,22 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             .get(&quad_shared::AvatarId(id))
             .map_or(JsValue::NULL, |p| p.pc.clone().into())
     });
+    let weak = app.clone();
+    let room_pc = Closure::<dyn Fn() -> JsValue>::new(move || {
+        let Some(app) = weak.upgrade() else {
+            return JsValue::NULL;
+        };
+        let Ok(a) = app.try_borrow() else {
+            return JsValue::NULL;
+        };
+        a.media
+            .room
+            .as_ref()
+            .map_or(JsValue::NULL, |r| r.pc.clone().into())
+    });
     let quad = js_sys::Object::new();
     js_sys::Reflect::set(&quad, &"peerConnection".into(), peer_connection.as_ref())?;
+    js_sys::Reflect::set(&quad, &"roomPc".into(), room_pc.as_ref())?;
     js_sys::Reflect::set(&quad, &"snapshot".into(), snapshot.as_ref())?;
     js_sys::Reflect::set(&quad, &"zones".into(), zones.as_ref())?;
     js_sys::Reflect::set(&dom::window()?.into(), &"quad".into(), &quad)?;
@@ -166,6 +245,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
         a.handlers.push(Box::new(snapshot));
         a.handlers.push(Box::new(zones));
         a.handlers.push(Box::new(peer_connection));
+        a.handlers.push(Box::new(room_pc));
     }
     Ok(())
 }

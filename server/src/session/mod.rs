@@ -162,10 +162,19 @@ impl Session {
             }
             ClientMsg::Media(media) => {
                 if let Some(id) = self.id {
+                    self.state.sfu.media(id, media);
                     self.forward(SpaceCommand::Media { id, media }).await
                 } else {
                     Next::Continue
                 }
+            }
+            ClientMsg::RoomSignal(signal) => {
+                if let Some(id) = self.id
+                    && let Err(err) = self.state.sfu.signal(id, signal)
+                {
+                    self.refuse(err);
+                }
+                Next::Continue
             }
             ClientMsg::Ping { nonce } => {
                 self.replies.push(ServerMsg::Pong { nonce });

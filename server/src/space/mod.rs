@@ -10,12 +10,14 @@ pub mod spatial_grid;
 pub mod systems;
 pub mod world;
 
+use crate::media::sfu::{RoomId, Sfu};
 use bytes::Bytes;
 use glam::Vec2;
 use quad_shared::AvatarId;
 use quad_shared::protocol::{IceServer, Input, MediaFlags};
-use resources::Recipient;
+use resources::{Recipient, RoomMove};
 use rustc_hash::FxHashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -67,13 +69,15 @@ impl SpaceHandle {
 }
 
 /// Starts the task that owns `world`, ticking `tick_hz` times a second until `shutdown`.
+/// Room moves go to `sfu`.
 pub fn spawn(
     world: SpaceWorld,
     tick_hz: u16,
+    sfu: Arc<Sfu>,
     shutdown: CancellationToken,
 ) -> (SpaceHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let task = tokio::spawn(run(world, rx, tick_hz, shutdown));
+    let task = tokio::spawn(run(world, rx, tick_hz, sfu, shutdown));
     (SpaceHandle { tx }, task)
 }
 
@@ -81,6 +85,7 @@ async fn run(
     mut world: SpaceWorld,
     mut rx: mpsc::Receiver<SpaceCommand>,
     tick_hz: u16,
+    sfu: Arc<Sfu>,
     shutdown: CancellationToken,
 ) {
     let mut sessions: FxHashMap<AvatarId, mpsc::Sender<Bytes>> = FxHashMap::default();
@@ -114,7 +119,31 @@ async fn run(
                 }
             },
         }
+        move_rooms(&mut world, &sessions, &sfu);
         deliver(&mut world, &mut sessions);
+    }
+    sfu.close_all();
+}
+
+/// Tells the SFU who entered and left rooms, before the clients hear of it, so a client's
+/// first room signaling always finds its room.
+fn move_rooms(
+    world: &mut SpaceWorld,
+    sessions: &FxHashMap<AvatarId, mpsc::Sender<Bytes>>,
+    sfu: &Sfu,
+) {
+    for RoomMove { id, name, to } in world.drain_room_moves() {
+        match (to, sessions.get(&id)) {
+            (Some((room, room_name)), Some(outbox)) => sfu.join(
+                RoomId(room.0),
+                &room_name,
+                id,
+                name,
+                world.media_of(id),
+                outbox.clone(),
+            ),
+            _ => sfu.leave(id),
+        }
     }
 }
 

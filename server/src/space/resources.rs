@@ -181,3 +181,22 @@ impl MediaStates {
         self.0.get(&id).copied().unwrap_or_default()
     }
 }
+
+/// Which room (a classroom zone, whose media goes through the SFU) each avatar is in, and
+/// the changes since the space task last took them. The space task hands the changes to
+/// the SFU before it delivers the `JoinRoomMedia` frames.
+#[derive(Resource, Debug, Default)]
+pub struct RoomPresence {
+    pub room_of: rustc_hash::FxHashMap<AvatarId, quad_shared::ZoneId>,
+    pub moves: Vec<RoomMove>,
+}
+
+/// An avatar entered a room, left one, or both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomMove {
+    pub id: AvatarId,
+    /// The avatar's display name.
+    pub name: String,
+    /// The room it is in now, with the room's name; `None`: no room.
+    pub to: Option<(quad_shared::ZoneId, String)>,
+}

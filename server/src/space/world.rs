@@ -4,8 +4,8 @@
 
 use super::components::{Avatar, ClientView, InZone, Motion, Position};
 use super::resources::{
-    MediaStates, Outbox, ProximityGraph, Recipient, RosterChanges, SlotTable, SpaceClock, SpaceMap,
-    SpaceSettings,
+    MediaStates, Outbox, ProximityGraph, Recipient, RoomMove, RoomPresence, RosterChanges,
+    SlotTable, SpaceClock, SpaceMap, SpaceSettings,
 };
 use super::spatial_grid::SpatialGrid;
 use super::systems;
@@ -48,6 +48,7 @@ impl SpaceWorld {
         world.insert_resource(SlotTable::default());
         world.insert_resource(ProximityGraph::default());
         world.insert_resource(MediaStates::default());
+        world.insert_resource(RoomPresence::default());
         SpaceWorld {
             world,
             schedule: systems::tick_schedule(),
@@ -148,6 +149,14 @@ impl SpaceWorld {
     /// Removes an avatar; everyone is told at the next tick. Unknown ids are ignored.
     pub fn leave(&mut self, id: AvatarId) {
         self.world.resource_mut::<MediaStates>().0.remove(&id);
+        let mut presence = self.world.resource_mut::<RoomPresence>();
+        if presence.room_of.remove(&id).is_some() {
+            presence.moves.push(RoomMove {
+                id,
+                name: String::new(),
+                to: None,
+            });
+        }
         if let Some(entity) = self.entities.remove(&id) {
             self.despawn(entity);
             self.world.resource_mut::<RosterChanges>().left.push(id);
@@ -254,6 +263,16 @@ impl SpaceWorld {
             .into_inner()
             .frames
             .drain(..)
+    }
+
+    /// Takes the room moves since the last call (for the SFU).
+    pub fn drain_room_moves(&mut self) -> Vec<RoomMove> {
+        std::mem::take(&mut self.world.resource_mut::<RoomPresence>().moves)
+    }
+
+    /// The media state `id` last reported.
+    pub fn media_of(&self, id: AvatarId) -> MediaFlags {
+        self.world.resource::<MediaStates>().of(id)
     }
 
     /// How many avatars are in the space.

@@ -1,0 +1,563 @@
+//! One room member's connection: a task owns the member's peer connection and its
+//! negotiation. The client offers once (microphone, camera and screen m-lines, in that
+//! order); after that only the server offers, one negotiation at a time, whenever
+//! forwarded tracks are added or removed. Bad signaling is answered with an `Error` and the
+//! connection goes on.
+
+use super::forward::{self, ForwardCtl, StreamSource, StreamStats, Subscriber};
+use super::room::{Published, RoomCmd, RoomHandle};
+use super::{SfuConfig, SfuMetrics, StreamKind, engine};
+use bytes::Bytes;
+use quad_shared::AvatarId;
+use quad_shared::protocol::{ErrorCode, ErrorMsg, SdpKind, ServerMsg, Signal};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Candidates a client may send before its offer is applied; more are refused.
+const MAX_EARLY_CANDIDATES: usize = 64;
+
+/// What the room tells a member's task.
+pub enum MemberCmd {
+    Signal(Signal),
+    /// Forward this stream to the member.
+    Subscribe(Published),
+    /// Stop forwarding this stream to the member.
+    Unsubscribe(AvatarId, StreamKind),
+    Close,
+}
+
+/// What the peer connection's callbacks report (they run on its driver task and must not
+/// wait, so they only send).
+enum PcEvent {
+    Candidate(RTCIceCandidateInit),
+    State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Events(mpsc::UnboundedSender<PcEvent>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.0.send(PcEvent::Candidate(init));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(PcEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.0.send(PcEvent::Track(track));
+    }
+}
+
+/// Everything a member task starts with.
+pub struct MemberSetup {
+    pub id: AvatarId,
+    pub room: RoomHandle,
+    pub config: Arc<SfuConfig>,
+    pub metrics: Arc<SfuMetrics>,
+    pub outbox: mpsc::Sender<Bytes>,
+}
+
+/// Starts a member's task; it builds the connection and answers `offer`.
+pub fn spawn(setup: MemberSetup, offer: String) -> mpsc::UnboundedSender<MemberCmd> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(setup, offer, rx));
+    tx
+}
+
+/// One forwarded stream on this member's connection.
+struct Subscription {
+    published: Published,
+    sender: Arc<dyn RtpSender>,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    /// In an offer the server sent.
+    offered: bool,
+    /// Handed to the forwarder (after the negotiation that carries it completed).
+    live: bool,
+}
+
+struct Member {
+    setup: MemberSetup,
+    pc: Arc<dyn PeerConnection>,
+    subscriptions: FxHashMap<(AvatarId, StreamKind), Subscription>,
+    /// The client's offer has been answered: the server may offer now.
+    answered: bool,
+    /// The server's offer awaits the client's answer.
+    awaiting_answer: bool,
+    /// Forwarded tracks changed since the last offer.
+    renegotiate: bool,
+    early_candidates: Vec<RTCIceCandidateInit>,
+    /// The connection is up (DTLS done): forwarding before that only fails.
+    connected: bool,
+}
+
+async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceiver<MemberCmd>) {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let pc = match engine::peer_connection(&setup.config, Arc::new(Events(events_tx))).await {
+        Ok(pc) => pc,
+        Err(e) => {
+            tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
+            send(
+                &setup.outbox,
+                &ServerMsg::Error(ErrorMsg::new(
+                    ErrorCode::Unavailable,
+                    "the server cannot open a media connection now",
+                )),
+            );
+            setup.room.send(RoomCmd::Gone { member: setup.id });
+            return;
+        }
+    };
+    let mut member = Member {
+        setup,
+        pc,
+        subscriptions: FxHashMap::default(),
+        answered: false,
+        awaiting_answer: false,
+        renegotiate: false,
+        early_candidates: Vec::new(),
+        connected: false,
+    };
+    member.remote_offer(offer).await;
+    let timeout = member.setup.config.member_timeout;
+    // Armed while the connection is not connected: new, disconnected or failed.
+    let mut deadline = Some(tokio::time::Instant::now() + timeout);
+    loop {
+        let expired = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = cmds.recv() => match cmd {
+                None | Some(MemberCmd::Close) => break,
+                Some(cmd) => member.command(cmd).await,
+            },
+            event = events.recv() => match event {
+                None => break,
+                Some(PcEvent::Candidate(init)) => send(
+                    &member.setup.outbox,
+                    &ServerMsg::RoomSignal(Signal::Candidate {
+                        candidate: init.candidate,
+                        sdp_mid: init.sdp_mid,
+                        sdp_m_line_index: init.sdp_mline_index,
+                    }),
+                ),
+                Some(PcEvent::State(state)) => {
+                    tracing::debug!(member = %member.setup.id, %state, "room connection");
+                    match state {
+                        RTCPeerConnectionState::Connected => {
+                            deadline = None;
+                            member.connected = true;
+                            member.go_live().await;
+                        }
+                        // The client closed it or it failed: no reason to wait.
+                        RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed => {
+                            deadline = Some(tokio::time::Instant::now());
+                        }
+                        _ => {
+                            if deadline.is_none() {
+                                deadline = Some(tokio::time::Instant::now() + timeout);
+                            }
+                        }
+                    }
+                }
+                Some(PcEvent::Track(track)) => member.published(track).await,
+            },
+            () = expired => {
+                tracing::info!(member = %member.setup.id, "room connection lost; removing its media");
+                member.setup.room.send(RoomCmd::Gone { member: member.setup.id });
+                break;
+            }
+        }
+    }
+    for sub in member.subscriptions.values() {
+        let _ = sub.published.ctl.send(ForwardCtl::Remove(member.setup.id));
+    }
+    if let Err(e) = member.pc.close().await {
+        tracing::debug!(member = %member.setup.id, "closing the room connection: {e}");
+    }
+}
+
+/// Passes the viewer's keyframe requests for a forwarded video track to its forwarder
+/// (which rate-limits them to the publisher). Ends when the track is unbound.
+fn relay_keyframe_requests(
+    track: Arc<TrackLocalStaticRTP>,
+    ctl: mpsc::UnboundedSender<ForwardCtl>,
+) {
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                continue;
+            };
+            if packets
+                .iter()
+                .any(|p| engine::is_keyframe_request(p.as_ref()))
+                && ctl.send(ForwardCtl::KeyframeRequest).is_err()
+            {
+                break;
+            }
+        }
+    });
+}
+
+/// Queues a frame for the member's client; a full or closed outbox is the session's
+/// business (it is dropped for being slow), not the SFU's.
+fn send(outbox: &mpsc::Sender<Bytes>, msg: &ServerMsg) {
+    match quad_shared::codec::encode(msg) {
+        Ok(frame) => {
+            let _ = outbox.try_send(Bytes::from(frame));
+        }
+        Err(e) => tracing::error!("cannot encode an SFU message: {e}"),
+    }
+}
+
+impl Member {
+    fn refuse(&self, code: ErrorCode, message: String) {
+        tracing::debug!(member = %self.setup.id, "room signaling refused: {message}");
+        send(
+            &self.setup.outbox,
+            &ServerMsg::Error(ErrorMsg::new(code, message)),
+        );
+    }
+
+    async fn command(&mut self, cmd: MemberCmd) {
+        match cmd {
+            MemberCmd::Signal(Signal::Description { kind, sdp }) => match kind {
+                SdpKind::Offer => self.remote_offer(sdp).await,
+                SdpKind::Answer => self.remote_answer(sdp).await,
+                SdpKind::Pranswer | SdpKind::Rollback => self.refuse(
+                    ErrorCode::WrongState,
+                    format!("the SFU does not take a {kind:?} description"),
+                ),
+            },
+            MemberCmd::Signal(Signal::Candidate {
+                candidate,
+                sdp_mid,
+                sdp_m_line_index,
+            }) => {
+                if candidate.is_empty() {
+                    return;
+                }
+                let init = RTCIceCandidateInit {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index: sdp_m_line_index,
+                    ..Default::default()
+                };
+                if self.answered {
+                    self.add_candidate(init).await;
+                } else if self.early_candidates.len() < MAX_EARLY_CANDIDATES {
+                    self.early_candidates.push(init);
+                } else {
+                    self.refuse(
+                        ErrorCode::RateLimited,
+                        "too many ICE candidates before the offer".into(),
+                    );
+                }
+            }
+            MemberCmd::Subscribe(published) => self.subscribe(published).await,
+            MemberCmd::Unsubscribe(publisher, kind) => self.unsubscribe(publisher, kind).await,
+            MemberCmd::Close => {}
+        }
+    }
+
+    async fn add_candidate(&mut self, init: RTCIceCandidateInit) {
+        if let Err(e) = self.pc.add_ice_candidate(init).await {
+            self.refuse(ErrorCode::Malformed, format!("bad ICE candidate: {e}"));
+        }
+    }
+
+    /// The client's offer: answer it, then offer whatever forwarded tracks are waiting.
+    async fn remote_offer(&mut self, sdp: String) {
+        if self.awaiting_answer {
+            self.refuse(
+                ErrorCode::WrongState,
+                "an offer while the server's offer awaits an answer: answer it first".into(),
+            );
+            return;
+        }
+        let answer = async {
+            let offer = RTCSessionDescription::offer(sdp)?;
+            self.pc.set_remote_description(offer).await?;
+            let answer = self.pc.create_answer(None).await?;
+            self.pc.set_local_description(answer.clone()).await?;
+            Ok::<_, webrtc::error::Error>(answer)
+        }
+        .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.refuse(
+                    ErrorCode::Malformed,
+                    format!("the room offer was refused: {e}"),
+                );
+                return;
+            }
+        };
+        send(
+            &self.setup.outbox,
+            &ServerMsg::RoomSignal(Signal::Description {
+                kind: SdpKind::Answer,
+                sdp: answer.sdp,
+            }),
+        );
+        self.answered = true;
+        for init in std::mem::take(&mut self.early_candidates) {
+            self.add_candidate(init).await;
+        }
+        self.negotiate().await;
+    }
+
+    /// The client's answer to the server's offer: forwarded tracks in it go live.
+    async fn remote_answer(&mut self, sdp: String) {
+        if !self.awaiting_answer {
+            self.refuse(
+                ErrorCode::WrongState,
+                "an answer, but the server made no offer".into(),
+            );
+            return;
+        }
+        let applied = async {
+            let answer = RTCSessionDescription::answer(sdp)?;
+            self.pc.set_remote_description(answer).await
+        }
+        .await;
+        if let Err(e) = applied {
+            self.refuse(ErrorCode::Malformed, format!("the answer was refused: {e}"));
+            return;
+        }
+        self.awaiting_answer = false;
+        self.go_live().await;
+        self.negotiate().await;
+    }
+
+    /// Offers the current forwarded tracks if they changed and no negotiation is running.
+    async fn negotiate(&mut self) {
+        if !self.answered || self.awaiting_answer || !self.renegotiate {
+            return;
+        }
+        let offer = async {
+            let offer = self.pc.create_offer(None).await?;
+            self.pc.set_local_description(offer.clone()).await?;
+            Ok::<_, webrtc::error::Error>(offer)
+        }
+        .await;
+        match offer {
+            Ok(offer) => {
+                for sub in self.subscriptions.values_mut() {
+                    sub.offered = true;
+                }
+                self.renegotiate = false;
+                self.awaiting_answer = true;
+                send(
+                    &self.setup.outbox,
+                    &ServerMsg::RoomSignal(Signal::Description {
+                        kind: SdpKind::Offer,
+                        sdp: offer.sdp,
+                    }),
+                );
+            }
+            Err(e) => tracing::error!(member = %self.setup.id, "cannot make an offer: {e}"),
+        }
+    }
+
+    /// Hands negotiated subscriptions to their forwarders, with this leg's payload type,
+    /// once the connection is up.
+    async fn go_live(&mut self) {
+        if !self.connected || self.awaiting_answer {
+            return;
+        }
+        for sub in self
+            .subscriptions
+            .values_mut()
+            .filter(|s| s.offered && !s.live)
+        {
+            let wanted = &sub.published.codec.mime_type;
+            let payload_type = match sub.sender.get_parameters().await {
+                Ok(params) => params
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(wanted))
+                    .map(|c| c.payload_type),
+                Err(_) => None,
+            };
+            let Some(payload_type) = payload_type else {
+                tracing::warn!(member = %self.setup.id, codec = %wanted, "the client did not accept a forwarded track's codec");
+                continue;
+            };
+            sub.live = true;
+            if sub.published.kind != StreamKind::Mic {
+                relay_keyframe_requests(sub.track.clone(), sub.published.ctl.clone());
+            }
+            let _ = sub.published.ctl.send(ForwardCtl::Add(Subscriber {
+                member: self.setup.id,
+                track: sub.track.clone(),
+                ssrc: sub.ssrc,
+                payload_type,
+            }));
+        }
+    }
+
+    async fn subscribe(&mut self, published: Published) {
+        let key = (published.publisher, published.kind);
+        if self.subscriptions.contains_key(&key) {
+            return;
+        }
+        let ssrc = rand::random::<u32>();
+        let stream = format!("{}:{}", published.publisher.0, published.kind.as_str());
+        let kind = match published.kind {
+            StreamKind::Mic => RtpCodecKind::Audio,
+            StreamKind::Camera | StreamKind::Screen => RtpCodecKind::Video,
+        };
+        let encodings = vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: published.codec.clone(),
+            ..Default::default()
+        }];
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            stream.clone(),
+            stream.clone(),
+            stream,
+            kind,
+            encodings.clone(),
+        )));
+        // Always a new send-only m-line: `add_track` would reuse the client's own
+        // (receive-only here) m-lines, which the client only sends on.
+        let added = self
+            .pc
+            .add_transceiver_from_track(
+                track.clone() as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![],
+                    // Not taken from the track by this call: given again.
+                    send_encodings: encodings,
+                }),
+            )
+            .await;
+        let sender = match added {
+            Ok(transceiver) => transceiver.sender().await.ok().flatten(),
+            Err(e) => {
+                tracing::error!(member = %self.setup.id, "cannot add a forwarded track: {e}");
+                None
+            }
+        };
+        let Some(sender) = sender else {
+            return;
+        };
+        self.subscriptions.insert(
+            key,
+            Subscription {
+                published,
+                sender,
+                track,
+                ssrc,
+                offered: false,
+                live: false,
+            },
+        );
+        self.renegotiate = true;
+        self.negotiate().await;
+    }
+
+    async fn unsubscribe(&mut self, publisher: AvatarId, kind: StreamKind) {
+        let Some(sub) = self.subscriptions.remove(&(publisher, kind)) else {
+            return;
+        };
+        let _ = sub.published.ctl.send(ForwardCtl::Remove(self.setup.id));
+        if let Err(e) = self.pc.remove_track(&sub.sender).await {
+            tracing::debug!(member = %self.setup.id, "removing a forwarded track: {e}");
+        }
+        self.renegotiate = true;
+        self.negotiate().await;
+    }
+
+    /// The client's track arrived (on its first packet): start forwarding it.
+    async fn published(&mut self, track: Arc<dyn TrackRemote>) {
+        let Some((index, audio_level_id)) = self.m_line_of(&track).await else {
+            tracing::warn!(member = %self.setup.id, "a track on an unknown m-line; ignored");
+            return;
+        };
+        let Some(kind) = StreamKind::from_m_line(index) else {
+            tracing::warn!(member = %self.setup.id, index, "a track on an extra m-line; ignored");
+            return;
+        };
+        let ssrcs = track.ssrcs().await;
+        let Some(&media_ssrc) = ssrcs.first() else {
+            return;
+        };
+        let Some(codec) = track.codec(media_ssrc).await else {
+            return;
+        };
+        let stats = Arc::new(StreamStats::default());
+        let ctl = forward::spawn(
+            StreamSource {
+                track,
+                kind,
+                media_ssrc,
+                audio_level_id,
+            },
+            stats.clone(),
+            self.setup.metrics.clone(),
+        );
+        tracing::info!(member = %self.setup.id, kind = kind.as_str(), codec = %codec.mime_type, "publishing");
+        self.setup.room.send(RoomCmd::Published(Published {
+            publisher: self.setup.id,
+            kind,
+            codec,
+            ctl,
+            stats,
+        }));
+    }
+
+    /// Which of the client's m-lines (by order in its offer) carries `track`, and the audio
+    /// level extension id negotiated on it.
+    async fn m_line_of(&self, track: &Arc<dyn TrackRemote>) -> Option<(usize, Option<u8>)> {
+        for transceiver in self.pc.get_transceivers().await {
+            let Ok(Some(receiver)) = transceiver.receiver().await else {
+                continue;
+            };
+            if Arc::as_ptr(receiver.track()).cast::<()>() != Arc::as_ptr(track).cast::<()>() {
+                continue;
+            }
+            let mid = transceiver.mid().await.ok().flatten()?;
+            let index = mid.parse::<usize>().ok()?;
+            let level_id = match receiver.get_parameters().await {
+                Ok(params) => params
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == engine::AUDIO_LEVEL_URI)
+                    .and_then(|e| u8::try_from(e.id).ok()),
+                Err(_) => None,
+            };
+            return Some((index, level_id));
+        }
+        None
+    }
+}

@@ -1,0 +1,225 @@
+//! The SFU: forwards each room member's microphone, camera and screen RTP to every other
+//! member, without transcoding. One WebRTC peer connection per member carries both
+//! directions; the server renegotiates (its own offers) as forwarded tracks come and go.
+//!
+//! - [`Sfu`] is the front door, called by the space task (who is in which room) and by
+//!   sessions (signaling). It never blocks: it hands work to actors over channels.
+//! - `room`: one task per room; knows its members and published streams, wires
+//!   subscriptions, picks the loudest speakers.
+//! - `member`: one task per member; owns its peer connection and its negotiation.
+//! - `forward`: one task per published stream; rewrites and writes each packet to every
+//!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
+//! - `speakers`: the N-loudest rule, a pure function.
+//! - `engine`: how a peer connection is built.
+//!
+//! The SFU knows nothing about maps or zones: rooms are [`RoomId`]s given by the caller.
+
+mod engine;
+mod forward;
+mod member;
+mod room;
+pub mod speakers;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use quad_shared::AvatarId;
+use quad_shared::protocol::{ErrorCode, ErrorMsg, MediaFlags, Signal};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A room, as the caller names it. The space uses the room zone's id, which is also what
+/// clients are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub u16);
+
+/// Which of a member's devices a stream carries. The client's offer lists its transceivers
+/// in this order, so the first m-line is the microphone, the second the camera, the third
+/// the screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    Mic,
+    Camera,
+    Screen,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Mic => "mic",
+            StreamKind::Camera => "camera",
+            StreamKind::Screen => "screen",
+        }
+    }
+
+    /// The kind of the client's `index`-th m-line.
+    pub fn from_m_line(index: usize) -> Option<StreamKind> {
+        [StreamKind::Mic, StreamKind::Camera, StreamKind::Screen]
+            .get(index)
+            .copied()
+    }
+}
+
+/// Tunables of the SFU.
+#[derive(Clone, Debug)]
+pub struct SfuConfig {
+    /// The local IP that peer connections bind their UDP sockets to.
+    pub bind_ip: IpAddr,
+    /// The address browsers reach the server's media ports at, when not `bind_ip` (1:1 NAT).
+    pub public_ip: Option<IpAddr>,
+    /// How many of the loudest speakers are forwarded in a room.
+    pub max_speakers: usize,
+    /// How long a member's connection may stay disconnected before it is removed.
+    pub member_timeout: Duration,
+}
+
+/// Counters for `/metrics`, shared by every SFU task; relaxed atomics on the packet path.
+#[derive(Debug, Default)]
+pub struct SfuMetrics {
+    pub rooms: AtomicU64,
+    pub members: AtomicU64,
+    pub forwarded_packets: AtomicU64,
+    pub forwarded_bytes: AtomicU64,
+    /// Packets that could not be handed to a subscriber's connection.
+    pub dropped_packets: AtomicU64,
+    /// Audio packets held back by the loudest-speakers rule.
+    pub suppressed_packets: AtomicU64,
+}
+
+/// The front door of the SFU.
+pub struct Sfu {
+    config: Arc<SfuConfig>,
+    metrics: Arc<SfuMetrics>,
+    /// Which room each member is in: sessions look here to route signaling.
+    members: DashMap<AvatarId, RoomId>,
+    /// Running rooms, with how many members each has (only the space task changes these).
+    rooms: Mutex<rustc_hash::FxHashMap<RoomId, (room::RoomHandle, usize)>>,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("members", &self.members.len())
+            .finish()
+    }
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Arc<Sfu> {
+        Arc::new(Sfu {
+            config: Arc::new(config),
+            metrics: Arc::new(SfuMetrics::default()),
+            members: DashMap::new(),
+            rooms: Mutex::new(Default::default()),
+        })
+    }
+
+    pub fn metrics(&self) -> &SfuMetrics {
+        &self.metrics
+    }
+
+    /// Puts `member` in `room` (leaving any other room first). Frames for the member's
+    /// client go to `outbox`.
+    pub fn join(
+        &self,
+        room: RoomId,
+        room_name: &str,
+        member: AvatarId,
+        name: String,
+        media: MediaFlags,
+        outbox: mpsc::Sender<Bytes>,
+    ) {
+        if self.members.get(&member).map(|r| *r) == Some(room) {
+            return;
+        }
+        self.leave(member);
+        let mut rooms = self.lock_rooms();
+        let entry = rooms.entry(room).or_insert_with(|| {
+            self.metrics.rooms.fetch_add(1, Ordering::Relaxed);
+            (
+                room::spawn(
+                    room,
+                    room_name.to_owned(),
+                    self.config.clone(),
+                    self.metrics.clone(),
+                ),
+                0,
+            )
+        });
+        entry.1 += 1;
+        entry.0.send(room::RoomCmd::Join {
+            member,
+            name,
+            media,
+            outbox,
+        });
+        self.members.insert(member, room);
+    }
+
+    /// Takes `member` out of its room, if it is in one. The room ends with its last member.
+    pub fn leave(&self, member: AvatarId) {
+        let Some((_, room)) = self.members.remove(&member) else {
+            return;
+        };
+        let mut rooms = self.lock_rooms();
+        if let Some(entry) = rooms.get_mut(&room) {
+            entry.0.send(room::RoomCmd::Leave { member });
+            entry.1 = entry.1.saturating_sub(1);
+            if entry.1 == 0 {
+                entry.0.send(room::RoomCmd::Close);
+                rooms.remove(&room);
+                self.metrics.rooms.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Signaling from `member`'s client for its room connection.
+    pub fn signal(&self, member: AvatarId, signal: Signal) -> Result<(), ErrorMsg> {
+        let room = self.room_of(member)?;
+        self.send_to_room(room, room::RoomCmd::Signal { member, signal });
+        Ok(())
+    }
+
+    /// `member`'s client reported its devices; its room tells everyone.
+    pub fn media(&self, member: AvatarId, media: MediaFlags) {
+        if let Ok(room) = self.room_of(member) {
+            self.send_to_room(room, room::RoomCmd::Media { member, media });
+        }
+    }
+
+    /// The room `member` is in.
+    pub fn room_of(&self, member: AvatarId) -> Result<RoomId, ErrorMsg> {
+        self.members.get(&member).map(|r| *r).ok_or_else(|| {
+            ErrorMsg::new(
+                ErrorCode::WrongState,
+                "RoomSignal outside a room: the server has not sent JoinRoomMedia",
+            )
+        })
+    }
+
+    fn send_to_room(&self, room: RoomId, cmd: room::RoomCmd) {
+        if let Some(entry) = self.lock_rooms().get(&room) {
+            entry.0.send(cmd);
+        }
+    }
+
+    fn lock_rooms(
+        &self,
+    ) -> std::sync::MutexGuard<'_, rustc_hash::FxHashMap<RoomId, (room::RoomHandle, usize)>> {
+        // A panic while holding this lock would be a bug; the map stays usable either way.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes every room (server shutdown).
+    pub fn close_all(&self) {
+        let mut rooms = self.lock_rooms();
+        for (_, (handle, _)) in rooms.drain() {
+            handle.send(room::RoomCmd::Close);
+        }
+        self.members.clear();
+        self.metrics.rooms.store(0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,387 @@
+//! One room: a task that knows the room's members and their published streams, subscribes
+//! every member to everyone else's streams, tells clients who is in the room and who is
+//! speaking, and applies the loudest-speakers rule.
+//!
+//! A member's connection (its member task) starts with the client's offer. When it is lost
+//! (disconnected past the timeout), its streams are withdrawn from everyone and the client is
+//! asked to connect again; if the client is gone too, its session's leave removes it.
+
+use super::forward::{ForwardCtl, StreamStats};
+use super::member::{self, MemberCmd, MemberSetup};
+use super::speakers::{self, MicLevel};
+use super::{RoomId, SfuConfig, SfuMetrics, StreamKind};
+use bytes::Bytes;
+use quad_shared::protocol::{MediaFlags, RoomMember, SdpKind, ServerMsg, Signal};
+use quad_shared::{AvatarId, ZoneId};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often the room re-ranks its speakers.
+const SPEAKER_TICK: Duration = Duration::from_millis(100);
+
+/// What the SFU and member tasks tell a room.
+pub enum RoomCmd {
+    Join {
+        member: AvatarId,
+        name: String,
+        media: MediaFlags,
+        outbox: mpsc::Sender<Bytes>,
+    },
+    Leave {
+        member: AvatarId,
+    },
+    Signal {
+        member: AvatarId,
+        signal: Signal,
+    },
+    Media {
+        member: AvatarId,
+        media: MediaFlags,
+    },
+    /// A member's track started arriving.
+    Published(Published),
+    /// A member's connection was lost.
+    Gone {
+        member: AvatarId,
+    },
+    Close,
+}
+
+/// A stream a member publishes, as subscribers need it.
+#[derive(Clone)]
+pub struct Published {
+    pub publisher: AvatarId,
+    pub kind: StreamKind,
+    pub codec: RTCRtpCodec,
+    pub ctl: mpsc::UnboundedSender<ForwardCtl>,
+    pub stats: Arc<StreamStats>,
+}
+
+/// A way to reach a room's task.
+#[derive(Clone)]
+pub struct RoomHandle(mpsc::UnboundedSender<RoomCmd>);
+
+impl RoomHandle {
+    pub fn send(&self, cmd: RoomCmd) {
+        // A closed room has no one left to tell.
+        let _ = self.0.send(cmd);
+    }
+}
+
+struct Entry {
+    name: String,
+    media: MediaFlags,
+    outbox: mpsc::Sender<Bytes>,
+    /// The member's connection task, once its client has offered.
+    connection: Option<mpsc::UnboundedSender<MemberCmd>>,
+}
+
+struct Room {
+    id: RoomId,
+    /// The room's display name (for `JoinRoomMedia`).
+    name: String,
+    handle: RoomHandle,
+    config: Arc<SfuConfig>,
+    metrics: Arc<SfuMetrics>,
+    /// Members in the order they joined.
+    members: Vec<(AvatarId, Entry)>,
+    streams: Vec<Published>,
+    /// Each microphone's packet count at the last speaker tick (in `streams` order of mics).
+    mic_packets: rustc_hash::FxHashMap<AvatarId, u64>,
+    speakers: Vec<AvatarId>,
+}
+
+/// Starts a room's task.
+pub fn spawn(
+    id: RoomId,
+    name: String,
+    config: Arc<SfuConfig>,
+    metrics: Arc<SfuMetrics>,
+) -> RoomHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = RoomHandle(tx);
+    let room = Room {
+        id,
+        name,
+        handle: handle.clone(),
+        config,
+        metrics,
+        members: Vec::new(),
+        streams: Vec::new(),
+        mic_packets: Default::default(),
+        speakers: Vec::new(),
+    };
+    tokio::spawn(run(room, rx));
+    handle
+}
+
+async fn run(mut room: Room, mut rx: mpsc::UnboundedReceiver<RoomCmd>) {
+    let mut tick = tokio::time::interval(SPEAKER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                None | Some(RoomCmd::Close) => break,
+                Some(cmd) => room.command(cmd),
+            },
+            _ = tick.tick() => room.rank_speakers(),
+        }
+    }
+    for (_, entry) in std::mem::take(&mut room.members) {
+        if let Some(connection) = entry.connection {
+            let _ = connection.send(MemberCmd::Close);
+        }
+        room.metrics.members.fetch_sub(1, Ordering::Relaxed);
+    }
+    tracing::debug!(room = room.id.0, "room closed");
+}
+
+impl Room {
+    fn entry(&mut self, id: AvatarId) -> Option<&mut Entry> {
+        self.members
+            .iter_mut()
+            .find(|(m, _)| *m == id)
+            .map(|(_, e)| e)
+    }
+
+    fn command(&mut self, cmd: RoomCmd) {
+        match cmd {
+            RoomCmd::Join {
+                member,
+                name,
+                media,
+                outbox,
+            } => {
+                if self.entry(member).is_some() {
+                    return;
+                }
+                self.members.push((
+                    member,
+                    Entry {
+                        name,
+                        media,
+                        outbox,
+                        connection: None,
+                    },
+                ));
+                self.metrics.members.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(room = self.id.0, %member, members = self.members.len(), "joined room media");
+                self.announce_members();
+            }
+            RoomCmd::Leave { member } => {
+                if self.members.iter().any(|(m, _)| *m == member) {
+                    self.remove_member(member);
+                    self.members.retain(|(m, _)| *m != member);
+                    tracing::info!(room = self.id.0, %member, members = self.members.len(), "left room media");
+                    self.announce_members();
+                }
+            }
+            RoomCmd::Signal { member, signal } => self.signal(member, signal),
+            RoomCmd::Media { member, media } => {
+                if let Some(entry) = self.entry(member)
+                    && entry.media != media
+                {
+                    entry.media = media;
+                    self.announce_members();
+                }
+            }
+            RoomCmd::Published(published) => self.published(published),
+            RoomCmd::Gone { member } => {
+                self.withdraw_streams(member);
+                // Ask the client to connect again; if it is gone, its leave follows.
+                let msg = ServerMsg::JoinRoomMedia {
+                    room: ZoneId(self.id.0),
+                    name: self.name.clone(),
+                };
+                if let Some(entry) = self.entry(member) {
+                    entry.connection = None;
+                    send(&entry.outbox, &msg);
+                }
+            }
+            RoomCmd::Close => {}
+        }
+    }
+
+    /// Signaling from a member's client: its first offer starts its connection.
+    fn signal(&mut self, member: AvatarId, signal: Signal) {
+        let setup = MemberSetup {
+            id: member,
+            room: self.handle.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+            outbox: match self.entry(member) {
+                Some(entry) => entry.outbox.clone(),
+                None => return,
+            },
+        };
+        let streams: Vec<Published> = self
+            .streams
+            .iter()
+            .filter(|s| s.publisher != member)
+            .cloned()
+            .collect();
+        let Some(entry) = self.entry(member) else {
+            return;
+        };
+        if let Some(connection) = &entry.connection {
+            let _ = connection.send(MemberCmd::Signal(signal));
+            return;
+        }
+        let Signal::Description {
+            kind: SdpKind::Offer,
+            sdp,
+        } = signal
+        else {
+            // Candidates before the offer cannot be used; the client sends them after.
+            return;
+        };
+        let connection = member::spawn(setup, sdp);
+        for published in streams {
+            let _ = connection.send(MemberCmd::Subscribe(published));
+        }
+        entry.connection = Some(connection);
+    }
+
+    fn published(&mut self, published: Published) {
+        let Some(publisher) = self
+            .members
+            .iter()
+            .find(|(m, _)| *m == published.publisher)
+            .map(|(m, _)| *m)
+        else {
+            return;
+        };
+        self.streams
+            .retain(|s| !(s.publisher == publisher && s.kind == published.kind));
+        for (id, entry) in &self.members {
+            if *id != publisher
+                && let Some(connection) = &entry.connection
+            {
+                let _ = connection.send(MemberCmd::Subscribe(published.clone()));
+            }
+        }
+        let mic = published.kind == StreamKind::Mic;
+        self.streams.push(published);
+        if mic {
+            self.rank_speakers();
+        } else {
+            published_video_forwarded(self.streams.last());
+        }
+    }
+
+    /// Stops forwarding everything `member` publishes.
+    fn withdraw_streams(&mut self, member: AvatarId) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.streams)
+            .into_iter()
+            .partition(|s| s.publisher == member);
+        self.streams = kept;
+        for stream in gone {
+            for (_, entry) in &self.members {
+                if let Some(connection) = &entry.connection {
+                    let _ = connection.send(MemberCmd::Unsubscribe(member, stream.kind));
+                }
+            }
+        }
+        self.mic_packets.remove(&member);
+    }
+
+    /// Closes `member`'s connection and withdraws its streams (the entry stays).
+    fn remove_member(&mut self, member: AvatarId) {
+        self.withdraw_streams(member);
+        if let Some(entry) = self.entry(member)
+            && let Some(connection) = entry.connection.take()
+        {
+            let _ = connection.send(MemberCmd::Close);
+        }
+        self.metrics.members.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn announce_members(&self) {
+        let members = self
+            .members
+            .iter()
+            .map(|(id, e)| RoomMember {
+                id: *id,
+                name: e.name.clone(),
+                media: e.media,
+            })
+            .collect();
+        self.broadcast(&ServerMsg::RoomMembers {
+            room: ZoneId(self.id.0),
+            members,
+        });
+    }
+
+    fn broadcast(&self, msg: &ServerMsg) {
+        match quad_shared::codec::encode(msg) {
+            Ok(frame) => {
+                let frame = Bytes::from(frame);
+                for (_, entry) in &self.members {
+                    let _ = entry.outbox.try_send(frame.clone());
+                }
+            }
+            Err(e) => tracing::error!("cannot encode a room message: {e}"),
+        }
+    }
+
+    /// Applies the loudest-speakers rule and tells members when who speaks changes.
+    fn rank_speakers(&mut self) {
+        let mics: Vec<&Published> = self
+            .streams
+            .iter()
+            .filter(|s| s.kind == StreamKind::Mic)
+            .collect();
+        if mics.is_empty() && self.speakers.is_empty() {
+            return;
+        }
+        let levels: Vec<MicLevel> = mics
+            .iter()
+            .map(|s| {
+                let packets = s.stats.packets.load(Ordering::Relaxed);
+                let before = self.mic_packets.insert(s.publisher, packets);
+                let sending = before != Some(packets);
+                MicLevel {
+                    loudness: if sending { s.stats.loudness() } else { 0.0 },
+                    forwarded: s.stats.forwarded.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        let chosen = speakers::choose(&levels, self.config.max_speakers);
+        let mut speaking: Vec<(f32, AvatarId)> = Vec::new();
+        for ((mic, level), forward) in mics.iter().zip(&levels).zip(chosen) {
+            mic.stats.forwarded.store(forward, Ordering::Relaxed);
+            if forward && level.loudness > speakers::SPEAKING_LOUDNESS {
+                speaking.push((level.loudness, mic.publisher));
+            }
+        }
+        speaking.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let speakers: Vec<AvatarId> = speaking.into_iter().map(|(_, id)| id).collect();
+        if speakers != self.speakers {
+            self.speakers = speakers.clone();
+            self.broadcast(&ServerMsg::RoomSpeakers {
+                room: ZoneId(self.id.0),
+                speakers,
+            });
+        }
+    }
+}
+
+/// Video is always forwarded (the loudest-speakers rule is for microphones).
+fn published_video_forwarded(stream: Option<&Published>) {
+    if let Some(s) = stream {
+        s.stats.forwarded.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Queues one message for one client.
+fn send(outbox: &mpsc::Sender<Bytes>, msg: &ServerMsg) {
+    match quad_shared::codec::encode(msg) {
+        Ok(frame) => {
+            let _ = outbox.try_send(Bytes::from(frame));
+        }
+        Err(e) => tracing::error!("cannot encode a room message: {e}"),
+    }
+}

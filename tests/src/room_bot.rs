@@ -1,0 +1,685 @@
+//! Room bots: protocol clients that take part in classroom media as webrtc-rs peers, the way
+//! a browser does. A bot walks (or spawns) into a room zone, answers `JoinRoomMedia` with an
+//! offer of three send-only m-lines (microphone, camera, screen), answers the server's
+//! renegotiations, and publishes synthetic Opus (with an RTP audio level) and optionally VP8.
+//! Every packet it receives is counted by the stream it came in (`"<avatar>:<kind>"`).
+//!
+//! Each bot runs in its own task; tests read its [`RoomBotState`] and wait on it.
+
+use crate::{Bot, PATIENCE};
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use quad_shared::protocol::{
+    ClientMsg, ErrorMsg, MediaFlags, RoomMember, SdpKind, ServerMsg, Signal,
+};
+use quad_shared::{AvatarId, ZoneId};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The first bytes of every synthetic payload, so a receiver can tell bot packets apart.
+pub const MAGIC: &[u8; 4] = b"QUAD";
+
+/// What a bot publishes.
+#[derive(Clone, Debug)]
+pub struct RoomBotOptions {
+    pub name: String,
+    /// Where to appear (the test server must run with `dev`).
+    pub spawn: [f32; 2],
+    /// Publish a microphone at this RTP audio level (-dBov: 0 loudest, 127 silence).
+    pub mic_level: Option<u8>,
+    /// Publish a camera (VP8 packets at 30 per second).
+    pub camera: bool,
+}
+
+/// What a bot has seen, for tests to read.
+#[derive(Debug, Default)]
+pub struct RoomBotState {
+    pub room: Option<ZoneId>,
+    pub members: Vec<RoomMember>,
+    pub speakers: Vec<AvatarId>,
+    /// Packets received per forwarded stream id (`"<avatar>:<mic|camera|screen>"`).
+    pub received: HashMap<String, u64>,
+    /// One-way delays of received bot packets (send time stamped in the payload), µs.
+    pub delays_us: Vec<u64>,
+    /// The room connection's state, as its last change said.
+    pub connection: Option<RTCPeerConnectionState>,
+    /// When the room connection first reached `Connected`.
+    pub connected_at: Option<Instant>,
+    /// Offers the server made (renegotiations).
+    pub server_offers: u32,
+    /// `JoinRoomMedia` messages received.
+    pub joins: u32,
+    pub errors: Vec<ErrorMsg>,
+    /// Set when the bot's task ended with an error.
+    pub failed: Option<String>,
+}
+
+impl RoomBotState {
+    /// Packets received from `publisher`'s stream of `kind` (`mic`, `camera`, `screen`).
+    pub fn packets_from(&self, publisher: AvatarId, kind: &str) -> u64 {
+        self.received
+            .get(&format!("{}:{kind}", publisher.0))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+enum Command {
+    Walk(u8, u32),
+    /// Close the room connection but keep the WebSocket (a network that drops media only).
+    DropMedia,
+    Leave,
+}
+
+/// A bot in the space that does room media. Dropping it stops its task abruptly: the
+/// WebSocket goes without a close frame and the peer connection is closed.
+pub struct RoomBot {
+    pub id: AvatarId,
+    state: Arc<Mutex<RoomBotState>>,
+    /// The current room connection, so that dropping the bot can close it.
+    pc: PcSlot,
+    commands: mpsc::UnboundedSender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type PcSlot = Arc<Mutex<Option<Arc<dyn PeerConnection>>>>;
+
+impl Drop for RoomBot {
+    fn drop(&mut self) {
+        self.task.abort();
+        let pc = self.pc.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Without close() the connection's driver task would run on; closing says nothing
+        // to the server that the WebSocket's end does not.
+        if let (Some(pc), Ok(rt)) = (pc, tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
+impl RoomBot {
+    /// Joins the space at `options.spawn` and starts taking part in room media.
+    pub async fn join(addr: SocketAddr, options: RoomBotOptions) -> Result<RoomBot> {
+        let bot = Bot::join(addr, &options.name, Some(options.spawn)).await?;
+        let id = bot.id;
+        let state = Arc::new(Mutex::new(RoomBotState::default()));
+        let (commands, rx) = mpsc::unbounded_channel();
+        let pc = PcSlot::default();
+        let task = tokio::spawn(run(bot, options, state.clone(), pc.clone(), rx));
+        Ok(RoomBot {
+            id,
+            state,
+            pc,
+            commands,
+            task,
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, RoomBotState> {
+        // Only this module's tasks lock it, and none panics while holding it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `cond` holds of the bot's state, or fails after `timeout` saying what
+    /// the state was.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&RoomBotState) -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let state = self.state();
+                if cond(&state) {
+                    return Ok(());
+                }
+                if let Some(why) = &state.failed {
+                    bail!("bot {} failed while waiting for {what}: {why}", self.id);
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "bot {}: {what} not within {timeout:?}; state: {:?}",
+                        self.id,
+                        *state
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Walks like a client (see [`Bot::walk`]).
+    pub fn walk(&self, dir: u8, steps: u32) {
+        let _ = self.commands.send(Command::Walk(dir, steps));
+    }
+
+    /// Closes the room connection without a word, keeping the WebSocket.
+    pub fn drop_media(&self) {
+        let _ = self.commands.send(Command::DropMedia);
+    }
+
+    /// Leaves properly: closes the peer connection and the WebSocket with a close frame.
+    pub async fn leave(self) {
+        let _ = self.commands.send(Command::Leave);
+        let deadline = Instant::now() + PATIENCE;
+        while !self.task.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until this bot receives packets from each of `publishers`' `kind` streams,
+    /// at least `count` from each.
+    pub async fn wait_receiving(
+        &self,
+        publishers: &[AvatarId],
+        kind: &str,
+        count: u64,
+    ) -> Result<()> {
+        self.wait_for(
+            PATIENCE,
+            &format!("{count} {kind} packets from each of {publishers:?}"),
+            |s| publishers.iter().all(|p| s.packets_from(*p, kind) >= count),
+        )
+        .await
+    }
+}
+
+/// What the peer connection's callbacks report.
+enum PcEvent {
+    Candidate(RTCIceCandidateInit),
+    State(RTCPeerConnectionState),
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Events(mpsc::UnboundedSender<PcEvent>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.0.send(PcEvent::Candidate(init));
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.0.send(PcEvent::State(state));
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.0.send(PcEvent::Track(track));
+    }
+}
+
+/// One room connection of a bot.
+struct Media {
+    pc: Arc<dyn PeerConnection>,
+    events: mpsc::UnboundedReceiver<PcEvent>,
+    publisher: Option<tokio::task::JoinHandle<()>>,
+    mic: Option<Arc<TrackLocalStaticRTP>>,
+    camera: Option<Arc<TrackLocalStaticRTP>>,
+}
+
+impl Media {
+    async fn close(mut self) {
+        if let Some(p) = self.publisher.take() {
+            p.abort();
+        }
+        let _ = self.pc.close().await;
+    }
+}
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+async fn new_pc(events: mpsc::UnboundedSender<PcEvent>) -> Result<Arc<dyn PeerConnection>> {
+    let mut media = MediaEngine::default();
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: opus(),
+            payload_type: 111,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    media.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: vp8(),
+            payload_type: 96,
+        },
+        RtpCodecKind::Video,
+    )?;
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .with_handler(Arc::new(Events(events)))
+        .with_udp_addrs(vec![SocketAddr::from(([127, 0, 0, 1], 0))])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+fn local_track(
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+    label: &str,
+    ssrc: u32,
+) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("bot-{label}"),
+        format!("bot-{label}"),
+        label.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+/// Opens the room connection: three send-only m-lines in the order the SFU expects, and the
+/// offer.
+async fn open_media(bot: &mut Bot, options: &RoomBotOptions) -> Result<Media> {
+    let (tx, events) = mpsc::unbounded_channel();
+    let pc = new_pc(tx).await?;
+    // The encodings must be given again: `add_transceiver_from_track` does not take them
+    // from the track.
+    let sendonly = |encodings: Vec<RTCRtpEncodingParameters>| {
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: encodings,
+        })
+    };
+    // webrtc-rs wants a track on a send-only m-line; devices that are off never write.
+    let mic = local_track(RtpCodecKind::Audio, opus(), "mic", rand::random());
+    let camera = local_track(RtpCodecKind::Video, vp8(), "camera", rand::random());
+    let screen = local_track(RtpCodecKind::Video, vp8(), "screen", rand::random());
+    for track in [&mic, &camera, &screen] {
+        let encodings = track.track().await.codings().to_vec();
+        pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, sendonly(encodings))
+            .await?;
+    }
+    let mic = options.mic_level.is_some().then_some(mic);
+    let camera = options.camera.then_some(camera);
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer.clone()).await?;
+    bot.send(&ClientMsg::RoomSignal(Signal::Description {
+        kind: SdpKind::Offer,
+        sdp: offer.sdp,
+    }))
+    .await?;
+    Ok(Media {
+        pc,
+        events,
+        publisher: None,
+        mic,
+        camera,
+    })
+}
+
+/// Publishes synthetic media until aborted: Opus-sized packets every 20 ms with the audio
+/// level, VP8-sized packets every 33 ms. Payloads start with [`MAGIC`] and the send time.
+fn publish(
+    mic: Option<(Arc<TrackLocalStaticRTP>, u8)>,
+    camera: Option<Arc<TrackLocalStaticRTP>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let ssrc_of = |t: Option<Arc<TrackLocalStaticRTP>>| async move {
+            match t {
+                Some(t) => t.track().await.ssrcs().next().unwrap_or(0),
+                None => 0,
+            }
+        };
+        let mic_ssrc = ssrc_of(mic.as_ref().map(|m| m.0.clone())).await;
+        let camera_ssrc = ssrc_of(camera.clone()).await;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let (mut audio_seq, mut video_seq) = (0u16, 0u16);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            if let Some((track, level)) = &mic
+                && n.is_multiple_of(2)
+            {
+                audio_seq = audio_seq.wrapping_add(1);
+                let mut packet = synthetic(111, audio_seq, u32::from(audio_seq) * 960, 80);
+                packet.header.ssrc = mic_ssrc;
+                let level = HeaderExtension::AudioLevel(AudioLevelExtension {
+                    level: *level,
+                    voice: *level < 127,
+                });
+                if track
+                    .write_rtp_with_extensions(packet, &[level])
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            if let Some(track) = &camera
+                && n.is_multiple_of(3)
+            {
+                video_seq = video_seq.wrapping_add(1);
+                let mut packet = synthetic(96, video_seq, u32::from(video_seq) * 3000, 900);
+                packet.header.marker = true;
+                packet.header.ssrc = camera_ssrc;
+                if track.write_rtp(packet).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+fn lock(s: &Mutex<RoomBotState>) -> MutexGuard<'_, RoomBotState> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn synthetic(payload_type: u8, seq: u16, timestamp: u32, len: usize) -> rtc::rtp::Packet {
+    let mut payload = vec![0u8; len.max(12)];
+    payload[..4].copy_from_slice(MAGIC);
+    payload[4..12].copy_from_slice(&now_us().to_be_bytes());
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            payload_type,
+            sequence_number: seq,
+            timestamp,
+            ..Default::default()
+        },
+        payload: Bytes::from(payload),
+    }
+}
+
+/// Counts what arrives on a forwarded track, by its stream id.
+fn count(track: Arc<dyn TrackRemote>, state: Arc<Mutex<RoomBotState>>) {
+    tokio::spawn(async move {
+        let stream = track.stream_id().await;
+        while let Some(event) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                let delay =
+                    (packet.payload.len() >= 12 && &packet.payload[..4] == MAGIC).then(|| {
+                        let mut sent = [0u8; 8];
+                        sent.copy_from_slice(&packet.payload[4..12]);
+                        now_us().saturating_sub(u64::from_be_bytes(sent))
+                    });
+                let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                *s.received.entry(stream.clone()).or_default() += 1;
+                if let Some(d) = delay
+                    && s.delays_us.len() < 100_000
+                {
+                    s.delays_us.push(d);
+                }
+            }
+        }
+    });
+}
+
+async fn run(
+    bot: Bot,
+    options: RoomBotOptions,
+    state: Arc<Mutex<RoomBotState>>,
+    pc: PcSlot,
+    commands: mpsc::UnboundedReceiver<Command>,
+) {
+    if let Err(e) = drive(bot, options, state.clone(), pc, commands).await {
+        state.lock().unwrap_or_else(|e| e.into_inner()).failed = Some(format!("{e:#}"));
+    }
+}
+
+async fn drive(
+    mut bot: Bot,
+    options: RoomBotOptions,
+    state: Arc<Mutex<RoomBotState>>,
+    pc_slot: PcSlot,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) -> Result<()> {
+    let mut media: Option<Media> = None;
+    let mut walking: Option<(u8, u32)> = None;
+    let mut pace = tokio::time::interval(Duration::from_millis(50));
+    let flags = MediaFlags {
+        mic: options.mic_level.is_some(),
+        camera: options.camera,
+        screen: false,
+    };
+    bot.send(&ClientMsg::Media(flags)).await?;
+    loop {
+        // Signaling first, then peer connection events, then the bot's own pace.
+        bot.pump(Duration::from_millis(5)).await?;
+        if let Some(closed) = &bot.closed {
+            bail!("the server closed the connection: {closed:?}");
+        }
+        lock(&state).errors.append(&mut bot.errors);
+        for msg in std::mem::take(&mut bot.room_msgs) {
+            match msg {
+                ServerMsg::JoinRoomMedia { room, .. } => {
+                    if let Some(old) = media.take() {
+                        old.close().await;
+                    }
+                    {
+                        let mut s = lock(&state);
+                        s.room = Some(room);
+                        s.joins += 1;
+                        s.connection = None;
+                    }
+                    let m = open_media(&mut bot, &options).await?;
+                    *pc_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.pc.clone());
+                    media = Some(m);
+                }
+                ServerMsg::LeaveRoomMedia { .. } => {
+                    if let Some(old) = media.take() {
+                        old.close().await;
+                    }
+                    let mut s = lock(&state);
+                    s.room = None;
+                    s.members.clear();
+                    s.connection = None;
+                }
+                ServerMsg::RoomMembers { members, .. } => lock(&state).members = members,
+                ServerMsg::RoomSpeakers { speakers, .. } => lock(&state).speakers = speakers,
+                ServerMsg::RoomSignal(signal) => {
+                    let Some(m) = &media else { continue };
+                    match signal {
+                        Signal::Description {
+                            kind: SdpKind::Answer,
+                            sdp,
+                        } => {
+                            m.pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
+                                .await
+                                .context("the SFU's answer")?;
+                        }
+                        Signal::Description {
+                            kind: SdpKind::Offer,
+                            sdp,
+                        } => {
+                            m.pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
+                                .await
+                                .context("the SFU's offer")?;
+                            let answer = m.pc.create_answer(None).await?;
+                            m.pc.set_local_description(answer.clone()).await?;
+                            bot.send(&ClientMsg::RoomSignal(Signal::Description {
+                                kind: SdpKind::Answer,
+                                sdp: answer.sdp,
+                            }))
+                            .await?;
+                            lock(&state).server_offers += 1;
+                        }
+                        Signal::Description { kind, .. } => {
+                            bail!("unexpected {kind:?} from the SFU")
+                        }
+                        Signal::Candidate {
+                            candidate,
+                            sdp_mid,
+                            sdp_m_line_index,
+                        } => {
+                            if !candidate.is_empty() {
+                                m.pc.add_ice_candidate(RTCIceCandidateInit {
+                                    candidate,
+                                    sdp_mid,
+                                    sdp_mline_index: sdp_m_line_index,
+                                    ..Default::default()
+                                })
+                                .await
+                                .context("the SFU's candidate")?;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(m) = &mut media {
+            while let Ok(event) = m.events.try_recv() {
+                match event {
+                    PcEvent::Candidate(init) => {
+                        bot.send(&ClientMsg::RoomSignal(Signal::Candidate {
+                            candidate: init.candidate,
+                            sdp_mid: init.sdp_mid,
+                            sdp_m_line_index: init.sdp_mline_index,
+                        }))
+                        .await?;
+                    }
+                    PcEvent::State(s) => {
+                        let mut st = lock(&state);
+                        st.connection = Some(s);
+                        if s == RTCPeerConnectionState::Connected {
+                            st.connected_at.get_or_insert_with(Instant::now);
+                            if m.publisher.is_none() {
+                                let mic = m.mic.clone().zip(options.mic_level);
+                                m.publisher = Some(publish(mic, m.camera.clone()));
+                            }
+                        }
+                    }
+                    PcEvent::Track(track) => count(track, state.clone()),
+                }
+            }
+        }
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                Command::Walk(dir, steps) => walking = Some((dir, steps)),
+                Command::DropMedia => {
+                    if let Some(m) = media.take() {
+                        m.close().await;
+                    }
+                }
+                Command::Leave => {
+                    if let Some(m) = media.take() {
+                        m.close().await;
+                    }
+                    bot.close().await;
+                    return Ok(());
+                }
+            }
+        }
+        if let Some((dir, left)) = walking.as_mut() {
+            if pace_ready(&mut pace) {
+                let steps = (*left).min(3);
+                bot.input(*dir, steps as u8).await?;
+                *left -= steps;
+            }
+            if *left == 0 {
+                walking = None;
+            }
+        }
+    }
+}
+
+/// Whether the walking pace's next 50 ms tick has come (without waiting for it).
+fn pace_ready(pace: &mut tokio::time::Interval) -> bool {
+    use std::future::Future;
+    use std::task::{Context as TaskContext, Poll};
+    let waker = std::task::Waker::noop();
+    let mut cx = TaskContext::from_waker(waker);
+    let tick = pace.tick();
+    tokio::pin!(tick);
+    matches!(tick.as_mut().poll(&mut cx), Poll::Ready(_))
+}
+
+/// A walkable point inside the `index`-th classroom zone of `map`, near its centre.
+pub fn room_spot(map: &quad_shared::map::Map, index: usize) -> Result<[f32; 2]> {
+    let room = map
+        .zones
+        .iter()
+        .filter(|z| z.kind == quad_shared::map::ZoneKind::Classroom)
+        .nth(index)
+        .ok_or_else(|| anyhow!("the map has no classroom number {index}"))?;
+    let r = room.rect;
+    // A walkable point near the room's centre (furniture may block the exact centre).
+    for dy in 0..8 {
+        for dx in 0..8 {
+            for (sx, sy) in [(1.0, 1.0), (-1.0, 1.0), (1.0, -1.0), (-1.0, -1.0)] {
+                let p = glam::Vec2::new(
+                    r.x + r.w / 2.0 + sx * dx as f32 * 16.0,
+                    r.y + r.h / 2.0 + sy * dy as f32 * 16.0,
+                );
+                if r.contains(p) && map.collision.walkable(p) {
+                    return Ok(p.to_array());
+                }
+            }
+        }
+    }
+    bail!("no walkable point found in classroom {}", room.name)
+}

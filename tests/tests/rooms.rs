@@ -1,0 +1,307 @@
+//! Classroom media through the SFU, with bots that are webrtc-rs peers publishing synthetic
+//! Opus and VP8: everyone in a room receives everyone else; a newcomer is added to everyone
+//! by renegotiation; a bot that vanishes is cleaned up and the others see no errors; only
+//! the loudest speakers are forwarded; walking in and out switches between proximity and
+//! room media; bad room signaling is refused while the room goes on.
+
+use quad_shared::AvatarId;
+use quad_shared::movement::dir;
+use quad_shared::protocol::{ClientMsg, ErrorCode, SdpKind, Signal};
+use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
+use quad_tests::{Bot, PATIENCE, TestServer, campus};
+use std::time::Duration;
+
+fn options(name: &str, spawn: [f32; 2], mic_level: Option<u8>, camera: bool) -> RoomBotOptions {
+    RoomBotOptions {
+        name: name.into(),
+        spawn,
+        mic_level,
+        camera,
+    }
+}
+
+/// Every bot has received at least `count` microphone packets from every other bot.
+async fn all_hear_each_other(bots: &[RoomBot], count: u64) -> anyhow::Result<()> {
+    let ids: Vec<AvatarId> = bots.iter().map(|b| b.id).collect();
+    for bot in bots {
+        let others: Vec<AvatarId> = ids.iter().copied().filter(|id| *id != bot.id).collect();
+        bot.wait_receiving(&others, "mic", count).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_forwards_everyone_to_everyone_and_renegotiates_on_join_and_leave()
+-> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.room_max_speakers = 10).await?;
+    let map = campus();
+    let at = room_spot(&map, 0)?;
+    let mut bots = Vec::new();
+    for i in 0..5 {
+        bots.push(
+            RoomBot::join(
+                server.addr(),
+                options(&format!("bot{i}"), at, Some(30), i == 0),
+            )
+            .await?,
+        );
+    }
+    for bot in &bots {
+        bot.wait_for(PATIENCE, "JoinRoomMedia", |s| s.room.is_some())
+            .await?;
+    }
+    all_hear_each_other(&bots, 25).await?;
+    // The camera of bot 0 reaches the other four too.
+    for bot in &bots[1..] {
+        bot.wait_receiving(&[bots[0].id], "camera", 10).await?;
+    }
+    for bot in &bots {
+        assert_eq!(
+            bot.state().members.len(),
+            5,
+            "members: {:?}",
+            bot.state().members
+        );
+    }
+
+    // A sixth joins: everyone gets its audio after a renegotiation, and it gets everyone.
+    let offers_before: Vec<u32> = bots.iter().map(|b| b.state().server_offers).collect();
+    bots.push(RoomBot::join(server.addr(), options("bot5", at, Some(30), false)).await?);
+    all_hear_each_other(&bots, 25).await?;
+    for (bot, before) in bots.iter().zip(&offers_before) {
+        assert!(
+            bot.state().server_offers > *before,
+            "bot {} was not renegotiated",
+            bot.id
+        );
+    }
+
+    // Bot 2 vanishes: no goodbye on either connection.
+    let gone = bots.remove(2);
+    let gone_id = gone.id;
+    drop(gone);
+    for bot in &bots {
+        bot.wait_for(PATIENCE, "the vanished bot leaves the member list", |s| {
+            !s.members.iter().any(|m| m.id == gone_id) && !s.members.is_empty()
+        })
+        .await?;
+    }
+    // Its stream is withdrawn: nothing more arrives from it, and the others carry on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frozen: Vec<u64> = bots
+        .iter()
+        .map(|b| b.state().packets_from(gone_id, "mic"))
+        .collect();
+    let before: Vec<u64> = bots
+        .iter()
+        .map(|b| b.state().packets_from(bots[0].id, "mic"))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for (i, bot) in bots.iter().enumerate() {
+        let s = bot.state();
+        assert_eq!(
+            s.packets_from(gone_id, "mic"),
+            frozen[i],
+            "bot {} still receives the vanished bot",
+            bot.id
+        );
+        if i != 0 {
+            assert!(
+                s.packets_from(bots[0].id, "mic") > before[i] + 10,
+                "bot {} stopped receiving",
+                bot.id
+            );
+        }
+        assert!(
+            s.errors.is_empty(),
+            "bot {} got errors: {:?}",
+            bot.id,
+            s.errors
+        );
+        assert!(s.failed.is_none(), "bot {} failed: {:?}", bot.id, s.failed);
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_loudest_speakers_are_forwarded() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.room_max_speakers = 3).await?;
+    let at = room_spot(&campus(), 1)?;
+    let listener = RoomBot::join(server.addr(), options("listener", at, None, false)).await?;
+    let mut speakers = Vec::new();
+    // Levels in -dBov: speaker 0 is the loudest, speaker 9 the quietest.
+    for i in 0..10u8 {
+        speakers.push(
+            RoomBot::join(
+                server.addr(),
+                options(&format!("speaker{i}"), at, Some(10 + 10 * i), false),
+            )
+            .await?,
+        );
+    }
+    for speaker in &speakers {
+        speaker
+            .wait_for(PATIENCE, "a connected room connection", |s| {
+                s.connected_at.is_some()
+            })
+            .await?;
+    }
+    let loudest: Vec<AvatarId> = speakers[..3].iter().map(|b| b.id).collect();
+    listener.wait_receiving(&loudest, "mic", 25).await?;
+    listener
+        .wait_for(PATIENCE, "the three loudest named as speakers", |s| {
+            s.speakers == loudest
+        })
+        .await?;
+
+    // Over a window, only the three loudest arrive.
+    let count = |bot: &RoomBot| -> Vec<u64> {
+        let s = bot.state();
+        speakers
+            .iter()
+            .map(|b| s.packets_from(b.id, "mic"))
+            .collect()
+    };
+    let before = count(&listener);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = count(&listener);
+    let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    for (i, d) in delta.iter().enumerate() {
+        if i < 3 {
+            assert!(
+                *d >= 20,
+                "speaker {i} (loud) got {d} packets through: {delta:?}"
+            );
+        } else {
+            assert_eq!(*d, 0, "speaker {i} (quiet) was forwarded: {delta:?}");
+        }
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_media_connection_is_removed_after_the_timeout_and_rejoins() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.room_member_timeout_secs = 1).await?;
+    let at = room_spot(&campus(), 2)?;
+    let a = RoomBot::join(server.addr(), options("a", at, Some(20), false)).await?;
+    let b = RoomBot::join(server.addr(), options("b", at, Some(20), false)).await?;
+    b.wait_receiving(&[a.id], "mic", 20).await?;
+    a.drop_media();
+    // The server notices, withdraws a's stream from b, and asks a to connect again; a does.
+    a.wait_for(PATIENCE, "a second JoinRoomMedia", |s| s.joins >= 2)
+        .await?;
+    let after_rejoin = b.state().packets_from(a.id, "mic");
+    b.wait_for(PATIENCE, "a's audio again after it reconnected", |s| {
+        s.packets_from(a.id, "mic") > after_rejoin + 20
+    })
+    .await?;
+    assert!(
+        b.state().errors.is_empty(),
+        "b got errors: {:?}",
+        b.state().errors
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walking_into_a_room_switches_from_proximity_to_room_media_and_back() -> anyhow::Result<()>
+{
+    let server = TestServer::start().await?;
+    // Classroom A's door is at tiles x 6-7 on row 10; the hallway is below it.
+    let hallway = [224.0, 400.0];
+    let mut friend = Bot::join(server.addr(), "friend", Some([224.0, 430.0])).await?;
+    let walker = RoomBot::join(server.addr(), options("walker", hallway, Some(20), false)).await?;
+    friend
+        .wait_until(PATIENCE, |f| f.peers.contains_key(&walker.id))
+        .await?;
+    let inside = RoomBot::join(
+        server.addr(),
+        options("inside", room_spot(&campus(), 0)?, Some(20), false),
+    )
+    .await?;
+
+    walker.walk(dir::UP, 40);
+    walker
+        .wait_for(PATIENCE, "JoinRoomMedia", |s| s.room.is_some())
+        .await?;
+    friend
+        .wait_until(PATIENCE, |f| !f.peers.contains_key(&walker.id))
+        .await?;
+    walker.wait_receiving(&[inside.id], "mic", 20).await?;
+    inside.wait_receiving(&[walker.id], "mic", 20).await?;
+
+    walker.walk(dir::DOWN, 40);
+    walker
+        .wait_for(PATIENCE, "LeaveRoomMedia", |s| s.room.is_none())
+        .await?;
+    friend
+        .wait_until(PATIENCE, |f| f.peers.contains_key(&walker.id))
+        .await?;
+    inside
+        .wait_for(PATIENCE, "the walker leaves the member list", |s| {
+            s.members.len() == 1
+        })
+        .await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_room_signaling_is_refused_and_the_room_goes_on() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    // Outside any room: refused.
+    let mut outsider =
+        Bot::join(server.addr(), "outsider", Some(campus().spawn.to_array())).await?;
+    outsider
+        .send(&ClientMsg::RoomSignal(Signal::Description {
+            kind: SdpKind::Offer,
+            sdp: "v=0".into(),
+        }))
+        .await?;
+    outsider.expect_error(ErrorCode::WrongState).await?;
+
+    let at = room_spot(&campus(), 0)?;
+    let a = RoomBot::join(server.addr(), options("a", at, Some(20), false)).await?;
+    let b = RoomBot::join(server.addr(), options("b", at, Some(20), false)).await?;
+    b.wait_receiving(&[a.id], "mic", 10).await?;
+
+    // A raw client in the room sends garbage SDP, an answer nobody asked for, and junk
+    // candidates.
+    let mut rogue = Bot::join(server.addr(), "rogue", Some(at)).await?;
+    rogue
+        .wait_until(PATIENCE, |r| !r.room_msgs.is_empty())
+        .await?;
+    rogue
+        .send(&ClientMsg::RoomSignal(Signal::Description {
+            kind: SdpKind::Offer,
+            sdp: "this is not SDP".into(),
+        }))
+        .await?;
+    rogue.expect_error(ErrorCode::Malformed).await?;
+    rogue
+        .send(&ClientMsg::RoomSignal(Signal::Description {
+            kind: SdpKind::Rollback,
+            sdp: String::new(),
+        }))
+        .await?;
+    rogue
+        .send(&ClientMsg::RoomSignal(Signal::Candidate {
+            candidate: "candidate:garbage".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+        }))
+        .await?;
+    rogue.listen_for(Duration::from_millis(300)).await?;
+
+    let before = b.state().packets_from(a.id, "mic");
+    b.wait_for(PATIENCE, "a's audio keeps coming", |s| {
+        s.packets_from(a.id, "mic") > before + 25
+    })
+    .await?;
+    assert!(a.state().errors.is_empty() && b.state().errors.is_empty());
+    server.stop().await;
+    Ok(())
+}
