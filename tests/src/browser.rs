@@ -21,6 +21,9 @@ pub struct Driver {
 
 impl Driver {
     pub async fn start() -> Result<Driver> {
+        // webrtc brings rustls's ring provider and fantoccini its aws-lc one; with both,
+        // rustls cannot choose by itself. (An error only says one is installed already.)
+        let _ = rustls::crypto::ring::default_provider().install_default();
         for bin in [CHROMIUM, CHROMEDRIVER] {
             if !Path::new(bin).exists() {
                 bail!(
@@ -252,6 +255,21 @@ impl Browser {
             .await
     }
 
+    /// What this page's room (SFU) connection receives: inbound audio bytes per forwarded
+    /// stream id (`"<avatar>:mic"`, read from the m-sections' `a=msid`), the connection's
+    /// state and the selected candidate pair's two candidates. Null outside a room.
+    pub async fn room_inbound(&self) -> Result<Value> {
+        self.eval_async(ROOM_INBOUND).await
+    }
+
+    /// Audio bytes this page's room connection has received from `member`'s microphone.
+    pub async fn room_audio_from(&self, member: u64) -> Result<f64> {
+        let stats = self.room_inbound().await?;
+        Ok(stats["streams"][format!("{member}:mic")]
+            .as_f64()
+            .unwrap_or(0.0))
+    }
+
     pub async fn close(self) -> Result<()> {
         self.client.clone().close().await?;
         Ok(())
@@ -275,6 +293,32 @@ pc.getStats().then(report => {
   const cand = id => { const c = id && byId.get(id); return c ? {address: c.address, port: c.port, type: c.candidateType, protocol: c.protocol, url: c.url, relayProtocol: c.relayProtocol} : null; };
   done({bytes, local: pair && cand(pair.localCandidateId), remote: pair && cand(pair.remoteCandidateId)});
 });
+"#;
+
+/// Inbound audio per forwarded stream on the room connection, and its selected pair.
+const ROOM_INBOUND: &str = r#"
+const done = arguments[arguments.length - 1];
+const pc = window.quad && window.quad.roomPc();
+if (!pc || !pc.remoteDescription) { done(null); return; }
+const streamOfMid = new Map();
+for (const section of pc.remoteDescription.sdp.split('\r\nm=').slice(1)) {
+  const mid = /a=mid:(\S+)/.exec(section), msid = /a=msid:(\S+)/.exec(section);
+  if (mid && msid) streamOfMid.set(mid[1], msid[1]);
+}
+pc.getStats().then(report => {
+  const streams = {}, byId = new Map();
+  let pair = null;
+  report.forEach(s => byId.set(s.id, s));
+  report.forEach(s => {
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+      const stream = streamOfMid.get(s.mid) || ('mid ' + s.mid);
+      streams[stream] = (streams[stream] || 0) + (s.bytesReceived || 0);
+    }
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+  });
+  const cand = id => { const c = id && byId.get(id); return c ? {address: c.address, port: c.port, type: c.candidateType, protocol: c.protocol} : null; };
+  done({state: pc.connectionState, streams, local: pair && cand(pair.localCandidateId), remote: pair && cand(pair.remoteCandidateId)});
+}, () => done(null));
 "#;
 
 const DESCRIBE_PEER: &str = r#"

@@ -1,0 +1,195 @@
+//! A classroom in four browsers (Chromium's fake microphone): A and B start inside
+//! Classroom A, C walks in from the hallway; each hears the other two through the server
+//! (the room connection's remote candidate is the server's); C's walk-in-to-hearing time
+//! and its audio gap (from its hallway peer D to the room) are printed. A shares a (fake, `?fakescreen=1`) screen that B and C see large. Then A
+//! walks out next to D in the hallway: A's room connection closes and a peer connection
+//! with D opens; the audio gap of that switch is printed.
+
+use quad_tests::TestServer;
+use quad_tests::browser::{Browser, Driver, require_client_bundle};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// WebDriver key values.
+const ARROW_UP: char = '\u{e013}';
+const ARROW_DOWN: char = '\u{e015}';
+
+fn walkable(p: [f32; 2]) -> [f32; 2] {
+    let map = quad_tests::campus();
+    assert!(
+        map.collision.walkable(glam::Vec2::from_array(p)),
+        "test spot {p:?} is not walkable on the campus"
+    );
+    p
+}
+
+async fn open(b: &Browser, server: &TestServer, name: &str, at: [f32; 2]) -> anyhow::Result<u64> {
+    b.goto(&format!(
+        "{}/?name={name}&camera=0&fakescreen=1&spawn={},{}",
+        server.url(),
+        at[0],
+        at[1]
+    ))
+    .await?;
+    b.wait_joined_with_mic(name).await
+}
+
+/// Waits until this page's room connection receives rising audio from every one of `from`.
+async fn wait_hearing(b: &Browser, who: &str, from: &[u64]) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = b.room_inbound().await?;
+    loop {
+        let now = b.room_inbound().await?;
+        let rising = |id: &u64| {
+            let key = format!("{id}:mic");
+            now["streams"][&key].as_f64().unwrap_or(0.0) > first["streams"][&key].as_f64().unwrap_or(0.0)
+        };
+        if from.iter().all(rising) {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{who} does not hear all of {from:?} in the room: {now}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Samples, every 10 ms in the page, when room audio and audio from peer PEER arrive.
+const SAMPLER: &str = r#"
+const peer = PEER;
+const t = window.__sampler = {joinedRoom: null, firstRoomAudio: null, lastRoomAudio: null, firstPeerAudio: null, lastPeerAudio: null, roomBytes: 0, peerBytes: 0};
+const audio = r => { let b = 0; r.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') b += s.bytesReceived || 0; }); return b; };
+let busy = false;
+setInterval(async () => {
+  if (busy) return; busy = true;
+  try {
+    const now = performance.now();
+    if (t.joinedRoom === null && window.quad.snapshot().room) t.joinedRoom = now;
+    const room = window.quad.roomPc();
+    if (room && room.connectionState !== 'closed') {
+      const b = audio(await room.getStats());
+      if (b > t.roomBytes) { t.roomBytes = b; t.lastRoomAudio = performance.now(); if (t.firstRoomAudio === null) t.firstRoomAudio = t.lastRoomAudio; }
+    }
+    const pc = peer && window.quad.peerConnection(peer);
+    if (pc && pc.connectionState !== 'closed') {
+      const b = audio(await pc.getStats());
+      if (b > t.peerBytes) { t.peerBytes = b; t.lastPeerAudio = performance.now(); if (t.firstPeerAudio === null) t.firstPeerAudio = t.lastPeerAudio; }
+    }
+  } finally { busy = false; }
+}, 10);
+return true;
+"#;
+
+fn member<'a>(snapshot: &'a Value, id: u64) -> Option<&'a Value> {
+    snapshot["room"]["members"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+#[tokio::test]
+async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity()
+-> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let (a, b, c, d) = (
+        driver.browser().await?,
+        driver.browser().await?,
+        driver.browser().await?,
+        driver.browser().await?,
+    );
+    // Classroom A spans x 32-416, y 32-320; its door is at x 192-256 on y 320-352, and the
+    // hallway runs below it.
+    let d_id = open(&d, &server, "Dana", walkable([300.0, 420.0])).await?;
+    let a_id = open(&a, &server, "Ada", walkable([224.0, 280.0])).await?;
+    let b_id = open(&b, &server, "Ben", walkable([120.0, 176.0])).await?;
+    let c_id = open(&c, &server, "Cy", walkable([224.0, 400.0])).await?;
+
+    for (page, who) in [(&a, "A"), (&b, "B")] {
+        page.wait_snapshot(&format!("{who}'s room connection"), |s| {
+            s["room"]["state"] == "connected"
+        })
+        .await?;
+    }
+
+    // C walks in through the door. A sampler in C's page times it: from the room appearing
+    // in the snapshot (JoinRoomMedia) to the first room audio.
+    c.wait_connected_to(d_id).await?;
+    c.wait_audio_rising(d_id).await?;
+    c.eval(&SAMPLER.replace("PEER", &d_id.to_string())).await?;
+    c.hold_key(ARROW_UP, Duration::from_millis(900)).await?;
+    c.wait_snapshot("C in the room", |s| !s["room"].is_null()).await?;
+    let heard = wait_hearing(&c, "C", &[a_id, b_id]).await?;
+    let times = c.eval("return window.__sampler").await?;
+    let ms = |v: &Value, k: &str| v[k].as_f64();
+    if let (Some(joined), Some(first), Some(last_peer)) = (
+        ms(&times, "joinedRoom"),
+        ms(&times, "firstRoomAudio"),
+        ms(&times, "lastPeerAudio"),
+    ) {
+        println!("walking into the room to hearing it: {:.0} ms", first - joined);
+        println!(
+            "audio gap switching from the hallway to the room: {:.0} ms",
+            first - last_peer
+        );
+    } else {
+        anyhow::bail!("C's sampler missed the walk-in: {times}");
+    }
+    assert_eq!(heard["state"], "connected");
+    assert_eq!(heard["remote"]["type"], "host", "the room's remote candidate: {heard}");
+    assert_eq!(heard["remote"]["address"], "127.0.0.1", "the server's address: {heard}");
+
+    wait_hearing(&a, "A", &[b_id, c_id]).await?;
+    wait_hearing(&b, "B", &[a_id, c_id]).await?;
+    for (page, who) in [(&a, "A"), (&b, "B"), (&c, "C")] {
+        page.wait_snapshot(&format!("{who}'s member list with live audio"), |s| {
+            let others: Vec<u64> = [a_id, b_id, c_id].into_iter().filter(|id| Some(*id) != s["self"]["id"].as_u64()).collect();
+            s["room"]["members"].as_array().is_some_and(|m| m.len() == 3)
+                && others.iter().all(|id| member(s, *id).is_some_and(|m| m["audio"] == true))
+        })
+        .await?;
+    }
+
+    // A shares its screen; B and C show it large, with frames.
+    a.click("#toggle-screen").await?;
+    for (page, who) in [(&b, "B"), (&c, "C")] {
+        page.wait_snapshot(&format!("A's screen at {who}"), |s| s["room"]["screen"] == a_id)
+            .await?;
+        page.wait_snapshot_of(
+            &format!("decoded screen frames at {who}"),
+            "const v = document.querySelector('#room-screen video'); return v ? v.videoWidth : 0",
+            |w| w.as_u64().is_some_and(|w| w > 0),
+        )
+        .await?;
+    }
+
+    // A walks out next to D: the room connection closes, a peer connection with D opens.
+    // A sampler in A's page times the gap: from the last room audio A received to the first
+    // audio from D. (In the page, because WebDriver runs one command at a time per page and
+    // the walk holds it.)
+    a.eval(&SAMPLER.replace("PEER", &d_id.to_string())).await?;
+    a.hold_key(ARROW_DOWN, Duration::from_millis(900)).await?;
+    a.wait_snapshot("A out of the room", |s| s["room"].is_null()).await?;
+    a.wait_connected_to(d_id).await?;
+    a.wait_audio_rising(d_id).await?;
+    let times = a.eval("return window.__sampler").await?;
+    match (ms(&times, "lastRoomAudio"), ms(&times, "firstPeerAudio")) {
+        (Some(last), Some(first)) => println!(
+            "audio gap switching from the room to the hallway: {:.0} ms",
+            first - last
+        ),
+        _ => anyhow::bail!("A's sampler missed the switch: {times}"),
+    }
+    a.wait_connected_to(d_id).await?;
+    a.wait_audio_rising(d_id).await?;
+    let room_pc = a.eval("return window.quad.roomPc() ? window.quad.roomPc().connectionState : null").await?;
+    assert!(room_pc.is_null() || room_pc == "closed", "A's room connection: {room_pc}");
+    b.wait_snapshot("A gone from B's room", |s| {
+        s["room"]["members"].as_array().is_some_and(|m| m.len() == 2) && member(s, a_id).is_none()
+    })
+    .await?;
+
+    for page in [a, b, c, d] {
+        page.close().await?;
+    }
+    server.stop().await;
+    Ok(())
+}
