@@ -74,6 +74,7 @@ impl Crowd {
                 slot: i as u32,
                 pos: *pos,
                 proximity: true,
+                keeps_links: true,
             }));
     }
 

@@ -44,6 +44,11 @@ pub enum ClientMsg {
     /// [`ServerMsg::JoinRoomMedia`]). The client offers once, with its microphone, camera and
     /// screen transceivers in that order; later offers come from the server.
     RoomSignal(Signal),
+    /// The media of where this avatar moved to plays: the room's (`room: true`, after
+    /// `JoinRoomMedia`) or a hallway peer's (`room: false`, after walking out of a room). The
+    /// server may then close the old media; without it the old media goes after a short
+    /// grace anyway.
+    MediaReady { room: bool },
 }
 
 /// Which of an avatar's devices are sending.
@@ -138,11 +143,12 @@ pub enum ServerMsg {
     DisconnectPeer { peer: AvatarId },
     /// Signaling relayed from `from`.
     Signal { from: AvatarId, signal: Signal },
-    /// This avatar walked into a room zone: close proximity links (the planner sends
-    /// `DisconnectPeer` for each) and open one peer connection to the server's SFU, offering
-    /// with [`ClientMsg::RoomSignal`].
+    /// This avatar walked into a room zone: open one peer connection to the server's SFU,
+    /// offering with [`ClientMsg::RoomSignal`]. Its proximity links stay until it sends
+    /// [`ClientMsg::MediaReady`] (or a short grace ends); then `DisconnectPeer` closes them.
     JoinRoomMedia { room: ZoneId, name: String },
-    /// This avatar left the room zone: close the SFU connection; proximity resumes.
+    /// This avatar left the room zone: close the SFU connection. Sent once its new
+    /// proximity links play ([`ClientMsg::MediaReady`]), or a short grace after it walked out.
     LeaveRoomMedia { room: ZoneId },
     /// Signaling from the SFU (answers to the client's offer, the server's own offers when
     /// forwarded tracks come and go, ICE candidates).
@@ -337,6 +343,7 @@ impl ClientMsg {
             ClientMsg::Signal { .. } => "Signal",
             ClientMsg::Media(_) => "Media",
             ClientMsg::RoomSignal(_) => "RoomSignal",
+            ClientMsg::MediaReady { .. } => "MediaReady",
         }
     }
 }

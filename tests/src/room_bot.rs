@@ -75,6 +75,17 @@ pub struct RoomBotState {
     pub errors: Vec<ErrorMsg>,
     /// Set when the bot's task ended with an error.
     pub failed: Option<String>,
+    /// Room and proximity changes, in the order the server sent them.
+    pub log: Vec<MediaEvent>,
+}
+
+/// A change of the bot's media, as the server told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    JoinRoom(ZoneId),
+    LeaveRoom(ZoneId),
+    ConnectPeer(AvatarId),
+    DisconnectPeer(AvatarId),
 }
 
 impl RoomBotState {
@@ -512,7 +523,16 @@ async fn drive(
         if let Some(closed) = &bot.closed {
             bail!("the server closed the connection: {closed:?}");
         }
-        lock(&state).errors.append(&mut bot.errors);
+        {
+            let mut s = lock(&state);
+            s.errors.append(&mut bot.errors);
+            for event in bot.peer_events.drain(..) {
+                s.log.push(match event {
+                    crate::PeerEvent::Connect(peer, _) => MediaEvent::ConnectPeer(peer),
+                    crate::PeerEvent::Disconnect(peer) => MediaEvent::DisconnectPeer(peer),
+                });
+            }
+        }
         for msg in std::mem::take(&mut bot.room_msgs) {
             match msg {
                 ServerMsg::JoinRoomMedia { room, .. } => {
@@ -522,6 +542,7 @@ async fn drive(
                     {
                         let mut s = lock(&state);
                         s.room = Some(room);
+                        s.log.push(MediaEvent::JoinRoom(room));
                         s.joins += 1;
                         s.connection = None;
                     }
@@ -529,11 +550,12 @@ async fn drive(
                     *pc_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.pc.clone());
                     media = Some(m);
                 }
-                ServerMsg::LeaveRoomMedia { .. } => {
+                ServerMsg::LeaveRoomMedia { room } => {
                     if let Some(old) = media.take() {
                         old.close().await;
                     }
                     let mut s = lock(&state);
+                    s.log.push(MediaEvent::LeaveRoom(room));
                     s.room = None;
                     s.members.clear();
                     s.connection = None;
@@ -603,6 +625,10 @@ async fn drive(
                         .await?;
                     }
                     PcEvent::State(s) => {
+                        if s == RTCPeerConnectionState::Connected {
+                            // The room plays: hallway links kept while walking in may go.
+                            bot.send(&ClientMsg::MediaReady { room: true }).await?;
+                        }
                         let mut st = lock(&state);
                         st.connection = Some(s);
                         if s == RTCPeerConnectionState::Connected {

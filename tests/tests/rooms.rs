@@ -7,7 +7,7 @@
 use quad_shared::AvatarId;
 use quad_shared::movement::dir;
 use quad_shared::protocol::{ClientMsg, ErrorCode, SdpKind, Signal};
-use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
+use quad_tests::room_bot::{MediaEvent, RoomBot, RoomBotOptions, room_spot};
 use quad_tests::{Bot, PATIENCE, TestServer, campus};
 use std::time::Duration;
 
@@ -240,6 +240,22 @@ async fn walking_into_a_room_switches_from_proximity_to_room_media_and_back() ->
     friend
         .wait_until(PATIENCE, |f| f.peers.contains_key(&walker.id))
         .await?;
+    // Make before break, both ways: the room came before the hallway link went, and the
+    // hallway link came back before the room went.
+    let log = walker.state().log.clone();
+    let f = friend.id;
+    let join = log
+        .iter()
+        .position(|e| matches!(e, MediaEvent::JoinRoom(_)));
+    let leave = log
+        .iter()
+        .position(|e| matches!(e, MediaEvent::LeaveRoom(_)));
+    let unlink = log.iter().position(|e| *e == MediaEvent::DisconnectPeer(f));
+    let relink = log.iter().rposition(|e| *e == MediaEvent::ConnectPeer(f));
+    assert!(
+        join.is_some() && join < unlink && unlink < relink && relink < leave,
+        "walker's media log: {log:?}"
+    );
     inside
         .wait_for(PATIENCE, "the walker leaves the member list", |s| {
             s.members.len() == 1

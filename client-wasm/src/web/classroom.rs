@@ -410,10 +410,27 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
             }
         })
     };
+    // A forwarded track that starts playing also means the room plays: hallway links kept
+    // while walking in may close.
+    let on_unmute = {
+        let (view, app) = (Rc::downgrade(&view), app.clone());
+        Closure::<dyn FnMut()>::new(move || {
+            peers::media_ready(&app, true);
+            if let Some(view) = view.upgrade()
+                && let Ok(mut view) = view.try_borrow_mut()
+            {
+                view.render_logged();
+            }
+        })
+    };
     let on_track = {
         let view: Weak<RefCell<RoomView>> = Rc::downgrade(&view);
         let refresh: js_sys::Function =
             refresh.as_ref().unchecked_ref::<js_sys::Function>().clone();
+        let on_unmute: js_sys::Function = on_unmute
+            .as_ref()
+            .unchecked_ref::<js_sys::Function>()
+            .clone();
         Closure::<dyn FnMut(RtcTrackEvent)>::new(move |e: RtcTrackEvent| {
             let track = e.track();
             let labelled = e
@@ -429,7 +446,7 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
                 return;
             };
             track.set_onmute(Some(&refresh));
-            track.set_onunmute(Some(&refresh));
+            track.set_onunmute(Some(&on_unmute));
             track.set_onended(Some(&refresh));
             if let Some(view) = view.upgrade()
                 && let Ok(mut view) = view.try_borrow_mut()
@@ -455,8 +472,17 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
         })
     };
     let on_state = {
-        let (pc, app) = (pc.clone(), app.clone());
+        let (pc, app, view) = (pc.clone(), app.clone(), Rc::downgrade(&view));
         Closure::<dyn FnMut()>::new(move || {
+            // Alone in the room, being connected is all there is to wait for.
+            if pc.connection_state() == RtcPeerConnectionState::Connected
+                && view
+                    .upgrade()
+                    .and_then(|v| v.try_borrow().ok().map(|v| v.state.members.len() <= 1))
+                    .unwrap_or(false)
+            {
+                peers::media_ready(&app, true);
+            }
             if pc.connection_state() == RtcPeerConnectionState::Failed
                 && let Some(a) = app.upgrade()
                 && let Ok(mut a) = a.try_borrow_mut()
@@ -482,6 +508,7 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
         view: view.clone(),
         _handlers: vec![
             Box::new(refresh),
+            Box::new(on_unmute),
             Box::new(on_track),
             Box::new(on_candidate),
             Box::new(on_state),

@@ -616,6 +616,11 @@ pub fn connect(
         let (pc, app) = (pc.clone(), app.clone());
         let restarted = Cell::new(false);
         Closure::<dyn FnMut()>::new(move || {
+            if pc.connection_state() == RtcPeerConnectionState::Connected {
+                // A hallway peer plays: a room being left may close now.
+                media_ready(&app, false);
+                return;
+            }
             if pc.connection_state() != RtcPeerConnectionState::Failed {
                 return;
             }
@@ -821,4 +826,18 @@ pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
             }
         }
     });
+}
+
+/// Tells the server that the room's media (`room`) or a hallway peer's plays, so the old
+/// media of a switch (hallway links after walking into a room, the room after walking out)
+/// may close.
+pub(crate) fn media_ready(app: &AppRef, room: bool) {
+    if let Some(a) = app.upgrade()
+        && let Ok(a) = a.try_borrow()
+    {
+        super::send(
+            &a.ws,
+            &quad_shared::protocol::ClientMsg::MediaReady { room },
+        );
+    }
 }

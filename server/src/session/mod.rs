@@ -168,6 +168,13 @@ impl Session {
                     Next::Continue
                 }
             }
+            ClientMsg::MediaReady { room } => {
+                if let Some(id) = self.id {
+                    self.forward(SpaceCommand::MediaReady { id, room }).await
+                } else {
+                    Next::Continue
+                }
+            }
             ClientMsg::RoomSignal(signal) => {
                 if let Some(id) = self.id
                     && let Err(err) = self.state.sfu.signal(id, signal)

@@ -48,6 +48,11 @@ pub enum SpaceCommand {
         id: AvatarId,
         media: MediaFlags,
     },
+    /// The client's new media plays: the room's (`room`) or a hallway peer's.
+    MediaReady {
+        id: AvatarId,
+        room: bool,
+    },
     Signal {
         from: AvatarId,
         to: AvatarId,
@@ -111,6 +116,7 @@ async fn run(
                 Some(SpaceCommand::Input { id, input }) => world.input(id, input),
                 Some(SpaceCommand::Signal { from, to, signal }) => world.signal(from, to, signal),
                 Some(SpaceCommand::Media { id, media }) => world.media(id, media),
+                Some(SpaceCommand::MediaReady { id, room }) => world.media_ready(id, room),
                 Some(SpaceCommand::Leave { id }) => {
                     if sessions.remove(&id).is_some() {
                         world.leave(id);

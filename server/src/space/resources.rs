@@ -189,6 +189,34 @@ impl MediaStates {
 pub struct RoomPresence {
     pub room_of: rustc_hash::FxHashMap<AvatarId, quad_shared::ZoneId>,
     pub moves: Vec<RoomMove>,
+    /// Avatars between two kinds of media (make before break): the old media stays until
+    /// the client says the new one plays (`MediaReady`) or the ticks run out.
+    pub switching: rustc_hash::FxHashMap<AvatarId, Switch>,
+}
+
+/// An avatar's media switch in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    pub kind: SwitchKind,
+    /// Ticks until the old media goes regardless.
+    pub ticks_left: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchKind {
+    /// Walked into a room: its proximity links stay until the room's media plays.
+    Entering,
+    /// Walked out of this room: its room media stays until its hallway links play.
+    Leaving(quad_shared::ZoneId),
+}
+
+impl RoomPresence {
+    /// Whether `id` walked into a room and still keeps its hallway links.
+    pub fn entering(&self, id: AvatarId) -> bool {
+        self.switching
+            .get(&id)
+            .is_some_and(|s| s.kind == SwitchKind::Entering)
+    }
 }
 
 /// An avatar entered a room, left one, or both.

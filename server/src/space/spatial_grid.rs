@@ -13,6 +13,9 @@ pub struct GridEntry {
     pub pos: Vec2,
     /// Whether it takes part in proximity media (not in a room or silent zone).
     pub proximity: bool,
+    /// Whether it keeps the links it has (true with `proximity`; also for a while after
+    /// walking into a room, until the room's media plays).
+    pub keeps_links: bool,
 }
 
 /// Avatars bucketed by square cells of `cell_size` pixels covering the map, stored cell
@@ -189,6 +192,7 @@ mod tests {
             slot: i as u32,
             pos: Vec2::new(x, y),
             proximity: true,
+            keeps_links: true,
         }));
         assert_eq!(grid.entries().len(), 5);
         let mut found = Vec::new();

@@ -150,6 +150,7 @@ impl SpaceWorld {
     pub fn leave(&mut self, id: AvatarId) {
         self.world.resource_mut::<MediaStates>().0.remove(&id);
         let mut presence = self.world.resource_mut::<RoomPresence>();
+        presence.switching.remove(&id);
         if presence.room_of.remove(&id).is_some() {
             presence.moves.push(RoomMove {
                 id,
@@ -263,6 +264,23 @@ impl SpaceWorld {
             .into_inner()
             .frames
             .drain(..)
+    }
+
+    /// `id`'s client says the room's media (`room`) or a hallway peer's plays: if that is
+    /// where it is switching to, the old media goes.
+    pub fn media_ready(&mut self, id: AvatarId, room: bool) {
+        let switching_to_room = match self.world.resource::<RoomPresence>().switching.get(&id) {
+            Some(switch) => switch.kind == super::resources::SwitchKind::Entering,
+            None => return,
+        };
+        if switching_to_room != room {
+            return;
+        }
+        self.world
+            .resource_scope(|world, mut presence: Mut<RoomPresence>| {
+                let mut outbox = world.resource_mut::<Outbox>();
+                systems::room_plan::finish_switch(&mut presence, &mut outbox, id);
+            });
     }
 
     /// Takes the room moves since the last call (for the SFU).

@@ -4,15 +4,15 @@ mod media_plan;
 mod movement;
 pub mod proximity;
 mod replicate;
-mod room_plan;
+pub mod room_plan;
 mod roster;
 mod spatial_index;
 mod zones;
 
 use bevy_ecs::schedule::{IntoScheduleConfigs, Schedule, SingleThreadedExecutor};
 
-/// One tick: apply input, recompute zones, rebuild the spatial index, recompute the
-/// proximity graph and send the media plan's changes, move avatars in and out of room media, announce roster changes, then send
+/// One tick: apply input, recompute zones, move avatars in and out of room media, rebuild the spatial index, recompute the
+/// proximity graph and send the media plan's changes, announce roster changes, then send
 /// each client what changed in its area of interest.
 pub fn tick_schedule() -> Schedule {
     let mut schedule = Schedule::default();
@@ -22,10 +22,10 @@ pub fn tick_schedule() -> Schedule {
         (
             movement::movement,
             zones::zones,
+            room_plan::room_plan,
             spatial_index::spatial_index,
             proximity::proximity,
             media_plan::media_plan,
-            room_plan::room_plan,
             roster::roster,
             replicate::replicate,
         )

@@ -78,7 +78,7 @@ pub fn plan_links(
     peer_span.clear();
     peer_ids.clear();
     for a in entries {
-        let peers = if a.proximity {
+        let peers = if a.keeps_links {
             graph.peers_of(a.id)
         } else {
             &[]
@@ -88,11 +88,14 @@ pub fn plan_links(
     }
     grid.for_each_pair_within(rules.disconnect_radius, hits, |i, j, d2| {
         let (a, b) = (&entries[i], &entries[j]);
-        if !(a.proximity && b.proximity) {
+        if !(a.keeps_links && b.keeps_links) {
             return;
         }
         let (start, len) = peer_span[i];
         let linked = peer_ids[start as usize..(start + len) as usize].contains(&b.id);
+        if !(linked || (a.proximity && b.proximity)) {
+            return;
+        }
         // `rules.keeps`, on squared distances: most pairs in reach are refused here.
         if d2 <= if linked { disconnect2 } else { connect2 } {
             let d = d2.sqrt();

@@ -1,12 +1,13 @@
 //! Spatial index: rebuilds the `SpatialGrid` from every avatar's position.
 
 use crate::space::components::{Avatar, InZone, Position};
-use crate::space::resources::SpaceMap;
+use crate::space::resources::{RoomPresence, SpaceMap};
 use crate::space::spatial_grid::{GridEntry, SpatialGrid};
 use bevy_ecs::prelude::*;
 
 pub fn spatial_index(
     map: Res<SpaceMap>,
+    presence: Res<RoomPresence>,
     mut grid: ResMut<SpatialGrid>,
     avatars: Query<(&Avatar, &Position, &InZone)>,
 ) {
@@ -22,6 +23,8 @@ pub fn spatial_index(
             slot: avatar.slot,
             pos: position.0,
             proximity,
+            // Walking into a room keeps the hallway links until the room plays.
+            keeps_links: proximity || presence.entering(avatar.id),
         }
     }));
 }
