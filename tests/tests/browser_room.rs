@@ -84,7 +84,7 @@ setInterval(async () => {
 return true;
 "#;
 
-fn member<'a>(snapshot: &'a Value, id: u64) -> Option<&'a Value> {
+fn member(snapshot: &Value, id: u64) -> Option<&Value> {
     snapshot["room"]["members"]
         .as_array()?
         .iter()
