@@ -41,6 +41,8 @@ pub struct AppState {
     pub ice: turn::Ice,
     /// Classroom media.
     pub sfu: Arc<media::sfu::Sfu>,
+    /// What the space reports for `/metrics`.
+    pub space_stats: Arc<space::SpaceStats>,
 }
 
 /// One connected session, as the index knows it.
@@ -162,7 +164,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let world = space::SpaceWorld::new(map_file.map.clone(), settings, http::MAP_URL);
     let sfu = media::sfu::Sfu::new(config.sfu());
-    let (space, space_task) = space::spawn(world, config.tick_hz, sfu.clone(), shutdown.clone());
+    let space_stats = Arc::new(space::SpaceStats::default());
+    let (space, space_task) = space::spawn(
+        world,
+        config.tick_hz,
+        sfu.clone(),
+        space_stats.clone(),
+        shutdown.clone(),
+    );
 
     let state = Arc::new(AppState {
         config,
@@ -173,6 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown: shutdown.clone(),
         ice,
         sfu,
+        space_stats,
     });
     let routes = http::routes(state.clone());
     let task = tokio::spawn(async move {

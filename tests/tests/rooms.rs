@@ -55,6 +55,27 @@ async fn a_room_forwards_everyone_to_everyone_and_renegotiates_on_join_and_leave
     for bot in &bots[1..] {
         bot.wait_receiving(&[bots[0].id], "camera", 10).await?;
     }
+    // `/metrics` counts the room, its members and what was forwarded.
+    let (status, page) = quad_tests::http_get(server.addr(), "/metrics").await?;
+    assert_eq!(status, 200, "{page}");
+    let m = |name| quad_tests::metric(&page, name).unwrap_or(-1.0);
+    assert_eq!(m("quad_rooms"), 1.0, "{page}");
+    assert_eq!(m("quad_room_members"), 5.0, "{page}");
+    assert_eq!(m("quad_avatars"), 5.0, "{page}");
+    assert_eq!(m("quad_spaces"), 1.0, "{page}");
+    assert!(
+        m("quad_sfu_forwarded_packets_total") >= 5.0 * 4.0 * 25.0,
+        "{page}"
+    );
+    assert!(
+        m("quad_sfu_forwarded_bytes_total") > m("quad_sfu_forwarded_packets_total") * 12.0,
+        "{page}"
+    );
+    assert_eq!(
+        m("quad_peer_edges"),
+        0.0,
+        "no proximity links in a room: {page}"
+    );
     for bot in &bots {
         assert_eq!(
             bot.state().members.len(),

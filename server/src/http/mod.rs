@@ -1,8 +1,9 @@
 //! HTTP: the accept loop ([`serve`]), the `/ws` upgrade ([`ws_upgrade`]) and the warp routes:
 //! `/` and the page's static files, `/pkg/*` (the wasm client), `/map.tmj` and
-//! `/map/tileset/N` (the space's map and its images), `/healthz`. Handlers only translate
+//! `/map/tileset/N` (the space's map and its images), `/healthz`, `/metrics` ([`metrics`]). Handlers only translate
 //! HTTP; sessions and the space do the work.
 
+pub mod metrics;
 pub mod serve;
 pub mod ws_upgrade;
 
@@ -23,6 +24,17 @@ pub fn routes(
     };
 
     let healthz = warp::path("healthz").and(warp::path::end()).map(|| "ok");
+
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(with_state.clone())
+        .map(|state: Arc<AppState>| {
+            response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics::render(&state).into_bytes(),
+            )
+        });
 
     let map = warp::path("map.tmj")
         .and(warp::path::end())
@@ -52,6 +64,7 @@ pub fn routes(
     let page = warp::fs::dir(state.config.assets_dir.clone());
 
     healthz
+        .or(metrics)
         .or(map)
         .or(tileset)
         .or(client)

@@ -18,6 +18,7 @@ use quad_shared::protocol::{IceServer, Input, MediaFlags};
 use resources::{Recipient, RoomMove};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,13 @@ pub enum SpaceCommand {
     },
 }
 
+/// Counts a space publishes for `/metrics` (written by its task, read by anyone).
+#[derive(Debug, Default)]
+pub struct SpaceStats {
+    pub avatars: AtomicU64,
+    pub peer_edges: AtomicU64,
+}
+
 /// A cheap, cloneable way to reach a space task.
 #[derive(Clone, Debug)]
 pub struct SpaceHandle {
@@ -74,15 +82,16 @@ impl SpaceHandle {
 }
 
 /// Starts the task that owns `world`, ticking `tick_hz` times a second until `shutdown`.
-/// Room moves go to `sfu`.
+/// Room moves go to `sfu`; counts for `/metrics` to `stats` after every tick.
 pub fn spawn(
     world: SpaceWorld,
     tick_hz: u16,
     sfu: Arc<Sfu>,
+    stats: Arc<SpaceStats>,
     shutdown: CancellationToken,
 ) -> (SpaceHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let task = tokio::spawn(run(world, rx, tick_hz, sfu, shutdown));
+    let task = tokio::spawn(run(world, rx, tick_hz, sfu, stats, shutdown));
     (SpaceHandle { tx }, task)
 }
 
@@ -91,6 +100,7 @@ async fn run(
     mut rx: mpsc::Receiver<SpaceCommand>,
     tick_hz: u16,
     sfu: Arc<Sfu>,
+    stats: Arc<SpaceStats>,
     shutdown: CancellationToken,
 ) {
     let mut sessions: FxHashMap<AvatarId, mpsc::Sender<Bytes>> = FxHashMap::default();
@@ -105,6 +115,8 @@ async fn run(
                 let now = Instant::now();
                 world.tick((now - last_tick).as_secs_f32());
                 last_tick = now;
+                stats.avatars.store(world.population() as u64, Ordering::Relaxed);
+                stats.peer_edges.store(world.peer_edges() as u64, Ordering::Relaxed);
             }
             cmd = rx.recv() => match cmd {
                 None => break,

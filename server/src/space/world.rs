@@ -293,6 +293,11 @@ impl SpaceWorld {
         self.world.resource::<MediaStates>().of(id)
     }
 
+    /// How many proximity links there are.
+    pub fn peer_edges(&self) -> usize {
+        self.world.resource::<ProximityGraph>().links.len()
+    }
+
     /// How many avatars are in the space.
     pub fn population(&self) -> usize {
         self.entities.len()
