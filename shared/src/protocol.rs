@@ -49,7 +49,13 @@ pub enum ClientMsg {
     /// server may then close the old media; without it the old media goes after a short
     /// grace anyway.
     MediaReady { room: bool },
+    /// In a room: how wide (device pixels) this client shows each member's camera, so the
+    /// server sends each the simulcast layer that fits. At most [`MAX_ROOM_TILES`] entries.
+    RoomTiles(Vec<(AvatarId, u16)>),
 }
+
+/// The most entries a [`ClientMsg::RoomTiles`] may have.
+pub const MAX_ROOM_TILES: usize = 256;
 
 /// Which of an avatar's devices are sending.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +350,7 @@ impl ClientMsg {
             ClientMsg::Media(_) => "Media",
             ClientMsg::RoomSignal(_) => "RoomSignal",
             ClientMsg::MediaReady { .. } => "MediaReady",
+            ClientMsg::RoomTiles(_) => "RoomTiles",
         }
     }
 }

@@ -77,6 +77,11 @@ pub struct RoomBotState {
     pub failed: Option<String>,
     /// Room and proximity changes, in the order the server sent them.
     pub log: Vec<MediaEvent>,
+    /// Camera packets received per stream, by the simulcast layer they were sent on.
+    pub layers: HashMap<String, [u64; 3]>,
+    /// Per stream: the last sequence number, and how often one did not follow the last.
+    pub last_seq: HashMap<String, u16>,
+    pub seq_jumps: HashMap<String, u64>,
 }
 
 /// A change of the bot's media, as the server told it.
@@ -100,6 +105,7 @@ impl RoomBotState {
 
 enum Command {
     Walk(u8, u32),
+    Tiles(Vec<(AvatarId, u16)>),
     /// Close the room connection but keep the WebSocket (a network that drops media only).
     DropMedia,
     Leave,
@@ -190,6 +196,11 @@ impl RoomBot {
         let _ = self.commands.send(Command::Walk(dir, steps));
     }
 
+    /// Reports the width at which this bot "shows" each member's camera.
+    pub fn tiles(&self, tiles: Vec<(AvatarId, u16)>) {
+        let _ = self.commands.send(Command::Tiles(tiles));
+    }
+
     /// Closes the room connection without a word, keeping the WebSocket.
     pub fn drop_media(&self) {
         let _ = self.commands.send(Command::DropMedia);
@@ -251,7 +262,11 @@ struct Media {
     events: mpsc::UnboundedReceiver<PcEvent>,
     publisher: Option<tokio::task::JoinHandle<()>>,
     mic: Option<Arc<TrackLocalStaticRTP>>,
-    camera: Option<Arc<TrackLocalStaticRTP>>,
+    /// The camera track and its transceiver (for the negotiated extension ids).
+    camera: Option<(
+        Arc<TrackLocalStaticRTP>,
+        Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
+    )>,
 }
 
 impl Media {
@@ -322,25 +337,32 @@ async fn new_pc(events: mpsc::UnboundedSender<PcEvent>) -> Result<Arc<dyn PeerCo
     Ok(Arc::new(pc))
 }
 
+/// A local track with one encoding per RID (one unnamed encoding for `[""]`), each with a
+/// random SSRC.
 fn local_track(
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
     label: &str,
-    ssrc: u32,
+    rids: &[&str],
 ) -> Arc<TrackLocalStaticRTP> {
+    let encodings = rids
+        .iter()
+        .map(|rid| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: (*rid).to_owned(),
+                ssrc: Some(rand::random()),
+                ..Default::default()
+            },
+            codec: codec.clone(),
+            ..Default::default()
+        })
+        .collect();
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         format!("bot-{label}"),
         format!("bot-{label}"),
         label.to_owned(),
         kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec,
-            ..Default::default()
-        }],
+        encodings,
     )))
 }
 
@@ -359,16 +381,20 @@ async fn open_media(bot: &mut Bot, options: &RoomBotOptions) -> Result<Media> {
         })
     };
     // webrtc-rs wants a track on a send-only m-line; devices that are off never write.
-    let mic = local_track(RtpCodecKind::Audio, opus(), "mic", rand::random());
-    let camera = local_track(RtpCodecKind::Video, vp8(), "camera", rand::random());
-    let screen = local_track(RtpCodecKind::Video, vp8(), "screen", rand::random());
+    let mic = local_track(RtpCodecKind::Audio, opus(), "mic", &[""]);
+    // The camera in three simulcast layers, as the browser client sends it.
+    let camera = local_track(RtpCodecKind::Video, vp8(), "camera", &SIMULCAST_RIDS);
+    let screen = local_track(RtpCodecKind::Video, vp8(), "screen", &[""]);
+    let mut camera_sender = None;
     for track in [&mic, &camera, &screen] {
         let encodings = track.track().await.codings().to_vec();
-        pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, sendonly(encodings))
+        let transceiver = pc
+            .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, sendonly(encodings))
             .await?;
+        if Arc::ptr_eq(track, &camera) {
+            camera_sender = Some(transceiver);
+        }
     }
-    let mic = options.mic_level.is_some().then_some(mic);
-    let camera = options.camera.then_some(camera);
     let offer = pc.create_offer(None).await?;
     pc.set_local_description(offer.clone()).await?;
     bot.send(&ClientMsg::RoomSignal(Signal::Description {
@@ -380,28 +406,59 @@ async fn open_media(bot: &mut Bot, options: &RoomBotOptions) -> Result<Media> {
         pc,
         events,
         publisher: None,
-        mic,
-        camera,
+        mic: options.mic_level.is_some().then_some(mic),
+        camera: if options.camera {
+            camera_sender.map(|t| (camera, t))
+        } else {
+            None
+        },
     })
 }
 
+/// The RIDs of the camera's simulcast layers, lowest first (the SFU's names).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
 /// Publishes synthetic media until aborted: Opus-sized packets every 20 ms with the audio
-/// level, VP8-sized packets every 33 ms. Payloads start with [`MAGIC`] and the send time.
+/// level, and on the camera a VP8-shaped packet every 33 ms on each simulcast layer, a
+/// keyframe every 30th. Payloads carry [`MAGIC`] and the send time at 4..16; video
+/// payloads start with a VP8 descriptor and carry their layer at byte 2.
 fn publish(
     mic: Option<(Arc<TrackLocalStaticRTP>, u8)>,
-    camera: Option<Arc<TrackLocalStaticRTP>>,
+    camera: Option<(
+        Arc<TrackLocalStaticRTP>,
+        Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
+    )>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let ssrc_of = |t: Option<Arc<TrackLocalStaticRTP>>| async move {
-            match t {
-                Some(t) => t.track().await.ssrcs().next().unwrap_or(0),
-                None => 0,
-            }
+        let mic_ssrc = match &mic {
+            Some((t, _)) => t.track().await.ssrcs().next().unwrap_or(0),
+            None => 0,
         };
-        let mic_ssrc = ssrc_of(mic.as_ref().map(|m| m.0.clone())).await;
-        let camera_ssrc = ssrc_of(camera.clone()).await;
+        // Each layer's SSRC, and the ids of the mid and rid extensions the layers carry.
+        let mut layers: Vec<u32> = Vec::new();
+        let mut mid_ext: Option<(u8, Bytes)> = None;
+        let mut rid_ext: Option<u8> = None;
+        if let Some((track, transceiver)) = &camera {
+            layers = track.track().await.ssrcs().collect();
+            let mid = transceiver.mid().await.ok().flatten().unwrap_or_default();
+            if let Ok(Some(sender)) = transceiver.sender().await
+                && let Ok(params) = sender.get_parameters().await
+            {
+                for ext in &params.rtp_parameters.header_extensions {
+                    match ext.uri.as_str() {
+                        "urn:ietf:params:rtp-hdrext:sdes:mid" => {
+                            mid_ext = Some((ext.id as u8, Bytes::from(mid.clone().into_bytes())));
+                        }
+                        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" => {
+                            rid_ext = Some(ext.id as u8);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(10));
-        let (mut audio_seq, mut video_seq) = (0u16, 0u16);
+        let (mut audio_seq, mut frame) = (0u16, 0u32);
         let mut n: u64 = 0;
         loop {
             tick.tick().await;
@@ -410,7 +467,7 @@ fn publish(
                 && n.is_multiple_of(2)
             {
                 audio_seq = audio_seq.wrapping_add(1);
-                let mut packet = synthetic(111, audio_seq, u32::from(audio_seq) * 960, 80);
+                let mut packet = synthetic(111, audio_seq, u32::from(audio_seq) * 960, &[0; 4], 80);
                 packet.header.ssrc = mic_ssrc;
                 let level = HeaderExtension::AudioLevel(AudioLevelExtension {
                     level: *level,
@@ -424,15 +481,30 @@ fn publish(
                     break;
                 }
             }
-            if let Some(track) = &camera
+            if let Some((track, _)) = &camera
                 && n.is_multiple_of(3)
             {
-                video_seq = video_seq.wrapping_add(1);
-                let mut packet = synthetic(96, video_seq, u32::from(video_seq) * 3000, 900);
-                packet.header.marker = true;
-                packet.header.ssrc = camera_ssrc;
-                if track.write_rtp(packet).await.is_err() {
-                    break;
+                frame = frame.wrapping_add(1);
+                let key = frame % 30 == 1;
+                for (layer, ssrc) in layers.iter().enumerate() {
+                    // VP8 descriptor: start of partition 0; payload header P=0 on keyframes.
+                    let head = [0x10, u8::from(!key), layer as u8, 0];
+                    let seq = frame as u16;
+                    let mut packet = synthetic(96, seq, frame * 3000, &head, 300 * (layer + 1));
+                    packet.header.marker = true;
+                    packet.header.ssrc = *ssrc;
+                    if let Some((id, mid)) = &mid_ext {
+                        let _ = packet.header.set_extension(*id, mid.clone());
+                    }
+                    if let Some(id) = rid_ext {
+                        let rid = SIMULCAST_RIDS[layer.min(2)];
+                        let _ = packet
+                            .header
+                            .set_extension(id, Bytes::from_static(rid.as_bytes()));
+                    }
+                    if track.write_rtp(packet).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
@@ -449,10 +521,18 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-fn synthetic(payload_type: u8, seq: u16, timestamp: u32, len: usize) -> rtc::rtp::Packet {
-    let mut payload = vec![0u8; len.max(12)];
-    payload[..4].copy_from_slice(MAGIC);
-    payload[4..12].copy_from_slice(&now_us().to_be_bytes());
+/// A packet whose payload is `head` (4 bytes), [`MAGIC`], the send time, then padding.
+fn synthetic(
+    payload_type: u8,
+    seq: u16,
+    timestamp: u32,
+    head: &[u8; 4],
+    len: usize,
+) -> rtc::rtp::Packet {
+    let mut payload = vec![0u8; len.max(16)];
+    payload[..4].copy_from_slice(head);
+    payload[4..8].copy_from_slice(MAGIC);
+    payload[8..16].copy_from_slice(&now_us().to_be_bytes());
     rtc::rtp::Packet {
         header: rtc::rtp::header::Header {
             version: 2,
@@ -471,14 +551,25 @@ fn count(track: Arc<dyn TrackRemote>, state: Arc<Mutex<RoomBotState>>) {
         let stream = track.stream_id().await;
         while let Some(event) = track.poll().await {
             if let TrackRemoteEvent::OnRtpPacket(packet) = event {
-                let delay =
-                    (packet.payload.len() >= 12 && &packet.payload[..4] == MAGIC).then(|| {
-                        let mut sent = [0u8; 8];
-                        sent.copy_from_slice(&packet.payload[4..12]);
-                        now_us().saturating_sub(u64::from_be_bytes(sent))
-                    });
+                let p = &packet.payload;
+                let ours = p.len() >= 16 && &p[4..8] == MAGIC;
+                let delay = ours.then(|| {
+                    let mut sent = [0u8; 8];
+                    sent.copy_from_slice(&p[8..16]);
+                    now_us().saturating_sub(u64::from_be_bytes(sent))
+                });
                 let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
                 *s.received.entry(stream.clone()).or_default() += 1;
+                if ours && stream.ends_with(":camera") {
+                    let layer = usize::from(p[2].min(2));
+                    s.layers.entry(stream.clone()).or_default()[layer] += 1;
+                }
+                let seq = packet.header.sequence_number;
+                if let Some(last) = s.last_seq.insert(stream.clone(), seq)
+                    && seq != last.wrapping_add(1)
+                {
+                    *s.seq_jumps.entry(stream.clone()).or_default() += 1;
+                }
                 if let Some(d) = delay
                     && s.delays_us.len() < 100_000
                 {
@@ -646,6 +737,7 @@ async fn drive(
         while let Ok(cmd) = commands.try_recv() {
             match cmd {
                 Command::Walk(dir, steps) => walking = Some((dir, steps)),
+                Command::Tiles(tiles) => bot.send(&ClientMsg::RoomTiles(tiles)).await?,
                 Command::DropMedia => {
                     if let Some(m) = media.take() {
                         m.close().await;

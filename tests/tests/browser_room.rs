@@ -1,7 +1,9 @@
-//! A classroom in four browsers (Chromium's fake microphone): A and B start inside
+//! A classroom in four browsers (Chromium's fake devices): A and B start inside
 //! Classroom A, C walks in from the hallway; each hears the other two through the server
 //! (the room connection's remote candidate is the server's); C's walk-in-to-hearing time
-//! and its audio gap (from its hallway peer D to the room) are printed. A shares a (fake, `?fakescreen=1`) screen that B and C see large. Then A
+//! and its audio gap (from its hallway peer D to the room) are printed. A's camera reaches B
+//! in a simulcast layer smaller than the full one, to fit B's tile. A shares a (fake,
+//! `?fakescreen=1`) screen that B and C see large. Then A
 //! walks out next to D in the hallway: A's room connection closes and a peer connection
 //! with D opens; the audio gap of that switch is printed.
 
@@ -23,10 +25,17 @@ fn walkable(p: [f32; 2]) -> [f32; 2] {
     p
 }
 
-async fn open(b: &Browser, server: &TestServer, name: &str, at: [f32; 2]) -> anyhow::Result<u64> {
+async fn open(
+    b: &Browser,
+    server: &TestServer,
+    name: &str,
+    at: [f32; 2],
+    camera: bool,
+) -> anyhow::Result<u64> {
     b.goto(&format!(
-        "{}/?name={name}&camera=0&fakescreen=1&spawn={},{}",
+        "{}/?name={name}&camera={}&fakescreen=1&spawn={},{}",
         server.url(),
+        u8::from(camera),
         at[0],
         at[1]
     ))
@@ -105,10 +114,10 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     );
     // Classroom A spans x 32-416, y 32-320; its door is at x 192-256 on y 320-352, and the
     // hallway runs below it.
-    let d_id = open(&d, &server, "Dana", walkable([300.0, 420.0])).await?;
-    let a_id = open(&a, &server, "Ada", walkable([224.0, 280.0])).await?;
-    let b_id = open(&b, &server, "Ben", walkable([120.0, 176.0])).await?;
-    let c_id = open(&c, &server, "Cy", walkable([224.0, 400.0])).await?;
+    let d_id = open(&d, &server, "Dana", walkable([300.0, 420.0]), false).await?;
+    let a_id = open(&a, &server, "Ada", walkable([224.0, 280.0]), true).await?;
+    let b_id = open(&b, &server, "Ben", walkable([120.0, 176.0]), false).await?;
+    let c_id = open(&c, &server, "Cy", walkable([224.0, 400.0]), false).await?;
 
     for (page, who) in [(&a, "A"), (&b, "B")] {
         page.wait_snapshot(&format!("{who}'s room connection"), |s| {
@@ -171,6 +180,32 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
         })
         .await?;
     }
+
+    // A's camera arrives at B in simulcast: B's tile is small, so B gets a reduced layer
+    // (the fake camera is 640 px wide).
+    b.wait_snapshot("A's camera in B's tile", |s| {
+        member(s, a_id).is_some_and(|m| m["video"] == true)
+    })
+    .await?;
+    let width = b
+        .wait_snapshot_of(
+            "decoded frames of A's camera at B",
+            &format!(
+                "const v = document.querySelector('#room-tiles [data-member=\"{a_id}\"] video'); return v ? v.videoWidth : 0"
+            ),
+            |w| w.as_u64().is_some_and(|w| w > 0),
+        )
+        .await?;
+    let tile = b
+        .eval(&format!(
+            "return document.querySelector('#room-tiles [data-member=\"{a_id}\"]').clientWidth"
+        ))
+        .await?;
+    println!("A's camera at B: {width} px wide in a {tile} px tile");
+    assert!(
+        width.as_u64().is_some_and(|w| w < 640),
+        "B gets the full layer ({width} px) for a {tile} px tile"
+    );
 
     // A shares its screen; B and C show it large, with frames.
     a.click("#toggle-screen").await?;

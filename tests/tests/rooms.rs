@@ -342,3 +342,71 @@ async fn bad_room_signaling_is_refused_and_the_room_goes_on() -> anyhow::Result<
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_viewer_gets_the_simulcast_layer_that_fits_its_tile() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let at = room_spot(&campus(), 3)?;
+    let camera = RoomBot::join(server.addr(), options("camera", at, None, true)).await?;
+    let small = RoomBot::join(server.addr(), options("small", at, None, false)).await?;
+    let large = RoomBot::join(server.addr(), options("large", at, None, false)).await?;
+    // Reports no tile size: gets the middle layer.
+    let plain = RoomBot::join(server.addr(), options("plain", at, None, false)).await?;
+    for viewer in [&small, &large] {
+        // A client reports its tiles once it shows the room.
+        viewer
+            .wait_for(PATIENCE, "JoinRoomMedia", |s| s.room.is_some())
+            .await?;
+    }
+    small.tiles(vec![(camera.id, 160)]);
+    large.tiles(vec![(camera.id, 1280)]);
+    let stream = format!("{}:camera", camera.id.0);
+    let layers = |b: &RoomBot| b.state().layers.get(&stream).copied().unwrap_or_default();
+    for (viewer, layer) in [(&small, 0), (&large, 2), (&plain, 1)] {
+        viewer
+            .wait_for(PATIENCE, &format!("camera layer {layer}"), |s| {
+                s.layers.get(&stream).is_some_and(|l| l[layer] >= 10)
+            })
+            .await?;
+    }
+    // Over a window, each gets its layer and no other.
+    let before = [layers(&small), layers(&large), layers(&plain)];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = [layers(&small), layers(&large), layers(&plain)];
+    for (i, wanted) in [0, 2, 1].into_iter().enumerate() {
+        for layer in 0..3 {
+            let got = after[i][layer] - before[i][layer];
+            if layer == wanted {
+                assert!(
+                    got >= 20,
+                    "viewer {i} got {got} packets of its layer {layer}: {after:?}"
+                );
+            } else {
+                assert_eq!(
+                    got, 0,
+                    "viewer {i} got layer {layer} too: {before:?} -> {after:?}"
+                );
+            }
+        }
+    }
+
+    // The small tile grows: that viewer moves up to the full layer at its next keyframe,
+    // and its sequence numbers run on without a gap.
+    let jumps_before = small.state().seq_jumps.get(&stream).copied().unwrap_or(0);
+    let full_before = layers(&small)[2];
+    small.tiles(vec![(camera.id, 1280)]);
+    small
+        .wait_for(PATIENCE, "the full layer after the tile grew", |s| {
+            s.layers
+                .get(&stream)
+                .is_some_and(|l| l[2] >= full_before + 20)
+        })
+        .await?;
+    assert_eq!(
+        small.state().seq_jumps.get(&stream).copied().unwrap_or(0),
+        jumps_before,
+        "the layer switch left a gap in sequence numbers"
+    );
+    server.stop().await;
+    Ok(())
+}

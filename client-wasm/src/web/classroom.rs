@@ -69,6 +69,10 @@ pub struct RoomView {
     incoming: HashMap<StreamLabel, MediaStream>,
     tiles: HashMap<AvatarId, Tile>,
     voices: HashMap<AvatarId, HtmlAudioElement>,
+    /// To report tile sizes to the server (simulcast layer choice).
+    app: AppRef,
+    /// The tile widths last reported.
+    reported: Vec<(AvatarId, u16)>,
 }
 
 /// One member's tile: `<figure class="tile" data-member="ID">` with a `<video>` and a
@@ -200,7 +204,35 @@ impl RoomView {
             };
             Some((m.name.as_str(), self.incoming.get(&label)?))
         });
-        screen::show("room-screen", shown)
+        screen::show("room-screen", shown)?;
+        self.report_tiles();
+        Ok(())
+    }
+
+    /// Tells the server how wide (device pixels) each other member's tile is, when that
+    /// changed, so it forwards the simulcast layer that fits.
+    fn report_tiles(&mut self) {
+        let ratio = web_sys::window().map_or(1.0, |w| w.device_pixel_ratio());
+        let mut tiles: Vec<(AvatarId, u16)> = self
+            .tiles
+            .iter()
+            .filter(|(id, _)| **id != self.me)
+            .map(|(id, tile)| {
+                let width = f64::from(tile.figure.client_width()) * ratio;
+                (*id, width.clamp(0.0, f64::from(u16::MAX)) as u16)
+            })
+            .filter(|(_, width)| *width > 0)
+            .collect();
+        tiles.sort_unstable();
+        if tiles == self.reported {
+            return;
+        }
+        if let Some(a) = self.app.upgrade()
+            && let Ok(a) = a.try_borrow()
+        {
+            send(&a.ws, &ClientMsg::RoomTiles(tiles.clone()));
+            self.reported = tiles;
+        }
     }
 
     /// Empties and hides the panel.
@@ -384,6 +416,9 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
     let outgoing = Source::ALL.map(|source| {
         let init = RtcRtpTransceiverInit::new();
         init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+        if source == Source::Camera {
+            init.set_send_encodings(&simulcast_layers());
+        }
         match &tracks[source.index()] {
             Some(track) => pc.add_transceiver_with_media_stream_track_and_init(track, &init),
             None => pc.add_transceiver_with_str_and_init(source.kind(), &init),
@@ -396,6 +431,8 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
         incoming: HashMap::new(),
         tiles: HashMap::new(),
         voices: HashMap::new(),
+        app: app.clone(),
+        reported: Vec::new(),
     }));
 
     // Re-renders when a forwarded track starts, stops or ends (the server removing a track
@@ -518,6 +555,19 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
     view.borrow_mut().render_logged();
     signaling.push(Step::Offer);
     Ok(())
+}
+
+/// The camera's simulcast layers, lowest first, named as the SFU expects (`q`, `h`, `f`:
+/// a quarter, half and all of the camera's resolution).
+fn simulcast_layers() -> js_sys::Array {
+    let layers = js_sys::Array::new();
+    for (rid, scale) in [("q", 4.0), ("h", 2.0), ("f", 1.0)] {
+        let layer = web_sys::RtcRtpEncodingParameters::new();
+        layer.set_rid(rid);
+        layer.set_scale_resolution_down_by(scale);
+        layers.push(&layer);
+    }
+    layers
 }
 
 /// Closes the room connection and hides the panel: the one for `room`, or with `None`

@@ -175,6 +175,21 @@ impl Session {
                     Next::Continue
                 }
             }
+            ClientMsg::RoomTiles(tiles) => {
+                if tiles.len() > quad_shared::protocol::MAX_ROOM_TILES {
+                    self.refuse(ErrorMsg::new(
+                        ErrorCode::Malformed,
+                        format!(
+                            "RoomTiles has {} entries; at most {} are allowed",
+                            tiles.len(),
+                            quad_shared::protocol::MAX_ROOM_TILES
+                        ),
+                    ));
+                } else if let Some(id) = self.id {
+                    self.state.sfu.tiles(id, tiles);
+                }
+                Next::Continue
+            }
             ClientMsg::RoomSignal(signal) => {
                 if let Some(id) = self.id
                     && let Err(err) = self.state.sfu.signal(id, signal)

@@ -8,6 +8,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
@@ -74,6 +75,20 @@ pub async fn peer_connection(
         RtpCodecKind::Audio,
         None,
     )?;
+    // Simulcast layers are told apart by these (the browser sends them on each layer).
+    for uri in [
+        "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    ] {
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
+            RtpCodecKind::Video,
+            None,
+        )?;
+    }
     // After the codecs: it adds NACK/PLI feedback only to codecs already registered.
     let registry = register_default_interceptors(Registry::new(), &mut media)?
         .with(Slot::from(14_000), KeyframeRequests::default());
@@ -94,10 +109,10 @@ pub async fn peer_connection(
     Ok(Arc::new(pc))
 }
 
-/// The last interceptor of the chain: keeps only viewers' keyframe requests (PLI, FIR) of
-/// inbound RTCP and marks them for the application, where they arrive as
-/// `TrackLocalEvent::OnRtcpPacket` on the forwarded track they name. Everything else was
-/// already handled by the interceptors before it (NACK, reports, TWCC).
+/// The last interceptor of the chain: keeps only viewers' keyframe requests (PLI, FIR) and
+/// receiver reports (for their loss) of inbound RTCP and marks them for the application,
+/// where they arrive as `TrackLocalEvent::OnRtcpPacket` on the forwarded track they name.
+/// Everything else was already handled by the interceptors before it (NACK, TWCC).
 #[derive(Default)]
 pub struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
@@ -121,7 +136,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
+                .filter(|p| is_keyframe_request(p.as_ref()) || p.as_any().is::<ReceiverReport>())
                 .cloned()
                 .collect();
             if requests.is_empty() {

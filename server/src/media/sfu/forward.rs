@@ -4,6 +4,14 @@
 //! allocating (the payload is shared, the header extensions are dropped first).
 //!
 //! Per subscriber the SSRC and payload type are rewritten to what that leg negotiated.
+//!
+//! Simulcast: a camera may arrive in up to three layers (RIDs `q`, `h`, `f`: quarter, half
+//! and full resolution). Each viewer gets one layer: the one that fits its tile
+//! ([`layer_for_width`]), lowered while its receiver reports loss and raised again after
+//! [`LAYER_RECOVERY`] without. A viewer switches layers only at a keyframe of the new layer
+//! (one is requested), and its sequence numbers and timestamps are rewritten to run on
+//! across switches.
+//!
 //! Microphones held back by the loudest-speakers rule skip packets; sequence numbers are
 //! shifted by the skipped count, so receivers see no loss. Video subscribers get a keyframe
 //! promptly: a picture-loss request goes to the publisher when one joins (rate-limited).
@@ -20,8 +28,71 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
-/// Picture-loss requests to one publisher at most this often.
+/// Picture-loss requests to one publisher's layer at most this often.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// Simulcast layers: quarter, half and full resolution.
+pub const LAYERS: usize = 3;
+/// A layer that sent nothing for this long counts as stopped (the browser may drop layers
+/// it cannot afford).
+const LAYER_STALE: Duration = Duration::from_secs(1);
+/// A viewer whose layer was lowered for loss gets the next one up after this long without.
+pub const LAYER_RECOVERY: Duration = Duration::from_secs(8);
+/// Receiver-reported loss (of 256) above which a viewer's layer is lowered: about 8%.
+const LOSS_HIGH: u8 = 20;
+/// ... and below which it counts as clean: about 2%.
+const LOSS_LOW: u8 = 5;
+
+/// The simulcast layer for a RID: `q`/`h`/`f` as the Quad client names them (and the
+/// common low/mid/high spellings).
+pub fn layer_of_rid(rid: &str) -> Option<u8> {
+    match rid {
+        "q" | "l" | "low" | "0" => Some(0),
+        "h" | "m" | "mid" | "1" => Some(1),
+        "f" | "high" | "2" => Some(2),
+        _ => None,
+    }
+}
+
+/// The layer that fits a tile `width` device pixels wide.
+pub fn layer_for_width(width: u16) -> u8 {
+    match width {
+        0..=240 => 0,
+        241..=560 => 1,
+        _ => 2,
+    }
+}
+
+/// Whether a VP8 RTP payload starts a keyframe (RFC 7741: the first partition of a frame
+/// whose payload header has P = 0).
+pub fn vp8_keyframe(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    let (start, partition) = (b0 & 0x10 != 0, b0 & 0x07);
+    if !start || partition != 0 {
+        return false;
+    }
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let Some(&x) = payload.get(1) else {
+            return false;
+        };
+        i = 2;
+        if x & 0x80 != 0 {
+            let Some(&picture) = payload.get(i) else {
+                return false;
+            };
+            i += if picture & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            i += 1;
+        }
+        if x & 0x30 != 0 {
+            i += 1;
+        }
+    }
+    payload.get(i).is_some_and(|header| header & 0x01 == 0)
+}
 
 /// What the room reads of a stream, and the one thing it sets (whether a microphone is
 /// forwarded). Atomics: the forwarding task writes, the room's speaker tick reads.
@@ -57,6 +128,8 @@ pub struct Subscriber {
     pub track: Arc<TrackLocalStaticRTP>,
     pub ssrc: u32,
     pub payload_type: u8,
+    /// The simulcast layer its tile wants.
+    pub want: u8,
 }
 
 /// Changes to a forwarding task's subscribers.
@@ -65,13 +138,17 @@ pub enum ForwardCtl {
     Remove(AvatarId),
     /// A viewer lost a picture: ask the publisher for a keyframe.
     KeyframeRequest,
+    /// A viewer's tile changed size: the layer it wants.
+    Want(AvatarId, u8),
+    /// A viewer's receiver report: the fraction of packets it lost (of 256).
+    Loss(AvatarId, u8),
 }
 
 /// What the forwarding task needs to know about its stream.
 pub struct StreamSource {
     pub track: Arc<dyn TrackRemote>,
     pub kind: StreamKind,
-    /// The publisher's SSRC (picture-loss requests name it).
+    /// The publisher's (first) SSRC (picture-loss requests name it).
     pub media_ssrc: u32,
     /// The negotiated id of the audio level header extension on the publisher's leg.
     pub audio_level_id: Option<u8>,
@@ -89,15 +166,61 @@ pub fn spawn(
     tx
 }
 
+/// A subscriber with its layer and rewriting state.
+struct Viewer {
+    sub: Subscriber,
+    /// The highest layer its loss allows.
+    cap: u8,
+    cap_changed: Instant,
+    /// The layer it receives now (none until the first keyframe of one).
+    current: Option<u8>,
+    /// Added to incoming sequence numbers and timestamps of the current layer.
+    seq_offset: u16,
+    ts_offset: u32,
+    /// The last sequence number and timestamp it was sent.
+    last: Option<(u16, u32)>,
+}
+
+impl Viewer {
+    fn new(sub: Subscriber, now: Instant) -> Viewer {
+        Viewer {
+            sub,
+            cap: (LAYERS - 1) as u8,
+            cap_changed: now,
+            current: None,
+            seq_offset: 0,
+            ts_offset: 0,
+            last: None,
+        }
+    }
+
+    /// Takes layer `layer` from the packet `(seq, ts)` on, continuing its own numbering.
+    fn switch_to(&mut self, layer: u8, seq: u16, ts: u32) {
+        match self.last {
+            Some((last_seq, last_ts)) => {
+                self.seq_offset = last_seq.wrapping_add(1).wrapping_sub(seq);
+                // One 30 fps frame at 90 kHz after the last one sent.
+                self.ts_offset = last_ts.wrapping_add(3000).wrapping_sub(ts);
+            }
+            None => (self.seq_offset, self.ts_offset) = (0, 0),
+        }
+        self.current = Some(layer);
+    }
+}
+
 struct Forwarder {
     source: StreamSource,
     stats: Arc<StreamStats>,
     metrics: Arc<SfuMetrics>,
-    subscribers: Vec<Subscriber>,
+    viewers: Vec<Viewer>,
+    /// Simulcast: each layer's SSRC (from the RIDs the publisher announced) and when it was
+    /// last heard. Empty for a single-layer stream.
+    layer_ssrcs: [Option<u32>; LAYERS],
+    layer_seen: [Option<Instant>; LAYERS],
     /// Packets skipped while held back; outgoing sequence numbers are shifted by it.
     skipped: u16,
-    last_keyframe_request: Option<Instant>,
-    keyframe_wanted: bool,
+    last_keyframe_request: [Option<Instant>; LAYERS],
+    keyframe_wanted: [bool; LAYERS],
 }
 
 async fn run(
@@ -111,44 +234,108 @@ async fn run(
         source,
         stats,
         metrics,
-        subscribers: Vec::new(),
+        viewers: Vec::new(),
+        layer_ssrcs: [None; LAYERS],
+        layer_seen: [None; LAYERS],
         skipped: 0,
-        last_keyframe_request: None,
-        keyframe_wanted: false,
+        last_keyframe_request: [None; LAYERS],
+        keyframe_wanted: [false; LAYERS],
     };
     loop {
         tokio::select! {
             biased;
             msg = ctl.recv() => match msg {
                 None => break,
-                Some(ForwardCtl::Add(sub)) => {
-                    f.subscribers.retain(|s| s.member != sub.member);
-                    f.subscribers.push(sub);
-                    f.keyframe_wanted = true;
-                    f.maybe_request_keyframe().await;
-                }
-                Some(ForwardCtl::Remove(member)) => f.subscribers.retain(|s| s.member != member),
-                Some(ForwardCtl::KeyframeRequest) => {
-                    f.keyframe_wanted = true;
-                    f.maybe_request_keyframe().await;
-                }
+                Some(msg) => f.control(msg),
             },
             event = track.poll() => match event {
                 None | Some(TrackRemoteEvent::OnEnded) => break,
-                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
-                    f.forward(packet).await;
-                    if f.keyframe_wanted {
-                        f.maybe_request_keyframe().await;
+                Some(TrackRemoteEvent::OnOpen(init)) => {
+                    if let Some(layer) = init.rid.as_deref().and_then(layer_of_rid) {
+                        f.layer_ssrcs[usize::from(layer)] = Some(init.ssrc);
                     }
                 }
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => f.forward(packet).await,
                 Some(_) => {}
             },
         }
+        f.request_keyframes().await;
     }
 }
 
 impl Forwarder {
+    fn simulcast(&self) -> bool {
+        self.layer_ssrcs.iter().any(Option::is_some)
+    }
+
+    fn viewer(&mut self, member: AvatarId) -> Option<&mut Viewer> {
+        self.viewers.iter_mut().find(|v| v.sub.member == member)
+    }
+
+    fn control(&mut self, msg: ForwardCtl) {
+        let now = Instant::now();
+        match msg {
+            ForwardCtl::Add(sub) => {
+                let member = sub.member;
+                self.viewers.retain(|v| v.sub.member != member);
+                self.viewers.push(Viewer::new(sub, now));
+                if let Some(layer) = self.viewer(member).map(|v| v.sub.want) {
+                    self.want_keyframe(layer, now);
+                }
+            }
+            ForwardCtl::Remove(member) => self.viewers.retain(|v| v.sub.member != member),
+            ForwardCtl::KeyframeRequest => {
+                // A viewer's decoder lost the picture: whichever layers are being viewed.
+                let current: Vec<u8> = self.viewers.iter().filter_map(|v| v.current).collect();
+                for layer in current {
+                    self.want_keyframe(layer, now);
+                }
+            }
+            ForwardCtl::Want(member, layer) => {
+                if let Some(v) = self.viewer(member) {
+                    v.sub.want = layer.min((LAYERS - 1) as u8);
+                }
+            }
+            ForwardCtl::Loss(member, lost) => {
+                if let Some(v) = self.viewer(member) {
+                    if lost > LOSS_HIGH && v.cap > 0 {
+                        v.cap -= 1;
+                        v.cap_changed = now;
+                    } else if lost > LOSS_LOW {
+                        // Not clean: the recovery clock starts again.
+                        v.cap_changed = now;
+                    } else if v.cap < (LAYERS - 1) as u8
+                        && now.duration_since(v.cap_changed) >= LAYER_RECOVERY
+                    {
+                        v.cap += 1;
+                        v.cap_changed = now;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The layer a viewer should get now: the one it wants within its loss cap, or the
+    /// nearest one the publisher is sending (lower first).
+    fn target(&self, viewer: &Viewer, now: Instant) -> u8 {
+        let wanted = viewer.sub.want.min(viewer.cap);
+        let live =
+            |l: usize| self.layer_seen[l].is_some_and(|t| now.duration_since(t) < LAYER_STALE);
+        (0..=usize::from(wanted))
+            .rev()
+            .chain(usize::from(wanted) + 1..LAYERS)
+            .find(|&l| live(l))
+            .map_or(wanted, |l| l as u8)
+    }
+
+    fn want_keyframe(&mut self, layer: u8, _now: Instant) {
+        if self.source.kind != StreamKind::Mic {
+            self.keyframe_wanted[usize::from(layer).min(LAYERS - 1)] = true;
+        }
+    }
+
     async fn forward(&mut self, mut packet: rtc::rtp::Packet) {
+        let now = Instant::now();
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         if let Some(id) = self.source.audio_level_id
             && let Some(level) = packet
@@ -169,23 +356,60 @@ impl Forwarder {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.subscribers.is_empty() {
+        let layer = if self.simulcast() {
+            match self
+                .layer_ssrcs
+                .iter()
+                .position(|s| *s == Some(packet.header.ssrc))
+            {
+                Some(l) => l as u8,
+                // Not a layer we know (yet): nothing to do with it.
+                None => return,
+            }
+        } else {
+            0
+        };
+        self.layer_seen[usize::from(layer)] = Some(now);
+        if self.viewers.is_empty() {
             return;
         }
+        let keyframe = self.source.kind != StreamKind::Mic && vp8_keyframe(&packet.payload);
         let header = &mut packet.header;
         header.sequence_number = header.sequence_number.wrapping_sub(self.skipped);
         // Extension ids differ per leg; the viewer's interceptors add their own.
         header.extension = false;
         header.extensions.clear();
         header.extensions_padding = 0;
+        let (seq, ts) = (header.sequence_number, header.timestamp);
         let bytes = (12 + packet.payload.len()) as u64;
+        let simulcast = self.simulcast();
         let mut i = 0;
-        while i < self.subscribers.len() {
-            let sub = &self.subscribers[i];
+        while i < self.viewers.len() {
+            let target = self.target(&self.viewers[i], now);
+            let v = &mut self.viewers[i];
+            if v.current != Some(layer) {
+                // A viewer joins a layer at its keyframe (a single-layer stream at once).
+                if layer != target || (simulcast && !keyframe) {
+                    if layer == target || v.current.is_none() {
+                        self.keyframe_wanted[usize::from(target)] |= simulcast;
+                    }
+                    i += 1;
+                    continue;
+                }
+                v.switch_to(layer, seq, ts);
+            } else if target != layer {
+                // Stays on this layer until the target's keyframe comes.
+                self.keyframe_wanted[usize::from(target)] = true;
+            }
+            let out_seq = seq.wrapping_add(v.seq_offset);
+            let out_ts = ts.wrapping_add(v.ts_offset);
+            v.last = Some((out_seq, out_ts));
             let mut copy = packet.clone();
-            copy.header.ssrc = sub.ssrc;
-            copy.header.payload_type = sub.payload_type;
-            if sub.track.write_rtp(copy).await.is_ok() {
+            copy.header.sequence_number = out_seq;
+            copy.header.timestamp = out_ts;
+            copy.header.ssrc = v.sub.ssrc;
+            copy.header.payload_type = v.sub.payload_type;
+            if v.sub.track.write_rtp(copy).await.is_ok() {
                 self.metrics
                     .forwarded_packets
                     .fetch_add(1, Ordering::Relaxed);
@@ -196,33 +420,76 @@ impl Forwarder {
             } else {
                 // The viewer's connection is gone; its member task cleans up the rest.
                 self.metrics.dropped_packets.fetch_add(1, Ordering::Relaxed);
-                self.subscribers.swap_remove(i);
+                self.viewers.swap_remove(i);
             }
         }
     }
 
-    /// Sends a picture-loss request to the publisher if one is wanted and the last was long
-    /// enough ago (otherwise it goes with a later packet).
-    async fn maybe_request_keyframe(&mut self) {
-        if self.source.kind == StreamKind::Mic || !self.keyframe_wanted {
-            self.keyframe_wanted = false;
+    /// Sends the picture-loss requests that are wanted, each layer at most every
+    /// [`KEYFRAME_INTERVAL`] (a request that must wait goes out with a later packet).
+    async fn request_keyframes(&mut self) {
+        if self.source.kind == StreamKind::Mic {
             return;
         }
         let now = Instant::now();
-        if self
-            .last_keyframe_request
-            .is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL)
-        {
-            return;
+        for layer in 0..LAYERS {
+            if !self.keyframe_wanted[layer]
+                || self.last_keyframe_request[layer]
+                    .is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL)
+            {
+                continue;
+            }
+            let ssrc = if self.simulcast() {
+                match self.layer_ssrcs[layer] {
+                    Some(ssrc) => ssrc,
+                    None => {
+                        self.keyframe_wanted[layer] = false;
+                        continue;
+                    }
+                }
+            } else {
+                self.source.media_ssrc
+            };
+            self.keyframe_wanted[layer] = false;
+            self.last_keyframe_request[layer] = Some(now);
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            if let Err(e) = self.source.track.write_rtcp(vec![Box::new(pli)]).await {
+                tracing::debug!("picture-loss request not sent: {e}");
+            }
         }
-        self.last_keyframe_request = Some(now);
-        self.keyframe_wanted = false;
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: self.source.media_ssrc,
-        };
-        if let Err(e) = self.source.track.write_rtcp(vec![Box::new(pli)]).await {
-            tracing::debug!("picture-loss request not sent: {e}");
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vp8_keyframes_are_recognised() {
+        // S=1, PID=0, no extension; payload header P=0: a keyframe.
+        assert!(vp8_keyframe(&[0x10, 0x00, 0x9d, 0x01, 0x2a]));
+        // P=1: an interframe.
+        assert!(!vp8_keyframe(&[0x10, 0x01, 0x00]));
+        // Not the start of a partition.
+        assert!(!vp8_keyframe(&[0x00, 0x00]));
+        // Extended: I with a 15-bit picture id, L, T/K; then P=0.
+        assert!(vp8_keyframe(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x00]));
+        assert!(!vp8_keyframe(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x01]));
+        // Truncated.
+        assert!(!vp8_keyframe(&[0x90, 0xe0]));
+        assert!(!vp8_keyframe(&[]));
+    }
+
+    #[test]
+    fn tiles_pick_layers() {
+        assert_eq!(layer_for_width(160), 0);
+        assert_eq!(layer_for_width(320), 1);
+        assert_eq!(layer_for_width(1280), 2);
+        assert_eq!(layer_of_rid("q"), Some(0));
+        assert_eq!(layer_of_rid("f"), Some(2));
+        assert_eq!(layer_of_rid("x"), None);
     }
 }

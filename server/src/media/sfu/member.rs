@@ -11,6 +11,7 @@ use bytes::Bytes;
 use quad_shared::AvatarId;
 use quad_shared::protocol::{ErrorCode, ErrorMsg, SdpKind, ServerMsg, Signal};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
@@ -37,6 +38,8 @@ pub enum MemberCmd {
     Subscribe(Published),
     /// Stop forwarding this stream to the member.
     Unsubscribe(AvatarId, StreamKind),
+    /// The width, in device pixels, at which the client shows each member's camera.
+    Tiles(Vec<(AvatarId, u16)>),
     Close,
 }
 
@@ -108,6 +111,8 @@ struct Member {
     early_candidates: Vec<RTCIceCandidateInit>,
     /// The connection is up (DTLS done): forwarding before that only fails.
     connected: bool,
+    /// The simulcast layer that fits each publisher's tile on this member's screen.
+    tile_layers: FxHashMap<AvatarId, u8>,
 }
 
 async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceiver<MemberCmd>) {
@@ -136,6 +141,7 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
         renegotiate: false,
         early_candidates: Vec::new(),
         connected: false,
+        tile_layers: FxHashMap::default(),
     };
     member.remote_offer(offer).await;
     let timeout = member.setup.config.member_timeout;
@@ -199,10 +205,13 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
     }
 }
 
-/// Passes the viewer's keyframe requests for a forwarded video track to its forwarder
-/// (which rate-limits them to the publisher). Ends when the track is unbound.
-fn relay_keyframe_requests(
+/// Passes the viewer's feedback on a forwarded track to its forwarder: keyframe requests
+/// (rate-limited there on the way to the publisher) and the loss its receiver reports
+/// (which picks its simulcast layer). Ends when the track is unbound.
+fn relay_feedback(
+    member: AvatarId,
     track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
     ctl: mpsc::UnboundedSender<ForwardCtl>,
 ) {
     tokio::spawn(async move {
@@ -210,12 +219,19 @@ fn relay_keyframe_requests(
             let TrackLocalEvent::OnRtcpPacket(packets) = event else {
                 continue;
             };
-            if packets
-                .iter()
-                .any(|p| engine::is_keyframe_request(p.as_ref()))
-                && ctl.send(ForwardCtl::KeyframeRequest).is_err()
-            {
-                break;
+            for packet in &packets {
+                let sent = if engine::is_keyframe_request(packet.as_ref()) {
+                    ctl.send(ForwardCtl::KeyframeRequest)
+                } else if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>()
+                    && let Some(report) = rr.reports.iter().find(|r| r.ssrc == ssrc)
+                {
+                    ctl.send(ForwardCtl::Loss(member, report.fraction_lost))
+                } else {
+                    Ok(())
+                };
+                if sent.is_err() {
+                    return;
+                }
             }
         }
     });
@@ -278,6 +294,22 @@ impl Member {
             }
             MemberCmd::Subscribe(published) => self.subscribe(published).await,
             MemberCmd::Unsubscribe(publisher, kind) => self.unsubscribe(publisher, kind).await,
+            MemberCmd::Tiles(tiles) => {
+                for (publisher, width) in tiles {
+                    let layer = forward::layer_for_width(width);
+                    if self.tile_layers.insert(publisher, layer) == Some(layer) {
+                        continue;
+                    }
+                    if let Some(sub) = self.subscriptions.get(&(publisher, StreamKind::Camera))
+                        && sub.live
+                    {
+                        let _ = sub
+                            .published
+                            .ctl
+                            .send(ForwardCtl::Want(self.setup.id, layer));
+                    }
+                }
+            }
             MemberCmd::Close => {}
         }
     }
@@ -408,14 +440,22 @@ impl Member {
                 continue;
             };
             sub.live = true;
-            if sub.published.kind != StreamKind::Mic {
-                relay_keyframe_requests(sub.track.clone(), sub.published.ctl.clone());
-            }
+            relay_feedback(
+                self.setup.id,
+                sub.track.clone(),
+                sub.ssrc,
+                sub.published.ctl.clone(),
+            );
             let _ = sub.published.ctl.send(ForwardCtl::Add(Subscriber {
                 member: self.setup.id,
                 track: sub.track.clone(),
                 ssrc: sub.ssrc,
                 payload_type,
+                want: self
+                    .tile_layers
+                    .get(&sub.published.publisher)
+                    .copied()
+                    .unwrap_or(1),
             }));
         }
     }

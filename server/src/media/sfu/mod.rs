@@ -190,6 +190,14 @@ impl Sfu {
         }
     }
 
+    /// `member`'s client shows these cameras at these widths (device pixels): each gets
+    /// the simulcast layer that fits.
+    pub fn tiles(&self, member: AvatarId, tiles: Vec<(AvatarId, u16)>) {
+        if let Ok(room) = self.room_of(member) {
+            self.send_to_room(room, room::RoomCmd::Tiles { member, tiles });
+        }
+    }
+
     /// The room `member` is in.
     pub fn room_of(&self, member: AvatarId) -> Result<RoomId, ErrorMsg> {
         self.members.get(&member).map(|r| *r).ok_or_else(|| {

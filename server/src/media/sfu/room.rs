@@ -41,6 +41,11 @@ pub enum RoomCmd {
         member: AvatarId,
         media: MediaFlags,
     },
+    /// How wide a member's client shows each camera.
+    Tiles {
+        member: AvatarId,
+        tiles: Vec<(AvatarId, u16)>,
+    },
     /// A member's track started arriving.
     Published(Published),
     /// A member's connection was lost.
@@ -77,6 +82,8 @@ struct Entry {
     outbox: mpsc::Sender<Bytes>,
     /// The member's connection task, once its client has offered.
     connection: Option<mpsc::UnboundedSender<MemberCmd>>,
+    /// How wide its client shows each camera, as last reported.
+    tiles: Vec<(AvatarId, u16)>,
 }
 
 struct Room {
@@ -165,6 +172,7 @@ impl Room {
                         media,
                         outbox,
                         connection: None,
+                        tiles: Vec::new(),
                     },
                 ));
                 self.metrics.members.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +194,14 @@ impl Room {
                 {
                     entry.media = media;
                     self.announce_members();
+                }
+            }
+            RoomCmd::Tiles { member, tiles } => {
+                if let Some(entry) = self.entry(member) {
+                    if let Some(connection) = &entry.connection {
+                        let _ = connection.send(MemberCmd::Tiles(tiles.clone()));
+                    }
+                    entry.tiles = tiles;
                 }
             }
             RoomCmd::Published(published) => self.published(published),
@@ -239,6 +255,9 @@ impl Room {
             return;
         };
         let connection = member::spawn(setup, sdp);
+        if !entry.tiles.is_empty() {
+            let _ = connection.send(MemberCmd::Tiles(entry.tiles.clone()));
+        }
         for published in streams {
             let _ = connection.send(MemberCmd::Subscribe(published));
         }
