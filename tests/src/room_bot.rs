@@ -22,7 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -52,6 +52,9 @@ pub struct RoomBotOptions {
     pub mic_level: Option<u8>,
     /// Publish a camera (VP8 packets at 30 per second).
     pub camera: bool,
+    /// Reach the server's media through a [`crate::lossy_udp`] proxy that drops the first
+    /// copy of every 10th video packet each way (retransmissions get through).
+    pub lossy: bool,
 }
 
 /// What a bot has seen, for tests to read.
@@ -81,6 +84,8 @@ pub struct RoomBotState {
     pub layers: HashMap<String, [u64; 3]>,
     /// Per stream: the last sequence number, and how often one did not follow the last.
     pub last_seq: HashMap<String, u16>,
+    /// Per stream: every sequence number received (up to 65,536 of them).
+    pub seqs: HashMap<String, HashSet<u16>>,
     pub seq_jumps: HashMap<String, u64>,
 }
 
@@ -511,6 +516,13 @@ fn publish(
     })
 }
 
+/// An SDP without its candidate lines (they come by trickle, through the proxy).
+fn strip_candidates(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=candidate:"))
+        .collect()
+}
+
 fn lock(s: &Mutex<RoomBotState>) -> MutexGuard<'_, RoomBotState> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -565,6 +577,7 @@ fn count(track: Arc<dyn TrackRemote>, state: Arc<Mutex<RoomBotState>>) {
                     s.layers.entry(stream.clone()).or_default()[layer] += 1;
                 }
                 let seq = packet.header.sequence_number;
+                s.seqs.entry(stream.clone()).or_default().insert(seq);
                 if let Some(last) = s.last_seq.insert(stream.clone(), seq)
                     && seq != last.wrapping_add(1)
                 {
@@ -600,6 +613,8 @@ async fn drive(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<()> {
     let mut media: Option<Media> = None;
+    // Lossy proxies, by the server address each stands in for.
+    let mut proxies: HashMap<SocketAddr, SocketAddr> = HashMap::new();
     let mut walking: Option<(u8, u32)> = None;
     let mut pace = tokio::time::interval(Duration::from_millis(50));
     let flags = MediaFlags {
@@ -660,6 +675,11 @@ async fn drive(
                             kind: SdpKind::Answer,
                             sdp,
                         } => {
+                            let sdp = if options.lossy {
+                                strip_candidates(&sdp)
+                            } else {
+                                sdp
+                            };
                             m.pc.set_remote_description(RTCSessionDescription::answer(sdp)?)
                                 .await
                                 .context("the SFU's answer")?;
@@ -668,6 +688,14 @@ async fn drive(
                             kind: SdpKind::Offer,
                             sdp,
                         } => {
+                            if std::env::var_os("QUAD_DEBUG_SDP").is_some() {
+                                eprintln!("server offer to {}:\n{sdp}", bot.id);
+                            }
+                            let sdp = if options.lossy {
+                                strip_candidates(&sdp)
+                            } else {
+                                sdp
+                            };
                             m.pc.set_remote_description(RTCSessionDescription::offer(sdp)?)
                                 .await
                                 .context("the SFU's offer")?;
@@ -688,6 +716,11 @@ async fn drive(
                             sdp_mid,
                             sdp_m_line_index,
                         } => {
+                            let candidate = if options.lossy {
+                                crate::lossy_udp::through_proxy(&candidate, &mut proxies).await?
+                            } else {
+                                candidate
+                            };
                             if !candidate.is_empty() {
                                 m.pc.add_ice_candidate(RTCIceCandidateInit {
                                     candidate,

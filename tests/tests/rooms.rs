@@ -17,6 +17,7 @@ fn options(name: &str, spawn: [f32; 2], mic_level: Option<u8>, camera: bool) -> 
         spawn,
         mic_level,
         camera,
+        lossy: false,
     }
 }
 
@@ -407,6 +408,43 @@ async fn each_viewer_gets_the_simulcast_layer_that_fits_its_tile() -> anyhow::Re
         jumps_before,
         "the layer switch left a gap in sequence numbers"
     );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_video_packets_are_recovered_by_nack_on_both_legs() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let at = room_spot(&campus(), 2)?;
+    // Both bots reach the server through proxies that drop the first copy of every 10th
+    // video packet: the publisher's on the way to the server, the viewer's on the way from
+    // it. Only retransmissions fill those gaps.
+    let lossy = |name: &str, camera| RoomBotOptions {
+        lossy: true,
+        ..options(name, at, None, camera)
+    };
+    let camera = RoomBot::join(server.addr(), lossy("camera", true)).await?;
+    let viewer = RoomBot::join(server.addr(), lossy("viewer", false)).await?;
+    let stream = format!("{}:camera", camera.id.0);
+    viewer.wait_receiving(&[camera.id], "camera", 30).await?;
+    let start = viewer.state().last_seq.get(&stream).copied().unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = viewer.state();
+    let end = s.last_seq.get(&stream).copied().unwrap_or(0);
+    let seqs = s.seqs.get(&stream).cloned().unwrap_or_default();
+    // Leave the last half second for retransmissions still under way.
+    let span: Vec<u16> = (0..end.wrapping_sub(start).saturating_sub(15))
+        .map(|i| start.wrapping_add(i))
+        .collect();
+    let missing = span.iter().filter(|q| !seqs.contains(q)).count();
+    assert!(span.len() >= 60, "too few packets to judge: {}", span.len());
+    // Without retransmission about one in five would be missing.
+    assert!(
+        missing * 100 <= span.len(),
+        "{missing} of {} video packets never arrived",
+        span.len()
+    );
+    drop(s);
     server.stop().await;
     Ok(())
 }
