@@ -429,9 +429,13 @@ async fn lost_video_packets_are_recovered_by_nack_on_both_legs() -> anyhow::Resu
     viewer.wait_receiving(&[camera.id], "camera", 30).await?;
     let start = viewer.state().last_seq.get(&stream).copied().unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let s = viewer.state();
-    let end = s.last_seq.get(&stream).copied().unwrap_or(0);
-    let seqs = s.seqs.get(&stream).cloned().unwrap_or_default();
+    let (end, seqs) = {
+        let s = viewer.state();
+        (
+            s.last_seq.get(&stream).copied().unwrap_or(0),
+            s.seqs.get(&stream).cloned().unwrap_or_default(),
+        )
+    };
     // Leave the last half second for retransmissions still under way.
     let span: Vec<u16> = (0..end.wrapping_sub(start).saturating_sub(15))
         .map(|i| start.wrapping_add(i))
@@ -444,7 +448,6 @@ async fn lost_video_packets_are_recovered_by_nack_on_both_legs() -> anyhow::Resu
         "{missing} of {} video packets never arrived",
         span.len()
     );
-    drop(s);
     server.stop().await;
     Ok(())
 }
