@@ -1,7 +1,8 @@
 //! Camera bubbles and shared mute state in two browsers (Chromium's fake camera and
 //! microphone): A joins with a camera next to B, and B sees A's camera in a bubble; A mutes
 //! with the M key and turns the camera off with its button, and B's page shows both; B,
-//! who joined without a camera, turns one on, and it reaches A over a renegotiation.
+//! who joined without a camera, turns one on, and it reaches A over a renegotiation; A
+//! shares a (fake) screen that B shows large until A stops.
 
 use quad_tests::TestServer;
 use quad_tests::browser::{Driver, require_client_bundle};
@@ -22,7 +23,7 @@ async fn camera_bubbles_and_mute_state_reach_the_peer() -> anyhow::Result<()> {
     let spawn = quad_tests::campus().spawn;
     let (a, b) = (driver.browser().await?, driver.browser().await?);
     a.goto(&format!(
-        "{}/?name=Alice&camera=1&spawn={},{}",
+        "{}/?name=Alice&camera=1&fakescreen=1&spawn={},{}",
         server.url(),
         spawn.x - 144.0,
         spawn.y
@@ -89,6 +90,29 @@ async fn camera_bubbles_and_mute_state_reach_the_peer() -> anyhow::Result<()> {
         anyhow::bail!("{e}\nA's connection to B: {}", a.describe_peer(b_id).await);
     }
     println!("B's camera on to its bubble at A: {:?}", started.elapsed());
+
+    // A shares its (fake) screen in the hallway: B shows it large, with frames, and it
+    // goes away when A stops.
+    a.click("#toggle-screen").await?;
+    a.wait_snapshot("A sharing", |s| s["media"]["screen"] == true)
+        .await?;
+    b.wait_snapshot("A's screen at B", |s| {
+        peer(s, a_id).is_some_and(|p| p["screen"] == true)
+    })
+    .await?;
+    b.wait_snapshot_of(
+        "decoded frames of A's screen at B",
+        "const f = document.querySelector('#hallway-screen'); const v = f && f.querySelector('video'); return f && !f.hidden && v ? v.videoWidth : 0",
+        |w| w.as_u64().is_some_and(|w| w > 0),
+    )
+    .await?;
+    a.click("#toggle-screen").await?;
+    b.wait_snapshot_of(
+        "A's screen gone at B",
+        "const f = document.querySelector('#hallway-screen'); return !f || f.hidden",
+        |hidden| hidden == true,
+    )
+    .await?;
 
     a.close().await?;
     b.close().await?;
