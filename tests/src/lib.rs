@@ -4,6 +4,7 @@
 //! [`browser`]. Tests talk only to loopback.
 
 pub mod browser;
+pub mod load;
 pub mod lossy_udp;
 pub mod room_bot;
 pub mod turn_client;

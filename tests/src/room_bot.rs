@@ -71,6 +71,8 @@ pub struct RoomBotState {
     pub connection: Option<RTCPeerConnectionState>,
     /// When the room connection first reached `Connected`.
     pub connected_at: Option<Instant>,
+    /// When the first forwarded packet arrived.
+    pub first_packet_at: Option<Instant>,
     /// Offers the server made (renegotiations).
     pub server_offers: u32,
     /// `JoinRoomMedia` messages received.
@@ -120,6 +122,8 @@ enum Command {
 /// WebSocket goes without a close frame and the peer connection is closed.
 pub struct RoomBot {
     pub id: AvatarId,
+    /// When it started connecting (before the WebSocket opened).
+    pub started_at: Instant,
     state: Arc<Mutex<RoomBotState>>,
     /// The current room connection, so that dropping the bot can close it.
     pc: PcSlot,
@@ -146,6 +150,7 @@ impl Drop for RoomBot {
 impl RoomBot {
     /// Joins the space at `options.spawn` and starts taking part in room media.
     pub async fn join(addr: SocketAddr, options: RoomBotOptions) -> Result<RoomBot> {
+        let started_at = Instant::now();
         let bot = Bot::join(addr, &options.name, Some(options.spawn)).await?;
         let id = bot.id;
         let state = Arc::new(Mutex::new(RoomBotState::default()));
@@ -154,6 +159,7 @@ impl RoomBot {
         let task = tokio::spawn(run(bot, options, state.clone(), pc.clone(), rx));
         Ok(RoomBot {
             id,
+            started_at,
             state,
             pc,
             commands,
@@ -571,6 +577,7 @@ fn count(track: Arc<dyn TrackRemote>, state: Arc<Mutex<RoomBotState>>) {
                     now_us().saturating_sub(u64::from_be_bytes(sent))
                 });
                 let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                s.first_packet_at.get_or_insert_with(Instant::now);
                 *s.received.entry(stream.clone()).or_default() += 1;
                 if ours && stream.ends_with(":camera") {
                     let layer = usize::from(p[2].min(2));

@@ -1,0 +1,247 @@
+//! The load engine behind `quad-load` and the SFU benchmark: puts room bots (webrtc-rs
+//! peers, see [`crate::room_bot`]) into a running server's classrooms, lets them publish
+//! synthetic Opus and VP8 for a while, and reports what they saw: join time, packets
+//! forwarded per second, loss, the delay the server adds, and the server's CPU and memory
+//! (read from `/proc/<pid>` when its pid is known).
+//!
+//! Bots stamp their send time in every payload; bots and server share one clock on one
+//! machine, so the delay is one-way and includes the bots' own scheduling.
+
+use crate::room_bot::{RoomBot, RoomBotOptions, room_spot};
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Bots in all.
+    pub bots: usize,
+    /// Bots per room; the rooms are the map's classrooms (reused when there are more rooms
+    /// than classrooms).
+    pub room_size: usize,
+    /// How many bots of each room publish a microphone (the first ones).
+    pub mics: usize,
+    /// How many bots of each room publish a camera (the first ones).
+    pub cameras: usize,
+    /// How long to wait for everyone to join and receive before measuring, at most.
+    pub settle: Duration,
+    /// How long to measure.
+    pub measure: Duration,
+}
+
+/// A process's CPU and memory over the measured window.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessLoad {
+    /// CPU seconds per second (1.0 = one core busy).
+    pub cpu_cores: f64,
+    pub rss_kib: u64,
+}
+
+/// What a run saw.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub bots: usize,
+    /// From starting to connect to the first forwarded packet, per bot that got one, ms.
+    pub join_ms: Vec<f64>,
+    /// Forwarded packets all bots received per second, in the window.
+    pub received_pps: f64,
+    /// Packets missing in the window (sequence gaps never filled), of those expected.
+    pub loss: f64,
+    /// Send-to-receive delay of packets in the window, µs.
+    pub delay_us: Vec<u64>,
+    pub server: Option<ProcessLoad>,
+    /// Server RSS before the bots connected.
+    pub server_rss_before_kib: u64,
+}
+
+/// The `q`-quantile of sorted-or-not values (`q` in 0..=1).
+pub fn quantile<T: Copy + PartialOrd>(values: &[T], q: f64) -> Option<T> {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let i = ((v.len().saturating_sub(1)) as f64 * q).round() as usize;
+    v.get(i).copied()
+}
+
+impl Report {
+    /// Forwarded packets per second per core of server CPU.
+    pub fn pps_per_server_core(&self) -> Option<f64> {
+        self.server
+            .filter(|s| s.cpu_cores > 0.0)
+            .map(|s| self.received_pps / s.cpu_cores)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "bots": self.bots,
+            "join_ms_p50": quantile(&self.join_ms, 0.5),
+            "join_ms_p99": quantile(&self.join_ms, 0.99),
+            "joined": self.join_ms.len(),
+            "received_pps": self.received_pps,
+            "loss": self.loss,
+            "delay_us_p50": quantile(&self.delay_us, 0.5),
+            "delay_us_p99": quantile(&self.delay_us, 0.99),
+            "server_cpu_cores": self.server.map(|s| s.cpu_cores),
+            "server_rss_kib": self.server.map(|s| s.rss_kib),
+            "server_rss_before_kib": self.server_rss_before_kib,
+            "pps_per_server_core": self.pps_per_server_core(),
+        })
+    }
+
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        let d = |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.2}", v as f64 / 1000.0));
+        format!(
+            "{} bots, {} joined (join p50 {} ms, p99 {} ms); {:.0} packets/s received, loss {:.2}%; delay p50 {} ms, p99 {} ms; server {} cores, {} MiB; {} packets/s per server core",
+            self.bots,
+            self.join_ms.len(),
+            f(quantile(&self.join_ms, 0.5)),
+            f(quantile(&self.join_ms, 0.99)),
+            self.received_pps,
+            self.loss * 100.0,
+            d(quantile(&self.delay_us, 0.5)),
+            d(quantile(&self.delay_us, 0.99)),
+            self.server
+                .map_or("-".into(), |s| format!("{:.2}", s.cpu_cores)),
+            self.server
+                .map_or("-".into(), |s| format!("{:.1}", s.rss_kib as f64 / 1024.0)),
+            f(self.pps_per_server_core()),
+        )
+    }
+}
+
+/// CPU seconds a process has used so far (user + system), from `/proc/<pid>/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are fixed.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in clock ticks of 1/100 s (USER_HZ) on every mainstream platform.
+    Some(ticks / 100.0)
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `scenario` against the server at `addr` (started with `--dev`, so bots choose
+/// where to appear). `server_pid` lets it read the server's CPU and memory.
+pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>) -> Result<Report> {
+    if scenario.room_size == 0 {
+        bail!("room_size must be at least 1");
+    }
+    let (status, text) = crate::http_get(addr, "/map.tmj").await?;
+    if status != 200 {
+        bail!("GET /map.tmj: HTTP {status}");
+    }
+    let map = quad_shared::map::Map::from_tmj(&text).context("the server's map")?;
+    let rss_before = server_pid.map_or(0, rss_kib);
+
+    let mut bots = Vec::with_capacity(scenario.bots);
+    for i in 0..scenario.bots {
+        let room = i / scenario.room_size;
+        let seat = i % scenario.room_size;
+        let options = RoomBotOptions {
+            name: format!("load{i}"),
+            spawn: room_spot(&map, room % 4)?,
+            mic_level: (seat < scenario.mics).then_some(30),
+            camera: seat < scenario.cameras,
+            lossy: false,
+        };
+        bots.push(RoomBot::join(addr, options).await?);
+    }
+
+    // Settle: everyone in a room has received something (or the time is up).
+    let deadline = Instant::now() + scenario.settle;
+    while Instant::now() < deadline && !bots.iter().all(|b| b.state().first_packet_at.is_some()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if bots.iter().all(|b| b.state().room.is_none()) {
+        bail!(
+            "no bot got into a room: is the server running with --dev (bots choose where to appear)?"
+        );
+    }
+    let join_ms = bots
+        .iter()
+        .filter_map(|b| {
+            let first = b.state().first_packet_at?;
+            Some(first.duration_since(b.started_at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+
+    // Measure.
+    let snapshot = |bots: &[RoomBot]| -> (u64, u64, u64) {
+        let (mut received, mut distinct, mut span) = (0u64, 0u64, 0u64);
+        for b in bots {
+            let s = b.state();
+            received += s.received.values().sum::<u64>();
+            for seqs in s.seqs.values() {
+                distinct += seqs.len() as u64;
+            }
+            for (stream, last) in &s.last_seq {
+                if let Some(seqs) = s.seqs.get(stream) {
+                    // The span of sequence numbers seen, counting back from the last.
+                    let first = seqs
+                        .iter()
+                        .map(|q| last.wrapping_sub(*q))
+                        .max()
+                        .unwrap_or(0);
+                    span += u64::from(first) + 1;
+                }
+            }
+        }
+        (received, distinct, span)
+    };
+    for b in &bots {
+        b.state().delays_us.clear();
+    }
+    let cpu_before = server_pid.and_then(cpu_seconds);
+    let (received0, distinct0, span0) = snapshot(&bots);
+    let started = Instant::now();
+    tokio::time::sleep(scenario.measure).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (received1, distinct1, span1) = snapshot(&bots);
+    let cpu_after = server_pid.and_then(cpu_seconds);
+    let delay_us: Vec<u64> = bots
+        .iter()
+        .flat_map(|b| b.state().delays_us.clone())
+        .collect();
+    let expected = span1.saturating_sub(span0);
+    let got = distinct1.saturating_sub(distinct0);
+    let server = match (server_pid, cpu_before, cpu_after) {
+        (Some(pid), Some(a), Some(b)) => Some(ProcessLoad {
+            cpu_cores: (b - a) / elapsed,
+            rss_kib: rss_kib(pid),
+        }),
+        _ => None,
+    };
+    let report = Report {
+        bots: bots.len(),
+        join_ms,
+        received_pps: (received1 - received0) as f64 / elapsed,
+        loss: if expected > 0 {
+            expected.saturating_sub(got) as f64 / expected as f64
+        } else {
+            0.0
+        },
+        delay_us,
+        server,
+        server_rss_before_kib: rss_before,
+    };
+    for b in bots {
+        b.leave().await;
+    }
+    Ok(report)
+}
