@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod load;
+pub mod relay;
 pub mod lossy_udp;
 pub mod room_bot;
 pub mod turn_client;
