@@ -197,8 +197,8 @@ impl Config {
                 });
             }
         }
-        if !(1..=32).contains(&self.room_max_speakers) {
-            return invalid("room_max_speakers", "must be between 1 and 32");
+        if !(1..=128).contains(&self.room_max_speakers) {
+            return invalid("room_max_speakers", "must be between 1 and 128");
         }
         if !(1..=600).contains(&self.room_member_timeout_secs) {
             return invalid(

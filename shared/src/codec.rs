@@ -6,8 +6,10 @@
 use serde::{Serialize, de::DeserializeOwned};
 use thiserror::Error;
 
-/// The largest frame either side accepts, in bytes.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// The largest frame either side accepts, in bytes. Room signaling sets the size: a room's
+/// session description has an m-section (about 600 bytes) for every member's microphone and
+/// camera, so a lecture hall of 120 needs about 150 KB.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, Error)]

@@ -237,3 +237,17 @@ fn names_are_checked() {
     );
     assert!(normalize_name(&"é".repeat(MAX_NAME_CHARS)).is_ok());
 }
+
+#[test]
+fn a_lecture_halls_session_description_fits_in_a_frame() {
+    // 120 members with microphone and camera: 240 m-sections of about 600 bytes.
+    let sdp = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n".repeat(240 * 600 / 32);
+    let msg =
+        quad_shared::protocol::ServerMsg::RoomSignal(quad_shared::protocol::Signal::Description {
+            kind: quad_shared::protocol::SdpKind::Offer,
+            sdp,
+        });
+    let frame = codec::encode(&msg).expect("a 144 KB offer is one frame");
+    let back: quad_shared::protocol::ServerMsg = codec::decode(&frame).expect("and decodes");
+    assert_eq!(back, msg);
+}

@@ -40,19 +40,32 @@ fn start_server(config: &str) -> anyhow::Result<(Child, std::net::SocketAddr, st
         .arg(dir.join("data"))
         .arg("--config")
         .arg(&file)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| anyhow::anyhow!("{}: {e} (cargo xtask bench builds it)", bin.display()))?;
     let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?)
-        .read_line(&mut line)?;
-    let addr = line.trim().trim_start_matches("Quad is serving http://").parse()?;
+    BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    )
+    .read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .trim_start_matches("Quad is serving http://")
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the server did not start ({e}): {line:?}"))?;
     Ok((child, addr, dir))
 }
 
-async fn scenario(name: &str, max_speakers: usize, s: Scenario) -> anyhow::Result<(String, Report)> {
+async fn scenario(
+    name: &str,
+    max_speakers: usize,
+    s: Scenario,
+) -> anyhow::Result<(String, Report)> {
     let (mut child, addr, dir) = start_server(&format!("room_max_speakers = {max_speakers}\n"))?;
     let report = load::run(addr, &s, Some(child.id())).await;
     let _ = child.kill();
@@ -100,8 +113,13 @@ async fn main() -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .spawn()?;
     let mut line = String::new();
-    BufReader::new(relay_child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?)
-        .read_line(&mut line)?;
+    BufReader::new(
+        relay_child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    )
+    .read_line(&mut line)?;
     let relay_addr: std::net::SocketAddr = line.trim().parse()?;
     let pid = relay_child.id();
     let relay_run = tokio::task::spawn_blocking(move || {

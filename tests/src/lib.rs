@@ -5,8 +5,8 @@
 
 pub mod browser;
 pub mod load;
-pub mod relay;
 pub mod lossy_udp;
+pub mod relay;
 pub mod room_bot;
 pub mod turn_client;
 

@@ -245,3 +245,100 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
     }
     Ok(report)
 }
+
+/// Runs `bots` protocol bots that walk about the campus's open areas (no media: bots do
+/// not take part in peer-to-peer proximity media), for `measure` after they joined. The
+/// report's join time is from connecting to `Welcome`; `received_pps` counts the frames
+/// the bots received (snapshots and the rest) per second.
+pub async fn run_walkers(
+    addr: SocketAddr,
+    bots: usize,
+    measure: Duration,
+    server_pid: Option<u32>,
+) -> Result<Report> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (status, text) = crate::http_get(addr, "/map.tmj").await?;
+    if status != 200 {
+        bail!("GET /map.tmj: HTTP {status}");
+    }
+    let map = quad_shared::map::Map::from_tmj(&text).context("the server's map")?;
+    let rss_before = server_pid.map_or(0, rss_kib);
+    let frames = Arc::new(AtomicU64::new(0));
+    let mut join_ms = Vec::with_capacity(bots);
+    let mut tasks = Vec::with_capacity(bots);
+    for i in 0..bots {
+        // Spread over the courtyard around the spawn point, on walkable ground.
+        let mut at = map.spawn;
+        for k in 0..64 {
+            let p = map.spawn
+                + glam::Vec2::new(
+                    ((i * 37 + k * 13) % 41) as f32 * 24.0 - 480.0,
+                    ((i * 53 + k * 7) % 23) as f32 * 24.0 - 120.0,
+                );
+            if map.collision.walkable(p) {
+                at = p;
+                break;
+            }
+        }
+        let started = Instant::now();
+        let mut bot = crate::Bot::join(addr, &format!("walker{i}"), Some(at.to_array())).await?;
+        join_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        let frames = frames.clone();
+        tasks.push(tokio::spawn(async move {
+            // Walk a random-looking square, reading whatever arrives in between.
+            let dirs = [
+                quad_shared::movement::dir::RIGHT,
+                quad_shared::movement::dir::DOWN,
+                quad_shared::movement::dir::LEFT,
+                quad_shared::movement::dir::UP,
+            ];
+            let mut n = i;
+            loop {
+                for _ in 0..20 {
+                    if bot.input(dirs[n % 4], 3).await.is_err() {
+                        return;
+                    }
+                    // Read for 50 ms, as a client would between inputs.
+                    let until = Instant::now() + Duration::from_millis(50);
+                    while let Some(left) = until.checked_duration_since(Instant::now()) {
+                        match bot.pump(left).await {
+                            Ok(true) => {
+                                frames.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(false) => break,
+                            Err(_) => return,
+                        }
+                    }
+                }
+                n += 1;
+            }
+        }));
+    }
+    let cpu_before = server_pid.and_then(cpu_seconds);
+    let f0 = frames.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(measure).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let f1 = frames.load(Ordering::Relaxed);
+    let cpu_after = server_pid.and_then(cpu_seconds);
+    for t in tasks {
+        t.abort();
+    }
+    let server = match (server_pid, cpu_before, cpu_after) {
+        (Some(pid), Some(a), Some(b)) => Some(ProcessLoad {
+            cpu_cores: (b - a) / elapsed,
+            rss_kib: rss_kib(pid),
+        }),
+        _ => None,
+    };
+    Ok(Report {
+        bots,
+        join_ms,
+        received_pps: (f1 - f0) as f64 / elapsed,
+        loss: 0.0,
+        delay_us: Vec::new(),
+        server,
+        server_rss_before_kib: rss_before,
+    })
+}

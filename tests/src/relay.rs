@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Runs the relay on `socket` forever (run it in its own process, to measure its CPU).
 pub fn serve(socket: UdpSocket) -> Result<()> {
     let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+    // quinn-udp makes the socket non-blocking; this loop has nothing else to do but wait.
+    socket.set_nonblocking(false)?;
     let _ = state.set_recv_buffer_size(UdpSockRef::from(&socket), 8 << 20);
     let _ = state.set_send_buffer_size(UdpSockRef::from(&socket), 8 << 20);
     let batch = quinn_udp::BATCH_SIZE;
@@ -27,11 +29,20 @@ pub fn serve(socket: UdpSocket) -> Result<()> {
     let mut members: Vec<SocketAddr> = Vec::new();
     let mut out: Vec<u8> = Vec::with_capacity(64 * 2048);
     loop {
-        let mut bufs: Vec<IoSliceMut<'_>> =
-            storage.iter_mut().map(|b| IoSliceMut::new(&mut b[..])).collect();
+        let mut bufs: Vec<IoSliceMut<'_>> = storage
+            .iter_mut()
+            .map(|b| IoSliceMut::new(&mut b[..]))
+            .collect();
         let n = match state.recv(UdpSockRef::from(&socket), &mut bufs, &mut meta) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) =>
+            {
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         drop(bufs);
@@ -72,7 +83,14 @@ pub fn serve(socket: UdpSocket) -> Result<()> {
     }
 }
 
-fn send(state: &UdpSocketState, socket: &UdpSocket, to: SocketAddr, data: &[u8], size: usize, segments: usize) {
+fn send(
+    state: &UdpSocketState,
+    socket: &UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    size: usize,
+    segments: usize,
+) {
     let transmit = Transmit {
         destination: to,
         ecn: None,
@@ -100,7 +118,13 @@ pub struct RelayRun {
 /// Plays the pattern through the relay at `relay`: `members` sockets, each sending a
 /// `size`-byte packet every `interval`, all receiving; measures for `measure` after a
 /// second of warm-up.
-pub fn drive(relay: SocketAddr, members: usize, interval: Duration, size: usize, measure: Duration) -> Result<RelayRun> {
+pub fn drive(
+    relay: SocketAddr,
+    members: usize,
+    interval: Duration,
+    size: usize,
+    measure: Duration,
+) -> Result<RelayRun> {
     let sockets: Vec<Arc<UdpSocket>> = (0..members)
         .map(|_| -> Result<Arc<UdpSocket>> {
             let s = UdpSocket::bind("127.0.0.1:0")?;
@@ -115,7 +139,13 @@ pub fn drive(relay: SocketAddr, members: usize, interval: Duration, size: usize,
     let delays = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let mut threads = Vec::new();
     for s in &sockets {
-        let (s, received, stop, sampling, delays) = (s.clone(), received.clone(), stop.clone(), sampling.clone(), delays.clone());
+        let (s, received, stop, sampling, delays) = (
+            s.clone(),
+            received.clone(),
+            stop.clone(),
+            sampling.clone(),
+            delays.clone(),
+        );
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             let mut mine = Vec::new();

@@ -41,3 +41,30 @@ async fn quad_load_runs_bots_that_receive_each_other() -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quad_load_walkers_join_and_are_sent_snapshots() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let out = tokio::task::spawn_blocking({
+        let addr = server.addr();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_quad-load"))
+                .args(["--server", &addr.to_string()])
+                .args(["--walk", "--bots", "20", "--seconds", "2"])
+                .output()
+        }
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "quad-load --walk failed: {stdout}");
+    assert!(stdout.contains("20 bots, 20 joined"), "{stdout}");
+    // Twenty walkers at 20 snapshots a second each, give or take.
+    let pps: f64 = stdout
+        .split("; ")
+        .find_map(|p| p.strip_suffix(" packets/s received, loss 0.00%"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(pps > 100.0, "{stdout}");
+    server.stop().await;
+    Ok(())
+}

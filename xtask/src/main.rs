@@ -2,7 +2,7 @@
 //!
 //! - `serve`: builds the wasm client, then runs `quad-server` on http://127.0.0.1:8080.
 //! - `test`: builds the client, installs Chromium when missing, runs every test.
-//! - `bench`: runs the benchmarks.
+//! - `bench`: runs the benchmarks and prints one table against the targets.
 //! - `client`: only builds the wasm client into `target/web/pkg`.
 //!
 //! The wasm bundle is made with the `wasm-bindgen-cli-support` library, so nothing is
@@ -20,6 +20,7 @@ fn main() -> Result<()> {
         Some("serve") => serve(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
+        Some("bench-summary") => summarize(&root),
         Some("client") => build_client(&root).map(|_| ()),
         _ => {
             eprintln!(
@@ -183,6 +184,207 @@ fn bench(root: &Path, extra: &[String]) -> Result<()> {
             "session_memory",
         ])
         .env("QUAD_SERVER_BIN", root.join("target/release/quad-server")))?;
-    eprintln!("xtask: results in target/bench/*.json");
+    run(cargo()
+        .args([
+            "bench",
+            "--package",
+            "quad-tests",
+            "--bench",
+            "sfu_forwarding",
+        ])
+        .env("QUAD_SERVER_BIN", root.join("target/release/quad-server")))?;
+    summarize(root)
+}
+
+/// Reads every benchmark's JSON, prints one table against the targets, and writes it with
+/// the machine's description to `target/bench/summary.json`.
+fn summarize(root: &Path) -> Result<()> {
+    use serde_json::{Value, json};
+    let dir = root.join("target/bench");
+    let read = |name: &str| -> Value {
+        std::fs::read_to_string(dir.join(name))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let (world, proximity, memory, sfu) = (
+        read("world_tick.json"),
+        read("proximity_graph.json"),
+        read("session_memory.json"),
+        read("sfu_forwarding.json"),
+    );
+    let find = |v: &Value, key: &str, name: &str| -> Value {
+        v.as_array()
+            .and_then(|a| a.iter().find(|e| e[key] == name).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let proximity_update = proximity
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["scenario"] == "open_10240px" && e["step"] == "whole update")
+                .cloned()
+        })
+        .unwrap_or(Value::Null);
+    let scenario = |name: &str| sfu["scenarios"][name].clone();
+    let num = |v: &Value| v.as_f64();
+    let fmt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    // (what, value, spread, target, met)
+    let mut rows: Vec<(String, String, String, String, Option<bool>)> = Vec::new();
+    let mut row = |what: &str,
+                   value: Option<f64>,
+                   digits: usize,
+                   spread: String,
+                   target: &str,
+                   met: Option<bool>| {
+        rows.push((
+            what.to_owned(),
+            fmt(value, digits),
+            spread,
+            target.to_owned(),
+            met,
+        ));
+    };
+    for (name, target, limit) in [
+        ("campus_1000", "", None),
+        ("open_campus_10000", "< 5 ms", Some(5.0)),
+        ("campus_10000_stress", "", None),
+    ] {
+        let w = find(&world, "scenario", name);
+        let p50 = num(&w["p50_ms"]);
+        row(
+            &format!("world tick, {name} (ms p50)"),
+            p50,
+            2,
+            format!("p99 {}", fmt(num(&w["p99_ms"]), 2)),
+            target,
+            limit.zip(p50).map(|(l, v)| v < l),
+        );
+    }
+    let p = num(&proximity_update["p50_ms"]);
+    row(
+        "proximity graph update, 10k (ms p50)",
+        p,
+        2,
+        format!("p99 {}", fmt(num(&proximity_update["p99_ms"]), 2)),
+        "< 1 ms",
+        p.map(|v| v < 1.0),
+    );
+    let m = num(&memory["per_avatar_kb"]);
+    row(
+        "memory per avatar, no media (kB)",
+        m,
+        1,
+        String::new(),
+        "< 100 kB",
+        m.map(|v| v < 100.0),
+    );
+    let all = scenario("audio_50_all");
+    let per_core = num(&all["pps_per_server_core"]);
+    row(
+        "SFU, 50 mics all forwarded (packets/s per server core)",
+        per_core,
+        0,
+        format!(
+            "{} packets/s on {} cores",
+            fmt(num(&all["received_pps"]), 0),
+            fmt(num(&all["server_cpu_cores"]), 2)
+        ),
+        ">= 150000",
+        per_core.map(|v| v >= 150_000.0),
+    );
+    let share = num(&sfu["sfu_share_of_relay_per_core"]);
+    row(
+        "SFU per core as a share of the plain UDP relay (%)",
+        share.map(|s| s * 100.0),
+        0,
+        format!(
+            "relay {} packets/s per core",
+            fmt(num(&sfu["udp_relay_50"]["pps_per_relay_core"]), 0)
+        ),
+        ">= 50%",
+        share.map(|s| s >= 0.5),
+    );
+    for name in ["audio_50_loudest", "camera_1_to_50"] {
+        let s = scenario(name);
+        row(
+            &format!("SFU, {name} (packets/s per server core)"),
+            num(&s["pps_per_server_core"]),
+            0,
+            format!("loss {}%", fmt(num(&s["loss"]).map(|l| l * 100.0), 2)),
+            "",
+            None,
+        );
+    }
+    let light = scenario("audio_10_all");
+    let d99 = num(&light["delay_us_p99"]).map(|v| v / 1000.0);
+    row(
+        "delay through the SFU, 10 mics (ms p99, one-way incl. bots)",
+        d99,
+        2,
+        format!(
+            "p50 {}",
+            fmt(num(&light["delay_us_p50"]).map(|v| v / 1000.0), 2)
+        ),
+        "< 1 ms at half load",
+        d99.map(|v| v < 1.0),
+    );
+    let mem = num(&all["server_rss_per_member_kib"]).map(|k| k * 1.024);
+    row(
+        "memory per SFU room member (kB)",
+        mem,
+        0,
+        String::new(),
+        "< 2000 kB",
+        mem.map(|v| v < 2000.0),
+    );
+    let join = num(&all["join_ms_p50"]);
+    row(
+        "join to first forwarded audio, 50 in a room (ms p50)",
+        join,
+        0,
+        format!("p99 {}", fmt(num(&all["join_ms_p99"]), 0)),
+        "< 1000 ms",
+        join.map(|v| v < 1000.0),
+    );
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .unwrap_or_default();
+    println!("\nQuad benchmarks on {cpu}, {cores} cores, {mem_total} kB of memory\n");
+    println!("| measure | value | spread | target | met |\n|---|---|---|---|---|");
+    for (what, value, spread, target, met) in &rows {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        println!("| {what} | {value} | {spread} | {target} | {met} |");
+    }
+    let summary = json!({
+        "machine": {"cpu": cpu, "cores": cores, "memory_kib": mem_total},
+        "rows": rows.iter().map(|(what, value, spread, target, met)| json!({
+            "measure": what, "value": value, "spread": spread, "target": target, "met": met,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    eprintln!("xtask: results in target/bench/*.json, the table in target/bench/summary.json");
     Ok(())
 }

@@ -23,7 +23,7 @@ pub type SessionSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Larger than the protocol's frame limit, so an oversized frame reaches the session and
 /// gets a proper `Error` instead of a dropped connection.
-const MAX_MESSAGE: usize = 4 * quad_shared::codec::MAX_FRAME_BYTES;
+const MAX_MESSAGE: usize = quad_shared::codec::MAX_FRAME_BYTES + 1024;
 /// Enough for any legal frame in one read; the buffer grows for the rare larger one.
 const READ_BUFFER: usize = 4 * 1024;
 
@@ -31,7 +31,7 @@ fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_write_buffer_size(256 * 1024)
+        .max_write_buffer_size(2 * MAX_MESSAGE)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
 }

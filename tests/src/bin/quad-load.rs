@@ -1,6 +1,7 @@
 //! `quad-load`: points bot participants at a running Quad server and reports what they
 //! saw. The bots are webrtc-rs peers that sit in the map's classrooms and publish
-//! synthetic Opus (and VP8 with `--cameras`); see `quad_tests::load`.
+//! synthetic Opus (and VP8 with `--cameras`), or, with `--walk`, protocol clients that walk
+//! about the open campus; see `quad_tests::load`.
 //!
 //! ```text
 //! quad-server --dev &            # bots choose their seats, so the server needs --dev
@@ -26,6 +27,9 @@ struct Args {
     /// Bots per room (rooms are the map's classrooms, reused when there are more rooms).
     #[arg(long, default_value_t = 10)]
     room_size: usize,
+    /// Walk about the campus's open areas instead of sitting in rooms (no media).
+    #[arg(long)]
+    walk: bool,
     /// Bots per room that publish a microphone (Opus, 50 packets/s).
     #[arg(long, default_value_t = usize::MAX)]
     mics: usize,
@@ -70,7 +74,11 @@ async fn main() -> anyhow::Result<()> {
         settle: Duration::from_secs_f64(args.settle),
         measure: Duration::from_secs_f64(args.seconds),
     };
-    let report = load::run(addr, &scenario, args.server_pid).await?;
+    let report = if args.walk {
+        load::run_walkers(addr, args.bots, scenario.measure, args.server_pid).await?
+    } else {
+        load::run(addr, &scenario, args.server_pid).await?
+    };
     println!("{}", report.summary());
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report.to_json())?)
