@@ -168,6 +168,23 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
     while Instant::now() < deadline && !bots.iter().all(|b| b.state().first_packet_at.is_some()) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // ... and the rate has settled: negotiations still under way (each publisher's arrival
+    // renegotiates every member) would otherwise be measured with the forwarding.
+    let total = |bots: &[RoomBot]| -> u64 {
+        bots.iter()
+            .map(|b| b.state().received.values().sum::<u64>())
+            .sum()
+    };
+    let mut previous: Option<f64> = None;
+    while Instant::now() < deadline {
+        let before = total(&bots);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rate = (total(&bots) - before) as f64;
+        if previous.is_some_and(|p| rate > 0.0 && (rate - p).abs() <= 0.03 * rate) {
+            break;
+        }
+        previous = Some(rate);
+    }
     if bots.iter().all(|b| b.state().room.is_none()) {
         bail!(
             "no bot got into a room: is the server running with --dev (bots choose where to appear)?"
