@@ -28,6 +28,9 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+/// How soon an offer that found the client's outbox full is tried again.
+const NEGOTIATION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Candidates a client may send before its offer is applied; more are refused.
 const MAX_EARLY_CANDIDATES: usize = 64;
 
@@ -113,6 +116,8 @@ struct Member {
     connected: bool,
     /// The simulcast layer that fits each publisher's tile on this member's screen.
     tile_layers: FxHashMap<AvatarId, u8>,
+    /// When to try an offer again that could not be queued.
+    retry_at: Option<tokio::time::Instant>,
 }
 
 async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceiver<MemberCmd>) {
@@ -142,6 +147,7 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
         early_candidates: Vec::new(),
         connected: false,
         tile_layers: FxHashMap::default(),
+        retry_at: None,
     };
     member.remote_offer(offer).await;
     let timeout = member.setup.config.member_timeout;
@@ -190,6 +196,15 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
                 }
                 Some(PcEvent::Track(track)) => member.published(track).await,
             },
+            () = async {
+                match member.retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                member.retry_at = None;
+                member.negotiate().await;
+            }
             () = expired => {
                 tracing::info!(member = %member.setup.id, "room connection lost; removing its media");
                 member.setup.room.send(RoomCmd::Gone { member: member.setup.id });
@@ -389,29 +404,41 @@ impl Member {
         if !self.answered || self.awaiting_answer || !self.renegotiate {
             return;
         }
-        let offer = async {
-            let offer = self.pc.create_offer(None).await?;
-            self.pc.set_local_description(offer.clone()).await?;
-            Ok::<_, webrtc::error::Error>(offer)
-        }
-        .await;
-        match offer {
-            Ok(offer) => {
-                for sub in self.subscriptions.values_mut() {
-                    sub.offered = true;
-                }
-                self.renegotiate = false;
-                self.awaiting_answer = true;
-                send(
-                    &self.setup.outbox,
-                    &ServerMsg::RoomSignal(Signal::Description {
-                        kind: SdpKind::Offer,
-                        sdp: offer.sdp,
-                    }),
-                );
+        let offer = match self.pc.create_offer(None).await {
+            Ok(offer) => offer,
+            Err(e) => {
+                tracing::error!(member = %self.setup.id, "cannot make an offer: {e}");
+                return;
             }
-            Err(e) => tracing::error!(member = %self.setup.id, "cannot make an offer: {e}"),
+        };
+        let frame = match quad_shared::codec::encode(&ServerMsg::RoomSignal(Signal::Description {
+            kind: SdpKind::Offer,
+            sdp: offer.sdp.clone(),
+        })) {
+            Ok(frame) => Bytes::from(frame),
+            Err(e) => {
+                // Only a room far beyond any map's capacity gets here; the next change
+                // tries again.
+                tracing::error!(member = %self.setup.id, "cannot send an offer: {e}");
+                return;
+            }
+        };
+        // The offer is applied only once it has a place in the outbox: an offer lost to a
+        // full outbox would leave this member waiting for an answer forever.
+        let Ok(permit) = self.setup.outbox.try_reserve() else {
+            self.retry_at = Some(tokio::time::Instant::now() + NEGOTIATION_RETRY);
+            return;
+        };
+        if let Err(e) = self.pc.set_local_description(offer).await {
+            tracing::error!(member = %self.setup.id, "cannot apply an offer: {e}");
+            return;
         }
+        permit.send(frame);
+        for sub in self.subscriptions.values_mut() {
+            sub.offered = true;
+        }
+        self.renegotiate = false;
+        self.awaiting_answer = true;
     }
 
     /// Hands negotiated subscriptions to their forwarders, with this leg's payload type,
