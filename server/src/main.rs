@@ -74,7 +74,10 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,warp=warn,hyper=warn".into()),
+                // webrtc-rs's ICE and DTLS warn about routine things on every connection.
+                .unwrap_or_else(|_| {
+                    "info,warp=warn,hyper=warn,rtc_ice=error,rtc_dtls=error".into()
+                }),
         )
         .with_writer(std::io::stderr)
         .init();

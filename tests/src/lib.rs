@@ -38,7 +38,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,quad_server=info".into()),
+                .unwrap_or_else(|_| "warn,quad_server=info,rtc_ice=error,rtc_dtls=error".into()),
         )
         .with_test_writer()
         .try_init();
