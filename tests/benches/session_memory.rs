@@ -7,22 +7,9 @@
 //! and writes it to `target/bench/session_memory.json`.
 
 use futures_util::StreamExt;
+use quad_tests::load::{ReleaseServer, rss_kib};
 use quad_tests::{Bot, repo_root};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,31 +19,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let root = repo_root();
-    let bin = std::env::var("QUAD_SERVER_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| root.join("target/release/quad-server"));
-    let data = quad_tests::temp_dir("mem-data");
-    let mut child = Command::new(&bin)
-        .current_dir(&root)
-        .args(["--listen", "127.0.0.1:0", "--dev", "--data-dir"])
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let pid = child.id();
-    let mut line = String::new();
-    BufReader::new(
-        child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
-    )
-    .read_line(&mut line)?;
-    let addr: std::net::SocketAddr = line
-        .trim()
-        .trim_start_matches("Quad is serving http://")
-        .parse()?;
+    let server = ReleaseServer::start("")?;
+    let (addr, pid) = (server.addr, server.pid());
 
     let map = quad_tests::campus();
     let steps = [100usize, 500, 1000];
@@ -100,11 +64,9 @@ async fn main() -> anyhow::Result<()> {
                 .join(",")
         ),
     )?;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     for r in readers {
         r.abort();
     }
-    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }

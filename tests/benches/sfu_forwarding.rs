@@ -17,61 +17,21 @@
 //! The bots and the server share this machine's cores, so the packets a run can push are
 //! bounded by the bots too; the per-CPU-second figures are what compare.
 
-use quad_tests::load::{self, Report, Scenario, quantile};
+use quad_tests::load::{self, ReleaseServer, Report, Scenario, quantile};
 use quad_tests::{relay, repo_root};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// Starts the server with `config` (TOML) and returns it with its address.
-fn start_server(config: &str) -> anyhow::Result<(Child, std::net::SocketAddr, std::path::PathBuf)> {
-    let root = repo_root();
-    let bin = std::env::var("QUAD_SERVER_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| root.join("target/release/quad-server"));
-    let dir = quad_tests::temp_dir("sfu-bench");
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join("quad.toml");
-    std::fs::write(&file, config)?;
-    let mut child = Command::new(&bin)
-        .current_dir(&root)
-        .args(["--listen", "127.0.0.1:0", "--dev", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&file)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("{}: {e} (cargo xtask bench builds it)", bin.display()))?;
-    let mut line = String::new();
-    BufReader::new(
-        child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
-    )
-    .read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .trim_start_matches("Quad is serving http://")
-        .parse()
-        .map_err(|e| anyhow::anyhow!("the server did not start ({e}): {line:?}"))?;
-    Ok((child, addr, dir))
-}
 
 async fn scenario(
     name: &str,
     max_speakers: usize,
     s: Scenario,
 ) -> anyhow::Result<(String, Report)> {
-    let (mut child, addr, dir) = start_server(&format!("room_max_speakers = {max_speakers}\n"))?;
-    let report = load::run(addr, &s, Some(child.id())).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    let report = report?;
+    let server = ReleaseServer::start(&format!("room_max_speakers = {max_speakers}\n"))?;
+    let report = load::run(server.addr, &s, Some(server.pid())).await?;
+    drop(server);
     println!("{name:>18}: {}", report.summary());
     Ok((name.to_owned(), report))
 }

@@ -359,3 +359,67 @@ pub async fn run_walkers(
         server_rss_before_kib: rss_before,
     })
 }
+
+/// The release `quad-server` binary (`QUAD_SERVER_BIN`, else `target/release/quad-server`)
+/// running for a benchmark, on a loopback port, in `--dev` mode, with its own data
+/// directory. Killed when dropped.
+pub struct ReleaseServer {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl ReleaseServer {
+    /// Starts it with `config` as its TOML config file.
+    pub fn start(config: &str) -> Result<ReleaseServer> {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let root = crate::repo_root();
+        let bin = std::env::var("QUAD_SERVER_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| root.join("target/release/quad-server"));
+        let dir = crate::temp_dir("bench-server");
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("quad.toml");
+        std::fs::write(&file, config)?;
+        let mut child = Command::new(&bin)
+            .current_dir(&root)
+            .args(["--listen", "127.0.0.1:0", "--dev", "--data-dir"])
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&file)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("{} (cargo xtask bench builds it)", bin.display()))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            BufReader::new(out).read_line(&mut line)?;
+        }
+        let addr = match line
+            .trim()
+            .trim_start_matches("Quad is serving http://")
+            .parse()
+        {
+            Ok(addr) => addr,
+            Err(e) => {
+                let _ = child.kill();
+                bail!("the server did not start ({e}): {line:?}");
+            }
+        };
+        Ok(ReleaseServer { child, addr, dir })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ReleaseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
