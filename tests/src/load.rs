@@ -209,13 +209,13 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
             }
             for (stream, last) in &s.last_seq {
                 if let Some(seqs) = s.seqs.get(stream) {
-                    // The span of sequence numbers seen, counting back from the last.
-                    let first = seqs
+                    // The span of sequence numbers seen, around the last received (which
+                    // may be a late retransmission, so some are newer than it).
+                    let (low, high) = seqs
                         .iter()
-                        .map(|q| last.wrapping_sub(*q))
-                        .max()
-                        .unwrap_or(0);
-                    span += u64::from(first) + 1;
+                        .map(|q| q.wrapping_sub(*last) as i16)
+                        .fold((0i16, 0i16), |(lo, hi), d| (lo.min(d), hi.max(d)));
+                    span += (i32::from(high) - i32::from(low) + 1) as u64;
                 }
             }
         }
