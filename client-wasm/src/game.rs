@@ -291,6 +291,7 @@ mod tests {
                 proximity: Default::default(),
                 ice_servers: Vec::new(),
                 dev: false,
+                role: Default::default(),
             }),
             0.0,
         );

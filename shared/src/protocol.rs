@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -52,6 +52,127 @@ pub enum ClientMsg {
     /// In a room: how wide (device pixels) this client shows each member's camera, so the
     /// server sends each the simulcast layer that fits. At most [`MAX_ROOM_TILES`] entries.
     RoomTiles(Vec<(AvatarId, u16)>),
+    /// A chat message (at most [`MAX_CHAT_CHARS`] characters, and at most
+    /// [`CHAT_BURST`] in a row, then one per [`CHAT_SECONDS_PER_MESSAGE`]).
+    Chat { to: ChatTo, text: String },
+    /// A teacher's action in the room the teacher is in; refused for anyone else.
+    Teacher(TeacherAction),
+    /// Raise or lower this avatar's hand in its room.
+    Hand { raised: bool },
+    /// Whether this client is watching: the page is visible and, in focus mode, fullscreen.
+    /// Sent on every change while in a room; teachers see students who are not.
+    Attention { watching: bool },
+}
+
+/// The longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 500;
+/// Chat messages a client may send in a burst ...
+pub const CHAT_BURST: u32 = 5;
+/// ... and then one per this many seconds.
+pub const CHAT_SECONDS_PER_MESSAGE: f32 = 1.0;
+/// Chat history kept and sent per kind of chat.
+pub const CHAT_HISTORY: usize = 100;
+
+/// Who a chat message is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChatTo {
+    /// Everyone within talking distance (the proximity disconnect radius) when it is sent,
+    /// in the same room or the same hallway.
+    Nearby,
+    /// Everyone in the sender's room.
+    Room,
+    /// Everyone in the space.
+    Space,
+    /// One person.
+    Direct(AvatarId),
+}
+
+/// Someone a teacher acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Who {
+    One(AvatarId),
+    /// Every student in the room, and students who walk in later.
+    Students,
+}
+
+/// A device the teacher can turn off for students.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Device {
+    Mic,
+    Camera,
+    Screen,
+}
+
+/// What a teacher can do in a room. The server checks the sender is a teacher in that room
+/// and enforces the effect itself (the SFU drops a muted student's packets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TeacherAction {
+    /// Turn a device off (`allowed: false`: mute, camera off, stop sharing) or allow it again.
+    Allow {
+        who: Who,
+        device: Device,
+        allowed: bool,
+    },
+    /// Show one participant large for everyone; `None` ends the spotlight.
+    Spotlight(Option<AvatarId>),
+    /// Send a student out of the room; it cannot walk back in while the class goes on.
+    Remove(AvatarId),
+    /// No one else (but teachers) may walk in while locked.
+    Lock(bool),
+    /// Focus mode: students see the teacher's stage and cannot walk.
+    Focus(bool),
+    /// Lower one raised hand, or all (`None`).
+    LowerHand(Option<AvatarId>),
+}
+
+impl TeacherAction {
+    /// A short name for logs and the audit log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TeacherAction::Allow { .. } => "allow",
+            TeacherAction::Spotlight(_) => "spotlight",
+            TeacherAction::Remove(_) => "remove",
+            TeacherAction::Lock(_) => "lock",
+            TeacherAction::Focus(_) => "focus",
+            TeacherAction::LowerHand(_) => "lower-hand",
+        }
+    }
+}
+
+/// What a person is in the space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Joined with a teacher link: may use teacher controls in rooms.
+    Teacher,
+    /// Joined with a student link.
+    Student,
+    /// Joined with just a name (when the server allows guests); a student in rooms.
+    #[default]
+    Guest,
+}
+
+impl Role {
+    pub fn is_teacher(self) -> bool {
+        self == Role::Teacher
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Teacher => "teacher",
+            Role::Student => "student",
+            Role::Guest => "guest",
+        }
+    }
+
+    /// Parses `teacher`, `student` or `guest`.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "teacher" => Some(Role::Teacher),
+            "student" => Some(Role::Student),
+            "guest" => Some(Role::Guest),
+            _ => None,
+        }
+    }
 }
 
 /// The most entries a [`ClientMsg::RoomTiles`] may have.
@@ -100,6 +221,10 @@ pub struct Hello {
     pub token: Option<String>,
     /// Where to appear, in world pixels. Honoured only by a server started with `--dev`.
     pub spawn: Option<[f32; 2]>,
+    /// A random key this browser keeps, so a guest's direct and nearby chat history follows
+    /// it across visits (people with a link are known by the link).
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 /// Movement input. See [`crate::movement`] for how it is applied.
@@ -170,6 +295,85 @@ pub enum ServerMsg {
         room: ZoneId,
         speakers: Vec<AvatarId>,
     },
+    /// A chat message for this client.
+    Chat(ChatLine),
+    /// Earlier messages, oldest first: on joining (space, nearby and direct) and on walking
+    /// into a room (that room's). Lines may overlap live ones: their `id`s match.
+    ChatHistory { lines: Vec<ChatLine> },
+    /// The class in the room this avatar is in, sent on entering and on every change;
+    /// `None` after walking out.
+    Class(Option<ClassState>),
+    /// To the room's teachers: a student stopped or started watching (left fullscreen in
+    /// focus mode or hid the tab).
+    Attention {
+        student: AvatarId,
+        name: String,
+        watching: bool,
+    },
+    /// Something people should be told (e.g. that the teacher removed them from a room).
+    Notice { text: String },
+}
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// Increasing in the order messages were sent (also across restarts).
+    pub id: u64,
+    /// When it was sent, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub scope: ChatScope,
+    /// The sender, if it is still this session's avatar (history from earlier sessions has
+    /// `None`).
+    pub from: Option<AvatarId>,
+    pub from_name: String,
+    pub from_role: Role,
+    /// For direct messages: who it was sent to.
+    pub to_name: Option<String>,
+    /// As typed: show it as text, never as markup.
+    pub text: String,
+}
+
+/// Which chat a line belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatScope {
+    Nearby,
+    /// The room's name.
+    Room(String),
+    Space,
+    Direct,
+}
+
+/// A class: the teacher's settings for a room, for everyone in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassState {
+    pub room: ZoneId,
+    /// Teachers in the room.
+    pub teachers: Vec<AvatarId>,
+    /// No one but teachers may walk in.
+    pub locked: bool,
+    /// Focus mode: students watch the teacher's stage and cannot walk.
+    pub focus: bool,
+    /// Shown large for everyone.
+    pub spotlight: Option<AvatarId>,
+    /// Raised hands, the first raised first.
+    pub hands: Vec<AvatarId>,
+    /// Devices the teacher turned off, per student (`true`: off by the teacher).
+    pub blocked: Vec<(AvatarId, MediaFlags)>,
+    /// Devices off for students who walk in.
+    pub blocked_for_newcomers: MediaFlags,
+    /// Students who are not watching (see [`ClientMsg::Attention`]).
+    pub away: Vec<AvatarId>,
+}
+
+impl ClassState {
+    /// The devices the teacher turned off for `id`.
+    pub fn blocked_of(&self, id: AvatarId) -> MediaFlags {
+        self.blocked
+            .iter()
+            .find(|(who, _)| *who == id)
+            .map(|(_, flags)| *flags)
+            .unwrap_or_default()
+    }
 }
 
 /// One member of a room, for the video grid.
@@ -201,6 +405,9 @@ pub struct Welcome {
     pub ice_servers: Vec<IceServer>,
     /// The server runs in development mode: test-only page options (`?relay=1`) apply.
     pub dev: bool,
+    /// What this person is: from the join link, or a guest.
+    #[serde(default)]
+    pub role: Role,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
@@ -295,6 +502,8 @@ pub enum ErrorCode {
     RateLimited,
     /// Not allowed: e.g. signaling an avatar the server has not linked this one with.
     Forbidden,
+    /// The join link is not valid (forged, expired, or guests are not allowed without one).
+    Unauthorized,
 }
 
 impl ErrorMsg {
@@ -351,6 +560,10 @@ impl ClientMsg {
             ClientMsg::RoomSignal(_) => "RoomSignal",
             ClientMsg::MediaReady { .. } => "MediaReady",
             ClientMsg::RoomTiles(_) => "RoomTiles",
+            ClientMsg::Chat { .. } => "Chat",
+            ClientMsg::Teacher(_) => "Teacher",
+            ClientMsg::Hand { .. } => "Hand",
+            ClientMsg::Attention { .. } => "Attention",
         }
     }
 }
@@ -376,4 +589,30 @@ pub fn normalize_name(name: &str) -> Result<String, ErrorMsg> {
         ));
     }
     Ok(name.to_owned())
+}
+
+/// Checks and normalizes a chat message: trimmed, 1 to [`MAX_CHAT_CHARS`] characters, no
+/// control characters but line breaks and tabs.
+pub fn normalize_chat(text: &str) -> Result<String, ErrorMsg> {
+    let text = text.trim();
+    let chars = text.chars().count();
+    if chars == 0 {
+        return Err(ErrorMsg::new(ErrorCode::Malformed, "the message is empty"));
+    }
+    if chars > MAX_CHAT_CHARS {
+        return Err(ErrorMsg::new(
+            ErrorCode::TooLarge,
+            format!("the message has {chars} characters; at most {MAX_CHAT_CHARS} are allowed"),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ErrorMsg::new(
+            ErrorCode::Malformed,
+            "the message contains control characters",
+        ));
+    }
+    Ok(text.to_owned())
 }

@@ -11,6 +11,7 @@ fn hello() -> ClientMsg {
         name: "Ada".into(),
         token: None,
         spawn: Some([10.0, 20.5]),
+        device: None,
     })
 }
 
@@ -59,6 +60,7 @@ fn server_messages_round_trip() {
                 credential: Some("c2VjcmV0".into()),
             }],
             dev: true,
+            role: Role::Teacher,
         }),
         ServerMsg::Snapshot(Snapshot {
             tick: 9,

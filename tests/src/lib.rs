@@ -188,6 +188,7 @@ impl Bot {
             name: name.into(),
             token: None,
             spawn,
+            device: None,
         }))
         .await?;
         bot.wait_until(PATIENCE, |b| b.welcome.is_some()).await?;

@@ -46,6 +46,7 @@ async fn each_bad_frame_gets_an_error_and_others_are_unaffected() -> anyhow::Res
             name: "again".into(),
             token: None,
             spawn: None,
+            device: None,
         }))
         .await?;
     walker.expect_error(ErrorCode::WrongState).await?;
@@ -84,6 +85,7 @@ async fn another_protocol_version_is_told_and_closed() -> anyhow::Result<()> {
         name: "Future".into(),
         token: None,
         spawn: None,
+        device: None,
     }))
     .await?;
     let e = bot.expect_error(ErrorCode::VersionMismatch).await?;
@@ -105,6 +107,7 @@ async fn a_bad_name_can_be_corrected() -> anyhow::Result<()> {
             name: name.into(),
             token: None,
             spawn: None,
+            device: None,
         })
     };
     bot.send(&hello("   ")).await?;
@@ -144,6 +147,7 @@ async fn a_full_server_refuses_politely() -> anyhow::Result<()> {
             name: "Two".into(),
             token: None,
             spawn: None,
+            device: None,
         }))
         .await?;
     second.expect_error(ErrorCode::Unavailable).await?;

@@ -30,6 +30,7 @@ pub fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
                         name: name.clone(),
                         token: None,
                         spawn,
+                        device: None,
                     }),
                 );
             }

@@ -120,6 +120,7 @@ impl SpaceWorld {
             proximity,
             ice_servers,
             dev,
+            role: quad_shared::protocol::Role::Guest,
         });
         self.send(id, &welcome);
         let people: Vec<Person> = self
