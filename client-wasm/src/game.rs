@@ -5,12 +5,18 @@
 //! snapshot arrives, the prediction is reset to the server's position and the unacknowledged
 //! inputs are replayed on top (reconciliation). Other avatars are drawn slightly in the past,
 //! interpolated between the positions the server sent.
+//!
+//! It also keeps what the server says about chat ([`ChatLog`]), this person's role and the
+//! class of the room it is in, for the page to show.
 
+use crate::chat::ChatLog;
 use glam::Vec2;
 use quad_shared::AvatarId;
 use quad_shared::map::Map;
 use quad_shared::movement::{self, STEP_SECONDS};
-use quad_shared::protocol::{Input, Person, ServerMsg, Snapshot, Welcome};
+use quad_shared::protocol::{
+    ClassState, Input, MediaFlags, Person, Role, ServerMsg, Snapshot, Welcome,
+};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -22,6 +28,8 @@ const STEPS_PER_INPUT: u8 = 3;
 const MAX_FRAME_SECONDS: f32 = 0.25;
 /// Samples kept per remote avatar.
 const MAX_SAMPLES: usize = 16;
+/// Attention reports kept for a class's teacher.
+pub const MAX_ATTENTION_EVENTS: usize = 50;
 
 /// The own avatar.
 #[derive(Debug, Clone)]
@@ -97,6 +105,28 @@ pub struct Game {
     pub roster_dirty: bool,
     /// The last error the server sent, for the HUD.
     pub last_error: Option<String>,
+    /// What this person is (from `Welcome`).
+    pub role: Role,
+    /// The chat lines received.
+    pub chat: ChatLog,
+    /// The class of the room this avatar is in; `None` outside rooms.
+    pub class: Option<ClassState>,
+    /// Set when the class or its attention reports changed and the page needs redrawing.
+    pub class_dirty: bool,
+    /// For a teacher: students who stopped or started watching, oldest first.
+    pub attention: VecDeque<AttentionEvent>,
+    /// Something to tell the user once (an error after joining, a notice); the page takes it.
+    pub notice: Option<String>,
+}
+
+/// A student stopped or started watching (see `ClientMsg::Attention`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttentionEvent {
+    pub student: AvatarId,
+    pub name: String,
+    pub watching: bool,
+    /// Whether the class was in focus mode then.
+    pub focus: bool,
 }
 
 impl Game {
@@ -118,8 +148,70 @@ impl Game {
                 }
                 self.roster_dirty = true;
             }
-            ServerMsg::Error(e) => self.last_error = Some(e.message),
+            ServerMsg::Error(e) => {
+                if self.me.is_some() {
+                    self.notice = Some(e.message.clone());
+                }
+                self.last_error = Some(e.message);
+            }
+            ServerMsg::Chat(line) => self.chat.add(line),
+            ServerMsg::ChatHistory { lines } => self.chat.merge(lines),
+            ServerMsg::Class(class) => {
+                if class.as_ref().map(|c| c.room) != self.class.as_ref().map(|c| c.room) {
+                    self.attention.clear();
+                }
+                self.class = class;
+                self.class_dirty = true;
+            }
+            ServerMsg::Attention {
+                student,
+                name,
+                watching,
+            } => {
+                let focus = self.class.as_ref().is_some_and(|c| c.focus);
+                self.attention.push_back(AttentionEvent {
+                    student,
+                    name,
+                    watching,
+                    focus,
+                });
+                while self.attention.len() > MAX_ATTENTION_EVENTS {
+                    self.attention.pop_front();
+                }
+                self.class_dirty = true;
+            }
+            ServerMsg::Notice { text } => self.notice = Some(text),
             _ => {}
+        }
+    }
+
+    /// The devices the teacher turned off for this client (none outside a class).
+    pub fn my_blocks(&self) -> MediaFlags {
+        match (&self.class, &self.me) {
+            (Some(class), Some(me)) => class.blocked_of(me.id),
+            _ => MediaFlags::default(),
+        }
+    }
+
+    /// Whether this client teaches the class it is in: the teacher's tools show.
+    pub fn teaches(&self) -> bool {
+        self.role.is_teacher() && self.class.is_some()
+    }
+
+    /// Whether the class is in focus mode for this client: a student watches the teacher's
+    /// stage and cannot walk.
+    pub fn in_focus(&self) -> bool {
+        let (Some(class), Some(me)) = (&self.class, &self.me) else {
+            return false;
+        };
+        class.focus && !self.role.is_teacher() && !class.teachers.contains(&me.id)
+    }
+
+    /// Whether this client's hand is raised in its class.
+    pub fn hand_raised(&self) -> bool {
+        match (&self.class, &self.me) {
+            (Some(class), Some(me)) => class.hands.contains(&me.id),
+            _ => false,
         }
     }
 
@@ -128,6 +220,7 @@ impl Game {
         self.tick_hz = w.tick_hz.max(1);
         self.map_url = w.map_url;
         self.proximity = w.proximity;
+        self.role = w.role;
         self.me = Some(Me {
             id: w.you,
             name: w.name,
@@ -178,8 +271,9 @@ impl Game {
     }
 
     /// Advances prediction by `dt` seconds with the keys in `dir` held; returns the inputs to
-    /// send to the server now.
+    /// send to the server now. In focus mode the keys do nothing (the server refuses them).
     pub fn update(&mut self, dt: f32, dir: u8) -> Vec<Input> {
+        let dir = if self.in_focus() { 0 } else { dir };
         let mut out = Vec::new();
         let (Some(me), Some(map)) = (self.me.as_mut(), self.map.as_ref()) else {
             return out;
@@ -264,6 +358,7 @@ mod tests {
     use quad_shared::map::CollisionGrid;
     use quad_shared::movement::dir;
     use quad_shared::protocol::{AvatarUpdate, PROTOCOL_VERSION};
+    use quad_shared::protocol::{ClassState, MediaFlags, Role};
 
     fn game() -> Game {
         let map = Map {
@@ -411,6 +506,95 @@ mod tests {
             10.0,
         );
         assert!(g.others.is_empty());
+    }
+
+    fn class(focus: bool) -> ClassState {
+        ClassState {
+            room: quad_shared::ids::ZoneId(2),
+            teachers: vec![AvatarId(9)],
+            locked: false,
+            focus,
+            spotlight: None,
+            hands: vec![AvatarId(1)],
+            blocked: vec![(
+                AvatarId(1),
+                MediaFlags {
+                    mic: true,
+                    camera: false,
+                    screen: false,
+                },
+            )],
+            blocked_for_newcomers: MediaFlags::default(),
+            away: vec![],
+        }
+    }
+
+    #[test]
+    fn focus_mode_holds_a_student_still() {
+        let mut g = game();
+        g.on_message(ServerMsg::Class(Some(class(true))), 0.0);
+        assert!(g.in_focus());
+        assert!(g.update(STEP_SECONDS * 6.5, dir::RIGHT).is_empty());
+        assert_eq!(g.me.as_ref().unwrap().predicted, Vec2::new(300.0, 300.0));
+        assert!(g.my_blocks().mic && !g.my_blocks().camera);
+        assert!(g.hand_raised());
+        assert!(!g.teaches());
+        // A teacher walks on.
+        g.role = Role::Teacher;
+        assert!(!g.in_focus() && g.teaches());
+        assert_eq!(g.update(STEP_SECONDS * 3.5, dir::RIGHT).len(), 1);
+        // Walking out ends the class: nothing is blocked any more.
+        g.role = Role::Student;
+        g.on_message(ServerMsg::Class(None), 0.0);
+        assert!(!g.in_focus() && !g.my_blocks().mic && !g.hand_raised());
+    }
+
+    #[test]
+    fn attention_reports_belong_to_their_class() {
+        let mut g = game();
+        g.on_message(ServerMsg::Class(Some(class(true))), 0.0);
+        g.class_dirty = false;
+        g.on_message(
+            ServerMsg::Attention {
+                student: AvatarId(3),
+                name: "Ada".into(),
+                watching: false,
+            },
+            0.0,
+        );
+        assert!(g.class_dirty);
+        assert_eq!(g.attention.len(), 1);
+        assert!(g.attention[0].focus);
+        // The same class changing keeps them; another room's class does not.
+        g.on_message(ServerMsg::Class(Some(class(false))), 0.0);
+        assert_eq!(g.attention.len(), 1);
+        let mut other = class(false);
+        other.room = quad_shared::ids::ZoneId(3);
+        g.on_message(ServerMsg::Class(Some(other)), 0.0);
+        assert!(g.attention.is_empty());
+    }
+
+    #[test]
+    fn errors_after_joining_and_notices_are_told_once() {
+        let mut g = Game::default();
+        let error = |m: &str| {
+            ServerMsg::Error(quad_shared::protocol::ErrorMsg::new(
+                quad_shared::protocol::ErrorCode::BadName,
+                m,
+            ))
+        };
+        g.on_message(error("bad name"), 0.0);
+        assert_eq!(g.notice, None, "the lobby shows errors before joining");
+        let mut g = game();
+        g.on_message(error("too fast"), 0.0);
+        assert_eq!(g.notice.take().as_deref(), Some("too fast"));
+        g.on_message(
+            ServerMsg::Notice {
+                text: "removed".into(),
+            },
+            0.0,
+        );
+        assert_eq!(g.notice.as_deref(), Some("removed"));
     }
 
     #[test]

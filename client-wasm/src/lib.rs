@@ -3,10 +3,17 @@
 //! - [`game`]: plain Rust state that compiles and tests natively: own-avatar prediction and
 //!   reconciliation, interpolation of the others, the roster, the camera. No web-sys here.
 //! - [`room`]: classroom media state, also plain Rust: stream names, members, speakers.
+//! - [`chat`]: the chat lines held, in order, and the page's names for scopes and
+//!   recipients; plain Rust.
+//! - [`class`]: what the teacher's buttons do, what focus mode shows, when a student
+//!   counts as watching; plain Rust.
 //! - `web` (wasm32 only): the thin facade: WebSocket, Canvas 2D rendering, keyboard, the
-//!   lobby, HUD and people list (real DOM), proximity peers and the classroom's SFU
-//!   connection, screen sharing, and the `window.quad` test surface.
+//!   lobby, HUD and people list (real DOM), the chat panel, proximity peers and the
+//!   classroom's SFU connection, the class's tools, screen sharing, and the `window.quad`
+//!   test surface.
 
+pub mod chat;
+pub mod class;
 pub mod game;
 pub mod room;
 

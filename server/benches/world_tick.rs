@@ -88,7 +88,10 @@ impl Crowd {
         let mut watched = (AvatarId(1), f32::MAX);
         for (i, p) in walkable.iter().enumerate() {
             let id = AvatarId(i as u32 + 1);
-            world.join(id, format!("bot{i}"), Some(*p), Vec::new());
+            world.join(quad_server::space::Joiner {
+                spawn: Some(*p),
+                ..quad_server::space::Joiner::guest(id, format!("bot{i}"))
+            });
             let d = p.distance(centre);
             if d < watched.1 {
                 watched = (id, d);

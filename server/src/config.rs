@@ -66,6 +66,14 @@ pub struct Config {
     /// A room member whose media connection stays disconnected this long is removed from
     /// the room's media (and asked to reconnect), seconds.
     pub room_member_timeout_secs: u64,
+    /// People may join with just a name (as guests); when false, only with a join link.
+    pub allow_guests: bool,
+    /// The secret join links are signed with (at least 32 characters). By default one is
+    /// generated at first start and kept in the data directory.
+    pub join_secret: Option<String>,
+    /// The address people open, for the links the server prints (e.g.
+    /// `https://campus.example.org`); by default `http://` and the `listen` address.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -95,6 +103,9 @@ impl Default for Config {
             media_public_ip: None,
             room_max_speakers: 3,
             room_member_timeout_secs: 10,
+            allow_guests: true,
+            join_secret: None,
+            public_url: None,
         }
     }
 }
@@ -141,6 +152,20 @@ impl Config {
             public_ip: self.media_public_ip,
             max_speakers: self.room_max_speakers,
             member_timeout: std::time::Duration::from_secs(self.room_member_timeout_secs),
+        }
+    }
+
+    /// The address the server's links start with (no trailing slash).
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let mut addr = self.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(IpAddr::from([127, 0, 0, 1]));
+                }
+                format!("http://{addr}")
+            }
         }
     }
 
@@ -205,6 +230,14 @@ impl Config {
                 "room_member_timeout_secs",
                 "must be between 1 and 600 seconds",
             );
+        }
+        if self.join_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return invalid("join_secret", "must be at least 32 characters");
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("public_url", "must start with http:// or https://");
         }
         if !self.turn_urls.is_empty() && self.turn_secret.is_none() {
             return invalid(

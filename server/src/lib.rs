@@ -6,15 +6,19 @@
 //! - [`session`]: one task per WebSocket; decodes, checks state, forwards to the space.
 //! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
 //! - [`media`]: the SFU that forwards classroom media; [`turn`]: embedded STUN/TURN.
+//! - [`auth`]: join links (teacher and student roles); [`store`]: chat, the audit log and
+//!   secrets, in SQLite in the data directory.
 //!
 //! [`start`] binds, loads the map and spawns everything; [`run`] does the same and waits
 //! for a shutdown signal. Startup fails, with an error naming the file, on a bad map.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod media;
 pub mod session;
 pub mod space;
+pub mod store;
 pub mod turn;
 
 use anyhow::Context;
@@ -43,6 +47,10 @@ pub struct AppState {
     pub sfu: Arc<media::sfu::Sfu>,
     /// What the space reports for `/metrics`.
     pub space_stats: Arc<space::SpaceStats>,
+    /// Signs and checks join links.
+    pub keys: auth::JoinKeys,
+    /// Tells this run's session-only users apart from earlier runs'.
+    pub run_nonce: u64,
 }
 
 /// One connected session, as the index knows it.
@@ -96,6 +104,7 @@ impl MapFile {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    first_teacher_link: Option<String>,
     turn_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -105,6 +114,11 @@ impl Server {
     /// The address it listens on (useful after binding port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A teacher link, when this start made the campus's secret (its first start).
+    pub fn first_teacher_link(&self) -> Option<&str> {
+        self.first_teacher_link.as_deref()
     }
 
     /// Where the embedded STUN/TURN server listens (UDP and TCP), if it runs.
@@ -140,6 +154,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         );
     }
 
+    let storage = open_storage(&config)?;
+    let (keys, new_secret) = join_keys(&config, &storage)?;
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -162,16 +179,39 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         proximity: config.proximity(),
         dev: config.dev,
     };
-    let world = space::SpaceWorld::new(map_file.map.clone(), settings, http::MAP_URL);
+    let mut world = space::SpaceWorld::new(map_file.map.clone(), settings, http::MAP_URL);
+    world.set_last_chat_id(
+        storage
+            .blocking()
+            .last_chat_id()
+            .context("reading the chat history")?,
+    );
     let sfu = media::sfu::Sfu::new(config.sfu());
     let space_stats = Arc::new(space::SpaceStats::default());
     let (space, space_task) = space::spawn(
         world,
         config.tick_hz,
-        sfu.clone(),
-        space_stats.clone(),
+        space::SpaceServices {
+            sfu: sfu.clone(),
+            storage,
+            stats: space_stats.clone(),
+        },
         shutdown.clone(),
     );
+    let first_teacher_link = if new_secret {
+        let mut config = config.clone();
+        config.listen = addr;
+        Some(join_link(
+            &config,
+            &keys,
+            "Teacher",
+            quad_shared::protocol::Role::Teacher,
+            None,
+            FIRST_LINK_TTL,
+        )?)
+    } else {
+        None
+    };
 
     let state = Arc::new(AppState {
         config,
@@ -183,6 +223,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         ice,
         sfu,
         space_stats,
+        keys,
+        run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),
     });
     let routes = http::routes(state.clone());
     let task = tokio::spawn(async move {
@@ -194,6 +236,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     });
     Ok(Server {
         addr,
+        first_teacher_link,
         turn_addr: embedded_turn.map(|t| t.addr),
         shutdown,
         task,
@@ -207,8 +250,57 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let server = start(config).await?;
     println!("Quad is serving http://{}", server.addr());
+    if let Some(link) = server.first_teacher_link() {
+        println!(
+            "This is a new campus. A teacher link, valid for 7 days (make more with \
+             `quad-server token --role teacher --name NAME`):\n  {link}"
+        );
+    }
     signal.await;
     tracing::info!("shutting down");
     server.stop().await;
     Ok(())
+}
+
+/// How long the teacher link printed at a campus's first start stays valid.
+pub const FIRST_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// The name of the join-link secret in the store.
+const JOIN_SECRET: &str = "join-links";
+
+/// Opens the embedded store in the configured data directory.
+pub fn open_storage(config: &Config) -> anyhow::Result<store::Storage> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+    let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
+    Ok(store::Storage::new(Arc::new(store)))
+}
+
+/// The keys join links are signed with: the configured secret, or the one kept in the
+/// store (made now if there is none: the flag says so).
+pub fn join_keys(
+    config: &Config,
+    storage: &store::Storage,
+) -> anyhow::Result<(auth::JoinKeys, bool)> {
+    if let Some(secret) = &config.join_secret {
+        return Ok((auth::JoinKeys::new(secret.as_bytes()), false));
+    }
+    let (secret, created) = storage
+        .blocking()
+        .secret_or_create(JOIN_SECRET, &|| auth::random_bytes(32))
+        .context("reading the join-link secret")?;
+    Ok((auth::JoinKeys::new(&secret), created))
+}
+
+/// A link that opens the campus as `name` with `role` for `ttl`.
+pub fn join_link(
+    config: &Config,
+    keys: &auth::JoinKeys,
+    name: &str,
+    role: quad_shared::protocol::Role,
+    room: Option<&str>,
+    ttl: std::time::Duration,
+) -> anyhow::Result<String> {
+    let token = keys.issue(name, role, room, ttl, std::time::SystemTime::now())?;
+    Ok(format!("{}/?token={token}", config.public_url()))
 }

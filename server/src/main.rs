@@ -1,7 +1,7 @@
 //! `quad-server`: parses the command line, starts tracing, and runs the server until
-//! SIGINT or SIGTERM (a second signal exits at once).
+//! SIGINT or SIGTERM (a second signal exits at once). `quad-server token` makes join links.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use quad_server::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,14 +10,16 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// A TOML config file; command-line flags and QUAD_* variables override it.
-    #[arg(long, env = "QUAD_CONFIG")]
+    #[arg(long, env = "QUAD_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
-    #[arg(long, env = "QUAD_LISTEN")]
+    #[arg(long, env = "QUAD_LISTEN", global = true)]
     listen: Option<SocketAddr>,
     /// The Tiled map (.tmj) of the campus.
-    #[arg(long, env = "QUAD_MAP")]
+    #[arg(long, env = "QUAD_MAP", global = true)]
     map: Option<PathBuf>,
     /// Directory of the page's static files.
     #[arg(long, env = "QUAD_ASSETS")]
@@ -26,7 +28,7 @@ struct Cli {
     #[arg(long, env = "QUAD_CLIENT_DIR")]
     client_dir: Option<PathBuf>,
     /// Directory for the server's data.
-    #[arg(long, env = "QUAD_DATA_DIR")]
+    #[arg(long, env = "QUAD_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
     /// Development mode: pages may choose their spawn with ?spawn=X,Y.
     #[arg(long, env = "QUAD_DEV")]
@@ -38,6 +40,25 @@ struct Cli {
     /// The address browsers reach TURN at, when it is not the --turn-listen IP.
     #[arg(long, env = "QUAD_TURN_PUBLIC_IP")]
     turn_public_ip: Option<std::net::IpAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a join link (uses the same config and data directory as the server).
+    Token {
+        /// `teacher` or `student`.
+        #[arg(long)]
+        role: String,
+        /// The display name the link joins with.
+        #[arg(long)]
+        name: String,
+        /// How long the link stays valid, e.g. 8h, 30m, 7d.
+        #[arg(long, default_value = "8h")]
+        ttl: String,
+        /// A classroom (its name on the map) the link opens in.
+        #[arg(long)]
+        room: Option<String>,
+    },
 }
 
 impl Cli {
@@ -81,13 +102,33 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match Cli::parse().into_config() {
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
+    let config = match cli.into_config() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Token {
+        role,
+        name,
+        ttl,
+        room,
+    }) = command
+    {
+        return match token(&config, &role, &name, &ttl, room.as_deref()) {
+            Ok(link) => {
+                println!("{link}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match quad_server::run(config, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -95,6 +136,46 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Makes a join link with the campus's secret (from the config or the data directory).
+fn token(
+    config: &Config,
+    role: &str,
+    name: &str,
+    ttl: &str,
+    room: Option<&str>,
+) -> anyhow::Result<String> {
+    config.validate()?;
+    let role = match quad_shared::protocol::Role::parse(role) {
+        Some(
+            role @ (quad_shared::protocol::Role::Teacher | quad_shared::protocol::Role::Student),
+        ) => role,
+        _ => anyhow::bail!("--role must be `teacher` or `student`, not `{role}`"),
+    };
+    let ttl = quad_server::auth::parse_ttl(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    if let Some(room) = room {
+        let map = quad_shared::map::Map::load(&config.map)?;
+        if !map
+            .zones
+            .iter()
+            .any(|z| z.kind == quad_shared::map::ZoneKind::Classroom && z.name == room)
+        {
+            let rooms: Vec<&str> = map
+                .zones
+                .iter()
+                .filter(|z| z.kind == quad_shared::map::ZoneKind::Classroom)
+                .map(|z| z.name.as_str())
+                .collect();
+            anyhow::bail!(
+                "--room: the map has no classroom named `{room}` (it has: {})",
+                rooms.join(", ")
+            );
+        }
+    }
+    let storage = quad_server::open_storage(config)?;
+    let (keys, _) = quad_server::join_keys(config, &storage)?;
+    quad_server::join_link(config, &keys, name, role, room, ttl)
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits immediately.

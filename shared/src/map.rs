@@ -127,6 +127,10 @@ impl Rect {
     pub fn contains(&self, p: Vec2) -> bool {
         p.x >= self.x && p.y >= self.y && p.x < self.x + self.w && p.y < self.y + self.h
     }
+
+    pub fn center(&self) -> Vec2 {
+        Vec2::new(self.x + self.w / 2.0, self.y + self.h / 2.0)
+    }
 }
 
 /// Which tiles block movement. Everything outside the map blocks.

@@ -14,14 +14,16 @@
 //! member's microphone plays through a plain `<audio>` element.
 //!
 //! Proximity links are the server's to close (`DisconnectPeer` comes before
-//! `JoinRoomMedia`); this module does not touch them.
+//! `JoinRoomMedia`); this module does not touch them. The class (teachers' marks and tools
+//! on the tiles, the focus-mode stage) is `class`'s: the view keeps a copy of the class for
+//! it and calls it when it renders.
 
 use super::peers::{self, ext, sdp_kind, sdp_type, stream_live};
-use super::{AppRef, dom, screen, send};
+use super::{AppRef, class, dom, screen, send};
 use crate::room::{RoomState, Source, StreamLabel};
 use quad_shared::AvatarId;
 use quad_shared::ids::ZoneId;
-use quad_shared::protocol::{ClientMsg, RoomMember, SdpKind, Signal};
+use quad_shared::protocol::{ClassState, ClientMsg, RoomMember, SdpKind, Signal};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
@@ -73,23 +75,33 @@ pub struct RoomView {
     app: AppRef,
     /// The tile widths last reported.
     reported: Vec<(AvatarId, u16)>,
+    /// The room's class, as the server last sent it (a copy of `Game::class`).
+    pub class: Option<ClassState>,
+    /// Whether this client is a teacher (its role).
+    pub teacher: bool,
 }
 
-/// One member's tile: `<figure class="tile" data-member="ID">` with a `<video>` and a
-/// `<figcaption>` holding the name and a microphone-off marker.
+/// One member's tile: `<figure class="tile" data-member="ID">` with a `<video>`, a
+/// `<figcaption>` holding the name and a microphone-off marker, and the class's marks.
 struct Tile {
     figure: Element,
     video: HtmlVideoElement,
     name: Element,
     muted: HtmlElement,
+    marks: class::TileMarks,
 }
 
 impl RoomView {
     /// Whether a live track from `avatar`'s `source` arrives.
     pub fn receiving(&self, avatar: AvatarId, source: Source) -> bool {
+        self.stream(avatar, source).is_some()
+    }
+
+    /// The stream of `avatar`'s `source`, while a live track of it arrives.
+    pub fn stream(&self, avatar: AvatarId, source: Source) -> Option<&MediaStream> {
         self.incoming
             .get(&StreamLabel { avatar, source })
-            .is_some_and(|s| stream_live(s, source.kind()))
+            .filter(|s| stream_live(s, source.kind()))
     }
 
     /// The member whose screen the big view shows.
@@ -98,7 +110,7 @@ impl RoomView {
             .shown_screen(self.me, |id| self.receiving(id, Source::Screen))
     }
 
-    fn render_logged(&mut self) {
+    pub(super) fn render_logged(&mut self) {
         if let Err(e) = self.render() {
             web_sys::console::warn_2(&"room panel:".into(), &e);
         }
@@ -135,6 +147,11 @@ impl RoomView {
         });
 
         let speaking = state.speaking();
+        let marks = class::TileContext {
+            class: self.class.as_ref(),
+            me: self.me,
+            teacher: self.teacher,
+        };
         let tiles_el = dom::by_id(&document, "room-tiles")?;
         let voices_el = dom::by_id(&document, "room-audio")?;
         for m in &state.members {
@@ -151,8 +168,11 @@ impl RoomView {
                 // Names are text, never markup.
                 tile.name.set_text_content(Some(&m.name));
             }
-            if tile.muted.hidden() != m.media.mic {
-                tile.muted.set_hidden(m.media.mic);
+            let blocked = tile.marks.update(&tile.figure, m.id, &m.name, &marks)?;
+            // A teacher's mute says more than "Mic off".
+            let mic_off = !m.media.mic && !blocked.mic;
+            if tile.muted.hidden() == mic_off {
+                tile.muted.set_hidden(!mic_off);
             }
             let classes = tile.figure.class_list();
             classes.toggle_with_force("speaking", speaking == Some(m.id))?;
@@ -205,6 +225,7 @@ impl RoomView {
             Some((m.name.as_str(), self.incoming.get(&label)?))
         });
         screen::show("room-screen", shown)?;
+        class::show_stage(self)?;
         self.report_tiles();
         Ok(())
     }
@@ -247,6 +268,7 @@ impl RoomView {
         }
         self.incoming.clear();
         let _ = screen::show("room-screen", None);
+        let _ = class::hide_stage();
         if let Ok(document) = dom::document() {
             if let Ok(title) = dom::by_id(&document, "room-title") {
                 title.set_text_content(None);
@@ -287,11 +309,13 @@ fn new_tile(document: &Document, id: AvatarId, me: bool) -> Result<Tile, JsValue
     caption.append_child(&muted)?;
     figure.append_child(&video)?;
     figure.append_child(&caption)?;
+    let marks = class::TileMarks::new(document, &figure, &caption)?;
     Ok(Tile {
         figure,
         video,
         name,
         muted,
+        marks,
     })
 }
 
@@ -433,6 +457,8 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
         voices: HashMap::new(),
         app: app.clone(),
         reported: Vec::new(),
+        class: a.game.class.clone(),
+        teacher: a.game.role.is_teacher(),
     }));
 
     // Re-renders when a forwarded track starts, stops or ends (the server removing a track

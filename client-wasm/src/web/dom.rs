@@ -1,10 +1,16 @@
-//! The page's DOM: the lobby, the HUD, the people list (real, accessible elements), the
-//! keyboard, the URL parameters.
+//! The page's DOM: the lobby, the HUD (with the notice toast `#notice`), the people list
+//! (real, accessible elements), the keyboard, the URL parameters.
 
 use super::{App, AppRef, PageParams, join};
 use quad_shared::movement::dir;
+use quad_shared::protocol::Role;
 use wasm_bindgen::prelude::*;
-use web_sys::{Document, Element, HtmlElement, HtmlInputElement, KeyboardEvent, Window};
+use web_sys::{
+    Document, Element, EventTarget, HtmlElement, HtmlInputElement, KeyboardEvent, Window,
+};
+
+/// How long a notice stays up, ms.
+const NOTICE_MS: f64 = 6000.0;
 
 pub fn window() -> Result<Window, JsValue> {
     web_sys::window().ok_or_else(|| "no window".into())
@@ -30,11 +36,32 @@ pub fn request_frame(f: &Closure<dyn FnMut(f64)>) -> Result<i32, JsValue> {
     window()?.request_animation_frame(f.as_ref().unchecked_ref())
 }
 
+/// Calls `f` on every `event` at `target`, for as long as the app lives.
+pub fn listen(
+    app: &AppRef,
+    target: &impl AsRef<EventTarget>,
+    event: &str,
+    f: impl FnMut(web_sys::Event) + 'static,
+) -> Result<(), JsValue> {
+    let closure = Closure::<dyn FnMut(web_sys::Event)>::new(f);
+    target
+        .as_ref()
+        .add_event_listener_with_callback(event, closure.as_ref().unchecked_ref())?;
+    keep(app, closure);
+    Ok(())
+}
+
+/// The element an event happened on.
+pub fn event_element(e: &web_sys::Event) -> Option<Element> {
+    e.target()?.dyn_into().ok()
+}
+
 /// Reads the page's options (see [`PageParams`]).
 pub fn page_params() -> Result<PageParams, JsValue> {
     let search = window()?.location().search()?;
     let params = web_sys::UrlSearchParams::new_with_str(&search)?;
     let name = params.get("name").filter(|n| !n.trim().is_empty());
+    let token = params.get("token").filter(|t| !t.trim().is_empty());
     let spawn = params.get("spawn").and_then(|s| {
         let (x, y) = s.split_once(',')?;
         Some([x.trim().parse().ok()?, y.trim().parse().ok()?])
@@ -43,6 +70,7 @@ pub fn page_params() -> Result<PageParams, JsValue> {
         |key: &str, default: bool| params.get(key).map_or(default, |v| v == "1" || v == "true");
     Ok(PageParams {
         name,
+        token,
         spawn,
         mic: flag("mic", true),
         camera: flag("camera", false),
@@ -51,10 +79,28 @@ pub fn page_params() -> Result<PageParams, JsValue> {
     })
 }
 
-fn set_hidden(id: &str, hidden: bool) -> Result<(), JsValue> {
+pub fn set_hidden(id: &str, hidden: bool) -> Result<(), JsValue> {
     let el: HtmlElement = by_id(&document()?, id)?.dyn_into()?;
-    el.set_hidden(hidden);
+    if el.hidden() != hidden {
+        el.set_hidden(hidden);
+    }
     Ok(())
+}
+
+/// Sets or removes `disabled` when it changes.
+pub fn set_disabled(el: &Element, disabled: bool) -> Result<(), JsValue> {
+    if el.has_attribute("disabled") != disabled {
+        el.toggle_attribute_with_force("disabled", disabled)?;
+    }
+    Ok(())
+}
+
+/// Sets an element's text when it changes. For text from the network too: it is text,
+/// never markup.
+pub fn set_text(el: &Element, text: &str) {
+    if el.text_content().as_deref() != Some(text) {
+        el.set_text_content(Some(text));
+    }
 }
 
 /// Shows the lobby with an error message (empty for none).
@@ -100,7 +146,7 @@ pub fn install_lobby(app: &AppRef) -> Result<(), JsValue> {
     Ok(())
 }
 
-fn keep<T: 'static>(app: &AppRef, handler: T) {
+pub fn keep<T: 'static>(app: &AppRef, handler: T) {
     if let Some(a) = app.upgrade() {
         a.borrow_mut().handlers.push(Box::new(handler));
     }
@@ -175,7 +221,7 @@ pub fn install_keyboard(app: &AppRef) -> Result<(), JsValue> {
     let typing = |e: &KeyboardEvent| {
         e.target()
             .and_then(|t| t.dyn_into::<Element>().ok())
-            .is_some_and(|el| matches!(el.tag_name().as_str(), "INPUT" | "TEXTAREA"))
+            .is_some_and(|el| matches!(el.tag_name().as_str(), "INPUT" | "SELECT" | "TEXTAREA"))
     };
     let weak = app.clone();
     let on_down = Closure::<dyn FnMut(KeyboardEvent)>::new(move |e: KeyboardEvent| {
@@ -245,15 +291,41 @@ pub fn install_media_buttons(app: &AppRef) -> Result<(), JsValue> {
     Ok(())
 }
 
-/// Sets a toggle button's label and `aria-pressed` when they change.
-fn set_toggle(document: &Document, id: &str, on: bool, label: &str) -> Result<(), JsValue> {
+/// Sets a toggle button's label and `aria-pressed` when they change; returns the button.
+pub fn set_toggle(
+    document: &Document,
+    id: &str,
+    on: bool,
+    label: &str,
+) -> Result<Element, JsValue> {
     let button = by_id(document, id)?;
     let pressed = if on { "true" } else { "false" };
     if button.get_attribute("aria-pressed").as_deref() != Some(pressed) {
         button.set_attribute("aria-pressed", pressed)?;
-        button.set_text_content(Some(label));
+    }
+    set_text(&button, label);
+    Ok(button)
+}
+
+/// A device button the teacher turned off: disabled, and `data-blocked="teacher"`.
+fn set_blocked(button: &Element, by_teacher: bool) -> Result<(), JsValue> {
+    set_disabled(button, by_teacher)?;
+    if button.has_attribute("data-blocked") != by_teacher {
+        match by_teacher {
+            true => button.set_attribute("data-blocked", "teacher")?,
+            false => button.remove_attribute("data-blocked")?,
+        }
     }
     Ok(())
+}
+
+/// What a role is called on the page; guests are not labelled.
+pub fn role_label(role: Role) -> Option<&'static str> {
+    match role {
+        Role::Teacher => Some("Teacher"),
+        Role::Student => Some("Student"),
+        Role::Guest => None,
+    }
 }
 
 /// The HUD line and, when the roster changed, the people list.
@@ -275,32 +347,47 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
         zone_el.set_text_content(Some(&zone));
     }
     let (mic, camera) = (app.media.mic_on(), app.media.camera_on());
-    set_toggle(
-        &document,
-        "toggle-mic",
-        mic,
-        if mic { "Mic on" } else { "Mic off" },
+    // What the teacher turned off stays off: the buttons say so and cannot turn it on.
+    let blocked = app.game.my_blocks();
+    let mic_label = match (blocked.mic, mic) {
+        (true, _) => "Muted by teacher",
+        (false, true) => "Mic on",
+        (false, false) => "Mic off",
+    };
+    set_blocked(
+        &set_toggle(&document, "toggle-mic", mic, mic_label)?,
+        blocked.mic,
     )?;
-    set_toggle(
-        &document,
-        "toggle-camera",
-        camera,
-        if camera { "Camera on" } else { "Camera off" },
+    let camera_label = match (blocked.camera, camera) {
+        (true, _) => "Camera off by teacher",
+        (false, true) => "Camera on",
+        (false, false) => "Camera off",
+    };
+    set_blocked(
+        &set_toggle(&document, "toggle-camera", camera, camera_label)?,
+        blocked.camera,
     )?;
     let sharing = app.media.screen.is_some();
-    set_toggle(
-        &document,
-        "toggle-screen",
-        sharing,
-        if sharing {
-            "Stop sharing"
-        } else {
-            "Share screen"
-        },
+    let screen_label = match (blocked.screen, sharing) {
+        (true, _) => "Sharing stopped by teacher",
+        (false, true) => "Stop sharing",
+        (false, false) => "Share screen",
+    };
+    set_blocked(
+        &set_toggle(&document, "toggle-screen", sharing, screen_label)?,
+        blocked.screen,
     )?;
     let status_el = by_id(&document, "hud-status")?;
-    if status_el.text_content().as_deref() != Some(app.status.as_str()) {
-        status_el.set_text_content(Some(&app.status));
+    set_text(&status_el, &app.status);
+    let notice: HtmlElement = by_id(&document, "notice")?.dyn_into()?;
+    let now = now_ms();
+    if let Some(text) = app.game.notice.take() {
+        // Text from the network: as text, never markup.
+        notice.set_text_content(Some(&text));
+        notice.set_hidden(false);
+        app.notice_until_ms = now + NOTICE_MS;
+    } else if !notice.hidden() && now > app.notice_until_ms {
+        notice.set_hidden(true);
     }
     if app.game.roster_dirty {
         app.game.roster_dirty = false;
@@ -317,11 +404,18 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
                 you.set_class_name("you");
                 you.set_text_content(Some(" (you)"));
                 li.append_child(&you)?;
+                if let Some(role) = role_label(app.game.role) {
+                    let badge = document.create_element("span")?;
+                    badge.set_class_name("role-badge");
+                    badge.set_text_content(Some(role));
+                    li.append_child(&badge)?;
+                }
             }
             list.append_child(&li)?;
         }
         by_id(&document, "people-count")?
             .set_text_content(Some(&format!("({})", app.game.people.len())));
+        app.chat.set_recipients(&app.game)?;
     }
     Ok(())
 }

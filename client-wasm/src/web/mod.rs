@@ -2,6 +2,8 @@
 //! [`crate::game::Game`]. Closures are kept in [`App::handlers`] (never `forget`-ed) and hold
 //! only a weak reference to the app, so there is no reference cycle.
 
+mod chat;
+mod class;
 mod classroom;
 mod dom;
 mod net;
@@ -12,7 +14,7 @@ mod test_surface;
 
 use crate::game::Game;
 use quad_shared::codec;
-use quad_shared::protocol::{ClientMsg, ServerMsg};
+use quad_shared::protocol::{ClientMsg, ErrorCode, ServerMsg};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
@@ -28,6 +30,9 @@ thread_local! {
 pub struct PageParams {
     /// `?name=...`: join at once under this name.
     pub name: Option<String>,
+    /// `?token=...`: a join link's token, sent in `Hello` (the server takes the name from
+    /// it); joins at once. Dropped when the server refuses it, so the lobby joins as a guest.
+    pub token: Option<String>,
     /// `?spawn=X,Y`: where to appear (servers in `--dev` mode only).
     pub spawn: Option<[f32; 2]>,
     /// `?mic=0|1` (default 1) and `?camera=0|1` (default 0): devices to use when joining
@@ -52,6 +57,12 @@ pub struct App {
     last_frame_ms: Option<f64>,
     status: String,
     pub(crate) media: peers::Media,
+    /// The chat panel.
+    chat: chat::ChatView,
+    /// The page's side of the class.
+    class_ui: class::ClassUi,
+    /// When the notice toast (`#notice`) hides, `performance.now()` ms.
+    notice_until_ms: f64,
     /// ICE servers for peer connections (from `Welcome`).
     ice_servers: JsValue,
     /// Event closures, alive as long as the app.
@@ -80,6 +91,9 @@ pub fn start() -> Result<(), JsValue> {
         last_frame_ms: None,
         status: String::new(),
         media: peers::Media::default(),
+        chat: chat::ChatView::new(&document)?,
+        class_ui: class::ClassUi::default(),
+        notice_until_ms: 0.0,
         ice_servers: js_sys::Array::new().into(),
         handlers: Vec::new(),
         raf: None,
@@ -91,19 +105,22 @@ pub fn start() -> Result<(), JsValue> {
     dom::install_lobby(&weak)?;
     dom::install_device_preview(&weak)?;
     dom::install_media_buttons(&weak)?;
+    chat::install(&weak)?;
+    class::install(&weak)?;
     test_surface::install(&weak)?;
     start_frames(&weak)?;
 
     let params = app.borrow().params.clone();
-    if let Some(name) = params.name {
-        join(&weak, name, params.mic, params.camera);
-    } else {
-        dom::show_lobby("")?;
+    match (params.name, params.token) {
+        (Some(name), _) => join(&weak, name, params.mic, params.camera),
+        // The server names people with a link; Hello still needs a name.
+        (None, Some(_)) => join(&weak, "Guest".into(), params.mic, params.camera),
+        (None, None) => dom::show_lobby("")?,
     }
     Ok(())
 }
 
-/// Takes the chosen devices, then connects and says Hello as `name`.
+/// Takes the chosen devices, then says Hello as `name` (connecting if need be).
 pub(crate) fn join(app: &AppRef, name: String, mic: bool, camera: bool) {
     let app = app.clone();
     wasm_bindgen_futures::spawn_local(async move {
@@ -120,7 +137,7 @@ pub(crate) fn join(app: &AppRef, name: String, mic: bool, camera: bool) {
                 a.media.local = local;
             }
         }
-        if let Err(e) = net::connect(&app, name) {
+        if let Err(e) = net::join(&app, name) {
             let _ = dom::show_lobby(&format!("Cannot connect: {e:?}"));
         }
     });
@@ -177,7 +194,7 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         other => other,
     };
     let Some(app_rc) = app.upgrade() else { return };
-    let welcomed;
+    let (welcomed, class_changed);
     {
         let mut a = app_rc.borrow_mut();
         let before = a.game.me.is_some();
@@ -190,9 +207,14 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         if let ServerMsg::Error(e) = &msg {
             if !before {
                 let _ = dom::show_lobby(&e.message);
+                if e.code == ErrorCode::Unauthorized {
+                    // The link is refused: the lobby's next Join tries as a guest.
+                    a.params.token = None;
+                }
             }
             a.status = e.message.clone();
         }
+        class_changed = matches!(msg, ServerMsg::Class(_));
         a.game.on_message(msg, dom::now_ms());
         welcomed = !before && a.game.me.is_some();
         if welcomed {
@@ -200,6 +222,9 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
             let flags = a.media.flags();
             send(&a.ws, &ClientMsg::Media(flags));
         }
+    }
+    if class_changed {
+        class::on_class(app);
     }
     if welcomed {
         let _ = dom::show_campus();
@@ -219,6 +244,10 @@ pub(crate) fn toggle_mic(app: &AppRef) {
     let Some(app_rc) = app.upgrade() else { return };
     let mut a = app_rc.borrow_mut();
     let on = !a.media.mic_on();
+    if on && a.game.my_blocks().mic {
+        a.status = "The teacher muted you".into();
+        return;
+    }
     if !a.media.set_mic(on) {
         a.status = "No microphone: join again with one to talk".into();
         return;
@@ -237,6 +266,10 @@ pub(crate) fn toggle_camera(app: &AppRef) {
         send(&a.ws, &ClientMsg::Media(flags));
         return;
     }
+    if app_rc.borrow().game.my_blocks().camera {
+        app_rc.borrow_mut().status = "The teacher turned your camera off".into();
+        return;
+    }
     let app = app.clone();
     wasm_bindgen_futures::spawn_local(async move {
         let track = peers::acquire_local(false, true).await.and_then(|s| {
@@ -248,6 +281,8 @@ pub(crate) fn toggle_camera(app: &AppRef) {
         let Some(app_rc) = app.upgrade() else { return };
         let mut a = app_rc.borrow_mut();
         match track {
+            // The teacher turned the camera off while the browser asked.
+            Some(track) if a.game.my_blocks().camera => track.stop(),
             Some(track) => {
                 if let Err(e) = a.media.camera_on_with(&track) {
                     a.status = format!("Camera: {e:?}");
@@ -267,6 +302,10 @@ pub(crate) fn toggle_screen(app: &AppRef) {
     if app_rc.borrow().media.screen.is_some() {
         return stop_screen(app);
     }
+    if app_rc.borrow().game.my_blocks().screen {
+        app_rc.borrow_mut().status = "The teacher stopped screen sharing".into();
+        return;
+    }
     let fake = app_rc.borrow().media.fake_screen;
     let app = app.clone();
     wasm_bindgen_futures::spawn_local(async move {
@@ -281,8 +320,9 @@ pub(crate) fn toggle_screen(app: &AppRef) {
                 return;
             }
         };
-        if a.media.screen.is_some() {
-            // Two clicks raced; the first share stands (dropping this one stops it).
+        if a.media.screen.is_some() || a.game.my_blocks().screen {
+            // Two clicks raced (the first share stands), or the teacher stopped sharing
+            // while the browser asked; dropping this share stops it.
             return;
         }
         let weak = app.clone();
@@ -346,6 +386,12 @@ fn frame(app: &AppRef, now: f64) {
     a.media
         .place_peer_screen(|id| a.game.name_of(id).to_owned());
     let _ = dom::update_hud(&mut a);
+    if let Err(e) = chat::update(&mut a) {
+        a.status = format!("chat: {e:?}");
+    }
+    if let Err(e) = class::update(&mut a) {
+        a.status = format!("class: {e:?}");
+    }
     if let Some(raf) = &a.raf {
         let _ = dom::request_frame(raf);
     }

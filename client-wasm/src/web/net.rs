@@ -1,12 +1,69 @@
-//! The WebSocket to the server: binary MessagePack frames.
+//! The WebSocket to the server (binary MessagePack frames), and the `Hello` that opens a
+//! session: the join link's token (`?token=`) and this browser's device key.
 
-use super::{AppRef, classroom, dom, on_server_message, send};
+use super::{App, AppRef, classroom, dom, on_server_message, send};
 use quad_shared::codec;
 use quad_shared::protocol::{ClientMsg, Hello, PROTOCOL_VERSION, ServerMsg};
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
-pub fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
+/// Where this browser keeps its device key.
+const DEVICE_KEY: &str = "quad.device";
+
+/// Says Hello as `name`: on the socket of a refused Hello if it is still open (the server
+/// keeps such a session waiting for another Hello: a fixed name, or no token after a link
+/// was refused), else on a new connection.
+pub fn join(app: &AppRef, name: String) -> Result<(), JsValue> {
+    let app_rc = app.upgrade().ok_or("app gone")?;
+    {
+        let mut a = app_rc.borrow_mut();
+        let open =
+            a.ws.as_ref()
+                .is_some_and(|ws| ws.ready_state() == WebSocket::OPEN);
+        if open && a.game.me.is_none() {
+            send(&a.ws, &hello(&a, name));
+            a.status = "Joining…".into();
+            return Ok(());
+        }
+    }
+    connect(app, name)
+}
+
+/// The Hello for `name`, with the page's token (unless the server refused it) and spawn.
+fn hello(a: &App, name: String) -> ClientMsg {
+    ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        name,
+        token: a.params.token.clone(),
+        spawn: a.params.spawn,
+        device: device_key(),
+    })
+}
+
+/// This browser's device key: 32 hex digits kept in `localStorage`, made on the first
+/// visit. `None` where the page cannot keep one (no storage, or storage refused).
+fn device_key() -> Option<String> {
+    let window = web_sys::window()?;
+    let storage = window.local_storage().ok()??;
+    if let Ok(Some(key)) = storage.get_item(DEVICE_KEY)
+        && key.len() == 32
+        && key.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Some(key);
+    }
+    let mut bytes = [0u8; 16];
+    window
+        .crypto()
+        .ok()?
+        .get_random_values_with_u8_array(&mut bytes)
+        .ok()?;
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // A key that is not kept would be a new one every visit: no key is more honest.
+    storage.set_item(DEVICE_KEY, &key).ok()?;
+    Some(key)
+}
+
+fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
     let app_rc = app.upgrade().ok_or("app gone")?;
     let location = dom::window()?.location();
     let scheme = if location.protocol()? == "https:" {
@@ -17,22 +74,12 @@ pub fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
     let ws = WebSocket::new(&format!("{scheme}://{}/ws", location.host()?))?;
     ws.set_binary_type(BinaryType::Arraybuffer);
 
-    let spawn = app_rc.borrow().params.spawn;
     let on_open = {
         let app = app.clone();
         Closure::<dyn FnMut()>::new(move || {
             if let Some(a) = app.upgrade() {
                 let a = a.borrow();
-                send(
-                    &a.ws,
-                    &ClientMsg::Hello(Hello {
-                        version: PROTOCOL_VERSION,
-                        name: name.clone(),
-                        token: None,
-                        spawn,
-                        device: None,
-                    }),
-                );
+                send(&a.ws, &hello(&a, name.clone()));
             }
         })
     };
@@ -54,6 +101,19 @@ pub fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
     let on_close = {
         let app = app.clone();
         Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+            // A socket we replaced (a new Join) closing says nothing about the current one.
+            let target = e.target();
+            let current = app
+                .upgrade()
+                .is_some_and(|a| match (&a.borrow().ws, &target) {
+                    (Some(ws), Some(target)) => {
+                        AsRef::<JsValue>::as_ref(ws) == AsRef::<JsValue>::as_ref(target)
+                    }
+                    _ => false,
+                });
+            if !current {
+                return;
+            }
             let reason = if e.reason().is_empty() {
                 "connection lost".to_owned()
             } else {

@@ -13,9 +13,17 @@
 //! say whether a live (not muted) forwarded track of that kind from that member arrives
 //! (always `false` for ourselves: the SFU does not send us our own media);
 //! `quad.roomPc()` returns the SFU `RTCPeerConnection`, or `null`.
+//! `self.role` is `"teacher"`, `"student"` or `"guest"`. `chat` is the lines held, oldest
+//! first: `[{id, scope, from, to, text}]` (`scope` as the page's `data-scope`: `nearby`,
+//! `room`, `space` or `direct`; `from` the sender's name; `to` the recipient's name of a
+//! direct message, else `null`). `class` is `null` outside a class, else `{room, locked,
+//! focus, spotlight, hands, teachers, away, me: {mic, camera, screen}}` (`spotlight` an id
+//! or `null`; `hands` in the order raised; `me`: `true` for each of our devices the teacher
+//! turned off).
 
 use super::peers::stream_live;
 use super::{AppRef, dom};
+use crate::chat::scope_name;
 use crate::room::Source;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -27,6 +35,31 @@ struct AvatarView {
     x: f32,
     y: f32,
     zone: Option<String>,
+    /// Our own role; left out for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ChatLineView {
+    id: u64,
+    scope: &'static str,
+    from: String,
+    to: Option<String>,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct ClassView {
+    room: u16,
+    locked: bool,
+    focus: bool,
+    spotlight: Option<u32>,
+    hands: Vec<u32>,
+    teachers: Vec<u32>,
+    away: Vec<u32>,
+    /// Our devices the teacher turned off.
+    me: MediaView,
 }
 
 #[derive(Serialize)]
@@ -37,6 +70,8 @@ struct SnapshotView {
     peers: Vec<PeerView>,
     media: MediaView,
     room: Option<RoomView>,
+    chat: Vec<ChatLineView>,
+    class: Option<ClassView>,
 }
 
 #[derive(Serialize)]
@@ -117,8 +152,12 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             x: p.x,
             y: p.y,
             zone: g.zone_name(p).map(str::to_owned),
+            role: None,
         };
-        let me = g.me.as_ref().map(|m| view(m.id.0, &m.name, m.predicted));
+        let me = g.me.as_ref().map(|m| AvatarView {
+            role: Some(g.role.as_str()),
+            ..view(m.id.0, &m.name, m.predicted)
+        });
         let mut avatars: Vec<AvatarView> = g
             .others
             .iter()
@@ -175,12 +214,41 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
                     .collect(),
             })
         });
+        let chat = g
+            .chat
+            .lines()
+            .map(|l| ChatLineView {
+                id: l.id,
+                scope: scope_name(&l.scope),
+                from: l.from_name.clone(),
+                to: l.to_name.clone(),
+                text: l.text.clone(),
+            })
+            .collect();
+        let ids = |ids: &[quad_shared::AvatarId]| ids.iter().map(|id| id.0).collect();
+        let blocked = g.my_blocks();
+        let class = g.class.as_ref().map(|c| ClassView {
+            room: c.room.0,
+            locked: c.locked,
+            focus: c.focus,
+            spotlight: c.spotlight.map(|id| id.0),
+            hands: ids(&c.hands),
+            teachers: ids(&c.teachers),
+            away: ids(&c.away),
+            me: MediaView {
+                mic: blocked.mic,
+                camera: blocked.camera,
+                screen: blocked.screen,
+            },
+        });
         to_js(&SnapshotView {
             me,
             avatars,
             peers,
             media,
             room,
+            chat,
+            class,
         })
     });
     let weak = app.clone();

@@ -10,7 +10,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 10] = [
+    let rows: [(&str, &str, &str, u64); 11] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -59,6 +59,12 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "Microphone packets held back by the loudest-speakers rule.",
             load(&sfu.suppressed_packets),
+        ),
+        (
+            "quad_sfu_blocked_packets_total",
+            "counter",
+            "Packets dropped because a teacher turned that device off.",
+            load(&sfu.blocked_packets),
         ),
         (
             "quad_sessions",

@@ -8,15 +8,16 @@
 mod rate_limit;
 
 use crate::AppState;
+use crate::auth::UserKey;
 use crate::http::ws_upgrade::SessionSocket;
-use crate::space::{SESSION_OUTBOX_FRAMES, SpaceCommand};
+use crate::space::{Joiner, SESSION_OUTBOX_FRAMES, SpaceCommand};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use quad_shared::AvatarId;
 use quad_shared::codec::{self, CodecError};
 use quad_shared::protocol::{
-    ClientMsg, ErrorCode, ErrorMsg, Hello, PROTOCOL_VERSION, ServerMsg, SessionState,
-    normalize_name,
+    CHAT_BURST, CHAT_SECONDS_PER_MESSAGE, ClientMsg, ErrorCode, ErrorMsg, Hello, PROTOCOL_VERSION,
+    Role, ServerMsg, SessionState, normalize_chat, normalize_name,
 };
 use rate_limit::RateLimit;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ struct Session {
     outbox_tx: mpsc::Sender<Bytes>,
     replies: Vec<ServerMsg>,
     rate: RateLimit,
+    chat_rate: RateLimit,
 }
 
 /// Runs one client's session until it disconnects or the server shuts down.
@@ -59,6 +61,10 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>) {
         outbox_tx,
         replies: Vec::new(),
         rate: RateLimit::new(60.0, 120.0),
+        chat_rate: RateLimit::new(
+            f64::from(1.0 / CHAT_SECONDS_PER_MESSAGE),
+            f64::from(CHAT_BURST),
+        ),
     };
 
     let closing: Option<(u16, &'static str)> = loop {
@@ -202,6 +208,54 @@ impl Session {
                 self.replies.push(ServerMsg::Pong { nonce });
                 Next::Continue
             }
+            ClientMsg::Chat { to, text } => {
+                let Some(from) = self.id else {
+                    return Next::Continue;
+                };
+                let text = match normalize_chat(&text) {
+                    Ok(text) => text,
+                    Err(err) => {
+                        self.refuse(err);
+                        return Next::Continue;
+                    }
+                };
+                if !self.chat_rate.allow() {
+                    self.refuse(ErrorMsg::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "you are sending messages too fast: {CHAT_BURST} in a row, then one a second; \
+                             this one was not sent"
+                        ),
+                    ));
+                    return Next::Continue;
+                }
+                self.forward(SpaceCommand::Chat {
+                    from,
+                    to,
+                    text,
+                    at_ms: now_ms(),
+                })
+                .await
+            }
+            ClientMsg::Teacher(action) => match self.id {
+                Some(from) => {
+                    self.forward(SpaceCommand::Teacher {
+                        from,
+                        action,
+                        at_ms: now_ms(),
+                    })
+                    .await
+                }
+                None => Next::Continue,
+            },
+            ClientMsg::Hand { raised } => match self.id {
+                Some(id) => self.forward(SpaceCommand::Hand { id, raised }).await,
+                None => Next::Continue,
+            },
+            ClientMsg::Attention { watching } => match self.id {
+                Some(id) => self.forward(SpaceCommand::Attention { id, watching }).await,
+                None => Next::Continue,
+            },
             other => {
                 self.refuse(ErrorMsg::new(
                     ErrorCode::WrongState,
@@ -223,13 +277,34 @@ impl Session {
             ));
             return Next::Close(close::POLICY, "protocol version mismatch");
         }
-        let name = match normalize_name(&hello.name) {
-            Ok(name) => name,
-            Err(err) => {
-                // The lobby can fix the name and try again on the same connection.
-                self.refuse(err);
-                return Next::Continue;
-            }
+        // A refused link or name leaves the session open: the lobby can try again.
+        let link = match hello.token.as_deref().map(str::trim) {
+            Some(token) if !token.is_empty() => match self.state.keys.verify(token) {
+                Ok(claims) => Some(claims),
+                Err(e) => {
+                    tracing::info!("join link refused: {e}");
+                    self.refuse(e.into());
+                    return Next::Continue;
+                }
+            },
+            _ => None,
+        };
+        if link.is_none() && !self.state.config.allow_guests {
+            self.refuse(ErrorMsg::new(
+                ErrorCode::Unauthorized,
+                "this campus needs a join link: ask your teacher for one",
+            ));
+            return Next::Continue;
+        }
+        let name = match &link {
+            Some(claims) => claims.name.clone(),
+            None => match normalize_name(&hello.name) {
+                Ok(name) => name,
+                Err(err) => {
+                    self.refuse(err);
+                    return Next::Continue;
+                }
+            },
         };
         if self.state.sessions.len() >= self.state.config.max_sessions {
             self.refuse(ErrorMsg::new(
@@ -239,17 +314,34 @@ impl Session {
             return Next::Close(close::TRY_AGAIN_LATER, "server full");
         }
         let id = AvatarId(self.state.next_avatar_id.fetch_add(1, Ordering::Relaxed));
+        let (role, user, room) = match &link {
+            Some(claims) => (claims.role(), UserKey::link(claims), claims.room.clone()),
+            None => (
+                Role::Guest,
+                hello
+                    .device
+                    .as_deref()
+                    .and_then(UserKey::device)
+                    .unwrap_or_else(|| UserKey::session(self.state.run_nonce, id.0)),
+                None,
+            ),
+        };
         self.state
             .sessions
             .insert(id, crate::SessionEntry { name: name.clone() });
         self.id = Some(id);
         self.phase = SessionState::InSpace;
-        let spawn = hello.spawn.map(glam::Vec2::from_array);
-        self.forward(SpaceCommand::Join {
+        let joiner = Joiner {
             id,
             name,
-            spawn,
+            role,
+            user,
+            spawn: hello.spawn.map(glam::Vec2::from_array),
+            room,
             ice_servers: self.state.ice.servers_for(id),
+        };
+        self.forward(SpaceCommand::Join {
+            joiner,
             outbox: self.outbox_tx.clone(),
         })
         .await
@@ -273,4 +365,11 @@ impl Session {
             self.state.space.send(SpaceCommand::Leave { id }).await;
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (chat timestamps, the audit log).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

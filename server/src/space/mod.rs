@@ -4,6 +4,8 @@
 //!
 //! This module must not touch sockets or HTTP: it knows sessions only as ids and channels.
 
+pub mod chat;
+pub mod class;
 pub mod components;
 pub mod resources;
 pub mod spatial_grid;
@@ -11,10 +13,12 @@ pub mod systems;
 pub mod world;
 
 use crate::media::sfu::{RoomId, Sfu};
+use crate::store::{History, Storage};
 use bytes::Bytes;
-use glam::Vec2;
 use quad_shared::AvatarId;
-use quad_shared::protocol::{IceServer, Input, MediaFlags};
+use quad_shared::protocol::{
+    CHAT_HISTORY, ChatLine, ChatTo, Input, MediaFlags, ServerMsg, TeacherAction,
+};
 use resources::{Recipient, RoomMove};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-pub use world::SpaceWorld;
+pub use world::{Joiner, SpaceWorld};
 
 /// Frames a session may have waiting before it counts as too slow and is dropped.
 pub const SESSION_OUTBOX_FRAMES: usize = 256;
@@ -31,11 +35,7 @@ pub const SESSION_OUTBOX_FRAMES: usize = 256;
 #[derive(Debug)]
 pub enum SpaceCommand {
     Join {
-        id: AvatarId,
-        name: String,
-        spawn: Option<Vec2>,
-        /// STUN/TURN servers with this session's credentials, for `Welcome`.
-        ice_servers: Vec<IceServer>,
+        joiner: Joiner,
         outbox: mpsc::Sender<Bytes>,
     },
     Input {
@@ -59,6 +59,26 @@ pub enum SpaceCommand {
         to: AvatarId,
         signal: quad_shared::protocol::Signal,
     },
+    /// A chat message, checked for size and rate by the session.
+    Chat {
+        from: AvatarId,
+        to: ChatTo,
+        text: String,
+        at_ms: u64,
+    },
+    Teacher {
+        from: AvatarId,
+        action: TeacherAction,
+        at_ms: u64,
+    },
+    Hand {
+        id: AvatarId,
+        raised: bool,
+    },
+    Attention {
+        id: AvatarId,
+        watching: bool,
+    },
 }
 
 /// Counts a space publishes for `/metrics` (written by its task, read by anyone).
@@ -81,17 +101,25 @@ impl SpaceHandle {
     }
 }
 
+/// What a space task works with besides its world.
+pub struct SpaceServices {
+    /// Room media.
+    pub sfu: Arc<Sfu>,
+    /// Chat and the audit log.
+    pub storage: Storage,
+    /// Counts for `/metrics`, written after every tick.
+    pub stats: Arc<SpaceStats>,
+}
+
 /// Starts the task that owns `world`, ticking `tick_hz` times a second until `shutdown`.
-/// Room moves go to `sfu`; counts for `/metrics` to `stats` after every tick.
 pub fn spawn(
     world: SpaceWorld,
     tick_hz: u16,
-    sfu: Arc<Sfu>,
-    stats: Arc<SpaceStats>,
+    services: SpaceServices,
     shutdown: CancellationToken,
 ) -> (SpaceHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(4096);
-    let task = tokio::spawn(run(world, rx, tick_hz, sfu, stats, shutdown));
+    let task = tokio::spawn(run(world, rx, tick_hz, services, shutdown));
     (SpaceHandle { tx }, task)
 }
 
@@ -99,10 +127,14 @@ async fn run(
     mut world: SpaceWorld,
     mut rx: mpsc::Receiver<SpaceCommand>,
     tick_hz: u16,
-    sfu: Arc<Sfu>,
-    stats: Arc<SpaceStats>,
+    services: SpaceServices,
     shutdown: CancellationToken,
 ) {
+    let SpaceServices {
+        sfu,
+        storage,
+        stats,
+    } = services;
     let mut sessions: FxHashMap<AvatarId, mpsc::Sender<Bytes>> = FxHashMap::default();
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(tick_hz)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -120,11 +152,21 @@ async fn run(
             }
             cmd = rx.recv() => match cmd {
                 None => break,
-                Some(SpaceCommand::Join { id, name, spawn, ice_servers, outbox }) => {
-                    sessions.insert(id, outbox);
-                    let at = world.join(id, name, spawn, ice_servers);
-                    tracing::info!(%id, x = at.x, y = at.y, population = world.population(), "joined");
+                Some(SpaceCommand::Join { joiner, outbox }) => {
+                    let (id, user, role) = (joiner.id, joiner.user.0.clone(), joiner.role);
+                    sessions.insert(id, outbox.clone());
+                    let at = world.join(joiner);
+                    tracing::info!(%id, role = role.as_str(), x = at.x, y = at.y, population = world.population(), "joined");
+                    send_history(
+                        &storage,
+                        vec![History::Space, History::Nearby(user.clone()), History::Direct(user)],
+                        outbox,
+                    );
                 }
+                Some(SpaceCommand::Chat { from, to, text, at_ms }) => world.chat(from, to, text, at_ms),
+                Some(SpaceCommand::Teacher { from, action, at_ms }) => world.teacher(from, action, at_ms),
+                Some(SpaceCommand::Hand { id, raised }) => world.hand(id, raised),
+                Some(SpaceCommand::Attention { id, watching }) => world.attention(id, watching),
                 Some(SpaceCommand::Input { id, input }) => world.input(id, input),
                 Some(SpaceCommand::Signal { from, to, signal }) => world.signal(from, to, signal),
                 Some(SpaceCommand::Media { id, media }) => world.media(id, media),
@@ -137,10 +179,61 @@ async fn run(
                 }
             },
         }
+        classes(&mut world, &sessions, &sfu, &storage);
         move_rooms(&mut world, &sessions, &sfu);
         deliver(&mut world, &mut sessions);
     }
     sfu.close_all();
+}
+
+/// Hands class changes on: the devices the SFU must drop, the room chat history of people
+/// who walked into a class, and what is to be stored.
+fn classes(
+    world: &mut SpaceWorld,
+    sessions: &FxHashMap<AvatarId, mpsc::Sender<Bytes>>,
+    sfu: &Sfu,
+    storage: &Storage,
+) {
+    let (restrictions, entered) = world.take_class_changes();
+    for (id, off) in restrictions {
+        sfu.restrict(id, off);
+    }
+    for (id, room) in entered {
+        if let Some(outbox) = sessions.get(&id) {
+            send_history(storage, vec![History::Room(room)], outbox.clone());
+        }
+    }
+    let (chat, audit) = world.take_journal();
+    for record in chat {
+        storage.save_chat(record);
+    }
+    for record in audit {
+        storage.save_audit(record);
+    }
+}
+
+/// Lines of history per frame (a line is at most about 2 kB).
+const HISTORY_CHUNK: usize = 50;
+
+/// Reads histories in the background and sends them to one client.
+fn send_history(storage: &Storage, which: Vec<History>, outbox: mpsc::Sender<Bytes>) {
+    let storage = storage.clone();
+    tokio::spawn(async move {
+        let lines: Vec<ChatLine> = storage.histories(which, CHAT_HISTORY).await;
+        for chunk in lines.chunks(HISTORY_CHUNK) {
+            let msg = ServerMsg::ChatHistory {
+                lines: chunk.to_vec(),
+            };
+            match quad_shared::codec::encode(&msg) {
+                Ok(frame) => {
+                    if outbox.send(Bytes::from(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!("cannot encode chat history: {e}"),
+            }
+        }
+    });
 }
 
 /// Tells the SFU who entered and left rooms, before the clients hear of it, so a client's

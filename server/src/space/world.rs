@@ -2,23 +2,28 @@
 //! `leave`), time goes in (`tick(dt)`), encoded frames come out (`drain_outbox`). The space
 //! task drives it over channels; benchmarks and tests drive it directly.
 
-use super::components::{Avatar, ClientView, InZone, Motion, Position};
+use super::chat::{self, Journal};
+use super::class::{Classes, Effect, Entered, Restriction};
+use super::components::{Avatar, ClientView, Identity, InZone, Motion, Position};
 use super::resources::{
     MediaStates, Outbox, ProximityGraph, Recipient, RoomMove, RoomPresence, RosterChanges,
     SlotTable, SpaceClock, SpaceMap, SpaceSettings,
 };
 use super::spatial_grid::SpatialGrid;
 use super::systems;
+use crate::auth::UserKey;
+use crate::store::{AuditRecord, ChatRecord};
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::Schedule;
 use bytes::Bytes;
 use glam::Vec2;
 use quad_shared::AvatarId;
 use quad_shared::map::Map;
+use quad_shared::map::ZoneKind;
 use quad_shared::movement;
 use quad_shared::protocol::{
-    ErrorCode, ErrorMsg, IceServer, Input, MediaFlags, PROTOCOL_VERSION, Person, ServerMsg, Signal,
-    Welcome,
+    ChatTo, ErrorCode, ErrorMsg, IceServer, Input, MediaFlags, PROTOCOL_VERSION, Person, Role,
+    ServerMsg, Signal, TeacherAction, Welcome,
 };
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -27,6 +32,37 @@ use std::sync::Arc;
 pub const ROSTER_CHUNK: usize = 500;
 /// Side of a spatial grid cell, pixels.
 pub const GRID_CELL: f32 = 128.0;
+
+/// Someone joining: who, what they are, and where they would like to appear.
+#[derive(Debug, Clone)]
+pub struct Joiner {
+    pub id: AvatarId,
+    pub name: String,
+    pub role: Role,
+    pub user: UserKey,
+    /// Where to appear, world pixels: honoured only in dev mode, on walkable ground.
+    pub spawn: Option<Vec2>,
+    /// The classroom (by name) the join link is for: the person appears inside it (unless
+    /// it is locked to them).
+    pub room: Option<String>,
+    /// STUN/TURN servers with this session's credentials, for `Welcome`.
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Joiner {
+    /// A guest with no link, no spawn wish and no ICE servers (benchmarks, tests).
+    pub fn guest(id: AvatarId, name: impl Into<String>) -> Joiner {
+        Joiner {
+            id,
+            name: name.into(),
+            role: Role::Guest,
+            user: UserKey::session(0, id.0),
+            spawn: None,
+            room: None,
+            ice_servers: Vec::new(),
+        }
+    }
+}
 
 /// One space: a map and the avatars on it.
 pub struct SpaceWorld {
@@ -49,6 +85,8 @@ impl SpaceWorld {
         world.insert_resource(ProximityGraph::default());
         world.insert_resource(MediaStates::default());
         world.insert_resource(RoomPresence::default());
+        world.insert_resource(Classes::default());
+        world.insert_resource(Journal::default());
         SpaceWorld {
             world,
             schedule: systems::tick_schedule(),
@@ -68,18 +106,34 @@ impl SpaceWorld {
     }
 
     /// Puts a new avatar in the space and queues its `Welcome` and the roster for it.
-    /// `requested_spawn` is honoured only in dev mode and only on walkable ground.
-    pub fn join(
-        &mut self,
-        id: AvatarId,
-        name: String,
-        requested_spawn: Option<Vec2>,
-        ice_servers: Vec<IceServer>,
-    ) -> Vec2 {
+    pub fn join(&mut self, joiner: Joiner) -> Vec2 {
+        let Joiner {
+            id,
+            name,
+            role,
+            user,
+            spawn: requested_spawn,
+            room,
+            ice_servers,
+        } = joiner;
         let dev = self.world.resource::<SpaceSettings>().dev;
         let map = self.map();
+        let room_spawn = room.and_then(|room| {
+            let zone = map
+                .zones
+                .iter()
+                .find(|z| z.kind == ZoneKind::Classroom && z.name == room)?;
+            let free = self
+                .world
+                .resource::<Classes>()
+                .may_enter(id, role, zone.id)
+                .is_ok();
+            free.then(|| walkable_near(map, zone.rect.center(), zone.rect))
+                .flatten()
+        });
         let spawn = requested_spawn
             .filter(|p| dev && p.is_finite() && map.collision.walkable(*p))
+            .or(room_spawn)
             .unwrap_or(map.spawn);
         let zone = map.zone_at(spawn);
         let slot = self
@@ -95,6 +149,7 @@ impl SpaceWorld {
                     name: name.clone(),
                 },
                 Position(spawn),
+                Identity { role, user },
                 Motion::default(),
                 InZone(zone),
                 ClientView::default(),
@@ -120,7 +175,7 @@ impl SpaceWorld {
             proximity,
             ice_servers,
             dev,
-            role: quad_shared::protocol::Role::Guest,
+            role,
         });
         self.send(id, &welcome);
         let people: Vec<Person> = self
@@ -150,6 +205,10 @@ impl SpaceWorld {
     /// Removes an avatar; everyone is told at the next tick. Unknown ids are ignored.
     pub fn leave(&mut self, id: AvatarId) {
         self.world.resource_mut::<MediaStates>().0.remove(&id);
+        self.world
+            .resource_scope(|world, mut classes: Mut<Classes>| {
+                classes.leave(&mut world.resource_mut::<Outbox>(), id);
+            });
         let mut presence = self.world.resource_mut::<RoomPresence>();
         presence.switching.remove(&id);
         if presence.room_of.remove(&id).is_some() {
@@ -232,6 +291,22 @@ impl SpaceWorld {
         if !self.entities.contains_key(&id) {
             return;
         }
+        let blocked = self.world.resource::<Classes>().blocked_of(id);
+        let before = self.world.resource::<MediaStates>().of(id);
+        let turned_on = |now: bool, was: bool, off: bool| now && !was && off;
+        if turned_on(media.mic, before.mic, blocked.mic)
+            || turned_on(media.camera, before.camera, blocked.camera)
+            || turned_on(media.screen, before.screen, blocked.screen)
+        {
+            // The SFU drops the packets anyway; the client is told why nothing is heard.
+            self.send(
+                id,
+                &ServerMsg::Error(ErrorMsg::new(
+                    ErrorCode::Forbidden,
+                    "the teacher turned this off for you: it stays off until the teacher allows it",
+                )),
+            );
+        }
         let before = self.world.resource_mut::<MediaStates>().0.insert(id, media);
         if before == Some(media) {
             return;
@@ -246,6 +321,167 @@ impl SpaceWorld {
                 );
             }
         });
+    }
+
+    /// A chat message from `from` (already checked for size and rate), sent at `at_ms`.
+    pub fn chat(&mut self, from: AvatarId, to: ChatTo, text: String, at_ms: u64) {
+        if let Err(err) = chat::send(&mut self.world, &self.entities, from, to, text, at_ms) {
+            self.send(from, &ServerMsg::Error(err));
+        }
+    }
+
+    /// A teacher's action (refused unless `from` is a teacher in a room).
+    pub fn teacher(&mut self, from: AvatarId, action: TeacherAction, at_ms: u64) {
+        let Some(&entity) = self.entities.get(&from) else {
+            return;
+        };
+        let (Some(identity), Some(avatar)) = (
+            self.world.get::<Identity>(entity).cloned(),
+            self.world.get::<Avatar>(entity).map(|a| a.name.clone()),
+        ) else {
+            return;
+        };
+        let entities = &self.entities;
+        let result = self
+            .world
+            .resource_scope(|world, mut classes: Mut<Classes>| {
+                let name_of = |id: AvatarId| {
+                    entities
+                        .get(&id)
+                        .and_then(|e| world.get::<Avatar>(*e))
+                        .map(|a| a.name.clone())
+                };
+                let mut outbox = Outbox::default();
+                let result = classes.teacher(
+                    &mut outbox,
+                    (from, identity.role, &identity.user, &avatar),
+                    action,
+                    name_of,
+                    at_ms,
+                );
+                world
+                    .resource_mut::<Outbox>()
+                    .frames
+                    .append(&mut outbox.frames);
+                result
+            });
+        match result {
+            Ok((effect, record)) => {
+                tracing::info!(%from, action = action.kind(), room = record.room, "teacher action");
+                self.world.resource_mut::<Journal>().audit.push(record);
+                if let Effect::SendOut { student, room } = effect {
+                    self.send_out(student, room);
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%from, "teacher action refused: {}", err.message);
+                self.send(from, &ServerMsg::Error(err));
+            }
+        }
+    }
+
+    /// Moves `student` to walkable ground just outside `room` and tells it why.
+    fn send_out(&mut self, student: AvatarId, room: quad_shared::ZoneId) {
+        let Some(&entity) = self.entities.get(&student) else {
+            return;
+        };
+        let map = self.map();
+        let Some(zone) = map.zone(room) else {
+            return;
+        };
+        let from = self
+            .world
+            .get::<Position>(entity)
+            .map_or(zone.rect.center(), |p| p.0);
+        let Some(to) = outside(map, zone.rect, from) else {
+            tracing::warn!(%student, room = zone.name, "no walkable ground outside the room");
+            return;
+        };
+        let text = format!("The teacher sent you out of {}.", zone.name);
+        if let Some(slot) = self.world.get::<Avatar>(entity).map(|a| a.slot)
+            && let Some(wire) = self
+                .world
+                .resource_mut::<SlotTable>()
+                .wire
+                .get_mut(slot as usize)
+        {
+            *wire = quad_shared::protocol::quantize(to.to_array());
+        }
+        if let Some(mut position) = self.world.get_mut::<Position>(entity) {
+            position.0 = to;
+        }
+        if let Some(mut motion) = self.world.get_mut::<Motion>(entity) {
+            // Inputs sent before the move would walk from the old place.
+            let motion = motion.bypass_change_detection();
+            if let Some(last) = motion.pending.last() {
+                motion.last_seq = last.seq;
+            }
+            motion.pending.clear();
+        }
+        self.send(student, &ServerMsg::Notice { text });
+    }
+
+    /// A student raised or lowered its hand.
+    pub fn hand(&mut self, id: AvatarId, raised: bool) {
+        let result = self
+            .world
+            .resource_scope(|world, mut classes: Mut<Classes>| {
+                classes.hand(&mut world.resource_mut::<Outbox>(), id, raised)
+            });
+        if let Err(err) = result {
+            self.send(id, &ServerMsg::Error(err));
+        }
+    }
+
+    /// A student started or stopped watching.
+    pub fn attention(&mut self, id: AvatarId, watching: bool) {
+        let Some(name) = self
+            .entities
+            .get(&id)
+            .and_then(|e| self.world.get::<Avatar>(*e))
+            .map(|a| a.name.clone())
+        else {
+            return;
+        };
+        let result = self
+            .world
+            .resource_scope(|world, mut classes: Mut<Classes>| {
+                classes.attention(&mut world.resource_mut::<Outbox>(), id, &name, watching)
+            });
+        if let Err(err) = result {
+            self.send(id, &ServerMsg::Error(err));
+        }
+    }
+
+    /// Where chat ids continue from (the highest stored).
+    pub fn set_last_chat_id(&mut self, id: u64) {
+        self.world.resource_mut::<Journal>().next_chat_id = id;
+    }
+
+    /// Takes what is to be stored since the last call.
+    pub fn take_journal(&mut self) -> (Vec<ChatRecord>, Vec<AuditRecord>) {
+        let mut journal = self.world.resource_mut::<Journal>();
+        (
+            std::mem::take(&mut journal.chat),
+            std::mem::take(&mut journal.audit),
+        )
+    }
+
+    /// Takes the class changes since the last call: devices the SFU must drop (per member)
+    /// and who walked into which class (by room name, for its chat history).
+    pub fn take_class_changes(&mut self) -> (Vec<Restriction>, Vec<Entered>) {
+        let mut classes = self.world.resource_mut::<Classes>();
+        (
+            std::mem::take(&mut classes.restrictions),
+            std::mem::take(&mut classes.entered),
+        )
+    }
+
+    /// The identity `id` joined with.
+    pub fn identity(&self, id: AvatarId) -> Option<&Identity> {
+        self.entities
+            .get(&id)
+            .and_then(|e| self.world.get::<Identity>(*e))
     }
 
     /// Runs one tick, `dt` seconds after the previous one.
@@ -303,4 +539,61 @@ impl SpaceWorld {
     pub fn population(&self) -> usize {
         self.entities.len()
     }
+}
+
+/// The walkable point nearest `at` within `rect` (searched on rings of growing radius).
+fn walkable_near(map: &Map, at: Vec2, rect: quad_shared::map::Rect) -> Option<Vec2> {
+    let step = 8.0;
+    for ring in 0..64 {
+        let r = ring as f32 * step;
+        let points = (ring * 8).max(1);
+        for k in 0..points {
+            let a = k as f32 / points as f32 * std::f32::consts::TAU;
+            let p = at + Vec2::new(a.cos(), a.sin()) * r;
+            if rect.contains(p) && map.collision.walkable(p) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Walkable ground outside `rect` (and outside every classroom), nearest `from`: points on
+/// rectangles growing around `rect`.
+fn outside(map: &Map, rect: quad_shared::map::Rect, from: Vec2) -> Option<Vec2> {
+    let step = 8.0;
+    for grow in 1..48 {
+        let d = grow as f32 * step;
+        let (x0, y0) = (rect.x - d, rect.y - d);
+        let (x1, y1) = (rect.x + rect.w + d, rect.y + rect.h + d);
+        let mut best: Option<(f32, Vec2)> = None;
+        let mut consider = |p: Vec2| {
+            let in_room = map
+                .zone_at(p)
+                .and_then(|z| map.zone(z))
+                .is_some_and(|z| z.kind == ZoneKind::Classroom);
+            if !in_room && map.collision.walkable(p) {
+                let d2 = p.distance_squared(from);
+                if best.is_none_or(|(b, _)| d2 < b) {
+                    best = Some((d2, p));
+                }
+            }
+        };
+        let mut x = x0;
+        while x <= x1 {
+            consider(Vec2::new(x, y0));
+            consider(Vec2::new(x, y1));
+            x += step;
+        }
+        let mut y = y0;
+        while y <= y1 {
+            consider(Vec2::new(x0, y));
+            consider(Vec2::new(x1, y));
+            y += step;
+        }
+        if let Some((_, p)) = best {
+            return Some(p);
+        }
+    }
+    None
 }

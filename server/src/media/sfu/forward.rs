@@ -102,6 +102,8 @@ pub struct StreamStats {
     loudness: AtomicU32,
     /// Held back by the loudest-speakers rule when false.
     pub forwarded: AtomicBool,
+    /// Dropped because a teacher turned the device off.
+    pub blocked: AtomicBool,
     pub packets: AtomicU64,
 }
 
@@ -111,6 +113,7 @@ impl Default for StreamStats {
             loudness: AtomicU32::new(0f32.to_bits()),
             // The room decides at once when the stream is published.
             forwarded: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             packets: AtomicU64::new(0),
         }
     }
@@ -219,6 +222,8 @@ struct Forwarder {
     layer_seen: [Option<Instant>; LAYERS],
     /// Packets skipped while held back; outgoing sequence numbers are shifted by it.
     skipped: u16,
+    /// The last packet was dropped for a teacher's restriction.
+    was_blocked: bool,
     last_keyframe_request: [Option<Instant>; LAYERS],
     keyframe_wanted: [bool; LAYERS],
 }
@@ -238,6 +243,7 @@ async fn run(
         layer_ssrcs: [None; LAYERS],
         layer_seen: [None; LAYERS],
         skipped: 0,
+        was_blocked: false,
         last_keyframe_request: [None; LAYERS],
         keyframe_wanted: [false; LAYERS],
     };
@@ -348,6 +354,26 @@ impl Forwarder {
             self.stats
                 .loudness
                 .store(smoothed.to_bits(), Ordering::Relaxed);
+        }
+        if self.stats.blocked.load(Ordering::Relaxed) {
+            self.metrics.blocked_packets.fetch_add(1, Ordering::Relaxed);
+            if self.source.kind == StreamKind::Mic {
+                // Renumbered away like a quiet speaker's: receivers see no loss.
+                self.skipped = self.skipped.wrapping_add(1);
+            } else if !self.was_blocked {
+                // Viewers pick the picture up again at a keyframe, without a sequence gap.
+                for viewer in &mut self.viewers {
+                    viewer.current = None;
+                }
+            }
+            self.was_blocked = true;
+            return;
+        }
+        if self.was_blocked {
+            self.was_blocked = false;
+            for layer in 0..LAYERS {
+                self.want_keyframe(layer as u8, now);
+            }
         }
         if !self.stats.forwarded.load(Ordering::Relaxed) {
             self.skipped = self.skipped.wrapping_add(1);

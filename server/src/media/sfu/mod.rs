@@ -87,7 +87,12 @@ pub struct SfuMetrics {
     pub dropped_packets: AtomicU64,
     /// Audio packets held back by the loudest-speakers rule.
     pub suppressed_packets: AtomicU64,
+    /// Packets dropped because a teacher turned that device off.
+    pub blocked_packets: AtomicU64,
 }
+
+/// Devices turned off per member (by a teacher): their packets are dropped, not forwarded.
+pub type Restrictions = Arc<DashMap<AvatarId, MediaFlags>>;
 
 /// The front door of the SFU.
 pub struct Sfu {
@@ -95,6 +100,7 @@ pub struct Sfu {
     metrics: Arc<SfuMetrics>,
     /// Which room each member is in: sessions look here to route signaling.
     members: DashMap<AvatarId, RoomId>,
+    restrictions: Restrictions,
     /// Running rooms, with how many members each has (only the space task changes these).
     rooms: Mutex<rustc_hash::FxHashMap<RoomId, (room::RoomHandle, usize)>>,
 }
@@ -113,6 +119,7 @@ impl Sfu {
             config: Arc::new(config),
             metrics: Arc::new(SfuMetrics::default()),
             members: DashMap::new(),
+            restrictions: Arc::new(DashMap::new()),
             rooms: Mutex::new(Default::default()),
         })
     }
@@ -145,6 +152,7 @@ impl Sfu {
                     room_name.to_owned(),
                     self.config.clone(),
                     self.metrics.clone(),
+                    self.restrictions.clone(),
                 ),
                 0,
             )
@@ -187,6 +195,21 @@ impl Sfu {
     pub fn media(&self, member: AvatarId, media: MediaFlags) {
         if let Ok(room) = self.room_of(member) {
             self.send_to_room(room, room::RoomCmd::Media { member, media });
+        }
+    }
+
+    /// Drops `member`'s packets of the devices set in `off` (a teacher turned them off),
+    /// wherever it is; all false forwards them again.
+    pub fn restrict(&self, member: AvatarId, off: MediaFlags) {
+        if off == MediaFlags::default() {
+            if self.restrictions.remove(&member).is_none() {
+                return;
+            }
+        } else if self.restrictions.insert(member, off) == Some(off) {
+            return;
+        }
+        if let Ok(room) = self.room_of(member) {
+            self.send_to_room(room, room::RoomCmd::Restrict { member });
         }
     }
 

@@ -9,7 +9,7 @@
 use super::forward::{ForwardCtl, StreamStats};
 use super::member::{self, MemberCmd, MemberSetup};
 use super::speakers::{self, MicLevel};
-use super::{RoomId, SfuConfig, SfuMetrics, StreamKind};
+use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, StreamKind};
 use bytes::Bytes;
 use quad_shared::protocol::{MediaFlags, RoomMember, SdpKind, ServerMsg, Signal};
 use quad_shared::{AvatarId, ZoneId};
@@ -50,6 +50,10 @@ pub enum RoomCmd {
     Published(Published),
     /// A member's connection was lost.
     Gone {
+        member: AvatarId,
+    },
+    /// A member's restrictions changed (see [`super::Sfu::restrict`]).
+    Restrict {
         member: AvatarId,
     },
     Close,
@@ -93,6 +97,7 @@ struct Room {
     handle: RoomHandle,
     config: Arc<SfuConfig>,
     metrics: Arc<SfuMetrics>,
+    restrictions: Restrictions,
     /// Members in the order they joined.
     members: Vec<(AvatarId, Entry)>,
     streams: Vec<Published>,
@@ -107,6 +112,7 @@ pub fn spawn(
     name: String,
     config: Arc<SfuConfig>,
     metrics: Arc<SfuMetrics>,
+    restrictions: Restrictions,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = RoomHandle(tx);
@@ -116,6 +122,7 @@ pub fn spawn(
         handle: handle.clone(),
         config,
         metrics,
+        restrictions,
         members: Vec::new(),
         streams: Vec::new(),
         mic_packets: Default::default(),
@@ -205,6 +212,12 @@ impl Room {
                 }
             }
             RoomCmd::Published(published) => self.published(published),
+            RoomCmd::Restrict { member } => {
+                for stream in self.streams.iter().filter(|s| s.publisher == member) {
+                    self.apply_restriction(stream);
+                }
+                self.announce_members();
+            }
             RoomCmd::Gone { member } => {
                 self.withdraw_streams(member);
                 // Ask the client to connect again; if it is gone, its leave follows.
@@ -283,11 +296,38 @@ impl Room {
             }
         }
         let mic = published.kind == StreamKind::Mic;
+        self.apply_restriction(&published);
         self.streams.push(published);
         if mic {
             self.rank_speakers();
         } else {
             published_video_forwarded(self.streams.last());
+        }
+    }
+
+    /// Sets whether `stream`'s packets are dropped, from its publisher's restrictions.
+    fn apply_restriction(&self, stream: &Published) {
+        let off = self
+            .restrictions
+            .get(&stream.publisher)
+            .map(|r| *r)
+            .unwrap_or_default();
+        let blocked = match stream.kind {
+            StreamKind::Mic => off.mic,
+            StreamKind::Camera => off.camera,
+            StreamKind::Screen => off.screen,
+        };
+        stream.stats.blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    /// What `id` sends, as others should see it: what its client says, less what a teacher
+    /// turned off.
+    fn effective_media(&self, id: AvatarId, media: MediaFlags) -> MediaFlags {
+        let off = self.restrictions.get(&id).map(|r| *r).unwrap_or_default();
+        MediaFlags {
+            mic: media.mic && !off.mic,
+            camera: media.camera && !off.camera,
+            screen: media.screen && !off.screen,
         }
     }
 
@@ -325,7 +365,7 @@ impl Room {
             .map(|(id, e)| RoomMember {
                 id: *id,
                 name: e.name.clone(),
-                media: e.media,
+                media: self.effective_media(*id, e.media),
             })
             .collect();
         self.broadcast(&ServerMsg::RoomMembers {
@@ -362,8 +402,9 @@ impl Room {
                 let packets = s.stats.packets.load(Ordering::Relaxed);
                 let before = self.mic_packets.insert(s.publisher, packets);
                 let sending = before != Some(packets);
+                let heard = sending && !s.stats.blocked.load(Ordering::Relaxed);
                 MicLevel {
-                    loudness: if sending { s.stats.loudness() } else { 0.0 },
+                    loudness: if heard { s.stats.loudness() } else { 0.0 },
                     forwarded: s.stats.forwarded.load(Ordering::Relaxed),
                 }
             })

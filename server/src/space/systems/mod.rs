@@ -1,5 +1,6 @@
 //! The space's systems, one per file, registered here in the order they run each tick.
 
+mod class_plan;
 mod media_plan;
 mod movement;
 pub mod proximity;
@@ -11,9 +12,10 @@ mod zones;
 
 use bevy_ecs::schedule::{IntoScheduleConfigs, Schedule, SingleThreadedExecutor};
 
-/// One tick: apply input, recompute zones, move avatars in and out of room media, rebuild the spatial index, recompute the
-/// proximity graph and send the media plan's changes, announce roster changes, then send
-/// each client what changed in its area of interest.
+/// One tick: apply input, recompute zones, move avatars in and out of room media and
+/// classes, rebuild the spatial index, recompute the proximity graph and send the media
+/// plan's changes, announce roster changes, then send each client what changed in its area
+/// of interest.
 pub fn tick_schedule() -> Schedule {
     let mut schedule = Schedule::default();
     // One space is one task on one core; a multi-threaded executor would only add overhead.
@@ -23,6 +25,7 @@ pub fn tick_schedule() -> Schedule {
             movement::movement,
             zones::zones,
             room_plan::room_plan,
+            class_plan::class_plan,
             spatial_index::spatial_index,
             proximity::proximity,
             media_plan::media_plan,

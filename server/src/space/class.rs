@@ -1,0 +1,628 @@
+//! Classes: what a teacher has set in a room (lock, focus mode, spotlight, devices turned
+//! off, who was sent out) and what the room's people do (raised hands, attention).
+//!
+//! A class exists while anyone stands in its classroom zone; it ends, and forgets its
+//! settings, when the last person walks out. Membership follows the zone at once (the room's
+//! media may linger a moment for make-before-break; the class does not).
+//!
+//! Every rule is checked here, on the server: only a teacher in the room may act; a muted
+//! student's packets are dropped by the SFU (this module queues the restrictions for it); a
+//! student in focus mode cannot walk; a locked room, or one a student was sent out of,
+//! cannot be walked into (the movement system asks [`Classes::may_enter`]).
+
+use super::resources::{Outbox, Recipient};
+use crate::auth::UserKey;
+use crate::store::AuditRecord;
+use bevy_ecs::prelude::*;
+use quad_shared::protocol::{
+    ClassState, Device, ErrorCode, ErrorMsg, MediaFlags, Role, ServerMsg, TeacherAction, Who,
+};
+use quad_shared::{AvatarId, ZoneId};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+/// One room's class.
+#[derive(Debug, Default)]
+pub struct Class {
+    pub name: String,
+    /// Everyone in the room, in the order they walked in.
+    pub members: Vec<AvatarId>,
+    pub teachers: Vec<AvatarId>,
+    pub locked: bool,
+    pub focus: bool,
+    pub spotlight: Option<AvatarId>,
+    pub hands: Vec<AvatarId>,
+    /// Devices off by the teacher, per student; kept when the student steps out and back.
+    pub blocked: FxHashMap<AvatarId, MediaFlags>,
+    pub newcomers: MediaFlags,
+    pub away: Vec<AvatarId>,
+    /// Students the teacher sent out: they cannot walk back in while the class goes on.
+    pub barred: FxHashSet<AvatarId>,
+}
+
+impl Class {
+    fn is_student(&self, id: AvatarId) -> bool {
+        self.members.contains(&id) && !self.teachers.contains(&id)
+    }
+
+    fn state(&self, room: ZoneId) -> ClassState {
+        let mut blocked: Vec<(AvatarId, MediaFlags)> = self
+            .blocked
+            .iter()
+            .filter(|(id, flags)| **flags != MediaFlags::default() && self.members.contains(id))
+            .map(|(id, flags)| (*id, *flags))
+            .collect();
+        blocked.sort_by_key(|(id, _)| *id);
+        ClassState {
+            room,
+            teachers: self.teachers.clone(),
+            locked: self.locked,
+            focus: self.focus,
+            spotlight: self.spotlight,
+            hands: self.hands.clone(),
+            blocked,
+            blocked_for_newcomers: self.newcomers,
+            away: self.away.clone(),
+        }
+    }
+
+    fn blocked_of(&self, id: AvatarId) -> MediaFlags {
+        self.blocked.get(&id).copied().unwrap_or_default()
+    }
+}
+
+/// Someone a teacher action acts on, for the caller to carry out (moving an avatar is the
+/// world's business, not this module's).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// Send this student out of the room.
+    SendOut {
+        student: AvatarId,
+        room: ZoneId,
+    },
+}
+
+/// Devices the SFU must drop for a member (all false: none).
+pub type Restriction = (AvatarId, MediaFlags);
+/// Someone who walked into a class, with the room's name.
+pub type Entered = (AvatarId, String);
+
+/// All classes of a space, and the changes other parts must act on.
+#[derive(Resource, Debug, Default)]
+pub struct Classes {
+    pub rooms: FxHashMap<ZoneId, Class>,
+    pub class_of: FxHashMap<AvatarId, ZoneId>,
+    /// Devices the SFU must drop, per member, as they change (all off: `default`).
+    pub restrictions: Vec<Restriction>,
+    /// People who walked into a class since last taken (their room chat history is due).
+    pub entered: Vec<Entered>,
+    /// When each avatar was last told a move was refused (tick), so it is told once a while.
+    pub refusals_told: FxHashMap<AvatarId, u32>,
+}
+
+fn forbidden(message: impl Into<String>) -> ErrorMsg {
+    ErrorMsg::new(ErrorCode::Forbidden, message)
+}
+
+impl Classes {
+    /// Whether any class restricts movement now (the movement system's fast path).
+    pub fn restricts_movement(&self) -> bool {
+        self.rooms
+            .values()
+            .any(|c| c.locked || c.focus || !c.barred.is_empty())
+    }
+
+    /// Whether `id` (with `role`) may walk into `room`: not if it is locked (but for
+    /// teachers) or the student was sent out of it.
+    pub fn may_enter(&self, id: AvatarId, role: Role, room: ZoneId) -> Result<(), ErrorMsg> {
+        let Some(class) = self.rooms.get(&room) else {
+            return Ok(());
+        };
+        if class.barred.contains(&id) && !role.is_teacher() {
+            return Err(forbidden(format!(
+                "the teacher sent you out of {}; you cannot walk back in during this class",
+                class.name
+            )));
+        }
+        if class.locked && !role.is_teacher() {
+            return Err(forbidden(format!(
+                "{} is locked by the teacher",
+                class.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `id` (with `role`) may walk at all: students in focus mode may not.
+    pub fn may_walk(&self, id: AvatarId, role: Role) -> Result<(), ErrorMsg> {
+        if role.is_teacher() {
+            return Ok(());
+        }
+        match self.class_of.get(&id).and_then(|r| self.rooms.get(r)) {
+            Some(class) if class.focus => Err(forbidden(format!(
+                "focus mode is on in {}: you can walk again when the teacher ends it",
+                class.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The devices the teacher turned off for `id`, if it is in a class.
+    pub fn blocked_of(&self, id: AvatarId) -> MediaFlags {
+        self.class_of
+            .get(&id)
+            .and_then(|r| self.rooms.get(r))
+            .map_or_else(MediaFlags::default, |c| c.blocked_of(id))
+    }
+
+    /// The members of `id`'s class (empty when not in one).
+    pub fn classmates(&self, id: AvatarId) -> (&[AvatarId], Option<&str>) {
+        match self.class_of.get(&id).and_then(|r| self.rooms.get(r)) {
+            Some(class) => (&class.members, Some(class.name.as_str())),
+            None => (&[], None),
+        }
+    }
+
+    /// `id` walked into `room` (named `name`).
+    pub fn enter(
+        &mut self,
+        outbox: &mut Outbox,
+        id: AvatarId,
+        role: Role,
+        room: ZoneId,
+        name: &str,
+    ) {
+        if self.class_of.get(&id) == Some(&room) {
+            return;
+        }
+        self.leave(outbox, id);
+        let class = self.rooms.entry(room).or_insert_with(|| Class {
+            name: name.to_owned(),
+            ..Class::default()
+        });
+        class.members.push(id);
+        if role.is_teacher() {
+            class.teachers.push(id);
+        } else {
+            let newcomers = class.newcomers;
+            let flags = *class.blocked.entry(id).or_insert(newcomers);
+            if flags != MediaFlags::default() {
+                self.restrictions.push((id, flags));
+            }
+        }
+        self.class_of.insert(id, room);
+        self.entered.push((id, name.to_owned()));
+        self.announce(outbox, room);
+    }
+
+    /// `id` walked out of its class (or left the space).
+    pub fn leave(&mut self, outbox: &mut Outbox, id: AvatarId) {
+        let Some(room) = self.class_of.remove(&id) else {
+            return;
+        };
+        self.refusals_told.remove(&id);
+        let Some(class) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        class.members.retain(|m| *m != id);
+        class.teachers.retain(|m| *m != id);
+        class.hands.retain(|m| *m != id);
+        class.away.retain(|m| *m != id);
+        if class.spotlight == Some(id) {
+            class.spotlight = None;
+        }
+        if class.blocked_of(id) != MediaFlags::default() {
+            // Out of the room its media is not the class's business; back in, it is again.
+            self.restrictions.push((id, MediaFlags::default()));
+        }
+        outbox.push(Recipient::One(id), &ServerMsg::Class(None));
+        if class.members.is_empty() {
+            self.rooms.remove(&room);
+            return;
+        }
+        if class.teachers.is_empty() && class.focus {
+            // Nobody could end it: students would be stuck.
+            class.focus = false;
+        }
+        self.announce(outbox, room);
+    }
+
+    /// Sends `room`'s class state to everyone in it.
+    pub fn announce(&self, outbox: &mut Outbox, room: ZoneId) {
+        let Some(class) = self.rooms.get(&room) else {
+            return;
+        };
+        let msg = ServerMsg::Class(Some(class.state(room)));
+        match quad_shared::codec::encode(&msg) {
+            Ok(frame) => {
+                let frame = bytes::Bytes::from(frame);
+                for member in &class.members {
+                    outbox.frames.push((Recipient::One(*member), frame.clone()));
+                }
+            }
+            Err(e) => tracing::error!("cannot encode a class state: {e}"),
+        }
+    }
+
+    /// A student raised or lowered its hand.
+    pub fn hand(
+        &mut self,
+        outbox: &mut Outbox,
+        id: AvatarId,
+        raised: bool,
+    ) -> Result<(), ErrorMsg> {
+        let room = self.student_room(id, "raise a hand")?;
+        let class = self.rooms.get_mut(&room).ok_or_else(not_in_room)?;
+        let had = class.hands.contains(&id);
+        if raised && !had {
+            class.hands.push(id);
+        } else if !raised && had {
+            class.hands.retain(|m| *m != id);
+        } else {
+            return Ok(());
+        }
+        self.announce(outbox, room);
+        Ok(())
+    }
+
+    /// A student started or stopped watching; its teachers are told.
+    pub fn attention(
+        &mut self,
+        outbox: &mut Outbox,
+        id: AvatarId,
+        name: &str,
+        watching: bool,
+    ) -> Result<(), ErrorMsg> {
+        let room = self.student_room(id, "report attention")?;
+        let class = self.rooms.get_mut(&room).ok_or_else(not_in_room)?;
+        let away = class.away.contains(&id);
+        if watching != away {
+            return Ok(());
+        }
+        if watching {
+            class.away.retain(|m| *m != id);
+        } else {
+            class.away.push(id);
+        }
+        let event = ServerMsg::Attention {
+            student: id,
+            name: name.to_owned(),
+            watching,
+        };
+        for teacher in &class.teachers {
+            outbox.push(Recipient::One(*teacher), &event);
+        }
+        self.announce(outbox, room);
+        Ok(())
+    }
+
+    fn student_room(&self, id: AvatarId, what: &str) -> Result<ZoneId, ErrorMsg> {
+        let room = *self.class_of.get(&id).ok_or_else(|| {
+            ErrorMsg::new(
+                ErrorCode::WrongState,
+                format!("you can {what} only in a room"),
+            )
+        })?;
+        Ok(room)
+    }
+
+    /// A teacher's action: checked, applied, announced. `names` finds display names and
+    /// roles; the audit record is returned for storage, with what the caller must carry out.
+    pub fn teacher(
+        &mut self,
+        outbox: &mut Outbox,
+        actor: (AvatarId, Role, &UserKey, &str),
+        action: TeacherAction,
+        name_of: impl Fn(AvatarId) -> Option<String>,
+        at_ms: u64,
+    ) -> Result<(Effect, AuditRecord), ErrorMsg> {
+        let (id, role, user, actor_name) = actor;
+        if !role.is_teacher() {
+            return Err(forbidden(format!(
+                "only a teacher can {}; you joined as a {}",
+                describe(&action),
+                role.as_str()
+            )));
+        }
+        let room = *self.class_of.get(&id).ok_or_else(|| {
+            ErrorMsg::new(
+                ErrorCode::WrongState,
+                "teacher controls work in a room: walk into one first",
+            )
+        })?;
+        let class = self.rooms.get_mut(&room).ok_or_else(not_in_room)?;
+        let student = |class: &Class, s: AvatarId| -> Result<AvatarId, ErrorMsg> {
+            if class.is_student(s) {
+                Ok(s)
+            } else {
+                Err(forbidden(format!("{s} is not a student in {}", class.name)))
+            }
+        };
+        let mut effect = Effect::None;
+        let mut target = None;
+        match action {
+            TeacherAction::Allow {
+                who,
+                device,
+                allowed,
+            } => {
+                let targets: Vec<AvatarId> = match who {
+                    Who::One(s) => {
+                        target = Some(student(class, s)?);
+                        vec![s]
+                    }
+                    Who::Students => {
+                        set_device(&mut class.newcomers, device, !allowed);
+                        class
+                            .members
+                            .iter()
+                            .copied()
+                            .filter(|m| !class.teachers.contains(m))
+                            .collect()
+                    }
+                };
+                for s in targets {
+                    let flags = class.blocked.entry(s).or_default();
+                    set_device(flags, device, !allowed);
+                    self.restrictions.push((s, *flags));
+                }
+            }
+            TeacherAction::Spotlight(who) => {
+                if let Some(s) = who
+                    && !class.members.contains(&s)
+                {
+                    return Err(forbidden(format!("{s} is not in {}", class.name)));
+                }
+                target = who;
+                class.spotlight = who;
+            }
+            TeacherAction::Remove(s) => {
+                target = Some(student(class, s)?);
+                class.barred.insert(s);
+                effect = Effect::SendOut { student: s, room };
+            }
+            TeacherAction::Lock(locked) => class.locked = locked,
+            TeacherAction::Focus(focus) => class.focus = focus,
+            TeacherAction::LowerHand(who) => match who {
+                Some(s) => {
+                    target = Some(s);
+                    class.hands.retain(|m| *m != s);
+                }
+                None => class.hands.clear(),
+            },
+        }
+        let record = AuditRecord {
+            at_ms,
+            room: class.name.clone(),
+            actor_user: user.0.clone(),
+            actor_name: actor_name.to_owned(),
+            action: action.kind().to_owned(),
+            target_name: target.and_then(&name_of),
+            detail: format!("{action:?}"),
+        };
+        self.announce(outbox, room);
+        Ok((effect, record))
+    }
+}
+
+fn not_in_room() -> ErrorMsg {
+    ErrorMsg::new(ErrorCode::WrongState, "you are not in a room")
+}
+
+fn set_device(flags: &mut MediaFlags, device: Device, off: bool) {
+    match device {
+        Device::Mic => flags.mic = off,
+        Device::Camera => flags.camera = off,
+        Device::Screen => flags.screen = off,
+    }
+}
+
+/// What an action does, for refusals.
+fn describe(action: &TeacherAction) -> &'static str {
+    match action {
+        TeacherAction::Allow {
+            device: Device::Mic,
+            allowed: false,
+            ..
+        } => "mute people",
+        TeacherAction::Allow {
+            device: Device::Mic,
+            ..
+        } => "unmute people",
+        TeacherAction::Allow {
+            device: Device::Camera,
+            ..
+        } => "turn cameras off or on",
+        TeacherAction::Allow { .. } => "allow or stop screen sharing",
+        TeacherAction::Spotlight(_) => "spotlight someone",
+        TeacherAction::Remove(_) => "send someone out of a room",
+        TeacherAction::Lock(_) => "lock a room",
+        TeacherAction::Focus(_) => "turn focus mode on or off",
+        TeacherAction::LowerHand(_) => "lower someone's hand",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOM: ZoneId = ZoneId(2);
+    const T: AvatarId = AvatarId(1);
+    const S: AvatarId = AvatarId(2);
+    const S2: AvatarId = AvatarId(3);
+
+    fn class_with_teacher_and_students() -> (Classes, Outbox) {
+        let mut classes = Classes::default();
+        let mut outbox = Outbox::default();
+        classes.enter(&mut outbox, T, Role::Teacher, ROOM, "Room 1");
+        classes.enter(&mut outbox, S, Role::Student, ROOM, "Room 1");
+        classes.enter(&mut outbox, S2, Role::Guest, ROOM, "Room 1");
+        (classes, outbox)
+    }
+
+    fn act(
+        classes: &mut Classes,
+        outbox: &mut Outbox,
+        who: AvatarId,
+        role: Role,
+        action: TeacherAction,
+    ) -> Result<Effect, ErrorMsg> {
+        let user = UserKey("u".into());
+        classes
+            .teacher(outbox, (who, role, &user, "X"), action, |_| None, 0)
+            .map(|(e, _)| e)
+    }
+
+    #[test]
+    fn students_cannot_act_as_teachers() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        let err = act(
+            &mut classes,
+            &mut outbox,
+            S,
+            Role::Student,
+            TeacherAction::Lock(true),
+        )
+        .expect_err("refused");
+        assert_eq!(err.code, ErrorCode::Forbidden);
+        assert!(!classes.rooms[&ROOM].locked);
+    }
+
+    #[test]
+    fn muting_everyone_restricts_students_and_newcomers_but_not_teachers() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        classes.restrictions.clear();
+        act(
+            &mut classes,
+            &mut outbox,
+            T,
+            Role::Teacher,
+            TeacherAction::Allow {
+                who: Who::Students,
+                device: Device::Mic,
+                allowed: false,
+            },
+        )
+        .expect("allowed");
+        let muted: Vec<AvatarId> = classes.restrictions.iter().map(|(id, _)| *id).collect();
+        assert_eq!(muted, vec![S, S2]);
+        assert!(classes.blocked_of(S).mic && !classes.blocked_of(T).mic);
+        let late = AvatarId(9);
+        classes.enter(&mut outbox, late, Role::Guest, ROOM, "Room 1");
+        assert!(classes.blocked_of(late).mic, "newcomers are muted too");
+        // Walking out and back in does not unmute.
+        classes.leave(&mut outbox, S);
+        assert!(
+            !classes.blocked_of(S).mic,
+            "outside the room the class does not apply"
+        );
+        classes.enter(&mut outbox, S, Role::Student, ROOM, "Room 1");
+        assert!(classes.blocked_of(S).mic);
+    }
+
+    #[test]
+    fn locks_and_removals_keep_students_out_but_not_teachers() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        act(
+            &mut classes,
+            &mut outbox,
+            T,
+            Role::Teacher,
+            TeacherAction::Lock(true),
+        )
+        .expect("allowed");
+        let newcomer = AvatarId(7);
+        assert!(classes.may_enter(newcomer, Role::Student, ROOM).is_err());
+        assert!(classes.may_enter(AvatarId(8), Role::Teacher, ROOM).is_ok());
+        act(
+            &mut classes,
+            &mut outbox,
+            T,
+            Role::Teacher,
+            TeacherAction::Lock(false),
+        )
+        .expect("allowed");
+        assert!(classes.may_enter(newcomer, Role::Student, ROOM).is_ok());
+        let effect = act(
+            &mut classes,
+            &mut outbox,
+            T,
+            Role::Teacher,
+            TeacherAction::Remove(S),
+        )
+        .expect("allowed");
+        assert_eq!(
+            effect,
+            Effect::SendOut {
+                student: S,
+                room: ROOM
+            }
+        );
+        assert!(classes.may_enter(S, Role::Student, ROOM).is_err());
+        assert!(
+            act(
+                &mut classes,
+                &mut outbox,
+                T,
+                Role::Teacher,
+                TeacherAction::Remove(T)
+            )
+            .is_err(),
+            "teachers cannot be removed"
+        );
+    }
+
+    #[test]
+    fn focus_stops_students_and_ends_with_the_last_teacher() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        act(
+            &mut classes,
+            &mut outbox,
+            T,
+            Role::Teacher,
+            TeacherAction::Focus(true),
+        )
+        .expect("allowed");
+        assert!(classes.may_walk(S, Role::Student).is_err());
+        assert!(classes.may_walk(T, Role::Teacher).is_ok());
+        assert!(classes.restricts_movement());
+        classes.leave(&mut outbox, T);
+        assert!(classes.may_walk(S, Role::Student).is_ok());
+    }
+
+    #[test]
+    fn hands_keep_their_order_and_the_teacher_lowers_them() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        classes.hand(&mut outbox, S2, true).expect("in a room");
+        classes.hand(&mut outbox, S, true).expect("in a room");
+        assert_eq!(classes.rooms[&ROOM].hands, vec![S2, S]);
+        act(
+            &mut classes,
+            &mut outbox,
+            T,
+            Role::Teacher,
+            TeacherAction::LowerHand(Some(S2)),
+        )
+        .expect("allowed");
+        assert_eq!(classes.rooms[&ROOM].hands, vec![S]);
+        assert!(classes.hand(&mut outbox, AvatarId(50), true).is_err());
+    }
+
+    #[test]
+    fn the_class_ends_with_its_last_member() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        act(
+            &mut classes,
+            &mut outbox,
+            T,
+            Role::Teacher,
+            TeacherAction::Lock(true),
+        )
+        .expect("allowed");
+        for id in [T, S, S2] {
+            classes.leave(&mut outbox, id);
+        }
+        assert!(classes.rooms.is_empty());
+        assert!(classes.may_enter(AvatarId(7), Role::Student, ROOM).is_ok());
+    }
+}

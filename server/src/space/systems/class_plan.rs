@@ -1,0 +1,27 @@
+//! Class plan: keeps class membership in step with classroom zones. Walking into a
+//! classroom joins its class (the class's state is sent, devices the teacher turned off
+//! stay off); walking out leaves it at once.
+
+use crate::space::class::Classes;
+use crate::space::components::{Avatar, Identity, InZone};
+use crate::space::resources::{Outbox, SpaceMap};
+use bevy_ecs::prelude::*;
+use quad_shared::map::ZoneKind;
+
+pub fn class_plan(
+    map: Res<SpaceMap>,
+    mut classes: ResMut<Classes>,
+    mut outbox: ResMut<Outbox>,
+    moved: Query<(&Avatar, &Identity, &InZone), Changed<InZone>>,
+) {
+    for (avatar, identity, zone) in &moved {
+        let room = zone
+            .0
+            .and_then(|z| map.0.zone(z))
+            .filter(|z| z.kind == ZoneKind::Classroom);
+        match room {
+            Some(room) => classes.enter(&mut outbox, avatar.id, identity.role, room.id, &room.name),
+            None => classes.leave(&mut outbox, avatar.id),
+        }
+    }
+}
