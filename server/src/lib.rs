@@ -26,6 +26,7 @@ pub use config::Config;
 use dashmap::DashMap;
 use quad_shared::AvatarId;
 use quad_shared::map::Map;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -105,6 +106,7 @@ impl MapFile {
 pub struct Server {
     addr: SocketAddr,
     first_teacher_link: Option<String>,
+    keys: auth::JoinKeys,
     turn_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -114,6 +116,11 @@ impl Server {
     /// The address it listens on (useful after binding port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The keys this server's join links are signed with.
+    pub fn join_keys(&self) -> &auth::JoinKeys {
+        &self.keys
     }
 
     /// A teacher link, when this start made the campus's secret (its first start).
@@ -223,7 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         ice,
         sfu,
         space_stats,
-        keys,
+        keys: keys.clone(),
         run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),
     });
     let routes = http::routes(state.clone());
@@ -237,6 +244,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     Ok(Server {
         addr,
         first_teacher_link,
+        keys,
         turn_addr: embedded_turn.map(|t| t.addr),
         shutdown,
         task,
@@ -249,13 +257,18 @@ pub async fn run(
     signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let server = start(config).await?;
-    println!("Quad is serving http://{}", server.addr());
+    // Whoever started the server may have closed its stdout: that must not stop it.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "Quad is serving http://{}", server.addr());
     if let Some(link) = server.first_teacher_link() {
-        println!(
+        let _ = writeln!(
+            out,
             "This is a new campus. A teacher link, valid for 7 days (make more with \
              `quad-server token --role teacher --name NAME`):\n  {link}"
         );
     }
+    let _ = out.flush();
+    drop(out);
     signal.await;
     tracing::info!("shutting down");
     server.stop().await;

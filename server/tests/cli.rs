@@ -142,3 +142,114 @@ fn a_bad_config_is_refused_by_setting() {
         &["quad.toml", "tickrate"],
     );
 }
+
+/// Runs `quad-server token ...` on `data` and returns (success, stdout, stderr).
+fn token(data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = server()
+        .args(["token", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run quad-server token");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The claims of the link's token, checked with the secret kept in `data`.
+fn claims(data: &Path, link: &str) -> quad_server::auth::JoinClaims {
+    let token = link
+        .trim()
+        .split_once("/?token=")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("not a join link: {link:?}"));
+    let config = quad_server::Config {
+        data_dir: data.to_owned(),
+        ..quad_server::Config::default()
+    };
+    let storage = quad_server::open_storage(&config).expect("the data directory's store");
+    let (keys, created) = quad_server::join_keys(&config, &storage).expect("keys");
+    assert!(!created, "the secret was already there");
+    keys.verify(token).expect("a valid link")
+}
+
+#[test]
+fn token_makes_join_links_with_the_campus_secret() {
+    let data = temp("token");
+    let (ok, link, err) = token(
+        &data,
+        &["--role", "teacher", "--name", "Ms Ada", "--ttl", "8h"],
+    );
+    assert!(ok, "{err}");
+    assert!(link.starts_with("http://127.0.0.1:8080/?token="), "{link}");
+    let c = claims(&data, &link);
+    assert_eq!((c.name.as_str(), c.role.as_str()), ("Ms Ada", "teacher"));
+    assert_eq!(c.exp - c.iat, 8 * 3600);
+
+    // A second link for a room, with the same secret; different people get different ids.
+    let (ok, link2, err) = token(
+        &data,
+        &["--role", "student", "--name", "Bo", "--room", "Classroom B"],
+    );
+    assert!(ok, "{err}");
+    let c2 = claims(&data, &link2);
+    assert_eq!(c2.room.as_deref(), Some("Classroom B"));
+    assert_ne!(c.sub, c2.sub);
+
+    for (args, needle) in [
+        (&["--role", "guest", "--name", "X"][..], "--role"),
+        (&["--role", "teacher", "--name", "X", "--ttl", "soon"][..], "--ttl"),
+        (&["--role", "teacher", "--name", ""][..], "name"),
+        (
+            &["--role", "student", "--name", "X", "--room", "Attic"][..],
+            "Classroom A",
+        ),
+    ] {
+        let (ok, _, err) = token(&data, args);
+        assert!(!ok, "{args:?} made a link");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn the_first_start_prints_a_teacher_link_and_later_starts_do_not() {
+    let data = temp("first-start");
+    let lines_of_a_start = || {
+        let mut child = server()
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .spawn()
+            .expect("spawn quad-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("the address line");
+        let addr = line
+            .trim()
+            .strip_prefix("Quad is serving http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        // The server is up (it printed its address): stop it, and read the rest.
+        assert!(http_get(&addr, "/healthz").is_ok());
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest).expect("the rest of stdout");
+        let _ = child.wait();
+        lines.extend(rest.lines().map(str::to_owned));
+        (addr, lines)
+    };
+    let (addr, first) = lines_of_a_start();
+    assert!(first[0].contains("new campus"), "{first:?}");
+    let link = first[1].trim();
+    assert!(link.starts_with(&format!("http://{addr}/?token=")), "{link}");
+    let c = claims(&data, link);
+    assert_eq!((c.name.as_str(), c.role.as_str()), ("Teacher", "teacher"));
+    let (_, second) = lines_of_a_start();
+    assert!(second.is_empty(), "a later start prints no link: {second:?}");
+}

@@ -69,9 +69,13 @@ impl TestServer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Result<TestServer> {
+        Self::start_in(temp_dir("data"), tweak).await
+    }
+
+    /// Starts a server on an existing data directory (to restart one).
+    pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> Result<TestServer> {
         init_tracing();
         let root = repo_root();
-        let data_dir = temp_dir("data");
         let mut config = Config {
             listen: "127.0.0.1:0".parse()?,
             map: root.join("assets/maps/campus.tmj"),
@@ -97,6 +101,23 @@ impl TestServer {
     pub async fn stop(self) {
         self.server.stop().await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+
+    /// Stops the server and keeps its data directory (returned) for a restart.
+    pub async fn stop_keeping_data(self) -> PathBuf {
+        self.server.stop().await;
+        self.data_dir
+    }
+
+    /// A join link's token for `name` as `role`, valid for an hour.
+    pub fn token(&self, name: &str, role: quad_shared::protocol::Role) -> Result<String> {
+        self.server.join_keys().issue(
+            name,
+            role,
+            None,
+            Duration::from_secs(3600),
+            std::time::SystemTime::now(),
+        )
     }
 }
 
@@ -138,6 +159,16 @@ pub struct Bot {
     /// Room media messages (`JoinRoomMedia`, `RoomSignal`, ...), in order, for whoever
     /// drives room media (see [`room_bot`]).
     pub room_msgs: Vec<ServerMsg>,
+    /// Chat lines, live and from history, by id.
+    pub chat: std::collections::BTreeMap<u64, quad_shared::protocol::ChatLine>,
+    /// How many `ChatHistory` frames arrived.
+    pub histories: u32,
+    /// The class this avatar is in, as last sent.
+    pub class: Option<quad_shared::protocol::ClassState>,
+    /// `Notice` texts.
+    pub notices: Vec<String>,
+    /// Teachers' `Attention` events: (student, watching).
+    pub attention: Vec<(AvatarId, bool)>,
     /// Set when the server closed the connection: (code, reason).
     pub closed: Option<(u16, String)>,
     seq: u32,
@@ -175,6 +206,11 @@ impl Bot {
             media_updates: Vec::new(),
             signals: Vec::new(),
             room_msgs: Vec::new(),
+            chat: Default::default(),
+            histories: 0,
+            class: None,
+            notices: Vec::new(),
+            attention: Vec::new(),
             closed: None,
             seq: 0,
         })
@@ -182,17 +218,37 @@ impl Bot {
 
     /// Connects and joins as `name`, at `spawn` if given (dev servers honour it).
     pub async fn join(addr: SocketAddr, name: &str, spawn: Option<[f32; 2]>) -> Result<Bot> {
+        Self::join_as(addr, name, spawn, None, None).await
+    }
+
+    /// Joins with a join link's `token` and/or a browser's `device` key.
+    pub async fn join_as(
+        addr: SocketAddr,
+        name: &str,
+        spawn: Option<[f32; 2]>,
+        token: Option<String>,
+        device: Option<String>,
+    ) -> Result<Bot> {
         let mut bot = Self::connect(addr).await?;
         bot.send(&ClientMsg::Hello(Hello {
             version: PROTOCOL_VERSION,
             name: name.into(),
-            token: None,
+            token,
             spawn,
-            device: None,
+            device,
         }))
         .await?;
-        bot.wait_until(PATIENCE, |b| b.welcome.is_some()).await?;
+        bot.wait_until(PATIENCE, |b| b.welcome.is_some() || !b.errors.is_empty())
+            .await?;
+        if bot.welcome.is_none() {
+            bail!("Hello refused: {:?}", bot.errors);
+        }
         Ok(bot)
+    }
+
+    /// The texts of the chat lines received, oldest first.
+    pub fn chat_texts(&self) -> Vec<&str> {
+        self.chat.values().map(|l| l.text.as_str()).collect()
     }
 
     pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
@@ -294,6 +350,20 @@ impl Bot {
             | ServerMsg::RoomSignal(_)
             | ServerMsg::RoomMembers { .. }
             | ServerMsg::RoomSpeakers { .. }) => self.room_msgs.push(msg),
+            ServerMsg::Chat(line) => {
+                self.chat.insert(line.id, line);
+            }
+            ServerMsg::ChatHistory { lines } => {
+                self.histories += 1;
+                for line in lines {
+                    self.chat.insert(line.id, line);
+                }
+            }
+            ServerMsg::Class(class) => self.class = class,
+            ServerMsg::Notice { text } => self.notices.push(text),
+            ServerMsg::Attention {
+                student, watching, ..
+            } => self.attention.push((student, watching)),
             _ => {}
         }
     }
@@ -384,7 +454,12 @@ impl Bot {
 
     /// Waits for an error with `code`.
     pub async fn expect_error(&mut self, code: ErrorCode) -> Result<ErrorMsg> {
-        let seen = self.errors.len();
+        self.expect_error_after(self.errors.len(), code).await
+    }
+
+    /// Waits for an error with `code` among those after the first `seen` (for errors that
+    /// may have come while the caller was doing something else, such as walking).
+    pub async fn expect_error_after(&mut self, seen: usize, code: ErrorCode) -> Result<ErrorMsg> {
         self.wait_until(PATIENCE, |b| {
             b.errors[seen..].iter().any(|e| e.code == code)
         })

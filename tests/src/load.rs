@@ -159,6 +159,7 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
             mic_level: (seat < scenario.mics).then_some(30),
             camera: seat < scenario.cameras,
             lossy: false,
+            token: None,
         };
         bots.push(RoomBot::join(addr, options).await?);
     }

@@ -55,6 +55,8 @@ pub struct RoomBotOptions {
     /// Reach the server's media through a [`crate::lossy_udp`] proxy that drops the first
     /// copy of every 10th video packet each way (retransmissions get through).
     pub lossy: bool,
+    /// A join link's token (for a teacher or student), if any.
+    pub token: Option<String>,
 }
 
 /// What a bot has seen, for tests to read.
@@ -78,6 +80,8 @@ pub struct RoomBotState {
     /// `JoinRoomMedia` messages received.
     pub joins: u32,
     pub errors: Vec<ErrorMsg>,
+    /// The class the bot is in, as last sent.
+    pub class: Option<quad_shared::protocol::ClassState>,
     /// Set when the bot's task ended with an error.
     pub failed: Option<String>,
     /// Room and proximity changes, in the order the server sent them.
@@ -113,6 +117,7 @@ impl RoomBotState {
 enum Command {
     Walk(u8, u32),
     Tiles(Vec<(AvatarId, u16)>),
+    Send(ClientMsg),
     /// Close the room connection but keep the WebSocket (a network that drops media only).
     DropMedia,
     Leave,
@@ -151,7 +156,14 @@ impl RoomBot {
     /// Joins the space at `options.spawn` and starts taking part in room media.
     pub async fn join(addr: SocketAddr, options: RoomBotOptions) -> Result<RoomBot> {
         let started_at = Instant::now();
-        let bot = Bot::join(addr, &options.name, Some(options.spawn)).await?;
+        let bot = Bot::join_as(
+            addr,
+            &options.name,
+            Some(options.spawn),
+            options.token.clone(),
+            None,
+        )
+        .await?;
         let id = bot.id;
         let state = Arc::new(Mutex::new(RoomBotState::default()));
         let (commands, rx) = mpsc::unbounded_channel();
@@ -210,6 +222,11 @@ impl RoomBot {
     /// Reports the width at which this bot "shows" each member's camera.
     pub fn tiles(&self, tiles: Vec<(AvatarId, u16)>) {
         let _ = self.commands.send(Command::Tiles(tiles));
+    }
+
+    /// Sends any message on the bot's WebSocket.
+    pub fn send(&self, msg: ClientMsg) {
+        let _ = self.commands.send(Command::Send(msg));
     }
 
     /// Closes the room connection without a word, keeping the WebSocket.
@@ -639,6 +656,7 @@ async fn drive(
         {
             let mut s = lock(&state);
             s.errors.append(&mut bot.errors);
+            s.class = bot.class.clone();
             for event in bot.peer_events.drain(..) {
                 s.log.push(match event {
                     crate::PeerEvent::Connect(peer, _) => MediaEvent::ConnectPeer(peer),
@@ -778,6 +796,7 @@ async fn drive(
             match cmd {
                 Command::Walk(dir, steps) => walking = Some((dir, steps)),
                 Command::Tiles(tiles) => bot.send(&ClientMsg::RoomTiles(tiles)).await?,
+                Command::Send(msg) => bot.send(&msg).await?,
                 Command::DropMedia => {
                     if let Some(m) = media.take() {
                         m.close().await;

@@ -18,6 +18,7 @@ fn options(name: &str, spawn: [f32; 2], mic_level: Option<u8>, camera: bool) -> 
         mic_level,
         camera,
         lossy: false,
+        token: None,
     }
 }
 
@@ -452,6 +453,7 @@ async fn lost_video_packets_are_recovered_by_nack_on_both_legs() -> anyhow::Resu
     // it. Only retransmissions fill those gaps.
     let lossy = |name: &str, camera| RoomBotOptions {
         lossy: true,
+        token: None,
         ..options(name, at, None, camera)
     };
     let camera = RoomBot::join(server.addr(), lossy("camera", true)).await?;

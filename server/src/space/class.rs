@@ -275,6 +275,10 @@ impl Classes {
     ) -> Result<(), ErrorMsg> {
         let room = self.student_room(id, "report attention")?;
         let class = self.rooms.get_mut(&room).ok_or_else(not_in_room)?;
+        if class.teachers.contains(&id) {
+            // Teachers' own attention is nobody's concern.
+            return Ok(());
+        }
         let away = class.away.contains(&id);
         if watching != away {
             return Ok(());
