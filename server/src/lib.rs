@@ -200,7 +200,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         config.tick_hz,
         space::SpaceServices {
             sfu: sfu.clone(),
-            storage,
+            storage: storage.clone(),
             stats: space_stats.clone(),
         },
         shutdown.clone(),
@@ -239,6 +239,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         if let Err(e) = space_task.await {
             tracing::error!("space task ended badly: {e}");
         }
+        // What the space queued for storage is written before the server counts as stopped.
+        storage.flush().await;
         drop(state);
     });
     Ok(Server {
@@ -286,7 +288,7 @@ pub fn open_storage(config: &Config) -> anyhow::Result<store::Storage> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("data directory {}", config.data_dir.display()))?;
     let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
-    Ok(store::Storage::new(Arc::new(store)))
+    store::Storage::new(Arc::new(store))
 }
 
 /// The keys join links are signed with: the configured secret, or the one kept in the

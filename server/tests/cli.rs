@@ -200,7 +200,10 @@ fn token_makes_join_links_with_the_campus_secret() {
 
     for (args, needle) in [
         (&["--role", "guest", "--name", "X"][..], "--role"),
-        (&["--role", "teacher", "--name", "X", "--ttl", "soon"][..], "--ttl"),
+        (
+            &["--role", "teacher", "--name", "X", "--ttl", "soon"][..],
+            "--ttl",
+        ),
         (&["--role", "teacher", "--name", ""][..], "name"),
         (
             &["--role", "student", "--name", "X", "--room", "Attic"][..],
@@ -239,7 +242,9 @@ fn the_first_start_prints_a_teacher_link_and_later_starts_do_not() {
             .status()
             .expect("kill");
         let mut rest = String::new();
-        reader.read_to_string(&mut rest).expect("the rest of stdout");
+        reader
+            .read_to_string(&mut rest)
+            .expect("the rest of stdout");
         let _ = child.wait();
         lines.extend(rest.lines().map(str::to_owned));
         (addr, lines)
@@ -247,9 +252,15 @@ fn the_first_start_prints_a_teacher_link_and_later_starts_do_not() {
     let (addr, first) = lines_of_a_start();
     assert!(first[0].contains("new campus"), "{first:?}");
     let link = first[1].trim();
-    assert!(link.starts_with(&format!("http://{addr}/?token=")), "{link}");
+    assert!(
+        link.starts_with(&format!("http://{addr}/?token=")),
+        "{link}"
+    );
     let c = claims(&data, link);
     assert_eq!((c.name.as_str(), c.role.as_str()), ("Teacher", "teacher"));
     let (_, second) = lines_of_a_start();
-    assert!(second.is_empty(), "a later start prints no link: {second:?}");
+    assert!(
+        second.is_empty(),
+        "a later start prints no link: {second:?}"
+    );
 }

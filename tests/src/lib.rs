@@ -73,7 +73,10 @@ impl TestServer {
     }
 
     /// Starts a server on an existing data directory (to restart one).
-    pub async fn start_in(data_dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> Result<TestServer> {
+    pub async fn start_in(
+        data_dir: PathBuf,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<TestServer> {
         init_tracing();
         let root = repo_root();
         let mut config = Config {

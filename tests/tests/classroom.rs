@@ -58,7 +58,10 @@ async fn wait_audit(
         if cond(&log) {
             return Ok(log);
         }
-        anyhow::ensure!(Instant::now() < deadline, "audit log: {what}; it has {log:?}");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "audit log: {what}; it has {log:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -70,18 +73,20 @@ async fn students_cannot_act_as_teachers_and_a_locked_room_keeps_newcomers_out()
     let spot = room_spot(&campus(), 0)?;
     let mut ada = teacher(&server, "Ms Ada", spot).await?;
     let welcome = ada.welcome.clone().expect("joined");
-    assert_eq!((welcome.role, welcome.name.as_str()), (Role::Teacher, "Ms Ada"));
+    assert_eq!(
+        (welcome.role, welcome.name.as_str()),
+        (Role::Teacher, "Ms Ada")
+    );
     let mut bo = Bot::join(server.addr(), "Bo", Some(spot)).await?;
     assert_eq!(bo.welcome.as_ref().map(|w| w.role), Some(Role::Guest));
     bo.wait_until(PATIENCE, |b| {
-        b.class
-            .as_ref()
-            .is_some_and(|c| c.teachers == vec![ada.id])
+        b.class.as_ref().is_some_and(|c| c.teachers == vec![ada.id])
     })
     .await?;
 
     // A student's attempts at teacher actions are refused and change nothing.
-    bo.send(&ClientMsg::Teacher(TeacherAction::Lock(true))).await?;
+    bo.send(&ClientMsg::Teacher(TeacherAction::Lock(true)))
+        .await?;
     let err = bo.expect_error(ErrorCode::Forbidden).await?;
     assert!(err.message.contains("only a teacher"), "{}", err.message);
     bo.send(&ClientMsg::Teacher(TeacherAction::Allow {
@@ -92,7 +97,8 @@ async fn students_cannot_act_as_teachers_and_a_locked_room_keeps_newcomers_out()
     .await?;
     bo.expect_error(ErrorCode::Forbidden).await?;
     // A teacher action after them is applied, so they were handled (and refused) before.
-    ada.send(&ClientMsg::Teacher(TeacherAction::Lock(true))).await?;
+    ada.send(&ClientMsg::Teacher(TeacherAction::Lock(true)))
+        .await?;
     bo.wait_until(PATIENCE, |b| b.class.as_ref().is_some_and(|c| c.locked))
         .await?;
     ada.wait_until(PATIENCE, |b| b.class.as_ref().is_some_and(|c| c.locked))
@@ -120,7 +126,11 @@ async fn students_cannot_act_as_teachers_and_a_locked_room_keeps_newcomers_out()
     ada.wait_until(PATIENCE, |b| b.class.as_ref().is_some_and(|c| !c.locked))
         .await?;
     cy.walk(dir::UP, 40).await?;
-    assert!(in_classroom(cy.me), "Cy walks in once unlocked: {:?}", cy.me);
+    assert!(
+        in_classroom(cy.me),
+        "Cy walks in once unlocked: {:?}",
+        cy.me
+    );
 
     // Every accepted action is in the audit log, refused ones are not.
     let log = wait_audit(&server, "two lock actions", |log| log.len() >= 2).await?;
@@ -149,8 +159,7 @@ fn room_bot(name: &str, at: [f32; 2], token: Option<String>) -> RoomBotOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_teachers_mute_drops_the_students_audio_in_the_sfu_until_unmuted() -> anyhow::Result<()>
-{
+async fn a_teachers_mute_drops_the_students_audio_in_the_sfu_until_unmuted() -> anyhow::Result<()> {
     let server = TestServer::start_with(|c| c.room_max_speakers = 10).await?;
     let spot = room_spot(&campus(), 0)?;
     let ada = RoomBot::join(
@@ -212,7 +221,10 @@ async fn a_teachers_mute_drops_the_students_audio_in_the_sfu_until_unmuted() -> 
         "nobody hears a muted student"
     );
     assert!(
-        ada.state().members.iter().any(|m| m.id == bo.id && !m.media.mic),
+        ada.state()
+            .members
+            .iter()
+            .any(|m| m.id == bo.id && !m.media.mic),
         "the room shows Bo's mic as off"
     );
 
@@ -381,7 +393,12 @@ async fn chat_reaches_only_those_it_is_for() -> anyhow::Result<()> {
     })
     .await?;
     a.expect_error(ErrorCode::WrongState).await?;
-    // A message to everyone, sent last, reaches everyone after all of the above.
+    // Senders get their own lines back, queued with everyone else's copies; so once they
+    // have, a message to everyone sent now reaches everyone after all of the above.
+    a.wait_until(PATIENCE, |b| has(b, "near A") && has(b, "just for C"))
+        .await?;
+    s.wait_until(PATIENCE, |b| has(b, xss) && has(b, "whisper in the room"))
+        .await?;
     t.send(&ClientMsg::Chat {
         to: ChatTo::Space,
         text: "everyone".into(),
@@ -424,7 +441,10 @@ async fn chat_reaches_only_those_it_is_for() -> anyhow::Result<()> {
     let err = a.expect_error(ErrorCode::RateLimited).await?;
     assert!(err.message.contains("too fast"), "{}", err.message);
     b.wait_until(PATIENCE, |b| has(b, "spam 0")).await?;
-    assert!(!has(&b, "spam 7"), "the eighth message in a burst is refused");
+    assert!(
+        !has(&b, "spam 7"),
+        "the eighth message in a burst is refused"
+    );
     server.stop().await;
     Ok(())
 }
@@ -437,8 +457,14 @@ async fn chat_history_and_join_links_survive_a_restart() -> anyhow::Result<()> {
     let mut ada = teacher(&server, "Ms Ada", spot).await?;
     let mut bo = Bot::join_as(server.addr(), "x", Some(spot), Some(bo_link.clone()), None).await?;
     let device = "0123456789abcdef0123456789abcdef".to_string();
-    let mut guest =
-        Bot::join_as(server.addr(), "Gus", Some(HALLWAY), None, Some(device.clone())).await?;
+    let mut guest = Bot::join_as(
+        server.addr(),
+        "Gus",
+        Some(HALLWAY),
+        None,
+        Some(device.clone()),
+    )
+    .await?;
     bo.wait_until(PATIENCE, |b| b.class.is_some()).await?;
     ada.send(&ClientMsg::Chat {
         to: ChatTo::Space,
@@ -478,11 +504,16 @@ async fn chat_history_and_join_links_survive_a_restart() -> anyhow::Result<()> {
     })
     .await?;
     assert!(!has(&bo, "for Gus"));
-    assert!(bo.chat.values().all(|l| l.from.is_none()), "history has no live ids");
+    assert!(
+        bo.chat.values().all(|l| l.from.is_none()),
+        "history has no live ids"
+    );
     // The guest's browser (its device key) gets its direct messages back; another does not.
     let mut gus = Bot::join_as(server.addr(), "Gus", Some(HALLWAY), None, Some(device)).await?;
-    gus.wait_until(PATIENCE, |b| has(b, "for Gus") && has(b, "before the restart"))
-        .await?;
+    gus.wait_until(PATIENCE, |b| {
+        has(b, "for Gus") && has(b, "before the restart")
+    })
+    .await?;
     assert!(!has(&gus, "in the room") && !has(&gus, "for Bo"));
     let mut other = Bot::join_as(
         server.addr(),
@@ -505,7 +536,11 @@ async fn chat_history_and_join_links_survive_a_restart() -> anyhow::Result<()> {
         })
         .await?;
     other.wait_until(PATIENCE, |b| has(b, "after")).await?;
-    let after = other.chat.values().find(|l| l.text == "after").map(|l| l.id);
+    let after = other
+        .chat
+        .values()
+        .find(|l| l.text == "after")
+        .map(|l| l.id);
     assert!(after > Some(last_id), "{after:?} after {last_id}");
     server.stop().await;
     Ok(())

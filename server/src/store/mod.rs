@@ -67,9 +67,21 @@ pub trait Store: Send + Sync + 'static {
     fn audit_log(&self, limit: usize) -> anyhow::Result<Vec<AuditRecord>>;
 }
 
-/// A store for async code: each call runs on the blocking pool.
+/// A store for async code. Writes go, in order, to one writer thread (so a slow disk never
+/// holds up the space); [`Storage::flush`] waits until every earlier write is done, which
+/// the server does when it stops, so nothing sent before a shutdown is lost. Reads run on
+/// tokio's blocking pool.
 #[derive(Clone)]
-pub struct Storage(Arc<dyn Store>);
+pub struct Storage {
+    store: Arc<dyn Store>,
+    writes: std::sync::mpsc::Sender<Write>,
+}
+
+enum Write {
+    Chat(ChatRecord),
+    Audit(AuditRecord),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,42 +90,72 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
-    pub fn new(store: Arc<dyn Store>) -> Storage {
-        Storage(store)
+    /// Wraps `store` and starts its writer thread (it ends when the last clone is dropped).
+    pub fn new(store: Arc<dyn Store>) -> anyhow::Result<Storage> {
+        let (writes, rx) = std::sync::mpsc::channel::<Write>();
+        let writer = store.clone();
+        std::thread::Builder::new()
+            .name("quad-store-writer".into())
+            .spawn(move || {
+                for write in rx {
+                    match write {
+                        Write::Chat(record) => {
+                            if let Err(e) = writer.append_chat(&record) {
+                                tracing::error!(
+                                    id = record.line.id,
+                                    "could not save a chat message: {e:#}"
+                                );
+                            }
+                        }
+                        Write::Audit(record) => {
+                            if let Err(e) = writer.append_audit(&record) {
+                                tracing::error!(
+                                    action = record.action,
+                                    "could not save an audit record: {e:#}"
+                                );
+                            }
+                        }
+                        Write::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })?;
+        Ok(Storage { store, writes })
     }
 
     /// The store itself, for blocking callers (startup, the CLI).
     pub fn blocking(&self) -> &dyn Store {
-        &*self.0
+        &*self.store
     }
 
     /// Saves a chat message in the background; a failure is logged.
     pub fn save_chat(&self, record: ChatRecord) {
-        let store = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.append_chat(&record) {
-                tracing::error!(id = record.line.id, "could not save a chat message: {e:#}");
-            }
-        });
+        self.write(Write::Chat(record));
     }
 
     /// Saves an audit record in the background; a failure is logged.
     pub fn save_audit(&self, record: AuditRecord) {
-        let store = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.append_audit(&record) {
-                tracing::error!(
-                    action = record.action,
-                    "could not save an audit record: {e:#}"
-                );
-            }
-        });
+        self.write(Write::Audit(record));
+    }
+
+    fn write(&self, write: Write) {
+        if self.writes.send(write).is_err() {
+            tracing::error!("the store's writer has stopped: a record was not saved");
+        }
+    }
+
+    /// Waits until every write queued before this call is done.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.write(Write::Flush(done));
+        let _ = wait.await;
     }
 
     /// Reads histories and merges them by id (oldest first); a failure is logged and
     /// yields what could be read.
     pub async fn histories(&self, which: Vec<History>, limit: usize) -> Vec<ChatLine> {
-        let store = self.0.clone();
+        let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut lines = Vec::new();
             for w in &which {

@@ -1,0 +1,191 @@
+//! Classroom tools in a real browser (Chromium's fake devices): chat shows whatever it holds
+//! as text and runs nothing (typed on the page and received from a bot), and a teacher's
+//! mute shows on the student's page as muted by the teacher, with the mic button locked,
+//! until the teacher allows the mic again.
+
+use quad_shared::protocol::{ChatTo, ClientMsg, Device, Role, TeacherAction, Who};
+use quad_tests::browser::{Driver, require_client_bundle};
+use quad_tests::room_bot::room_spot;
+use quad_tests::{Bot, PATIENCE, TestServer, campus};
+use std::time::Duration;
+
+/// WebDriver's key value for Enter.
+const ENTER: char = '\u{e007}';
+
+/// The classic payload, and one that would leave a trace if it ever ran without a dialog.
+const XSS: &str = "<img src=x onerror=alert(1)>";
+const XSS_TRACE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
+
+#[tokio::test]
+async fn chat_shows_markup_as_plain_text_and_runs_nothing() -> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let at = campus().spawn;
+    let page = driver.browser().await?;
+    page.goto(&format!(
+        "{}/?name=Stu&spawn={},{}",
+        server.url(),
+        at.x,
+        at.y
+    ))
+    .await?;
+    page.wait_snapshot("the page to join", |s| s["self"]["id"].is_u64())
+        .await?;
+    let mut bot = Bot::join(server.addr(), "Mallory", Some([at.x + 40.0, at.y])).await?;
+
+    // Typed on the page, to everyone.
+    page.eval("document.querySelector('#chat-to').value = 'space'; return true")
+        .await?;
+    let input = page
+        .client
+        .find(fantoccini::Locator::Css("#chat-input"))
+        .await?;
+    input.send_keys(&format!("{XSS}{ENTER}")).await?;
+    bot.wait_until(PATIENCE, |b| b.chat.values().any(|l| l.text == XSS))
+        .await?;
+    // From someone else.
+    bot.send(&ClientMsg::Chat {
+        to: ChatTo::Space,
+        text: XSS_TRACE.into(),
+    })
+    .await?;
+    let snap = page
+        .wait_snapshot("both lines in the page's chat", |s| {
+            s["chat"].as_array().is_some_and(|lines| {
+                lines.iter().any(|l| l["text"] == XSS)
+                    && lines.iter().any(|l| l["text"] == XSS_TRACE)
+            })
+        })
+        .await?;
+    let from_bot = snap["chat"]
+        .as_array()
+        .and_then(|lines| lines.iter().find(|l| l["text"] == XSS_TRACE))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(from_bot["from"], "Mallory");
+    // The DOM holds the text, not the markup, and nothing ran.
+    let dom = page
+        .eval(
+            "const log = document.querySelector('#chat-log');
+             return {
+               imgs: log.querySelectorAll('img').length,
+               scripts: log.querySelectorAll('script').length,
+               texts: [...log.querySelectorAll('.chat-text')].map(e => e.textContent),
+               trace: window.__xss === undefined ? null : window.__xss,
+             };",
+        )
+        .await?;
+    assert_eq!(dom["imgs"], 0, "{dom}");
+    assert_eq!(dom["scripts"], 0, "{dom}");
+    assert_eq!(dom["trace"], serde_json::Value::Null, "{dom}");
+    let texts: Vec<&str> = dom["texts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(texts.contains(&XSS) && texts.contains(&XSS_TRACE), "{dom}");
+    // No alert opened (WebDriver reports "no such alert" when there is none).
+    assert!(
+        page.client.get_alert_text().await.is_err(),
+        "an alert is open"
+    );
+    // Typing in the chat did not walk the avatar (the keys were the input's).
+    let moved = page.snapshot().await?;
+    assert!(
+        (moved["self"]["x"].as_f64().unwrap_or_default() - f64::from(at.x)).abs() < 1.0,
+        "the avatar moved while typing: {moved}"
+    );
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_teachers_mute_shows_on_the_students_page() -> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let spot = room_spot(&campus(), 0)?;
+    let token = server.token("Ms Ada", Role::Teacher)?;
+    let mut teacher = Bot::join_as(server.addr(), "x", Some(spot), Some(token), None).await?;
+    let page = driver.browser().await?;
+    page.goto(&format!(
+        "{}/?name=Stu&spawn={},{}",
+        server.url(),
+        spot[0],
+        spot[1]
+    ))
+    .await?;
+    let student = page.wait_joined_with_mic("the student").await?;
+    page.wait_snapshot("the class with its teacher", |s| {
+        s["class"]["teachers"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|id| *id == teacher.id.0))
+    })
+    .await?;
+
+    teacher
+        .send(&ClientMsg::Teacher(TeacherAction::Allow {
+            who: Who::One(quad_shared::AvatarId(student as u32)),
+            device: Device::Mic,
+            allowed: false,
+        }))
+        .await?;
+    let snap = page
+        .wait_snapshot("the page to show the teacher's mute", |s| {
+            s["class"]["me"]["mic"] == true && s["media"]["mic"] == false
+        })
+        .await?;
+    let button = page
+        .eval(
+            "const b = document.querySelector('#toggle-mic');
+             return {disabled: b.disabled, text: b.textContent, blocked: b.dataset.blocked};",
+        )
+        .await?;
+    assert_eq!(button["disabled"], true, "{button}");
+    assert_eq!(button["blocked"], "teacher", "{button}");
+    assert!(
+        button["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Muted by teacher")),
+        "{button}"
+    );
+    // The student's own toggle does nothing while muted.
+    page.click("#toggle-mic").await.ok();
+    teacher.listen_for(Duration::from_millis(300)).await?;
+    let again = page.snapshot().await?;
+    assert_eq!(again["media"]["mic"], false, "{again}\nbefore: {snap}");
+    // The teacher's own page state (via the bot) lists the student as muted.
+    assert!(
+        teacher
+            .class
+            .as_ref()
+            .is_some_and(|c| c.blocked_of(quad_shared::AvatarId(student as u32)).mic)
+    );
+
+    teacher
+        .send(&ClientMsg::Teacher(TeacherAction::Allow {
+            who: Who::One(quad_shared::AvatarId(student as u32)),
+            device: Device::Mic,
+            allowed: true,
+        }))
+        .await?;
+    page.wait_snapshot("the mute to be lifted", |s| {
+        s["class"]["me"]["mic"] == false
+    })
+    .await?;
+    let button = page
+        .eval("const b = document.querySelector('#toggle-mic'); return {disabled: b.disabled, blocked: b.dataset.blocked || null};")
+        .await?;
+    assert_eq!(button["disabled"], false, "{button}");
+    assert_eq!(button["blocked"], serde_json::Value::Null, "{button}");
+    // The student turns the mic back on itself.
+    page.click("#toggle-mic").await?;
+    page.wait_snapshot("the mic on again", |s| s["media"]["mic"] == true)
+        .await?;
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}
