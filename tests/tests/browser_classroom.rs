@@ -139,9 +139,11 @@ async fn a_teachers_mute_shows_on_the_students_page() -> anyhow::Result<()> {
         })
         .await?;
     let button = page
-        .eval(
+        .wait_snapshot_of(
+            "the mic button locked",
             "const b = document.querySelector('#toggle-mic');
-             return {disabled: b.disabled, text: b.textContent, blocked: b.dataset.blocked};",
+             return {disabled: b.disabled, text: b.textContent, blocked: b.dataset.blocked || null};",
+            |b| b["disabled"] == true,
         )
         .await?;
     assert_eq!(button["disabled"], true, "{button}");
@@ -176,15 +178,194 @@ async fn a_teachers_mute_shows_on_the_students_page() -> anyhow::Result<()> {
         s["class"]["me"]["mic"] == false
     })
     .await?;
-    let button = page
-        .eval("const b = document.querySelector('#toggle-mic'); return {disabled: b.disabled, blocked: b.dataset.blocked || null};")
-        .await?;
-    assert_eq!(button["disabled"], false, "{button}");
-    assert_eq!(button["blocked"], serde_json::Value::Null, "{button}");
+    // The page redraws its controls on its next frame.
+    page.wait_snapshot_of(
+        "the mic button unlocked",
+        "const b = document.querySelector('#toggle-mic'); return {disabled: b.disabled, blocked: b.dataset.blocked || null};",
+        |b| b["disabled"] == false && b["blocked"].is_null(),
+    )
+    .await?;
     // The student turns the mic back on itself.
     page.click("#toggle-mic").await?;
     page.wait_snapshot("the mic on again", |s| s["media"]["mic"] == true)
         .await?;
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_teacher_runs_the_class_from_the_page() -> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let spot = room_spot(&campus(), 0)?;
+    let mut student = Bot::join(server.addr(), "Bo", Some(spot)).await?;
+    let page = driver.browser().await?;
+    page.goto(&format!(
+        "{}/?token={}&spawn={},{}",
+        server.url(),
+        server.token("Ms Ada", Role::Teacher)?,
+        spot[0],
+        spot[1]
+    ))
+    .await?;
+    let snap = page
+        .wait_snapshot("the teacher in the class", |s| {
+            s["self"]["role"] == "teacher"
+                && s["class"]["teachers"]
+                    .as_array()
+                    .is_some_and(|t| !t.is_empty())
+        })
+        .await?;
+    assert_eq!(snap["self"]["name"], "Ms Ada");
+    student
+        .wait_until(PATIENCE, |b| {
+            b.class.as_ref().is_some_and(|c| !c.teachers.is_empty())
+        })
+        .await?;
+
+    // The toolbar: lock, then focus mode.
+    page.click("#class-lock").await?;
+    student
+        .wait_until(PATIENCE, |b| b.class.as_ref().is_some_and(|c| c.locked))
+        .await?;
+    page.click("#class-focus").await?;
+    student
+        .wait_until(PATIENCE, |b| b.class.as_ref().is_some_and(|c| c.focus))
+        .await?;
+    // The student's tile: mute it.
+    let mute = format!(
+        "figure.tile[data-member='{}'] button.tile-mute",
+        student.id.0
+    );
+    page.wait_snapshot_of(
+        "the student's tile with its tools",
+        &format!("return !!document.querySelector(\"{mute}\")"),
+        |v| *v == true,
+    )
+    .await?;
+    page.click(&mute).await?;
+    student
+        .wait_until(PATIENCE, |b| {
+            b.class.as_ref().is_some_and(|c| c.blocked_of(b.id).mic)
+        })
+        .await?;
+    // A raised hand shows in the teacher's list, and the page lowers it.
+    student.send(&ClientMsg::Hand { raised: true }).await?;
+    page.wait_snapshot("the raised hand", |s| {
+        s["class"]["hands"].as_array().is_some_and(|h| h.len() == 1)
+    })
+    .await?;
+    page.click("#class-hands button.hand-lower").await?;
+    student
+        .wait_until(PATIENCE, |b| {
+            b.class.as_ref().is_some_and(|c| c.hands.is_empty())
+        })
+        .await?;
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher() -> anyhow::Result<()>
+{
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let spot = room_spot(&campus(), 0)?;
+    let token = server.token("Ms Ada", Role::Teacher)?;
+    let mut teacher = Bot::join_as(server.addr(), "x", Some(spot), Some(token), None).await?;
+    let page = driver.browser().await?;
+    page.goto(&format!(
+        "{}/?name=Stu&spawn={},{}",
+        server.url(),
+        spot[0],
+        spot[1]
+    ))
+    .await?;
+    let snap = page
+        .wait_snapshot("the student in the class", |s| s["class"].is_object())
+        .await?;
+    let me = snap["self"]["id"].as_u64().unwrap_or_default();
+
+    teacher
+        .send(&ClientMsg::Teacher(TeacherAction::Focus(true)))
+        .await?;
+    page.wait_snapshot_of(
+        "the focus overlay",
+        "return !document.querySelector('#focus').hidden",
+        |v| *v == true,
+    )
+    .await?;
+    page.click("#focus-enter").await?;
+    page.wait_snapshot_of("full screen", "return !!document.fullscreenElement", |v| {
+        *v == true
+    })
+    .await?;
+    // Leaving full screen is an attention event for the teacher.
+    page.eval("document.exitFullscreen(); return true").await?;
+    teacher
+        .wait_until(PATIENCE, |b| {
+            b.attention
+                .contains(&(quad_shared::AvatarId(me as u32), false))
+        })
+        .await?;
+    // Walking keys do nothing in focus mode.
+    let before = page.snapshot().await?;
+    page.hold_key('\u{e013}', Duration::from_millis(400))
+        .await?;
+    let after = page.snapshot().await?;
+    assert_eq!(
+        before["self"]["y"], after["self"]["y"],
+        "the student walked"
+    );
+
+    teacher
+        .send(&ClientMsg::Teacher(TeacherAction::Focus(false)))
+        .await?;
+    page.wait_snapshot_of(
+        "the overlay gone",
+        "return document.querySelector('#focus').hidden",
+        |v| *v == true,
+    )
+    .await?;
+    page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join() -> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let page = driver.browser().await?;
+    page.goto(&format!("{}/?token=not.a.link", server.url()))
+        .await?;
+    let error = page
+        .wait_snapshot_of(
+            "the lobby's error",
+            "return document.querySelector('#lobby-error').textContent",
+            |v| v.as_str().is_some_and(|t| !t.is_empty()),
+        )
+        .await?;
+    assert!(
+        error.as_str().is_some_and(|t| t.contains("not valid")),
+        "{error}"
+    );
+    let name = page
+        .client
+        .find(fantoccini::Locator::Css("#lobby-name"))
+        .await?;
+    name.send_keys("Guesty").await?;
+    page.click("#lobby-join").await?;
+    let snap = page
+        .wait_snapshot("the guest to join", |s| s["self"]["id"].is_u64())
+        .await?;
+    assert_eq!(snap["self"]["role"], "guest");
+    assert_eq!(snap["self"]["name"], "Guesty");
     page.close().await?;
     server.stop().await;
     Ok(())
