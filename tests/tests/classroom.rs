@@ -610,3 +610,65 @@ async fn expired_forged_and_missing_links_are_refused_with_a_reason() -> anyhow:
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teacher_turns_a_students_camera_off_in_the_sfu_and_on_again() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.room_max_speakers = 10).await?;
+    let spot = room_spot(&campus(), 0)?;
+    let ada = RoomBot::join(
+        server.addr(),
+        room_bot("Ms Ada", spot, Some(server.token("Ms Ada", Role::Teacher)?)),
+    )
+    .await?;
+    let bo = RoomBot::join(
+        server.addr(),
+        RoomBotOptions {
+            camera: true,
+            ..room_bot("Bo", spot, None)
+        },
+    )
+    .await?;
+    ada.wait_receiving(&[bo.id], "camera", 20).await?;
+
+    ada.send(ClientMsg::Teacher(TeacherAction::Allow {
+        who: Who::One(bo.id),
+        device: Device::Camera,
+        allowed: false,
+    }));
+    bo.wait_for(PATIENCE, "Bo's class says its camera is off", |s| {
+        s.class.as_ref().is_some_and(|c| c.blocked_of(bo.id).camera)
+    })
+    .await?;
+    // Bo's microphone goes on (it is not blocked) and measures the time: once what was in
+    // flight has arrived, not one camera packet more may come while 50 mic packets do.
+    let mic = ada.state().packets_from(bo.id, "mic");
+    ada.wait_receiving(&[bo.id], "mic", mic + 25).await?;
+    let camera_off_at = ada.state().packets_from(bo.id, "camera");
+    let mic = ada.state().packets_from(bo.id, "mic");
+    ada.wait_receiving(&[bo.id], "mic", mic + 50).await?;
+    assert_eq!(
+        ada.state().packets_from(bo.id, "camera"),
+        camera_off_at,
+        "no video from a camera the teacher turned off"
+    );
+    let (_, page) = quad_tests::http_get(server.addr(), "/metrics").await?;
+    assert!(metric(&page, "quad_sfu_blocked_packets_total").unwrap_or(0.0) > 0.0);
+
+    ada.send(ClientMsg::Teacher(TeacherAction::Allow {
+        who: Who::One(bo.id),
+        device: Device::Camera,
+        allowed: true,
+    }));
+    // The picture comes back (from the next keyframe) without a sequence gap.
+    let stream = format!("{}:camera", bo.id.0);
+    let jumps = ada.state().seq_jumps.get(&stream).copied().unwrap_or(0);
+    ada.wait_receiving(&[bo.id], "camera", camera_off_at + 20)
+        .await?;
+    assert_eq!(
+        ada.state().seq_jumps.get(&stream).copied().unwrap_or(0),
+        jumps,
+        "the camera came back with a gap in sequence numbers"
+    );
+    server.stop().await;
+    Ok(())
+}
