@@ -102,7 +102,12 @@ fn main() {
     let mut rows = Vec::new();
     // The target's case (about 15 neighbours each in reach), and a crowd as dense as the
     // campus stress case (about 380 each).
+    // `QUAD_BENCH_ONLY=open` runs only the scenarios whose names contain `open`.
+    let only = std::env::var("QUAD_BENCH_ONLY").unwrap_or_default();
     for (scenario, side) in [("open_10240px", 10_240.0), ("crowded_2048px", 2_048.0)] {
+        if !scenario.contains(only.as_str()) {
+            continue;
+        }
         run(scenario, side, bench, &mut rows);
     }
     if !bench {

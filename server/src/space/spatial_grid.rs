@@ -216,4 +216,49 @@ mod tests {
         grid.for_each_within(Vec2::new(50.0, 50.0), 500.0, |_, _| none += 1);
         assert_eq!(none, 0);
     }
+
+    #[test]
+    fn the_pair_walk_matches_brute_force_on_random_crowds() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for (n, side, radius) in [
+            (300, 1000.0, 224.0),
+            (400, 700.0, 160.0),
+            (50, 3000.0, 300.0),
+        ] {
+            let mut grid = SpatialGrid::new(Vec2::splat(side), 128.0);
+            // Some points outside the map too: they sit in the edge cells.
+            let points: Vec<Vec2> = (0..n)
+                .map(|_| {
+                    Vec2::new(
+                        rng.random_range(-50.0..side + 50.0),
+                        rng.random_range(-50.0..side + 50.0),
+                    )
+                })
+                .collect();
+            grid.rebuild(points.iter().enumerate().map(|(i, p)| GridEntry {
+                id: AvatarId(i as u32),
+                slot: i as u32,
+                pos: *p,
+                proximity: true,
+                keeps_links: true,
+            }));
+            let e = grid.entries();
+            let mut walked = Vec::new();
+            grid.for_each_pair_within(radius, &mut Vec::new(), |i, j, _| {
+                let (a, b) = (e[i].id.0, e[j].id.0);
+                walked.push((a.min(b), a.max(b)));
+            });
+            walked.sort();
+            let mut brute = Vec::new();
+            for a in 0..n {
+                for b in a + 1..n {
+                    if points[a].distance_squared(points[b]) <= radius * radius {
+                        brute.push((a as u32, b as u32));
+                    }
+                }
+            }
+            assert_eq!(walked, brute, "{n} points on {side} px, radius {radius}");
+        }
+    }
 }
