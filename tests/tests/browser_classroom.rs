@@ -65,6 +65,13 @@ async fn chat_shows_markup_as_plain_text_and_runs_nothing() -> anyhow::Result<()
         .unwrap_or_default();
     assert_eq!(from_bot["from"], "Mallory");
     // The DOM holds the text, not the markup, and nothing ran.
+    // The page draws the log on its next frame: wait for both lines there.
+    page.wait_snapshot_of(
+        "both lines in the chat log",
+        "return document.querySelectorAll('#chat-log .chat-text').length",
+        |n| n.as_u64().is_some_and(|n| n >= 2),
+    )
+    .await?;
     let dom = page
         .eval(
             "const log = document.querySelector('#chat-log');
