@@ -6,6 +6,10 @@
 //! `cargo bench -p quad-server --bench proximity_graph` (or `cargo xtask bench`); under
 //! `cargo test` it is a quick smoke run that checks links form.
 
+/// The allocator the server runs with (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use glam::Vec2;
 use quad_server::space::resources::ProximityGraph;
 use quad_server::space::spatial_grid::{GridEntry, SpatialGrid};

@@ -10,6 +10,10 @@
 //! - then, per scenario, 400 timed ticks for p50 / p99, and the position-update bytes per
 //!   second one client in the crowd receives (target: 2 kB/s).
 
+/// The allocator the server runs with (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use glam::Vec2;
 use quad_server::space::SpaceWorld;

@@ -464,10 +464,11 @@ impl AvatarUpdate {
 }
 
 /// Quantizes a world position to wire units (1/[`POSITION_QUANTUM`] px), rounding to the
-/// nearest and clamping to the representable range. Cheap: no libm call.
+/// nearest and clamping to the representable range. Cheap: no libm call. `u16::MAX` is never
+/// produced, so the server can use it for "no position sent yet".
 pub fn quantize(pos: [f32; 2]) -> (u16, u16) {
     // Clamped to be non-negative first, so adding a half and truncating rounds to nearest.
-    let q = |v: f32| ((v * POSITION_QUANTUM).clamp(0.0, u16::MAX as f32) + 0.5) as u16;
+    let q = |v: f32| ((v * POSITION_QUANTUM).clamp(0.0, (u16::MAX - 1) as f32) + 0.5) as u16;
     (q(pos[0]), q(pos[1]))
 }
 

@@ -142,6 +142,8 @@ fn quantized_positions_keep_quarter_pixels() {
     let clamped = AvatarUpdate::new(AvatarId(1), [-5.0, 1.0e9]);
     assert_eq!(clamped.position()[0], 0.0);
     assert!(clamped.position()[1] > 16_000.0);
+    // The top value is never produced: the server uses it for "not sent yet".
+    assert_eq!(quantize([1.0e9, f32::MAX]), (u16::MAX - 1, u16::MAX - 1));
 }
 
 #[test]
@@ -252,4 +254,79 @@ fn a_lecture_halls_session_description_fits_in_a_frame() {
     let frame = codec::encode(&msg).expect("a 144 KB offer is one frame");
     let back: quad_shared::protocol::ServerMsg = codec::decode(&frame).expect("and decodes");
     assert_eq!(back, msg);
+}
+
+/// The hand-written snapshot encoder writes exactly what serde would, across the edges of
+/// MessagePack's integer and list encodings, and refuses what is too large the same way.
+#[test]
+fn snapshot_encoder_matches_serde_byte_for_byte() {
+    let edges: [u32; 10] = [0, 1, 127, 128, 255, 256, 65_535, 65_536, 1 << 31, u32::MAX];
+    let lens = [0usize, 1, 15, 16, 17, 300];
+    let mut seed = 0x9e37_79b9_u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    let mut checked = 0;
+    for (i, &tick) in edges.iter().enumerate() {
+        for &avatars in &lens {
+            for &gone in &lens {
+                let pick = |r: u32| edges[r as usize % edges.len()];
+                let snapshot = Snapshot {
+                    tick,
+                    ack: pick(next()),
+                    you: (i % 3 != 0).then(|| [next() as f32 / 7.0, -(next() as f32) / 3.0]),
+                    avatars: (0..avatars)
+                        .map(|_| {
+                            AvatarUpdate(AvatarId(pick(next())), next() as u16, pick(next()) as u16)
+                        })
+                        .collect(),
+                    gone: (0..gone).map(|_| AvatarId(pick(next()))).collect(),
+                };
+                let by_serde = codec::encode(&ServerMsg::Snapshot(snapshot.clone())).unwrap();
+                let mut by_hand = vec![0xAB]; // appends after what is there
+                codec::encode_snapshot(&snapshot, &mut by_hand).unwrap();
+                assert_eq!(by_hand[0], 0xAB);
+                assert_eq!(&by_hand[1..], &by_serde[..], "{snapshot:?}");
+                let back: ServerMsg = codec::decode(&by_hand[1..]).unwrap();
+                assert_eq!(back, ServerMsg::Snapshot(snapshot));
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, edges.len() * lens.len() * lens.len());
+    // The 16-bit and 32-bit list lengths (small ids, so the frames fit).
+    for n in [65_535, 65_536] {
+        let snapshot = Snapshot {
+            gone: vec![AvatarId(7); n],
+            ..Snapshot::default()
+        };
+        let mut by_hand = Vec::new();
+        codec::encode_snapshot(&snapshot, &mut by_hand).unwrap();
+        assert_eq!(
+            by_hand,
+            codec::encode(&ServerMsg::Snapshot(snapshot)).unwrap()
+        );
+    }
+
+    let huge = Snapshot {
+        gone: vec![AvatarId(u32::MAX); MAX_FRAME_BYTES / 4],
+        ..Snapshot::default()
+    };
+    let mut buf = vec![1, 2, 3];
+    assert!(matches!(
+        codec::encode_snapshot(&huge, &mut buf),
+        Err(CodecError::TooLarge { .. })
+    ));
+    assert_eq!(
+        buf,
+        vec![1, 2, 3],
+        "a refused snapshot leaves the buffer as it was"
+    );
+    assert!(matches!(
+        codec::encode(&ServerMsg::Snapshot(huge)),
+        Err(CodecError::TooLarge { .. })
+    ));
 }

@@ -67,41 +67,63 @@ pub struct RosterChanges {
 
 /// Every avatar's wire position in one dense array, indexed by a compact slot given at join
 /// and reused after leave. Replication reads it for every viewer of every avatar, so it is
-/// kept small and contiguous (4 bytes a slot) rather than looked up through the ECS.
+/// kept small and contiguous (8 bytes a slot, holder and position side by side: one cache
+/// miss a look-up) rather than looked up through the ECS.
 #[derive(Resource, Debug, Default)]
 pub struct SlotTable {
-    /// Who holds each slot (`AvatarId(0)`: free; real ids start at 1).
-    pub ids: Vec<AvatarId>,
-    /// Quantized position of each slot's avatar.
-    pub wire: Vec<(u16, u16)>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
+}
+
+/// One slot: who holds it (`AvatarId(0)`: free; real ids start at 1) and where they are.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: AvatarId,
+    wire: (u16, u16),
 }
 
 impl SlotTable {
     pub fn allocate(&mut self, id: AvatarId, wire: (u16, u16)) -> u32 {
-        if let Some(slot) = self.free.pop() {
-            self.ids[slot as usize] = id;
-            self.wire[slot as usize] = wire;
-            slot
+        let slot = Slot { id, wire };
+        if let Some(at) = self.free.pop() {
+            self.slots[at as usize] = slot;
+            at
         } else {
-            self.ids.push(id);
-            self.wire.push(wire);
-            (self.ids.len() - 1) as u32
+            self.slots.push(slot);
+            (self.slots.len() - 1) as u32
         }
     }
 
     pub fn release(&mut self, slot: u32) {
-        if let Some(holder) = self.ids.get_mut(slot as usize) {
-            *holder = AvatarId(0);
+        if let Some(held) = self.slots.get_mut(slot as usize) {
+            held.id = AvatarId(0);
             self.free.push(slot);
+        }
+    }
+
+    /// Records the quantized position of the avatar in `slot`.
+    pub fn set_wire(&mut self, slot: u32, wire: (u16, u16)) {
+        if let Some(held) = self.slots.get_mut(slot as usize) {
+            held.wire = wire;
         }
     }
 
     /// The wire position of `id` if it still holds `slot`.
     #[inline]
     pub fn wire_of(&self, slot: u32, id: AvatarId) -> Option<(u16, u16)> {
-        let i = slot as usize;
-        (self.ids.get(i) == Some(&id)).then(|| self.wire[i])
+        self.slots
+            .get(slot as usize)
+            .filter(|s| s.id == id)
+            .map(|s| s.wire)
+    }
+
+    /// Slots handed out so far (held or free): every slot number is below this.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 }
 

@@ -398,14 +398,10 @@ impl SpaceWorld {
             return;
         };
         let text = format!("The teacher sent you out of {}.", zone.name);
-        if let Some(slot) = self.world.get::<Avatar>(entity).map(|a| a.slot)
-            && let Some(wire) = self
-                .world
+        if let Some(slot) = self.world.get::<Avatar>(entity).map(|a| a.slot) {
+            self.world
                 .resource_mut::<SlotTable>()
-                .wire
-                .get_mut(slot as usize)
-        {
-            *wire = quad_shared::protocol::quantize(to.to_array());
+                .set_wire(slot, quad_shared::protocol::quantize(to.to_array()));
         }
         if let Some(mut position) = self.world.get_mut::<Position>(entity) {
             position.0 = to;

@@ -12,6 +12,8 @@ pub struct ClientView {
     /// Whether the interest list has been selected at least once (a new client gets its
     /// first list at once, then on its staggered turn).
     pub selected: bool,
+    /// The radius the last interest scan needed to find enough avatars (0: none yet).
+    pub scan_radius: f32,
     /// Bytes this client may still be sent (refilled each tick up to a cap).
     pub byte_tokens: f32,
     /// The own position and ack last sent to this client.
@@ -20,16 +22,34 @@ pub struct ClientView {
     pub gone: Vec<AvatarId>,
 }
 
-/// One other avatar a client is interested in.
+/// One other avatar a client is interested in (16 bytes: a crowd's clients hold hundreds of
+/// thousands of these, and replication walks them every tick).
 #[derive(Debug, Clone, Copy)]
 pub struct Interest {
     /// Where to read its position in the slot table.
     pub slot: u32,
     pub id: AvatarId,
-    /// Quantized position last sent (`None`: never sent yet).
-    pub sent: Option<(u16, u16)>,
-    /// Grows while the client's copy is stale; the highest go first.
+    /// Quantized position last sent ([`Interest::NEVER`]: not sent yet).
+    pub sent: (u16, u16),
+    /// Grows while the client's copy is stale, nearer avatars faster; the highest go first.
     pub priority: f32,
-    /// How fast priority grows: nearer avatars age faster.
-    pub weight: f32,
+}
+
+impl Interest {
+    /// `sent` of an avatar the client has not been sent (no quantized position is this).
+    pub const NEVER: (u16, u16) = (u16::MAX, u16::MAX);
+
+    pub fn new(slot: u32, id: AvatarId) -> Interest {
+        Interest {
+            slot,
+            id,
+            sent: Self::NEVER,
+            priority: 0.0,
+        }
+    }
+
+    /// Whether the client has been sent this avatar's position.
+    pub fn was_sent(&self) -> bool {
+        self.sent != Self::NEVER
+    }
 }

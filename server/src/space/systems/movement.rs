@@ -66,9 +66,7 @@ pub fn movement(
         }
         if p != position.0 {
             position.0 = p;
-            if let Some(wire) = slots.wire.get_mut(avatar.slot as usize) {
-                *wire = quad_shared::protocol::quantize(p.to_array());
-            }
+            slots.set_wire(avatar.slot, quad_shared::protocol::quantize(p.to_array()));
         }
     }
     let every = (REFUSAL_EVERY_SECS * f32::from(settings.tick_hz)) as u32;

@@ -13,9 +13,9 @@ use crate::space::components::{Avatar, ClientView, Interest, Motion, Position};
 use crate::space::resources::{Outbox, Recipient, SlotTable, SpaceClock, SpaceSettings};
 use crate::space::spatial_grid::SpatialGrid;
 use bevy_ecs::prelude::*;
-use bytes::BytesMut;
+use bytes::Bytes;
 use quad_shared::AvatarId;
-use quad_shared::protocol::{AvatarUpdate, ServerMsg, Snapshot};
+use quad_shared::protocol::{AvatarUpdate, POSITION_QUANTUM, Snapshot};
 
 /// A conservative size of one `AvatarUpdate` on the wire, bytes.
 const UPDATE_BYTES: f32 = 12.0;
@@ -27,21 +27,26 @@ pub const REFRESH_TICKS: u32 = 16;
 /// The nearest entries of an interest list are checked every tick...
 const NEAR_TIER: usize = 12;
 /// ...the rest every this many ticks (staggered across clients), with weight to match.
-const FAR_TIER_EVERY: u32 = 4;
+const FAR_TIER_EVERY: u32 = 8;
 /// Priority head start of an avatar the client has never been sent.
 const NEW_BONUS: f32 = 4.0;
+/// A client's first interest scan reaches this fraction of the area of interest.
+const FIRST_SCAN: f32 = 0.35;
 
 /// Buffers reused across clients and ticks, so a tick allocates only the frames it sends.
 #[derive(Default)]
 pub struct Scratch {
     near: Vec<(f32, u32, AvatarId)>,
     merged: Vec<Interest>,
-    candidates: Vec<(f32, usize, (u16, u16))>,
+    /// By slot: the stamp of the refresh that last saw the slot in an old interest list,
+    /// and its index there, so a refresh carries old state over in linear time.
+    marks: Vec<(u32, u32)>,
+    stamp: u32,
+    /// Which entries of the old interest list a refresh kept.
+    kept: Vec<bool>,
+    candidates: Vec<(f32, u32, (u16, u16))>,
     snapshot: Snapshot,
     buf: Vec<u8>,
-    /// Every frame of a tick is cut from this one buffer: one allocation per tick, not one
-    /// per client (the frames share it until the last is sent).
-    frames: BytesMut,
 }
 
 pub fn replicate(
@@ -56,14 +61,13 @@ pub fn replicate(
     let tick = clock.tick;
     let per_tick = settings.replication_bytes_per_sec as f32 / settings.tick_hz.max(1) as f32;
     let scratch = &mut *scratch;
-    scratch.frames.reserve(clients.iter().len() * 64);
 
     for (avatar, position, motion, mut view) in &mut clients {
         let view = view.bypass_change_detection();
         view.byte_tokens = (view.byte_tokens + per_tick).min(per_tick * BURST_TICKS);
         let due = !view.selected || tick.wrapping_add(avatar.id.0) % REFRESH_TICKS == 0;
         if due {
-            refresh_interest(view, avatar.id, position, &grid, &settings, scratch);
+            refresh_interest(view, avatar.id, position, &grid, &settings, &slots, scratch);
             view.selected = true;
         }
 
@@ -72,7 +76,6 @@ pub fn replicate(
             candidates,
             snapshot,
             buf,
-            frames,
             ..
         } = scratch;
         candidates.clear();
@@ -86,25 +89,32 @@ pub fn replicate(
         } else {
             NEAR_TIER.min(view.interest.len())
         };
+        let me = position.0 * POSITION_QUANTUM;
+        let reach = settings.area_of_interest * POSITION_QUANTUM;
         for (i, it) in view.interest[..checked].iter_mut().enumerate() {
             let Some(current) = slots.wire_of(it.slot, it.id) else {
                 // Left the space since the last refresh.
-                if it.sent.is_some() {
+                if it.was_sent() {
                     snapshot.gone.push(it.id);
                 }
-                it.sent = None;
+                it.sent = Interest::NEVER;
                 it.priority = f32::NEG_INFINITY;
                 vanished = true;
                 continue;
             };
-            if it.sent != Some(current) {
-                let weight = if i < NEAR_TIER {
-                    it.weight
-                } else {
-                    it.weight * FAR_TIER_EVERY as f32
-                };
-                it.priority += weight + if it.sent.is_none() { NEW_BONUS } else { 0.0 };
-                candidates.push((it.priority, i, current));
+            if it.sent != current {
+                // Nearer avatars age faster: weight 4 at the client, 1 at the edge of the
+                // area of interest (times the far tier's interval for the far tier).
+                let (dx, dy) = (current.0 as f32 - me.x, current.1 as f32 - me.y);
+                let near = (1.0 - (dx * dx + dy * dy).sqrt() / reach).max(0.0);
+                let weight = (1.0 + 3.0 * near)
+                    * if i < NEAR_TIER {
+                        1.0
+                    } else {
+                        FAR_TIER_EVERY as f32
+                    };
+                it.priority += weight + if it.was_sent() { 0.0 } else { NEW_BONUS };
+                candidates.push((it.priority, i as u32, current));
             }
         }
         let fit = (view.byte_tokens / UPDATE_BYTES).max(0.0) as usize;
@@ -115,8 +125,8 @@ pub fn replicate(
             candidates.truncate(fit);
         }
         for &(_, i, current) in candidates.iter() {
-            let it = &mut view.interest[i];
-            it.sent = Some(current);
+            let it = &mut view.interest[i as usize];
+            it.sent = current;
             it.priority = 0.0;
             snapshot
                 .avatars
@@ -137,18 +147,12 @@ pub fn replicate(
         view.sent_self = Some(own);
 
         buf.clear();
-        let msg = ServerMsg::Snapshot(std::mem::take(snapshot));
-        let encoded = quad_shared::codec::encode_into(&msg, buf);
-        if let ServerMsg::Snapshot(s) = msg {
-            *snapshot = s; // hand the buffers back for reuse
-        }
-        match encoded {
+        match quad_shared::codec::encode_snapshot(snapshot, buf) {
             Ok(()) => {
                 view.byte_tokens -= buf.len() as f32;
-                frames.extend_from_slice(buf);
                 outbox
                     .frames
-                    .push((Recipient::One(avatar.id), frames.split().freeze()));
+                    .push((Recipient::One(avatar.id), Bytes::copy_from_slice(buf)));
             }
             Err(e) => tracing::error!(id = %avatar.id, "cannot encode a snapshot: {e}"),
         }
@@ -163,61 +167,95 @@ fn refresh_interest(
     position: &Position,
     grid: &SpatialGrid,
     settings: &SpaceSettings,
+    slots: &SlotTable,
     scratch: &mut Scratch,
 ) {
     let aoi = settings.area_of_interest;
     let max = settings.max_interest;
     let near = &mut scratch.near;
     // Look close first: in a crowd the nearest `max` are found without scanning the whole
-    // area of interest.
-    for radius in [aoi * 0.35, aoi * 0.6, aoi] {
+    // area of interest. The radius that sufficed last time is where the next look starts.
+    let mut radius = if view.scan_radius > 0.0 {
+        view.scan_radius.min(aoi)
+    } else {
+        aoi * FIRST_SCAN
+    };
+    loop {
         near.clear();
         grid.for_each_within(position.0, radius, |e, d2| {
             if e.id != me {
                 near.push((d2, e.slot, e.id));
             }
         });
-        if near.len() >= max {
+        if near.len() >= max || radius >= aoi {
             break;
         }
+        radius = (radius * 1.5).min(aoi);
     }
+    // Far more than needed: start smaller next time (a quarter less radius, about half the
+    // people).
+    view.scan_radius = if near.len() > 4 * max {
+        (radius * 0.75).max(aoi * 0.05)
+    } else {
+        radius
+    };
     if near.len() > max {
         if max > 0 {
             near.select_nth_unstable_by(max - 1, |a, b| a.0.total_cmp(&b.0));
         }
         near.truncate(max);
     }
-    near.sort_unstable_by_key(|n| n.2);
+    // Nearest first: the near tier is the head of the list (in any order within it).
+    if near.len() > NEAR_TIER {
+        near.select_nth_unstable_by(NEAR_TIER - 1, |a, b| a.0.total_cmp(&b.0));
+    }
 
-    // Merge two id-sorted lists: keep state for avatars still near, report those gone.
-    let merged = &mut scratch.merged;
+    // Carry over the state of avatars still near (found by slot, checked by id); report
+    // those that dropped out as gone.
+    let Scratch {
+        merged,
+        marks,
+        stamp,
+        kept,
+        ..
+    } = scratch;
+    *stamp = stamp.wrapping_add(1);
+    if *stamp == 0 {
+        marks.iter_mut().for_each(|m| *m = (0, 0));
+        *stamp = 1;
+    }
+    if marks.len() < slots.len() {
+        marks.resize(slots.len(), (0, 0));
+    }
+    for (k, it) in view.interest.iter().enumerate() {
+        if let Some(mark) = marks.get_mut(it.slot as usize) {
+            *mark = (*stamp, k as u32);
+        }
+    }
+    kept.clear();
+    kept.resize(view.interest.len(), false);
     merged.clear();
-    view.interest.sort_unstable_by_key(|it| it.id);
-    let mut old = view.interest.iter().peekable();
-    for &(d2, slot, id) in near.iter() {
-        while let Some(o) = old.next_if(|o| o.id < id) {
-            if o.sent.is_some() {
-                view.gone.push(o.id);
+    for &(_, slot, id) in near.iter() {
+        let old = marks
+            .get(slot as usize)
+            .filter(|m| m.0 == *stamp)
+            .map(|m| m.1 as usize)
+            .filter(|&k| view.interest[k].id == id);
+        match old {
+            Some(k) => {
+                kept[k] = true;
+                merged.push(Interest {
+                    slot,
+                    ..view.interest[k]
+                });
             }
-        }
-        let weight = 1.0 + 3.0 * (1.0 - d2.sqrt() / aoi).max(0.0);
-        match old.next_if(|o| o.id == id) {
-            Some(o) => merged.push(Interest { slot, weight, ..*o }),
-            None => merged.push(Interest {
-                slot,
-                id,
-                sent: None,
-                priority: 0.0,
-                weight,
-            }),
+            None => merged.push(Interest::new(slot, id)),
         }
     }
-    for o in old {
-        if o.sent.is_some() {
-            view.gone.push(o.id);
+    for (it, kept) in view.interest.iter().zip(kept.iter()) {
+        if !kept && it.was_sent() {
+            view.gone.push(it.id);
         }
     }
-    // Nearest first: the near tier is the head of the list.
-    merged.sort_unstable_by(|a, b| b.weight.total_cmp(&a.weight));
     std::mem::swap(&mut view.interest, merged);
 }
