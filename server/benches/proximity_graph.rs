@@ -49,7 +49,10 @@ impl Crowd {
             headings,
             size,
             grid: SpatialGrid::new(size, GRID_CELL),
-            graph: ProximityGraph::default(),
+            graph: (0..n).fold(ProximityGraph::default(), |mut graph, i| {
+                graph.place(AvatarId(i as u32 + 1), i as u32);
+                graph
+            }),
             scratch: Scratch::default(),
             rules: ProximityRules::default(),
             rng,
@@ -153,14 +156,13 @@ fn run(scenario: &str, side: f32, bench: bool, rows: &mut Vec<String>) {
         let t = Instant::now();
         crowd.commit();
         commit_times.push(t.elapsed());
-        links += crowd.graph.links.len();
+        links += crowd.graph.link_count();
     }
     let mean_links = links as f64 / updates as f64;
     let max_degree = crowd
         .graph
-        .links
-        .iter()
-        .flat_map(|&(a, b)| [a, b])
+        .links()
+        .flat_map(|(a, b)| [a, b])
         .fold(
             std::collections::HashMap::<AvatarId, u8>::new(),
             |mut m, id| {

@@ -129,68 +129,184 @@ impl SlotTable {
 
 /// The proximity graph: which pairs of avatars are linked peer-to-peer now. Signaling is
 /// relayed only along these links.
+///
+/// Links are kept by slot (see [`SlotTable`]), so the proximity system plans from arrays
+/// instead of hash look-ups; questions by avatar id go through the id's slot. Every linked
+/// avatar is in the space: [`ProximityGraph::remove`] breaks a leaver's links.
 #[derive(Resource, Debug, Default)]
 pub struct ProximityGraph {
-    /// Linked pairs, the lower id first.
-    pub links: rustc_hash::FxHashSet<(AvatarId, AvatarId)>,
-    /// The links the proximity system wants after this tick (the media planner diffs them).
-    pub wanted: rustc_hash::FxHashSet<(AvatarId, AvatarId)>,
-    /// Each linked avatar's peers (the same links, by avatar), kept by the media planner.
-    pub peers: rustc_hash::FxHashMap<AvatarId, Vec<AvatarId>>,
-    /// `commit`'s buffer, kept between ticks.
-    changes: Vec<((AvatarId, AvatarId), bool)>,
+    /// Each avatar's slot, from join to leave (see [`ProximityGraph::place`]).
+    slot_of: rustc_hash::FxHashMap<AvatarId, u32>,
+    /// Each slot's peers, as (slot, id).
+    by_slot: SlotLinks,
+    /// How many links there are.
+    links: usize,
+    /// The links the proximity system wants after this tick; the media planner commits them.
+    pub wanted: LinkPlan,
+}
+
+/// Each slot's peers in one flat array, `stride` places a slot (a cache line for the
+/// default cap of 6), so planning reads them without chasing a pointer per avatar.
+#[derive(Debug, Default)]
+struct SlotLinks {
+    stride: usize,
+    peers: Vec<(u32, AvatarId)>,
+    count: Vec<u16>,
+}
+
+impl SlotLinks {
+    fn of(&self, slot: u32) -> &[(u32, AvatarId)] {
+        let s = slot as usize;
+        match self.count.get(s) {
+            Some(&n) => &self.peers[s * self.stride..s * self.stride + usize::from(n)],
+            None => &[],
+        }
+    }
+
+    fn push(&mut self, slot: u32, peer: (u32, AvatarId)) {
+        let s = slot as usize;
+        if self.count.len() <= s {
+            self.count.resize(s + 1, 0);
+            self.peers.resize(self.count.len() * self.stride, peer);
+        }
+        if usize::from(self.count[s]) == self.stride {
+            self.widen();
+        }
+        self.peers[s * self.stride + usize::from(self.count[s])] = peer;
+        self.count[s] += 1;
+    }
+
+    fn remove(&mut self, slot: u32, peer: AvatarId) {
+        let s = slot as usize;
+        let Some(&n) = self.count.get(s) else {
+            return;
+        };
+        let list = &mut self.peers[s * self.stride..s * self.stride + usize::from(n)];
+        if let Some(at) = list.iter().position(|&(_, p)| p == peer) {
+            list.swap(at, usize::from(n) - 1);
+            self.count[s] = n - 1;
+        }
+    }
+
+    /// Doubles the places per slot (8 at first), keeping every list.
+    fn widen(&mut self) {
+        let stride = (self.stride * 2).max(8);
+        let mut peers = vec![(0, AvatarId(0)); self.count.len() * stride];
+        for (s, &n) in self.count.iter().enumerate() {
+            let n = usize::from(n);
+            peers[s * stride..s * stride + n]
+                .copy_from_slice(&self.peers[s * self.stride..s * self.stride + n]);
+        }
+        self.stride = stride;
+        self.peers = peers;
+    }
+}
+
+/// The proximity system's plan for this tick, by the spatial grid's entry index: each
+/// entry's slot and id, the entry indices of its wanted peers (`stride` places an entry,
+/// `count` of them used), and the changes: the links that form and those that break.
+#[derive(Debug, Default)]
+pub struct LinkPlan {
+    pub who: Vec<(u32, AvatarId)>,
+    /// Each slot's entry index (valid for the slots in `who`).
+    pub index_of_slot: Vec<u32>,
+    pub stride: usize,
+    pub peers: Vec<u32>,
+    pub count: Vec<u8>,
+    /// Wanted links that do not exist yet, as entry index pairs.
+    pub formed: Vec<(u32, u32)>,
+    /// Current links that are not wanted, as (slot, id) pairs.
+    pub broken: Vec<((u32, AvatarId), (u32, AvatarId))>,
+}
+
+impl LinkPlan {
+    /// The entry indices of entry `i`'s wanted peers.
+    pub fn peers_of(&self, i: usize) -> &[u32] {
+        let start = i * self.stride;
+        &self.peers[start..start + usize::from(self.count[i])]
+    }
 }
 
 impl ProximityGraph {
-    /// A pair in canonical order.
-    pub fn pair(a: AvatarId, b: AvatarId) -> (AvatarId, AvatarId) {
-        if a < b { (a, b) } else { (b, a) }
+    /// Notes which slot `id` holds (at join).
+    pub fn place(&mut self, id: AvatarId, slot: u32) {
+        self.slot_of.insert(id, slot);
     }
 
     pub fn linked(&self, a: AvatarId, b: AvatarId) -> bool {
-        self.links.contains(&Self::pair(a, b))
+        self.peers_of(a).any(|p| p == b)
     }
 
     /// The avatars `id` is linked with now.
-    pub fn peers_of(&self, id: AvatarId) -> &[AvatarId] {
-        self.peers.get(&id).map_or(&[], Vec::as_slice)
+    pub fn peers_of(&self, id: AvatarId) -> impl ExactSizeIterator<Item = AvatarId> + '_ {
+        let peers = match self.slot_of.get(&id) {
+            Some(&slot) => self.by_slot.of(slot),
+            None => &[],
+        };
+        peers.iter().map(|&(_, p)| p)
     }
 
-    /// Makes the wanted links the current ones, calling `changed(a, b, linked)` for each
-    /// link that forms or breaks.
+    /// The peers of the avatar in `slot`, as (slot, id).
+    pub fn peers_of_slot(&self, slot: u32) -> &[(u32, AvatarId)] {
+        self.by_slot.of(slot)
+    }
+
+    /// How many links there are.
+    pub fn link_count(&self) -> usize {
+        self.links
+    }
+
+    /// Every link once, the lower id first (of the avatars [`ProximityGraph::place`]d).
+    pub fn links(&self) -> impl Iterator<Item = (AvatarId, AvatarId)> + '_ {
+        self.slot_of.iter().flat_map(move |(&a, &slot)| {
+            self.by_slot
+                .of(slot)
+                .iter()
+                .filter(move |&&(_, b)| a < b)
+                .map(move |&(_, b)| (a, b))
+        })
+    }
+
+    /// Breaks every link of `id` (in `slot`), which is leaving; `told(peer)` for each peer.
+    pub fn remove(&mut self, id: AvatarId, slot: u32, mut told: impl FnMut(AvatarId)) {
+        if self.slot_of.get(&id) == Some(&slot) {
+            self.slot_of.remove(&id);
+        }
+        let peers = self.by_slot.of(slot).to_vec();
+        for (peer_slot, peer) in peers {
+            self.unlink(slot, id, peer_slot, peer);
+            told(peer);
+        }
+    }
+
+    /// Makes the wanted links the current ones, calling `changed(a, b, linked)` once for
+    /// each link that forms or breaks (the plan lists both, so this costs the changes).
     pub fn commit(&mut self, mut changed: impl FnMut(AvatarId, AvatarId, bool)) {
-        let mut changes = std::mem::take(&mut self.changes);
-        changes.clear();
-        changes.extend(self.links.difference(&self.wanted).map(|&p| (p, false)));
-        changes.extend(self.wanted.difference(&self.links).map(|&p| (p, true)));
-        for &((a, b), linked) in &changes {
-            changed(a, b, linked);
-            if linked {
-                self.add_peers(a, b);
-            } else {
-                self.remove_peers(a, b);
-            }
+        let plan = std::mem::take(&mut self.wanted);
+        for &((a_slot, a), (b_slot, b)) in &plan.broken {
+            changed(a.min(b), a.max(b), false);
+            self.unlink(a_slot, a, b_slot, b);
         }
-        self.changes = changes;
-        std::mem::swap(&mut self.links, &mut self.wanted);
+        for &(i, j) in &plan.formed {
+            let ((a_slot, a), (b_slot, b)) = (plan.who[i as usize], plan.who[j as usize]);
+            changed(a.min(b), a.max(b), true);
+            self.link(a_slot, a, b_slot, b);
+        }
+        self.wanted = plan;
     }
 
-    /// Records a new link in `peers`.
-    fn add_peers(&mut self, a: AvatarId, b: AvatarId) {
-        self.peers.entry(a).or_default().push(b);
-        self.peers.entry(b).or_default().push(a);
+    /// Records a new link.
+    fn link(&mut self, a_slot: u32, a: AvatarId, b_slot: u32, b: AvatarId) {
+        self.by_slot.push(a_slot, (b_slot, b));
+        self.by_slot.push(b_slot, (a_slot, a));
+        self.links += 1;
     }
 
-    /// Forgets a link in `peers`.
-    fn remove_peers(&mut self, a: AvatarId, b: AvatarId) {
-        for (from, to) in [(a, b), (b, a)] {
-            if let Some(list) = self.peers.get_mut(&from) {
-                list.retain(|p| *p != to);
-                if list.is_empty() {
-                    self.peers.remove(&from);
-                }
-            }
-        }
+    /// Forgets a link.
+    fn unlink(&mut self, a_slot: u32, a: AvatarId, b_slot: u32, b: AvatarId) {
+        self.by_slot.remove(a_slot, b);
+        self.by_slot.remove(b_slot, a);
+        self.links = self.links.saturating_sub(1);
     }
 }
 

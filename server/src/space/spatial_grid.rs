@@ -119,15 +119,31 @@ impl SpatialGrid {
 
     /// Calls `f(i, j, d2)` once for every unordered pair of entries (indices into
     /// [`Self::entries`], `i < j`) within `radius` of each other, squared distance given.
-    /// Each cell is paired only with itself, the cells after it in its row and the rows
-    /// below, so no pair is looked at twice; the distance test runs over the coordinate
-    /// arrays without branching.
     /// `hits` is a buffer the caller keeps between calls.
     pub fn for_each_pair_within(
         &self,
         radius: f32,
         hits: &mut Vec<(u32, f32)>,
         mut f: impl FnMut(usize, usize, f32),
+    ) {
+        self.for_each_neighbourhood(radius, hits, |i, hits| {
+            for &(j, d2) in hits {
+                f(i, j as usize, d2);
+            }
+        });
+    }
+
+    /// Calls `f(i, hits)` for every entry `i` with the entries after it in the walk that are
+    /// within `radius` (`(j, d2)`: index and squared distance), so that every unordered pair
+    /// in range is handed over exactly once. Each cell is paired only with itself, the cells
+    /// after it in its row and the rows below; the distance test runs over the coordinate
+    /// arrays without branching. `hits` is a buffer the caller keeps between calls (its
+    /// length is only a high-water mark).
+    pub fn for_each_neighbourhood(
+        &self,
+        radius: f32,
+        hits: &mut Vec<(u32, f32)>,
+        mut f: impl FnMut(usize, &[(u32, f32)]),
     ) {
         let r2 = radius * radius;
         let reach = (radius / self.cell_size).ceil() as usize;
@@ -144,29 +160,33 @@ impl SpatialGrid {
                 let below = (cy + 1)..=(cy + reach).min(self.rows - 1);
                 for i in from..to {
                     let (ax, ay) = (xs[i], ys[i]);
-                    let scan = |lo: usize, hi: usize, hits: &mut Vec<(u32, f32)>| {
-                        // Write every index, keep those in range: no unpredictable branch.
-                        let start = hits.len();
-                        hits.resize(start + (hi - lo), (0, 0.0));
-                        let mut n = start;
+                    // Room for every entry of the window, so the scans below only write.
+                    let mut window = row_end - (i + 1);
+                    for ny in below.clone() {
+                        window += (self.starts[ny * self.cols + right + 1]
+                            - self.starts[ny * self.cols + left])
+                            as usize;
+                    }
+                    if hits.len() < window {
+                        hits.resize(window.next_power_of_two(), (0, 0.0));
+                    }
+                    // Write every index, keep those in range: no unpredictable branch.
+                    let mut n = 0;
+                    let mut scan = |lo: usize, hi: usize| {
                         for j in lo..hi {
                             let (dx, dy) = (xs[j] - ax, ys[j] - ay);
                             let d2 = dx * dx + dy * dy;
                             hits[n] = (j as u32, d2);
                             n += usize::from(d2 <= r2);
                         }
-                        hits.truncate(n);
                     };
-                    hits.clear();
-                    scan(i + 1, row_end, hits);
+                    scan(i + 1, row_end);
                     for ny in below.clone() {
                         let lo = self.starts[ny * self.cols + left] as usize;
                         let hi = self.starts[ny * self.cols + right + 1] as usize;
-                        scan(lo, hi, hits);
+                        scan(lo, hi);
                     }
-                    for &(j, d2) in hits.iter() {
-                        f(i, j as usize, d2);
-                    }
+                    f(i, &hits[..n]);
                 }
             }
         }

@@ -30,8 +30,9 @@ use std::sync::Arc;
 
 /// People per roster frame, so a roster of thousands stays under the frame limit.
 pub const ROSTER_CHUNK: usize = 500;
-/// Side of a spatial grid cell, pixels.
-pub const GRID_CELL: f32 = 128.0;
+/// Side of a spatial grid cell, pixels: the default connect radius, so the proximity pair
+/// walk looks one cell around (measured against 64 to 192 px by the proximity benchmark).
+pub const GRID_CELL: f32 = 160.0;
 
 /// Someone joining: who, what they are, and where they would like to appear.
 #[derive(Debug, Clone)]
@@ -140,6 +141,7 @@ impl SpaceWorld {
             .world
             .resource_mut::<SlotTable>()
             .allocate(id, quad_shared::protocol::quantize(spawn.to_array()));
+        self.world.resource_mut::<ProximityGraph>().place(id, slot);
         let entity = self
             .world
             .spawn((
@@ -225,7 +227,19 @@ impl SpaceWorld {
     }
 
     fn despawn(&mut self, entity: Entity) {
-        if let Some(slot) = self.world.get::<Avatar>(entity).map(|a| a.slot) {
+        if let Some(avatar) = self.world.get::<Avatar>(entity) {
+            let (id, slot) = (avatar.id, avatar.slot);
+            // Its links break now, so the slot can go to someone else.
+            self.world
+                .resource_scope(|world, mut graph: Mut<ProximityGraph>| {
+                    let mut outbox = world.resource_mut::<Outbox>();
+                    graph.remove(id, slot, |peer| {
+                        outbox.push(
+                            Recipient::One(peer),
+                            &ServerMsg::DisconnectPeer { peer: id },
+                        );
+                    });
+                });
             self.world.resource_mut::<SlotTable>().release(slot);
         }
         self.world.despawn(entity);
@@ -314,7 +328,7 @@ impl SpaceWorld {
         let world = &mut self.world;
         world.resource_scope(|world, mut outbox: Mut<Outbox>| {
             let graph = world.resource::<ProximityGraph>();
-            for &peer in graph.peers_of(id) {
+            for peer in graph.peers_of(id) {
                 outbox.push(
                     Recipient::One(peer),
                     &ServerMsg::PeerMedia { peer: id, media },
@@ -528,7 +542,7 @@ impl SpaceWorld {
 
     /// How many proximity links there are.
     pub fn peer_edges(&self) -> usize {
-        self.world.resource::<ProximityGraph>().links.len()
+        self.world.resource::<ProximityGraph>().link_count()
     }
 
     /// How many avatars are in the space.

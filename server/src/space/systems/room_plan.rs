@@ -38,7 +38,7 @@ pub fn room_plan(
             let nothing_to_wait_for = match switch.kind {
                 SwitchKind::Leaving(_) => switch.ticks_left < grace,
                 SwitchKind::Entering => false,
-            } && graph.peers_of(*id).is_empty();
+            } && graph.peers_of(*id).len() == 0;
             (switch.ticks_left == 0 || nothing_to_wait_for).then_some(*id)
         })
         .collect();
@@ -105,7 +105,7 @@ pub fn room_plan(
                 name: avatar.name.clone(),
                 to: Some((room.id, room.name.clone())),
             });
-            if !graph.peers_of(id).is_empty() {
+            if graph.peers_of(id).len() > 0 {
                 presence.switching.insert(
                     id,
                     Switch {
