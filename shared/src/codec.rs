@@ -88,7 +88,7 @@ pub fn encode_snapshot(snapshot: &Snapshot, buf: &mut Vec<u8>) -> Result<(), Cod
 const SNAPSHOT_TAG: &str = "s";
 
 /// A MessagePack unsigned integer in its smallest form.
-#[inline]
+#[inline(always)]
 fn uint(buf: &mut Vec<u8>, v: u32) {
     if v < 0x80 {
         buf.push(v as u8);
@@ -105,7 +105,7 @@ fn uint(buf: &mut Vec<u8>, v: u32) {
 
 /// A MessagePack array header in its smallest form. (A list of 2^32 or more could not be in
 /// a frame; it is written as the largest length, and the frame limit refuses it.)
-#[inline]
+#[inline(always)]
 fn array_len(buf: &mut Vec<u8>, len: usize) {
     if len < 16 {
         buf.push(0x90 | len as u8);

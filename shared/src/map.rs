@@ -175,18 +175,47 @@ impl CollisionGrid {
     /// Whether a square of half-size `half` centred on `center` overlaps a blocked tile.
     pub fn box_blocked(&self, center: Vec2, half: f32) -> bool {
         let ts = self.tile_size;
-        let x0 = ((center.x - half) / ts).floor() as i64;
-        let y0 = ((center.y - half) / ts).floor() as i64;
+        let x0 = floor_i64((center.x - half) / ts);
+        let y0 = floor_i64((center.y - half) / ts);
         // The far edge is exclusive: a box touching a tile's edge does not overlap it.
-        let x1 = ((center.x + half) / ts).ceil() as i64 - 1;
-        let y1 = ((center.y + half) / ts).ceil() as i64 - 1;
-        (y0..=y1).any(|ty| (x0..=x1).any(|tx| self.tile_blocked(tx, ty)))
+        let x1 = ceil_i64((center.x + half) / ts) - 1;
+        let y1 = ceil_i64((center.y + half) / ts) - 1;
+        // Plain loops: an avatar's box covers two tiles a side at most, and inclusive
+        // ranges cost more than the look-ups here.
+        let mut ty = y0;
+        while ty <= y1 {
+            let mut tx = x0;
+            while tx <= x1 {
+                if self.tile_blocked(tx, ty) {
+                    return true;
+                }
+                tx += 1;
+            }
+            ty += 1;
+        }
+        false
     }
 
     /// Whether an avatar may stand at `p`.
     pub fn walkable(&self, p: Vec2) -> bool {
         !self.box_blocked(p, crate::movement::AVATAR_HALF_SIZE)
     }
+}
+
+/// `v.floor() as i64` without a libm call: x86-64's baseline has no rounding instruction,
+/// so `floor` is a function call, and movement asks this six times an avatar a tick. The
+/// same for every `f32` (saturating like `as`; NaN gives 0).
+#[inline]
+pub fn floor_i64(v: f32) -> i64 {
+    let t = v as i64;
+    t.saturating_sub(i64::from((t as f32) > v))
+}
+
+/// `v.ceil() as i64` without a libm call (see [`floor_i64`]).
+#[inline]
+pub fn ceil_i64(v: f32) -> i64 {
+    let t = v as i64;
+    t.saturating_add(i64::from((t as f32) < v))
 }
 
 impl Map {
@@ -567,5 +596,47 @@ mod raw {
     pub struct Property {
         pub name: String,
         pub value: serde_json::Value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ceil_i64, floor_i64};
+
+    #[test]
+    fn floor_and_ceil_match_libm_for_every_kind_of_f32() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -1.0,
+            0.999_999_9,
+            -0.999_999_9,
+            31.999_998,
+            32.0,
+            -32.000_004,
+            8_388_607.5,
+            8_388_608.0,
+            -8_388_609.0,
+            1.0e10,
+            -1.0e10,
+            1.0e30,
+            -1.0e30,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        // And a sweep of bit patterns across the whole range.
+        values.extend((0..200_000u32).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761))));
+        for v in values {
+            assert_eq!(floor_i64(v), v.floor() as i64, "floor({v:e})");
+            assert_eq!(ceil_i64(v), v.ceil() as i64, "ceil({v:e})");
+        }
     }
 }

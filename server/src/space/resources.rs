@@ -65,6 +65,37 @@ pub struct RosterChanges {
     pub left: Vec<AvatarId>,
 }
 
+/// Movement input waiting for the next tick, by slot (see [`SlotTable`]). The space's
+/// driver queues into a copy of its own, which costs a hash look-up and no entity access,
+/// and hands it to the world for each tick.
+#[derive(Resource, Debug, Default)]
+pub struct InputQueues(pub Vec<InputQueue>);
+
+/// One avatar's waiting input.
+#[derive(Debug, Default)]
+pub struct InputQueue {
+    /// Inputs in arrival order, applied at the next tick.
+    pub pending: Vec<quad_shared::protocol::Input>,
+    /// The sequence number of the last input accepted (the next must be above it).
+    pub last_queued: u32,
+}
+
+impl InputQueue {
+    /// Most inputs that may wait for one tick; more and the client is sending too fast.
+    pub const MAX_PENDING: usize = 32;
+}
+
+impl InputQueues {
+    /// The queue of `slot`, made empty if it does not exist yet.
+    pub fn of(&mut self, slot: u32) -> &mut InputQueue {
+        let s = slot as usize;
+        if self.0.len() <= s {
+            self.0.resize_with(s + 1, InputQueue::default);
+        }
+        &mut self.0[s]
+    }
+}
+
 /// Every avatar's wire position in one dense array, indexed by a compact slot given at join
 /// and reused after leave. Replication reads it for every viewer of every avatar, so it is
 /// kept small and contiguous (8 bytes a slot, holder and position side by side: one cache

@@ -6,8 +6,8 @@ use super::chat::{self, Journal};
 use super::class::{Classes, Effect, Entered, Restriction};
 use super::components::{Avatar, ClientView, Identity, InZone, Motion, Position};
 use super::resources::{
-    MediaStates, Outbox, ProximityGraph, Recipient, RoomMove, RoomPresence, RosterChanges,
-    SlotTable, SpaceClock, SpaceMap, SpaceSettings,
+    InputQueue, InputQueues, MediaStates, Outbox, ProximityGraph, Recipient, RoomMove,
+    RoomPresence, RosterChanges, SlotTable, SpaceClock, SpaceMap, SpaceSettings,
 };
 use super::spatial_grid::SpatialGrid;
 use super::systems;
@@ -70,6 +70,10 @@ pub struct SpaceWorld {
     world: World,
     schedule: Schedule,
     entities: FxHashMap<AvatarId, Entity>,
+    /// Each avatar's slot (see [`SlotTable`]).
+    slots: FxHashMap<AvatarId, u32>,
+    /// Movement input for the next tick, by slot; the world gets it for each tick.
+    inputs: InputQueues,
     map_url: String,
 }
 
@@ -83,6 +87,7 @@ impl SpaceWorld {
         world.insert_resource(Outbox::default());
         world.insert_resource(RosterChanges::default());
         world.insert_resource(SlotTable::default());
+        world.insert_resource(InputQueues::default());
         world.insert_resource(ProximityGraph::default());
         world.insert_resource(MediaStates::default());
         world.insert_resource(RoomPresence::default());
@@ -92,6 +97,8 @@ impl SpaceWorld {
             world,
             schedule: systems::tick_schedule(),
             entities: FxHashMap::default(),
+            slots: FxHashMap::default(),
+            inputs: InputQueues::default(),
             map_url: map_url.into(),
         }
     }
@@ -142,6 +149,8 @@ impl SpaceWorld {
             .resource_mut::<SlotTable>()
             .allocate(id, quad_shared::protocol::quantize(spawn.to_array()));
         self.world.resource_mut::<ProximityGraph>().place(id, slot);
+        self.slots.insert(id, slot);
+        *self.inputs.of(slot) = InputQueue::default();
         let entity = self
             .world
             .spawn((
@@ -154,7 +163,13 @@ impl SpaceWorld {
                 Identity { role, user },
                 Motion::default(),
                 InZone(zone),
-                ClientView::default(),
+                // Its interest list is allocated once, here, in join order (see replicate).
+                ClientView {
+                    interest: Vec::with_capacity(
+                        self.world.resource::<SpaceSettings>().max_interest,
+                    ),
+                    ..ClientView::default()
+                },
             ))
             .id();
         if let Some(old) = self.entities.insert(id, entity) {
@@ -241,37 +256,37 @@ impl SpaceWorld {
                     });
                 });
             self.world.resource_mut::<SlotTable>().release(slot);
+            if self.slots.get(&id) == Some(&slot) {
+                self.slots.remove(&id);
+            }
+            self.inputs.of(slot).pending.clear();
         }
         self.world.despawn(entity);
     }
 
     /// Queues movement input for the next tick, or answers the client with an error.
     pub fn input(&mut self, id: AvatarId, input: Input) {
-        let Some(&entity) = self.entities.get(&id) else {
+        let Some(&slot) = self.slots.get(&id) else {
             return;
         };
-        let refusal = {
-            // The entity is in `entities` only while it exists.
-            let Some(mut motion) = self.world.get_mut::<Motion>(entity) else {
-                return;
-            };
-            let last = motion.pending.last().map_or(motion.last_seq, |i| i.seq);
-            if let Err(why) = movement::input_is_legal(input.dir, input.steps) {
-                Some(ErrorMsg::new(ErrorCode::IllegalMove, why))
-            } else if input.seq <= last {
-                Some(ErrorMsg::new(
-                    ErrorCode::IllegalMove,
-                    format!("input sequence {} is not after {last}", input.seq),
-                ))
-            } else if motion.pending.len() >= Motion::MAX_PENDING {
-                Some(ErrorMsg::new(
-                    ErrorCode::RateLimited,
-                    "too many movement inputs in one tick",
-                ))
-            } else {
-                motion.bypass_change_detection().pending.push(input);
-                None
-            }
+        let queue = self.inputs.of(slot);
+        let last = queue.last_queued;
+        let refusal = if let Err(why) = movement::input_is_legal(input.dir, input.steps) {
+            Some(ErrorMsg::new(ErrorCode::IllegalMove, why))
+        } else if input.seq <= last {
+            Some(ErrorMsg::new(
+                ErrorCode::IllegalMove,
+                format!("input sequence {} is not after {last}", input.seq),
+            ))
+        } else if queue.pending.len() >= InputQueue::MAX_PENDING {
+            Some(ErrorMsg::new(
+                ErrorCode::RateLimited,
+                "too many movement inputs in one tick",
+            ))
+        } else {
+            queue.pending.push(input);
+            queue.last_queued = input.seq;
+            None
         };
         if let Some(err) = refusal {
             tracing::debug!(%id, "input refused: {}", err.message);
@@ -420,13 +435,15 @@ impl SpaceWorld {
         if let Some(mut position) = self.world.get_mut::<Position>(entity) {
             position.0 = to;
         }
-        if let Some(mut motion) = self.world.get_mut::<Motion>(entity) {
-            // Inputs sent before the move would walk from the old place.
-            let motion = motion.bypass_change_detection();
-            if let Some(last) = motion.pending.last() {
-                motion.last_seq = last.seq;
+        if let Some(&slot) = self.slots.get(&student) {
+            // Inputs sent before the move would walk from the old place: they are dropped,
+            // and acknowledged, so the client's prediction starts over from here.
+            let queue = self.inputs.of(slot);
+            let last = queue.pending.last().map(|i| i.seq);
+            queue.pending.clear();
+            if let (Some(last), Some(mut motion)) = (last, self.world.get_mut::<Motion>(entity)) {
+                motion.bypass_change_detection().last_seq = last;
             }
-            motion.pending.clear();
         }
         self.send(student, &ServerMsg::Notice { text });
     }
@@ -501,7 +518,15 @@ impl SpaceWorld {
             clock.tick = clock.tick.wrapping_add(1);
             clock.dt = dt.clamp(0.0, 1.0);
         }
+        std::mem::swap(
+            &mut self.inputs,
+            &mut self.world.resource_mut::<InputQueues>(),
+        );
         self.schedule.run(&mut self.world);
+        std::mem::swap(
+            &mut self.inputs,
+            &mut self.world.resource_mut::<InputQueues>(),
+        );
     }
 
     /// Takes the frames queued since the last call.

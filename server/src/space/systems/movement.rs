@@ -5,7 +5,9 @@
 
 use crate::space::class::Classes;
 use crate::space::components::{Avatar, Identity, Motion, Position};
-use crate::space::resources::{Outbox, Recipient, SlotTable, SpaceClock, SpaceMap, SpaceSettings};
+use crate::space::resources::{
+    InputQueues, Outbox, Recipient, SlotTable, SpaceClock, SpaceMap, SpaceSettings,
+};
 use bevy_ecs::prelude::*;
 use quad_shared::map::{Map, ZoneKind};
 use quad_shared::movement::{self, STEP_SECONDS};
@@ -16,12 +18,12 @@ use quad_shared::{AvatarId, ZoneId};
 const REFUSAL_EVERY_SECS: f32 = 2.0;
 
 pub fn movement(
-    clock: Res<SpaceClock>,
+    (clock, settings): (Res<SpaceClock>, Res<SpaceSettings>),
     map: Res<SpaceMap>,
-    settings: Res<SpaceSettings>,
     mut classes: ResMut<Classes>,
     mut outbox: ResMut<Outbox>,
     mut slots: ResMut<SlotTable>,
+    mut inputs: ResMut<InputQueues>,
     mut avatars: Query<(&Avatar, &Identity, &mut Motion, &mut Position)>,
 ) {
     let earned = clock.dt / STEP_SECONDS;
@@ -32,7 +34,10 @@ pub fn movement(
         // written only when it really changes.
         let motion = motion.bypass_change_detection();
         motion.budget_steps = (motion.budget_steps + earned).min(Motion::MAX_BUDGET_STEPS);
-        if motion.pending.is_empty() {
+        let Some(queue) = inputs.0.get_mut(avatar.slot as usize) else {
+            continue;
+        };
+        if queue.pending.is_empty() {
             continue;
         }
         let mut p = position.0;
@@ -41,7 +46,7 @@ pub fn movement(
         } else {
             Ok(())
         };
-        for input in motion.pending.drain(..) {
+        for input in queue.pending.drain(..) {
             motion.last_seq = input.seq;
             if let Err(why) = &walk {
                 if input.dir != 0 {
@@ -50,9 +55,8 @@ pub fn movement(
                 continue;
             }
             // A client that sends more movement than time allows is clamped, not trusted.
-            let allowed = (input.steps as f32)
-                .min(motion.budget_steps.floor())
-                .max(0.0) as u8;
+            // (The cast floors the non-negative budget without a libm call.)
+            let allowed = input.steps.min(motion.budget_steps.max(0.0) as u8);
             let next = movement::apply(&map.0.collision, p, input.dir, allowed);
             motion.budget_steps -= allowed as f32;
             if restricted

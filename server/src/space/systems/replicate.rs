@@ -257,5 +257,8 @@ fn refresh_interest(
             view.gone.push(it.id);
         }
     }
-    std::mem::swap(&mut view.interest, merged);
+    // Copied, not swapped: each client keeps the list it was given at join, so the lists
+    // stay where they were laid out, in the order replication walks them.
+    view.interest.clear();
+    view.interest.extend_from_slice(merged);
 }
