@@ -571,6 +571,15 @@ impl SpaceWorld {
     }
 
     /// How many avatars are in the space.
+    /// Where everyone stands (tests and tools).
+    pub fn positions(&mut self) -> Vec<(AvatarId, Vec2)> {
+        self.world
+            .query::<(&Avatar, &Position)>()
+            .iter(&self.world)
+            .map(|(a, p)| (a.id, p.0))
+            .collect()
+    }
+
     pub fn population(&self) -> usize {
         self.entities.len()
     }
