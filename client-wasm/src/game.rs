@@ -355,21 +355,14 @@ pub fn camera_origin(focus: Vec2, view: Vec2, map_size: Vec2) -> Vec2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quad_shared::map::CollisionGrid;
     use quad_shared::movement::dir;
     use quad_shared::protocol::{AvatarUpdate, PROTOCOL_VERSION};
     use quad_shared::protocol::{ClassState, MediaFlags, Role};
 
     fn game() -> Game {
         let map = Map {
-            width: 40,
-            height: 40,
-            tile_size: 32,
-            tilesets: vec![],
-            layers: vec![],
-            collision: CollisionGrid::open_with_border(40, 40, 32),
-            zones: vec![],
             spawn: Vec2::new(300.0, 300.0),
+            ..Map::open_square(40, 32)
         };
         let mut g = Game {
             map: Some(Arc::new(map)),

@@ -19,7 +19,7 @@ use glam::Vec2;
 use quad_server::space::SpaceWorld;
 use quad_server::space::resources::{Recipient, SpaceSettings};
 use quad_shared::AvatarId;
-use quad_shared::map::{CollisionGrid, Map};
+use quad_shared::map::Map;
 use quad_shared::movement::dir;
 use quad_shared::protocol::Input;
 use rand::rngs::SmallRng;
@@ -29,16 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TICK_HZ: u16 = 20;
-const DIRECTIONS: [u8; 8] = [
-    dir::UP,
-    dir::DOWN,
-    dir::LEFT,
-    dir::RIGHT,
-    dir::UP | dir::LEFT,
-    dir::UP | dir::RIGHT,
-    dir::DOWN | dir::LEFT,
-    dir::DOWN | dir::RIGHT,
-];
 
 fn campus() -> Map {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/maps/campus.tmj");
@@ -47,16 +37,7 @@ fn campus() -> Map {
 
 /// An open square campus of `tiles` x `tiles` 32 px tiles with a wall around it.
 fn open_campus(tiles: u32) -> Map {
-    Map {
-        width: tiles,
-        height: tiles,
-        tile_size: 32,
-        tilesets: vec![],
-        layers: vec![],
-        collision: CollisionGrid::open_with_border(tiles, tiles, 32),
-        zones: vec![],
-        spawn: Vec2::splat(64.0),
-    }
+    Map::open_square(tiles, 32)
 }
 
 struct Crowd {
@@ -101,7 +82,9 @@ impl Crowd {
                 watched = (id, d);
             }
         }
-        let heading = (0..n).map(|_| DIRECTIONS[rng.random_range(0..8)]).collect();
+        let heading = (0..n)
+            .map(|_| dir::HEADINGS[rng.random_range(0..8)])
+            .collect();
         let mut crowd = Crowd {
             world,
             rng,
@@ -122,7 +105,7 @@ impl Crowd {
         self.seq += 1;
         for (i, heading) in self.heading.iter_mut().enumerate() {
             if self.rng.random_ratio(1, 40) {
-                *heading = DIRECTIONS[self.rng.random_range(0..8)];
+                *heading = dir::HEADINGS[self.rng.random_range(0..8)];
             }
             let input = Input {
                 seq: self.seq,

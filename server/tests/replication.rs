@@ -7,7 +7,7 @@ use quad_server::space::resources::{Recipient, SpaceSettings};
 use quad_server::space::{Joiner, SpaceWorld};
 use quad_shared::AvatarId;
 use quad_shared::codec;
-use quad_shared::map::{CollisionGrid, Map};
+use quad_shared::map::Map;
 use quad_shared::movement::dir;
 use quad_shared::protocol::{Input, ServerMsg};
 use rand::rngs::SmallRng;
@@ -17,30 +17,6 @@ use std::sync::Arc;
 
 const TICK_HZ: u16 = 20;
 const BUDGET: u32 = 2_000;
-const HEADINGS: [u8; 8] = [
-    dir::UP,
-    dir::DOWN,
-    dir::LEFT,
-    dir::RIGHT,
-    dir::UP | dir::LEFT,
-    dir::UP | dir::RIGHT,
-    dir::DOWN | dir::LEFT,
-    dir::DOWN | dir::RIGHT,
-];
-
-fn open_map(tiles: u32) -> Map {
-    Map {
-        width: tiles,
-        height: tiles,
-        tile_size: 32,
-        tilesets: vec![],
-        layers: vec![],
-        collision: CollisionGrid::open_with_border(tiles, tiles, 32),
-        zones: vec![],
-        spawn: Vec2::splat(64.0),
-    }
-}
-
 #[test]
 fn a_client_in_a_crowd_keeps_its_neighbours_fresh_within_its_budget() {
     let mut rng = SmallRng::seed_from_u64(5);
@@ -52,7 +28,7 @@ fn a_client_in_a_crowd_keeps_its_neighbours_fresh_within_its_budget() {
         proximity: Default::default(),
         dev: true,
     };
-    let mut world = SpaceWorld::new(Arc::new(open_map(64)), settings, "/map.tmj");
+    let mut world = SpaceWorld::new(Arc::new(Map::open_square(64, 32)), settings, "/map.tmj");
     // 400 people on 2,048 px square, the watched one (id 1) in the middle.
     let n = 400u32;
     let mut spawn = |i: u32| {
@@ -72,7 +48,9 @@ fn a_client_in_a_crowd_keeps_its_neighbours_fresh_within_its_budget() {
         });
     }
     let mut rng = SmallRng::seed_from_u64(6);
-    let mut heading: Vec<u8> = (0..=n).map(|_| HEADINGS[rng.random_range(0..8)]).collect();
+    let mut heading: Vec<u8> = (0..=n)
+        .map(|_| dir::HEADINGS[rng.random_range(0..8)])
+        .collect();
     // What the watched client knows: others' positions (world px), and its own.
     let mut known: HashMap<AvatarId, [f32; 2]> = HashMap::new();
     let mut me = [0.0f32; 2];
@@ -86,7 +64,7 @@ fn a_client_in_a_crowd_keeps_its_neighbours_fresh_within_its_budget() {
                 continue; // the watched client stands still
             }
             if rng.random_ratio(1, 30) {
-                heading[i as usize] = HEADINGS[rng.random_range(0..8)];
+                heading[i as usize] = dir::HEADINGS[rng.random_range(0..8)];
             }
             world.input(
                 AvatarId(i),

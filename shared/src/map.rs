@@ -237,6 +237,21 @@ impl Map {
         Map::from_tmj(&text).map_err(wrap)
     }
 
+    /// An open floor of `tiles` x `tiles` tiles with a wall around it: no zones, no
+    /// layers to draw, the spawn point two tiles in (benchmarks and tests).
+    pub fn open_square(tiles: u32, tile_size: u32) -> Map {
+        Map {
+            width: tiles,
+            height: tiles,
+            tile_size,
+            tilesets: vec![],
+            layers: vec![],
+            collision: CollisionGrid::open_with_border(tiles, tiles, tile_size),
+            zones: vec![],
+            spawn: Vec2::splat(2.0 * tile_size as f32),
+        }
+    }
+
     /// Size in world pixels.
     pub fn pixel_size(&self) -> Vec2 {
         Vec2::new(

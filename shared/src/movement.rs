@@ -27,6 +27,17 @@ pub mod dir {
     pub const RIGHT: u8 = 8;
     /// Every valid bit; other bits make the input illegal.
     pub const ALL: u8 = UP | DOWN | LEFT | RIGHT;
+    /// The eight headings a walker can hold (bots, benchmarks).
+    pub const HEADINGS: [u8; 8] = [
+        UP,
+        DOWN,
+        LEFT,
+        RIGHT,
+        UP | LEFT,
+        UP | RIGHT,
+        DOWN | LEFT,
+        DOWN | RIGHT,
+    ];
 }
 
 /// The unit velocity for direction bits (opposite keys cancel; diagonals are normalized).
