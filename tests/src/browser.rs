@@ -120,10 +120,13 @@ impl Browser {
         Ok(())
     }
 
-    /// Clicks the element matching a CSS selector.
+    /// Clicks the element matching a CSS selector, waiting up to 10 s for it to be drawn
+    /// (the page draws on its next animation frame, after its state has changed).
     pub async fn click(&self, selector: &str) -> Result<()> {
         self.client
-            .find(fantoccini::Locator::Css(selector))
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(fantoccini::Locator::Css(selector))
             .await
             .with_context(|| format!("no element {selector}"))?
             .click()
