@@ -42,19 +42,41 @@ pub enum Recipient {
 }
 
 /// Encoded frames the world wants sent; the driver drains it after every call.
+///
+/// Frames are copied into a shared arena and handed out as views of it, so a tick that
+/// sends ten thousand frames makes a few allocations, not ten thousand. (A frame still
+/// waiting in a slow client's queue keeps its chunk of the arena alive: at most
+/// [`Outbox::CHUNK`] bytes.)
 #[derive(Resource, Debug, Default)]
 pub struct Outbox {
     pub frames: Vec<(Recipient, Bytes)>,
+    arena: bytes::BytesMut,
+    encoded: Vec<u8>,
 }
 
 impl Outbox {
+    /// Bytes the arena grows by when it runs out.
+    pub const CHUNK: usize = 64 * 1024;
+
     /// Encodes `msg` once and queues it. A message that cannot be encoded is a bug in the
     /// server, not bad input: it is logged and dropped.
     pub fn push(&mut self, to: Recipient, msg: &quad_shared::protocol::ServerMsg) {
-        match quad_shared::codec::encode(msg) {
-            Ok(frame) => self.frames.push((to, Bytes::from(frame))),
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.clear();
+        match quad_shared::codec::encode_into(msg, &mut encoded) {
+            Ok(()) => self.push_frame(to, &encoded),
             Err(e) => tracing::error!(?to, "cannot encode an outgoing message: {e}"),
         }
+        self.encoded = encoded;
+    }
+
+    /// Queues a frame already encoded.
+    pub fn push_frame(&mut self, to: Recipient, frame: &[u8]) {
+        if self.arena.capacity() < frame.len() {
+            self.arena.reserve(Self::CHUNK.max(frame.len()));
+        }
+        self.arena.extend_from_slice(frame);
+        self.frames.push((to, self.arena.split().freeze()));
     }
 }
 
@@ -161,85 +183,31 @@ impl SlotTable {
 /// The proximity graph: which pairs of avatars are linked peer-to-peer now. Signaling is
 /// relayed only along these links.
 ///
-/// Links are kept by slot (see [`SlotTable`]), so the proximity system plans from arrays
-/// instead of hash look-ups; questions by avatar id go through the id's slot. Every linked
+/// The links are the last committed [`LinkPlan`], laid out by that tick's spatial grid
+/// order: the next plan reads them almost in order (people move little in a tick) instead
+/// of looking each avatar up. Questions by avatar id go through the id's slot. Every linked
 /// avatar is in the space: [`ProximityGraph::remove`] breaks a leaver's links.
 #[derive(Resource, Debug, Default)]
 pub struct ProximityGraph {
     /// Each avatar's slot, from join to leave (see [`ProximityGraph::place`]).
     slot_of: rustc_hash::FxHashMap<AvatarId, u32>,
-    /// Each slot's peers, as (slot, id).
-    by_slot: SlotLinks,
+    /// The links now: the last plan committed, less the leavers since.
+    current: LinkPlan,
     /// How many links there are.
     links: usize,
     /// The links the proximity system wants after this tick; the media planner commits them.
-    pub wanted: LinkPlan,
+    wanted: LinkPlan,
+    /// Whether `wanted` holds a plan not committed yet.
+    proposed: bool,
 }
 
-/// Each slot's peers in one flat array, `stride` places a slot (a cache line for the
-/// default cap of 6), so planning reads them without chasing a pointer per avatar.
-#[derive(Debug, Default)]
-struct SlotLinks {
-    stride: usize,
-    peers: Vec<(u32, AvatarId)>,
-    count: Vec<u16>,
-}
-
-impl SlotLinks {
-    fn of(&self, slot: u32) -> &[(u32, AvatarId)] {
-        let s = slot as usize;
-        match self.count.get(s) {
-            Some(&n) => &self.peers[s * self.stride..s * self.stride + usize::from(n)],
-            None => &[],
-        }
-    }
-
-    fn push(&mut self, slot: u32, peer: (u32, AvatarId)) {
-        let s = slot as usize;
-        if self.count.len() <= s {
-            self.count.resize(s + 1, 0);
-            self.peers.resize(self.count.len() * self.stride, peer);
-        }
-        if usize::from(self.count[s]) == self.stride {
-            self.widen();
-        }
-        self.peers[s * self.stride + usize::from(self.count[s])] = peer;
-        self.count[s] += 1;
-    }
-
-    fn remove(&mut self, slot: u32, peer: AvatarId) {
-        let s = slot as usize;
-        let Some(&n) = self.count.get(s) else {
-            return;
-        };
-        let list = &mut self.peers[s * self.stride..s * self.stride + usize::from(n)];
-        if let Some(at) = list.iter().position(|&(_, p)| p == peer) {
-            list.swap(at, usize::from(n) - 1);
-            self.count[s] = n - 1;
-        }
-    }
-
-    /// Doubles the places per slot (8 at first), keeping every list.
-    fn widen(&mut self) {
-        let stride = (self.stride * 2).max(8);
-        let mut peers = vec![(0, AvatarId(0)); self.count.len() * stride];
-        for (s, &n) in self.count.iter().enumerate() {
-            let n = usize::from(n);
-            peers[s * stride..s * stride + n]
-                .copy_from_slice(&self.peers[s * self.stride..s * self.stride + n]);
-        }
-        self.stride = stride;
-        self.peers = peers;
-    }
-}
-
-/// The proximity system's plan for this tick, by the spatial grid's entry index: each
-/// entry's slot and id, the entry indices of its wanted peers (`stride` places an entry,
-/// `count` of them used), and the changes: the links that form and those that break.
+/// A set of links by the spatial grid's entry index: each entry's slot and id, the entry
+/// indices of its peers (`stride` places an entry, `count` of them used), and, for a plan,
+/// the changes from the links before it: the links that form and those that break.
 #[derive(Debug, Default)]
 pub struct LinkPlan {
     pub who: Vec<(u32, AvatarId)>,
-    /// Each slot's entry index (valid for the slots in `who`).
+    /// Each slot's entry index (valid for the slots in `who`; see [`LinkPlan::index_of`]).
     pub index_of_slot: Vec<u32>,
     pub stride: usize,
     pub peers: Vec<u32>,
@@ -251,10 +219,28 @@ pub struct LinkPlan {
 }
 
 impl LinkPlan {
-    /// The entry indices of entry `i`'s wanted peers.
+    /// The entry indices of entry `i`'s peers.
     pub fn peers_of(&self, i: usize) -> &[u32] {
         let start = i * self.stride;
         &self.peers[start..start + usize::from(self.count[i])]
+    }
+
+    /// The entry of `id`, who holds `slot`, if it is in this plan.
+    #[inline]
+    pub fn index_of(&self, slot: u32, id: AvatarId) -> Option<usize> {
+        let i = *self.index_of_slot.get(slot as usize)? as usize;
+        (self.who.get(i) == Some(&(slot, id))).then_some(i)
+    }
+
+    /// Takes `peer` out of entry `i`'s peers (the order of the rest may change).
+    fn forget(&mut self, i: usize, peer: u32) {
+        let start = i * self.stride;
+        let n = usize::from(self.count[i]);
+        let list = &mut self.peers[start..start + n];
+        if let Some(at) = list.iter().position(|&p| p == peer) {
+            list.swap(at, n - 1);
+            self.count[i] -= 1;
+        }
     }
 }
 
@@ -268,18 +254,36 @@ impl ProximityGraph {
         self.peers_of(a).any(|p| p == b)
     }
 
-    /// The avatars `id` is linked with now.
-    pub fn peers_of(&self, id: AvatarId) -> impl ExactSizeIterator<Item = AvatarId> + '_ {
-        let peers = match self.slot_of.get(&id) {
-            Some(&slot) => self.by_slot.of(slot),
-            None => &[],
-        };
-        peers.iter().map(|&(_, p)| p)
+    /// The entry of `id` in the current links.
+    fn entry_of(&self, id: AvatarId) -> Option<usize> {
+        let &slot = self.slot_of.get(&id)?;
+        self.current.index_of(slot, id)
     }
 
-    /// The peers of the avatar in `slot`, as (slot, id).
-    pub fn peers_of_slot(&self, slot: u32) -> &[(u32, AvatarId)] {
-        self.by_slot.of(slot)
+    /// The avatars `id` is linked with now.
+    pub fn peers_of(&self, id: AvatarId) -> impl ExactSizeIterator<Item = AvatarId> + '_ {
+        let peers = match self.entry_of(id) {
+            Some(i) => self.current.peers_of(i),
+            None => &[],
+        };
+        peers.iter().map(|&p| self.current.who[p as usize].1)
+    }
+
+    /// The links now, by the entry indices of the grid they were planned on.
+    pub fn current(&self) -> &LinkPlan {
+        &self.current
+    }
+
+    /// A buffer to plan in (the plan before last, for its allocations), and the links now.
+    pub fn plan_buffer(&mut self) -> (LinkPlan, &LinkPlan) {
+        self.proposed = false;
+        (std::mem::take(&mut self.wanted), &self.current)
+    }
+
+    /// Hands over the plan for this tick, made from the current links.
+    pub fn propose(&mut self, plan: LinkPlan) {
+        self.wanted = plan;
+        self.proposed = true;
     }
 
     /// How many links there are.
@@ -287,57 +291,58 @@ impl ProximityGraph {
         self.links
     }
 
-    /// Every link once, the lower id first (of the avatars [`ProximityGraph::place`]d).
+    /// Every link once, the lower id first.
     pub fn links(&self) -> impl Iterator<Item = (AvatarId, AvatarId)> + '_ {
-        self.slot_of.iter().flat_map(move |(&a, &slot)| {
-            self.by_slot
-                .of(slot)
+        let who = &self.current.who;
+        who.iter().enumerate().flat_map(move |(i, &(_, a))| {
+            self.current
+                .peers_of(i)
                 .iter()
-                .filter(move |&&(_, b)| a < b)
-                .map(move |&(_, b)| (a, b))
+                .map(move |&p| who[p as usize].1)
+                .filter(move |&b| a < b)
+                .map(move |b| (a, b))
         })
     }
 
     /// Breaks every link of `id` (in `slot`), which is leaving; `told(peer)` for each peer.
+    /// A plan proposed and not committed yet is dropped (it may link the leaver); the next
+    /// tick plans again.
     pub fn remove(&mut self, id: AvatarId, slot: u32, mut told: impl FnMut(AvatarId)) {
+        self.proposed = false;
         if self.slot_of.get(&id) == Some(&slot) {
             self.slot_of.remove(&id);
         }
-        let peers = self.by_slot.of(slot).to_vec();
-        for (peer_slot, peer) in peers {
-            self.unlink(slot, id, peer_slot, peer);
-            told(peer);
+        let Some(i) = self.current.index_of(slot, id) else {
+            return;
+        };
+        let current = &mut self.current;
+        while let Some(&peer) = current.peers_of(i).last() {
+            current.count[i] -= 1;
+            current.forget(peer as usize, i as u32);
+            self.links = self.links.saturating_sub(1);
+            told(current.who[peer as usize].1);
         }
+        // Nobody: the next plan finds no entry for it, even if its slot is taken again.
+        current.who[i].1 = AvatarId(0);
     }
 
-    /// Makes the wanted links the current ones, calling `changed(a, b, linked)` once for
+    /// Makes the proposed links the current ones, calling `changed(a, b, linked)` once for
     /// each link that forms or breaks (the plan lists both, so this costs the changes).
+    /// Without a plan proposed since the last commit, nothing changes.
     pub fn commit(&mut self, mut changed: impl FnMut(AvatarId, AvatarId, bool)) {
-        let plan = std::mem::take(&mut self.wanted);
-        for &((a_slot, a), (b_slot, b)) in &plan.broken {
+        if !std::mem::take(&mut self.proposed) {
+            return;
+        }
+        let plan = &self.wanted;
+        for &((_, a), (_, b)) in &plan.broken {
             changed(a.min(b), a.max(b), false);
-            self.unlink(a_slot, a, b_slot, b);
         }
         for &(i, j) in &plan.formed {
-            let ((a_slot, a), (b_slot, b)) = (plan.who[i as usize], plan.who[j as usize]);
+            let ((_, a), (_, b)) = (plan.who[i as usize], plan.who[j as usize]);
             changed(a.min(b), a.max(b), true);
-            self.link(a_slot, a, b_slot, b);
         }
-        self.wanted = plan;
-    }
-
-    /// Records a new link.
-    fn link(&mut self, a_slot: u32, a: AvatarId, b_slot: u32, b: AvatarId) {
-        self.by_slot.push(a_slot, (b_slot, b));
-        self.by_slot.push(b_slot, (a_slot, a));
-        self.links += 1;
-    }
-
-    /// Forgets a link.
-    fn unlink(&mut self, a_slot: u32, a: AvatarId, b_slot: u32, b: AvatarId) {
-        self.by_slot.remove(a_slot, b);
-        self.by_slot.remove(b_slot, a);
-        self.links = self.links.saturating_sub(1);
+        self.links = (self.links + plan.formed.len()).saturating_sub(plan.broken.len());
+        std::mem::swap(&mut self.current, &mut self.wanted);
     }
 }
 

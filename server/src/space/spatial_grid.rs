@@ -29,7 +29,7 @@ pub struct SpatialGrid {
     entries: Vec<GridEntry>,
     /// `entries[starts[c]..starts[c + 1]]` are the entries of cell `c`.
     starts: Vec<u32>,
-    /// The entries' coordinates, apart, for the pair walk's tight loop.
+    /// The entries' coordinates, apart, for pair walks' tight loops.
     xs: Vec<f32>,
     ys: Vec<f32>,
     /// Rebuild buffers: each entry with its cell, and each cell's next free place.
@@ -55,12 +55,10 @@ impl SpatialGrid {
     }
 
     fn cell_of(&self, p: Vec2) -> (usize, usize) {
-        let cx = (p.x / self.cell_size)
-            .floor()
-            .clamp(0.0, (self.cols - 1) as f32) as usize;
-        let cy = (p.y / self.cell_size)
-            .floor()
-            .clamp(0.0, (self.rows - 1) as f32) as usize;
+        // Truncation toward zero differs from the floor only below zero, which the clamp
+        // takes to the first cell either way (and NaN casts to 0): no libm call.
+        let cx = ((p.x / self.cell_size) as i32).clamp(0, self.cols as i32 - 1) as usize;
+        let cy = ((p.y / self.cell_size) as i32).clamp(0, self.rows as i32 - 1) as usize;
         (cx, cy)
     }
 
@@ -95,7 +93,7 @@ impl SpatialGrid {
         self.ys.extend(self.entries.iter().map(|e| e.pos.y));
     }
 
-    /// Every entry, cell by cell (the indices `for_each_pair_within` gives).
+    /// Every entry, cell by cell (the indices `for_each_window` gives).
     pub fn entries(&self) -> &[GridEntry] {
         &self.entries
     }
@@ -117,37 +115,28 @@ impl SpatialGrid {
         }
     }
 
-    /// Calls `f(i, j, d2)` once for every unordered pair of entries (indices into
-    /// [`Self::entries`], `i < j`) within `radius` of each other, squared distance given.
-    /// `hits` is a buffer the caller keeps between calls.
-    pub fn for_each_pair_within(
-        &self,
-        radius: f32,
-        hits: &mut Vec<(u32, f32)>,
-        mut f: impl FnMut(usize, usize, f32),
-    ) {
-        self.for_each_neighbourhood(radius, hits, |i, hits| {
-            for &(j, d2) in hits {
-                f(i, j as usize, d2);
-            }
-        });
+    /// The entries' coordinates, in the order of [`Self::entries`].
+    pub fn xs(&self) -> &[f32] {
+        &self.xs
     }
 
-    /// Calls `f(i, hits)` for every entry `i` with the entries after it in the walk that are
-    /// within `radius` (`(j, d2)`: index and squared distance), so that every unordered pair
-    /// in range is handed over exactly once. Each cell is paired only with itself, the cells
-    /// after it in its row and the rows below; the distance test runs over the coordinate
-    /// arrays without branching. `hits` is a buffer the caller keeps between calls (its
-    /// length is only a high-water mark).
-    pub fn for_each_neighbourhood(
+    pub fn ys(&self) -> &[f32] {
+        &self.ys
+    }
+
+    /// Calls `f(i, after, below)` for every entry `i` with the ranges of entry indices that
+    /// hold every entry within `radius` of it that comes after it in the walk: `after` in
+    /// its own row (its cell after it and the cells to its right within reach) and `below`,
+    /// one range for each row below within reach. So every unordered pair within `radius`
+    /// is in exactly one call, with pairs out of range that the caller filters by distance
+    /// ([`Self::xs`], [`Self::ys`]). `below` is a buffer the caller keeps between calls.
+    pub fn for_each_window(
         &self,
         radius: f32,
-        hits: &mut Vec<(u32, f32)>,
-        mut f: impl FnMut(usize, &[(u32, f32)]),
+        below: &mut Vec<(u32, u32)>,
+        mut f: impl FnMut(usize, (usize, usize), &[(u32, u32)]),
     ) {
-        let r2 = radius * radius;
         let reach = (radius / self.cell_size).ceil() as usize;
-        let (xs, ys) = (&self.xs[..], &self.ys[..]);
         for cy in 0..self.rows {
             for cx in 0..self.cols {
                 let cell = cy * self.cols + cx;
@@ -157,36 +146,15 @@ impl SpatialGrid {
                 }
                 let (left, right) = (cx.saturating_sub(reach), (cx + reach).min(self.cols - 1));
                 let row_end = self.starts[cy * self.cols + right + 1] as usize;
-                let below = (cy + 1)..=(cy + reach).min(self.rows - 1);
+                below.clear();
+                for ny in (cy + 1)..=(cy + reach).min(self.rows - 1) {
+                    below.push((
+                        self.starts[ny * self.cols + left],
+                        self.starts[ny * self.cols + right + 1],
+                    ));
+                }
                 for i in from..to {
-                    let (ax, ay) = (xs[i], ys[i]);
-                    // Room for every entry of the window, so the scans below only write.
-                    let mut window = row_end - (i + 1);
-                    for ny in below.clone() {
-                        window += (self.starts[ny * self.cols + right + 1]
-                            - self.starts[ny * self.cols + left])
-                            as usize;
-                    }
-                    if hits.len() < window {
-                        hits.resize(window.next_power_of_two(), (0, 0.0));
-                    }
-                    // Write every index, keep those in range: no unpredictable branch.
-                    let mut n = 0;
-                    let mut scan = |lo: usize, hi: usize| {
-                        for j in lo..hi {
-                            let (dx, dy) = (xs[j] - ax, ys[j] - ay);
-                            let d2 = dx * dx + dy * dy;
-                            hits[n] = (j as u32, d2);
-                            n += usize::from(d2 <= r2);
-                        }
-                    };
-                    scan(i + 1, row_end);
-                    for ny in below.clone() {
-                        let lo = self.starts[ny * self.cols + left] as usize;
-                        let hi = self.starts[ny * self.cols + right + 1] as usize;
-                        scan(lo, hi);
-                    }
-                    f(i, &hits[..n]);
+                    f(i, (i + 1, row_end), below);
                 }
             }
         }
@@ -196,6 +164,28 @@ impl SpatialGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every unordered pair of entries within `radius`, once each, through the windows.
+    fn pairs_within(grid: &SpatialGrid, radius: f32) -> Vec<(u32, u32)> {
+        let e = grid.entries();
+        let (xs, ys) = (grid.xs(), grid.ys());
+        let mut pairs = Vec::new();
+        grid.for_each_window(radius, &mut Vec::new(), |i, (lo, hi), below| {
+            let ranges = std::iter::once((lo, hi))
+                .chain(below.iter().map(|&(lo, hi)| (lo as usize, hi as usize)));
+            for (lo, hi) in ranges {
+                for j in lo..hi {
+                    let (dx, dy) = (xs[j] - xs[i], ys[j] - ys[i]);
+                    if dx * dx + dy * dy <= radius * radius {
+                        let (a, b) = (e[i].id.0, e[j].id.0);
+                        pairs.push((a.min(b), a.max(b)));
+                    }
+                }
+            }
+        });
+        pairs.sort();
+        pairs
+    }
 
     #[test]
     fn finds_exactly_the_avatars_in_range() {
@@ -223,14 +213,7 @@ mod tests {
         grid.for_each_within(Vec2::new(990.0, 990.0), 20.0, |e, _| far.push(e.id.0));
         assert_eq!(far, vec![3]);
         // Every pair within 150 px, once each, matching a brute-force count.
-        let mut pairs = Vec::new();
-        let e = grid.entries();
-        grid.for_each_pair_within(150.0, &mut Vec::new(), |i, j, _| {
-            let (a, b) = (e[i].id.0, e[j].id.0);
-            pairs.push((a.min(b), a.max(b)))
-        });
-        pairs.sort();
-        assert_eq!(pairs, vec![(0, 1), (0, 4), (1, 4)]);
+        assert_eq!(pairs_within(&grid, 150.0), vec![(0, 1), (0, 4), (1, 4)]);
         grid.rebuild(std::iter::empty());
         let mut none = 0;
         grid.for_each_within(Vec2::new(50.0, 50.0), 500.0, |_, _| none += 1);
@@ -263,13 +246,7 @@ mod tests {
                 proximity: true,
                 keeps_links: true,
             }));
-            let e = grid.entries();
-            let mut walked = Vec::new();
-            grid.for_each_pair_within(radius, &mut Vec::new(), |i, j, _| {
-                let (a, b) = (e[i].id.0, e[j].id.0);
-                walked.push((a.min(b), a.max(b)));
-            });
-            walked.sort();
+            let walked = pairs_within(&grid, radius);
             let mut brute = Vec::new();
             for a in 0..n {
                 for b in a + 1..n {

@@ -11,7 +11,6 @@
 use crate::space::resources::{ProximityGraph, SpaceSettings};
 use crate::space::spatial_grid::SpatialGrid;
 use bevy_ecs::prelude::*;
-use quad_shared::AvatarId;
 use quad_shared::proximity::ProximityRules;
 
 /// Ranks are sorted in buckets of this many pixels (a counting sort: the order within a
@@ -33,15 +32,24 @@ pub struct Scratch {
     candidates: Vec<Candidate>,
     sorted: Vec<Candidate>,
     counts: Vec<u32>,
-    /// Per grid entry: the entry whose peers were marked last (see the pair walk).
+    /// Per grid entry (and one more, for "nobody"): the entry whose peers were marked last
+    /// (see the pair walk).
     marked_by: Vec<u32>,
-    /// Each grid entry's current peers as entry indices: `current[spans[i].0..spans[i].1]`.
-    current: Vec<u32>,
-    spans: Vec<(u32, u32)>,
-    /// Where each entry's peers with lower ids start in `current`.
-    higher: Vec<u32>,
-    /// The grid's pair walk buffer.
-    hits: Vec<(u32, f32)>,
+    /// Each entry of the current links' layout: its grid entry now (the grid's length if it
+    /// is not in the grid).
+    now_of: Vec<u32>,
+    /// Each grid entry: its entry in the current links' layout (`u32::MAX`: none).
+    was_of: Vec<u32>,
+    /// Where proximity takes place: each grid entry's coordinates, or infinity for an
+    /// entry that takes no part (so no distance to it is in range).
+    xs: Vec<f32>,
+    ys: Vec<f32>,
+    /// The grid walk's ranges of rows below.
+    below: Vec<(u32, u32)>,
+    /// The current links, each once, by the last plan's entry indices.
+    pairs: Vec<(u32, u32)>,
+    /// Current links the cap breaks, as entry index pairs.
+    refused: Vec<(u32, u32)>,
 }
 
 /// Set on a candidate's bucket when the pair is linked now.
@@ -56,12 +64,13 @@ pub fn proximity(
     plan_links(&grid, &settings.proximity, &mut graph, &mut scratch);
 }
 
-/// Fills `graph.wanted` with the links the rules want now, given the current links (for
+/// Proposes to `graph` the links the rules want now, given the current links (for
 /// hysteresis) and everyone's position in `grid`.
 ///
 /// Candidates come from two places: the current links still within the disconnect radius
-/// (found through each avatar's few peers, not a search), and unlinked pairs within the
-/// smaller connect radius (the grid's pair walk, so it searches the smaller circle).
+/// (read from the last plan, which is laid out in last tick's grid order, so nearly in
+/// order), and unlinked pairs within the smaller connect radius (the grid's pair walk, so it
+/// searches the smaller circle).
 pub fn plan_links(
     grid: &SpatialGrid,
     rules: &ProximityRules,
@@ -75,13 +84,17 @@ pub fn plan_links(
         sorted,
         counts,
         marked_by,
-        current,
-        spans,
-        higher,
-        hits,
+        now_of,
+        was_of,
+        xs,
+        ys,
+        below,
+        pairs,
+        refused,
     } = scratch;
     let entries = grid.entries();
-    let mut plan = std::mem::take(&mut graph.wanted);
+    let nobody = entries.len() as u32;
+    let (mut plan, current) = graph.plan_buffer();
     plan.who.clear();
     plan.who.extend(entries.iter().map(|e| (e.slot, e.id)));
     for (i, e) in entries.iter().enumerate() {
@@ -91,151 +104,196 @@ pub fn plan_links(
         }
         plan.index_of_slot[s] = i as u32;
     }
-    // The grid entry of `id`, who holds `slot`, if it is in the grid.
-    let entry_of = |slot: u32, id: AvatarId| {
-        plan.index_of_slot
-            .get(slot as usize)
-            .copied()
-            .filter(|&j| entries.get(j as usize).is_some_and(|e| e.id == id))
-    };
-
-    // Each entry's current peers as entry indices, read once, in the grid's order.
-    current.clear();
-    spans.clear();
-    higher.clear();
-    plan.broken.clear();
-    for a in entries {
-        // Peers with higher ids from the front (the links this entry ranks, so each link
-        // once), lower ids from the back, without a branch on the order.
-        let peers = graph.peers_of_slot(a.slot);
-        let start = current.len();
-        let end = start + peers.len();
-        current.resize(end, 0);
-        let (mut front, mut back) = (start, end);
-        for &(peer_slot, peer) in peers {
-            let Some(j) = entry_of(peer_slot, peer) else {
-                // Not in the space any more: the link breaks (reported once).
-                if peer > a.id {
-                    plan.broken.push(((a.slot, a.id), (peer_slot, peer)));
-                }
-                continue;
-            };
-            let up = peer > a.id;
-            current[if up { front } else { back - 1 }] = j;
-            front += usize::from(up);
-            back -= usize::from(!up);
-        }
-        if front != back {
-            current.copy_within(back..end, front);
-            current.truncate(end - (back - front));
-        }
-        higher.push(front as u32);
-        spans.push((start as u32, current.len() as u32));
-    }
+    // Between the current links' layout and the grid's, both ways.
+    now_of.clear();
+    now_of.extend(
+        current
+            .who
+            .iter()
+            .map(|&(slot, id)| plan.index_of(slot, id).map_or(nobody, |i| i as u32)),
+    );
+    was_of.clear();
+    was_of.extend(entries.iter().map(|e| {
+        current
+            .index_of(e.slot, e.id)
+            .map_or(u32::MAX, |k| k as u32)
+    }));
 
     // Current links, each once (from its lower id), kept while within the disconnect
     // radius and both ends keep links. Ranked by distance: nearer than any new pair at the
-    // same distance by the hysteresis margin. The others break.
-    candidates.clear();
-    for (i, a) in entries.iter().enumerate() {
-        let (from, to) = (spans[i].0, higher[i]);
-        for &j in &current[from as usize..to as usize] {
-            let b = &entries[j as usize];
-            let d2 = a.pos.distance_squared(b.pos);
-            if a.keeps_links && b.keeps_links && d2 <= disconnect2 {
-                candidates.push(Candidate {
-                    bucket: (d2.sqrt() / RANK_STEP) as u32 | LINKED,
-                    i: i as u32,
-                    j,
-                });
-            } else {
-                plan.broken.push(((a.slot, a.id), (b.slot, b.id)));
-            }
+    // same distance by the hysteresis margin. The others break. (Each link is met from both
+    // ends; which end ranks it is decided without a branch.)
+    // First each link once, as (last plan's entry, its peer's), without a branch: it is
+    // met from both ends and taken from the one with the lower index.
+    pairs.clear();
+    for (k, peers) in current
+        .peers
+        .chunks_exact(current.stride.max(1))
+        .enumerate()
+    {
+        let peers = &peers[..usize::from(current.count[k])];
+        let mut n = pairs.len();
+        pairs.resize(n + peers.len(), (0, 0));
+        for &p in peers {
+            pairs[n] = (k as u32, p);
+            n += usize::from((k as u32) < p);
         }
+        pairs.truncate(n);
+    }
+    candidates.clear();
+    plan.broken.clear();
+    if candidates.len() < pairs.len() {
+        candidates.resize(pairs.len(), Candidate::default());
+    }
+    let mut used = 0;
+    for &(k, p) in pairs.iter() {
+        let (i, j) = (now_of[k as usize], now_of[p as usize]);
+        if i == nobody || j == nobody {
+            // Gone from the space without leaving (leavers' links broke at leave).
+            plan.broken
+                .push((current.who[k as usize], current.who[p as usize]));
+            continue;
+        }
+        let (a, b) = (&entries[i as usize], &entries[j as usize]);
+        let d2 = a.pos.distance_squared(b.pos);
+        let kept = a.keeps_links & b.keeps_links & (d2 <= disconnect2);
+        if !kept {
+            plan.broken.push(((a.slot, a.id), (b.slot, b.id)));
+        }
+        candidates[used] = Candidate {
+            bucket: d2.to_bits(),
+            i,
+            j,
+        };
+        used += usize::from(kept);
     }
 
-    // Unlinked pairs: both ends outside rooms and silent zones, within the connect radius.
+    // Unlinked pairs: both ends outside rooms and silent zones, within the connect radius,
+    // found by the grid's walk. Every pair in a window is written, with its squared distance
+    // for a bucket, and kept if it is in range and not linked: no branch in the scan.
     // (`candidates` past `used` is room to write in, not candidates.)
-    let mut used = candidates.len();
+    let linked = used;
     marked_by.clear();
-    marked_by.resize(entries.len(), u32::MAX);
-    grid.for_each_neighbourhood(rules.connect_radius, hits, |i, hits| {
-        let a = &entries[i];
-        if !a.proximity {
+    marked_by.resize(entries.len() + 1, u32::MAX);
+    let (gx, gy) = (grid.xs(), grid.ys());
+    xs.clear();
+    ys.clear();
+    xs.extend(
+        entries
+            .iter()
+            .zip(gx)
+            .map(|(e, &x)| if e.proximity { x } else { f32::INFINITY }),
+    );
+    ys.extend(
+        entries
+            .iter()
+            .zip(gy)
+            .map(|(e, &y)| if e.proximity { y } else { f32::INFINITY }),
+    );
+    let r2 = rules.connect_radius * rules.connect_radius;
+    grid.for_each_window(rules.connect_radius, below, |i, (after, row_end), below| {
+        if !entries[i].proximity {
             return;
         }
         // Mark this entry's peers, so linked pairs are left out below.
-        let (from, to) = spans[i];
-        for &j in &current[from as usize..to as usize] {
-            marked_by[j as usize] = i as u32;
+        if let Some(&k) = was_of.get(i).filter(|&&k| k != u32::MAX) {
+            for &p in current.peers_of(k as usize) {
+                marked_by[now_of[p as usize] as usize] = i as u32;
+            }
         }
-        // Written for every hit, kept for the unlinked whose other end takes part: no branch.
+        let window = (row_end - after)
+            + below
+                .iter()
+                .map(|&(lo, hi)| (hi - lo) as usize)
+                .sum::<usize>();
+        if candidates.len() < used + window {
+            candidates.resize((used + window).next_power_of_two(), Candidate::default());
+        }
+        let (ax, ay, me) = (xs[i], ys[i], i as u32);
         let mut n = used;
-        if candidates.len() < n + hits.len() {
-            candidates.resize((n + hits.len()).next_power_of_two(), Candidate::default());
-        }
-        for &(j, d2) in hits {
-            candidates[n] = Candidate {
-                bucket: ((d2.sqrt() + margin) / RANK_STEP) as u32,
-                i: i as u32,
-                j,
-            };
-            let b = j as usize;
-            n += usize::from(entries[b].proximity & (marked_by[b] != i as u32));
+        let mut scan = |lo: usize, hi: usize| {
+            for j in lo..hi {
+                let (dx, dy) = (xs[j] - ax, ys[j] - ay);
+                let d2 = dx * dx + dy * dy;
+                candidates[n] = Candidate {
+                    bucket: d2.to_bits(),
+                    i: me,
+                    j: j as u32,
+                };
+                n += usize::from((d2 <= r2) & (marked_by[j] != me));
+            }
+        };
+        scan(after, row_end);
+        for &(lo, hi) in below {
+            scan(lo as usize, hi as usize);
         }
         used = n;
     });
     candidates.truncate(used);
+
+    // Ranks from the squared distances, counted by bucket for the sort (every rank is at
+    // most the disconnect radius, or the connect radius and the margin).
+    let top = (rules.disconnect_radius.max(rules.connect_radius + margin) / RANK_STEP) as usize;
+    counts.clear();
+    counts.resize(top + 2, 0);
+    let (old, new) = candidates.split_at_mut(linked);
+    for c in old {
+        let bucket = ((f32::from_bits(c.bucket).sqrt() / RANK_STEP) as usize).min(top);
+        c.bucket = bucket as u32 | LINKED;
+        counts[bucket + 1] += 1;
+    }
+    for c in new {
+        let bucket = (((f32::from_bits(c.bucket).sqrt() + margin) / RANK_STEP) as usize).min(top);
+        c.bucket = bucket as u32;
+        counts[bucket + 1] += 1;
+    }
     counting_sort(candidates, sorted, counts);
 
-    // Nearest first, while both ends are under the cap.
+    // Nearest first, while both ends are under the cap. Without a branch: each entry has
+    // one place past the cap, where a refused pair's write lands.
     let cap = rules.max_peers;
-    plan.stride = usize::from(cap);
+    let stride = usize::from(cap) + 1;
+    plan.stride = stride;
     plan.count.clear();
     plan.count.resize(entries.len(), 0);
-    plan.peers.resize(entries.len() * plan.stride, 0);
+    plan.peers.resize(entries.len() * stride, 0);
     plan.formed.clear();
+    plan.formed.resize(sorted.len(), (0, 0));
+    refused.clear();
+    refused.resize(sorted.len(), (0, 0));
+    let (mut formed, mut broken) = (0, 0);
     for c in sorted.iter() {
         let (i, j) = (c.i as usize, c.j as usize);
         let (di, dj) = (plan.count[i], plan.count[j]);
-        if di < cap && dj < cap {
-            plan.peers[i * plan.stride + usize::from(di)] = c.j;
-            plan.peers[j * plan.stride + usize::from(dj)] = c.i;
-            plan.count[i] = di + 1;
-            plan.count[j] = dj + 1;
-            if c.bucket & LINKED == 0 {
-                plan.formed.push((c.i, c.j));
-            }
-        } else if c.bucket & LINKED != 0 {
-            plan.broken.push((plan.who[i], plan.who[j]));
-        }
+        let take = (di < cap) & (dj < cap);
+        plan.peers[i * stride + usize::from(di)] = c.j;
+        plan.peers[j * stride + usize::from(dj)] = c.i;
+        plan.count[i] = di + u8::from(take);
+        plan.count[j] = dj + u8::from(take);
+        let linked = c.bucket & LINKED != 0;
+        plan.formed[formed] = (c.i, c.j);
+        formed += usize::from(take & !linked);
+        refused[broken] = (c.i, c.j);
+        broken += usize::from(!take & linked);
     }
-    graph.wanted = plan;
+    plan.formed.truncate(formed);
+    for &(i, j) in &refused[..broken] {
+        plan.broken
+            .push((plan.who[i as usize], plan.who[j as usize]));
+    }
+    graph.propose(plan);
 }
 
-/// Sorts `from` into `to` by bucket, stable.
-fn counting_sort(from: &[Candidate], to: &mut Vec<Candidate>, counts: &mut Vec<u32>) {
-    let key = |c: &Candidate| (c.bucket & !LINKED) as usize;
-    let buckets = from.iter().map(|c| key(c) + 1).max().unwrap_or(0);
-    counts.clear();
-    counts.resize(buckets + 1, 0);
-    for c in from {
-        counts[key(c) + 1] += 1;
-    }
+/// Sorts `from` into `to` by bucket, stable, given how many there are in each bucket
+/// (`counts[b + 1]` for bucket `b`).
+fn counting_sort(from: &[Candidate], to: &mut Vec<Candidate>, counts: &mut [u32]) {
     for i in 1..counts.len() {
         counts[i] += counts[i - 1];
     }
     to.clear();
-    to.resize(
-        from.len(),
-        Candidate {
-            bucket: 0,
-            i: 0,
-            j: 0,
-        },
-    );
+    to.resize(from.len(), Candidate::default());
     for c in from {
-        let at = &mut counts[key(c)];
+        let at = &mut counts[(c.bucket & !LINKED) as usize];
         to[*at as usize] = *c;
         *at += 1;
     }
@@ -246,6 +304,7 @@ mod tests {
     use super::*;
     use crate::space::spatial_grid::GridEntry;
     use glam::Vec2;
+    use quad_shared::AvatarId;
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeSet;
 

@@ -14,7 +14,6 @@ use crate::space::components::{Avatar, ClientView, Interest, Motion, Position};
 use crate::space::resources::{Outbox, Recipient, SlotTable, SpaceClock, SpaceSettings};
 use crate::space::spatial_grid::SpatialGrid;
 use bevy_ecs::prelude::*;
-use bytes::Bytes;
 use quad_shared::AvatarId;
 use quad_shared::protocol::{AvatarUpdate, POSITION_QUANTUM, Snapshot};
 
@@ -158,9 +157,7 @@ pub fn replicate(
         match quad_shared::codec::encode_snapshot(snapshot, buf) {
             Ok(()) => {
                 view.byte_tokens -= buf.len() as f32;
-                outbox
-                    .frames
-                    .push((Recipient::One(avatar.id), Bytes::copy_from_slice(buf)));
+                outbox.push_frame(Recipient::One(avatar.id), buf);
             }
             Err(e) => tracing::error!(id = %avatar.id, "cannot encode a snapshot: {e}"),
         }
