@@ -174,12 +174,19 @@ impl CollisionGrid {
 
     /// Whether a square of half-size `half` centred on `center` overlaps a blocked tile.
     pub fn box_blocked(&self, center: Vec2, half: f32) -> bool {
+        self.area_blocked(center - half, center + half)
+    }
+
+    /// Whether the box from corner `min` to corner `max` overlaps a blocked tile. The far
+    /// edges are exclusive: a box touching a tile's edge does not overlap it. The tiles
+    /// tested grow with the box (each bound is monotonic), so a box that is clear has every
+    /// box inside it clear.
+    pub fn area_blocked(&self, min: Vec2, max: Vec2) -> bool {
         let ts = self.tile_size;
-        let x0 = floor_i64((center.x - half) / ts);
-        let y0 = floor_i64((center.y - half) / ts);
-        // The far edge is exclusive: a box touching a tile's edge does not overlap it.
-        let x1 = ceil_i64((center.x + half) / ts) - 1;
-        let y1 = ceil_i64((center.y + half) / ts) - 1;
+        let x0 = floor_i64(min.x / ts);
+        let y0 = floor_i64(min.y / ts);
+        let x1 = ceil_i64(max.x / ts) - 1;
+        let y1 = ceil_i64(max.y / ts) - 1;
         // Plain loops: an avatar's box covers two tiles a side at most, and inclusive
         // ranges cost more than the look-ups here.
         let mut ty = y0;

@@ -65,11 +65,21 @@ pub fn replicate(
     let per_tick = settings.replication_bytes_per_sec as f32 / settings.tick_hz.max(1) as f32;
     let scratch = &mut *scratch;
 
-    for (avatar, position, motion, mut view) in &mut clients {
+    let mut clients = clients.iter_mut().peekable();
+    while let Some((avatar, position, motion, mut view)) = clients.next() {
+        // The next client's interest entries that this tick looks at are fetched now, so
+        // they are on their way from memory while this client is served (the lists are too
+        // big to stay in cache, and this is where replication waited most).
+        if let Some((next, _, _, next_view)) = clients.peek() {
+            prefetch(
+                &next_view.interest,
+                tick.wrapping_add(next.id.0),
+                due(next_view, next, tick),
+            );
+        }
         let view = view.bypass_change_detection();
         view.byte_tokens = (view.byte_tokens + per_tick).min(per_tick * BURST_TICKS);
-        let due = !view.selected || tick.wrapping_add(avatar.id.0) % REFRESH_TICKS == 0;
-        if due {
+        if due(view, avatar, tick) {
             refresh_interest(view, avatar.id, position, &grid, &settings, &slots, scratch);
             view.selected = true;
         }
@@ -90,7 +100,7 @@ pub fn replicate(
         let turn = tick.wrapping_add(avatar.id.0);
         let len = view.interest.len();
         let near = (turn % NEAR_TIER_EVERY) as usize..NEAR_TIER.min(len);
-        let far = if turn % FAR_TIER_EVERY == 0 {
+        let far = if turn.is_multiple_of(FAR_TIER_EVERY) {
             NEAR_TIER.min(len)..len
         } else {
             0..0
@@ -161,6 +171,25 @@ pub fn replicate(
             }
             Err(e) => tracing::error!(id = %avatar.id, "cannot encode a snapshot: {e}"),
         }
+    }
+}
+
+/// Whether a client's interest list is re-selected this tick.
+fn due(view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
+    !view.selected || tick.wrapping_add(avatar.id.0).is_multiple_of(REFRESH_TICKS)
+}
+
+/// Prefetches each cache line of `interest` that a client's turn `turn` looks at (see the
+/// tiers in [`replicate`]), or all of them if it is re-selected (`refresh`).
+fn prefetch(interest: &[Interest], turn: u32, refresh: bool) {
+    const PER_LINE: usize = 64 / std::mem::size_of::<Interest>();
+    let end = if refresh || turn.is_multiple_of(FAR_TIER_EVERY) {
+        interest.len()
+    } else {
+        NEAR_TIER.min(interest.len())
+    };
+    for it in interest[..end].iter().step_by(PER_LINE) {
+        mem_prefetch::prefetch_read_data::<_, 3>(it);
     }
 }
 
