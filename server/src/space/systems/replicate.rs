@@ -35,11 +35,14 @@ const FAR_TIER_EVERY: u32 = 8;
 const NEW_BONUS: f32 = 4.0;
 /// A client's first interest scan reaches this fraction of the area of interest.
 const FIRST_SCAN: f32 = 0.35;
+/// How many more people than it keeps an interest scan aims to find.
+const SCAN_SLACK: f32 = 1.4;
 
 /// Buffers reused across clients and ticks, so a tick allocates only the frames it sends.
 #[derive(Default)]
 pub struct Scratch {
-    near: Vec<(f32, u32, AvatarId)>,
+    /// A scan's finds: (squared distance as bits, which order like the distances, slot, id).
+    near: Vec<(u32, u32, AvatarId)>,
     merged: Vec<Interest>,
     /// By slot: the stamp of the refresh that last saw the slot in an old interest list,
     /// and its index there, so a refresh carries old state over in linear time.
@@ -65,18 +68,28 @@ pub fn replicate(
     let per_tick = settings.replication_bytes_per_sec as f32 / settings.tick_hz.max(1) as f32;
     let scratch = &mut *scratch;
 
-    let mut clients = clients.iter_mut().peekable();
-    while let Some((avatar, position, motion, mut view)) = clients.next() {
-        // The next client's interest entries that this tick looks at are fetched now, so
-        // they are on their way from memory while this client is served (the lists are too
-        // big to stay in cache, and this is where replication waited most).
-        if let Some((next, _, _, next_view)) = clients.peek() {
-            prefetch(
-                &next_view.interest,
-                tick.wrapping_add(next.id.0),
-                due(next_view, next, tick),
-            );
+    // Memory is fetched ahead of use: each client's interest lines two clients ahead, and
+    // the slots its entries name one client ahead (by then its lines have arrived). The
+    // lists are too big to stay in cache, and this is where replication waited most.
+    let mut clients = clients.iter_mut();
+    let mut next = clients.next();
+    let mut after = clients.next();
+    for (avatar, _, _, view) in next.iter().chain(after.iter()) {
+        prefetch_lines(view, avatar, tick);
+    }
+    while let Some((avatar, position, motion, mut view)) = next.take() {
+        let ahead = clients.next();
+        if let Some((avatar, _, _, view)) = &ahead {
+            prefetch_lines(view, avatar, tick);
         }
+        if let Some((avatar, _, _, view)) = &after {
+            let turn = tick.wrapping_add(avatar.id.0);
+            for i in checked(view.interest.len(), turn) {
+                slots.prefetch(view.interest[i].slot);
+            }
+        }
+        (next, after) = (after, ahead);
+
         let view = view.bypass_change_detection();
         view.byte_tokens = (view.byte_tokens + per_tick).min(per_tick * BURST_TICKS);
         if due(view, avatar, tick) {
@@ -96,18 +109,10 @@ pub fn replicate(
         snapshot.gone.clear();
         snapshot.gone.append(&mut view.gone);
         let mut vanished = false;
-        // Half the near tier this tick, the other half the next; the far tier on its turn.
         let turn = tick.wrapping_add(avatar.id.0);
-        let len = view.interest.len();
-        let near = (turn % NEAR_TIER_EVERY) as usize..NEAR_TIER.min(len);
-        let far = if turn.is_multiple_of(FAR_TIER_EVERY) {
-            NEAR_TIER.min(len)..len
-        } else {
-            0..0
-        };
         let me = position.0 * POSITION_QUANTUM;
         let reach = settings.area_of_interest * POSITION_QUANTUM;
-        for i in near.step_by(NEAR_TIER_EVERY as usize).chain(far) {
+        for i in checked(view.interest.len(), turn) {
             let it = &mut view.interest[i];
             let Some(current) = slots.wire_of(it.slot, it.id) else {
                 // Left the space since the last refresh.
@@ -179,11 +184,28 @@ fn due(view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
     !view.selected || tick.wrapping_add(avatar.id.0).is_multiple_of(REFRESH_TICKS)
 }
 
-/// Prefetches each cache line of `interest` that a client's turn `turn` looks at (see the
-/// tiers in [`replicate`]), or all of them if it is re-selected (`refresh`).
-fn prefetch(interest: &[Interest], turn: u32, refresh: bool) {
+/// The entries of an interest list of `len` that a client's turn `turn` checks: half the
+/// near tier (the other half the next tick), and the far tier when it is its turn.
+fn checked(len: usize, turn: u32) -> impl Iterator<Item = usize> {
+    let near = (turn % NEAR_TIER_EVERY) as usize..NEAR_TIER.min(len);
+    let far = if turn.is_multiple_of(FAR_TIER_EVERY) {
+        NEAR_TIER.min(len)..len
+    } else {
+        0..0
+    };
+    near.step_by(NEAR_TIER_EVERY as usize).chain(far)
+}
+
+/// Prefetches each cache line of a client's interest list that this tick looks at: the
+/// near tier, the far tier on its turn, and all of it when it is re-selected.
+fn prefetch_lines(view: &ClientView, avatar: &Avatar, tick: u32) {
     const PER_LINE: usize = 64 / std::mem::size_of::<Interest>();
-    let end = if refresh || turn.is_multiple_of(FAR_TIER_EVERY) {
+    let interest = &view.interest;
+    let end = if due(view, avatar, tick)
+        || tick
+            .wrapping_add(avatar.id.0)
+            .is_multiple_of(FAR_TIER_EVERY)
+    {
         interest.len()
     } else {
         NEAR_TIER.min(interest.len())
@@ -218,7 +240,7 @@ fn refresh_interest(
         near.clear();
         grid.for_each_within(position.0, radius, |e, d2| {
             if e.id != me {
-                near.push((d2, e.slot, e.id));
+                near.push((d2.to_bits(), e.slot, e.id));
             }
         });
         if near.len() >= max || radius >= aoi {
@@ -226,22 +248,24 @@ fn refresh_interest(
         }
         radius = (radius * 1.5).min(aoi);
     }
-    // Far more than needed: start smaller next time (a quarter less radius, about half the
-    // people).
-    view.scan_radius = if near.len() > 4 * max {
-        (radius * 0.75).max(aoi * 0.05)
-    } else {
+    // Next time, start from the radius that should find about `SCAN_SLACK` times what is
+    // needed here (people per area scale with the radius squared): enough that a look
+    // rarely comes up short, few enough that picking the nearest stays cheap.
+    view.scan_radius = if near.is_empty() {
         radius
+    } else {
+        let scale = (SCAN_SLACK * max as f32 / near.len() as f32).sqrt();
+        (radius * scale.clamp(0.5, 1.5)).clamp(aoi * 0.05, aoi)
     };
     if near.len() > max {
         if max > 0 {
-            near.select_nth_unstable_by(max - 1, |a, b| a.0.total_cmp(&b.0));
+            near.select_nth_unstable_by_key(max - 1, |a| a.0);
         }
         near.truncate(max);
     }
     // Nearest first: the near tier is the head of the list (in any order within it).
     if near.len() > NEAR_TIER {
-        near.select_nth_unstable_by(NEAR_TIER - 1, |a, b| a.0.total_cmp(&b.0));
+        near.select_nth_unstable_by_key(NEAR_TIER - 1, |a| a.0);
     }
 
     // Carry over the state of avatars still near (found by slot, checked by id); report
