@@ -245,20 +245,29 @@ fn summarize(root: &Path) -> Result<()> {
             met,
         ));
     };
+    // The target is a p99 on one core: judged on the tick thread's CPU time, since wall
+    // time on a shared machine also counts moments another process had the core (both are
+    // shown).
     for (name, target, limit) in [
         ("campus_1000", "", None),
-        ("open_campus_10000", "< 5 ms", Some(5.0)),
+        ("open_campus_10000", "p99 < 5 ms (CPU)", Some(5.0)),
         ("campus_10000_stress", "", None),
     ] {
         let w = find(&world, "scenario", name);
         let p50 = num(&w["p50_ms"]);
+        let cpu99 = num(&w["cpu_p99_ms"]);
         row(
             &format!("world tick, {name} (ms p50)"),
             p50,
             2,
-            format!("p99 {}", fmt(num(&w["p99_ms"]), 2)),
+            format!(
+                "p99 {}; CPU p50 {}, p99 {}",
+                fmt(num(&w["p99_ms"]), 2),
+                fmt(num(&w["cpu_p50_ms"]), 2),
+                fmt(cpu99, 2)
+            ),
             target,
-            limit.zip(p50).map(|(l, v)| v < l),
+            limit.zip(cpu99).map(|(l, v)| v < l),
         );
     }
     let p = num(&proximity_update["p50_ms"]);
