@@ -49,72 +49,102 @@ pub fn encode_into<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<(), Codec
 /// checks it against [`encode`] across every size boundary).
 pub fn encode_snapshot(snapshot: &Snapshot, buf: &mut Vec<u8>) -> Result<(), CodecError> {
     let start = buf.len();
+    // Room for the longest form of everything, written through a cursor (no capacity check
+    // per byte), then cut to what was written.
+    let most = 35 + 16 * snapshot.avatars.len() + 5 * snapshot.gone.len();
+    buf.resize(start + most, 0);
+    let mut out = Cursor {
+        out: &mut buf[start..],
+        at: 0,
+    };
     // A map of one entry, variant name to value: how serde writes a newtype variant.
-    buf.extend_from_slice(&[0x81, 0xa0 | SNAPSHOT_TAG.len() as u8]);
-    buf.extend_from_slice(SNAPSHOT_TAG.as_bytes());
-    array_len(buf, 5);
-    uint(buf, snapshot.tick);
-    uint(buf, snapshot.ack);
+    out.bytes(&[0x81, 0xa0 | SNAPSHOT_TAG.len() as u8]);
+    out.bytes(SNAPSHOT_TAG.as_bytes());
+    out.array_len(5);
+    out.uint(snapshot.tick);
+    out.uint(snapshot.ack);
     match snapshot.you {
         Some([x, y]) => {
-            array_len(buf, 2);
+            out.array_len(2);
             for v in [x, y] {
-                buf.push(0xca);
-                buf.extend_from_slice(&v.to_be_bytes());
+                out.byte(0xca);
+                out.bytes(&v.to_be_bytes());
             }
         }
-        None => buf.push(0xc0),
+        None => out.byte(0xc0),
     }
-    array_len(buf, snapshot.avatars.len());
+    out.array_len(snapshot.avatars.len());
     for AvatarUpdate(id, x, y) in &snapshot.avatars {
-        array_len(buf, 3);
-        uint(buf, id.0);
-        uint(buf, u32::from(*x));
-        uint(buf, u32::from(*y));
+        out.array_len(3);
+        out.uint(id.0);
+        out.uint(u32::from(*x));
+        out.uint(u32::from(*y));
     }
-    array_len(buf, snapshot.gone.len());
+    out.array_len(snapshot.gone.len());
     for id in &snapshot.gone {
-        uint(buf, id.0);
+        out.uint(id.0);
     }
-    let len = buf.len() - start;
+    let len = out.at;
     if len > MAX_FRAME_BYTES {
         buf.truncate(start);
         return Err(CodecError::TooLarge { len });
     }
+    buf.truncate(start + len);
     Ok(())
 }
 
 /// The variant name `ServerMsg::Snapshot` is serialized under (a fixstr).
 const SNAPSHOT_TAG: &str = "s";
 
-/// A MessagePack unsigned integer in its smallest form.
-#[inline(always)]
-fn uint(buf: &mut Vec<u8>, v: u32) {
-    if v < 0x80 {
-        buf.push(v as u8);
-    } else if v <= 0xff {
-        buf.extend_from_slice(&[0xcc, v as u8]);
-    } else if v <= 0xffff {
-        buf.push(0xcd);
-        buf.extend_from_slice(&(v as u16).to_be_bytes());
-    } else {
-        buf.push(0xce);
-        buf.extend_from_slice(&v.to_be_bytes());
-    }
+/// Writes into a buffer sized beforehand for the longest form of what is written.
+struct Cursor<'a> {
+    out: &'a mut [u8],
+    at: usize,
 }
 
-/// A MessagePack array header in its smallest form. (A list of 2^32 or more could not be in
-/// a frame; it is written as the largest length, and the frame limit refuses it.)
-#[inline(always)]
-fn array_len(buf: &mut Vec<u8>, len: usize) {
-    if len < 16 {
-        buf.push(0x90 | len as u8);
-    } else if len <= 0xffff {
-        buf.push(0xdc);
-        buf.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        buf.push(0xdd);
-        buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+impl Cursor<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.out[self.at] = b;
+        self.at += 1;
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) {
+        self.out[self.at..self.at + b.len()].copy_from_slice(b);
+        self.at += b.len();
+    }
+
+    /// A MessagePack unsigned integer in its smallest form (5 bytes at most).
+    #[inline(always)]
+    fn uint(&mut self, v: u32) {
+        if v < 0x80 {
+            self.byte(v as u8);
+        } else if v <= 0xff {
+            self.bytes(&[0xcc, v as u8]);
+        } else if v <= 0xffff {
+            let [a, b] = (v as u16).to_be_bytes();
+            self.bytes(&[0xcd, a, b]);
+        } else {
+            let [a, b, c, d] = v.to_be_bytes();
+            self.bytes(&[0xce, a, b, c, d]);
+        }
+    }
+
+    /// A MessagePack array header in its smallest form (5 bytes at most). (A list of 2^32
+    /// or more could not be in a frame; it is written as the largest length, and the frame
+    /// limit refuses it.)
+    #[inline(always)]
+    fn array_len(&mut self, len: usize) {
+        if len < 16 {
+            self.byte(0x90 | len as u8);
+        } else if len <= 0xffff {
+            let [a, b] = (len as u16).to_be_bytes();
+            self.bytes(&[0xdc, a, b]);
+        } else {
+            let [a, b, c, d] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+            self.bytes(&[0xdd, a, b, c, d]);
+        }
     }
 }
 
