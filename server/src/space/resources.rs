@@ -56,7 +56,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// Bytes the arena grows by when it runs out.
-    pub const CHUNK: usize = 64 * 1024;
+    pub const CHUNK: usize = 16 * 1024;
 
     /// Encodes `msg` once and queues it. A message that cannot be encoded is a bug in the
     /// server, not bad input: it is logged and dropped.

@@ -48,8 +48,6 @@ pub struct Scratch {
     below: Vec<(u32, u32)>,
     /// The current links, each once, by the last plan's entry indices.
     pairs: Vec<(u32, u32)>,
-    /// Current links the cap breaks, as entry index pairs.
-    refused: Vec<(u32, u32)>,
 }
 
 /// Set on a candidate's bucket when the pair is linked now.
@@ -90,7 +88,6 @@ pub fn plan_links(
         ys,
         below,
         pairs,
-        refused,
     } = scratch;
     let entries = grid.entries();
     let nobody = entries.len() as u32;
@@ -140,7 +137,8 @@ pub fn plan_links(
         }
         pairs.truncate(n);
     }
-    candidates.clear();
+    // (`candidates` and `sorted` keep their length from tick to tick, as room to write in:
+    // a crowd has a million candidates, and clearing would write them all again.)
     plan.broken.clear();
     if candidates.len() < pairs.len() {
         candidates.resize(pairs.len(), Candidate::default());
@@ -229,7 +227,7 @@ pub fn plan_links(
         }
         used = n;
     });
-    candidates.truncate(used);
+    let candidates = &mut candidates[..used];
 
     // Ranks from the squared distances, counted by bucket for the sort (every rank is at
     // most the disconnect radius, or the connect radius and the margin).
@@ -249,37 +247,29 @@ pub fn plan_links(
     }
     counting_sort(candidates, sorted, counts);
 
-    // Nearest first, while both ends are under the cap. Without a branch: each entry has
-    // one place past the cap, where a refused pair's write lands.
+    // Nearest first, while both ends are under the cap. (A branch, not branch-free writes:
+    // in a crowd nearly every candidate is refused, and the branch then predicts well.)
     let cap = rules.max_peers;
-    let stride = usize::from(cap) + 1;
+    let stride = usize::from(cap);
     plan.stride = stride;
     plan.count.clear();
     plan.count.resize(entries.len(), 0);
     plan.peers.resize(entries.len() * stride, 0);
     plan.formed.clear();
-    plan.formed.resize(sorted.len(), (0, 0));
-    refused.clear();
-    refused.resize(sorted.len(), (0, 0));
-    let (mut formed, mut broken) = (0, 0);
-    for c in sorted.iter() {
+    for c in &sorted[..candidates.len()] {
         let (i, j) = (c.i as usize, c.j as usize);
         let (di, dj) = (plan.count[i], plan.count[j]);
-        let take = (di < cap) & (dj < cap);
-        plan.peers[i * stride + usize::from(di)] = c.j;
-        plan.peers[j * stride + usize::from(dj)] = c.i;
-        plan.count[i] = di + u8::from(take);
-        plan.count[j] = dj + u8::from(take);
-        let linked = c.bucket & LINKED != 0;
-        plan.formed[formed] = (c.i, c.j);
-        formed += usize::from(take & !linked);
-        refused[broken] = (c.i, c.j);
-        broken += usize::from(!take & linked);
-    }
-    plan.formed.truncate(formed);
-    for &(i, j) in &refused[..broken] {
-        plan.broken
-            .push((plan.who[i as usize], plan.who[j as usize]));
+        if di < cap && dj < cap {
+            plan.peers[i * stride + usize::from(di)] = c.j;
+            plan.peers[j * stride + usize::from(dj)] = c.i;
+            plan.count[i] = di + 1;
+            plan.count[j] = dj + 1;
+            if c.bucket & LINKED == 0 {
+                plan.formed.push((c.i, c.j));
+            }
+        } else if c.bucket & LINKED != 0 {
+            plan.broken.push((plan.who[i], plan.who[j]));
+        }
     }
     graph.propose(plan);
 }
@@ -290,8 +280,9 @@ fn counting_sort(from: &[Candidate], to: &mut Vec<Candidate>, counts: &mut [u32]
     for i in 1..counts.len() {
         counts[i] += counts[i - 1];
     }
-    to.clear();
-    to.resize(from.len(), Candidate::default());
+    if to.len() < from.len() {
+        to.resize(from.len(), Candidate::default());
+    }
     for c in from {
         let at = &mut counts[(c.bucket & !LINKED) as usize];
         to[*at as usize] = *c;
