@@ -37,11 +37,6 @@ fn campus() -> Map {
     Map::load(&path).expect("campus map")
 }
 
-/// An open square campus of `tiles` x `tiles` 32 px tiles with a wall around it.
-fn open_campus(tiles: u32) -> Map {
-    Map::open_square(tiles, 32)
-}
-
 struct Crowd {
     world: SpaceWorld,
     rng: SmallRng,
@@ -136,7 +131,7 @@ fn scenarios() -> Vec<Scenario> {
         ("campus_1000", Box::new(|| Crowd::new(campus(), 1_000))),
         (
             "open_campus_10000",
-            Box::new(|| Crowd::new(open_campus(320), 10_000)),
+            Box::new(|| Crowd::new(Map::open_square(320, 32), 10_000)),
         ),
         (
             "campus_10000_stress",

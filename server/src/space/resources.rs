@@ -222,8 +222,8 @@ pub struct LinkPlan {
     pub count: Vec<u8>,
     /// Wanted links that do not exist yet, as entry index pairs.
     pub formed: Vec<(u32, u32)>,
-    /// Current links that are not wanted, as (slot, id) pairs.
-    pub broken: Vec<((u32, AvatarId), (u32, AvatarId))>,
+    /// Current links that are not wanted.
+    pub broken: Vec<(AvatarId, AvatarId)>,
 }
 
 impl LinkPlan {
@@ -275,11 +275,6 @@ impl ProximityGraph {
             None => &[],
         };
         peers.iter().map(|&p| self.current.who[p as usize].1)
-    }
-
-    /// The links now, by the entry indices of the grid they were planned on.
-    pub fn current(&self) -> &LinkPlan {
-        &self.current
     }
 
     /// A buffer to plan in (the plan before last, for its allocations), and the links now.
@@ -342,7 +337,7 @@ impl ProximityGraph {
             return;
         }
         let plan = &self.wanted;
-        for &((_, a), (_, b)) in &plan.broken {
+        for &(a, b) in &plan.broken {
             changed(a.min(b), a.max(b), false);
         }
         for &(i, j) in &plan.formed {

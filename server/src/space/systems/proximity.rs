@@ -116,12 +116,10 @@ pub fn plan_links(
             .map_or(u32::MAX, |k| k as u32)
     }));
 
-    // Current links, each once (from its lower id), kept while within the disconnect
-    // radius and both ends keep links. Ranked by distance: nearer than any new pair at the
-    // same distance by the hysteresis margin. The others break. (Each link is met from both
-    // ends; which end ranks it is decided without a branch.)
-    // First each link once, as (last plan's entry, its peer's), without a branch: it is
-    // met from both ends and taken from the one with the lower index.
+    // Current links, kept while within the disconnect radius and both ends keep links,
+    // ranked by distance (nearer than any new pair at the same distance by the hysteresis
+    // margin); the others break. First each link once, as (last plan's entry, its peer's):
+    // it is met from both ends and taken, without a branch, from the lower index.
     pairs.clear();
     for (k, peers) in current
         .peers
@@ -137,8 +135,7 @@ pub fn plan_links(
         }
         pairs.truncate(n);
     }
-    // (`candidates` and `sorted` keep their length from tick to tick, as room to write in:
-    // a crowd has a million candidates, and clearing would write them all again.)
+    candidates.clear();
     plan.broken.clear();
     if candidates.len() < pairs.len() {
         candidates.resize(pairs.len(), Candidate::default());
@@ -149,14 +146,14 @@ pub fn plan_links(
         if i == nobody || j == nobody {
             // Gone from the space without leaving (leavers' links broke at leave).
             plan.broken
-                .push((current.who[k as usize], current.who[p as usize]));
+                .push((current.who[k as usize].1, current.who[p as usize].1));
             continue;
         }
         let (a, b) = (&entries[i as usize], &entries[j as usize]);
         let d2 = a.pos.distance_squared(b.pos);
         let kept = a.keeps_links & b.keeps_links & (d2 <= disconnect2);
         if !kept {
-            plan.broken.push(((a.slot, a.id), (b.slot, b.id)));
+            plan.broken.push((a.id, b.id));
         }
         candidates[used] = Candidate {
             bucket: d2.to_bits(),
@@ -227,7 +224,7 @@ pub fn plan_links(
         }
         used = n;
     });
-    let candidates = &mut candidates[..used];
+    candidates.truncate(used);
 
     // Ranks from the squared distances, counted by bucket for the sort (every rank is at
     // most the disconnect radius, or the connect radius and the margin).
@@ -256,7 +253,7 @@ pub fn plan_links(
     plan.count.resize(entries.len(), 0);
     plan.peers.resize(entries.len() * stride, 0);
     plan.formed.clear();
-    for c in &sorted[..candidates.len()] {
+    for c in sorted.iter() {
         let (i, j) = (c.i as usize, c.j as usize);
         let (di, dj) = (plan.count[i], plan.count[j]);
         if di < cap && dj < cap {
@@ -268,7 +265,7 @@ pub fn plan_links(
                 plan.formed.push((c.i, c.j));
             }
         } else if c.bucket & LINKED != 0 {
-            plan.broken.push((plan.who[i], plan.who[j]));
+            plan.broken.push((plan.who[i].1, plan.who[j].1));
         }
     }
     graph.propose(plan);
@@ -280,9 +277,8 @@ fn counting_sort(from: &[Candidate], to: &mut Vec<Candidate>, counts: &mut [u32]
     for i in 1..counts.len() {
         counts[i] += counts[i - 1];
     }
-    if to.len() < from.len() {
-        to.resize(from.len(), Candidate::default());
-    }
+    to.clear();
+    to.resize(from.len(), Candidate::default());
     for c in from {
         let at = &mut counts[(c.bucket & !LINKED) as usize];
         to[*at as usize] = *c;

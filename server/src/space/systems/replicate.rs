@@ -83,8 +83,7 @@ pub fn replicate(
             prefetch_lines(view, avatar, tick);
         }
         if let Some((avatar, _, _, view)) = &after {
-            let turn = tick.wrapping_add(avatar.id.0);
-            for i in checked(view.interest.len(), turn) {
+            for i in checked(view.interest.len(), turn(avatar, tick)) {
                 slots.prefetch(view.interest[i].slot);
             }
         }
@@ -109,7 +108,7 @@ pub fn replicate(
         snapshot.gone.clear();
         snapshot.gone.append(&mut view.gone);
         let mut vanished = false;
-        let turn = tick.wrapping_add(avatar.id.0);
+        let turn = turn(avatar, tick);
         let me = position.0 * POSITION_QUANTUM;
         let reach = settings.area_of_interest * POSITION_QUANTUM;
         for i in checked(view.interest.len(), turn) {
@@ -179,16 +178,26 @@ pub fn replicate(
     }
 }
 
+/// A client's turn this tick: what staggers its refreshes and tiers across clients.
+fn turn(avatar: &Avatar, tick: u32) -> u32 {
+    tick.wrapping_add(avatar.id.0)
+}
+
 /// Whether a client's interest list is re-selected this tick.
 fn due(view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
-    !view.selected || tick.wrapping_add(avatar.id.0).is_multiple_of(REFRESH_TICKS)
+    !view.selected || turn(avatar, tick).is_multiple_of(REFRESH_TICKS)
+}
+
+/// Whether the far tier is checked on `turn`.
+fn far_turn(turn: u32) -> bool {
+    turn.is_multiple_of(FAR_TIER_EVERY)
 }
 
 /// The entries of an interest list of `len` that a client's turn `turn` checks: half the
 /// near tier (the other half the next tick), and the far tier when it is its turn.
 fn checked(len: usize, turn: u32) -> impl Iterator<Item = usize> {
     let near = (turn % NEAR_TIER_EVERY) as usize..NEAR_TIER.min(len);
-    let far = if turn.is_multiple_of(FAR_TIER_EVERY) {
+    let far = if far_turn(turn) {
         NEAR_TIER.min(len)..len
     } else {
         0..0
@@ -201,11 +210,7 @@ fn checked(len: usize, turn: u32) -> impl Iterator<Item = usize> {
 fn prefetch_lines(view: &ClientView, avatar: &Avatar, tick: u32) {
     const PER_LINE: usize = 64 / std::mem::size_of::<Interest>();
     let interest = &view.interest;
-    let end = if due(view, avatar, tick)
-        || tick
-            .wrapping_add(avatar.id.0)
-            .is_multiple_of(FAR_TIER_EVERY)
-    {
+    let end = if due(view, avatar, tick) || far_turn(turn(avatar, tick)) {
         interest.len()
     } else {
         NEAR_TIER.min(interest.len())
