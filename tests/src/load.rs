@@ -228,6 +228,11 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
     let cpu_before = server_pid.and_then(cpu_seconds);
     let (received0, distinct0, span0) = snapshot(&bots);
     let started = Instant::now();
+    eprintln!(
+        "load: {} bots settled; measuring for {:?}",
+        bots.len(),
+        scenario.measure
+    );
     tokio::time::sleep(scenario.measure).await;
     let elapsed = started.elapsed().as_secs_f64();
     let (received1, distinct1, span1) = snapshot(&bots);
