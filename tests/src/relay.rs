@@ -5,8 +5,10 @@
 //!
 //! Members register by sending one byte; every longer datagram is media to fan out. The
 //! driver side ([`drive`]) plays the same pattern the SFU bench plays: each member sends a
-//! packet of `size` bytes every `interval`, stamped with its send time.
+//! packet every `interval`, stamped with its send time, `size` bytes on average and varying
+//! as the bots' Opus frames do ([`opus_frame_len`]).
 
+use crate::room_bot::opus_frame_len;
 use anyhow::Result;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use std::io::IoSliceMut;
@@ -116,7 +118,7 @@ pub struct RelayRun {
 }
 
 /// Plays the pattern through the relay at `relay`: `members` sockets, each sending a
-/// `size`-byte packet every `interval`, all receiving; measures for `measure` after a
+/// packet of about `size` bytes every `interval`, all receiving; measures for `measure` after a
 /// second of warm-up.
 pub fn drive(
     relay: SocketAddr,
@@ -167,12 +169,16 @@ pub fn drive(
     let sender = {
         let (sockets, stop) = (sockets.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut payload = vec![0u8; size.max(8)];
+            // The bots' frames are 80 bytes on average; these vary the same way around `size`.
+            let mut payload = vec![0u8; size + 20];
             let mut next = Instant::now();
+            let mut seq = 0u16;
             while !stop.load(Ordering::Relaxed) {
-                for s in &sockets {
+                seq = seq.wrapping_add(1);
+                for (member, s) in sockets.iter().enumerate() {
+                    let len = (size + opus_frame_len(member as u32, seq)).saturating_sub(80);
                     payload[..8].copy_from_slice(&now_us().to_be_bytes());
-                    let _ = s.send_to(&payload, relay);
+                    let _ = s.send_to(&payload[..len.clamp(8, size + 20)], relay);
                 }
                 next += interval;
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {

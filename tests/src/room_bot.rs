@@ -495,7 +495,10 @@ fn publish(
                 && n.is_multiple_of(2)
             {
                 audio_seq = audio_seq.wrapping_add(1);
-                let mut packet = synthetic(111, audio_seq, u32::from(audio_seq) * 960, &[0; 4], 80);
+                // Variable-bitrate Opus, as browsers send it: 60-100 bytes, about 80.
+                let len = opus_frame_len(mic_ssrc, audio_seq);
+                let mut packet =
+                    synthetic(111, audio_seq, u32::from(audio_seq) * 960, &[0; 4], len);
                 packet.header.ssrc = mic_ssrc;
                 let level = HeaderExtension::AudioLevel(AudioLevelExtension {
                     level: *level,
@@ -554,6 +557,13 @@ fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A variable-bitrate Opus frame's size (60-100 bytes, 80 on average), different for each
+/// packet and speaker, so that a receiver's packets differ in size as they do from browsers.
+pub fn opus_frame_len(ssrc: u32, seq: u16) -> usize {
+    let mix = ssrc.wrapping_mul(0x9e37_79b9) ^ u32::from(seq).wrapping_mul(0x85eb_ca6b);
+    60 + (mix.rotate_right(13) % 41) as usize
 }
 
 /// A packet whose payload is `head` (4 bytes), [`MAGIC`], the send time, then padding.

@@ -10,7 +10,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 11] = [
+    let rows: [(&str, &str, &str, u64); 14] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -65,6 +65,24 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "Packets dropped because a teacher turned that device off.",
             load(&sfu.blocked_packets),
+        ),
+        (
+            "quad_sfu_udp_datagrams_total",
+            "counter",
+            "UDP datagrams the SFU's connections sent.",
+            load(&sfu.udp_datagrams),
+        ),
+        (
+            "quad_sfu_udp_sends_total",
+            "counter",
+            "UDP sends (system calls) those datagrams took: same-size runs to one address go as one GSO send.",
+            load(&sfu.udp_sends),
+        ),
+        (
+            "quad_sfu_udp_dropped_datagrams_total",
+            "counter",
+            "UDP datagrams dropped because a connection's send queue was full.",
+            load(&sfu.udp_dropped_datagrams),
         ),
         (
             "quad_sessions",

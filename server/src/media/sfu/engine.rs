@@ -1,9 +1,11 @@
 //! How the SFU builds a peer connection: the codecs it forwards (Opus and VP8), the RTP
 //! header extensions it reads (audio level), the interceptors (NACK, RTCP reports, TWCC
 //! feedback, and [`KeyframeRequests`], which hands viewers' picture-loss requests to the
-//! SFU) and the local addresses it offers.
+//! SFU), the local addresses it offers, and the runtime ([`SfuRuntime`]) whose UDP sockets
+//! batch their sends.
 
-use super::SfuConfig;
+use super::batch_udp::SfuRuntime;
+use super::{SfuConfig, SfuMetrics};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -51,6 +53,7 @@ pub fn vp8() -> RTCRtpCodec {
 /// Builds one SFU-side peer connection whose events go to `handler`.
 pub async fn peer_connection(
     config: &SfuConfig,
+    metrics: &Arc<SfuMetrics>,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let mut media = MediaEngine::default();
@@ -103,6 +106,7 @@ pub async fn peer_connection(
         .with_interceptor_registry(registry)
         .with_setting_engine(settings.build())
         .with_handler(handler)
+        .with_runtime(Arc::new(SfuRuntime::new(metrics.clone())))
         .with_udp_addrs(vec![std::net::SocketAddr::new(config.bind_ip, 0)])
         .build()
         .await?;

@@ -14,6 +14,7 @@
 //!
 //! The SFU knows nothing about maps or zones: rooms are [`RoomId`]s given by the caller.
 
+mod batch_udp;
 mod engine;
 mod forward;
 mod member;
@@ -89,6 +90,11 @@ pub struct SfuMetrics {
     pub suppressed_packets: AtomicU64,
     /// Packets dropped because a teacher turned that device off.
     pub blocked_packets: AtomicU64,
+    /// UDP datagrams the SFU's connections sent, and the sends (system calls) they took.
+    pub udp_datagrams: AtomicU64,
+    pub udp_sends: AtomicU64,
+    /// Datagrams dropped because a connection's send queue was full.
+    pub udp_dropped_datagrams: AtomicU64,
 }
 
 /// Devices turned off per member (by a teacher): their packets are dropped, not forwarded.
