@@ -1,7 +1,8 @@
 //! The physical limit the SFU benchmark compares against: a plain UDP relay with no
 //! encryption and no WebRTC, forwarding every packet from each member to every other
-//! member. It receives in batches (`recvmmsg`, through `quinn-udp`) and sends each
-//! destination its share of a batch in one call (UDP GSO where the kernel has it).
+//! member. It receives in batches (`recvmmsg`, through `quinn-udp`), sends each
+//! destination its equal-sized runs of a batch in one call (UDP GSO where the kernel has
+//! it) and every packet left over in a few `sendmmsg` calls.
 //!
 //! Members register by sending one byte; every longer datagram is media to fan out. The
 //! driver side ([`drive`]) plays the same pattern the SFU bench plays: each member sends a
@@ -59,29 +60,65 @@ pub fn serve(socket: UdpSocket) -> Result<()> {
                 media.push((m.addr, &buf[..m.len]));
             }
         }
-        // Each destination gets every packet of the batch that is not its own, in as few
-        // sends as the segment limit allows (GSO wants equal-sized segments).
+        // Each destination gets every packet of the batch that is not its own: runs of
+        // equal-sized packets to one destination as one GSO send, and the packets left
+        // single (variable-size audio is mostly that) all together in `sendmmsg` calls.
+        let mut singles: Vec<(SocketAddr, &[u8])> = Vec::new();
         for &to in &members {
             let mut segments = 0;
             let mut size = 0;
+            let mut last: &[u8] = &[];
             out.clear();
             for &(from, data) in &media {
                 if from == to {
                     continue;
                 }
                 if segments > 0 && (data.len() != size || segments == gso) {
-                    send(&state, &socket, to, &out, size, segments);
+                    if segments == 1 {
+                        singles.push((to, last));
+                    } else {
+                        send(&state, &socket, to, &out, size, segments);
+                    }
                     out.clear();
                     segments = 0;
                 }
                 size = data.len();
+                last = data;
                 out.extend_from_slice(data);
                 segments += 1;
             }
-            if segments > 0 {
-                send(&state, &socket, to, &out, size, segments);
+            match segments {
+                0 => {}
+                1 => singles.push((to, last)),
+                _ => send(&state, &socket, to, &out, size, segments),
             }
         }
+        send_many(&socket, &singles);
+    }
+}
+
+/// Sends each `(to, datagram)` with as few `sendmmsg` calls as the kernel allows.
+fn send_many(socket: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) {
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    // The kernel takes at most this many messages a call (UIO_MAXIOV).
+    for chunk in datagrams.chunks(1024) {
+        let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = chunk
+            .iter()
+            .map(|(to, _)| Some(SockaddrStorage::from(*to)))
+            .collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+        // A full buffer drops, as a network would; the receivers count what arrives.
+        let _ = sendmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            &slices,
+            &addrs,
+            [],
+            MsgFlags::empty(),
+        );
     }
 }
 

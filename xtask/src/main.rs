@@ -53,15 +53,36 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Adds the wasm32 target to the toolchain `rust-toolchain.toml` names, when rustup
+/// manages it and the target is missing (newer rustups no longer add a toolchain file's
+/// targets by themselves). Without rustup, the build below says what is missing.
+fn ensure_wasm_target() -> Result<()> {
+    let Ok(listed) = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return Ok(());
+    };
+    let installed = String::from_utf8_lossy(&listed.stdout);
+    if listed.status.success() && !installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        eprintln!("xtask: adding the {WASM_TARGET} target with rustup");
+        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    }
+    Ok(())
+}
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
 /// Compiles `quad-client` for wasm32 and generates the JS glue into `target/web/pkg`.
 fn build_client(root: &Path) -> Result<PathBuf> {
+    ensure_wasm_target()?;
     eprintln!("xtask: building the wasm client");
     run(cargo().args([
         "build",
         "--package",
         "quad-client",
         "--target",
-        "wasm32-unknown-unknown",
+        WASM_TARGET,
         "--release",
     ]))?;
     let wasm = root.join("target/wasm32-unknown-unknown/release/quad_client.wasm");
