@@ -30,13 +30,13 @@ use webrtc::runtime::{
     RecvMeta, Runtime, TokioRuntime, Transmit,
 };
 
-/// Bytes a socket may have queued (about a second of a busy viewer's audio); past this, new
+/// Bytes a socket may have queued (half a second of a busy viewer's audio); past this, new
 /// datagrams are dropped, as a full socket buffer would drop them, rather than queueing
 /// behind a stuck send: media that late is no use to anyone.
-const MAX_QUEUED_BYTES: usize = 256 << 10;
+const MAX_QUEUED_BYTES: usize = 128 << 10;
 
 /// Queue capacity kept between batches; a burst's larger buffer is given back.
-const KEPT_CAPACITY: usize = 64 << 10;
+const KEPT_CAPACITY: usize = 16 << 10;
 
 /// Most bytes in one GSO send (the kernel's limit is 64 KiB of UDP payload).
 const MAX_GSO_BYTES: usize = 60_000;
