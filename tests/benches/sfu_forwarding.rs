@@ -84,8 +84,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    // The plain relay, with audio_50_all's pattern: 50 members, 92-byte packets (12 bytes
-    // of RTP header and 80 of payload) every 20 ms.
+    // The plain relay, with audio_50_all's pattern: 50 members, each sending 12 bytes (an
+    // RTP header's worth) and a variable-size Opus frame every 20 ms.
     let exe = std::env::current_exe()?;
     let mut relay_child = Command::new(&exe)
         .arg("--relay-server")
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = relay_child.id();
     let relay_run = tokio::task::spawn_blocking(move || {
         let cpu0 = load::cpu_seconds(pid);
-        let run = relay::drive(relay_addr, 50, Duration::from_millis(20), 92, measure);
+        let run = relay::drive(relay_addr, 50, Duration::from_millis(20), 12, measure);
         let cpu1 = load::cpu_seconds(pid);
         run.map(|r| (r, cpu0, cpu1))
     })

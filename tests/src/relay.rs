@@ -6,8 +6,8 @@
 //!
 //! Members register by sending one byte; every longer datagram is media to fan out. The
 //! driver side ([`drive`]) plays the same pattern the SFU bench plays: each member sends a
-//! packet every `interval`, stamped with its send time, `size` bytes on average and varying
-//! as the bots' Opus frames do ([`opus_frame_len`]).
+//! packet every `interval`, stamped with its send time: an RTP-header-sized prefix and a
+//! frame whose size varies as the bots' Opus frames do ([`opus_frame_len`]).
 
 use crate::room_bot::opus_frame_len;
 use anyhow::Result;
@@ -155,13 +155,13 @@ pub struct RelayRun {
 }
 
 /// Plays the pattern through the relay at `relay`: `members` sockets, each sending a
-/// packet of about `size` bytes every `interval`, all receiving; measures for `measure` after a
-/// second of warm-up.
+/// packet of `header` bytes and one Opus frame every `interval`, all receiving; measures for
+/// `measure` after a second of warm-up.
 pub fn drive(
     relay: SocketAddr,
     members: usize,
     interval: Duration,
-    size: usize,
+    header: usize,
     measure: Duration,
 ) -> Result<RelayRun> {
     let sockets: Vec<Arc<UdpSocket>> = (0..members)
@@ -206,16 +206,16 @@ pub fn drive(
     let sender = {
         let (sockets, stop) = (sockets.clone(), stop.clone());
         std::thread::spawn(move || {
-            // The bots' frames are 80 bytes on average; these vary the same way around `size`.
-            let mut payload = vec![0u8; size + 20];
+            let mut payload = vec![0u8; header + 100];
             let mut next = Instant::now();
             let mut seq = 0u16;
             while !stop.load(Ordering::Relaxed) {
                 seq = seq.wrapping_add(1);
                 for (member, s) in sockets.iter().enumerate() {
-                    let len = (size + opus_frame_len(member as u32, seq)).saturating_sub(80);
+                    // At least the 8-byte send time; a frame is at most 100 bytes.
+                    let len = (header + opus_frame_len(member as u32, seq)).clamp(8, header + 100);
                     payload[..8].copy_from_slice(&now_us().to_be_bytes());
-                    let _ = s.send_to(&payload[..len.clamp(8, size + 20)], relay);
+                    let _ = s.send_to(&payload[..len], relay);
                 }
                 next += interval;
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {

@@ -130,7 +130,8 @@ impl Queue {
         self.bytes.clear();
         self.datagrams.clear();
         self.bytes.shrink_to(KEPT_CAPACITY);
-        self.datagrams.shrink_to(KEPT_CAPACITY / 256);
+        // As many entries as that many bytes of small (audio-sized) datagrams hold.
+        self.datagrams.shrink_to(KEPT_CAPACITY / 64);
     }
 }
 
@@ -333,6 +334,20 @@ mod tests {
         }
     }
 
+    /// A batch socket (and the socket it wraps) on loopback, and a plain receiver.
+    async fn socket_and_receiver(
+        metrics: &Arc<SfuMetrics>,
+    ) -> (BatchSocket, Arc<dyn AsyncUdpSocket>, tokio::net::UdpSocket) {
+        let inner = TOKIO
+            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .expect("wrap");
+        let socket = BatchSocket::start(inner.clone(), metrics.clone());
+        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        (socket, inner, receiver)
+    }
+
     #[test]
     fn runs_are_same_destination_same_size_with_a_shorter_last() {
         let q = [
@@ -358,14 +373,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn datagrams_arrive_whole_in_order_and_batched() {
         let metrics = Arc::new(SfuMetrics::default());
-        let inner = TOKIO
-            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-            .expect("wrap");
+        let (socket, inner, receiver) = socket_and_receiver(&metrics).await;
         let gso = inner.max_gso_segments();
-        let socket = BatchSocket::start(inner, metrics.clone());
-        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let to = receiver.local_addr().expect("addr");
         // Runs of six 90-byte datagrams closed by a 40-byte one, as one burst: on this
         // single-threaded runtime the flusher runs only once the test awaits below.
@@ -403,13 +412,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn dropping_the_socket_flushes_and_stops_its_flusher() {
         let metrics = Arc::new(SfuMetrics::default());
-        let inner = TOKIO
-            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-            .expect("wrap");
-        let socket = BatchSocket::start(inner.clone(), metrics.clone());
-        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let (socket, inner, receiver) = socket_and_receiver(&metrics).await;
         let transmit = Transmit {
             destination: receiver.local_addr().expect("addr"),
             ecn: None,

@@ -122,24 +122,22 @@ struct Member {
 
 async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceiver<MemberCmd>) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let pc =
-        match engine::peer_connection(&setup.config, &setup.metrics, Arc::new(Events(events_tx)))
-            .await
-        {
-            Ok(pc) => pc,
-            Err(e) => {
-                tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
-                send(
-                    &setup.outbox,
-                    &ServerMsg::Error(ErrorMsg::new(
-                        ErrorCode::Unavailable,
-                        "the server cannot open a media connection now",
-                    )),
-                );
-                setup.room.send(RoomCmd::Gone { member: setup.id });
-                return;
-            }
-        };
+    let handler = Arc::new(Events(events_tx));
+    let pc = match engine::peer_connection(&setup.config, &setup.metrics, handler).await {
+        Ok(pc) => pc,
+        Err(e) => {
+            tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
+            send(
+                &setup.outbox,
+                &ServerMsg::Error(ErrorMsg::new(
+                    ErrorCode::Unavailable,
+                    "the server cannot open a media connection now",
+                )),
+            );
+            setup.room.send(RoomCmd::Gone { member: setup.id });
+            return;
+        }
+    };
     let mut member = Member {
         setup,
         pc,
