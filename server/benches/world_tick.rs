@@ -74,6 +74,10 @@ impl Crowd {
                 spawn: Some(*p),
                 ..quad_server::space::Joiner::guest(id, format!("bot{i}"))
             });
+            // As the space's driver does after every call. (Kept, ten thousand welcomes
+            // listing everyone are most of a gigabyte, which the allocator then gave back
+            // to the system during the timed ticks.)
+            world.drain_outbox().for_each(drop);
             let d = p.distance(centre);
             if d < watched.1 {
                 watched = (id, d);
