@@ -206,17 +206,24 @@ pub fn plan_links(
         }
         let (ax, ay, me) = (xs[i], ys[i], i as u32);
         let mut n = used;
+        // Over slices taken once per range: the loop then needs no bounds checks but the
+        // write's, and keeps the slices' addresses (and the radius) in registers.
         let mut scan = |lo: usize, hi: usize| {
-            for j in lo..hi {
-                let (dx, dy) = (xs[j] - ax, ys[j] - ay);
+            let limit = r2;
+            let out = &mut candidates[n..n + (hi - lo)];
+            let mut m = 0;
+            let near = xs[lo..hi].iter().zip(&ys[lo..hi]).zip(&marked_by[lo..hi]);
+            for (j, ((&x, &y), &mark)) in (lo as u32..).zip(near) {
+                let (dx, dy) = (x - ax, y - ay);
                 let d2 = dx * dx + dy * dy;
-                candidates[n] = Candidate {
+                out[m] = Candidate {
                     bucket: d2.to_bits(),
                     i: me,
-                    j: j as u32,
+                    j,
                 };
-                n += usize::from((d2 <= r2) & (marked_by[j] != me));
+                m += usize::from((d2 <= limit) & (mark != me));
             }
+            n += m;
         };
         scan(after, row_end);
         for &(lo, hi) in below {
