@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -31,28 +32,32 @@ impl Driver {
                 );
             }
         }
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-            probe.local_addr()?.port()
-        };
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
+        // Port 0: chromedriver binds a free port itself and says which on stdout. (Probing
+        // for a free port first raced with the other tests binding ports in between: once
+        // chromedriver lost its port and the session went to nobody.)
+        let mut child = Command::new(CHROMEDRIVER)
+            .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .context("starting chromedriver")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("chromedriver did not start listening on port {port}");
+        let stdout = child.stdout.take().context("chromedriver's stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let started = async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(port) = started_on(&line) {
+                    return Ok(port);
+                }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            bail!("chromedriver exited before it started")
+        };
+        let port = tokio::time::timeout(Duration::from_secs(20), started)
+            .await
+            .context("chromedriver did not start within 20 s")??;
+        // Read on, so its log never fills the pipe and blocks it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Driver {
             _child: child,
             url: format!("http://127.0.0.1:{port}"),
@@ -106,6 +111,14 @@ impl Driver {
             .context("new WebDriver session")?;
         Ok(Browser { client, profile })
     }
+}
+
+/// The port in chromedriver's "ChromeDriver was started successfully on port N." line.
+fn started_on(line: &str) -> Option<u16> {
+    line.strip_prefix("ChromeDriver was started successfully on port ")?
+        .trim_end_matches('.')
+        .parse()
+        .ok()
 }
 
 /// One browser session.
@@ -370,4 +383,21 @@ pub fn require_client_bundle() -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_port_chromedriver_started_on() {
+        let line = "ChromeDriver was started successfully on port 41237.";
+        assert_eq!(super::started_on(line), Some(41237));
+        assert_eq!(
+            super::started_on("Starting ChromeDriver 156.0 on port 0"),
+            None
+        );
+        assert_eq!(
+            super::started_on("ChromeDriver was started successfully on port x."),
+            None
+        );
+    }
 }
