@@ -32,22 +32,28 @@ pub struct Scratch {
     candidates: Vec<Candidate>,
     sorted: Vec<Candidate>,
     counts: Vec<u32>,
-    /// Per grid entry (and one more, for "nobody"): the entry whose peers were marked last
-    /// (see the pair walk).
-    marked_by: Vec<u32>,
+    /// Per grid entry (and one more, for "nobody"), what the pair walk reads of it.
+    near: Vec<Near>,
     /// Each entry of the current links' layout: its grid entry now (the grid's length if it
     /// is not in the grid).
     now_of: Vec<u32>,
     /// Each grid entry: its entry in the current links' layout (`u32::MAX`: none).
     was_of: Vec<u32>,
-    /// Where proximity takes place: each grid entry's coordinates, or infinity for an
-    /// entry that takes no part (so no distance to it is in range).
-    xs: Vec<f32>,
-    ys: Vec<f32>,
     /// The grid walk's ranges of rows below.
     below: Vec<(u32, u32)>,
     /// The current links, each once, by the last plan's entry indices.
     pairs: Vec<(u32, u32)>,
+}
+
+/// A grid entry as the pair walk reads it (one load for all three).
+#[derive(Clone, Copy)]
+struct Near {
+    /// Where it takes part in proximity: its coordinates, or infinity if it takes no part
+    /// (so no distance to it is in range).
+    x: f32,
+    y: f32,
+    /// The entry whose peers were marked last, if this is one of them.
+    marked_by: u32,
 }
 
 /// Set on a candidate's bucket when the pair is linked now.
@@ -81,11 +87,9 @@ pub fn plan_links(
         candidates,
         sorted,
         counts,
-        marked_by,
+        near,
         now_of,
         was_of,
-        xs,
-        ys,
         below,
         pairs,
     } = scratch;
@@ -120,21 +124,27 @@ pub fn plan_links(
     // ranked by distance (nearer than any new pair at the same distance by the hysteresis
     // margin); the others break. First each link once, as (last plan's entry, its peer's):
     // it is met from both ends and taken, without a branch, from the lower index.
+    // (Room for every link twice, written in one pass.)
     pairs.clear();
-    for (k, peers) in current
-        .peers
-        .chunks_exact(current.stride.max(1))
-        .enumerate()
-    {
-        let peers = &peers[..usize::from(current.count[k])];
-        let mut n = pairs.len();
-        pairs.resize(n + peers.len(), (0, 0));
-        for &p in peers {
-            pairs[n] = (k as u32, p);
-            n += usize::from((k as u32) < p);
+    pairs.resize(current.count.iter().map(|&c| usize::from(c)).sum(), (0, 0));
+    let mut n = 0;
+    for (k, (peers, &count)) in (0u32..).zip(
+        current
+            .peers
+            .chunks_exact(current.stride.max(1))
+            .zip(&current.count),
+    ) {
+        for &p in &peers[..usize::from(count)] {
+            pairs[n] = (k, p);
+            n += usize::from(k < p);
         }
-        pairs.truncate(n);
     }
+    pairs.truncate(n);
+    // Ranks are counted by bucket for the sort as they are made (every rank is at most the
+    // disconnect radius, or the connect radius and the margin).
+    let top = (rules.disconnect_radius.max(rules.connect_radius + margin) / RANK_STEP) as usize;
+    counts.clear();
+    counts.resize(top + 2, 0);
     candidates.clear();
     plan.broken.clear();
     if candidates.len() < pairs.len() {
@@ -155,11 +165,13 @@ pub fn plan_links(
         if !kept {
             plan.broken.push((a.id, b.id));
         }
+        let bucket = ((d2.sqrt() / RANK_STEP) as usize).min(top);
         candidates[used] = Candidate {
-            bucket: d2.to_bits(),
+            bucket: bucket as u32 | LINKED,
             i,
             j,
         };
+        counts[bucket + 1] += u32::from(kept);
         used += usize::from(kept);
     }
 
@@ -168,23 +180,29 @@ pub fn plan_links(
     // for a bucket, and kept if it is in range and not linked: no branch in the scan.
     // (`candidates` past `used` is room to write in, not candidates.)
     let linked = used;
-    marked_by.clear();
-    marked_by.resize(entries.len() + 1, u32::MAX);
-    let (gx, gy) = (grid.xs(), grid.ys());
-    xs.clear();
-    ys.clear();
-    xs.extend(
+    near.clear();
+    near.extend(
         entries
             .iter()
-            .zip(gx)
-            .map(|(e, &x)| if e.proximity { x } else { f32::INFINITY }),
+            .zip(grid.xs().iter().zip(grid.ys()))
+            .map(|(e, (&x, &y))| {
+                let (x, y) = if e.proximity {
+                    (x, y)
+                } else {
+                    (f32::INFINITY, f32::INFINITY)
+                };
+                Near {
+                    x,
+                    y,
+                    marked_by: u32::MAX,
+                }
+            }),
     );
-    ys.extend(
-        entries
-            .iter()
-            .zip(gy)
-            .map(|(e, &y)| if e.proximity { y } else { f32::INFINITY }),
-    );
+    near.push(Near {
+        x: f32::INFINITY,
+        y: f32::INFINITY,
+        marked_by: u32::MAX,
+    });
     let r2 = rules.connect_radius * rules.connect_radius;
     grid.for_each_window(rules.connect_radius, below, |i, (after, row_end), below| {
         if !entries[i].proximity {
@@ -193,7 +211,7 @@ pub fn plan_links(
         // Mark this entry's peers, so linked pairs are left out below.
         if let Some(&k) = was_of.get(i).filter(|&&k| k != u32::MAX) {
             for &p in current.peers_of(k as usize) {
-                marked_by[now_of[p as usize] as usize] = i as u32;
+                near[now_of[p as usize] as usize].marked_by = i as u32;
             }
         }
         let window = (row_end - after)
@@ -204,24 +222,23 @@ pub fn plan_links(
         if candidates.len() < used + window {
             candidates.resize((used + window).next_power_of_two(), Candidate::default());
         }
-        let (ax, ay, me) = (xs[i], ys[i], i as u32);
+        let (ax, ay, me) = (near[i].x, near[i].y, i as u32);
         let mut n = used;
-        // Over slices taken once per range: the loop then needs no bounds checks but the
-        // write's, and keeps the slices' addresses (and the radius) in registers.
+        // Over a slice taken once per range: the loop then needs no bounds checks but the
+        // write's, and keeps the addresses (and the radius) in registers.
         let mut scan = |lo: usize, hi: usize| {
             let limit = r2;
             let out = &mut candidates[n..n + (hi - lo)];
             let mut m = 0;
-            let near = xs[lo..hi].iter().zip(&ys[lo..hi]).zip(&marked_by[lo..hi]);
-            for (j, ((&x, &y), &mark)) in (lo as u32..).zip(near) {
-                let (dx, dy) = (x - ax, y - ay);
+            for (j, p) in (lo as u32..).zip(&near[lo..hi]) {
+                let (dx, dy) = (p.x - ax, p.y - ay);
                 let d2 = dx * dx + dy * dy;
                 out[m] = Candidate {
                     bucket: d2.to_bits(),
                     i: me,
                     j,
                 };
-                m += usize::from((d2 <= limit) & (mark != me));
+                m += usize::from((d2 <= limit) & (p.marked_by != me));
             }
             n += m;
         };
@@ -233,18 +250,8 @@ pub fn plan_links(
     });
     candidates.truncate(used);
 
-    // Ranks from the squared distances, counted by bucket for the sort (every rank is at
-    // most the disconnect radius, or the connect radius and the margin).
-    let top = (rules.disconnect_radius.max(rules.connect_radius + margin) / RANK_STEP) as usize;
-    counts.clear();
-    counts.resize(top + 2, 0);
-    let (old, new) = candidates.split_at_mut(linked);
-    for c in old {
-        let bucket = ((f32::from_bits(c.bucket).sqrt() / RANK_STEP) as usize).min(top);
-        c.bucket = bucket as u32 | LINKED;
-        counts[bucket + 1] += 1;
-    }
-    for c in new {
+    // New pairs' ranks from their squared distances.
+    for c in &mut candidates[linked..] {
         let bucket = (((f32::from_bits(c.bucket).sqrt() + margin) / RANK_STEP) as usize).min(top);
         c.bucket = bucket as u32;
         counts[bucket + 1] += 1;
