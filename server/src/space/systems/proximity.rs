@@ -143,6 +143,9 @@ pub fn plan_links(
     // Ranks are counted by bucket for the sort as they are made (every rank is at most the
     // disconnect radius, or the connect radius and the margin).
     let top = (rules.disconnect_radius.max(rules.connect_radius + margin) / RANK_STEP) as usize;
+    // A rank's bucket: capped as a float, then cast (a shorter cast than to a usize).
+    let top_rank = top as f32;
+    let bucket_of = |rank: f32| (rank / RANK_STEP).min(top_rank) as u32;
     counts.clear();
     counts.resize(top + 2, 0);
     candidates.clear();
@@ -165,13 +168,13 @@ pub fn plan_links(
         if !kept {
             plan.broken.push((a.id, b.id));
         }
-        let bucket = ((d2.sqrt() / RANK_STEP) as usize).min(top);
+        let bucket = bucket_of(d2.sqrt());
         candidates[used] = Candidate {
-            bucket: bucket as u32 | LINKED,
+            bucket: bucket | LINKED,
             i,
             j,
         };
-        counts[bucket + 1] += u32::from(kept);
+        counts[bucket as usize + 1] += u32::from(kept);
         used += usize::from(kept);
     }
 
@@ -252,9 +255,9 @@ pub fn plan_links(
 
     // New pairs' ranks from their squared distances.
     for c in &mut candidates[linked..] {
-        let bucket = (((f32::from_bits(c.bucket).sqrt() + margin) / RANK_STEP) as usize).min(top);
-        c.bucket = bucket as u32;
-        counts[bucket + 1] += 1;
+        let bucket = bucket_of(f32::from_bits(c.bucket).sqrt() + margin);
+        c.bucket = bucket;
+        counts[bucket as usize + 1] += 1;
     }
     counting_sort(candidates, sorted, counts);
 
