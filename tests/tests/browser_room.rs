@@ -2,8 +2,9 @@
 //! Classroom A, C walks in from the hallway; each hears the other two through the server
 //! (the room connection's remote candidate is the server's); C's walk-in-to-hearing time
 //! and its audio gap (from its hallway peer D to the room) are printed. A's camera reaches B
-//! in a simulcast layer smaller than the full one, to fit B's tile. A shares a (fake,
-//! `?fakescreen=1`) screen that B and C see large. Then A
+//! in a simulcast layer smaller than the full one, to fit B's tile, and reaches C, who came in
+//! after A's connection was renegotiated. A shares a (fake, `?fakescreen=1`) screen that B
+//! and C see large, and A's camera keeps playing at B after that renegotiation. Then A
 //! walks out next to D in the hallway: A's room connection closes and a peer connection
 //! with D opens; the audio gap of that switch is printed.
 
@@ -207,6 +208,21 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
         "B gets the full layer ({width} px) for a {tile} px tile"
     );
 
+    // C joined after A's connection had been renegotiated (for B's and C's microphones),
+    // which made the server lose A's camera layers until receiver reports stopped
+    // acknowledging them: C gets A's camera as well.
+    let a_camera_frames = format!(
+        "const v = document.querySelector('#room-tiles [data-member=\"{a_id}\"] video'); return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0"
+    );
+    c.wait_snapshot("A's camera in C's tile", |s| {
+        member(s, a_id).is_some_and(|m| m["video"] == true)
+    })
+    .await?;
+    c.wait_snapshot_of("decoded frames of A's camera at C", &a_camera_frames, |n| {
+        n.as_u64().is_some_and(|n| n > 0)
+    })
+    .await?;
+
     // A shares its screen; B and C show it large, with frames.
     a.click("#toggle-screen").await?;
     for (page, who) in [(&b, "B"), (&c, "C")] {
@@ -221,6 +237,15 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
         )
         .await?;
     }
+
+    // A's camera still plays at B after the screen share's renegotiation.
+    let before = b.eval(&a_camera_frames).await?.as_u64().unwrap_or(0);
+    b.wait_snapshot_of(
+        "A's camera frames at B rising after the screen share",
+        &a_camera_frames,
+        |n| n.as_u64().is_some_and(|n| n > before + 10),
+    )
+    .await?;
 
     // A walks out next to D: the room connection closes, a peer connection with D opens.
     // A sampler in A's page times the gap: from the last room audio A received to the first

@@ -1,8 +1,9 @@
 //! How the SFU builds a peer connection: the codecs it forwards (Opus and VP8), the RTP
 //! header extensions it reads (audio level), the interceptors (NACK, RTCP reports, TWCC
-//! feedback, and [`KeyframeRequests`], which hands viewers' picture-loss requests to the
-//! SFU), the local addresses it offers, and the runtime ([`SfuRuntime`]) whose UDP sockets
-//! batch their sends.
+//! feedback, [`KeyframeRequests`], which hands viewers' picture-loss requests to the SFU,
+//! and [`UnacknowledgedLayers`], which keeps simulcast layers identifiable across
+//! renegotiations), the local addresses it offers, and the runtime ([`SfuRuntime`]) whose
+//! UDP sockets batch their sends.
 
 use super::batch_udp::SfuRuntime;
 use super::{SfuConfig, SfuMetrics};
@@ -11,11 +12,12 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYP
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 use webrtc::peer_connection::{
@@ -26,6 +28,9 @@ use webrtc::peer_connection::{
 
 /// The audio level header extension (RFC 6464): how loud each packet is.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The RTP stream id header extension (RFC 8852): which simulcast layer a packet belongs to.
+pub const RTP_STREAM_ID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 
 /// The Opus codec as the SFU negotiates it on every leg.
 pub fn opus() -> RTCRtpCodec {
@@ -81,7 +86,7 @@ pub async fn peer_connection(
     // Simulcast layers are told apart by these (the browser sends them on each layer).
     for uri in [
         "urn:ietf:params:rtp-hdrext:sdes:mid",
-        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        RTP_STREAM_ID_URI,
         "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
     ] {
         media.register_header_extension(
@@ -94,6 +99,8 @@ pub async fn peer_connection(
     }
     // After the codecs: it adds NACK/PLI feedback only to codecs already registered.
     let registry = register_default_interceptors(Registry::new(), &mut media)?
+        // Wire-ward of the receiver reports (10_000), so the reports pass it on their way out.
+        .with(Slot::from(9_500), UnacknowledgedLayers::default())
         .with(Slot::from(14_000), KeyframeRequests::default());
     let mut settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
@@ -172,4 +179,204 @@ impl Interceptor for KeyframeRequests {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Leaves the publishers' video streams out of the receiver reports the SFU sends, so that
+/// simulcast layers stay identifiable after a renegotiation.
+///
+/// A browser marks a simulcast layer's packets with the layer's RID (and the MID) only until
+/// a receiver report acknowledges that layer's SSRC. webrtc-rs forgets which SSRC carries
+/// which layer at every renegotiation (it rebuilds a receiver from the SDP, where simulcast
+/// layers have RIDs and no SSRCs) and learns it again only from a packet that carries the
+/// RID. With the layers acknowledged, a publisher's camera stopped reaching the SFU at the
+/// first renegotiation after it (someone else joining the room), and later viewers never
+/// got a picture. Unacknowledged, the browser marks every packet, and the layers are known
+/// again from the next packet on. The cost: a few bytes of header per video packet, and no
+/// reception statistics for video at the publisher, which still gets them (and its
+/// round-trip time) for its microphone. Streams are recognised by the RID header extension
+/// negotiated on their m-line: every video stream a browser publishes, screen included.
+#[derive(Default)]
+pub struct UnacknowledgedLayers {
+    /// SSRCs of the inbound streams whose m-line negotiated the RID extension.
+    layered: HashSet<u32>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl UnacknowledgedLayers {
+    /// `packets` without report blocks about layered streams.
+    fn strip(&self, packets: &mut [Box<dyn rtc::rtcp::Packet>]) {
+        let about_layer =
+            |r: &rtc::rtcp::reception_report::ReceptionReport| self.layered.contains(&r.ssrc);
+        for packet in packets.iter_mut() {
+            let any = packet.as_any();
+            if let Some(rr) = any.downcast_ref::<ReceiverReport>()
+                && rr.reports.iter().any(about_layer)
+            {
+                let mut rr = rr.clone();
+                rr.reports.retain(|r| !about_layer(r));
+                *packet = Box::new(rr);
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>()
+                && sr.reports.iter().any(about_layer)
+            {
+                let mut sr = sr.clone();
+                sr.reports.retain(|r| !about_layer(r));
+                *packet = Box::new(sr);
+            }
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for UnacknowledgedLayers {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if !self.layered.is_empty()
+            && let Packet::Rtcp(packets) = &mut msg.message.packet
+        {
+            self.strip(packets);
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for UnacknowledgedLayers {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        if info
+            .rtp_header_extensions
+            .iter()
+            .any(|e| e.uri == RTP_STREAM_ID_URI)
+        {
+            self.layered.insert(info.ssrc);
+        }
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.layered.remove(&info.ssrc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::{AttributedPacket, RTPHeaderExtension};
+    use rtc::rtcp::reception_report::ReceptionReport;
+    use rtc::shared::{TransportContext, TransportMessage};
+
+    fn stream(ssrc: u32, uris: &[&str]) -> StreamInfo {
+        StreamInfo {
+            ssrc,
+            rtp_header_extensions: uris
+                .iter()
+                .enumerate()
+                .map(|(i, uri)| RTPHeaderExtension {
+                    uri: (*uri).to_owned(),
+                    id: i as u16 + 1,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn rtcp(packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
+        TransportMessage {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtcp(packets)),
+        }
+    }
+
+    fn report(ssrc: u32) -> ReceptionReport {
+        ReceptionReport {
+            ssrc,
+            last_sequence_number: 100,
+            ..Default::default()
+        }
+    }
+
+    /// What the reports that leave say about which SSRCs.
+    fn reported(msg: &TaggedPacket) -> Vec<u32> {
+        let Packet::Rtcp(packets) = &msg.message.packet else {
+            panic!("not RTCP");
+        };
+        packets
+            .iter()
+            .flat_map(|p| {
+                let any = p.as_any();
+                let reports = any
+                    .downcast_ref::<ReceiverReport>()
+                    .map(|rr| rr.reports.clone())
+                    .or_else(|| {
+                        any.downcast_ref::<SenderReport>()
+                            .map(|sr| sr.reports.clone())
+                    })
+                    .unwrap_or_default();
+                reports.into_iter().map(|r| r.ssrc)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reports_leave_out_streams_that_carry_rids_only() {
+        let mut filter = UnacknowledgedLayers::default();
+        // A camera layer (its m-line has the RID extension) and a microphone (audio level).
+        filter.bind_remote_stream(&stream(11, &[RTP_STREAM_ID_URI]));
+        filter.bind_remote_stream(&stream(22, &[AUDIO_LEVEL_URI]));
+        let rr = ReceiverReport {
+            ssrc: 1,
+            reports: vec![report(11), report(22)],
+            ..Default::default()
+        };
+        let sr = SenderReport {
+            ssrc: 1,
+            reports: vec![report(22), report(11)],
+            ..Default::default()
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 11,
+        };
+        filter
+            .handle_write(rtcp(vec![Box::new(rr), Box::new(sr), Box::new(pli)]))
+            .expect("written");
+        let out = filter.poll_write().expect("the packet goes on");
+        assert_eq!(reported(&out), vec![22, 22]);
+        let Packet::Rtcp(packets) = &out.message.packet else {
+            panic!("not RTCP");
+        };
+        assert_eq!(packets.len(), 3, "no packet of the compound is lost");
+        assert!(is_keyframe_request(packets[2].as_ref()));
+
+        // Once the layer's stream is gone, reports about that SSRC pass again.
+        filter.unbind_remote_stream(&stream(11, &[RTP_STREAM_ID_URI]));
+        let rr = ReceiverReport {
+            ssrc: 1,
+            reports: vec![report(11)],
+            ..Default::default()
+        };
+        filter
+            .handle_write(rtcp(vec![Box::new(rr)]))
+            .expect("written");
+        assert_eq!(reported(&filter.poll_write().expect("passes")), vec![11]);
+        assert!(filter.poll_write().is_none());
+    }
 }

@@ -257,6 +257,7 @@ async fn run(
             event = track.poll() => match event {
                 None | Some(TrackRemoteEvent::OnEnded) => break,
                 Some(TrackRemoteEvent::OnOpen(init)) => {
+                    tracing::debug!(kind = ?f.source.kind, rid = ?init.rid, ssrc = init.ssrc, "stream open");
                     if let Some(layer) = init.rid.as_deref().and_then(layer_of_rid) {
                         f.layer_ssrcs[usize::from(layer)] = Some(init.ssrc);
                     }
@@ -283,6 +284,7 @@ impl Forwarder {
         match msg {
             ForwardCtl::Add(sub) => {
                 let member = sub.member;
+                tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %member, want = sub.want, "viewer added");
                 self.viewers.retain(|v| v.sub.member != member);
                 self.viewers.push(Viewer::new(sub, now));
                 if let Some(layer) = self.viewer(member).map(|v| v.sub.want) {
@@ -422,6 +424,7 @@ impl Forwarder {
                     i += 1;
                     continue;
                 }
+                tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %v.sub.member, layer, "viewer takes a layer");
                 v.switch_to(layer, seq, ts);
             } else if target != layer {
                 // Stays on this layer until the target's keyframe comes.
@@ -478,6 +481,7 @@ impl Forwarder {
             };
             self.keyframe_wanted[layer] = false;
             self.last_keyframe_request[layer] = Some(now);
+            tracing::debug!(kind = ?self.source.kind, layer, ssrc, "picture-loss request");
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
                 media_ssrc: ssrc,
