@@ -78,9 +78,7 @@ impl SpatialGrid {
         }
         self.fill.clear();
         self.fill.extend_from_slice(&self.starts);
-        // Every place is written below, so the entries are not cleared first (which would
-        // write them all once more): only the length is set.
-        self.entries.truncate(self.staging.len());
+        self.entries.clear();
         if let Some(&(_, first)) = self.staging.first() {
             self.entries.resize(self.staging.len(), first);
         }

@@ -37,10 +37,8 @@ pub struct Scratch {
     /// Each entry of the current links' layout: its grid entry now (the grid's length if it
     /// is not in the grid).
     now_of: Vec<u32>,
-    /// Each grid entry's current peers that come after it in the grid (`stride` places
-    /// each), and how many it has: those the pair walk leaves out for it.
-    linked_after: Vec<u32>,
-    linked_after_count: Vec<u8>,
+    /// Each grid entry: its entry in the current links' layout (`u32::MAX`: none).
+    was_of: Vec<u32>,
     /// The grid walk's ranges of rows below.
     below: Vec<(u32, u32)>,
     /// The current links, each once, by the last plan's entry indices.
@@ -91,8 +89,7 @@ pub fn plan_links(
         counts,
         near,
         now_of,
-        linked_after,
-        linked_after_count,
+        was_of,
         below,
         pairs,
     } = scratch;
@@ -108,7 +105,7 @@ pub fn plan_links(
         }
         plan.index_of_slot[s] = i as u32;
     }
-    // From the current links' layout to the grid's.
+    // Between the current links' layout and the grid's, both ways.
     now_of.clear();
     now_of.extend(
         current
@@ -116,12 +113,18 @@ pub fn plan_links(
             .iter()
             .map(|&(slot, id)| plan.index_of(slot, id).map_or(nobody, |i| i as u32)),
     );
+    was_of.clear();
+    was_of.extend(entries.iter().map(|e| {
+        current
+            .index_of(e.slot, e.id)
+            .map_or(u32::MAX, |k| k as u32)
+    }));
 
     // Current links, kept while within the disconnect radius and both ends keep links,
     // ranked by distance (nearer than any new pair at the same distance by the hysteresis
     // margin); the others break. First each link once, as (last plan's entry, its peer's):
     // it is met from both ends and taken, without a branch, from the lower index.
-    // (Room for every link twice, written in one pass; the buffer only grows, so it is not
+    // (Room for every link twice, written in one pass; the buffer only grows, and is not
     // cleared, which would write it all once more.)
     let room = current.count.iter().map(|&c| usize::from(c)).sum();
     if pairs.len() < room {
@@ -152,14 +155,6 @@ pub fn plan_links(
     if candidates.len() < pairs.len() {
         candidates.resize(pairs.len(), Candidate::default());
     }
-    // Each link is also listed at the end that comes first in the grid, for the pair walk
-    // (an end has no more links than the stride).
-    let link_stride = current.stride;
-    linked_after_count.clear();
-    linked_after_count.resize(entries.len(), 0);
-    if linked_after.len() < entries.len() * link_stride {
-        linked_after.resize(entries.len() * link_stride, 0);
-    }
     let mut used = 0;
     for &(k, p) in pairs {
         let (i, j) = (now_of[k as usize], now_of[p as usize]);
@@ -169,10 +164,6 @@ pub fn plan_links(
                 .push((current.who[k as usize].1, current.who[p as usize].1));
             continue;
         }
-        let (first, after) = (i.min(j) as usize, i.max(j));
-        let count = &mut linked_after_count[first];
-        linked_after[first * link_stride + usize::from(*count)] = after;
-        *count += 1;
         let (a, b) = (&entries[i as usize], &entries[j as usize]);
         let d2 = a.pos.distance_squared(b.pos);
         let kept = a.keeps_links & b.keeps_links & (d2 <= disconnect2);
@@ -223,10 +214,11 @@ pub fn plan_links(
         if !entries[i].proximity {
             return;
         }
-        // Mark this entry's peers after it, so linked pairs are left out below.
-        let at = i * link_stride;
-        for &p in &linked_after[at..at + usize::from(linked_after_count[i])] {
-            near[p as usize].marked_by = i as u32;
+        // Mark this entry's peers, so linked pairs are left out below.
+        if let Some(&k) = was_of.get(i).filter(|&&k| k != u32::MAX) {
+            for &p in current.peers_of(k as usize) {
+                near[now_of[p as usize] as usize].marked_by = i as u32;
+            }
         }
         let window = (row_end - after)
             + below
@@ -270,7 +262,7 @@ pub fn plan_links(
         c.bucket = bucket;
         counts[bucket as usize + 1] += 1;
     }
-    let sorted = counting_sort(candidates, sorted, counts);
+    counting_sort(candidates, sorted, counts);
 
     // Nearest first, while both ends are under the cap. (A branch, not branch-free writes:
     // in a crowd nearly every candidate is refused, and the branch then predicts well.)
@@ -299,26 +291,19 @@ pub fn plan_links(
     graph.propose(plan);
 }
 
-/// Sorts `from` into the start of `to` by bucket, stable, given how many there are in each
-/// bucket (`counts[b + 1]` for bucket `b`), and returns that part of `to`. (`to` only grows:
-/// every place in the part returned is written, so it is not cleared first.)
-fn counting_sort<'a>(
-    from: &[Candidate],
-    to: &'a mut Vec<Candidate>,
-    counts: &mut [u32],
-) -> &'a [Candidate] {
+/// Sorts `from` into `to` by bucket, stable, given how many there are in each bucket
+/// (`counts[b + 1]` for bucket `b`).
+fn counting_sort(from: &[Candidate], to: &mut Vec<Candidate>, counts: &mut [u32]) {
     for i in 1..counts.len() {
         counts[i] += counts[i - 1];
     }
-    if to.len() < from.len() {
-        to.resize(from.len(), Candidate::default());
-    }
+    to.clear();
+    to.resize(from.len(), Candidate::default());
     for c in from {
         let at = &mut counts[(c.bucket & !LINKED) as usize];
         to[*at as usize] = *c;
         *at += 1;
     }
-    &to[..from.len()]
 }
 
 #[cfg(test)]
