@@ -9,13 +9,15 @@
 //!   far denser than any real campus: one avatar every 20 px).
 //! - then, per scenario, 400 timed ticks for p50 / p99, in wall-clock time and in the
 //!   thread's CPU time (the machine is shared: wall time also counts moments another
-//!   process had the core), and the position-update bytes per second one client in the
-//!   crowd receives (target: 2 kB/s).
+//!   process had the core), and the bytes per second one client in the crowd receives:
+//!   its position updates (snapshots; target: 2 kB/s), and all its frames (with the
+//!   peer-link messages of a crowd that keeps moving).
 
 /// The allocator the server runs with (see `src/main.rs`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use glam::Vec2;
 use quad_server::space::SpaceWorld;
@@ -23,7 +25,7 @@ use quad_server::space::resources::{Recipient, SpaceSettings};
 use quad_shared::AvatarId;
 use quad_shared::map::Map;
 use quad_shared::movement::dir;
-use quad_shared::protocol::Input;
+use quad_shared::protocol::{Input, ServerMsg};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -43,6 +45,16 @@ struct Crowd {
     heading: Vec<u8>,
     seq: u32,
     watched: AvatarId,
+    /// The frames the last tick addressed to the watched client.
+    watched_frames: Vec<Bytes>,
+}
+
+/// Bytes sent to the watched client: its position updates (snapshots) and everything
+/// else (in a wandering crowd, mostly peer links forming and breaking).
+#[derive(Default, Clone, Copy)]
+struct Sent {
+    updates: usize,
+    other: usize,
 }
 
 impl Crowd {
@@ -92,6 +104,7 @@ impl Crowd {
             heading,
             seq: 0,
             watched: watched.0,
+            watched_frames: Vec::new(),
         };
         // Settle: everyone has been sent their surroundings once.
         for _ in 0..40 {
@@ -100,9 +113,9 @@ impl Crowd {
         crowd
     }
 
-    /// One tick of a real server: every avatar's input arrives, the world ticks, frames go out.
-    /// Returns the bytes addressed to the watched client.
-    fn tick(&mut self) -> usize {
+    /// One tick of a real server: every avatar's input arrives, the world ticks, frames go
+    /// out (the watched client's are kept for [`Crowd::sent`]).
+    fn tick(&mut self) {
         self.seq += 1;
         for (i, heading) in self.heading.iter_mut().enumerate() {
             if self.rng.random_ratio(1, 40) {
@@ -116,12 +129,25 @@ impl Crowd {
             self.world.input(AvatarId(i as u32 + 1), input);
         }
         self.world.tick(1.0 / TICK_HZ as f32);
-        let watched = self.watched;
-        self.world
-            .drain_outbox()
-            .filter(|(to, _)| *to == Recipient::One(watched))
-            .map(|(_, frame)| frame.len())
-            .sum()
+        let watched = Recipient::One(self.watched);
+        self.watched_frames.clear();
+        for (to, frame) in self.world.drain_outbox() {
+            if to == watched {
+                self.watched_frames.push(frame);
+            }
+        }
+    }
+
+    /// What the last tick sent the watched client (decoded here, outside the timed tick).
+    fn sent(&self) -> Sent {
+        let mut sent = Sent::default();
+        for frame in &self.watched_frames {
+            match quad_shared::codec::decode::<ServerMsg>(frame) {
+                Ok(ServerMsg::Snapshot(_)) => sent.updates += frame.len(),
+                _ => sent.other += frame.len(),
+            }
+        }
+        sent
     }
 }
 
@@ -165,13 +191,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// p50 / p99 per tick and the watched client's bytes per second, printed as a table and
-/// written to `target/bench/world_tick.json`.
+/// p50 / p99 per tick and the watched client's bytes per second (position updates, and
+/// everything), printed as a table and written to `target/bench/world_tick.json`.
 fn tick_percentiles() {
     let mut rows = Vec::new();
     println!(
-        "\n{:<22} {:>10} {:>10} {:>10} {:>12} {:>12} {:>16}",
-        "scenario", "p50 ms", "p99 ms", "max ms", "cpu p50 ms", "cpu p99 ms", "client B/s"
+        "\n{:<22} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12} {:>12}",
+        "scenario",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "cpu p50 ms",
+        "cpu p99 ms",
+        "updates B/s",
+        "all B/s"
     );
     for (name, make) in scenarios() {
         let mut crowd = make();
@@ -180,12 +213,15 @@ fn tick_percentiles() {
         // also counts the moments another process had the core.
         let mut times = Vec::with_capacity(ticks);
         let mut cpu_times = Vec::with_capacity(ticks);
-        let mut bytes = 0;
+        let mut bytes = Sent::default();
         for _ in 0..ticks {
             let (t, cpu) = (Instant::now(), cpu_time::ThreadTime::now());
-            bytes += crowd.tick();
+            crowd.tick();
             cpu_times.push(cpu.elapsed());
             times.push(t.elapsed());
+            let sent = crowd.sent();
+            bytes.updates += sent.updates;
+            bytes.other += sent.other;
         }
         times.sort();
         cpu_times.sort();
@@ -195,20 +231,23 @@ fn tick_percentiles() {
             times[ticks - 1],
         );
         let (cpu50, cpu99) = (percentile(&cpu_times, 0.5), percentile(&cpu_times, 0.99));
-        let bytes_per_sec = bytes as f64 / (ticks as f64 / TICK_HZ as f64);
+        let per_sec = |b: usize| b as f64 / (ticks as f64 / TICK_HZ as f64);
+        let (updates_per_sec, bytes_per_sec) =
+            (per_sec(bytes.updates), per_sec(bytes.updates + bytes.other));
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "{name:<22} {:>10.3} {:>10.3} {:>10.3} {:>12.3} {:>12.3} {:>16.0}",
+            "{name:<22} {:>10.3} {:>10.3} {:>10.3} {:>12.3} {:>12.3} {:>12.0} {:>12.0}",
             ms(p50),
             ms(p99),
             ms(max),
             ms(cpu50),
             ms(cpu99),
+            updates_per_sec,
             bytes_per_sec
         );
         rows.push(format!(
-            "{{\"scenario\":\"{name}\",\"avatars\":{},\"ticks\":{ticks},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"max_ms\":{:.4},\"cpu_p50_ms\":{:.4},\"cpu_p99_ms\":{:.4},\"client_bytes_per_sec\":{:.1}}}",
-            crowd.world.population(), ms(p50), ms(p99), ms(max), ms(cpu50), ms(cpu99), bytes_per_sec
+            "{{\"scenario\":\"{name}\",\"avatars\":{},\"ticks\":{ticks},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"max_ms\":{:.4},\"cpu_p50_ms\":{:.4},\"cpu_p99_ms\":{:.4},\"client_update_bytes_per_sec\":{:.1},\"client_bytes_per_sec\":{:.1}}}",
+            crowd.world.population(), ms(p50), ms(p99), ms(max), ms(cpu50), ms(cpu99), updates_per_sec, bytes_per_sec
         ));
     }
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
@@ -227,12 +266,19 @@ fn main() {
     // a quick smoke run: a small crowd, a few ticks, no timing.
     if !std::env::args().any(|a| a == "--bench") {
         let mut crowd = Crowd::new(campus(), 200);
-        let bytes: usize = (0..20).map(|_| crowd.tick()).sum();
+        let updates: usize = (0..20)
+            .map(|_| {
+                crowd.tick();
+                crowd.sent().updates
+            })
+            .sum();
         assert!(
-            bytes > 0,
-            "the watched client was sent nothing in a moving crowd"
+            updates > 0,
+            "the watched client was sent no position updates in a moving crowd"
         );
-        println!("world_tick smoke: 200 avatars, 20 ticks, {bytes} bytes to the watched client");
+        println!(
+            "world_tick smoke: 200 avatars, 20 ticks, {updates} bytes of position updates to the watched client"
+        );
         return;
     }
     benches();
