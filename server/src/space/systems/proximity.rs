@@ -56,6 +56,15 @@ struct Near {
     marked_by: u32,
 }
 
+impl Near {
+    /// An entry that takes no part (and "nobody", past the last entry).
+    const NOWHERE: Near = Near {
+        x: f32::INFINITY,
+        y: f32::INFINITY,
+        marked_by: u32::MAX,
+    };
+}
+
 /// Set on a candidate's bucket when the pair is linked now.
 const LINKED: u32 = 1 << 31;
 
@@ -191,23 +200,18 @@ pub fn plan_links(
             .iter()
             .zip(grid.xs().iter().zip(grid.ys()))
             .map(|(e, (&x, &y))| {
-                let (x, y) = if e.proximity {
-                    (x, y)
+                if e.proximity {
+                    Near {
+                        x,
+                        y,
+                        ..Near::NOWHERE
+                    }
                 } else {
-                    (f32::INFINITY, f32::INFINITY)
-                };
-                Near {
-                    x,
-                    y,
-                    marked_by: u32::MAX,
+                    Near::NOWHERE
                 }
             }),
     );
-    near.push(Near {
-        x: f32::INFINITY,
-        y: f32::INFINITY,
-        marked_by: u32::MAX,
-    });
+    near.push(Near::NOWHERE);
     let r2 = rules.connect_radius * rules.connect_radius;
     grid.for_each_window(rules.connect_radius, below, |i, (after, row_end), below| {
         if !entries[i].proximity {
