@@ -12,6 +12,7 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYP
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -206,22 +207,32 @@ pub struct UnacknowledgedLayers {
 impl UnacknowledgedLayers {
     /// `packets` without report blocks about layered streams.
     fn strip(&self, packets: &mut [Box<dyn rtc::rtcp::Packet>]) {
-        let about_layer =
-            |r: &rtc::rtcp::reception_report::ReceptionReport| self.layered.contains(&r.ssrc);
+        // The blocks to keep, if any must go.
+        let kept = |reports: &[ReceptionReport]| {
+            reports
+                .iter()
+                .any(|r| self.layered.contains(&r.ssrc))
+                .then(|| {
+                    let kept = reports.iter().filter(|r| !self.layered.contains(&r.ssrc));
+                    kept.cloned().collect::<Vec<_>>()
+                })
+        };
         for packet in packets.iter_mut() {
             let any = packet.as_any();
             if let Some(rr) = any.downcast_ref::<ReceiverReport>()
-                && rr.reports.iter().any(about_layer)
+                && let Some(reports) = kept(&rr.reports)
             {
-                let mut rr = rr.clone();
-                rr.reports.retain(|r| !about_layer(r));
-                *packet = Box::new(rr);
+                *packet = Box::new(ReceiverReport {
+                    reports,
+                    ..rr.clone()
+                });
             } else if let Some(sr) = any.downcast_ref::<SenderReport>()
-                && sr.reports.iter().any(about_layer)
+                && let Some(reports) = kept(&sr.reports)
             {
-                let mut sr = sr.clone();
-                sr.reports.retain(|r| !about_layer(r));
-                *packet = Box::new(sr);
+                *packet = Box::new(SenderReport {
+                    reports,
+                    ..sr.clone()
+                });
             }
         }
     }
@@ -279,7 +290,6 @@ impl Interceptor for UnacknowledgedLayers {
 mod tests {
     use super::*;
     use rtc::interceptor::{AttributedPacket, RTPHeaderExtension};
-    use rtc::rtcp::reception_report::ReceptionReport;
     use rtc::shared::{TransportContext, TransportMessage};
 
     fn stream(ssrc: u32, uris: &[&str]) -> StreamInfo {
