@@ -20,8 +20,9 @@ use quad_shared::protocol::{
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-/// How far in the past other avatars are drawn, ms: two snapshots at 20 Hz plus jitter.
-pub const INTERPOLATION_DELAY_MS: f64 = 120.0;
+/// How far in the past other avatars are drawn, ms: the server sends a snapshot every
+/// 100 ms, and a neighbour's position at most that often, plus margin for a late frame.
+pub const INTERPOLATION_DELAY_MS: f64 = 150.0;
 /// Steps per input message.
 const STEPS_PER_INPUT: u8 = 3;
 /// Longest frame time simulated at once (a backgrounded tab must not replay seconds).

@@ -14,7 +14,7 @@ pub struct ClientView {
     pub selected: bool,
     /// The radius the last interest scan needed to find enough avatars (0: none yet).
     pub scan_radius: f32,
-    /// Bytes this client may still be sent (refilled each tick up to a cap).
+    /// Bytes this client may still be sent (refilled at each snapshot up to a cap).
     pub byte_tokens: f32,
     /// The own position and ack last sent to this client.
     pub sent_self: Option<([f32; 2], u32)>,

@@ -1,14 +1,16 @@
 //! Replication: sends each client the avatars around it.
 //!
 //! Each client has an interest list: the nearest `max_interest` avatars within the area of
-//! interest, re-selected every `REFRESH_TICKS` ticks (staggered across clients, so the grid
-//! scan is spread out). Each tick part of the list is looked at (half of the nearest 12,
-//! and every 8th tick the rest): each avatar there whose position the client has stale
-//! gains priority, nearer ones faster, and the highest-priority updates that fit the
-//! client's byte budget (`replication_bytes_per_sec`) are sent. So a tick costs a part of
-//! the interest lists, not the size of the crowd, and a client in a crowd gets its
-//! neighbours often (about 10 times a second), far avatars less often, and never more bytes
-//! than its budget (plus its own position, always sent when it changes).
+//! interest, re-selected every 8th snapshot (staggered across clients, so the grid scan is
+//! spread out). A client is sent a snapshot about 10 times a second, on its staggered turn,
+//! so each tick visits a part of the clients. At a snapshot part of its list is looked at
+//! (the nearest 12, and every 4th snapshot the rest): each avatar there whose position the
+//! client has stale gains priority, nearer ones faster, and the highest-priority updates
+//! that fit the client's byte budget (`replication_bytes_per_sec`) are sent. So a tick
+//! costs a part of the interest lists, not the size of the crowd, and a client in a crowd
+//! gets its neighbours often (about 10 times a second), far avatars less often, and never
+//! more bytes than its budget (plus its own position, sent with each snapshot when it
+//! changed).
 
 use crate::space::components::{Avatar, ClientView, Interest, Motion, Position};
 use crate::space::resources::{Outbox, Recipient, SlotTable, SpaceClock, SpaceSettings};
@@ -19,18 +21,19 @@ use quad_shared::protocol::{AvatarUpdate, POSITION_QUANTUM, Snapshot};
 
 /// A conservative size of one `AvatarUpdate` on the wire, bytes.
 const UPDATE_BYTES: f32 = 12.0;
-/// Ticks' worth of budget a client may bank.
-const BURST_TICKS: f32 = 4.0;
-/// How often an interest list is re-selected, in ticks (0.8 s at 20 Hz; the area of
-/// interest reaches past the screen, so newcomers appear before they are in view).
-pub const REFRESH_TICKS: u32 = 16;
-/// The nearest entries of an interest list are checked every `NEAR_TIER_EVERY` ticks (half
-/// of them each tick: the byte budget sends about 7 updates a tick, so checking all 12
-/// every tick only finds more than can be sent)...
+/// Snapshots' worth of budget a client may bank.
+const BURST_SNAPSHOTS: f32 = 2.0;
+/// Snapshots a client is sent per second, at most: as often as its neighbours' positions
+/// are looked at (the byte budget sends about 14 updates a snapshot, and a snapshot every
+/// tick would only split them in two frames, each with its own header).
+const SNAPSHOTS_PER_SEC: u16 = 10;
+/// The interest list is re-selected every this many snapshots (0.8 s; the area of interest
+/// reaches past the screen, so newcomers appear before they are in view).
+const REFRESH_SNAPSHOTS: u32 = 8;
+/// The nearest entries of an interest list are checked at every snapshot...
 const NEAR_TIER: usize = 12;
-const NEAR_TIER_EVERY: u32 = 2;
-/// ...the rest every this many ticks (staggered across clients), with weight to match.
-const FAR_TIER_EVERY: u32 = 8;
+/// ...the rest every this many snapshots (staggered across clients), with weight to match.
+const FAR_TIER_SNAPSHOTS: u32 = 4;
 /// Priority head start of an avatar the client has never been sent.
 const NEW_BONUS: f32 = 4.0;
 /// A client's first interest scan reaches this fraction of the area of interest.
@@ -66,32 +69,37 @@ pub fn replicate(
 ) {
     let tick = clock.tick;
     let per_tick = settings.replication_bytes_per_sec as f32 / settings.tick_hz.max(1) as f32;
+    let cadence = Cadence::new(settings.tick_hz);
+    let per_snapshot = per_tick * cadence.every as f32;
     let scratch = &mut *scratch;
 
     // Memory is fetched ahead of use: each client's interest lines two clients ahead, and
     // the slots its entries name one client ahead (by then its lines have arrived). The
     // lists are too big to stay in cache, and this is where replication waited most.
-    let mut clients = clients.iter_mut();
+    let mut clients = clients
+        .iter_mut()
+        .filter(|(avatar, _, _, view)| cadence.visits(view, avatar, tick));
     let mut next = clients.next();
     let mut after = clients.next();
     for (avatar, _, _, view) in next.iter().chain(after.iter()) {
-        prefetch_lines(view, avatar, tick);
+        prefetch_lines(view, avatar, tick, cadence);
     }
     while let Some((avatar, position, motion, mut view)) = next.take() {
         let ahead = clients.next();
         if let Some((avatar, _, _, view)) = &ahead {
-            prefetch_lines(view, avatar, tick);
+            prefetch_lines(view, avatar, tick, cadence);
         }
         if let Some((avatar, _, _, view)) = &after {
-            for i in checked(view.interest.len(), turn(avatar, tick)) {
-                slots.prefetch(view.interest[i].slot);
+            let turn = Cadence::turn(avatar, tick);
+            for it in &view.interest[cadence.checked(view.interest.len(), turn)] {
+                slots.prefetch(it.slot);
             }
         }
         (next, after) = (after, ahead);
 
         let view = view.bypass_change_detection();
-        view.byte_tokens = (view.byte_tokens + per_tick).min(per_tick * BURST_TICKS);
-        if due(view, avatar, tick) {
+        view.byte_tokens = (view.byte_tokens + per_snapshot).min(per_snapshot * BURST_SNAPSHOTS);
+        if cadence.due(view, avatar, tick) {
             refresh_interest(view, avatar.id, position, &grid, &settings, &slots, scratch);
             view.selected = true;
         }
@@ -108,10 +116,10 @@ pub fn replicate(
         snapshot.gone.clear();
         snapshot.gone.append(&mut view.gone);
         let mut vanished = false;
-        let turn = turn(avatar, tick);
+        let turn = Cadence::turn(avatar, tick);
         let me = position.0 * POSITION_QUANTUM;
         let reach = settings.area_of_interest * POSITION_QUANTUM;
-        for i in checked(view.interest.len(), turn) {
+        for i in cadence.checked(view.interest.len(), turn) {
             let it = &mut view.interest[i];
             let Some(current) = slots.wire_of(it.slot, it.id) else {
                 // Left the space since the last refresh.
@@ -128,12 +136,7 @@ pub fn replicate(
                 // area of interest (times its tier's interval, so both tiers age alike).
                 let (dx, dy) = (current.0 as f32 - me.x, current.1 as f32 - me.y);
                 let near = (1.0 - (dx * dx + dy * dy).sqrt() / reach).max(0.0);
-                let every = if i < NEAR_TIER {
-                    NEAR_TIER_EVERY
-                } else {
-                    FAR_TIER_EVERY
-                };
-                let weight = (1.0 + 3.0 * near) * every as f32;
+                let weight = (1.0 + 3.0 * near) * cadence.interval(i) as f32;
                 it.priority += weight + if it.was_sent() { 0.0 } else { NEW_BONUS };
                 candidates.push((it.priority, i as u32, current));
             }
@@ -178,42 +181,71 @@ pub fn replicate(
     }
 }
 
-/// A client's turn this tick: what staggers its refreshes and tiers across clients.
-fn turn(avatar: &Avatar, tick: u32) -> u32 {
-    tick.wrapping_add(avatar.id.0)
+/// When a client is sent a snapshot, and what it is sent then, in ticks.
+#[derive(Clone, Copy)]
+struct Cadence {
+    /// Ticks between a client's snapshots.
+    every: u32,
 }
 
-/// Whether a client's interest list is re-selected this tick.
-fn due(view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
-    !view.selected || turn(avatar, tick).is_multiple_of(REFRESH_TICKS)
+impl Cadence {
+    fn new(tick_hz: u16) -> Cadence {
+        Cadence {
+            every: u32::from((tick_hz / SNAPSHOTS_PER_SEC).max(1)),
+        }
+    }
+
+    /// A client's turn this tick: what staggers its snapshots, refreshes and tiers across
+    /// clients.
+    fn turn(avatar: &Avatar, tick: u32) -> u32 {
+        tick.wrapping_add(avatar.id.0)
+    }
+
+    /// Whether a client is sent a snapshot this tick (a new one at once).
+    fn visits(self, view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
+        !view.selected || Self::turn(avatar, tick).is_multiple_of(self.every)
+    }
+
+    /// Whether a visited client's interest list is re-selected this tick.
+    fn due(self, view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
+        !view.selected || Self::turn(avatar, tick).is_multiple_of(self.every * REFRESH_SNAPSHOTS)
+    }
+
+    /// Whether the far tier is checked on `turn`.
+    fn far_turn(self, turn: u32) -> bool {
+        turn.is_multiple_of(self.every * FAR_TIER_SNAPSHOTS)
+    }
+
+    /// The entries of an interest list of `len` that a snapshot on `turn` checks: the near
+    /// tier, and the far tier when it is its turn.
+    fn checked(self, len: usize, turn: u32) -> std::ops::Range<usize> {
+        let end = if self.far_turn(turn) {
+            len
+        } else {
+            NEAR_TIER.min(len)
+        };
+        0..end
+    }
+
+    /// How many ticks pass between two looks at entry `i` of an interest list.
+    fn interval(self, i: usize) -> u32 {
+        if i < NEAR_TIER {
+            self.every
+        } else {
+            self.every * FAR_TIER_SNAPSHOTS
+        }
+    }
 }
 
-/// Whether the far tier is checked on `turn`.
-fn far_turn(turn: u32) -> bool {
-    turn.is_multiple_of(FAR_TIER_EVERY)
-}
-
-/// The entries of an interest list of `len` that a client's turn `turn` checks: half the
-/// near tier (the other half the next tick), and the far tier when it is its turn.
-fn checked(len: usize, turn: u32) -> impl Iterator<Item = usize> {
-    let near = (turn % NEAR_TIER_EVERY) as usize..NEAR_TIER.min(len);
-    let far = if far_turn(turn) {
-        NEAR_TIER.min(len)..len
-    } else {
-        0..0
-    };
-    near.step_by(NEAR_TIER_EVERY as usize).chain(far)
-}
-
-/// Prefetches each cache line of a client's interest list that this tick looks at: the
+/// Prefetches each cache line of a client's interest list that its snapshot looks at: the
 /// near tier, the far tier on its turn, and all of it when it is re-selected.
-fn prefetch_lines(view: &ClientView, avatar: &Avatar, tick: u32) {
+fn prefetch_lines(view: &ClientView, avatar: &Avatar, tick: u32, cadence: Cadence) {
     const PER_LINE: usize = 64 / std::mem::size_of::<Interest>();
     let interest = &view.interest;
-    let end = if due(view, avatar, tick) || far_turn(turn(avatar, tick)) {
+    let end = if cadence.due(view, avatar, tick) {
         interest.len()
     } else {
-        NEAR_TIER.min(interest.len())
+        cadence.checked(interest.len(), Cadence::turn(avatar, tick)).end
     };
     for it in interest[..end].iter().step_by(PER_LINE) {
         mem_prefetch::prefetch_read_data::<_, 3>(it);
@@ -324,4 +356,67 @@ fn refresh_interest(
     // stay where they were laid out, in the order replication walks them.
     view.interest.clear();
     view.interest.extend_from_slice(merged);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over one second of ticks, which ticks give `avatar` a snapshot, a look at its far
+    /// tier and a refresh.
+    fn one_second(tick_hz: u16, id: u32) -> (usize, usize, usize) {
+        let cadence = Cadence::new(tick_hz);
+        let avatar = Avatar {
+            id: AvatarId(id),
+            slot: 0,
+            name: String::new(),
+        };
+        let view = ClientView {
+            selected: true,
+            ..ClientView::default()
+        };
+        let (mut snapshots, mut far, mut refreshes) = (0, 0, 0);
+        // Ten seconds, to average the staggering out.
+        for tick in 0..u32::from(tick_hz) * 10 {
+            if !cadence.visits(&view, &avatar, tick) {
+                assert!(!cadence.due(&view, &avatar, tick), "a refresh without a snapshot");
+                continue;
+            }
+            snapshots += 1;
+            let turn = Cadence::turn(&avatar, tick);
+            far += usize::from(cadence.checked(48, turn).end == 48);
+            refreshes += usize::from(cadence.due(&view, &avatar, tick));
+        }
+        (snapshots / 10, far, refreshes)
+    }
+
+    #[test]
+    fn snapshots_come_ten_times_a_second_with_the_far_tier_and_refreshes_in_turn() {
+        for tick_hz in [20, 30, 60] {
+            for id in [1, 2, 7] {
+                let (snapshots, far, refreshes) = one_second(tick_hz, id);
+                assert_eq!(snapshots, 10, "{tick_hz} Hz, client {id}");
+                // Every 4th snapshot looks at the far tier, every 8th re-selects: over ten
+                // seconds, 25 and 12 or 13 (depending on where the stagger starts).
+                assert_eq!(far, 25, "{tick_hz} Hz, client {id}");
+                assert!((12..=13).contains(&refreshes), "{tick_hz} Hz, client {id}");
+            }
+        }
+        // Slower ticks than the snapshot rate: a snapshot every tick.
+        assert_eq!(one_second(5, 3).0, 5);
+    }
+
+    #[test]
+    fn a_new_client_is_sent_its_surroundings_at_once() {
+        let cadence = Cadence::new(20);
+        let avatar = Avatar {
+            id: AvatarId(1),
+            slot: 0,
+            name: String::new(),
+        };
+        let view = ClientView::default();
+        // Its turn is odd on tick 0: not a snapshot tick for a client already selected.
+        assert!(cadence.visits(&view, &avatar, 0));
+        assert!(cadence.due(&view, &avatar, 0));
+    }
 }
