@@ -245,7 +245,9 @@ fn prefetch_lines(view: &ClientView, avatar: &Avatar, tick: u32, cadence: Cadenc
     let end = if cadence.due(view, avatar, tick) {
         interest.len()
     } else {
-        cadence.checked(interest.len(), Cadence::turn(avatar, tick)).end
+        cadence
+            .checked(interest.len(), Cadence::turn(avatar, tick))
+            .end
     };
     for it in interest[..end].iter().step_by(PER_LINE) {
         mem_prefetch::prefetch_read_data::<_, 3>(it);
@@ -379,7 +381,10 @@ mod tests {
         // Ten seconds, to average the staggering out.
         for tick in 0..u32::from(tick_hz) * 10 {
             if !cadence.visits(&view, &avatar, tick) {
-                assert!(!cadence.due(&view, &avatar, tick), "a refresh without a snapshot");
+                assert!(
+                    !cadence.due(&view, &avatar, tick),
+                    "a refresh without a snapshot"
+                );
                 continue;
             }
             snapshots += 1;
