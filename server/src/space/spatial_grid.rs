@@ -115,6 +115,49 @@ impl SpatialGrid {
         }
     }
 
+    /// Every avatar within `radius` of `center`, as its squared distance's bits (which order
+    /// like the distances) above its index in [`Self::entries`], so that the numbers order
+    /// by distance, into `found` from the start; returns how many. `found` is a buffer kept between calls: it is grown to hold
+    /// every avatar of the cells looked at, and what lies past the count is left over.
+    /// Without a branch per avatar (each is written, and counted if it is in range), so a
+    /// scan where most are in range does not pay for guessing which.
+    pub fn find_within(&self, center: Vec2, radius: f32, found: &mut Vec<u64>) -> usize {
+        let (x0, y0) = self.cell_of(center - Vec2::splat(radius));
+        let (x1, y1) = self.cell_of(center + Vec2::splat(radius));
+        let row = |cy: usize| {
+            let from = self.starts[cy * self.cols + x0] as usize;
+            let to = self.starts[cy * self.cols + x1 + 1] as usize;
+            from..to
+        };
+        let looked_at: usize = (y0..=y1).map(|cy| row(cy).len()).sum();
+        if found.len() < looked_at {
+            found.resize(looked_at, 0);
+        }
+        let r2 = radius * radius;
+        let mut n = 0;
+        for cy in y0..=y1 {
+            let cells = row(cy);
+            let first = cells.start;
+            for (k, (x, y)) in self.xs[cells.clone()]
+                .iter()
+                .zip(&self.ys[cells])
+                .enumerate()
+            {
+                let (dx, dy) = (x - center.x, y - center.y);
+                let d2 = dx * dx + dy * dy;
+                found[n] = u64::from(d2.to_bits()) << 32 | (first + k) as u64;
+                n += usize::from(d2 <= r2);
+            }
+        }
+        n
+    }
+
+    /// The entry a [`Self::find_within`] find names.
+    pub fn entry_found(&self, found: u64) -> &GridEntry {
+        // The low half is an index into `entries`, which the find was made from.
+        &self.entries[found as u32 as usize]
+    }
+
     /// The entries' coordinates, in the order of [`Self::entries`].
     pub fn xs(&self) -> &[f32] {
         &self.xs
@@ -212,12 +255,24 @@ mod tests {
         let mut far = Vec::new();
         grid.for_each_within(Vec2::new(990.0, 990.0), 20.0, |e, _| far.push(e.id.0));
         assert_eq!(far, vec![3]);
+        // The same, as indices with squared distances.
+        let mut buf = Vec::new();
+        let n = grid.find_within(Vec2::new(50.0, 50.0), 111.0, &mut buf);
+        let mut by_index: Vec<(u32, f32)> = buf[..n]
+            .iter()
+            .map(|&f| (grid.entry_found(f).id.0, f32::from_bits((f >> 32) as u32)))
+            .collect();
+        by_index.sort_by_key(|f| f.0);
+        assert_eq!(by_index, vec![(0, 0.0), (1, 8100.0), (4, 25.0 + 12100.0)]);
+        assert_eq!(grid.find_within(Vec2::new(990.0, 990.0), 20.0, &mut buf), 1);
+        assert_eq!(grid.entry_found(buf[0]).id.0, 3);
         // Every pair within 150 px, once each, matching a brute-force count.
         assert_eq!(pairs_within(&grid, 150.0), vec![(0, 1), (0, 4), (1, 4)]);
         grid.rebuild(std::iter::empty());
         let mut none = 0;
         grid.for_each_within(Vec2::new(50.0, 50.0), 500.0, |_, _| none += 1);
         assert_eq!(none, 0);
+        assert_eq!(grid.find_within(Vec2::new(50.0, 50.0), 500.0, &mut buf), 0);
     }
 
     #[test]
@@ -256,6 +311,21 @@ mod tests {
                 }
             }
             assert_eq!(walked, brute, "{n} points on {side} px, radius {radius}");
+            // Around every point, the same finds as a brute-force look (the point included),
+            // with the buffer reused from look to look.
+            let mut buf = Vec::new();
+            for (a, at) in points.iter().enumerate() {
+                let found = grid.find_within(*at, radius, &mut buf);
+                let mut ids: Vec<u32> = buf[..found]
+                    .iter()
+                    .map(|&f| grid.entry_found(f).id.0)
+                    .collect();
+                ids.sort();
+                let near: Vec<u32> = (0..n as u32)
+                    .filter(|&b| at.distance_squared(points[b as usize]) <= radius * radius)
+                    .collect();
+                assert_eq!(ids, near, "around point {a}, radius {radius}");
+            }
         }
     }
 }

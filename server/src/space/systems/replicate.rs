@@ -14,7 +14,7 @@
 
 use crate::space::components::{Avatar, ClientView, Interest, Motion, Position};
 use crate::space::resources::{Outbox, Recipient, SlotTable, SpaceClock, SpaceSettings};
-use crate::space::spatial_grid::SpatialGrid;
+use crate::space::spatial_grid::{GridEntry, SpatialGrid};
 use bevy_ecs::prelude::*;
 use quad_shared::AvatarId;
 use quad_shared::protocol::{AvatarUpdate, POSITION_QUANTUM, Snapshot};
@@ -44,8 +44,8 @@ const SCAN_SLACK: f32 = 1.4;
 /// Buffers reused across clients and ticks, so a tick allocates only the frames it sends.
 #[derive(Default)]
 pub struct Scratch {
-    /// A scan's finds: (squared distance as bits, which order like the distances, slot, id).
-    near: Vec<(u32, u32, AvatarId)>,
+    /// A scan's finds, as [`SpatialGrid::find_within`] gives them (distance, grid index).
+    found: Vec<u64>,
     merged: Vec<Interest>,
     /// By slot: the stamp of the refresh that last saw the slot in an old interest list,
     /// and its index there, so a refresh carries old state over in linear time.
@@ -267,7 +267,7 @@ fn refresh_interest(
 ) {
     let aoi = settings.area_of_interest;
     let max = settings.max_interest;
-    let near = &mut scratch.near;
+    let found = &mut scratch.found;
     // Look close first: in a crowd the nearest `max` are found without scanning the whole
     // area of interest. The radius that sufficed last time is where the next look starts.
     let mut radius = if view.scan_radius > 0.0 {
@@ -275,14 +275,11 @@ fn refresh_interest(
     } else {
         aoi * FIRST_SCAN
     };
+    let mut n;
     loop {
-        near.clear();
-        grid.for_each_within(position.0, radius, |e, d2| {
-            if e.id != me {
-                near.push((d2.to_bits(), e.slot, e.id));
-            }
-        });
-        if near.len() >= max || radius >= aoi {
+        // Oneself is among the finds (at distance 0): `max` others need one more.
+        n = grid.find_within(position.0, radius, found);
+        if n > max || radius >= aoi {
             break;
         }
         radius = (radius * 1.5).min(aoi);
@@ -290,21 +287,36 @@ fn refresh_interest(
     // Next time, start from the radius that should find about `SCAN_SLACK` times what is
     // needed here (people per area scale with the radius squared): enough that a look
     // rarely comes up short, few enough that picking the nearest stays cheap.
-    view.scan_radius = if near.is_empty() {
+    let others = n.saturating_sub(1);
+    view.scan_radius = if others == 0 {
         radius
     } else {
-        let scale = (SCAN_SLACK * max as f32 / near.len() as f32).sqrt();
+        let scale = (SCAN_SLACK * max as f32 / others as f32).sqrt();
         (radius * scale.clamp(0.5, 1.5)).clamp(aoi * 0.05, aoi)
     };
-    if near.len() > max {
-        if max > 0 {
-            near.select_nth_unstable_by_key(max - 1, |a| a.0);
+    // The nearest `max` others: the nearest `max + 1` less oneself.
+    let mut near = &mut found[..n];
+    let keep = (max + 1).min(n);
+    if keep > 0 && n > keep {
+        near.select_nth_unstable(keep - 1);
+    }
+    near = &mut near[..keep];
+    match near.iter().position(|&f| grid.entry_found(f).id == me) {
+        Some(at) => {
+            near.swap(at, keep - 1);
+            near = &mut near[..keep - 1];
         }
-        near.truncate(max);
+        None if near.len() > max => {
+            if max > 0 {
+                near.select_nth_unstable(max - 1);
+            }
+            near = &mut near[..max];
+        }
+        None => {}
     }
     // Nearest first: the near tier is the head of the list (in any order within it).
     if near.len() > NEAR_TIER {
-        near.select_nth_unstable_by_key(NEAR_TIER - 1, |a| a.0);
+        near.select_nth_unstable(NEAR_TIER - 1);
     }
 
     // Carry over the state of avatars still near (found by slot, checked by id); report
@@ -332,7 +344,8 @@ fn refresh_interest(
     kept.clear();
     kept.resize(view.interest.len(), false);
     merged.clear();
-    for &(_, slot, id) in near.iter() {
+    for &f in near.iter() {
+        let GridEntry { slot, id, .. } = *grid.entry_found(f);
         let old = marks
             .get(slot as usize)
             .filter(|m| m.0 == *stamp)
@@ -409,6 +422,81 @@ mod tests {
         }
         // Slower ticks than the snapshot rate: a snapshot every tick.
         assert_eq!(one_second(5, 3).0, 5);
+    }
+
+    /// A crowd of `n` on a grid, in random places (some at the same place as another), with
+    /// their slots.
+    fn crowd(n: u32, seed: u64) -> (Vec<glam::Vec2>, SpatialGrid, SlotTable) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut points: Vec<glam::Vec2> = (0..n)
+            .map(|_| glam::Vec2::new(rng.random_range(0.0..3000.0), rng.random_range(0.0..3000.0)))
+            .collect();
+        // Two standing on someone else's spot (as at a spawn point).
+        points[1] = points[0];
+        points[2] = points[0];
+        let mut slots = SlotTable::default();
+        let mut grid = SpatialGrid::new(glam::Vec2::splat(3000.0), 128.0);
+        let entries: Vec<GridEntry> = points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| GridEntry {
+                id: AvatarId(i as u32 + 1),
+                slot: slots.allocate(AvatarId(i as u32 + 1), (0, 0)),
+                pos: *p,
+                proximity: true,
+                keeps_links: true,
+            })
+            .collect();
+        grid.rebuild(entries);
+        (points, grid, slots)
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_nearest_others_with_the_nearest_first() {
+        let settings = SpaceSettings {
+            tick_hz: 20,
+            area_of_interest: 800.0,
+            replication_bytes_per_sec: 2_000,
+            max_interest: 48,
+            proximity: Default::default(),
+            dev: false,
+        };
+        let (points, grid, slots) = crowd(2_000, 3);
+        let mut scratch = Scratch::default();
+        for me in [0usize, 1, 7, 500, 1999] {
+            let id = AvatarId(me as u32 + 1);
+            let mut view = ClientView::default();
+            // Twice: the second look starts from the radius the first one learned.
+            for _ in 0..2 {
+                let at = Position(points[me]);
+                refresh_interest(&mut view, id, &at, &grid, &settings, &slots, &mut scratch);
+                let mut by_distance: Vec<(f32, u32)> = (0..points.len())
+                    .filter(|&o| o != me)
+                    .map(|o| (points[o].distance(points[me]), o as u32 + 1))
+                    .filter(|&(d, _)| d <= settings.area_of_interest)
+                    .collect();
+                by_distance.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let distance = |it: &Interest| points[it.id.0 as usize - 1].distance(points[me]);
+                assert_eq!(view.interest.len(), 48, "client {me}");
+                assert!(
+                    view.interest.iter().all(|it| it.id != id),
+                    "client {me} sees itself"
+                );
+                // The nearest 48 (by distance: ties may be either).
+                let kept_farthest = view.interest.iter().map(distance).fold(0.0, f32::max);
+                assert_eq!(kept_farthest, by_distance[47].0, "client {me}");
+                // The first 12 are the nearest 12.
+                let near_farthest = view.interest[..NEAR_TIER]
+                    .iter()
+                    .map(distance)
+                    .fold(0.0, f32::max);
+                assert_eq!(near_farthest, by_distance[11].0, "client {me}");
+                for it in &view.interest {
+                    assert_eq!(slots.wire_of(it.slot, it.id), Some((0, 0)), "client {me}");
+                }
+            }
+        }
     }
 
     #[test]
