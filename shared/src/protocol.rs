@@ -428,7 +428,8 @@ pub struct Person {
     pub name: String,
 }
 
-/// Authoritative state for one client, sent after ticks where something it can see changed.
+/// Authoritative state for one client, sent about 10 times a second (on the client's
+/// staggered turn) when something it can see changed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub tick: u32,
@@ -437,7 +438,7 @@ pub struct Snapshot {
     /// This client's own position (exact, for reconciliation), when it changed or `ack` moved.
     pub you: Option<[f32; 2]>,
     /// Other avatars in the area of interest whose position changed (or that just came into
-    /// view). Not every change is sent every tick: a per-client byte budget decides.
+    /// view). Not every change is sent in every snapshot: a per-client byte budget decides.
     pub avatars: Vec<AvatarUpdate>,
     /// Avatars that left this client's area of interest (or the space).
     pub gone: Vec<AvatarId>,

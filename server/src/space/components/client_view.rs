@@ -23,7 +23,7 @@ pub struct ClientView {
 }
 
 /// One other avatar a client is interested in (16 bytes: a crowd's clients hold hundreds of
-/// thousands of these, and replication walks them every tick).
+/// thousands of these, and replication walks them at every snapshot).
 #[derive(Debug, Clone, Copy)]
 pub struct Interest {
     /// Where to read its position in the slot table.
