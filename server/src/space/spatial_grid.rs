@@ -98,15 +98,25 @@ impl SpatialGrid {
         &self.entries
     }
 
-    /// Calls `f` for every avatar within `radius` of `center` (squared distance given).
-    pub fn for_each_within(&self, center: Vec2, radius: f32, mut f: impl FnMut(&GridEntry, f32)) {
+    /// The entries of the cells a circle's bounding box covers, one range of indices into
+    /// [`Self::entries`] for each row of cells.
+    fn rows_around(
+        &self,
+        center: Vec2,
+        radius: f32,
+    ) -> impl Iterator<Item = std::ops::Range<usize>> + Clone + '_ {
         let (x0, y0) = self.cell_of(center - Vec2::splat(radius));
         let (x1, y1) = self.cell_of(center + Vec2::splat(radius));
+        (y0..=y1).map(move |cy| {
+            self.starts[cy * self.cols + x0] as usize..self.starts[cy * self.cols + x1 + 1] as usize
+        })
+    }
+
+    /// Calls `f` for every avatar within `radius` of `center` (squared distance given).
+    pub fn for_each_within(&self, center: Vec2, radius: f32, mut f: impl FnMut(&GridEntry, f32)) {
         let r2 = radius * radius;
-        for cy in y0..=y1 {
-            let from = self.starts[cy * self.cols + x0] as usize;
-            let to = self.starts[cy * self.cols + x1 + 1] as usize;
-            for entry in &self.entries[from..to] {
+        for row in self.rows_around(center, radius) {
+            for entry in &self.entries[row] {
                 let d2 = entry.pos.distance_squared(center);
                 if d2 <= r2 {
                     f(entry, d2);
@@ -117,32 +127,22 @@ impl SpatialGrid {
 
     /// Every avatar within `radius` of `center`, as its squared distance's bits (which order
     /// like the distances) above its index in [`Self::entries`], so that the numbers order
-    /// by distance, into `found` from the start; returns how many. `found` is a buffer kept between calls: it is grown to hold
-    /// every avatar of the cells looked at, and what lies past the count is left over.
-    /// Without a branch per avatar (each is written, and counted if it is in range), so a
-    /// scan where most are in range does not pay for guessing which.
+    /// by distance, into `found` from the start; returns how many. `found` is a buffer kept
+    /// between calls: it is grown to hold every avatar of the cells looked at, and what lies
+    /// past the count is left over. Without a branch per avatar (each is written, and
+    /// counted if it is in range), so a scan where most are in range does not pay for
+    /// guessing which.
     pub fn find_within(&self, center: Vec2, radius: f32, found: &mut Vec<u64>) -> usize {
-        let (x0, y0) = self.cell_of(center - Vec2::splat(radius));
-        let (x1, y1) = self.cell_of(center + Vec2::splat(radius));
-        let row = |cy: usize| {
-            let from = self.starts[cy * self.cols + x0] as usize;
-            let to = self.starts[cy * self.cols + x1 + 1] as usize;
-            from..to
-        };
-        let looked_at: usize = (y0..=y1).map(|cy| row(cy).len()).sum();
+        let rows = self.rows_around(center, radius);
+        let looked_at: usize = rows.clone().map(|row| row.len()).sum();
         if found.len() < looked_at {
             found.resize(looked_at, 0);
         }
         let r2 = radius * radius;
         let mut n = 0;
-        for cy in y0..=y1 {
-            let cells = row(cy);
-            let first = cells.start;
-            for (k, (x, y)) in self.xs[cells.clone()]
-                .iter()
-                .zip(&self.ys[cells])
-                .enumerate()
-            {
+        for row in rows {
+            let first = row.start;
+            for (k, (x, y)) in self.xs[row.clone()].iter().zip(&self.ys[row]).enumerate() {
                 let (dx, dy) = (x - center.x, y - center.y);
                 let d2 = dx * dx + dy * dy;
                 found[n] = u64::from(d2.to_bits()) << 32 | (first + k) as u64;
