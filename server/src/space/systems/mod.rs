@@ -1,5 +1,6 @@
 //! The space's systems, one per file, registered here in the order they run each tick.
 
+mod cadence;
 mod class_plan;
 mod media_plan;
 mod movement;
@@ -13,8 +14,8 @@ mod zones;
 use bevy_ecs::schedule::{IntoScheduleConfigs, Schedule, SingleThreadedExecutor};
 
 /// One tick: apply input, recompute zones, move avatars in and out of room media and
-/// classes, rebuild the spatial index, recompute the proximity graph and send the media
-/// plan's changes, announce roster changes, then send each client what changed in its area
+/// classes, rebuild the spatial index, recompute the proximity graph (10 times a second) and
+/// send the media plan's changes, announce roster changes, then send each client what changed in its area
 /// of interest.
 pub fn tick_schedule() -> Schedule {
     let mut schedule = Schedule::default();

@@ -2,8 +2,8 @@
 //!
 //! Each client has an interest list: the nearest `max_interest` avatars within the area of
 //! interest, re-selected every 8th snapshot (staggered across clients, so the grid scan is
-//! spread out). A client is sent a snapshot about 10 times a second, on its staggered turn,
-//! so each tick visits a part of the clients. At a snapshot part of its list is looked at
+//! spread out). A client is sent a snapshot about 10 times a second, on its staggered turn
+//! (see [`Cadence`]), so each tick visits a part of the clients. At a snapshot part of its list is looked at
 //! (the nearest 12, and every 4th snapshot the rest): each avatar there whose position the
 //! client has stale gains priority, nearer ones faster, and the highest-priority updates
 //! that fit the client's byte budget (`replication_bytes_per_sec`) are sent. So a tick
@@ -12,6 +12,7 @@
 //! more bytes than its budget (plus its own position, sent with each snapshot when it
 //! changed).
 
+use super::cadence::{Cadence, NEAR_TIER};
 use crate::space::components::{Avatar, ClientView, Interest, Motion, Position};
 use crate::space::resources::{Outbox, Recipient, SlotTable, SpaceClock, SpaceSettings};
 use crate::space::spatial_grid::{GridEntry, SpatialGrid};
@@ -23,17 +24,6 @@ use quad_shared::protocol::{AvatarUpdate, POSITION_QUANTUM, Snapshot};
 const UPDATE_BYTES: f32 = 12.0;
 /// Snapshots' worth of budget a client may bank.
 const BURST_SNAPSHOTS: f32 = 2.0;
-/// Snapshots a client is sent per second, at most: as often as its neighbours' positions
-/// are looked at (the byte budget sends about 14 updates a snapshot, and a snapshot every
-/// tick would only split them in two frames, each with its own header).
-const SNAPSHOTS_PER_SEC: u16 = 10;
-/// The interest list is re-selected every this many snapshots (0.8 s; the area of interest
-/// reaches past the screen, so newcomers appear before they are in view).
-const REFRESH_SNAPSHOTS: u32 = 8;
-/// The nearest entries of an interest list are checked at every snapshot...
-const NEAR_TIER: usize = 12;
-/// ...the rest every this many snapshots (staggered across clients), with weight to match.
-const FAR_TIER_SNAPSHOTS: u32 = 4;
 /// Priority head start of an avatar the client has never been sent.
 const NEW_BONUS: f32 = 4.0;
 /// A client's first interest scan reaches this fraction of the area of interest.
@@ -90,7 +80,7 @@ pub fn replicate(
             prefetch_lines(view, avatar, tick, cadence);
         }
         if let Some((avatar, _, _, view)) = &after {
-            let turn = Cadence::turn(avatar, tick);
+            let turn = cadence.turn(avatar, tick);
             for it in &view.interest[cadence.checked(view.interest.len(), turn)] {
                 slots.prefetch(it.slot);
             }
@@ -116,7 +106,7 @@ pub fn replicate(
         snapshot.gone.clear();
         snapshot.gone.append(&mut view.gone);
         let mut vanished = false;
-        let turn = Cadence::turn(avatar, tick);
+        let turn = cadence.turn(avatar, tick);
         let me = position.0 * POSITION_QUANTUM;
         let reach = settings.area_of_interest * POSITION_QUANTUM;
         for i in cadence.checked(view.interest.len(), turn) {
@@ -181,62 +171,6 @@ pub fn replicate(
     }
 }
 
-/// When a client is sent a snapshot, and what it is sent then, in ticks.
-#[derive(Clone, Copy)]
-struct Cadence {
-    /// Ticks between a client's snapshots.
-    every: u32,
-}
-
-impl Cadence {
-    fn new(tick_hz: u16) -> Cadence {
-        Cadence {
-            every: u32::from((tick_hz / SNAPSHOTS_PER_SEC).max(1)),
-        }
-    }
-
-    /// A client's turn this tick: what staggers its snapshots, refreshes and tiers across
-    /// clients.
-    fn turn(avatar: &Avatar, tick: u32) -> u32 {
-        tick.wrapping_add(avatar.id.0)
-    }
-
-    /// Whether a client is sent a snapshot this tick (a new one at once).
-    fn visits(self, view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
-        !view.selected || Self::turn(avatar, tick).is_multiple_of(self.every)
-    }
-
-    /// Whether a visited client's interest list is re-selected this tick.
-    fn due(self, view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
-        !view.selected || Self::turn(avatar, tick).is_multiple_of(self.every * REFRESH_SNAPSHOTS)
-    }
-
-    /// Whether the far tier is checked on `turn`.
-    fn far_turn(self, turn: u32) -> bool {
-        turn.is_multiple_of(self.every * FAR_TIER_SNAPSHOTS)
-    }
-
-    /// The entries of an interest list of `len` that a snapshot on `turn` checks: the near
-    /// tier, and the far tier when it is its turn.
-    fn checked(self, len: usize, turn: u32) -> std::ops::Range<usize> {
-        let end = if self.far_turn(turn) {
-            len
-        } else {
-            NEAR_TIER.min(len)
-        };
-        0..end
-    }
-
-    /// How many ticks pass between two looks at entry `i` of an interest list.
-    fn interval(self, i: usize) -> u32 {
-        if i < NEAR_TIER {
-            self.every
-        } else {
-            self.every * FAR_TIER_SNAPSHOTS
-        }
-    }
-}
-
 /// Prefetches each cache line of a client's interest list that its snapshot looks at: the
 /// near tier, the far tier on its turn, and all of it when it is re-selected.
 fn prefetch_lines(view: &ClientView, avatar: &Avatar, tick: u32, cadence: Cadence) {
@@ -246,7 +180,7 @@ fn prefetch_lines(view: &ClientView, avatar: &Avatar, tick: u32, cadence: Cadenc
         interest.len()
     } else {
         cadence
-            .checked(interest.len(), Cadence::turn(avatar, tick))
+            .checked(interest.len(), cadence.turn(avatar, tick))
             .end
     };
     for it in interest[..end].iter().step_by(PER_LINE) {
@@ -401,7 +335,7 @@ mod tests {
                 continue;
             }
             snapshots += 1;
-            let turn = Cadence::turn(&avatar, tick);
+            let turn = cadence.turn(&avatar, tick);
             far += usize::from(cadence.checked(48, turn).end == 48);
             refreshes += usize::from(cadence.due(&view, &avatar, tick));
         }
