@@ -20,6 +20,10 @@ pub struct ClientView {
     pub sent_self: Option<([f32; 2], u32)>,
     /// Avatars to report as gone in the next snapshot.
     pub gone: Vec<AvatarId>,
+    /// Added to the tick to give this client's turn, which says when it is sent snapshots,
+    /// looked at in full and re-selected (set at its first snapshot; see the replication
+    /// system's cadence).
+    pub turn_offset: u32,
 }
 
 /// One other avatar a client is interested in (16 bytes: a crowd's clients hold hundreds of

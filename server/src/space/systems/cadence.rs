@@ -9,7 +9,7 @@
 //! ([`LINK_TICK_WEIGHT`] against [`OTHER_TICK_WEIGHT`]), so planning and replication add up
 //! to about the same on every tick. Below 10 Hz all of it happens every tick.
 
-use crate::space::components::{Avatar, ClientView};
+use crate::space::components::ClientView;
 
 /// Snapshots a client is sent per second, at most: as often as its neighbours' positions
 /// are looked at (the byte budget sends about 14 updates a snapshot, and a snapshot every
@@ -66,27 +66,30 @@ impl Cadence {
         }
     }
 
-    /// A client's turn this tick: a multiple of `every` on its snapshot ticks, and what
-    /// staggers its refreshes and far tier across clients (by its id).
-    pub fn turn(self, avatar: &Avatar, tick: u32) -> u32 {
-        // `phase` ticks after the planning tick: `tick + phase` is a multiple of `every`
-        // there, and `every * id` moves the multiples of `every` apart between clients.
-        let phase = (self.every - self.phase(avatar.id.0)) % self.every;
-        tick.wrapping_add(phase)
-            .wrapping_add(self.every.wrapping_mul(avatar.id.0))
+    /// What is added to the tick to give the client with `id` its turn (kept in its
+    /// [`ClientView::turn_offset`], so that hashing and dividing happen once per client).
+    /// The turn is a multiple of `every` on the client's snapshot ticks, and `every * id`
+    /// staggers its refreshes and far tier against other clients'.
+    pub fn offset(self, id: u32) -> u32 {
+        // `phase` ticks after the planning tick, `tick + (every - phase)` is a multiple of
+        // `every`.
+        let to_next = (self.every - self.phase(id)) % self.every;
+        to_next.wrapping_add(self.every.wrapping_mul(id))
+    }
+
+    /// A client's turn on `tick` (see [`Cadence::offset`]).
+    pub fn turn(view: &ClientView, tick: u32) -> u32 {
+        tick.wrapping_add(view.turn_offset)
     }
 
     /// Whether a client is sent a snapshot this tick (a new one at once).
-    pub fn visits(self, view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
-        !view.selected || self.turn(avatar, tick).is_multiple_of(self.every)
+    pub fn visits(self, view: &ClientView, tick: u32) -> bool {
+        !view.selected || Self::turn(view, tick).is_multiple_of(self.every)
     }
 
     /// Whether a visited client's interest list is re-selected this tick.
-    pub fn due(self, view: &ClientView, avatar: &Avatar, tick: u32) -> bool {
-        !view.selected
-            || self
-                .turn(avatar, tick)
-                .is_multiple_of(self.every * REFRESH_SNAPSHOTS)
+    pub fn due(self, view: &ClientView, tick: u32) -> bool {
+        !view.selected || Self::turn(view, tick).is_multiple_of(self.every * REFRESH_SNAPSHOTS)
     }
 
     /// Whether the far tier is checked on `turn`.
@@ -118,13 +121,13 @@ impl Cadence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quad_shared::AvatarId;
 
-    fn avatar(id: u32) -> Avatar {
-        Avatar {
-            id: AvatarId(id),
-            slot: 0,
-            name: String::new(),
+    /// The view of a client with `id` after its first snapshot.
+    fn view(cadence: Cadence, id: u32) -> ClientView {
+        ClientView {
+            selected: true,
+            turn_offset: cadence.offset(id),
+            ..ClientView::default()
         }
     }
 
@@ -142,10 +145,6 @@ mod tests {
 
     #[test]
     fn the_tick_that_plans_links_sends_fewer_snapshots() {
-        let view = ClientView {
-            selected: true,
-            ..ClientView::default()
-        };
         for tick_hz in [20u16, 30, 60] {
             let cadence = Cadence::new(tick_hz);
             let every = cadence.every as usize;
@@ -153,9 +152,9 @@ mod tests {
             // How many clients each tick of a period serves.
             let mut served = vec![0usize; every];
             for id in 1..=clients {
-                let a = avatar(id);
+                let view = view(cadence, id);
                 let ticks: Vec<usize> = (0..every)
-                    .filter(|&t| cadence.visits(&view, &a, 3_600 + t as u32))
+                    .filter(|&t| cadence.visits(&view, 3_600 + t as u32))
                     .collect();
                 assert_eq!(ticks.len(), 1, "client {id} at {tick_hz} Hz: once a period");
                 served[ticks[0]] += 1;
@@ -182,13 +181,10 @@ mod tests {
 
     #[test]
     fn below_ten_hertz_everyone_is_served_every_tick() {
-        let view = ClientView {
-            selected: true,
-            ..ClientView::default()
-        };
         let cadence = Cadence::new(5);
         for id in [1, 2, 3, 1_000] {
-            assert!((0..20).all(|t| cadence.visits(&view, &avatar(id), t)));
+            let view = view(cadence, id);
+            assert!((0..20).all(|t| cadence.visits(&view, t)));
         }
     }
 }

@@ -3,14 +3,14 @@
 //! Each client has an interest list: the nearest `max_interest` avatars within the area of
 //! interest, re-selected every 8th snapshot (staggered across clients, so the grid scan is
 //! spread out). A client is sent a snapshot about 10 times a second, on its staggered turn
-//! (see [`Cadence`]), so each tick visits a part of the clients. At a snapshot part of its list is looked at
-//! (the nearest 12, and every 4th snapshot the rest): each avatar there whose position the
-//! client has stale gains priority, nearer ones faster, and the highest-priority updates
-//! that fit the client's byte budget (`replication_bytes_per_sec`) are sent. So a tick
-//! costs a part of the interest lists, not the size of the crowd, and a client in a crowd
-//! gets its neighbours often (about 10 times a second), far avatars less often, and never
-//! more bytes than its budget (plus its own position, sent with each snapshot when it
-//! changed).
+//! (see [`Cadence`]), so each tick visits a part of the clients. At a snapshot part of its
+//! list is looked at (the nearest 12, and every 4th snapshot the rest): each avatar there
+//! whose position the client has stale gains priority, nearer ones faster, and the
+//! highest-priority updates that fit the client's byte budget (`replication_bytes_per_sec`)
+//! are sent. So a tick costs a part of the interest lists, not the size of the crowd, and a
+//! client in a crowd gets its neighbours often (about 10 times a second), far avatars less
+//! often, and never more bytes than its budget (plus its own position, sent with each
+//! snapshot when it changed).
 
 use super::cadence::{Cadence, NEAR_TIER};
 use crate::space::components::{Avatar, ClientView, Interest, Motion, Position};
@@ -68,19 +68,19 @@ pub fn replicate(
     // lists are too big to stay in cache, and this is where replication waited most.
     let mut clients = clients
         .iter_mut()
-        .filter(|(avatar, _, _, view)| cadence.visits(view, avatar, tick));
+        .filter(|(_, _, _, view)| cadence.visits(view, tick));
     let mut next = clients.next();
     let mut after = clients.next();
-    for (avatar, _, _, view) in next.iter().chain(after.iter()) {
-        prefetch_lines(view, avatar, tick, cadence);
+    for (_, _, _, view) in next.iter().chain(after.iter()) {
+        prefetch_lines(view, tick, cadence);
     }
     while let Some((avatar, position, motion, mut view)) = next.take() {
         let ahead = clients.next();
-        if let Some((avatar, _, _, view)) = &ahead {
-            prefetch_lines(view, avatar, tick, cadence);
+        if let Some((_, _, _, view)) = &ahead {
+            prefetch_lines(view, tick, cadence);
         }
-        if let Some((avatar, _, _, view)) = &after {
-            let turn = cadence.turn(avatar, tick);
+        if let Some((_, _, _, view)) = &after {
+            let turn = Cadence::turn(view, tick);
             for it in &view.interest[cadence.checked(view.interest.len(), turn)] {
                 slots.prefetch(it.slot);
             }
@@ -89,7 +89,10 @@ pub fn replicate(
 
         let view = view.bypass_change_detection();
         view.byte_tokens = (view.byte_tokens + per_snapshot).min(per_snapshot * BURST_SNAPSHOTS);
-        if cadence.due(view, avatar, tick) {
+        if !view.selected {
+            view.turn_offset = cadence.offset(avatar.id.0);
+        }
+        if cadence.due(view, tick) {
             refresh_interest(view, avatar.id, position, &grid, &settings, &slots, scratch);
             view.selected = true;
         }
@@ -106,7 +109,7 @@ pub fn replicate(
         snapshot.gone.clear();
         snapshot.gone.append(&mut view.gone);
         let mut vanished = false;
-        let turn = cadence.turn(avatar, tick);
+        let turn = Cadence::turn(view, tick);
         let me = position.0 * POSITION_QUANTUM;
         let reach = settings.area_of_interest * POSITION_QUANTUM;
         for i in cadence.checked(view.interest.len(), turn) {
@@ -173,14 +176,14 @@ pub fn replicate(
 
 /// Prefetches each cache line of a client's interest list that its snapshot looks at: the
 /// near tier, the far tier on its turn, and all of it when it is re-selected.
-fn prefetch_lines(view: &ClientView, avatar: &Avatar, tick: u32, cadence: Cadence) {
+fn prefetch_lines(view: &ClientView, tick: u32, cadence: Cadence) {
     const PER_LINE: usize = 64 / std::mem::size_of::<Interest>();
     let interest = &view.interest;
-    let end = if cadence.due(view, avatar, tick) {
+    let end = if cadence.due(view, tick) {
         interest.len()
     } else {
         cadence
-            .checked(interest.len(), cadence.turn(avatar, tick))
+            .checked(interest.len(), Cadence::turn(view, tick))
             .end
     };
     for it in interest[..end].iter().step_by(PER_LINE) {
@@ -315,29 +318,22 @@ mod tests {
     /// tier and a refresh.
     fn one_second(tick_hz: u16, id: u32) -> (usize, usize, usize) {
         let cadence = Cadence::new(tick_hz);
-        let avatar = Avatar {
-            id: AvatarId(id),
-            slot: 0,
-            name: String::new(),
-        };
         let view = ClientView {
             selected: true,
+            turn_offset: cadence.offset(id),
             ..ClientView::default()
         };
         let (mut snapshots, mut far, mut refreshes) = (0, 0, 0);
         // Ten seconds, to average the staggering out.
         for tick in 0..u32::from(tick_hz) * 10 {
-            if !cadence.visits(&view, &avatar, tick) {
-                assert!(
-                    !cadence.due(&view, &avatar, tick),
-                    "a refresh without a snapshot"
-                );
+            if !cadence.visits(&view, tick) {
+                assert!(!cadence.due(&view, tick), "a refresh without a snapshot");
                 continue;
             }
             snapshots += 1;
-            let turn = cadence.turn(&avatar, tick);
+            let turn = Cadence::turn(&view, tick);
             far += usize::from(cadence.checked(48, turn).end == 48);
-            refreshes += usize::from(cadence.due(&view, &avatar, tick));
+            refreshes += usize::from(cadence.due(&view, tick));
         }
         (snapshots / 10, far, refreshes)
     }
@@ -436,14 +432,17 @@ mod tests {
     #[test]
     fn a_new_client_is_sent_its_surroundings_at_once() {
         let cadence = Cadence::new(20);
-        let avatar = Avatar {
-            id: AvatarId(1),
-            slot: 0,
-            name: String::new(),
+        let selected = ClientView {
+            selected: true,
+            turn_offset: cadence.offset(1),
+            ..ClientView::default()
         };
+        // A tick that is not a snapshot tick for the client once it has been selected.
+        let tick = (0..2)
+            .find(|&t| !cadence.visits(&selected, t))
+            .expect("one of two ticks is not its turn");
         let view = ClientView::default();
-        // Its turn is odd on tick 0: not a snapshot tick for a client already selected.
-        assert!(cadence.visits(&view, &avatar, 0));
-        assert!(cadence.due(&view, &avatar, 0));
+        assert!(cadence.visits(&view, tick));
+        assert!(cadence.due(&view, tick));
     }
 }
