@@ -96,8 +96,10 @@ pub struct InputQueues(pub Vec<InputQueue>);
 /// One avatar's waiting input.
 #[derive(Debug, Default)]
 pub struct InputQueue {
-    /// Inputs in arrival order, applied at the next tick.
-    pub pending: Vec<quad_shared::protocol::Input>,
+    /// Inputs in arrival order, applied at the next tick. A client sends one or two a
+    /// tick, kept inline: no second cache miss per avatar when they are queued and when
+    /// they are applied.
+    pub pending: smallvec::SmallVec<[quad_shared::protocol::Input; 4]>,
     /// The sequence number of the last input accepted (the next must be above it).
     pub last_queued: u32,
 }
