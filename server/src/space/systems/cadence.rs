@@ -15,21 +15,21 @@ use crate::space::components::ClientView;
 /// are looked at (the byte budget sends about 14 updates a snapshot, and a snapshot every
 /// tick would only split them in two frames, each with its own header). The proximity
 /// links are planned as often.
-pub const SNAPSHOTS_PER_SEC: u16 = 10;
+const SNAPSHOTS_PER_SEC: u16 = 10;
 /// The interest list is re-selected every this many snapshots (0.8 s; the area of interest
 /// reaches past the screen, so newcomers appear before they are in view).
-pub const REFRESH_SNAPSHOTS: u32 = 8;
+const REFRESH_SNAPSHOTS: u32 = 8;
 /// The nearest entries of an interest list are checked at every snapshot...
 pub const NEAR_TIER: usize = 12;
 /// ...the rest every this many snapshots (staggered across clients), with weight to match.
-pub const FAR_TIER_SNAPSHOTS: u32 = 4;
+const FAR_TIER_SNAPSHOTS: u32 = 4;
 /// The share of clients whose snapshots fall on the tick that plans the links, against
 /// that of each other tick. At 20 Hz, 3 to 5: 37.5% of the clients get theirs on that tick
 /// and 62.5% on the other. With 10,000 wandering avatars this gave the two ticks about the
 /// same time (`world_tick`'s crowd, timed in pairs: 2 to 3 and 3 to 4 left the planning
 /// tick 0.4-0.8 ms the longer).
-pub const LINK_TICK_WEIGHT: u32 = 3;
-pub const OTHER_TICK_WEIGHT: u32 = 5;
+const LINK_TICK_WEIGHT: u32 = 3;
+const OTHER_TICK_WEIGHT: u32 = 5;
 
 /// When a client is sent a snapshot, what it is sent then, and when links are planned.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +53,7 @@ impl Cadence {
     /// Which tick of each period (`0..every`, 0 being the one that plans the links) gives
     /// the client with `id` its snapshots: fixed per client, spread by a hash of the id with
     /// the weights above.
-    pub fn phase(self, id: u32) -> u32 {
+    fn phase(self, id: u32) -> u32 {
         if self.every == 1 {
             return 0;
         }

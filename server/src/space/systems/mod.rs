@@ -15,8 +15,8 @@ use bevy_ecs::schedule::{IntoScheduleConfigs, Schedule, SingleThreadedExecutor};
 
 /// One tick: apply input, recompute zones, move avatars in and out of room media and
 /// classes, rebuild the spatial index, recompute the proximity graph (10 times a second) and
-/// send the media plan's changes, announce roster changes, then send each client what changed in its area
-/// of interest.
+/// send the media plan's changes, announce roster changes, then send each client what
+/// changed in its area of interest (see `cadence` for what runs on which tick).
 pub fn tick_schedule() -> Schedule {
     let mut schedule = Schedule::default();
     // One space is one task on one core; a multi-threaded executor would only add overhead.
