@@ -209,6 +209,8 @@ pub struct ProximityGraph {
     wanted: LinkPlan,
     /// Whether `wanted` holds a plan not committed yet.
     proposed: bool,
+    /// How many plans have been committed (wrapping).
+    plans_committed: u32,
 }
 
 /// A set of links by the spatial grid's entry index: each entry's slot and id, the entry
@@ -291,6 +293,12 @@ impl ProximityGraph {
         self.proposed = true;
     }
 
+    /// How many link plans have been committed (wrapping): links are planned on some ticks
+    /// only, so this tells whether the links now were planned after a given moment.
+    pub fn plans_committed(&self) -> u32 {
+        self.plans_committed
+    }
+
     /// How many links there are.
     pub fn link_count(&self) -> usize {
         self.links
@@ -347,6 +355,7 @@ impl ProximityGraph {
             changed(a.min(b), a.max(b), true);
         }
         self.links = (self.links + plan.formed.len()).saturating_sub(plan.broken.len());
+        self.plans_committed = self.plans_committed.wrapping_add(1);
         std::mem::swap(&mut self.current, &mut self.wanted);
     }
 }
@@ -379,6 +388,9 @@ pub struct Switch {
     pub kind: SwitchKind,
     /// Ticks until the old media goes regardless.
     pub ticks_left: u32,
+    /// [`ProximityGraph::plans_committed`] when the switch began: walking out, the room
+    /// media may go early only once a link plan made since then found no one near.
+    pub plans_at_start: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

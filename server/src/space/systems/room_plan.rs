@@ -29,14 +29,16 @@ pub fn room_plan(
     moved: Query<(&Avatar, &InZone), Changed<InZone>>,
 ) {
     let grace = ((SWITCH_GRACE_SECS * f32::from(settings.tick_hz)) as u32).max(1);
-    // Switches that ran out, or wait for nothing: walked out with no one near.
+    // Switches that ran out, or wait for nothing: walked out with no one near, as a link
+    // plan made since the avatar walked out says (links are not planned at every tick).
+    let plans = graph.plans_committed();
     let done: Vec<AvatarId> = presence
         .switching
         .iter_mut()
         .filter_map(|(id, switch)| {
             switch.ticks_left = switch.ticks_left.saturating_sub(1);
             let nothing_to_wait_for = match switch.kind {
-                SwitchKind::Leaving(_) => switch.ticks_left < grace,
+                SwitchKind::Leaving(_) => switch.plans_at_start != plans,
                 SwitchKind::Entering => false,
             } && graph.peers_of(*id).len() == 0;
             (switch.ticks_left == 0 || nothing_to_wait_for).then_some(*id)
@@ -85,6 +87,7 @@ pub fn room_plan(
                     Switch {
                         kind: SwitchKind::Leaving(old),
                         ticks_left: grace,
+                        plans_at_start: plans,
                     },
                 );
                 continue;
@@ -111,6 +114,7 @@ pub fn room_plan(
                     Switch {
                         kind: SwitchKind::Entering,
                         ticks_left: grace,
+                        plans_at_start: plans,
                     },
                 );
             }
