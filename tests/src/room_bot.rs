@@ -686,6 +686,10 @@ async fn drive(
                         s.log.push(MediaEvent::JoinRoom(room));
                         s.joins += 1;
                         s.connection = None;
+                        // As the browser client does: a room starts afresh, and the server
+                        // says who is in it.
+                        s.members.clear();
+                        s.speakers.clear();
                     }
                     let m = open_media(&mut bot, &options).await?;
                     *pc_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.pc.clone());

@@ -6,7 +6,8 @@
 //! after A's connection was renegotiated. A shares a (fake, `?fakescreen=1`) screen that B
 //! and C see large, and A's camera keeps playing at B after that renegotiation. Then A
 //! walks out next to D in the hallway: A's room connection closes and a peer connection
-//! with D opens; the audio gap of that switch is printed.
+//! with D opens; the audio gap of that switch is printed. Last, B's room connection breaks
+//! under it, and B connects again with the room's member list and C's audio.
 
 use quad_tests::TestServer;
 use quad_tests::browser::{Browser, Driver, require_client_bundle};
@@ -281,6 +282,20 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
             && member(s, a_id).is_none()
     })
     .await?;
+
+    // B's room connection breaks (closed under it, as a crashed network stack would): the
+    // server removes its media and asks it to connect again, and B's new room shows who is in
+    // it and plays C again.
+    b.eval("window.quad.roomPc().close(); return true").await?;
+    b.wait_snapshot("B's member list after it reconnected", |s| {
+        s["room"]["state"] == "connected"
+            && s["room"]["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 2)
+            && member(s, c_id).is_some_and(|m| m["audio"] == true)
+    })
+    .await?;
+    wait_hearing(&b, "B after it reconnected", &[c_id]).await?;
 
     for page in [a, b, c, d] {
         page.close().await?;

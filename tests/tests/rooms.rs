@@ -231,9 +231,22 @@ async fn a_lost_media_connection_is_removed_after_the_timeout_and_rejoins() -> a
     // The server notices, withdraws a's stream from b, and asks a to connect again; a does.
     a.wait_for(PATIENCE, "a second JoinRoomMedia", |s| s.joins >= 2)
         .await?;
+    // The client starts its room afresh at the second JoinRoomMedia (as the page does): the
+    // server tells it again who is in the room.
+    a.wait_for(PATIENCE, "the member list after the rejoin", |s| {
+        let mut ids: Vec<_> = s.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids == [a.id.min(b.id), a.id.max(b.id)]
+    })
+    .await?;
     let after_rejoin = b.state().packets_from(a.id, "mic");
+    let heard_before = a.state().packets_from(b.id, "mic");
     b.wait_for(PATIENCE, "a's audio again after it reconnected", |s| {
         s.packets_from(a.id, "mic") > after_rejoin + 20
+    })
+    .await?;
+    a.wait_for(PATIENCE, "b's audio at a after it reconnected", |s| {
+        s.packets_from(b.id, "mic") > heard_before + 20
     })
     .await?;
     assert!(

@@ -190,6 +190,12 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
                         }
                         _ => {
                             if deadline.is_none() {
+                                if member.connected {
+                                    tracing::info!(
+                                        member = %member.setup.id, %state,
+                                        "room connection interrupted; removed unless back within {timeout:?}"
+                                    );
+                                }
                                 deadline = Some(tokio::time::Instant::now() + timeout);
                             }
                         }

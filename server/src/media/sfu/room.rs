@@ -220,14 +220,19 @@ impl Room {
             }
             RoomCmd::Gone { member } => {
                 self.withdraw_streams(member);
-                // Ask the client to connect again; if it is gone, its leave follows.
-                let msg = ServerMsg::JoinRoomMedia {
+                // Ask the client to connect again; if it is gone, its leave follows. A client
+                // starts its room afresh at `JoinRoomMedia`, so it is told who is in it and
+                // who speaks again.
+                let join = ServerMsg::JoinRoomMedia {
                     room: ZoneId(self.id.0),
                     name: self.name.clone(),
                 };
+                let (members, speakers) = (self.members_msg(), self.speakers_msg());
                 if let Some(entry) = self.entry(member) {
                     entry.connection = None;
-                    send(&entry.outbox, &msg);
+                    for msg in [&join, &members, &speakers] {
+                        send(&entry.outbox, msg);
+                    }
                 }
             }
             RoomCmd::Close => {}
@@ -358,7 +363,8 @@ impl Room {
         self.metrics.members.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn announce_members(&self) {
+    /// Who is in the room and what each sends, as clients are told it.
+    fn members_msg(&self) -> ServerMsg {
         let members = self
             .members
             .iter()
@@ -368,10 +374,21 @@ impl Room {
                 media: self.effective_media(*id, e.media),
             })
             .collect();
-        self.broadcast(&ServerMsg::RoomMembers {
+        ServerMsg::RoomMembers {
             room: ZoneId(self.id.0),
             members,
-        });
+        }
+    }
+
+    fn speakers_msg(&self) -> ServerMsg {
+        ServerMsg::RoomSpeakers {
+            room: ZoneId(self.id.0),
+            speakers: self.speakers.clone(),
+        }
+    }
+
+    fn announce_members(&self) {
+        self.broadcast(&self.members_msg());
     }
 
     fn broadcast(&self, msg: &ServerMsg) {
@@ -420,11 +437,8 @@ impl Room {
         speaking.sort_by(|a, b| b.0.total_cmp(&a.0));
         let speakers: Vec<AvatarId> = speaking.into_iter().map(|(_, id)| id).collect();
         if speakers != self.speakers {
-            self.speakers = speakers.clone();
-            self.broadcast(&ServerMsg::RoomSpeakers {
-                room: ZoneId(self.id.0),
-                speakers,
-            });
+            self.speakers = speakers;
+            self.broadcast(&self.speakers_msg());
         }
     }
 }
