@@ -77,6 +77,10 @@ pub struct RoomBotState {
     pub first_packet_at: Option<Instant>,
     /// Offers the server made (renegotiations).
     pub server_offers: u32,
+    /// The server's ICE username fragment, from its last description.
+    pub server_ufrag: Option<String>,
+    /// Server offers that changed its ICE credentials (ICE restarts).
+    pub ice_restarts: u32,
     /// `JoinRoomMedia` messages received.
     pub joins: u32,
     pub errors: Vec<ErrorMsg>,
@@ -120,6 +124,8 @@ enum Command {
     Send(ClientMsg),
     /// Close the room connection but keep the WebSocket (a network that drops media only).
     DropMedia,
+    /// Cut the lossy proxies the media goes through (new ones serve later candidates).
+    CutProxies,
     Leave,
 }
 
@@ -232,6 +238,13 @@ impl RoomBot {
     /// Closes the room connection without a word, keeping the WebSocket.
     pub fn drop_media(&self) {
         let _ = self.commands.send(Command::DropMedia);
+    }
+
+    /// With `lossy`: the path the media takes goes dead (its proxies relay nothing from
+    /// now on) while the connection stays open; server candidates that come later get new
+    /// proxies.
+    pub fn cut_media_path(&self) {
+        let _ = self.commands.send(Command::CutProxies);
     }
 
     /// Leaves properly: closes the peer connection and the WebSocket with a close frame.
@@ -549,6 +562,13 @@ fn strip_candidates(sdp: &str) -> String {
         .collect()
 }
 
+/// The ICE username fragment of an SDP (the first; bundled m-lines share it).
+fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+}
+
 fn lock(s: &Mutex<RoomBotState>) -> MutexGuard<'_, RoomBotState> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -648,7 +668,7 @@ async fn drive(
 ) -> Result<()> {
     let mut media: Option<Media> = None;
     // Lossy proxies, by the server address each stands in for.
-    let mut proxies: HashMap<SocketAddr, SocketAddr> = HashMap::new();
+    let mut proxies: HashMap<SocketAddr, crate::lossy_udp::Proxy> = HashMap::new();
     let mut walking: Option<(u8, u32)> = None;
     let mut pace = tokio::time::interval(Duration::from_millis(50));
     let flags = MediaFlags {
@@ -714,6 +734,7 @@ async fn drive(
                             kind: SdpKind::Answer,
                             sdp,
                         } => {
+                            lock(&state).server_ufrag = ice_ufrag(&sdp);
                             let sdp = if options.lossy {
                                 strip_candidates(&sdp)
                             } else {
@@ -729,6 +750,14 @@ async fn drive(
                         } => {
                             if std::env::var_os("QUAD_DEBUG_SDP").is_some() {
                                 eprintln!("server offer to {}:\n{sdp}", bot.id);
+                            }
+                            {
+                                let mut s = lock(&state);
+                                let ufrag = ice_ufrag(&sdp);
+                                if s.server_ufrag.is_some() && ufrag != s.server_ufrag {
+                                    s.ice_restarts += 1;
+                                }
+                                s.server_ufrag = ufrag;
                             }
                             let sdp = if options.lossy {
                                 strip_candidates(&sdp)
@@ -814,6 +843,11 @@ async fn drive(
                 Command::DropMedia => {
                     if let Some(m) = media.take() {
                         m.close().await;
+                    }
+                }
+                Command::CutProxies => {
+                    for (_, proxy) in proxies.drain() {
+                        proxy.cut();
                     }
                 }
                 Command::Leave => {

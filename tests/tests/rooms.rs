@@ -1,8 +1,9 @@
 //! Classroom media through the SFU, with bots that are webrtc-rs peers publishing synthetic
 //! Opus and VP8: everyone in a room receives everyone else; a newcomer is added to everyone
 //! by renegotiation; a bot that vanishes is cleaned up and the others see no errors; only
-//! the loudest speakers are forwarded; walking in and out switches between proximity and
-//! room media; bad room signaling is refused while the room goes on.
+//! the loudest speakers are forwarded; a lost connection rejoins, and one whose path dies
+//! is restarted in place; walking in and out switches between proximity and room media; bad
+//! room signaling is refused while the room goes on.
 
 use quad_shared::AvatarId;
 use quad_shared::movement::dir;
@@ -254,6 +255,54 @@ async fn a_lost_media_connection_is_removed_after_the_timeout_and_rejoins() -> a
         "b got errors: {:?}",
         b.state().errors
     );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_media_path_is_restarted_without_leaving_the_room() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let at = room_spot(&campus(), 2)?;
+    // a reaches the SFU through a proxy (it rewrites the server's candidates); b directly.
+    let a = RoomBot::join(
+        server.addr(),
+        RoomBotOptions {
+            lossy: true,
+            ..options("a", at, Some(20), false)
+        },
+    )
+    .await?;
+    let b = RoomBot::join(server.addr(), options("b", at, Some(20), false)).await?;
+    b.wait_receiving(&[a.id], "mic", 20).await?;
+    a.wait_receiving(&[b.id], "mic", 20).await?;
+    // The proxy stops answering while both ends stay up (a NAT binding or relay gone). The
+    // server's ICE keeps its selected pair, so only a restart can find another: after 5 s
+    // without a packet it offers one, and the new checks find the direct path, well before
+    // the 10 s after which a member is removed.
+    a.cut_media_path();
+    a.wait_for(Duration::from_secs(20), "an ICE restart offer", |s| {
+        s.ice_restarts >= 1
+    })
+    .await?;
+    let (sent, heard) = (
+        b.state().packets_from(a.id, "mic"),
+        a.state().packets_from(b.id, "mic"),
+    );
+    b.wait_for(PATIENCE, "a's audio after the restart", |s| {
+        s.packets_from(a.id, "mic") > sent + 20
+    })
+    .await?;
+    a.wait_for(PATIENCE, "b's audio at a after the restart", |s| {
+        s.packets_from(b.id, "mic") > heard + 20
+    })
+    .await?;
+    let (joins, errors) = {
+        let s = a.state();
+        (s.joins, s.errors.clone())
+    };
+    assert_eq!(joins, 1, "a was removed and joined the room again");
+    assert!(errors.is_empty(), "a got errors: {errors:?}");
+    assert!(b.state().errors.is_empty(), "b got errors");
     server.stop().await;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! One room member's connection: a task owns the member's peer connection and its
 //! negotiation. The client offers once (microphone, camera and screen m-lines, in that
 //! order); after that only the server offers, one negotiation at a time, whenever
-//! forwarded tracks are added or removed. Bad signaling is answered with an `Error` and the
-//! connection goes on.
+//! forwarded tracks are added or removed, or to restart ICE when the connection is
+//! interrupted. Bad signaling is answered with an `Error` and the connection goes on.
 
 use super::forward::{self, ForwardCtl, StreamSource, StreamStats, Subscriber};
 use super::room::{Published, RoomCmd, RoomHandle};
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use quad_shared::AvatarId;
 use quad_shared::protocol::{ErrorCode, ErrorMsg, SdpKind, ServerMsg, Signal};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -111,6 +112,8 @@ struct Member {
     awaiting_answer: bool,
     /// Forwarded tracks changed since the last offer.
     renegotiate: bool,
+    /// The next offer restarts ICE (the connection was interrupted).
+    restart_ice: bool,
     early_candidates: Vec<RTCIceCandidateInit>,
     /// The connection is up (DTLS done): forwarding before that only fails.
     connected: bool,
@@ -145,6 +148,7 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
         answered: false,
         awaiting_answer: false,
         renegotiate: false,
+        restart_ice: false,
         early_candidates: Vec::new(),
         connected: false,
         tile_layers: FxHashMap::default(),
@@ -190,13 +194,16 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
                         }
                         _ => {
                             if deadline.is_none() {
-                                if member.connected {
-                                    tracing::info!(
-                                        member = %member.setup.id, %state,
-                                        "room connection interrupted; removed unless back within {timeout:?}"
-                                    );
-                                }
                                 deadline = Some(tokio::time::Instant::now() + timeout);
+                                if member.connected
+                                    && state == RTCPeerConnectionState::Disconnected
+                                {
+                                    tracing::info!(
+                                        member = %member.setup.id,
+                                        "room connection interrupted; restarting ICE (removed unless back within {timeout:?})"
+                                    );
+                                    member.restart_ice().await;
+                                }
                             }
                         }
                     }
@@ -406,12 +413,30 @@ impl Member {
         self.negotiate().await;
     }
 
+    /// Offers ICE afresh: new credentials, every candidate pair checked again, and the pair
+    /// the client nominates then is used.
+    ///
+    /// An interrupted connection is not always a lost client. webrtc-rs, as the controlled
+    /// agent (the client offers first), keeps the first pair a browser nominates and ignores
+    /// a later nomination; Chromium nominates whichever pair works first (on loopback at times
+    /// its TURN relay, before its host pair) and may move to a better one. When the first
+    /// pair then stops answering, the server saw a dead connection while the browser's pair
+    /// worked, and the member was removed and had to join again.
+    async fn restart_ice(&mut self) {
+        self.restart_ice = true;
+        self.renegotiate = true;
+        self.negotiate().await;
+    }
+
     /// Offers the current forwarded tracks if they changed and no negotiation is running.
     async fn negotiate(&mut self) {
         if !self.answered || self.awaiting_answer || !self.renegotiate {
             return;
         }
-        let offer = match self.pc.create_offer(None).await {
+        let options = self
+            .restart_ice
+            .then_some(RTCOfferOptions { ice_restart: true });
+        let offer = match self.pc.create_offer(options).await {
             Ok(offer) => offer,
             Err(e) => {
                 tracing::error!(member = %self.setup.id, "cannot make an offer: {e}");
@@ -445,6 +470,7 @@ impl Member {
             sub.offered = true;
         }
         self.renegotiate = false;
+        self.restart_ice = false;
         self.awaiting_answer = true;
     }
 

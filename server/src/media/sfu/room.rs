@@ -239,7 +239,13 @@ impl Room {
         }
     }
 
-    /// Signaling from a member's client: its first offer starts its connection.
+    /// Signaling from a member's client: its first offer starts its connection, and the
+    /// client is told who is in the room and who speaks.
+    ///
+    /// The first list is sent here, not at the join: the room learns of a join before the
+    /// space delivers the client's `JoinRoomMedia`, so a list broadcast then can reach the
+    /// client first, and a client drops lists for a room it has not joined. Its offer comes
+    /// after its `JoinRoomMedia`.
     fn signal(&mut self, member: AvatarId, signal: Signal) {
         let setup = MemberSetup {
             id: member,
@@ -280,6 +286,9 @@ impl Room {
             let _ = connection.send(MemberCmd::Subscribe(published));
         }
         entry.connection = Some(connection);
+        let outbox = entry.outbox.clone();
+        send(&outbox, &self.members_msg());
+        send(&outbox, &self.speakers_msg());
     }
 
     fn published(&mut self, published: Published) {
