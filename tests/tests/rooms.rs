@@ -33,6 +33,23 @@ async fn all_hear_each_other(bots: &[RoomBot], count: u64) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Waits until `a` and `b` each receive 20 more microphone packets from the other than now.
+async fn hear_each_other_again(a: &RoomBot, b: &RoomBot) -> anyhow::Result<()> {
+    let (b_heard, a_heard) = (
+        b.state().packets_from(a.id, "mic"),
+        a.state().packets_from(b.id, "mic"),
+    );
+    b.wait_for(PATIENCE, "a's audio at b again", |s| {
+        s.packets_from(a.id, "mic") > b_heard + 20
+    })
+    .await?;
+    a.wait_for(PATIENCE, "b's audio at a again", |s| {
+        s.packets_from(b.id, "mic") > a_heard + 20
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_forwards_everyone_to_everyone_and_renegotiates_on_join_and_leave()
 -> anyhow::Result<()> {
@@ -240,16 +257,7 @@ async fn a_lost_media_connection_is_removed_after_the_timeout_and_rejoins() -> a
         ids == [a.id.min(b.id), a.id.max(b.id)]
     })
     .await?;
-    let after_rejoin = b.state().packets_from(a.id, "mic");
-    let heard_before = a.state().packets_from(b.id, "mic");
-    b.wait_for(PATIENCE, "a's audio again after it reconnected", |s| {
-        s.packets_from(a.id, "mic") > after_rejoin + 20
-    })
-    .await?;
-    a.wait_for(PATIENCE, "b's audio at a after it reconnected", |s| {
-        s.packets_from(b.id, "mic") > heard_before + 20
-    })
-    .await?;
+    hear_each_other_again(&a, &b).await?;
     assert!(
         b.state().errors.is_empty(),
         "b got errors: {:?}",
@@ -284,18 +292,7 @@ async fn an_interrupted_media_path_is_restarted_without_leaving_the_room() -> an
         s.ice_restarts >= 1
     })
     .await?;
-    let (sent, heard) = (
-        b.state().packets_from(a.id, "mic"),
-        a.state().packets_from(b.id, "mic"),
-    );
-    b.wait_for(PATIENCE, "a's audio after the restart", |s| {
-        s.packets_from(a.id, "mic") > sent + 20
-    })
-    .await?;
-    a.wait_for(PATIENCE, "b's audio at a after the restart", |s| {
-        s.packets_from(b.id, "mic") > heard + 20
-    })
-    .await?;
+    hear_each_other_again(&a, &b).await?;
     let (joins, errors) = {
         let s = a.state();
         (s.joins, s.errors.clone())
