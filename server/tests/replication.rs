@@ -147,3 +147,83 @@ fn a_client_in_a_crowd_keeps_its_neighbours_fresh_within_its_budget() {
     );
     assert!(gone_seen > 0, "no one was reported gone");
 }
+
+/// Someone who leaves while a newcomer joins at once (and takes the freed slot, which the
+/// client's interest list still names) is reported gone, and the newcomer is sent as itself.
+#[test]
+fn a_leaver_is_reported_gone_when_a_newcomer_joins_at_once() {
+    let settings = SpaceSettings {
+        tick_hz: TICK_HZ,
+        area_of_interest: 800.0,
+        replication_bytes_per_sec: 20_000,
+        max_interest: 48,
+        proximity: Default::default(),
+        dev: true,
+    };
+    let mut world = SpaceWorld::new(Arc::new(Map::open_square(64, 32)), settings, "/map.tmj");
+    let place = |i: u32| Vec2::new(700.0 + (i % 6) as f32 * 40.0, 700.0 + (i / 6) as f32 * 40.0);
+    // The watched client (id 1) and 20 others around it, all in its interest list.
+    for i in 1..=21 {
+        world.join(Joiner {
+            spawn: Some(place(i)),
+            ..Joiner::guest(AvatarId(i), format!("p{i}"))
+        });
+    }
+    let mut known: HashMap<AvatarId, [f32; 2]> = HashMap::new();
+    let mut next_id = 22;
+    let mut replaced = Vec::new();
+    for tick in 1..=300u32 {
+        // Every 7th tick one of the others leaves and a newcomer joins in its place.
+        if tick % 7 == 0 && tick <= 200 {
+            let leaver = world
+                .positions()
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != AvatarId(1))
+                .min()
+                .expect("others are in the space");
+            world.leave(leaver);
+            world.join(Joiner {
+                spawn: Some(place(next_id % 21)),
+                ..Joiner::guest(AvatarId(next_id), format!("p{next_id}"))
+            });
+            replaced.push(leaver);
+            next_id += 1;
+        }
+        world.tick(1.0 / TICK_HZ as f32);
+        for (to, frame) in world.drain_outbox() {
+            if to != Recipient::One(AvatarId(1)) {
+                continue;
+            }
+            let Ok(ServerMsg::Snapshot(s)) = codec::decode::<ServerMsg>(&frame) else {
+                continue;
+            };
+            for u in &s.avatars {
+                known.insert(u.0, u.position());
+            }
+            for id in &s.gone {
+                known.remove(id);
+            }
+        }
+    }
+    // A hundred ticks after the last change: the client knows exactly who is there, where.
+    let truth = world.positions();
+    let mut expected: Vec<AvatarId> = truth
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| *id != AvatarId(1))
+        .collect();
+    let mut shown: Vec<AvatarId> = known.keys().copied().collect();
+    expected.sort_unstable();
+    shown.sort_unstable();
+    assert_eq!(replaced.len(), 28, "leavers");
+    assert_eq!(shown, expected, "who the client shows");
+    for (id, p) in &truth {
+        if let Some(seen) = known.get(id) {
+            assert!(
+                Vec2::from(*seen).distance(*p) < 1.0,
+                "{id} shown at {seen:?}, is at {p}"
+            );
+        }
+    }
+}
