@@ -9,7 +9,7 @@ use quad_shared::AvatarId;
 use quad_shared::codec;
 use quad_shared::map::Map;
 use quad_shared::movement::dir;
-use quad_shared::protocol::{Input, ServerMsg};
+use quad_shared::protocol::{Input, ServerMsg, Snapshot};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -17,6 +17,18 @@ use std::sync::Arc;
 
 const TICK_HZ: u16 = 20;
 const BUDGET: u32 = 2_000;
+
+/// The snapshots the last tick sent to `client`, each with its frame's size.
+fn snapshots_to(world: &mut SpaceWorld, client: AvatarId) -> Vec<(usize, Snapshot)> {
+    world
+        .drain_outbox()
+        .filter(|(to, _)| *to == Recipient::One(client))
+        .filter_map(|(_, frame)| match codec::decode::<ServerMsg>(&frame) {
+            Ok(ServerMsg::Snapshot(s)) => Some((frame.len(), s)),
+            _ => None,
+        })
+        .collect()
+}
 #[test]
 fn a_client_in_a_crowd_keeps_its_neighbours_fresh_within_its_budget() {
     let mut rng = SmallRng::seed_from_u64(5);
@@ -80,14 +92,8 @@ fn a_client_in_a_crowd_keeps_its_neighbours_fresh_within_its_budget() {
             world.leave(AvatarId(n + 1 - seq / 50));
         }
         world.tick(1.0 / TICK_HZ as f32);
-        for (to, frame) in world.drain_outbox() {
-            if to != Recipient::One(AvatarId(1)) {
-                continue;
-            }
-            let Ok(ServerMsg::Snapshot(s)) = codec::decode::<ServerMsg>(&frame) else {
-                continue;
-            };
-            bytes += frame.len();
+        for (len, s) in snapshots_to(&mut world, AvatarId(1)) {
+            bytes += len;
             if let Some(you) = s.you {
                 me = you;
             }
@@ -191,13 +197,7 @@ fn a_leaver_is_reported_gone_when_a_newcomer_joins_at_once() {
             next_id += 1;
         }
         world.tick(1.0 / TICK_HZ as f32);
-        for (to, frame) in world.drain_outbox() {
-            if to != Recipient::One(AvatarId(1)) {
-                continue;
-            }
-            let Ok(ServerMsg::Snapshot(s)) = codec::decode::<ServerMsg>(&frame) else {
-                continue;
-            };
+        for (_, s) in snapshots_to(&mut world, AvatarId(1)) {
             for u in &s.avatars {
                 known.insert(u.0, u.position());
             }

@@ -220,19 +220,15 @@ impl Room {
             }
             RoomCmd::Gone { member } => {
                 self.withdraw_streams(member);
-                // Ask the client to connect again; if it is gone, its leave follows. A client
-                // starts its room afresh at `JoinRoomMedia`, so it is told who is in it and
-                // who speaks again.
-                let join = ServerMsg::JoinRoomMedia {
+                // Ask the client to connect again (it is told who is in the room when its new
+                // offer comes); if it is gone, its leave follows.
+                let msg = ServerMsg::JoinRoomMedia {
                     room: ZoneId(self.id.0),
                     name: self.name.clone(),
                 };
-                let (members, speakers) = (self.members_msg(), self.speakers_msg());
                 if let Some(entry) = self.entry(member) {
                     entry.connection = None;
-                    for msg in [&join, &members, &speakers] {
-                        send(&entry.outbox, msg);
-                    }
+                    send(&entry.outbox, &msg);
                 }
             }
             RoomCmd::Close => {}
@@ -242,10 +238,11 @@ impl Room {
     /// Signaling from a member's client: its first offer starts its connection, and the
     /// client is told who is in the room and who speaks.
     ///
-    /// The first list is sent here, not at the join: the room learns of a join before the
-    /// space delivers the client's `JoinRoomMedia`, so a list broadcast then can reach the
-    /// client first, and a client drops lists for a room it has not joined. Its offer comes
-    /// after its `JoinRoomMedia`.
+    /// A client starts its room afresh at each `JoinRoomMedia` (at a join, and when its
+    /// connection was lost) and drops lists for a room it has not joined; its offer always
+    /// comes after that message, so the list sent here is never lost. (A list broadcast at
+    /// the join can reach the client before its `JoinRoomMedia`: the room learns of a join
+    /// before the space delivers that message.)
     fn signal(&mut self, member: AvatarId, signal: Signal) {
         let setup = MemberSetup {
             id: member,
