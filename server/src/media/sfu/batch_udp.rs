@@ -13,8 +13,12 @@
 //! flusher is polled, right after the driver yields. Batches form only when the driver had
 //! several packets to send in one go (under load), so the batching adds no delay when the
 //! server is quiet. `/metrics` shows the datagrams and the sends they took.
+//!
+//! The driver's sleeps come from a [`TimerSlot`], which reuses the timer of the last one
+//! (see `reused_timer`).
 
 use super::SfuMetrics;
+use super::reused_timer::TimerSlot;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
@@ -44,15 +48,20 @@ const MAX_GSO_BYTES: usize = 60_000;
 /// webrtc-rs's tokio runtime, which everything but UDP sockets is handed to.
 static TOKIO: TokioRuntime = TokioRuntime;
 
-/// The tokio runtime, with [`BatchSocket`]s for UDP. See the module docs.
+/// The tokio runtime, with [`BatchSocket`]s for UDP and a [`TimerSlot`] for the driver's
+/// sleeps. See the module docs. One per peer connection.
 #[derive(Debug)]
 pub struct SfuRuntime {
     metrics: Arc<SfuMetrics>,
+    timer: TimerSlot,
 }
 
 impl SfuRuntime {
     pub fn new(metrics: Arc<SfuMetrics>) -> Self {
-        SfuRuntime { metrics }
+        SfuRuntime {
+            metrics,
+            timer: TimerSlot::default(),
+        }
     }
 }
 
@@ -88,7 +97,7 @@ impl Runtime for SfuRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        TOKIO.sleep(duration)
+        Box::pin(self.timer.sleep(duration))
     }
 
     fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {

@@ -18,6 +18,7 @@ mod batch_udp;
 mod engine;
 mod forward;
 mod member;
+mod reused_timer;
 mod room;
 pub mod speakers;
 
