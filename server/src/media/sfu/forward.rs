@@ -23,7 +23,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -138,7 +138,11 @@ pub struct Subscriber {
 /// Changes to a forwarding task's subscribers.
 pub enum ForwardCtl {
     Add(Subscriber),
-    Remove(AvatarId),
+    /// Stop writing to a viewer; `done` is told once nothing more will be written to it.
+    Remove {
+        member: AvatarId,
+        done: Option<oneshot::Sender<()>>,
+    },
     /// A viewer lost a picture: ask the publisher for a keyframe.
     KeyframeRequest,
     /// A viewer's tile changed size: the layer it wants.
@@ -291,7 +295,12 @@ impl Forwarder {
                     self.want_keyframe(layer, now);
                 }
             }
-            ForwardCtl::Remove(member) => self.viewers.retain(|v| v.sub.member != member),
+            ForwardCtl::Remove { member, done } => {
+                self.viewers.retain(|v| v.sub.member != member);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
             ForwardCtl::KeyframeRequest => {
                 // A viewer's decoder lost the picture: whichever layers are being viewed.
                 let current: Vec<u8> = self.viewers.iter().filter_map(|v| v.current).collect();

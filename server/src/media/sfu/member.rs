@@ -19,7 +19,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -31,6 +31,14 @@ use webrtc::rtp_transceiver::RtpSender;
 
 /// How soon an offer that found the client's outbox full is tried again.
 const NEGOTIATION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long an unsubscribe waits for the stream's forwarder to stop writing to the track.
+const FORWARDER_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long a track stays on the connection after its forwarder stopped, for the packets
+/// already queued for the connection's driver to be sent (well under a millisecond unless
+/// the server is very busy).
+const DRIVER_QUEUE_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Candidates a client may send before its offer is applied; more are refused.
 const MAX_EARLY_CANDIDATES: usize = 64;
@@ -227,7 +235,10 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
         }
     }
     for sub in member.subscriptions.values() {
-        let _ = sub.published.ctl.send(ForwardCtl::Remove(member.setup.id));
+        let _ = sub.published.ctl.send(ForwardCtl::Remove {
+            member: member.setup.id,
+            done: None,
+        });
     }
     if let Err(e) = member.pc.close().await {
         tracing::debug!(member = %member.setup.id, "closing the room connection: {e}");
@@ -589,7 +600,22 @@ impl Member {
         let Some(sub) = self.subscriptions.remove(&(publisher, kind)) else {
             return;
         };
-        let _ = sub.published.ctl.send(ForwardCtl::Remove(self.setup.id));
+        // The forwarder stops writing to the track before the track leaves the connection:
+        // a packet still on its way to a removed sender fails in webrtc-rs's driver, which
+        // logs an error for each (dozens when a room is busy). The packets it wrote last
+        // wait in the driver's queue a moment longer; the driver is given that moment.
+        let (done, stopped) = oneshot::channel();
+        let removal = ForwardCtl::Remove {
+            member: self.setup.id,
+            done: Some(done),
+        };
+        if sub.published.ctl.send(removal).is_ok() {
+            // A forwarder that has ended drops `done` at once; one stuck writing to a viewer
+            // whose connection is full is not waited for long.
+            if let Ok(Ok(())) = tokio::time::timeout(FORWARDER_STOP_WAIT, stopped).await {
+                tokio::time::sleep(DRIVER_QUEUE_GRACE).await;
+            }
+        }
         if let Err(e) = self.pc.remove_track(&sub.sender).await {
             tracing::debug!(member = %self.setup.id, "removing a forwarded track: {e}");
         }
