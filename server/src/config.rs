@@ -74,6 +74,26 @@ pub struct Config {
     /// The address people open, for the links the server prints (e.g.
     /// `https://campus.example.org`); by default `http://` and the `listen` address.
     pub public_url: Option<String>,
+
+    // Egress and TURN limits (see docs/security.md).
+    /// Address ranges (CIDR, or single addresses) that TURN relays and the SFU may send to
+    /// although they are loopback, private or otherwise not public, e.g. a campus LAN.
+    /// The server's own addresses stay refused.
+    pub allowed_peer_ranges: Vec<String>,
+    /// Relays one session may hold on the embedded TURN server at once.
+    pub turn_relays_per_session: usize,
+    /// Relays the embedded TURN server holds at once, in all.
+    pub turn_max_relays: usize,
+    /// New TURN nonces the server hands out per second, in all (bursts of ten times that).
+    pub turn_challenges_per_sec: u32,
+    /// Open TURN/TCP connections at most.
+    pub turn_tcp_connections: usize,
+    /// Open TURN/TCP connections from one IP address at most.
+    pub turn_tcp_per_ip: usize,
+    /// Seconds a new TURN/TCP connection may take to send its first frame.
+    pub turn_tcp_first_frame_secs: u64,
+    /// Seconds a TURN/TCP connection may send nothing before it is closed.
+    pub turn_tcp_idle_secs: u64,
 }
 
 impl Default for Config {
@@ -98,7 +118,7 @@ impl Default for Config {
             turn_public_ip: None,
             turn_secret: None,
             turn_urls: Vec::new(),
-            turn_credential_ttl_secs: 24 * 3600,
+            turn_credential_ttl_secs: 600,
             media_ip: None,
             media_public_ip: None,
             room_max_speakers: 3,
@@ -106,6 +126,15 @@ impl Default for Config {
             allow_guests: true,
             join_secret: None,
             public_url: None,
+
+            allowed_peer_ranges: Vec::new(),
+            turn_relays_per_session: 32,
+            turn_max_relays: 2048,
+            turn_challenges_per_sec: 20,
+            turn_tcp_connections: 1024,
+            turn_tcp_per_ip: 64,
+            turn_tcp_first_frame_secs: 10,
+            turn_tcp_idle_secs: 900,
         }
     }
 }
@@ -152,6 +181,21 @@ impl Config {
             public_ip: self.media_public_ip,
             max_speakers: self.room_max_speakers,
             member_timeout: std::time::Duration::from_secs(self.room_member_timeout_secs),
+        }
+    }
+
+    /// The ranges in `allowed_peer_ranges` (checked by `validate`).
+    pub fn allowed_peer_networks(&self) -> Vec<ipnet::IpNet> {
+        crate::egress::parse_ranges(&self.allowed_peer_ranges).unwrap_or_default()
+    }
+
+    /// The bounds on TURN/TCP connections.
+    pub fn turn_tcp_limits(&self) -> crate::turn::tcp::TcpLimits {
+        crate::turn::tcp::TcpLimits {
+            max_clients: self.turn_tcp_connections,
+            per_ip: self.turn_tcp_per_ip,
+            first_frame: std::time::Duration::from_secs(self.turn_tcp_first_frame_secs),
+            idle: std::time::Duration::from_secs(self.turn_tcp_idle_secs),
         }
     }
 
@@ -243,6 +287,40 @@ impl Config {
             return invalid(
                 "turn_secret",
                 "is required with turn_urls (coturn's static-auth-secret)",
+            );
+        }
+
+        if let Err(message) = crate::egress::parse_ranges(&self.allowed_peer_ranges) {
+            return Err(ConfigError::Invalid {
+                setting: "allowed_peer_ranges",
+                message,
+            });
+        }
+        if !(1..=1024).contains(&self.turn_relays_per_session) {
+            return invalid("turn_relays_per_session", "must be between 1 and 1024");
+        }
+        if self.turn_max_relays < self.turn_relays_per_session {
+            return invalid(
+                "turn_max_relays",
+                "must be at least turn_relays_per_session",
+            );
+        }
+        if self.turn_challenges_per_sec == 0 {
+            return invalid("turn_challenges_per_sec", "must be at least 1");
+        }
+        if self.turn_tcp_connections == 0 || self.turn_tcp_per_ip == 0 {
+            return invalid(
+                "turn_tcp_per_ip",
+                "turn_tcp_connections and turn_tcp_per_ip must be at least 1",
+            );
+        }
+        if !(1..=600).contains(&self.turn_tcp_first_frame_secs) {
+            return invalid("turn_tcp_first_frame_secs", "must be between 1 and 600");
+        }
+        if self.turn_tcp_idle_secs < 60 {
+            return invalid(
+                "turn_tcp_idle_secs",
+                "must be at least 60, or idle relays over TCP are cut between refreshes",
             );
         }
         Ok(())

@@ -6,6 +6,7 @@
 //! - [`session`]: one task per WebSocket; decodes, checks state, forwards to the space.
 //! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
 //! - [`media`]: the SFU that forwards classroom media; [`turn`]: embedded STUN/TURN.
+//! - [`egress`]: which addresses clients may have the server send to (TURN, SFU).
 //! - [`auth`]: join links (teacher and student roles); [`store`]: chat, the audit log and
 //!   secrets, in SQLite in the data directory.
 //!
@@ -14,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod egress;
 pub mod http;
 pub mod media;
 pub mod session;

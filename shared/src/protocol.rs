@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -312,6 +312,10 @@ pub enum ServerMsg {
     },
     /// Something people should be told (e.g. that the teacher removed them from a room).
     Notice { text: String },
+    /// Fresh TURN credentials, sent while the session lives, before the last ones stop
+    /// being good for new relays (they are short-lived). Replaces `Welcome.ice_servers`
+    /// for every connection from now on, and for ICE restarts of the open ones.
+    IceServers { servers: Vec<IceServer> },
 }
 
 /// One chat message.

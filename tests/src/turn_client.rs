@@ -1,14 +1,18 @@
-//! A TURN client over TCP for tests: the `turn` crate's client reads and writes datagrams
-//! through a `Conn`, so this one frames them on a single TCP stream to the server
-//! (the server's own framing rules, `quad_server::turn::tcp::frame_len`).
+//! TURN clients for tests: [`client`] starts the `turn` crate's client on a UDP socket or
+//! on [`TcpClientConn`]. The crate's client reads and writes datagrams through a `Conn`, so
+//! `TcpClientConn` frames them on a single TCP stream to the server (the server's own
+//! framing rules, `quad_server::turn::tcp::frame_len`).
 
 use async_trait::async_trait;
 use quad_server::turn::tcp::{MAX_FRAME, frame_len};
+use quad_shared::protocol::IceServer;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Mutex;
+use turn::client::{Client, ClientConfig};
 use webrtc_util::Conn;
 
 /// One TCP connection to a TURN server, seen as a datagram socket.
@@ -91,5 +95,40 @@ impl Conn for TcpClientConn {
 
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
         self
+    }
+}
+
+/// A started TURN client of `turn` over `conn`, in the embedded server's realm.
+pub async fn client(
+    conn: Arc<dyn Conn + Send + Sync>,
+    turn: SocketAddr,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<Client> {
+    let client = Client::new(ClientConfig {
+        stun_serv_addr: turn.to_string(),
+        turn_serv_addr: turn.to_string(),
+        username: username.into(),
+        password: password.into(),
+        realm: "quad".into(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn,
+        vnet: None,
+    })
+    .await?;
+    client.listen().await?;
+    Ok(client)
+}
+
+/// The TURN user name and password in a list of ICE servers (`Welcome`'s).
+pub fn turn_credentials(servers: &[IceServer]) -> anyhow::Result<(String, String)> {
+    let turn = servers
+        .iter()
+        .find(|s| s.urls.iter().any(|u| u.starts_with("turn:")))
+        .ok_or_else(|| anyhow::anyhow!("no TURN entry in {servers:?}"))?;
+    match (&turn.username, &turn.credential) {
+        (Some(user), Some(pass)) => Ok((user.clone(), pass.clone())),
+        _ => anyhow::bail!("the TURN entry has no credentials"),
     }
 }

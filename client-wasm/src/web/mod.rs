@@ -191,6 +191,7 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         ServerMsg::RoomSpeakers { room, speakers } => {
             return classroom::on_speakers(app, room, speakers);
         }
+        ServerMsg::IceServers { servers } => return peers::renew_ice_servers(app, &servers),
         other => other,
     };
     let Some(app_rc) = app.upgrade() else { return };

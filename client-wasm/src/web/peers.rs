@@ -428,6 +428,25 @@ fn send_screen(
     }
 }
 
+/// Fresh TURN credentials from the server: new connections use them, and so do ICE
+/// restarts of the open ones (the hallway links' and the room's).
+pub(crate) fn renew_ice_servers(app: &AppRef, servers: &[IceServer]) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let mut a = app_rc.borrow_mut();
+    a.ice_servers = ice_servers(servers);
+    let config = RtcConfiguration::new();
+    config.set_ice_servers(&a.ice_servers);
+    if a.media.relay_only {
+        config.set_ice_transport_policy(web_sys::RtcIceTransportPolicy::Relay);
+    }
+    let open = a.media.peers.values().map(|p| &p.pc);
+    for pc in open.chain(a.media.room.as_ref().map(|r| &r.pc)) {
+        if let Err(e) = pc.set_configuration(&config) {
+            web_sys::console::warn_2(&"cannot renew the ICE servers:".into(), &e);
+        }
+    }
+}
+
 /// `RTCConfiguration.iceServers` from the server's list.
 pub fn ice_servers(servers: &[IceServer]) -> JsValue {
     let list = js_sys::Array::new();

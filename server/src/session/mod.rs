@@ -47,6 +47,8 @@ struct Session {
     replies: Vec<ServerMsg>,
     rate: RateLimit,
     chat_rate: RateLimit,
+    /// Sends fresh TURN credentials while the session lives.
+    ice_renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs one client's session until it disconnects or the server shuts down.
@@ -65,6 +67,7 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>) {
             f64::from(1.0 / CHAT_SECONDS_PER_MESSAGE),
             f64::from(CHAT_BURST),
         ),
+        ice_renewal: None,
     };
 
     let closing: Option<(u16, &'static str)> = loop {
@@ -340,6 +343,10 @@ impl Session {
             room,
             ice_servers: self.state.ice.servers_for(id),
         };
+        self.ice_renewal = self.state.ice.renew_every().map(|every| {
+            let (state, outbox) = (self.state.clone(), self.outbox_tx.clone());
+            tokio::spawn(renew_ice_servers(state, id, every, outbox))
+        });
         self.forward(SpaceCommand::Join {
             joiner,
             outbox: self.outbox_tx.clone(),
@@ -360,9 +367,36 @@ impl Session {
     }
 
     async fn leave(self) {
+        if let Some(renewal) = &self.ice_renewal {
+            renewal.abort();
+        }
         if let Some(id) = self.id {
+            // Its TURN credentials end with it, and so do its relays.
+            self.state.ice.revoke(id).await;
             self.state.sessions.remove(&id);
             self.state.space.send(SpaceCommand::Leave { id }).await;
+        }
+    }
+}
+
+/// Sends `id` fresh TURN credentials every `every` until aborted or its outbox closes.
+async fn renew_ice_servers(
+    state: Arc<AppState>,
+    id: AvatarId,
+    every: std::time::Duration,
+    outbox: mpsc::Sender<Bytes>,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticks.tick().await;
+        let msg = ServerMsg::IceServers {
+            servers: state.ice.servers_for(id),
+        };
+        let Ok(frame) = codec::encode(&msg) else {
+            return;
+        };
+        if outbox.send(Bytes::from(frame)).await.is_err() {
+            return;
         }
     }
 }

@@ -45,16 +45,56 @@ pub fn check_username(username: &str, now: SystemTime) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Sessions whose TURN credentials no longer hold: the session ended. Kept until every
+/// credential issued to it has expired, so the set stays as small as the sessions that
+/// ended within one credential lifetime.
+#[derive(Default)]
+pub struct Revocations(std::sync::Mutex<std::collections::HashMap<String, SystemTime>>);
+
+impl Revocations {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SystemTime>> {
+        // Each change is one statement: a poisoned lock still holds a whole map.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Revokes `user` until `until` (when its last credential expires anyway).
+    pub fn revoke(&self, user: &str, until: SystemTime) {
+        let mut map = self.map();
+        let now = SystemTime::now();
+        map.retain(|_, until| *until > now);
+        map.insert(user.to_owned(), until);
+    }
+
+    /// Whether the session `user` was revoked.
+    pub fn is_revoked(&self, user: &str) -> bool {
+        self.map().contains_key(user)
+    }
+
+    /// Sessions revoked and not yet forgotten.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The embedded server's authentication: it derives the expected key from the user name
-/// and the shared secret, so it keeps no per-user state. A wrong password fails the
-/// message-integrity check in the TURN server.
+/// and the shared secret, so it keeps no per-user state beyond revocations. A wrong
+/// password fails the message-integrity check in the TURN server.
+///
+/// The expiry in a user name is checked when a relay is allocated (by the gate, which
+/// sees the request's method): a live session's relays go on being refreshed after the
+/// name's short lifetime, and end with the session (revoked, and its relays deleted).
 pub struct RestAuth {
     secret: String,
+    revoked: std::sync::Arc<Revocations>,
 }
 
 impl RestAuth {
-    pub fn new(secret: String) -> Self {
-        RestAuth { secret }
+    pub fn new(secret: String, revoked: std::sync::Arc<Revocations>) -> Self {
+        RestAuth { secret, revoked }
     }
 }
 
@@ -65,9 +105,18 @@ impl turn::auth::AuthHandler for RestAuth {
         realm: &str,
         src_addr: SocketAddr,
     ) -> Result<Vec<u8>, turn::Error> {
-        if let Err(refused) = check_username(username, SystemTime::now()) {
-            tracing::info!(%src_addr, "TURN request refused: {refused}");
-            return Err(turn::Error::Other(refused.to_string()));
+        let user = super::relays::user_of(username);
+        if username
+            .split(':')
+            .next()
+            .is_none_or(|e| e.parse::<u64>().is_err())
+        {
+            tracing::info!(%src_addr, "TURN request refused: {}", Refused::Malformed(username.into()));
+            return Err(turn::Error::Other("malformed user name".into()));
+        }
+        if self.revoked.is_revoked(user) {
+            tracing::info!(%src_addr, user, "TURN request refused: the session has ended");
+            return Err(turn::Error::Other("revoked".into()));
         }
         let password = password(&self.secret, username);
         Ok(turn::auth::generate_auth_key(username, realm, &password))

@@ -4,6 +4,8 @@
 //! goes out in `Welcome`.
 
 pub mod credentials;
+pub mod gate;
+pub mod relays;
 pub mod tcp;
 
 use crate::Config;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_PORT: u16 = 3478;
 const REALM: &str = "quad";
 
-/// What the server tells browsers about STUN and TURN.
+/// What the server tells browsers about STUN and TURN, and the sessions' TURN credentials.
 pub struct Ice {
     /// Offered without credentials.
     stun_urls: Vec<String>,
@@ -28,6 +30,15 @@ pub struct Ice {
     turn_urls: Vec<String>,
     secret: String,
     ttl: Duration,
+    /// The embedded server, to end a finished session's relays.
+    embedded: Option<Embedded>,
+}
+
+/// The embedded server's state that outlives a session.
+struct Embedded {
+    server: Arc<turn::server::Server>,
+    ledger: Arc<relays::Ledger>,
+    revoked: Arc<credentials::Revocations>,
 }
 
 impl Ice {
@@ -38,7 +49,42 @@ impl Ice {
             turn_urls: Vec::new(),
             secret: String::new(),
             ttl: Duration::ZERO,
+            embedded: None,
         }
+    }
+
+    /// How often a session's credentials are renewed: at half their lifetime, so the
+    /// client always holds ones that are good for new relays. `None` without TURN.
+    pub fn renew_every(&self) -> Option<Duration> {
+        (!self.turn_urls.is_empty()).then(|| self.ttl / 2)
+    }
+
+    /// Ends `user`'s TURN access: its credentials are refused from now on and its relays
+    /// on the embedded server are deleted. (An external TURN server honours them until
+    /// they expire, which is why they are short-lived.)
+    pub async fn revoke(&self, user: AvatarId) {
+        let Some(embedded) = &self.embedded else {
+            return;
+        };
+        let name = turn_user(user);
+        embedded.revoked.revoke(&name, SystemTime::now() + self.ttl);
+        for username in embedded.ledger.usernames_of(&name) {
+            if let Err(e) = embedded
+                .server
+                .delete_allocations_by_username(username)
+                .await
+            {
+                tracing::debug!("TURN relays of {name} not deleted: {e}");
+            }
+        }
+    }
+
+    /// Live relays on the embedded server, of one session or in all.
+    pub fn relays(&self, user: Option<AvatarId>) -> usize {
+        self.embedded.as_ref().map_or(0, |e| match user {
+            Some(user) => e.ledger.count_of(&turn_user(user)),
+            None => e.ledger.total(),
+        })
     }
 
     /// The ICE servers for one session, with TURN credentials issued to it now.
@@ -52,12 +98,8 @@ impl Ice {
             });
         }
         if !self.turn_urls.is_empty() {
-            let (username, password) = credentials::issue(
-                &self.secret,
-                &format!("avatar{}", user.0),
-                self.ttl,
-                SystemTime::now(),
-            );
+            let (username, password) =
+                credentials::issue(&self.secret, &turn_user(user), self.ttl, SystemTime::now());
             servers.push(IceServer {
                 urls: self.turn_urls.clone(),
                 username: Some(username),
@@ -66,6 +108,11 @@ impl Ice {
         }
         servers
     }
+}
+
+/// The user part of a session's TURN user names.
+fn turn_user(user: AvatarId) -> String {
+    format!("avatar{}", user.0)
 }
 
 /// The embedded STUN/TURN server; it stops when the server's shutdown token is cancelled.
@@ -94,6 +141,7 @@ pub async fn start(
             // `validate` requires the secret with `turn_urls`.
             secret: config.turn_secret.clone().unwrap_or_default(),
             ttl,
+            embedded: None,
         };
         return Ok((ice, None));
     }
@@ -130,27 +178,49 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen for TURN on {listen} (setting turn_listen)"))?;
     let addr = udp.local_addr()?;
-    let tcp_conn = tcp::TcpTurnConn::start(tcp, shutdown.child_token())?;
-    let relay = |conn: Arc<dyn webrtc_util::Conn + Send + Sync>| turn::server::config::ConnConfig {
-        conn,
-        relay_addr_generator: Box::new(turn::relay::relay_static::RelayAddressGeneratorStatic {
-            relay_address: public_ip,
-            address: listen.ip().to_string(),
-            net: Arc::new(webrtc_util::vnet::net::Net::new(None)),
-        }),
+    let tcp_conn = tcp::TcpTurnConn::start(tcp, config.turn_tcp_limits(), shutdown.child_token())?;
+    let mut own = vec![listen.ip(), public_ip, config.listen.ip()];
+    own.extend(config.media_ip);
+    own.extend(config.media_public_ip);
+    let policy = Arc::new(crate::egress::EgressPolicy::new(
+        config.allowed_peer_networks(),
+        crate::egress::EgressPolicy::own_addresses(&own),
+    ));
+    let ledger = relays::Ledger::new(config.turn_relays_per_session, config.turn_max_relays);
+    let revoked = Arc::new(credentials::Revocations::default());
+    let rules = Arc::new(gate::GateRules {
+        policy: policy.clone(),
+        ledger: ledger.clone(),
+        revoked: revoked.clone(),
+        challenges_per_sec: f64::from(config.turn_challenges_per_sec),
+    });
+    let listener = |conn: Arc<dyn webrtc_util::Conn + Send + Sync>| {
+        let pending = Arc::new(relays::PendingAllocate::default());
+        turn::server::config::ConnConfig {
+            conn: Arc::new(gate::TurnGate::new(conn, rules.clone(), pending.clone())),
+            relay_addr_generator: Box::new(relays::Relays {
+                bind_ip: listen.ip(),
+                public_ip,
+                ledger: ledger.clone(),
+                policy: policy.clone(),
+                pending,
+            }),
+        }
     };
     let server = turn::server::Server::new(turn::server::config::ServerConfig {
-        conn_configs: vec![relay(Arc::new(udp)), relay(tcp_conn)],
+        conn_configs: vec![listener(Arc::new(udp)), listener(tcp_conn)],
         realm: REALM.to_owned(),
-        auth_handler: Arc::new(credentials::RestAuth::new(secret.clone())),
+        auth_handler: Arc::new(credentials::RestAuth::new(secret.clone(), revoked.clone())),
         channel_bind_timeout: Duration::ZERO,
         alloc_close_notify: None,
     })
     .await
     .context("cannot start the TURN server")?;
+    let server = Arc::new(server);
+    let closing = server.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;
-        if let Err(e) = server.close().await {
+        if let Err(e) = closing.close().await {
             tracing::warn!("TURN server did not close cleanly: {e}");
         }
     });
@@ -167,6 +237,11 @@ pub async fn start(
         ],
         secret,
         ttl,
+        embedded: Some(Embedded {
+            server,
+            ledger,
+            revoked,
+        }),
     };
     Ok((ice, Some(EmbeddedTurn { addr, public_ip })))
 }

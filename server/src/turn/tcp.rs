@@ -4,11 +4,16 @@
 //! bytes on a stream); replies go back on the connection they came from. A client that
 //! sends anything else, or a frame over the size limit, is disconnected; the other
 //! connections go on.
+//!
+//! Connections are bounded ([`TcpLimits`]): in all and per client address, and in time: a
+//! connection must send its first frame soon after it opens, and one that sends nothing
+//! for longer than any TURN refresh period is closed.
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc};
@@ -17,8 +22,18 @@ use webrtc_util::Conn;
 
 /// The largest frame accepted from a client: the TURN server reads into 1,500 bytes.
 pub const MAX_FRAME: usize = 1500;
-/// Concurrent TCP clients at most.
-const MAX_CLIENTS: usize = 1024;
+/// Bounds on TURN/TCP connections.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Open connections at most.
+    pub max_clients: usize,
+    /// Open connections from one IP address at most.
+    pub per_ip: usize,
+    /// How long a new connection may take to send its first frame.
+    pub first_frame: Duration,
+    /// How long a connection may send nothing (longer than the TURN refresh periods).
+    pub idle: Duration,
+}
 /// Frames queued for one client before more are dropped (as UDP would lose them).
 const SEND_QUEUE: usize = 256;
 
@@ -32,7 +47,11 @@ pub struct TcpTurnConn {
 
 impl TcpTurnConn {
     /// Starts accepting on `listener` until `stop` is cancelled or the conn is closed.
-    pub fn start(listener: TcpListener, stop: CancellationToken) -> std::io::Result<Arc<Self>> {
+    pub fn start(
+        listener: TcpListener,
+        limits: TcpLimits,
+        stop: CancellationToken,
+    ) -> std::io::Result<Arc<Self>> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(1024);
         let clients = Arc::new(DashMap::new());
@@ -42,7 +61,7 @@ impl TcpTurnConn {
             clients: clients.clone(),
             stop: stop.clone(),
         });
-        tokio::spawn(accept_loop(listener, tx, clients, stop));
+        tokio::spawn(accept_loop(listener, tx, clients, limits, stop));
         Ok(conn)
     }
 }
@@ -51,8 +70,10 @@ async fn accept_loop(
     listener: TcpListener,
     incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     clients: Arc<DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    limits: TcpLimits,
     stop: CancellationToken,
 ) {
+    let per_ip: Arc<DashMap<IpAddr, usize>> = Arc::new(DashMap::new());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -66,17 +87,34 @@ async fn accept_loop(
                 continue;
             }
         };
-        if clients.len() >= MAX_CLIENTS {
+        if clients.len() >= limits.max_clients {
             tracing::warn!(%peer, "TURN/TCP: too many clients; connection refused");
             continue;
+        }
+        {
+            let mut from_ip = per_ip.entry(peer.ip()).or_insert(0);
+            if *from_ip >= limits.per_ip {
+                tracing::info!(%peer, "TURN/TCP: too many connections from this address; refused");
+                continue;
+            }
+            *from_ip += 1;
         }
         let _ = stream.set_nodelay(true);
         let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
         clients.insert(peer, out_tx);
-        let (clients, incoming, stop) = (clients.clone(), incoming.clone(), stop.clone());
+        let (clients, incoming, stop, per_ip) = (
+            clients.clone(),
+            incoming.clone(),
+            stop.clone(),
+            per_ip.clone(),
+        );
         tokio::spawn(async move {
-            let reason = serve_client(stream, peer, incoming, out_rx, stop).await;
+            let reason = serve_client(stream, peer, incoming, out_rx, limits, stop).await;
             clients.remove(&peer);
+            per_ip.remove_if_mut(&peer.ip(), |_, n| {
+                *n -= 1;
+                *n == 0
+            });
             tracing::debug!(%peer, "TURN/TCP client gone: {reason}");
         });
     }
@@ -89,6 +127,7 @@ async fn serve_client(
     peer: SocketAddr,
     incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
+    limits: TcpLimits,
     stop: CancellationToken,
 ) -> String {
     let (mut reader, mut writer) = stream.into_split();
@@ -100,15 +139,27 @@ async fn serve_client(
     };
     let read = async move {
         let mut frame = vec![0u8; MAX_FRAME + 3];
+        let mut wait = limits.first_frame;
         loop {
-            reader.read_exact(&mut frame[..4]).await?;
+            // A frame's first bytes must come within the wait; its body follows at once.
+            let timed = tokio::time::timeout(wait, reader.read_exact(&mut frame[..4])).await;
+            let Ok(head) = timed else {
+                return Ok(format!("nothing received for {wait:?}"));
+            };
+            head?;
+            wait = limits.idle;
             let Some((len, padded)) = frame_len(&frame[..4]) else {
                 return Ok::<String, std::io::Error>("not STUN or ChannelData".into());
             };
             if padded > frame.len() {
                 return Ok(format!("a frame of {len} bytes is over the limit"));
             }
-            reader.read_exact(&mut frame[4..padded]).await?;
+            match tokio::time::timeout(limits.first_frame, reader.read_exact(&mut frame[4..padded]))
+                .await
+            {
+                Ok(body) => body?,
+                Err(_) => return Ok("a frame's body did not follow its header".into()),
+            };
             if incoming.send((frame[..len].to_vec(), peer)).await.is_err() {
                 return Ok("server closed".into());
             }
