@@ -248,10 +248,10 @@ impl Config {
         if !(1..=500).contains(&self.max_visible_avatars) {
             return invalid("max_visible_avatars", "must be between 1 and 500");
         }
-        if !(60..=7 * 24 * 3600).contains(&self.turn_credential_ttl_secs) {
+        if !(10..=7 * 24 * 3600).contains(&self.turn_credential_ttl_secs) {
             return invalid(
                 "turn_credential_ttl_secs",
-                "must be between 60 seconds and 7 days",
+                "must be between 10 seconds and 7 days",
             );
         }
         if self.turn_secret.as_ref().is_some_and(|s| s.len() < 16) {

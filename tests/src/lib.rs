@@ -174,6 +174,8 @@ pub struct Bot {
     pub attention: Vec<(AvatarId, bool)>,
     /// Set when the server closed the connection: (code, reason).
     pub closed: Option<(u16, String)>,
+    /// Every `IceServers` renewal received, in order.
+    pub ice_renewals: Vec<Vec<IceServer>>,
     seq: u32,
 }
 
@@ -215,6 +217,7 @@ impl Bot {
             notices: Vec::new(),
             attention: Vec::new(),
             closed: None,
+            ice_renewals: Vec::new(),
             seq: 0,
         })
     }
@@ -367,6 +370,7 @@ impl Bot {
             ServerMsg::Attention {
                 student, watching, ..
             } => self.attention.push((student, watching)),
+            ServerMsg::IceServers { servers } => self.ice_renewals.push(servers),
             _ => {}
         }
     }

@@ -442,3 +442,30 @@ async fn unauthenticated_requests_from_one_source_are_metered() -> anyhow::Resul
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_live_session_gets_fresh_credentials_before_its_last_ones_expire() -> anyhow::Result<()> {
+    let (server, turn) = server_with(|c| c.turn_credential_ttl_secs = 10).await?;
+    let mut bot = Bot::join(server.addr(), "Ada", None).await?;
+    let first = bot.welcome.as_ref().map(|w| w.ice_servers.clone());
+    let (first_user, _) = turn_credentials(&first.unwrap_or_default())?;
+    // Renewed at half the lifetime: about 5 s.
+    bot.wait_until(Duration::from_secs(9), |b| !b.ice_renewals.is_empty())
+        .await?;
+    let (user, pass) = turn_credentials(&bot.ice_renewals[0])?;
+    let expiry = |u: &str| u.split(':').next().and_then(|e| e.parse::<u64>().ok());
+    assert!(
+        expiry(&user) > expiry(&first_user),
+        "{user} after {first_user}"
+    );
+    // The fresh ones allocate relays.
+    relays(
+        Arc::new(UdpSocket::bind("127.0.0.1:0").await?),
+        turn,
+        &user,
+        &pass,
+    )
+    .await?;
+    server.stop().await;
+    Ok(())
+}
