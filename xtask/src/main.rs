@@ -73,6 +73,13 @@ fn ensure_wasm_target() -> Result<()> {
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` if set, else `target` in the repository.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
 /// Compiles `quad-client` for wasm32 and generates the JS glue into `target/web/pkg`.
 fn build_client(root: &Path) -> Result<PathBuf> {
     ensure_wasm_target()?;
@@ -85,8 +92,9 @@ fn build_client(root: &Path) -> Result<PathBuf> {
         WASM_TARGET,
         "--release",
     ]))?;
-    let wasm = root.join("target/wasm32-unknown-unknown/release/quad_client.wasm");
-    let out = root.join("target/web/pkg");
+    let target = target_dir(root);
+    let wasm = target.join("wasm32-unknown-unknown/release/quad_client.wasm");
+    let out = target.join("web/pkg");
     std::fs::create_dir_all(&out)?;
     wasm_bindgen_cli_support::Bindgen::new()
         .input_path(&wasm)

@@ -441,7 +441,7 @@ pub(crate) fn renew_ice_servers(app: &AppRef, servers: &[IceServer]) {
     }
     let open = a.media.peers.values().map(|p| &p.pc);
     for pc in open.chain(a.media.room.as_ref().map(|r| &r.pc)) {
-        if let Err(e) = pc.set_configuration(&config) {
+        if let Err(e) = pc.set_configuration_with_configuration(&config) {
             web_sys::console::warn_2(&"cannot renew the ICE servers:".into(), &e);
         }
     }
