@@ -181,7 +181,21 @@ impl Config {
             public_ip: self.media_public_ip,
             max_speakers: self.room_max_speakers,
             member_timeout: std::time::Duration::from_secs(self.room_member_timeout_secs),
+            egress: crate::egress::EgressPolicy::new(
+                self.allowed_peer_networks(),
+                crate::egress::EgressPolicy::own_addresses(&self.own_ips()),
+            ),
         }
+    }
+
+    /// The addresses this server is configured to listen on or be reached at.
+    pub fn own_ips(&self) -> Vec<IpAddr> {
+        let mut own = vec![self.listen.ip()];
+        own.extend(self.turn_listen.map(|a| a.ip()));
+        own.extend(self.turn_public_ip);
+        own.extend(self.media_ip);
+        own.extend(self.media_public_ip);
+        own
     }
 
     /// The ranges in `allowed_peer_ranges` (checked by `validate`).

@@ -179,9 +179,8 @@ pub async fn start(
         .with_context(|| format!("cannot listen for TURN on {listen} (setting turn_listen)"))?;
     let addr = udp.local_addr()?;
     let tcp_conn = tcp::TcpTurnConn::start(tcp, config.turn_tcp_limits(), shutdown.child_token())?;
-    let mut own = vec![listen.ip(), public_ip, config.listen.ip()];
-    own.extend(config.media_ip);
-    own.extend(config.media_public_ip);
+    let mut own = config.own_ips();
+    own.extend([listen.ip(), public_ip]);
     let policy = Arc::new(crate::egress::EgressPolicy::new(
         config.allowed_peer_networks(),
         crate::egress::EgressPolicy::own_addresses(&own),

@@ -11,9 +11,11 @@
 //!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
 //! - `speakers`: the N-loudest rule, a pure function.
 //! - `engine`: how a peer connection is built.
+//! - [`admission`]: what client signaling is taken (m-lines, candidates), a pure function.
 //!
 //! The SFU knows nothing about maps or zones: rooms are [`RoomId`]s given by the caller.
 
+pub mod admission;
 mod batch_udp;
 mod engine;
 mod forward;
@@ -76,6 +78,8 @@ pub struct SfuConfig {
     pub max_speakers: usize,
     /// How long a member's connection may stay disconnected before it is removed.
     pub member_timeout: Duration,
+    /// Which client candidates the server may send connectivity checks to.
+    pub egress: crate::egress::EgressPolicy,
 }
 
 /// Counters for `/metrics`, shared by every SFU task; relaxed atomics on the packet path.
@@ -194,7 +198,9 @@ impl Sfu {
     /// Signaling from `member`'s client for its room connection.
     pub fn signal(&self, member: AvatarId, signal: Signal) -> Result<(), ErrorMsg> {
         let room = self.room_of(member)?;
-        self.send_to_room(room, room::RoomCmd::Signal { member, signal });
+        if let Some(signal) = admission::admit(signal, &self.config.egress)? {
+            self.send_to_room(room, room::RoomCmd::Signal { member, signal });
+        }
         Ok(())
     }
 
