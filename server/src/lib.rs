@@ -146,8 +146,7 @@ impl Server {
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
     let map_file = MapFile::load(&config.map)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+    store::private::private_dir(&config.data_dir)?;
     if !config.assets_dir.join("index.html").is_file() {
         anyhow::bail!(
             "assets directory {}: no index.html (run from the repository root, or pass --assets)",
@@ -284,9 +283,9 @@ pub const FIRST_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(7
 const JOIN_SECRET: &str = "join-links";
 
 /// Opens the embedded store in the configured data directory.
+/// The directory is made private (0700, the database 0600): it holds the join-link secret.
 pub fn open_storage(config: &Config) -> anyhow::Result<store::Storage> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+    store::private::private_dir(&config.data_dir)?;
     let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
     store::Storage::new(Arc::new(store))
 }
