@@ -2,7 +2,8 @@
 //!
 //! Layout, edge to core:
 //! - [`config`]: settings and their validation.
-//! - [`http`]: warp routes: the page, the wasm client, the map, `/ws`, `/healthz`.
+//! - [`http`]: warp routes: the page, the wasm client, the map, `/ws`, `/healthz`,
+//!   `/metrics`; who may open sessions and read metrics; connection limits.
 //! - [`session`]: one task per WebSocket; decodes, checks state, forwards to the space.
 //! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
 //! - [`media`]: the SFU that forwards classroom media; [`turn`]: embedded STUN/TURN.
@@ -108,6 +109,7 @@ pub struct Server {
     first_teacher_link: Option<String>,
     keys: auth::JoinKeys,
     turn_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -131,6 +133,11 @@ impl Server {
     /// Where the embedded STUN/TURN server listens (UDP and TCP), if it runs.
     pub fn turn_addr(&self) -> Option<SocketAddr> {
         self.turn_addr
+    }
+
+    /// Where `/metrics` is served on its own (`metrics_listen`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops accepting, closes every session with a reason, and waits for the tasks.
@@ -167,6 +174,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("metrics_listen: cannot listen on {at}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let (ice, embedded_turn) = turn::start(&config, shutdown.clone()).await?;
     if let Some(t) = &embedded_turn {
@@ -233,6 +252,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),
     });
     let routes = http::routes(state.clone());
+    if let Some(listener) = metrics_listener {
+        tracing::info!("/metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(http::serve::serve_metrics(listener, state.clone()));
+    }
     let task = tokio::spawn(async move {
         http::serve::serve(listener, warp::service(routes), state.clone()).await;
         if let Err(e) = space_task.await {
@@ -247,6 +270,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         first_teacher_link,
         keys,
         turn_addr: embedded_turn.map(|t| t.addr),
+        metrics_addr,
         shutdown,
         task,
     })
@@ -257,6 +281,9 @@ pub async fn run(
     config: Config,
     signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Every session and relay is a file: take all the process may have (logged either way;
+    // the connection caps follow from what it got).
+    let _ = http::limits::raise_open_file_limit();
     let server = start(config).await?;
     // Whoever started the server may have closed its stdout: that must not stop it.
     let mut out = std::io::stdout().lock();
