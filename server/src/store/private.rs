@@ -110,7 +110,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+        std::fs::metadata(path)
+            .expect("the file was just made")
+            .permissions()
+            .mode()
+            & 0o7777
     }
 
     #[test]
