@@ -442,13 +442,18 @@ async fn a_connection_that_sends_no_request_is_closed_after_the_header_timeout()
     let mut silent = TcpStream::connect(server.addr()).await?;
     let mut slow = TcpStream::connect(server.addr()).await?;
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await?;
-    let silent_after = closed_within(&mut silent, Duration::from_secs(8)).await?;
-    let slow_after = closed_within(&mut slow, Duration::from_secs(8)).await?;
+    // Both timed from now, side by side.
+    let (silent_after, slow_after) = tokio::join!(
+        closed_within(&mut silent, Duration::from_secs(8)),
+        closed_within(&mut slow, Duration::from_secs(8)),
+    );
+    let (silent_after, slow_after) = (silent_after?, slow_after?);
     println!("closed after: silent {silent_after:?}, headers never finished {slow_after:?}");
     assert!(
         silent_after >= Duration::from_millis(900),
         "{silent_after:?}"
     );
+    assert!(slow_after >= Duration::from_millis(900), "{slow_after:?}");
     server.stop().await;
     Ok(())
 }
@@ -571,6 +576,32 @@ async fn upgraded_websockets_hold_their_place_until_they_close() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(placed, "no place after a close");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_connections_cannot_keep_out_a_prompt_request() -> Result<()> {
+    // Loopback is exempt from the per-IP cap (a proxy's address), so this is what a proxy,
+    // or many addresses at once, could do: more silent connections than the HTTP pool
+    // holds (at most 256), with a header timeout far longer than the test.
+    const SILENT: usize = 360;
+    let server = TestServer::start_with(|c| c.http_header_timeout_secs = 60).await?;
+    let addr = server.addr();
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(TcpStream::connect(addr).await?);
+    }
+    let started = Instant::now();
+    let health = get(addr, "/healthz", &[]).await;
+    println!(
+        "/healthz with {SILENT} silent connections open: {:?} in {:?}",
+        health.as_ref().map(|r| r.status),
+        started.elapsed()
+    );
+    assert_eq!(health?.status, 200);
+    let again = get(addr, "/", &[]).await?;
+    assert_eq!(again.status, 200, "and again: the page");
     server.stop().await;
     Ok(())
 }

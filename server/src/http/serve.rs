@@ -5,7 +5,10 @@
 //! What a connection may hold ([`super::limits`]): a place in its IP's count
 //! (`max_connections_per_ip`), and a place in the plain-HTTP pool until it ends or becomes
 //! a session; a session then holds a place in the session pool (and its IP's) until it
-//! ends. A connection that finds no place is closed at once. Headers must arrive within
+//! ends. When the HTTP pool is full, a new connection pushes out the oldest idle one (a
+//! connection not inside a request: silent, slow with its headers, or kept alive between
+//! requests), so silent connections cannot keep out a client that sends its request at
+//! once (`/healthz`); with none idle, the new one is closed. Headers must arrive within
 //! `http_header_timeout_secs`, which also closes keep-alive connections left idle that
 //! long. On shutdown the loop stops accepting, asks open connections to finish, and waits
 //! up to 5 s for them; sessions close themselves with a reason.
@@ -16,17 +19,21 @@ use super::{headers, ws_upgrade};
 use crate::AppState;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 /// How long open HTTP connections get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a new connection waits for the place of the idle one it pushed out.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// Connections the metrics listener serves at once.
 const METRICS_CONNECTIONS: usize = 16;
@@ -71,6 +78,8 @@ where
     let http1 = http1_builder(config.http_header_timeout_secs);
     let shutdown = state.shutdown.clone();
     let mut refused = Throttled::default();
+    let idle = Arc::new(Idle::default());
+    let mut next_id: u64 = 0;
     loop {
         let Some((stream, peer)) = accept(&listener, &shutdown).await else {
             break;
@@ -83,17 +92,34 @@ where
             ));
             continue;
         };
-        let Ok(permit) = http_pool.clone().try_acquire_owned() else {
+        let permit = match http_pool.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            // The pool is full: the oldest idle connection makes room (it lets its place
+            // go as soon as its task sees the notice, well within the wait).
+            Err(_) if idle.evict_oldest() => {
+                tokio::time::timeout(EVICTION_WAIT, http_pool.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
             refused.warn(format_args!(
-                "connection from {peer} refused: {} HTTP connections open",
+                "connection from {peer} refused: {} HTTP connections open, none idle",
                 budget.http
             ));
             continue;
         };
+        let id = next_id;
+        next_id += 1;
+        let evict = Arc::new(Notify::new());
+        idle.set_idle(id, &evict);
         let state = state.clone();
         let warp_service = routes.clone();
         let sessions = sessions.clone();
         let hold_ip = ip_slot.clone();
+        let (idle_in_service, evict_in_service) = (idle.clone(), evict.clone());
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let state = state.clone();
             let mut warp_service = warp_service.clone();
@@ -101,6 +127,9 @@ where
                 ip: hold_ip.clone(),
                 sessions: sessions.clone(),
             };
+            // Inside a request: not to be pushed out until its response is made.
+            idle_in_service.set_busy(id);
+            let (idle, evict) = (idle_in_service.clone(), evict_in_service.clone());
             async move {
                 let mut res = if ws_upgrade::is_session_request(&req) {
                     ws_upgrade::accept(req, state, hold)
@@ -110,6 +139,7 @@ where
                     warp_service.call(req).await?
                 };
                 headers::add(res.headers_mut());
+                idle.set_idle(id, &evict);
                 Ok::<_, Infallible>(res)
             }
         });
@@ -117,10 +147,15 @@ where
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let shutdown = shutdown.clone();
+        let idle = idle.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
+                _ = evict.notified() => {
+                    tracing::debug!(%peer, "idle connection closed to make room");
+                    Ok(())
+                }
                 _ = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
@@ -129,6 +164,7 @@ where
             if let Err(e) = result {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
+            idle.set_busy(id);
             // An upgraded session holds its own places (see `ws_upgrade::Hold`).
             drop(permit);
             drop(ip_slot);
@@ -215,6 +251,40 @@ async fn accept(
     }
 }
 
+/// The connections not inside a request, by age (ids are given in accept order), each
+/// with the notice that closes it.
+#[derive(Default)]
+struct Idle {
+    by_age: Mutex<BTreeMap<u64, Arc<Notify>>>,
+}
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Notify>>> {
+        // Only inserts and removes under the lock: a panic cannot leave the map torn.
+        self.by_age.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_idle(&self, id: u64, evict: &Arc<Notify>) {
+        self.lock().insert(id, evict.clone());
+    }
+
+    fn set_busy(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Tells the oldest idle connection to close; `false` if none is idle.
+    fn evict_oldest(&self) -> bool {
+        match self.lock().pop_first() {
+            Some((_, evict)) => {
+                // `notify_one` keeps the notice if the task is not waiting yet.
+                evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A warning logged at most every 10 s (with how many it stood for), so that a flood of
 /// refused connections does not become a flood of log lines.
 #[derive(Default)]
@@ -234,7 +304,10 @@ impl Throttled {
             return;
         }
         if self.quiet > 0 {
-            tracing::warn!("{what} (and {} more refused in the last 10 s)", self.quiet);
+            tracing::warn!(
+                "{what} (and {} more since the last such warning)",
+                self.quiet
+            );
         } else {
             tracing::warn!("{what}");
         }

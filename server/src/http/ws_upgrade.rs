@@ -68,6 +68,29 @@ pub struct Hold {
     pub sessions: Arc<Semaphore>,
 }
 
+/// Logs that the session pool is full, at most once every 10 s (a flood of upgrades must
+/// not become a flood of log lines).
+fn warn_pool_full() {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!("WebSocket upgrades refused: the session pool is full");
+    }
+}
+
 /// Answers the handshake and starts the session once the connection is upgraded.
 pub fn accept(
     mut req: Request<Incoming>,
@@ -80,7 +103,8 @@ pub fn accept(
         headers.get(hyper::header::HOST),
         &state.config,
     ) {
-        tracing::info!(
+        // Debug only: any page on the web can make a visitor's browser try this.
+        tracing::debug!(
             origin = ?headers.get(hyper::header::ORIGIN),
             "WebSocket upgrade refused: another site's page"
         );
@@ -99,7 +123,7 @@ pub fn accept(
     };
     let accept_key = derive_accept_key(key.as_bytes());
     let Ok(session_place) = hold.sessions.try_acquire_owned() else {
-        tracing::warn!("WebSocket upgrade refused: the session pool is full");
+        warn_pool_full();
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "503 Service Unavailable: the server has no room for another session\n",
