@@ -73,6 +73,15 @@ fn ensure_wasm_target() -> Result<()> {
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (relative to the repository root
+/// if relative), else `target`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
 /// Compiles `quad-client` for wasm32 and generates the JS glue into `target/web/pkg`.
 fn build_client(root: &Path) -> Result<PathBuf> {
     ensure_wasm_target()?;
@@ -85,7 +94,7 @@ fn build_client(root: &Path) -> Result<PathBuf> {
         WASM_TARGET,
         "--release",
     ]))?;
-    let wasm = root.join("target/wasm32-unknown-unknown/release/quad_client.wasm");
+    let wasm = target_dir(root).join("wasm32-unknown-unknown/release/quad_client.wasm");
     let out = root.join("target/web/pkg");
     std::fs::create_dir_all(&out)?;
     wasm_bindgen_cli_support::Bindgen::new()
