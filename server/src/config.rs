@@ -94,6 +94,27 @@ pub struct Config {
     pub turn_tcp_first_frame_secs: u64,
     /// Seconds a TURN/TCP connection may send nothing before it is closed.
     pub turn_tcp_idle_secs: u64,
+
+    // --- The web surface: origins, metrics access, connection limits. ---
+    /// Origins besides the server's own (the request's `Host`, and `public_url`) whose
+    /// pages may open `/ws`, as `scheme://host[:port]` (e.g. `https://campus.example.org`).
+    /// A WebSocket upgrade without an `Origin` header (bots, tools) is always accepted.
+    pub allowed_origins: Vec<String>,
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer TOKEN`
+    /// (at least 16 characters). Without it, and without `metrics_listen`, `/metrics` on the
+    /// main listener answers only loopback clients that came through no proxy.
+    pub metrics_token: Option<String>,
+    /// When set, `/metrics` is served only on this address (its own listener; the main one
+    /// answers 404 there), to everyone who reaches it unless `metrics_token` is set.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long a connection may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open waiting for the next request, seconds.
+    pub http_header_timeout_secs: u64,
+    /// Most connections (HTTP and WebSocket sessions) open at once from one client IP.
+    pub max_connections_per_ip: usize,
+    /// Client IPs not held to `max_connections_per_ip`: a reverse proxy's (every connection
+    /// through it comes from its address). By default loopback, `127.0.0.1` and `::1`.
+    pub connection_limit_exempt: Vec<IpAddr>,
 }
 
 impl Default for Config {
@@ -135,6 +156,17 @@ impl Default for Config {
             turn_tcp_per_ip: 64,
             turn_tcp_first_frame_secs: 10,
             turn_tcp_idle_secs: 900,
+
+            // --- The web surface. ---
+            allowed_origins: Vec::new(),
+            metrics_token: None,
+            metrics_listen: None,
+            http_header_timeout_secs: 10,
+            max_connections_per_ip: 64,
+            connection_limit_exempt: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
         }
     }
 }
@@ -337,6 +369,45 @@ impl Config {
                 "must be at least 60, or idle relays over TCP are cut between refreshes",
             );
         }
+
+        // --- The web surface. ---
+        for origin in &self.allowed_origins {
+            if let Err(why) = crate::http::origin::Origin::parse_setting(origin) {
+                return Err(ConfigError::Invalid {
+                    setting: "allowed_origins",
+                    message: format!("{origin:?} {why}"),
+                });
+            }
+        }
+        if let Some(token) = &self.metrics_token
+            && (token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return invalid(
+                "metrics_token",
+                "must be at least 16 characters, printable ASCII without spaces",
+            );
+        }
+        if self
+            .metrics_listen
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            return invalid(
+                "metrics_listen",
+                "must differ from `listen` (leave it unset to serve /metrics there)",
+            );
+        }
+        if !(1..=300).contains(&self.http_header_timeout_secs) {
+            return invalid(
+                "http_header_timeout_secs",
+                "must be between 1 and 300 seconds",
+            );
+        }
+        if self.max_connections_per_ip == 0 {
+            return invalid(
+                "max_connections_per_ip",
+                "must be at least 1 (list a proxy's address in connection_limit_exempt instead)",
+            );
+        }
         Ok(())
     }
 }
@@ -397,6 +468,86 @@ mod tests {
                 .to_string()
                 .contains("turn_urls")
         );
+    }
+
+    #[test]
+    fn web_surface_settings_are_checked_by_name() {
+        let refused = |cfg: Config, setting: &str| {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(setting), "{err}");
+        };
+        for bad in [
+            "campus.example.org",
+            "ftp://campus.example.org",
+            "https://campus.example.org/path",
+            "https://",
+            "https://user@campus.example.org",
+            "null",
+        ] {
+            refused(
+                Config {
+                    allowed_origins: vec![bad.into()],
+                    ..Config::default()
+                },
+                "allowed_origins",
+            );
+        }
+        let ok = Config {
+            allowed_origins: vec![
+                "https://campus.example.org".into(),
+                "http://127.0.0.1:8080".into(),
+                "https://[::1]:8443".into(),
+            ],
+            ..Config::default()
+        };
+        assert!(ok.validate().is_ok());
+        refused(
+            Config {
+                metrics_token: Some("short".into()),
+                ..Config::default()
+            },
+            "metrics_token",
+        );
+        refused(
+            Config {
+                metrics_token: Some("has a space in the middle".into()),
+                ..Config::default()
+            },
+            "metrics_token",
+        );
+        refused(
+            Config {
+                metrics_listen: Some(Config::default().listen),
+                ..Config::default()
+            },
+            "metrics_listen",
+        );
+        refused(
+            Config {
+                http_header_timeout_secs: 0,
+                ..Config::default()
+            },
+            "http_header_timeout_secs",
+        );
+        refused(
+            Config {
+                max_connections_per_ip: 0,
+                ..Config::default()
+            },
+            "max_connections_per_ip",
+        );
+        let cfg: Config = toml::from_str(
+            r#"
+            allowed_origins = ["https://campus.example.org"]
+            metrics_token = "0123456789abcdef"
+            metrics_listen = "127.0.0.1:9090"
+            http_header_timeout_secs = 5
+            max_connections_per_ip = 32
+            connection_limit_exempt = ["10.0.0.5"]
+            "#,
+        )
+        .unwrap();
+        assert!(cfg.validate().is_ok());
     }
 
     #[test]

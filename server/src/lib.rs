@@ -2,7 +2,8 @@
 //!
 //! Layout, edge to core:
 //! - [`config`]: settings and their validation.
-//! - [`http`]: warp routes: the page, the wasm client, the map, `/ws`, `/healthz`.
+//! - [`http`]: warp routes: the page, the wasm client, the map, `/ws`, `/healthz`,
+//!   `/metrics`; who may open sessions and read metrics; connection limits.
 //! - [`session`]: one task per WebSocket; decodes, checks state, forwards to the space.
 //! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
 //! - [`media`]: the SFU that forwards classroom media; [`turn`]: embedded STUN/TURN.
@@ -110,6 +111,7 @@ pub struct Server {
     first_teacher_link: Option<String>,
     keys: auth::JoinKeys,
     turn_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -135,6 +137,11 @@ impl Server {
         self.turn_addr
     }
 
+    /// Where `/metrics` is served on its own (`metrics_listen`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Stops accepting, closes every session with a reason, and waits for the tasks.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -148,8 +155,7 @@ impl Server {
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
     let map_file = MapFile::load(&config.map)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+    store::private::private_dir(&config.data_dir)?;
     if !config.assets_dir.join("index.html").is_file() {
         anyhow::bail!(
             "assets directory {}: no index.html (run from the repository root, or pass --assets)",
@@ -170,6 +176,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("metrics_listen: cannot listen on {at}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let (ice, embedded_turn) = turn::start(&config, shutdown.clone()).await?;
     if let Some(t) = &embedded_turn {
@@ -236,6 +254,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),
     });
     let routes = http::routes(state.clone());
+    if let Some(listener) = metrics_listener {
+        tracing::info!("/metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(http::serve::serve_metrics(listener, state.clone()));
+    }
     let task = tokio::spawn(async move {
         http::serve::serve(listener, warp::service(routes), state.clone()).await;
         if let Err(e) = space_task.await {
@@ -250,6 +272,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         first_teacher_link,
         keys,
         turn_addr: embedded_turn.map(|t| t.addr),
+        metrics_addr,
         shutdown,
         task,
     })
@@ -260,6 +283,9 @@ pub async fn run(
     config: Config,
     signal: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Every session and relay is a file: take all the process may have (logged either way;
+    // the connection caps follow from what it got).
+    let _ = http::limits::raise_open_file_limit();
     let server = start(config).await?;
     // Whoever started the server may have closed its stdout: that must not stop it.
     let mut out = std::io::stdout().lock();
@@ -286,9 +312,9 @@ pub const FIRST_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(7
 const JOIN_SECRET: &str = "join-links";
 
 /// Opens the embedded store in the configured data directory.
+/// The directory is made private (0700, the database 0600): it holds the join-link secret.
 pub fn open_storage(config: &Config) -> anyhow::Result<store::Storage> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
+    store::private::private_dir(&config.data_dir)?;
     let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
     store::Storage::new(Arc::new(store))
 }

@@ -264,3 +264,81 @@ fn the_first_start_prints_a_teacher_link_and_later_starts_do_not() {
         "a later start prints no link: {second:?}"
     );
 }
+
+/// Under a low soft open-file limit (256, as `ulimit -Sn 256` leaves it), the server raises
+/// it to the hard limit, says so, derives its connection caps from what it got, and serves.
+#[test]
+fn a_low_open_file_limit_is_raised_at_start() {
+    let data = temp("nofile");
+    let bin = env!("CARGO_BIN_EXE_quad-server");
+    let mut cmd = if Path::new("/usr/bin/prlimit").exists() {
+        let mut cmd = Command::new("/usr/bin/prlimit");
+        // Soft limit only: the hard one stays what the machine allows.
+        cmd.args(["--nofile=256:", "--", bin]);
+        cmd
+    } else {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -S -n 256 && exec \"$0\" \"$@\"", bin]);
+        cmd
+    };
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .current_dir(root())
+        .env_remove("QUAD_CONFIG")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn quad-server under a 256 soft open-file limit");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("read the address line");
+    let addr = line
+        .trim()
+        .strip_prefix("Quad is serving http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    // Both lines come at start-up; the second when the accept loop starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut raised, mut budget) = (None, None);
+    while raised.is_none() || budget.is_none() {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        if line.contains("open-file limit raised from 256 to ") {
+            raised = Some(line);
+        } else if line.contains("connections: up to ") {
+            budget = Some(line);
+        }
+    }
+    let health = http_get(&addr, "/healthz");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    let raised = raised.expect("the log says the open-file limit was raised from 256");
+    let budget = budget.expect("the log gives the connection caps");
+    println!("{raised}\n{budget}");
+    assert!(
+        !budget.contains("open-file limit 256:"),
+        "the caps follow the raised limit: {budget}"
+    );
+    assert!(health.expect("GET /healthz").contains(" 200 "));
+}

@@ -73,11 +73,13 @@ fn ensure_wasm_target() -> Result<()> {
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
-/// Cargo's target directory: `CARGO_TARGET_DIR` if set, else `target` in the repository.
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (relative to the repository root
+/// if relative), else `target`.
 fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map_or_else(|| root.join("target"), |dir| root.join(dir))
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
 }
 
 /// Compiles `quad-client` for wasm32 and generates the JS glue into `target/web/pkg`.

@@ -1,8 +1,14 @@
 //! `/metrics`: the server's counters in the Prometheus text format (version 0.0.4), read
-//! from the atomics the space and the SFU keep; nothing here locks game state.
+//! from the atomics the space and the SFU keep; nothing here locks game state. Also who may
+//! read them ([`answer`]): with `metrics_token`, whoever presents it; with
+//! `metrics_listen`, only that listener serves them; with neither, the main listener
+//! serves them to loopback clients that came through no proxy.
 
 use crate::AppState;
+use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{Request, StatusCode};
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 /// The metrics page.
@@ -100,4 +106,103 @@ pub fn render(state: &AppState) -> String {
         );
     }
     out
+}
+
+/// The path.
+pub const PATH: &str = "/metrics";
+
+/// Which listener a `/metrics` request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The main one (`listen`).
+    Main,
+    /// The metrics listener (`metrics_listen`).
+    Metrics,
+}
+
+/// Headers a reverse proxy adds: a request that has one did not start on this machine,
+/// whatever its peer address says.
+const FORWARDED: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "via"];
+
+/// The answer to a `/metrics` request from `peer` on `listener`.
+pub fn answer<B>(
+    req: &Request<B>,
+    peer: SocketAddr,
+    listener: Listener,
+    state: &AppState,
+) -> warp::reply::Response {
+    let config = &state.config;
+    if listener == Listener::Main && config.metrics_listen.is_some() {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    }
+    if let Some(token) = &config.metrics_token {
+        if !bearer_is(req.headers().get(AUTHORIZATION), token) {
+            let mut res = plain(
+                StatusCode::UNAUTHORIZED,
+                "401 Unauthorized: /metrics needs `Authorization: Bearer <metrics_token>`\n",
+            );
+            res.headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return res;
+        }
+    } else if listener == Listener::Main
+        && !(peer.ip().to_canonical().is_loopback()
+            && FORWARDED.iter().all(|h| !req.headers().contains_key(*h)))
+    {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: /metrics is served only to this machine; set metrics_token or \
+             metrics_listen to read it from elsewhere\n",
+        );
+    }
+    let mut res = warp::reply::Response::new(render(state).into());
+    res.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    res
+}
+
+/// Whether an `Authorization` header is `Bearer <token>`, compared in constant time.
+fn bearer_is(header: Option<&HeaderValue>, token: &str) -> bool {
+    let Some(given) = header
+        .map(|h| h.as_bytes())
+        .and_then(|h| h.strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    let want = token.as_bytes();
+    given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn plain(status: StatusCode, body: &'static str) -> warp::reply::Response {
+    let mut res = warp::reply::Response::new(body.into());
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_passes() {
+        let token = "0123456789abcdef";
+        let h = |v: &str| HeaderValue::from_str(v).unwrap();
+        assert!(bearer_is(Some(&h("Bearer 0123456789abcdef")), token));
+        assert!(!bearer_is(Some(&h("Bearer 0123456789abcdeF")), token));
+        assert!(!bearer_is(Some(&h("Bearer 0123456789abcde")), token));
+        assert!(!bearer_is(Some(&h("Basic 0123456789abcdef")), token));
+        assert!(!bearer_is(Some(&h("0123456789abcdef")), token));
+        assert!(!bearer_is(None, token));
+    }
 }

@@ -1,9 +1,15 @@
-//! HTTP: the accept loop ([`serve`]), the `/ws` upgrade ([`ws_upgrade`]) and the warp routes:
-//! `/` and the page's static files, `/pkg/*` (the wasm client), `/map.tmj` and
-//! `/map/tileset/N` (the space's map and its images), `/healthz`, `/metrics` ([`metrics`]). Handlers only translate
-//! HTTP; sessions and the space do the work.
+//! HTTP: the accept loop and its connection limits ([`serve`], [`limits`]), the `/ws`
+//! upgrade ([`ws_upgrade`]) and who may make it ([`origin`]), `/metrics` and who may read
+//! it ([`metrics`]), the security headers of every response ([`headers`]), and the warp
+//! routes: `/` and the page's static files (an allow-list: [`is_page_file`]), `/pkg/*`
+//! (the wasm client: [`is_client_file`]), `/map.tmj` and `/map/tileset/N` (the space's map
+//! and its images), `/healthz`. Handlers only translate HTTP; sessions and the space do
+//! the work.
 
+pub mod headers;
+pub mod limits;
 pub mod metrics;
+pub mod origin;
 pub mod serve;
 pub mod ws_upgrade;
 
@@ -24,17 +30,6 @@ pub fn routes(
     };
 
     let healthz = warp::path("healthz").and(warp::path::end()).map(|| "ok");
-
-    let metrics = warp::path("metrics")
-        .and(warp::path::end())
-        .and(with_state.clone())
-        .map(|state: Arc<AppState>| {
-            response(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                metrics::render(&state).into_bytes(),
-            )
-        });
 
     let map = warp::path("map.tmj")
         .and(warp::path::end())
@@ -60,11 +55,12 @@ pub fn routes(
             },
         );
 
-    let client = warp::path("pkg").and(warp::fs::dir(state.config.client_dir.clone()));
-    let page = warp::fs::dir(state.config.assets_dir.clone());
+    let client = warp::path("pkg")
+        .and(allow(is_client_file))
+        .and(warp::fs::dir(state.config.client_dir.clone()));
+    let page = allow(is_page_file).and(warp::fs::dir(state.config.assets_dir.clone()));
 
     healthz
-        .or(metrics)
         .or(map)
         .or(tileset)
         .or(client)
@@ -78,6 +74,60 @@ pub fn routes(
         })
 }
 
+/// A filter that lets through only requests whose path `rule` accepts (else 404).
+fn allow(rule: fn(&str) -> bool) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::path::full()
+        .and_then(move |path: warp::path::FullPath| async move {
+            if rule(path.as_str()) {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+}
+
+/// What the page's own files may be: the files at the top of the assets folder that a
+/// page loads (index.html, CSS, scripts, images, fonts). Folders are never served (the
+/// map and its images have their own routes; `tools/` is for people), and neither are
+/// names with `%` escapes, dot files, or other kinds of file.
+pub fn is_page_file(path: &str) -> bool {
+    const KINDS: [&str; 10] = [
+        "html", "css", "js", "png", "jpg", "svg", "ico", "webp", "woff2", "txt",
+    ];
+    if path == "/" {
+        return true;
+    }
+    let Some(name) = path.strip_prefix('/') else {
+        return false;
+    };
+    plain_name(name)
+        && name
+            .rsplit_once('.')
+            .is_some_and(|(_, kind)| KINDS.contains(&kind))
+}
+
+/// What the client folder may serve under `/pkg/`: wasm-bindgen's JavaScript (snippets
+/// included) and the wasm module.
+pub fn is_client_file(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/pkg/") else {
+        return false;
+    };
+    rest.split('/').all(plain_name)
+        && rest
+            .rsplit_once('.')
+            .is_some_and(|(_, kind)| kind == "js" || kind == "wasm")
+}
+
+/// A file or folder name of letters, digits, `-`, `_` and `.`, not starting with `.`.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 fn response(status: StatusCode, mime: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut res = Response::new(body);
     *res.status_mut() = status;
@@ -85,4 +135,49 @@ fn response(status: StatusCode, mime: &str, body: Vec<u8>) -> Response<Vec<u8>> 
         res.headers_mut().insert("content-type", value);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_files_are_served_and_nothing_else() {
+        for path in ["/", "/index.html", "/style.css", "/main.js", "/favicon.ico"] {
+            assert!(is_page_file(path), "{path}");
+        }
+        for path in [
+            "/tools/make_campus.py",
+            "/tools%2Fmake_campus.py",
+            "/maps/campus.tmj",
+            "/tilesets/campus.png",
+            "/.git",
+            "/..",
+            "/make_campus.py",
+            "/index.html/",
+            "",
+        ] {
+            assert!(!is_page_file(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_client_files_are_js_and_wasm() {
+        for path in [
+            "/pkg/quad_client.js",
+            "/pkg/quad_client_bg.wasm",
+            "/pkg/snippets/quad-client-1/inline0.js",
+        ] {
+            assert!(is_client_file(path), "{path}");
+        }
+        for path in [
+            "/pkg/",
+            "/pkg/package.json",
+            "/pkg/../Cargo.toml",
+            "/pkg/%2e%2e/x.js",
+            "/pkg/.hidden.js",
+        ] {
+            assert!(!is_client_file(path), "{path}");
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! The WebSocket upgrade for `/ws`, done here rather than by warp so that the connection's
 //! buffers can be sized: tungstenite's default 128 KiB read buffer is zero-filled per
 //! connection, which alone would cost more than the whole 100 kB memory budget of an avatar.
+//! It refuses pages of other sites ([`super::origin`]) and upgrades only while the session
+//! pool has room; the session task then holds its places ([`Hold`]) until the session ends.
 
+use super::limits::IpSlot;
 use crate::AppState;
 use hyper::body::Incoming;
 use hyper::header::{
@@ -10,6 +13,7 @@ use hyper::header::{
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -57,8 +61,55 @@ fn refuse(status: StatusCode, why: &'static str) -> warp::reply::Response {
     warp::reply::with_status(why, status).into_response()
 }
 
+/// What an upgraded session holds for its whole life: its place in its client IP's count,
+/// and (taken at the upgrade) a place in the pool of sessions the server has room for.
+pub struct Hold {
+    pub ip: Arc<IpSlot>,
+    pub sessions: Arc<Semaphore>,
+}
+
+/// Logs that the session pool is full, at most once every 10 s (a flood of upgrades must
+/// not become a flood of log lines).
+fn warn_pool_full() {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!("WebSocket upgrades refused: the session pool is full");
+    }
+}
+
 /// Answers the handshake and starts the session once the connection is upgraded.
-pub fn accept(mut req: Request<Incoming>, state: Arc<AppState>) -> warp::reply::Response {
+pub fn accept(
+    mut req: Request<Incoming>,
+    state: Arc<AppState>,
+    hold: Hold,
+) -> warp::reply::Response {
+    let headers = req.headers();
+    if !super::origin::allowed(
+        headers.get(hyper::header::ORIGIN),
+        headers.get(hyper::header::HOST),
+        &state.config,
+    ) {
+        // Debug only: any page on the web can make a visitor's browser try this.
+        tracing::debug!(
+            origin = ?headers.get(hyper::header::ORIGIN),
+            "WebSocket upgrade refused: another site's page"
+        );
+        return refuse(StatusCode::FORBIDDEN, super::origin::REFUSED);
+    }
     if req
         .headers()
         .get(SEC_WEBSOCKET_VERSION)
@@ -71,6 +122,14 @@ pub fn accept(mut req: Request<Incoming>, state: Arc<AppState>) -> warp::reply::
         return refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
     let accept_key = derive_accept_key(key.as_bytes());
+    let Ok(session_place) = hold.sessions.try_acquire_owned() else {
+        warn_pool_full();
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "503 Service Unavailable: the server has no room for another session\n",
+        );
+    };
+    let ip_place = hold.ip;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -85,6 +144,9 @@ pub fn accept(mut req: Request<Incoming>, state: Arc<AppState>) -> warp::reply::
             }
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
         }
+        // Held until the session has ended, so that open sessions count against the caps.
+        drop(session_place);
+        drop(ip_place);
     });
     let mut res = warp::reply::with_status("", StatusCode::SWITCHING_PROTOCOLS).into_response();
     let headers = res.headers_mut();

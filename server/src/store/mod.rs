@@ -7,6 +7,7 @@
 //! [`Storage`], which runs each call on tokio's blocking pool and logs failures: a store
 //! that fails loses that record, never the session.
 
+pub mod private;
 pub mod sqlite;
 
 use quad_shared::protocol::ChatLine;

@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file (`quad.sqlite3` in the data directory), in WAL mode
 //! so `quad-server token` can read secrets while the server runs. The schema comes from the
-//! SQL files in `server/migrations/`, applied in order and tracked by `user_version`.
+//! SQL files in `server/migrations/`, applied in order and tracked by `user_version`. The
+//! files are private to the server's user ([`super::private`]).
 
 use super::{AuditRecord, ChatRecord, History, Store};
 use anyhow::Context;
@@ -23,6 +24,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir` and brings its schema up to date.
     pub fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
         let path = data_dir.join(FILE_NAME);
+        // The file holds secrets: made 0600 before SQLite opens it (its -wal and -shm
+        // files get the same mode), and tightened if an older run left it looser.
+        super::private::create_private_file(&path)?;
         let open = || -> anyhow::Result<Connection> {
             let mut conn = Connection::open(&path)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -36,6 +40,11 @@ impl SqliteStore {
             Ok(conn)
         };
         let conn = open().with_context(|| format!("database {}", path.display()))?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            super::private::tighten_file(Path::new(&name));
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
