@@ -59,7 +59,7 @@ where
             let mut warp_service = warp_service.clone();
             async move {
                 if ws_upgrade::is_session_request(&req) {
-                    Ok::<_, Infallible>(ws_upgrade::accept(req, state))
+                    Ok::<_, Infallible>(ws_upgrade::accept(req, state, peer))
                 } else {
                     warp_service.call(req).await
                 }

@@ -9,6 +9,7 @@ use hyper::header::{
 };
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -58,7 +59,12 @@ fn refuse(status: StatusCode, why: &'static str) -> warp::reply::Response {
 }
 
 /// Answers the handshake and starts the session once the connection is upgraded.
-pub fn accept(mut req: Request<Incoming>, state: Arc<AppState>) -> warp::reply::Response {
+/// `peer` is the client's address (for the per-address session quotas).
+pub fn accept(
+    mut req: Request<Incoming>,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+) -> warp::reply::Response {
     if req
         .headers()
         .get(SEC_WEBSOCKET_VERSION)
@@ -81,7 +87,7 @@ pub fn accept(mut req: Request<Incoming>, state: Arc<AppState>) -> warp::reply::
                     Some(config()),
                 )
                 .await;
-                crate::session::run(socket, state).await;
+                crate::session::run(socket, state, peer).await;
             }
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
         }
