@@ -135,7 +135,7 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>, peer: SocketAddr) {
                     "too many new sessions from this address",
                 ),
             };
-            tracing::info!(ip = %peer.ip(), "session refused: {}", err.message);
+            tracing::debug!(ip = %peer.ip(), "session refused: {}", err.message);
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
                 if let Ok(frame) = codec::encode(&ServerMsg::Error(err)) {
                     sink.send(Message::binary(frame)).await?;
