@@ -663,7 +663,7 @@ async fn floods_leave_a_well_behaved_client_alone() -> anyhow::Result<()> {
     let mut refused = 0;
     for socket in &open {
         let mut buf = [0u8; 256];
-        if matches!(socket.try_read(&mut buf), Ok(_)) {
+        if socket.try_read(&mut buf).is_ok() {
             refused += 1;
         }
     }
