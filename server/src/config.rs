@@ -115,6 +115,24 @@ pub struct Config {
     /// Client IPs not held to `max_connections_per_ip`: a reverse proxy's (every connection
     /// through it comes from its address). By default loopback, `127.0.0.1` and `::1`.
     pub connection_limit_exempt: Vec<IpAddr>,
+
+    // Session limits (see `session`): what one client or one address may hold and send.
+    /// Bytes of frames that may wait for one client before it counts as not keeping up and
+    /// is disconnected. Legitimate bursts must fit: the chat history on joining (up to 300
+    /// lines), the roster, and a lecture hall's session description (about 150 kB).
+    pub session_outbox_bytes: usize,
+    /// A connection that has not sent a valid `Hello` within this many seconds is closed.
+    pub hello_timeout_secs: u64,
+    /// A session that sends nothing at all for this many seconds is closed. The browser
+    /// client pings every 15 s, but a long-hidden tab's timers may fire only once a minute
+    /// (Chrome's intensive throttling): keep it above 60.
+    pub idle_timeout_secs: u64,
+    /// Most sessions (open WebSockets) one address may hold at once (IPv6: one /64); 0 for
+    /// no limit. A school whose students join from its own network shares one address.
+    pub max_sessions_per_ip: usize,
+    /// New sessions one address may open per minute, in bursts of half a minute's worth;
+    /// 0 for no limit.
+    pub session_joins_per_ip_per_minute: u32,
 }
 
 impl Default for Config {
@@ -167,6 +185,12 @@ impl Default for Config {
                 IpAddr::from([127, 0, 0, 1]),
                 IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
             ],
+
+            session_outbox_bytes: 1024 * 1024,
+            hello_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            max_sessions_per_ip: 60,
+            session_joins_per_ip_per_minute: 120,
         }
     }
 }
@@ -408,6 +432,38 @@ impl Config {
                 "must be at least 1 (list a proxy's address in connection_limit_exempt instead)",
             );
         }
+        let frame = quad_shared::codec::MAX_FRAME_BYTES;
+        if !(2 * frame..=256 * 1024 * 1024).contains(&self.session_outbox_bytes) {
+            return Err(ConfigError::Invalid {
+                setting: "session_outbox_bytes",
+                message: format!(
+                    "must be between {} (two of the largest frames) and {} bytes",
+                    2 * frame,
+                    256 * 1024 * 1024
+                ),
+            });
+        }
+        if !(1..=600).contains(&self.hello_timeout_secs) {
+            return invalid("hello_timeout_secs", "must be between 1 and 600 seconds");
+        }
+        if !(1..=24 * 3600).contains(&self.idle_timeout_secs) {
+            return invalid(
+                "idle_timeout_secs",
+                "must be between 1 second and 24 hours (hidden browser tabs may ping only once a minute: use more than 60)",
+            );
+        }
+        if self.max_sessions_per_ip > self.max_sessions {
+            return invalid(
+                "max_sessions_per_ip",
+                "must be at most max_sessions (0 for no per-address limit)",
+            );
+        }
+        if self.session_joins_per_ip_per_minute > 60_000 {
+            return invalid(
+                "session_joins_per_ip_per_minute",
+                "must be at most 60000 (0 for no limit)",
+            );
+        }
         Ok(())
     }
 }
@@ -548,6 +604,46 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn session_limits_are_checked_by_name() {
+        for (cfg, name) in [
+            (
+                Config {
+                    session_outbox_bytes: 1000,
+                    ..Config::default()
+                },
+                "session_outbox_bytes",
+            ),
+            (
+                Config {
+                    hello_timeout_secs: 0,
+                    ..Config::default()
+                },
+                "hello_timeout_secs",
+            ),
+            (
+                Config {
+                    idle_timeout_secs: 0,
+                    ..Config::default()
+                },
+                "idle_timeout_secs",
+            ),
+            (
+                Config {
+                    max_sessions_per_ip: 6000,
+                    ..Config::default()
+                },
+                "max_sessions_per_ip",
+            ),
+        ] {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let cfg: Config =
+            toml::from_str("max_sessions_per_ip = 0\nsession_joins_per_ip_per_minute = 0").unwrap();
+        assert!(cfg.validate().is_ok(), "0 turns the per-address limits off");
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct AppState {
     pub keys: auth::JoinKeys,
     /// Tells this run's session-only users apart from earlier runs'.
     pub run_nonce: u64,
+    /// Sessions per address: how many each holds and how fast it opens them.
+    pub ip_quotas: session::ip_quota::IpQuotas,
 }
 
 /// One connected session, as the index knows it.
@@ -240,6 +242,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         None
     };
 
+    let ip_quotas = session::ip_quota::IpQuotas::new(
+        config.max_sessions_per_ip,
+        config.session_joins_per_ip_per_minute,
+    );
     let state = Arc::new(AppState {
         config,
         map_file,
@@ -252,6 +258,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         space_stats,
         keys: keys.clone(),
         run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),
+        ip_quotas,
     });
     let routes = http::routes(state.clone());
     if let Some(listener) = metrics_listener {

@@ -201,6 +201,64 @@ pub enum Signal {
     },
 }
 
+/// The longest session description a client may send a linked peer ([`ClientMsg::Signal`]),
+/// in bytes. A peer connection carries at most three m-lines (microphone, camera, screen);
+/// a browser's offer lists every codec it has for each (about 1.5 kB for audio and up to
+/// 5-6 kB for each video m-line in Chrome, less in Firefox), so real offers and answers are
+/// under 16 kB. Twice that leaves room for browsers to grow.
+pub const MAX_PEER_SDP_BYTES: usize = 32 * 1024;
+
+/// The longest session description a client may send the room's SFU
+/// ([`ClientMsg::RoomSignal`]), in bytes. The client's own offer has three m-lines, but its
+/// answers to the server's offers have one m-section per forwarded stream: a lecture hall
+/// of 120 with microphones and cameras is 240 m-sections of 600-800 bytes (about 150 kB,
+/// see [`crate::codec::MAX_FRAME_BYTES`]). This leaves room for some screens on top.
+pub const MAX_ROOM_SDP_BYTES: usize = 224 * 1024;
+
+/// The longest ICE candidate (the `candidate` line plus `sdp_mid`), in bytes. Real ones are
+/// under 200 bytes (`candidate:<foundation> 1 udp <priority> <ip> <port> typ ...`).
+pub const MAX_CANDIDATE_BYTES: usize = 1024;
+
+impl Signal {
+    /// Whether this signaling message is no larger than a real one: a description of at
+    /// most `max_sdp` bytes ([`MAX_PEER_SDP_BYTES`] between peers, [`MAX_ROOM_SDP_BYTES`]
+    /// with the SFU), a candidate of at most [`MAX_CANDIDATE_BYTES`]. `what` names the
+    /// message in the error (`"Signal"`, `"RoomSignal"`).
+    pub fn check_size(&self, what: &str, max_sdp: usize) -> Result<(), ErrorMsg> {
+        match self {
+            Signal::Description { sdp, .. } if sdp.len() > max_sdp => Err(ErrorMsg::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "{what}: a session description of {} bytes; at most {max_sdp} are allowed",
+                    sdp.len()
+                ),
+            )),
+            Signal::Candidate {
+                candidate, sdp_mid, ..
+            } => {
+                let len = candidate.len() + sdp_mid.as_ref().map_or(0, String::len);
+                if len > MAX_CANDIDATE_BYTES {
+                    Err(ErrorMsg::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "{what}: an ICE candidate of {len} bytes; at most {MAX_CANDIDATE_BYTES} are allowed"
+                        ),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Signal::Description { .. } => Ok(()),
+        }
+    }
+
+    /// Whether this is a session description (descriptions are large and rare; candidates
+    /// small and come in bursts, so they are rate-limited apart).
+    pub fn is_description(&self) -> bool {
+        matches!(self, Signal::Description { .. })
+    }
+}
+
 /// The `type` of an `RTCSessionDescription`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SdpKind {

@@ -330,3 +330,44 @@ fn snapshot_encoder_matches_serde_byte_for_byte() {
         Err(CodecError::TooLarge { .. })
     ));
 }
+
+#[test]
+fn signaling_is_capped_at_what_real_descriptions_need() {
+    use quad_shared::protocol::{
+        ClientMsg, ErrorCode, MAX_CANDIDATE_BYTES, MAX_PEER_SDP_BYTES, MAX_ROOM_SDP_BYTES, SdpKind,
+        Signal,
+    };
+    let description = |len: usize| Signal::Description {
+        kind: SdpKind::Answer,
+        sdp: "a".repeat(len),
+    };
+    assert!(
+        description(MAX_PEER_SDP_BYTES)
+            .check_size("Signal", MAX_PEER_SDP_BYTES)
+            .is_ok()
+    );
+    let err = description(MAX_PEER_SDP_BYTES + 1)
+        .check_size("Signal", MAX_PEER_SDP_BYTES)
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TooLarge);
+    assert!(err.message.starts_with("Signal"), "{}", err.message);
+    let candidate = |len: usize| Signal::Candidate {
+        candidate: "c".repeat(len),
+        sdp_mid: None,
+        sdp_m_line_index: Some(0),
+    };
+    assert!(
+        candidate(MAX_CANDIDATE_BYTES)
+            .check_size("Signal", 0)
+            .is_ok()
+    );
+    assert!(
+        candidate(MAX_CANDIDATE_BYTES + 1)
+            .check_size("Signal", MAX_PEER_SDP_BYTES)
+            .is_err()
+    );
+    // The largest room description a client may send fits in a frame.
+    let frame = quad_shared::codec::encode(&ClientMsg::RoomSignal(description(MAX_ROOM_SDP_BYTES)))
+        .expect("fits in a frame");
+    assert!(frame.len() <= quad_shared::codec::MAX_FRAME_BYTES);
+}

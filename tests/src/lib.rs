@@ -86,6 +86,10 @@ impl TestServer {
             client_dir: client_dir(),
             data_dir: data_dir.clone(),
             dev: true,
+            // Every bot comes from 127.0.0.1: the per-address quotas are for tests of them
+            // (`tests/tests/abuse.rs`) to set.
+            max_sessions_per_ip: 0,
+            session_joins_per_ip_per_minute: 0,
             ..Config::default()
         };
         tweak(&mut config);
@@ -166,6 +170,10 @@ pub struct Bot {
     pub chat: std::collections::BTreeMap<u64, quad_shared::protocol::ChatLine>,
     /// How many `ChatHistory` frames arrived.
     pub histories: u32,
+    /// How many `Snapshot` frames arrived.
+    pub snapshots: u32,
+    /// How many `Class` frames arrived.
+    pub class_frames: u32,
     /// The class this avatar is in, as last sent.
     pub class: Option<quad_shared::protocol::ClassState>,
     /// `Notice` texts.
@@ -213,6 +221,8 @@ impl Bot {
             room_msgs: Vec::new(),
             chat: Default::default(),
             histories: 0,
+            snapshots: 0,
+            class_frames: 0,
             class: None,
             notices: Vec::new(),
             attention: Vec::new(),
@@ -310,6 +320,7 @@ impl Bot {
                 self.welcome = Some(w);
             }
             ServerMsg::Snapshot(s) => {
+                self.snapshots += 1;
                 self.snapshot_bytes += len;
                 self.ack = s.ack;
                 if let Some(p) = s.you {
@@ -365,7 +376,10 @@ impl Bot {
                     self.chat.insert(line.id, line);
                 }
             }
-            ServerMsg::Class(class) => self.class = class,
+            ServerMsg::Class(class) => {
+                self.class_frames += 1;
+                self.class = class;
+            }
             ServerMsg::Notice { text } => self.notices.push(text),
             ServerMsg::Attention {
                 student, watching, ..

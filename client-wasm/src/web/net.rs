@@ -1,5 +1,7 @@
 //! The WebSocket to the server (binary MessagePack frames), and the `Hello` that opens a
-//! session: the join link's token (`?token=`) and this browser's device key.
+//! session: the join link's token (`?token=`) and this browser's device key. A `Ping`
+//! every [`KEEPALIVE_MS`] keeps a session open while its person does nothing (the server
+//! closes sessions that send nothing for `idle_timeout_secs`).
 
 use super::{App, AppRef, classroom, dom, on_server_message, send};
 use quad_shared::codec;
@@ -9,6 +11,41 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 /// Where this browser keeps its device key.
 const DEVICE_KEY: &str = "quad.device";
+
+/// How often an open session pings the server, milliseconds: 8 pings in the server's
+/// default idle timeout (120 s). A tab hidden for long may have its timers throttled to
+/// once a minute (Chrome's intensive throttling); that still pings twice per timeout.
+const KEEPALIVE_MS: i32 = 15_000;
+
+thread_local! {
+    /// Whether the keepalive interval runs (one per page, for whichever socket is current).
+    static KEEPALIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Starts the page's keepalive, once: a `Ping` on the current socket every [`KEEPALIVE_MS`].
+fn start_keepalive(app: &AppRef, a: &mut App) -> Result<(), JsValue> {
+    if KEEPALIVE.with(|k| k.replace(true)) {
+        return Ok(());
+    }
+    let mut nonce: u32 = 0;
+    let tick = {
+        let app = app.clone();
+        Closure::<dyn FnMut()>::new(move || {
+            if let Some(a) = app.upgrade()
+                && let Ok(a) = a.try_borrow()
+            {
+                nonce = nonce.wrapping_add(1);
+                send(&a.ws, &ClientMsg::Ping { nonce });
+            }
+        })
+    };
+    dom::window()?.set_interval_with_callback_and_timeout_and_arguments_0(
+        tick.as_ref().unchecked_ref(),
+        KEEPALIVE_MS,
+    )?;
+    a.handlers.push(Box::new(tick));
+    Ok(())
+}
 
 /// Says Hello as `name`: on the socket of a refused Hello if it is still open (the server
 /// keeps such a session waiting for another Hello: a fixed name, or no token after a link
@@ -121,9 +158,13 @@ fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
             };
             if let Some(a) = app.upgrade() {
                 let mut a = a.borrow_mut();
-                a.status = format!("Disconnected: {reason}. Reload to rejoin.");
                 if a.game.me.is_none() {
+                    // Not in yet (e.g. the server stopped waiting for a corrected name):
+                    // Join opens a new connection.
+                    a.status = format!("Not connected ({reason}): press Join to try again.");
                     let _ = dom::show_lobby(&a.status);
+                } else {
+                    a.status = format!("Disconnected: {reason}. Reload to rejoin.");
                 }
                 a.ws = None;
             }
@@ -144,5 +185,6 @@ fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
     a.handlers.push(Box::new(on_open));
     a.handlers.push(Box::new(on_message));
     a.handlers.push(Box::new(on_close));
+    start_keepalive(app, &mut a)?;
     Ok(())
 }

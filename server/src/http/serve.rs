@@ -132,7 +132,7 @@ where
             let (idle, evict) = (idle_in_service.clone(), evict_in_service.clone());
             async move {
                 let mut res = if ws_upgrade::is_session_request(&req) {
-                    ws_upgrade::accept(req, state, hold)
+                    ws_upgrade::accept(req, state, hold, peer)
                 } else if req.uri().path() == metrics::PATH {
                     metrics::answer(&req, peer, Listener::Main, &state)
                 } else {

@@ -12,6 +12,7 @@ use hyper::header::{
 };
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
@@ -92,10 +93,12 @@ fn warn_pool_full() {
 }
 
 /// Answers the handshake and starts the session once the connection is upgraded.
+/// `peer` is the client's address (for the per-address session quotas).
 pub fn accept(
     mut req: Request<Incoming>,
     state: Arc<AppState>,
     hold: Hold,
+    peer: SocketAddr,
 ) -> warp::reply::Response {
     let headers = req.headers();
     if !super::origin::allowed(
@@ -140,7 +143,7 @@ pub fn accept(
                     Some(config()),
                 )
                 .await;
-                crate::session::run(socket, state).await;
+                crate::session::run(socket, state, peer).await;
             }
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
         }

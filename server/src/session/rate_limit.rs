@@ -1,5 +1,7 @@
-//! A token bucket for frames from one client.
+//! Token buckets for what one client sends: one for all its frames, and one per kind of
+//! message ([`Kind`]), with the allowances in one table ([`ALLOWANCES`]).
 
+use quad_shared::protocol::{CHAT_BURST, CHAT_SECONDS_PER_MESSAGE, ClientMsg};
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -24,9 +26,13 @@ impl RateLimit {
 
     /// Takes one token if there is one.
     pub fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + (now - self.last).as_secs_f64() * self.per_sec).min(self.burst);
+        self.allow_at(Instant::now())
+    }
+
+    /// Takes one token if there is one at `now`.
+    pub fn allow_at(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -34,6 +40,12 @@ impl RateLimit {
         } else {
             false
         }
+    }
+
+    /// Whether the bucket would be full at `now` (nothing spent is still remembered).
+    pub fn is_full_at(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.per_sec >= self.burst
     }
 
     /// True at most once a second, so refusals do not become a flood of their own.
@@ -44,5 +56,200 @@ impl RateLimit {
         }
         self.warned = Some(now);
         true
+    }
+}
+
+/// A kind of client message, as rate-limited. Signaling is split into descriptions (large,
+/// a few per negotiation) and candidates (small, in bursts when gathering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Hello,
+    Input,
+    Ping,
+    SignalDescription,
+    SignalCandidate,
+    Media,
+    RoomSignalDescription,
+    RoomSignalCandidate,
+    MediaReady,
+    RoomTiles,
+    Chat,
+    Teacher,
+    Hand,
+    Attention,
+}
+
+impl Kind {
+    /// The kind of `msg`; `None` for a message this server does not rate-limit by kind
+    /// (one it does not handle: it is refused anyway).
+    pub fn of(msg: &ClientMsg) -> Option<Kind> {
+        Some(match msg {
+            ClientMsg::Hello(_) => Kind::Hello,
+            ClientMsg::Input(_) => Kind::Input,
+            ClientMsg::Ping { .. } => Kind::Ping,
+            ClientMsg::Signal { signal, .. } if signal.is_description() => Kind::SignalDescription,
+            ClientMsg::Signal { .. } => Kind::SignalCandidate,
+            ClientMsg::Media(_) => Kind::Media,
+            ClientMsg::RoomSignal(signal) if signal.is_description() => Kind::RoomSignalDescription,
+            ClientMsg::RoomSignal(_) => Kind::RoomSignalCandidate,
+            ClientMsg::MediaReady { .. } => Kind::MediaReady,
+            ClientMsg::RoomTiles(_) => Kind::RoomTiles,
+            ClientMsg::Chat { .. } => Kind::Chat,
+            ClientMsg::Teacher(_) => Kind::Teacher,
+            ClientMsg::Hand { .. } => Kind::Hand,
+            ClientMsg::Attention { .. } => Kind::Attention,
+            _ => return None,
+        })
+    }
+}
+
+/// One kind's allowance: `per_sec` on average, `burst` in a row.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowance {
+    pub kind: Kind,
+    pub per_sec: f64,
+    pub burst: f64,
+    /// How the refusal describes the limit.
+    pub describe: &'static str,
+}
+
+const fn allow(kind: Kind, per_sec: f64, burst: f64, describe: &'static str) -> Allowance {
+    Allowance {
+        kind,
+        per_sec,
+        burst,
+        describe,
+    }
+}
+
+/// What a client may send of each kind. A real client stays well inside every line; each
+/// number says what the browser client really sends, and the margin over it.
+pub static ALLOWANCES: [Allowance; 14] = [
+    // The lobby sends one; a refused name or link is corrected by hand and sent again.
+    allow(Kind::Hello, 1.0, 5.0, "1 a second"),
+    // The client sends one input per 3 movement steps of 1/60 s: 20 a second while walking,
+    // plus one when the direction changes; a frame of at most 0.25 s makes 5 at once.
+    // Twice the walking rate leaves room for changing direction often.
+    allow(Kind::Input, 40.0, 40.0, "40 a second"),
+    // The client pings every 15 s to keep an idle session open; tools ping for the round
+    // trip time, a few a second at most.
+    allow(Kind::Ping, 4.0, 10.0, "4 a second"),
+    // One offer or answer per negotiation with each linked peer (at most `max_peers`, 6 by
+    // default), and a rollback when offers collide: a crowd forming makes a burst, then
+    // only renegotiations when a camera or screen is turned on or off.
+    allow(Kind::SignalDescription, 2.0, 20.0, "2 a second"),
+    // A browser gathers up to a few dozen candidates per connection (host, reflexive and
+    // relayed, per interface and protocol): a burst of about 6 links' worth.
+    allow(Kind::SignalCandidate, 20.0, 200.0, "20 a second"),
+    // Sent when a device is turned on or off: clicks.
+    allow(Kind::Media, 4.0, 10.0, "4 a second"),
+    // The client offers once per room connection, then answers each server offer (one
+    // negotiation at a time, when forwarded tracks come and go).
+    allow(Kind::RoomSignalDescription, 2.0, 10.0, "2 a second"),
+    // Candidates of the one room connection, gathered at its start and at ICE restarts.
+    allow(Kind::RoomSignalCandidate, 10.0, 64.0, "10 a second"),
+    // One per move between a room and the hallway.
+    allow(Kind::MediaReady, 2.0, 6.0, "2 a second"),
+    // Sent when the video grid's layout changes (people come and go, the window resizes).
+    allow(Kind::RoomTiles, 10.0, 20.0, "10 a second"),
+    // People typing: the limit the protocol announces.
+    allow(
+        Kind::Chat,
+        1.0 / CHAT_SECONDS_PER_MESSAGE as f64,
+        CHAT_BURST as f64,
+        "5 in a row, then one a second",
+    ),
+    // A teacher's clicks, e.g. muting several students one after another.
+    allow(Kind::Teacher, 5.0, 20.0, "5 a second"),
+    // Every change is sent to everyone in the room: a hand goes up or down by a click.
+    allow(Kind::Hand, 2.0, 4.0, "2 a second"),
+    // Sent when the tab is hidden or shown, or fullscreen is left or entered; every change
+    // goes to the room's teachers and class.
+    allow(Kind::Attention, 2.0, 6.0, "2 a second"),
+];
+
+/// One client's buckets: one per kind, in [`ALLOWANCES`] order.
+#[derive(Debug)]
+pub struct KindLimits {
+    buckets: Vec<RateLimit>,
+    warned: Option<Instant>,
+}
+
+impl Default for KindLimits {
+    fn default() -> Self {
+        KindLimits {
+            buckets: ALLOWANCES
+                .iter()
+                .map(|a| RateLimit::new(a.per_sec, a.burst))
+                .collect(),
+            warned: None,
+        }
+    }
+}
+
+impl KindLimits {
+    /// Takes a token for `kind`; `Err` with the allowance when there is none.
+    pub fn allow(&mut self, kind: Kind) -> Result<(), &'static Allowance> {
+        let Some(i) = ALLOWANCES.iter().position(|a| a.kind == kind) else {
+            return Ok(());
+        };
+        let spent = self.buckets.get_mut(i).is_some_and(|b| !b.allow());
+        if spent { Err(&ALLOWANCES[i]) } else { Ok(()) }
+    }
+
+    /// True at most once a second across all kinds, so refusals do not become a flood of
+    /// their own.
+    pub fn should_warn(&mut self) -> bool {
+        let now = Instant::now();
+        if self.warned.is_some_and(|t| (now - t).as_secs_f64() < 1.0) {
+            return false;
+        }
+        self.warned = Some(now);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_kind_has_one_allowance() {
+        for (i, a) in ALLOWANCES.iter().enumerate() {
+            assert!(a.per_sec > 0.0 && a.burst >= 1.0, "{:?}", a.kind);
+            assert_eq!(
+                ALLOWANCES.iter().position(|b| b.kind == a.kind),
+                Some(i),
+                "{:?} is listed twice",
+                a.kind
+            );
+        }
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let mut bucket = RateLimit::new(2.0, 4.0);
+        let t0 = Instant::now();
+        assert!((0..4).all(|_| bucket.allow_at(t0)));
+        assert!(!bucket.allow_at(t0));
+        assert!(!bucket.is_full_at(t0));
+        assert!(bucket.allow_at(t0 + Duration::from_millis(500)));
+        assert!(!bucket.allow_at(t0 + Duration::from_millis(500)));
+        assert!(bucket.is_full_at(t0 + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn kinds_are_limited_apart() {
+        let mut limits = KindLimits::default();
+        let hand = ALLOWANCES
+            .iter()
+            .find(|a| a.kind == Kind::Hand)
+            .map_or(0, |a| a.burst as usize);
+        for _ in 0..hand {
+            assert!(limits.allow(Kind::Hand).is_ok());
+        }
+        assert!(limits.allow(Kind::Hand).is_err());
+        assert!(limits.allow(Kind::Input).is_ok(), "other kinds go on");
     }
 }

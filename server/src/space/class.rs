@@ -9,6 +9,11 @@
 //! student's packets are dropped by the SFU (this module queues the restrictions for it); a
 //! student in focus mode cannot walk; a locked room, or one a student was sent out of,
 //! cannot be walked into (the movement system asks [`Classes::may_enter`]).
+//!
+//! A class's state goes to everyone in the room after every change, but at most once a
+//! tick, with the latest state ([`Classes::announce`] marks a room, [`Classes::send_announced`]
+//! sends): a student toggling its hand as fast as it can does not make the whole room
+//! receive a frame per toggle.
 
 use super::resources::{Outbox, Recipient};
 use crate::auth::UserKey;
@@ -98,6 +103,8 @@ pub struct Classes {
     pub entered: Vec<Entered>,
     /// When each avatar was last told a move was refused (tick), so it is told once a while.
     pub refusals_told: FxHashMap<AvatarId, u32>,
+    /// Rooms whose state changed since it was last sent.
+    announced: Vec<ZoneId>,
 }
 
 fn forbidden(message: impl Into<String>) -> ErrorMsg {
@@ -192,7 +199,7 @@ impl Classes {
         }
         self.class_of.insert(id, room);
         self.entered.push((id, name.to_owned()));
-        self.announce(outbox, room);
+        self.announce(room);
     }
 
     /// `id` walked out of its class (or left the space).
@@ -224,33 +231,38 @@ impl Classes {
             // Nobody could end it: students would be stuck.
             class.focus = false;
         }
-        self.announce(outbox, room);
+        self.announce(room);
     }
 
-    /// Sends `room`'s class state to everyone in it.
-    pub fn announce(&self, outbox: &mut Outbox, room: ZoneId) {
-        let Some(class) = self.rooms.get(&room) else {
-            return;
-        };
-        let msg = ServerMsg::Class(Some(class.state(room)));
-        match quad_shared::codec::encode(&msg) {
-            Ok(frame) => {
-                let frame = bytes::Bytes::from(frame);
-                for member in &class.members {
-                    outbox.frames.push((Recipient::One(*member), frame.clone()));
+    /// Marks `room`'s class state to be sent to everyone in it (by [`Self::send_announced`],
+    /// once a tick).
+    pub fn announce(&mut self, room: ZoneId) {
+        if !self.announced.contains(&room) {
+            self.announced.push(room);
+        }
+    }
+
+    /// Sends each room marked by [`Self::announce`] its current state, once.
+    pub fn send_announced(&mut self, outbox: &mut Outbox) {
+        for room in std::mem::take(&mut self.announced) {
+            let Some(class) = self.rooms.get(&room) else {
+                continue;
+            };
+            let msg = ServerMsg::Class(Some(class.state(room)));
+            match quad_shared::codec::encode(&msg) {
+                Ok(frame) => {
+                    let frame = bytes::Bytes::from(frame);
+                    for member in &class.members {
+                        outbox.frames.push((Recipient::One(*member), frame.clone()));
+                    }
                 }
+                Err(e) => tracing::error!("cannot encode a class state: {e}"),
             }
-            Err(e) => tracing::error!("cannot encode a class state: {e}"),
         }
     }
 
     /// A student raised or lowered its hand.
-    pub fn hand(
-        &mut self,
-        outbox: &mut Outbox,
-        id: AvatarId,
-        raised: bool,
-    ) -> Result<(), ErrorMsg> {
+    pub fn hand(&mut self, id: AvatarId, raised: bool) -> Result<(), ErrorMsg> {
         let room = self.student_room(id, "raise a hand")?;
         let class = self.rooms.get_mut(&room).ok_or_else(not_in_room)?;
         let had = class.hands.contains(&id);
@@ -261,7 +273,7 @@ impl Classes {
         } else {
             return Ok(());
         }
-        self.announce(outbox, room);
+        self.announce(room);
         Ok(())
     }
 
@@ -296,7 +308,7 @@ impl Classes {
         for teacher in &class.teachers {
             outbox.push(Recipient::One(*teacher), &event);
         }
-        self.announce(outbox, room);
+        self.announce(room);
         Ok(())
     }
 
@@ -314,7 +326,6 @@ impl Classes {
     /// roles; the audit record is returned for storage, with what the caller must carry out.
     pub fn teacher(
         &mut self,
-        outbox: &mut Outbox,
         actor: (AvatarId, Role, &UserKey, &str),
         action: TeacherAction,
         name_of: impl Fn(AvatarId) -> Option<String>,
@@ -404,7 +415,7 @@ impl Classes {
             target_name: target.and_then(&name_of),
             detail: format!("{action:?}"),
         };
-        self.announce(outbox, room);
+        self.announce(room);
         Ok((effect, record))
     }
 }
@@ -466,28 +477,21 @@ mod tests {
 
     fn act(
         classes: &mut Classes,
-        outbox: &mut Outbox,
         who: AvatarId,
         role: Role,
         action: TeacherAction,
     ) -> Result<Effect, ErrorMsg> {
         let user = UserKey("u".into());
         classes
-            .teacher(outbox, (who, role, &user, "X"), action, |_| None, 0)
+            .teacher((who, role, &user, "X"), action, |_| None, 0)
             .map(|(e, _)| e)
     }
 
     #[test]
     fn students_cannot_act_as_teachers() {
-        let (mut classes, mut outbox) = class_with_teacher_and_students();
-        let err = act(
-            &mut classes,
-            &mut outbox,
-            S,
-            Role::Student,
-            TeacherAction::Lock(true),
-        )
-        .expect_err("refused");
+        let (mut classes, _) = class_with_teacher_and_students();
+        let err =
+            act(&mut classes, S, Role::Student, TeacherAction::Lock(true)).expect_err("refused");
         assert_eq!(err.code, ErrorCode::Forbidden);
         assert!(!classes.rooms[&ROOM].locked);
     }
@@ -498,7 +502,6 @@ mod tests {
         classes.restrictions.clear();
         act(
             &mut classes,
-            &mut outbox,
             T,
             Role::Teacher,
             TeacherAction::Allow {
@@ -526,35 +529,15 @@ mod tests {
 
     #[test]
     fn locks_and_removals_keep_students_out_but_not_teachers() {
-        let (mut classes, mut outbox) = class_with_teacher_and_students();
-        act(
-            &mut classes,
-            &mut outbox,
-            T,
-            Role::Teacher,
-            TeacherAction::Lock(true),
-        )
-        .expect("allowed");
+        let (mut classes, _) = class_with_teacher_and_students();
+        act(&mut classes, T, Role::Teacher, TeacherAction::Lock(true)).expect("allowed");
         let newcomer = AvatarId(7);
         assert!(classes.may_enter(newcomer, Role::Student, ROOM).is_err());
         assert!(classes.may_enter(AvatarId(8), Role::Teacher, ROOM).is_ok());
-        act(
-            &mut classes,
-            &mut outbox,
-            T,
-            Role::Teacher,
-            TeacherAction::Lock(false),
-        )
-        .expect("allowed");
+        act(&mut classes, T, Role::Teacher, TeacherAction::Lock(false)).expect("allowed");
         assert!(classes.may_enter(newcomer, Role::Student, ROOM).is_ok());
-        let effect = act(
-            &mut classes,
-            &mut outbox,
-            T,
-            Role::Teacher,
-            TeacherAction::Remove(S),
-        )
-        .expect("allowed");
+        let effect =
+            act(&mut classes, T, Role::Teacher, TeacherAction::Remove(S)).expect("allowed");
         assert_eq!(
             effect,
             Effect::SendOut {
@@ -564,14 +547,7 @@ mod tests {
         );
         assert!(classes.may_enter(S, Role::Student, ROOM).is_err());
         assert!(
-            act(
-                &mut classes,
-                &mut outbox,
-                T,
-                Role::Teacher,
-                TeacherAction::Remove(T)
-            )
-            .is_err(),
+            act(&mut classes, T, Role::Teacher, TeacherAction::Remove(T)).is_err(),
             "teachers cannot be removed"
         );
     }
@@ -579,14 +555,7 @@ mod tests {
     #[test]
     fn focus_stops_students_and_ends_with_the_last_teacher() {
         let (mut classes, mut outbox) = class_with_teacher_and_students();
-        act(
-            &mut classes,
-            &mut outbox,
-            T,
-            Role::Teacher,
-            TeacherAction::Focus(true),
-        )
-        .expect("allowed");
+        act(&mut classes, T, Role::Teacher, TeacherAction::Focus(true)).expect("allowed");
         assert!(classes.may_walk(S, Role::Student).is_err());
         assert!(classes.may_walk(T, Role::Teacher).is_ok());
         assert!(classes.restricts_movement());
@@ -596,33 +565,51 @@ mod tests {
 
     #[test]
     fn hands_keep_their_order_and_the_teacher_lowers_them() {
-        let (mut classes, mut outbox) = class_with_teacher_and_students();
-        classes.hand(&mut outbox, S2, true).expect("in a room");
-        classes.hand(&mut outbox, S, true).expect("in a room");
+        let (mut classes, _) = class_with_teacher_and_students();
+        classes.hand(S2, true).expect("in a room");
+        classes.hand(S, true).expect("in a room");
         assert_eq!(classes.rooms[&ROOM].hands, vec![S2, S]);
         act(
             &mut classes,
-            &mut outbox,
             T,
             Role::Teacher,
             TeacherAction::LowerHand(Some(S2)),
         )
         .expect("allowed");
         assert_eq!(classes.rooms[&ROOM].hands, vec![S]);
-        assert!(classes.hand(&mut outbox, AvatarId(50), true).is_err());
+        assert!(classes.hand(AvatarId(50), true).is_err());
+    }
+
+    #[test]
+    fn many_changes_in_a_tick_send_the_room_one_state() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        classes.send_announced(&mut outbox);
+        outbox.frames.clear();
+        for i in 0..50 {
+            classes.hand(S, i % 2 == 0).expect("in a room");
+        }
+        assert!(
+            outbox.frames.is_empty(),
+            "nothing is sent before the tick ends"
+        );
+        classes.send_announced(&mut outbox);
+        // One frame per member, with the latest state: the 50th toggle lowered the hand.
+        assert_eq!(outbox.frames.len(), 3);
+        let frame = &outbox.frames[0].1;
+        let msg: ServerMsg = quad_shared::codec::decode(frame).expect("a class state");
+        let ServerMsg::Class(Some(state)) = msg else {
+            panic!("not a class state: {msg:?}");
+        };
+        assert!(state.hands.is_empty());
+        outbox.frames.clear();
+        classes.send_announced(&mut outbox);
+        assert!(outbox.frames.is_empty(), "sent once");
     }
 
     #[test]
     fn the_class_ends_with_its_last_member() {
         let (mut classes, mut outbox) = class_with_teacher_and_students();
-        act(
-            &mut classes,
-            &mut outbox,
-            T,
-            Role::Teacher,
-            TeacherAction::Lock(true),
-        )
-        .expect("allowed");
+        act(&mut classes, T, Role::Teacher, TeacherAction::Lock(true)).expect("allowed");
         for id in [T, S, S2] {
             classes.leave(&mut outbox, id);
         }

@@ -1,6 +1,6 @@
 //! The space: one task per map instance owns a [`SpaceWorld`] (a bevy_ecs `World` and its
 //! tick schedule) without locks. Sessions talk to it through a [`SpaceHandle`]; it sends
-//! frames back through each session's bounded outbox channel.
+//! frames back through each session's outbox ([`SessionOutbox`], bounded in bytes).
 //!
 //! This module must not touch sockets or HTTP: it knows sessions only as ids and channels.
 
@@ -13,6 +13,8 @@ pub mod systems;
 pub mod world;
 
 use crate::media::sfu::{RoomId, Sfu};
+use crate::session::SessionOutbox;
+use crate::session::outbox::Refused;
 use crate::store::{History, Storage};
 use bytes::Bytes;
 use quad_shared::AvatarId;
@@ -28,15 +30,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 pub use world::{Joiner, SpaceWorld};
 
-/// Frames a session may have waiting before it counts as too slow and is dropped.
-pub const SESSION_OUTBOX_FRAMES: usize = 256;
-
 /// What a session can ask of its space.
 #[derive(Debug)]
 pub enum SpaceCommand {
     Join {
         joiner: Joiner,
-        outbox: mpsc::Sender<Bytes>,
+        outbox: SessionOutbox,
     },
     Input {
         id: AvatarId,
@@ -135,7 +134,7 @@ async fn run(
         storage,
         stats,
     } = services;
-    let mut sessions: FxHashMap<AvatarId, mpsc::Sender<Bytes>> = FxHashMap::default();
+    let mut sessions: FxHashMap<AvatarId, SessionOutbox> = FxHashMap::default();
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(tick_hz)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = Instant::now();
@@ -190,7 +189,7 @@ async fn run(
 /// who walked into a class, and what is to be stored.
 fn classes(
     world: &mut SpaceWorld,
-    sessions: &FxHashMap<AvatarId, mpsc::Sender<Bytes>>,
+    sessions: &FxHashMap<AvatarId, SessionOutbox>,
     sfu: &Sfu,
     storage: &Storage,
 ) {
@@ -216,7 +215,7 @@ fn classes(
 const HISTORY_CHUNK: usize = 50;
 
 /// Reads histories in the background and sends them to one client.
-fn send_history(storage: &Storage, which: Vec<History>, outbox: mpsc::Sender<Bytes>) {
+fn send_history(storage: &Storage, which: Vec<History>, outbox: SessionOutbox) {
     let storage = storage.clone();
     tokio::spawn(async move {
         let lines: Vec<ChatLine> = storage.histories(which, CHAT_HISTORY).await;
@@ -226,7 +225,8 @@ fn send_history(storage: &Storage, which: Vec<History>, outbox: mpsc::Sender<Byt
             };
             match quad_shared::codec::encode(&msg) {
                 Ok(frame) => {
-                    if outbox.send(Bytes::from(frame)).await.is_err() {
+                    // Refused: the session has ended, or is closing for not keeping up.
+                    if outbox.push(Bytes::from(frame)).is_err() {
                         return;
                     }
                 }
@@ -238,11 +238,7 @@ fn send_history(storage: &Storage, which: Vec<History>, outbox: mpsc::Sender<Byt
 
 /// Tells the SFU who entered and left rooms, before the clients hear of it, so a client's
 /// first room signaling always finds its room.
-fn move_rooms(
-    world: &mut SpaceWorld,
-    sessions: &FxHashMap<AvatarId, mpsc::Sender<Bytes>>,
-    sfu: &Sfu,
-) {
+fn move_rooms(world: &mut SpaceWorld, sessions: &FxHashMap<AvatarId, SessionOutbox>, sfu: &Sfu) {
     for RoomMove { id, name, to } in world.drain_room_moves() {
         match (to, sessions.get(&id)) {
             (Some((room, room_name)), Some(outbox)) => sfu.join(
@@ -258,14 +254,14 @@ fn move_rooms(
     }
 }
 
-/// Hands every queued frame to its sessions. A session whose outbox is full cannot keep up:
-/// it is removed from the space, and dropping its sender closes it.
-fn deliver(world: &mut SpaceWorld, sessions: &mut FxHashMap<AvatarId, mpsc::Sender<Bytes>>) {
+/// Hands every queued frame to its sessions. A session whose outbox is over its budget
+/// cannot keep up: it is removed from the space at once (its session task closes it).
+fn deliver(world: &mut SpaceWorld, sessions: &mut FxHashMap<AvatarId, SessionOutbox>) {
     let mut dropped = Vec::new();
     for (to, frame) in world.drain_outbox() {
-        let mut offer = |id: AvatarId, tx: &mpsc::Sender<Bytes>| {
-            if tx.try_send(frame.clone()).is_err() {
-                dropped.push(id);
+        let mut offer = |id: AvatarId, tx: &SessionOutbox| {
+            if let Err(why) = tx.push(frame.clone()) {
+                dropped.push((id, why));
             }
         };
         match to {
@@ -277,9 +273,12 @@ fn deliver(world: &mut SpaceWorld, sessions: &mut FxHashMap<AvatarId, mpsc::Send
             Recipient::Everyone => sessions.iter().for_each(|(id, tx)| offer(*id, tx)),
         }
     }
-    for id in dropped {
+    for (id, why) in dropped {
         if sessions.remove(&id).is_some() {
-            tracing::warn!(%id, "session could not keep up; removed from the space");
+            if why == Refused::Overflow {
+                tracing::warn!(%id, "session could not keep up; removed from the space");
+            }
+            // A session that ended is removed now rather than at its `Leave`, which follows.
             world.leave(id);
         }
     }

@@ -380,19 +380,12 @@ impl SpaceWorld {
                         .and_then(|e| world.get::<Avatar>(*e))
                         .map(|a| a.name.clone())
                 };
-                let mut outbox = Outbox::default();
-                let result = classes.teacher(
-                    &mut outbox,
+                classes.teacher(
                     (from, identity.role, &identity.user, &avatar),
                     action,
                     name_of,
                     at_ms,
-                );
-                world
-                    .resource_mut::<Outbox>()
-                    .frames
-                    .append(&mut outbox.frames);
-                result
+                )
             });
         match result {
             Ok((effect, record)) => {
@@ -450,11 +443,7 @@ impl SpaceWorld {
 
     /// A student raised or lowered its hand.
     pub fn hand(&mut self, id: AvatarId, raised: bool) {
-        let result = self
-            .world
-            .resource_scope(|world, mut classes: Mut<Classes>| {
-                classes.hand(&mut world.resource_mut::<Outbox>(), id, raised)
-            });
+        let result = self.world.resource_mut::<Classes>().hand(id, raised);
         if let Err(err) = result {
             self.send(id, &ServerMsg::Error(err));
         }

@@ -7,6 +7,7 @@
 use super::forward::{self, ForwardCtl, StreamSource, StreamStats, Subscriber};
 use super::room::{Published, RoomCmd, RoomHandle};
 use super::{SfuConfig, SfuMetrics, StreamKind, engine};
+use crate::session::SessionOutbox;
 use bytes::Bytes;
 use quad_shared::AvatarId;
 use quad_shared::protocol::{ErrorCode, ErrorMsg, SdpKind, ServerMsg, Signal};
@@ -88,7 +89,7 @@ pub struct MemberSetup {
     pub room: RoomHandle,
     pub config: Arc<SfuConfig>,
     pub metrics: Arc<SfuMetrics>,
-    pub outbox: mpsc::Sender<Bytes>,
+    pub outbox: SessionOutbox,
 }
 
 /// Starts a member's task; it builds the connection and answers `offer`.
@@ -278,11 +279,11 @@ fn relay_feedback(
 }
 
 /// Queues a frame for the member's client; a full or closed outbox is the session's
-/// business (it is dropped for being slow), not the SFU's.
-fn send(outbox: &mpsc::Sender<Bytes>, msg: &ServerMsg) {
+/// business (it is closed for being slow), not the SFU's.
+fn send(outbox: &SessionOutbox, msg: &ServerMsg) {
     match quad_shared::codec::encode(msg) {
         Ok(frame) => {
-            let _ = outbox.try_send(Bytes::from(frame));
+            let _ = outbox.push(Bytes::from(frame));
         }
         Err(e) => tracing::error!("cannot encode an SFU message: {e}"),
     }
@@ -466,17 +467,18 @@ impl Member {
                 return;
             }
         };
-        // The offer is applied only once it has a place in the outbox: an offer lost to a
-        // full outbox would leave this member waiting for an answer forever.
-        let Ok(permit) = self.setup.outbox.try_reserve() else {
+        // The offer is applied only once it has room in the outbox: an offer lost to a
+        // full outbox would leave this member waiting for an answer forever. (Should the
+        // outbox fill in between, the push below closes the session, and the member with it.)
+        if !self.setup.outbox.has_room(frame.len()) {
             self.retry_at = Some(tokio::time::Instant::now() + NEGOTIATION_RETRY);
             return;
-        };
+        }
         if let Err(e) = self.pc.set_local_description(offer).await {
             tracing::error!(member = %self.setup.id, "cannot apply an offer: {e}");
             return;
         }
-        permit.send(frame);
+        let _ = self.setup.outbox.push(frame);
         for sub in self.subscriptions.values_mut() {
             sub.offered = true;
         }

@@ -24,7 +24,7 @@ mod reused_timer;
 mod room;
 pub mod speakers;
 
-use bytes::Bytes;
+use crate::session::SessionOutbox;
 use dashmap::DashMap;
 use quad_shared::AvatarId;
 use quad_shared::protocol::{ErrorCode, ErrorMsg, MediaFlags, Signal};
@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// A room, as the caller names it. The space uses the room zone's id, which is also what
 /// clients are told.
@@ -148,7 +147,7 @@ impl Sfu {
         member: AvatarId,
         name: String,
         media: MediaFlags,
-        outbox: mpsc::Sender<Bytes>,
+        outbox: SessionOutbox,
     ) {
         if self.members.get(&member).map(|r| *r) == Some(room) {
             return;

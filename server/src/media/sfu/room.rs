@@ -10,6 +10,7 @@ use super::forward::{ForwardCtl, StreamStats};
 use super::member::{self, MemberCmd, MemberSetup};
 use super::speakers::{self, MicLevel};
 use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, StreamKind};
+use crate::session::SessionOutbox;
 use bytes::Bytes;
 use quad_shared::protocol::{MediaFlags, RoomMember, SdpKind, ServerMsg, Signal};
 use quad_shared::{AvatarId, ZoneId};
@@ -28,7 +29,7 @@ pub enum RoomCmd {
         member: AvatarId,
         name: String,
         media: MediaFlags,
-        outbox: mpsc::Sender<Bytes>,
+        outbox: SessionOutbox,
     },
     Leave {
         member: AvatarId,
@@ -83,7 +84,7 @@ impl RoomHandle {
 struct Entry {
     name: String,
     media: MediaFlags,
-    outbox: mpsc::Sender<Bytes>,
+    outbox: SessionOutbox,
     /// The member's connection task, once its client has offered.
     connection: Option<mpsc::UnboundedSender<MemberCmd>>,
     /// How wide its client shows each camera, as last reported.
@@ -402,7 +403,7 @@ impl Room {
             Ok(frame) => {
                 let frame = Bytes::from(frame);
                 for (_, entry) in &self.members {
-                    let _ = entry.outbox.try_send(frame.clone());
+                    let _ = entry.outbox.push(frame.clone());
                 }
             }
             Err(e) => tracing::error!("cannot encode a room message: {e}"),
@@ -457,10 +458,10 @@ fn published_video_forwarded(stream: Option<&Published>) {
 }
 
 /// Queues one message for one client.
-fn send(outbox: &mpsc::Sender<Bytes>, msg: &ServerMsg) {
+fn send(outbox: &SessionOutbox, msg: &ServerMsg) {
     match quad_shared::codec::encode(msg) {
         Ok(frame) => {
-            let _ = outbox.try_send(Bytes::from(frame));
+            let _ = outbox.push(Bytes::from(frame));
         }
         Err(e) => tracing::error!("cannot encode a room message: {e}"),
     }

@@ -1,6 +1,7 @@
 //! Class plan: keeps class membership in step with classroom zones. Walking into a
 //! classroom joins its class (the class's state is sent, devices the teacher turned off
-//! stay off); walking out leaves it at once.
+//! stay off); walking out leaves it at once. It then sends each class that changed since
+//! the last tick its state, once.
 
 use crate::space::class::Classes;
 use crate::space::components::{Avatar, Identity, InZone};
@@ -24,4 +25,7 @@ pub fn class_plan(
             None => classes.leave(&mut outbox, avatar.id),
         }
     }
+    // Everything that changed a class since the last tick (here, and commands between
+    // ticks) reaches its room once, with the latest state.
+    classes.send_announced(&mut outbox);
 }
