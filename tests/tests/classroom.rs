@@ -672,3 +672,63 @@ async fn a_teacher_turns_a_students_camera_off_in_the_sfu_and_on_again() -> anyh
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mute_and_a_removal_outlast_a_reload_of_the_same_link() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let map = campus();
+    let spot = room_spot(&map, 0)?;
+    let room = map
+        .zone_at(Vec2::from_array(spot))
+        .and_then(|z| map.zone(z))
+        .map(|z| z.name.clone())
+        .ok_or_else(|| anyhow::anyhow!("no room at {spot:?}"))?;
+    let mut ada = teacher(&server, "Ms Ada", spot).await?;
+    // Bo's link opens in the room, as `quad-server token --room` makes it.
+    let link = server.server.join_keys().issue(
+        "Bo",
+        Role::Student,
+        Some(&room),
+        Duration::from_secs(3600),
+        SystemTime::now(),
+    )?;
+    let join = || Bot::join_as(server.addr(), "ignored", None, Some(link.clone()), None);
+    let mut bo = join().await?;
+    bo.wait_until(PATIENCE, |b| b.class.is_some()).await?;
+    ada.send(&ClientMsg::Teacher(TeacherAction::Allow {
+        who: Who::One(bo.id),
+        device: Device::Mic,
+        allowed: false,
+    }))
+    .await?;
+    let muted = |b: &Bot| {
+        b.class
+            .as_ref()
+            .is_some_and(|c| c.blocked.iter().any(|(id, f)| *id == b.id && f.mic))
+    };
+    bo.wait_until(PATIENCE, muted).await?;
+
+    // A reload: the same person under a new avatar, back in the room, still muted.
+    bo.close().await;
+    let mut bo = join().await?;
+    bo.wait_until(PATIENCE, |b| b.class.is_some()).await?;
+    bo.wait_until(PATIENCE, muted)
+        .await
+        .map_err(|e| anyhow::anyhow!("the reload lifted the mute: {e}"))?;
+
+    ada.send(&ClientMsg::Teacher(TeacherAction::Remove(bo.id)))
+        .await?;
+    bo.wait_until(PATIENCE, |b| b.class.is_none() && !in_classroom(b.me))
+        .await?;
+    // Another reload does not bring the removed student back inside.
+    bo.close().await;
+    let mut bo = join().await?;
+    bo.listen_for(Duration::from_millis(500)).await?;
+    assert!(
+        bo.class.is_none() && !in_classroom(bo.me),
+        "the removed student is back in the room at {:?}",
+        bo.me
+    );
+    server.stop().await;
+    Ok(())
+}

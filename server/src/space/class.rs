@@ -8,7 +8,12 @@
 //! Every rule is checked here, on the server: only a teacher in the room may act; a muted
 //! student's packets are dropped by the SFU (this module queues the restrictions for it); a
 //! student in focus mode cannot walk; a locked room, or one a student was sent out of,
-//! cannot be walked into (the movement system asks [`Classes::may_enter`]).
+//! cannot be walked into (the movement system asks [`Classes::may_enter`]), nor can a
+//! classroom that holds its `capacity` of students.
+//!
+//! What a teacher did to a student (devices turned off, sent out) follows the person, not
+//! the session: it is kept by the student's identity ([`UserKey`]: the join link's subject,
+//! or a guest's device key), so reloading the page does not undo it.
 //!
 //! A class's state goes to everyone in the room after every change, but at most once a
 //! tick, with the latest state ([`Classes::announce`] marks a room, [`Classes::send_announced`]
@@ -32,16 +37,21 @@ pub struct Class {
     /// Everyone in the room, in the order they walked in.
     pub members: Vec<AvatarId>,
     pub teachers: Vec<AvatarId>,
+    /// Who each member is (whom the teacher's settings follow).
+    pub people: FxHashMap<AvatarId, UserKey>,
+    /// Students the room holds at most (teachers not counted); 0: no limit.
+    pub capacity: u32,
     pub locked: bool,
     pub focus: bool,
     pub spotlight: Option<AvatarId>,
     pub hands: Vec<AvatarId>,
-    /// Devices off by the teacher, per student; kept when the student steps out and back.
-    pub blocked: FxHashMap<AvatarId, MediaFlags>,
+    /// Devices off by the teacher, per person; kept when the student steps out and back,
+    /// or reloads.
+    pub blocked: FxHashMap<UserKey, MediaFlags>,
     pub newcomers: MediaFlags,
     pub away: Vec<AvatarId>,
-    /// Students the teacher sent out: they cannot walk back in while the class goes on.
-    pub barred: FxHashSet<AvatarId>,
+    /// People the teacher sent out: they cannot walk back in while the class goes on.
+    pub barred: FxHashSet<UserKey>,
 }
 
 impl Class {
@@ -49,12 +59,20 @@ impl Class {
         self.members.contains(&id) && !self.teachers.contains(&id)
     }
 
+    fn students(&self) -> usize {
+        self.members.len() - self.teachers.len()
+    }
+
+    fn is_full(&self) -> bool {
+        self.capacity > 0 && self.students() >= self.capacity as usize
+    }
+
     fn state(&self, room: ZoneId) -> ClassState {
         let mut blocked: Vec<(AvatarId, MediaFlags)> = self
-            .blocked
+            .members
             .iter()
-            .filter(|(id, flags)| **flags != MediaFlags::default() && self.members.contains(id))
-            .map(|(id, flags)| (*id, *flags))
+            .map(|id| (*id, self.blocked_of(*id)))
+            .filter(|(_, flags)| *flags != MediaFlags::default())
             .collect();
         blocked.sort_by_key(|(id, _)| *id);
         ClassState {
@@ -71,7 +89,19 @@ impl Class {
     }
 
     fn blocked_of(&self, id: AvatarId) -> MediaFlags {
-        self.blocked.get(&id).copied().unwrap_or_default()
+        self.people
+            .get(&id)
+            .and_then(|user| self.blocked.get(user))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The identity of member `id` (every member has one).
+    fn user_of(&self, id: AvatarId) -> Result<UserKey, ErrorMsg> {
+        self.people
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| forbidden(format!("{id} is not in {}", self.name)))
     }
 }
 
@@ -116,25 +146,34 @@ impl Classes {
     pub fn restricts_movement(&self) -> bool {
         self.rooms
             .values()
-            .any(|c| c.locked || c.focus || !c.barred.is_empty())
+            .any(|c| c.locked || c.focus || !c.barred.is_empty() || c.is_full())
     }
 
-    /// Whether `id` (with `role`) may walk into `room`: not if it is locked (but for
-    /// teachers) or the student was sent out of it.
-    pub fn may_enter(&self, id: AvatarId, role: Role, room: ZoneId) -> Result<(), ErrorMsg> {
+    /// Whether someone (`role`, `user`) may walk into `room`: not if it is locked or full
+    /// (but for teachers), or the person was sent out of it.
+    pub fn may_enter(&self, role: Role, user: &UserKey, room: ZoneId) -> Result<(), ErrorMsg> {
         let Some(class) = self.rooms.get(&room) else {
             return Ok(());
         };
-        if class.barred.contains(&id) && !role.is_teacher() {
+        if role.is_teacher() {
+            return Ok(());
+        }
+        if class.barred.contains(user) {
             return Err(forbidden(format!(
                 "the teacher sent you out of {}; you cannot walk back in during this class",
                 class.name
             )));
         }
-        if class.locked && !role.is_teacher() {
+        if class.locked {
             return Err(forbidden(format!(
                 "{} is locked by the teacher",
                 class.name
+            )));
+        }
+        if class.is_full() {
+            return Err(forbidden(format!(
+                "{} is full: it holds {} students",
+                class.name, class.capacity
             )));
         }
         Ok(())
@@ -170,14 +209,14 @@ impl Classes {
         }
     }
 
-    /// `id` walked into `room` (named `name`).
+    /// `id` (with `role`, who is `user`) walked into `room` (named `name`, holding
+    /// `capacity` students).
     pub fn enter(
         &mut self,
         outbox: &mut Outbox,
-        id: AvatarId,
-        role: Role,
+        (id, role, user): (AvatarId, Role, &UserKey),
         room: ZoneId,
-        name: &str,
+        (name, capacity): (&str, u32),
     ) {
         if self.class_of.get(&id) == Some(&room) {
             return;
@@ -185,14 +224,16 @@ impl Classes {
         self.leave(outbox, id);
         let class = self.rooms.entry(room).or_insert_with(|| Class {
             name: name.to_owned(),
+            capacity,
             ..Class::default()
         });
         class.members.push(id);
+        class.people.insert(id, user.clone());
         if role.is_teacher() {
             class.teachers.push(id);
         } else {
             let newcomers = class.newcomers;
-            let flags = *class.blocked.entry(id).or_insert(newcomers);
+            let flags = *class.blocked.entry(user.clone()).or_insert(newcomers);
             if flags != MediaFlags::default() {
                 self.restrictions.push((id, flags));
             }
@@ -211,14 +252,16 @@ impl Classes {
         let Some(class) = self.rooms.get_mut(&room) else {
             return;
         };
+        let blocked = class.blocked_of(id);
         class.members.retain(|m| *m != id);
+        class.people.remove(&id);
         class.teachers.retain(|m| *m != id);
         class.hands.retain(|m| *m != id);
         class.away.retain(|m| *m != id);
         if class.spotlight == Some(id) {
             class.spotlight = None;
         }
-        if class.blocked_of(id) != MediaFlags::default() {
+        if blocked != MediaFlags::default() {
             // Out of the room its media is not the class's business; back in, it is again.
             self.restrictions.push((id, MediaFlags::default()));
         }
@@ -377,7 +420,7 @@ impl Classes {
                     }
                 };
                 for s in targets {
-                    let flags = class.blocked.entry(s).or_default();
+                    let flags = class.blocked.entry(class.user_of(s)?).or_default();
                     set_device(flags, device, !allowed);
                     self.restrictions.push((s, *flags));
                 }
@@ -393,7 +436,7 @@ impl Classes {
             }
             TeacherAction::Remove(s) => {
                 target = Some(student(class, s)?);
-                class.barred.insert(s);
+                class.barred.insert(class.user_of(s)?);
                 effect = Effect::SendOut { student: s, room };
             }
             TeacherAction::Lock(locked) => class.locked = locked,
@@ -466,12 +509,32 @@ mod tests {
     const S: AvatarId = AvatarId(2);
     const S2: AvatarId = AvatarId(3);
 
+    /// Who avatar `id` is: one person per avatar, unless a test says otherwise.
+    fn key(id: AvatarId) -> UserKey {
+        UserKey(format!("link:person{}", id.0))
+    }
+
     fn class_with_teacher_and_students() -> (Classes, Outbox) {
         let mut classes = Classes::default();
         let mut outbox = Outbox::default();
-        classes.enter(&mut outbox, T, Role::Teacher, ROOM, "Room 1");
-        classes.enter(&mut outbox, S, Role::Student, ROOM, "Room 1");
-        classes.enter(&mut outbox, S2, Role::Guest, ROOM, "Room 1");
+        classes.enter(
+            &mut outbox,
+            (T, Role::Teacher, &key(T)),
+            ROOM,
+            ("Room 1", 0),
+        );
+        classes.enter(
+            &mut outbox,
+            (S, Role::Student, &key(S)),
+            ROOM,
+            ("Room 1", 0),
+        );
+        classes.enter(
+            &mut outbox,
+            (S2, Role::Guest, &key(S2)),
+            ROOM,
+            ("Room 1", 0),
+        );
         (classes, outbox)
     }
 
@@ -515,7 +578,12 @@ mod tests {
         assert_eq!(muted, vec![S, S2]);
         assert!(classes.blocked_of(S).mic && !classes.blocked_of(T).mic);
         let late = AvatarId(9);
-        classes.enter(&mut outbox, late, Role::Guest, ROOM, "Room 1");
+        classes.enter(
+            &mut outbox,
+            (late, Role::Guest, &key(late)),
+            ROOM,
+            ("Room 1", 0),
+        );
         assert!(classes.blocked_of(late).mic, "newcomers are muted too");
         // Walking out and back in does not unmute.
         classes.leave(&mut outbox, S);
@@ -523,7 +591,12 @@ mod tests {
             !classes.blocked_of(S).mic,
             "outside the room the class does not apply"
         );
-        classes.enter(&mut outbox, S, Role::Student, ROOM, "Room 1");
+        classes.enter(
+            &mut outbox,
+            (S, Role::Student, &key(S)),
+            ROOM,
+            ("Room 1", 0),
+        );
         assert!(classes.blocked_of(S).mic);
     }
 
@@ -532,10 +605,22 @@ mod tests {
         let (mut classes, _) = class_with_teacher_and_students();
         act(&mut classes, T, Role::Teacher, TeacherAction::Lock(true)).expect("allowed");
         let newcomer = AvatarId(7);
-        assert!(classes.may_enter(newcomer, Role::Student, ROOM).is_err());
-        assert!(classes.may_enter(AvatarId(8), Role::Teacher, ROOM).is_ok());
+        assert!(
+            classes
+                .may_enter(Role::Student, &key(newcomer), ROOM)
+                .is_err()
+        );
+        assert!(
+            classes
+                .may_enter(Role::Teacher, &key(AvatarId(8)), ROOM)
+                .is_ok()
+        );
         act(&mut classes, T, Role::Teacher, TeacherAction::Lock(false)).expect("allowed");
-        assert!(classes.may_enter(newcomer, Role::Student, ROOM).is_ok());
+        assert!(
+            classes
+                .may_enter(Role::Student, &key(newcomer), ROOM)
+                .is_ok()
+        );
         let effect =
             act(&mut classes, T, Role::Teacher, TeacherAction::Remove(S)).expect("allowed");
         assert_eq!(
@@ -545,7 +630,7 @@ mod tests {
                 room: ROOM
             }
         );
-        assert!(classes.may_enter(S, Role::Student, ROOM).is_err());
+        assert!(classes.may_enter(Role::Student, &key(S), ROOM).is_err());
         assert!(
             act(&mut classes, T, Role::Teacher, TeacherAction::Remove(T)).is_err(),
             "teachers cannot be removed"
@@ -614,6 +699,98 @@ mod tests {
             classes.leave(&mut outbox, id);
         }
         assert!(classes.rooms.is_empty());
-        assert!(classes.may_enter(AvatarId(7), Role::Student, ROOM).is_ok());
+        assert!(
+            classes
+                .may_enter(Role::Student, &key(AvatarId(7)), ROOM)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_mute_and_a_removal_follow_the_person_across_a_reload() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        let teacher = (T, Role::Teacher, &key(T), "Ms Ada");
+        let mute = TeacherAction::Allow {
+            who: Who::One(S),
+            device: Device::Mic,
+            allowed: false,
+        };
+        classes.teacher(teacher, mute, |_| None, 0).expect("mute");
+        // S reloads: its session ends and the same person comes back as a new avatar.
+        classes.leave(&mut outbox, S);
+        let again = AvatarId(20);
+        classes.enter(
+            &mut outbox,
+            (again, Role::Student, &key(S)),
+            ROOM,
+            ("Room 1", 0),
+        );
+        assert!(
+            classes.blocked_of(again).mic,
+            "the reload unmuted the student"
+        );
+        // Someone else is not muted by it.
+        let other = AvatarId(21);
+        classes.enter(
+            &mut outbox,
+            (other, Role::Student, &key(other)),
+            ROOM,
+            ("Room 1", 0),
+        );
+        assert!(!classes.blocked_of(other).mic);
+        // Sent out, the person cannot come back under a new avatar either.
+        classes
+            .teacher(teacher, TeacherAction::Remove(again), |_| None, 0)
+            .expect("remove");
+        classes.leave(&mut outbox, again);
+        assert!(classes.may_enter(Role::Student, &key(S), ROOM).is_err());
+        assert!(
+            classes
+                .may_enter(Role::Student, &key(AvatarId(22)), ROOM)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_full_classroom_keeps_students_out_but_not_teachers() {
+        let mut classes = Classes::default();
+        let mut outbox = Outbox::default();
+        classes.enter(
+            &mut outbox,
+            (T, Role::Teacher, &key(T)),
+            ROOM,
+            ("Room 1", 2),
+        );
+        classes.enter(
+            &mut outbox,
+            (S, Role::Student, &key(S)),
+            ROOM,
+            ("Room 1", 2),
+        );
+        assert!(
+            !classes.restricts_movement() || classes.may_enter(Role::Guest, &key(S2), ROOM).is_ok()
+        );
+        classes.enter(
+            &mut outbox,
+            (S2, Role::Guest, &key(S2)),
+            ROOM,
+            ("Room 1", 2),
+        );
+        assert!(classes.restricts_movement());
+        let err = classes
+            .may_enter(Role::Student, &key(AvatarId(9)), ROOM)
+            .unwrap_err();
+        assert!(err.message.contains("full"), "{}", err.message);
+        assert!(
+            classes
+                .may_enter(Role::Teacher, &key(AvatarId(10)), ROOM)
+                .is_ok()
+        );
+        classes.leave(&mut outbox, S);
+        assert!(
+            classes
+                .may_enter(Role::Student, &key(AvatarId(9)), ROOM)
+                .is_ok()
+        );
     }
 }

@@ -134,7 +134,7 @@ impl SpaceWorld {
             let free = self
                 .world
                 .resource::<Classes>()
-                .may_enter(id, role, zone.id)
+                .may_enter(role, &user, zone.id)
                 .is_ok();
             free.then(|| walkable_near(map, zone.rect.center(), zone.rect))
                 .flatten()

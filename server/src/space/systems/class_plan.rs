@@ -21,7 +21,12 @@ pub fn class_plan(
             .and_then(|z| map.0.zone(z))
             .filter(|z| z.kind == ZoneKind::Classroom);
         match room {
-            Some(room) => classes.enter(&mut outbox, avatar.id, identity.role, room.id, &room.name),
+            Some(room) => classes.enter(
+                &mut outbox,
+                (avatar.id, identity.role, &identity.user),
+                room.id,
+                (&room.name, room.capacity),
+            ),
             None => classes.leave(&mut outbox, avatar.id),
         }
     }

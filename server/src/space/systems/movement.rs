@@ -61,7 +61,7 @@ pub fn movement(
             motion.budget_steps -= allowed as f32;
             if restricted
                 && let Some(room) = room_entered(&map.0, p, next)
-                && let Err(why) = classes.may_enter(avatar.id, identity.role, room)
+                && let Err(why) = classes.may_enter(identity.role, &identity.user, room)
             {
                 refusals.push((avatar.id, why));
                 continue;
