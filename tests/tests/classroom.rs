@@ -732,3 +732,54 @@ async fn a_mute_and_a_removal_outlast_a_reload_of_the_same_link() -> anyhow::Res
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_teacher_is_heard_over_students_claiming_to_be_loudest() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.room_max_speakers = 2).await?;
+    let at = room_spot(&campus(), 1)?;
+    let mut listener = room_bot("listener", at, None);
+    listener.mic_level = None;
+    let listener = RoomBot::join(server.addr(), listener).await?;
+    let mut teacher = room_bot("Ms Ada", at, Some(server.token("Ms Ada", Role::Teacher)?));
+    teacher.mic_level = Some(90);
+    let teacher = RoomBot::join(server.addr(), teacher).await?;
+    // Three students whose clients claim the loudest possible level, against 2 places.
+    let mut students = Vec::new();
+    for i in 0..3 {
+        let mut options = room_bot(&format!("loud{i}"), at, None);
+        options.mic_level = Some(0);
+        students.push(RoomBot::join(server.addr(), options).await?);
+    }
+    // The rule is in effect once every student has connected and two are forwarded.
+    for bot in &students {
+        bot.wait_for(PATIENCE, "a connected room connection", |s| {
+            s.connected_at.is_some()
+        })
+        .await?;
+    }
+    let count = |s: &quad_tests::room_bot::RoomBotState| -> (u64, Vec<u64>) {
+        let students = students.iter().map(|b| s.packets_from(b.id, "mic"));
+        (s.packets_from(teacher.id, "mic"), students.collect())
+    };
+    let (_, at_start) = count(&listener.state());
+    listener
+        .wait_for(PATIENCE, "two students forwarded", |s| {
+            let (_, now) = count(s);
+            now.iter()
+                .zip(&at_start)
+                .filter(|(n, b)| **n >= **b + 20)
+                .count()
+                == 2
+        })
+        .await?;
+    // Over the next window the teacher keeps arriving beside them.
+    let (teacher_before, _) = count(&listener.state());
+    listener
+        .wait_for(PATIENCE, "the teacher forwarded beside two students", |s| {
+            count(s).0 >= teacher_before + 20
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the teacher was kept out: {e}"))?;
+    server.stop().await;
+    Ok(())
+}

@@ -12,7 +12,7 @@ pub mod spatial_grid;
 pub mod systems;
 pub mod world;
 
-use crate::media::sfu::{RoomId, Sfu};
+use crate::media::sfu::{Joining, RoomId, Sfu};
 use crate::session::SessionOutbox;
 use crate::session::outbox::Refused;
 use crate::store::{History, Storage};
@@ -245,8 +245,11 @@ fn move_rooms(world: &mut SpaceWorld, sessions: &FxHashMap<AvatarId, SessionOutb
                 RoomId(room.0),
                 &room_name,
                 id,
-                name,
-                world.media_of(id),
+                Joining {
+                    name,
+                    media: world.media_of(id),
+                    always_heard: world.identity(id).is_some_and(|i| i.role.is_teacher()),
+                },
                 outbox.clone(),
             ),
             _ => sfu.leave(id),

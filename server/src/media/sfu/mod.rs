@@ -101,6 +101,15 @@ pub struct SfuMetrics {
     pub udp_dropped_datagrams: AtomicU64,
 }
 
+/// Who joins a room's media, as the room needs to know it.
+#[derive(Debug)]
+pub struct Joining {
+    pub name: String,
+    pub media: MediaFlags,
+    /// A teacher: its microphone is forwarded whatever the loudest-speakers rule says.
+    pub always_heard: bool,
+}
+
 /// Devices turned off per member (by a teacher): their packets are dropped, not forwarded.
 pub type Restrictions = Arc<DashMap<AvatarId, MediaFlags>>;
 
@@ -145,8 +154,7 @@ impl Sfu {
         room: RoomId,
         room_name: &str,
         member: AvatarId,
-        name: String,
-        media: MediaFlags,
+        joining: Joining,
         outbox: SessionOutbox,
     ) {
         if self.members.get(&member).map(|r| *r) == Some(room) {
@@ -170,8 +178,7 @@ impl Sfu {
         entry.1 += 1;
         entry.0.send(room::RoomCmd::Join {
             member,
-            name,
-            media,
+            joining,
             outbox,
         });
         self.members.insert(member, room);

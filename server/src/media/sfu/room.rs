@@ -27,8 +27,7 @@ const SPEAKER_TICK: Duration = Duration::from_millis(100);
 pub enum RoomCmd {
     Join {
         member: AvatarId,
-        name: String,
-        media: MediaFlags,
+        joining: super::Joining,
         outbox: SessionOutbox,
     },
     Leave {
@@ -84,6 +83,8 @@ impl RoomHandle {
 struct Entry {
     name: String,
     media: MediaFlags,
+    /// A teacher: always forwarded (see [`speakers`]).
+    always_heard: bool,
     outbox: SessionOutbox,
     /// The member's connection task, once its client has offered.
     connection: Option<mpsc::UnboundedSender<MemberCmd>>,
@@ -166,8 +167,12 @@ impl Room {
         match cmd {
             RoomCmd::Join {
                 member,
-                name,
-                media,
+                joining:
+                    super::Joining {
+                        name,
+                        media,
+                        always_heard,
+                    },
                 outbox,
             } => {
                 if self.entry(member).is_some() {
@@ -178,6 +183,7 @@ impl Room {
                     Entry {
                         name,
                         media,
+                        always_heard,
                         outbox,
                         connection: None,
                         tiles: Vec::new(),
@@ -430,6 +436,10 @@ impl Room {
                 MicLevel {
                     loudness: if heard { s.stats.loudness() } else { 0.0 },
                     forwarded: s.stats.forwarded.load(Ordering::Relaxed),
+                    always: self
+                        .members
+                        .iter()
+                        .any(|(m, e)| *m == s.publisher && e.always_heard),
                 }
             })
             .collect();

@@ -1,5 +1,8 @@
 //! The loudest-speakers rule: of a room's microphones, forward only the `n` loudest, so a
-//! large room costs little. Pure functions over levels, so the rule is tested alone.
+//! large room costs little. A teacher's microphone is always forwarded and takes none of
+//! the `n` places: loudness is what each client reports of itself, so students claiming
+//! to be loud must not be able to keep the teacher out. Pure functions over levels, so the
+//! rule is tested alone.
 
 /// Loudness is `127 - level`, where level is the RTP audio level in -dBov (0 loudest,
 /// 127 silence), smoothed over recent packets. Above this a microphone counts as speaking.
@@ -17,20 +20,23 @@ pub struct MicLevel {
     pub loudness: f32,
     /// Whether it is forwarded now.
     pub forwarded: bool,
+    /// Forwarded whatever its loudness (a teacher's).
+    pub always: bool,
 }
 
 /// Decides which microphones to forward: the `n` loudest, where the ones forwarded now
 /// count as [`HYSTERESIS`] louder. With `n` or fewer microphones, all are forwarded.
 /// Returns the new `forwarded` flag of each, in the order given.
 pub fn choose(mics: &[MicLevel], n: usize) -> Vec<bool> {
-    if mics.len() <= n {
+    let ranked = mics.iter().filter(|m| !m.always).count();
+    if ranked <= n {
         return vec![true; mics.len()];
     }
     let score = |m: &MicLevel| m.loudness + if m.forwarded { HYSTERESIS } else { 0.0 };
-    let mut order: Vec<usize> = (0..mics.len()).collect();
+    let mut order: Vec<usize> = (0..mics.len()).filter(|&i| !mics[i].always).collect();
     // Loudest first; ties keep the given order (stable), which the caller keeps stable.
     order.sort_by(|&a, &b| score(&mics[b]).total_cmp(&score(&mics[a])));
-    let mut chosen = vec![false; mics.len()];
+    let mut chosen: Vec<bool> = mics.iter().map(|m| m.always).collect();
     for &i in order.iter().take(n) {
         chosen[i] = true;
     }
@@ -55,7 +61,33 @@ mod tests {
         MicLevel {
             loudness,
             forwarded,
+            always: false,
         }
+    }
+
+    #[test]
+    fn a_teacher_is_forwarded_however_loud_the_others_claim_to_be() {
+        let teacher = MicLevel {
+            loudness: 40.0,
+            forwarded: false,
+            always: true,
+        };
+        let mics = [
+            mic(127.0, false),
+            mic(127.0, false),
+            teacher,
+            mic(127.0, false),
+        ];
+        assert_eq!(choose(&mics, 3), vec![true, true, true, true]);
+        let mics = [
+            mic(127.0, true),
+            mic(127.0, true),
+            teacher,
+            mic(127.0, true),
+            mic(120.0, false),
+        ];
+        // The teacher takes none of the 3 places: the three loudest still get theirs.
+        assert_eq!(choose(&mics, 3), vec![true, true, true, true, false]);
     }
 
     #[test]
