@@ -96,6 +96,8 @@ pub struct Game {
     pub me: Option<Me>,
     pub others: HashMap<AvatarId, Remote>,
     pub people: BTreeMap<AvatarId, String>,
+    /// Everyone's role, by id (shown in the people list).
+    pub roles: BTreeMap<AvatarId, Role>,
     pub map: Option<Arc<Map>>,
     pub tick_hz: u16,
     /// Where the server serves the map (from `Welcome`).
@@ -137,14 +139,16 @@ impl Game {
             ServerMsg::Welcome(w) => self.welcome(w),
             ServerMsg::Snapshot(s) => self.snapshot(s, now_ms),
             ServerMsg::PeopleJoined { people } => {
-                for Person { id, name } in people {
+                for Person { id, name, role } in people {
                     self.people.insert(id, name);
+                    self.roles.insert(id, role);
                 }
                 self.roster_dirty = true;
             }
             ServerMsg::PeopleLeft { ids } => {
                 for id in ids {
                     self.people.remove(&id);
+                    self.roles.remove(&id);
                     self.others.remove(&id);
                 }
                 self.roster_dirty = true;

@@ -43,6 +43,8 @@ pub struct AppState {
     pub space: space::SpaceHandle,
     /// Index of connected sessions (who is connected), not game state.
     pub sessions: DashMap<AvatarId, SessionEntry>,
+    /// The names of link holders, which guests may not take.
+    pub reserved_names: ReservedNames,
     pub next_avatar_id: AtomicU32,
     pub shutdown: CancellationToken,
     /// STUN/TURN servers and credentials for `Welcome`.
@@ -57,6 +59,38 @@ pub struct AppState {
     pub run_nonce: u64,
     /// Sessions per address: how many each holds and how fast it opens them.
     pub ip_quotas: session::ip_quota::IpQuotas,
+}
+
+/// Display names guests may not take: those of the join-link holders who joined since the
+/// server started. Links are made by the campus's operators, so this grows only with
+/// them; it is capped all the same.
+#[derive(Default)]
+pub struct ReservedNames(DashMap<String, ()>);
+
+impl ReservedNames {
+    /// Names kept at most.
+    const MAX: usize = 100_000;
+
+    /// Names compare by their letters and digits alone, without case: "Ms. Ada" and
+    /// "ms ada" (or with an invisible character inside) are the same name.
+    fn key(name: &str) -> String {
+        name.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+
+    /// Reserves `name`.
+    pub fn reserve(&self, name: &str) {
+        if self.0.len() < Self::MAX {
+            self.0.insert(Self::key(name), ());
+        }
+    }
+
+    /// Whether `name` is reserved.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(&Self::key(name))
+    }
 }
 
 /// One connected session, as the index knows it.
@@ -251,6 +285,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         map_file,
         space,
         sessions: DashMap::new(),
+        reserved_names: ReservedNames::default(),
         next_avatar_id: AtomicU32::new(1),
         shutdown: shutdown.clone(),
         ice,

@@ -488,6 +488,8 @@ pub struct IceServer {
 pub struct Person {
     pub id: AvatarId,
     pub name: String,
+    /// Shown beside the name, so a guest cannot pass for a teacher by taking a name.
+    pub role: Role,
 }
 
 /// Authoritative state for one client, sent about 10 times a second (on the client's

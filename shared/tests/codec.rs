@@ -73,6 +73,7 @@ fn server_messages_round_trip() {
             people: vec![Person {
                 id: AvatarId(1),
                 name: "Bo".into(),
+                role: Role::Guest,
             }],
         },
         ServerMsg::PeopleLeft {

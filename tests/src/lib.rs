@@ -149,6 +149,8 @@ pub struct Bot {
     pub others: HashMap<AvatarId, [f32; 2]>,
     /// Everyone in the space, by id.
     pub people: HashMap<AvatarId, String>,
+    /// Everyone's role, by id, as the server announced it.
+    pub roles: HashMap<AvatarId, Role>,
     /// Every error received, in order.
     pub errors: Vec<ErrorMsg>,
     /// Snapshot payload bytes received (for bandwidth checks).
@@ -211,6 +213,7 @@ impl Bot {
             ack: 0,
             others: HashMap::new(),
             people: HashMap::new(),
+            roles: HashMap::new(),
             errors: Vec::new(),
             snapshot_bytes: 0,
             peers: HashMap::new(),
@@ -335,6 +338,7 @@ impl Bot {
             }
             ServerMsg::PeopleJoined { people } => {
                 for p in people {
+                    self.roles.insert(p.id, p.role);
                     self.people.insert(p.id, p.name);
                 }
             }

@@ -783,3 +783,34 @@ async fn a_quiet_teacher_is_heard_over_students_claiming_to_be_loudest() -> anyh
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_take_a_link_holders_name_and_roles_are_shown() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let ada = teacher(&server, "Ms Ada", campus().spawn.to_array()).await?;
+    for taken in ["Ms Ada", "ms ada", "Ms. Ada", "Ms Ada\u{200b}"] {
+        let mut guest = Bot::connect(server.addr()).await?;
+        guest
+            .send(&ClientMsg::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                name: taken.into(),
+                token: None,
+                spawn: None,
+                device: None,
+            }))
+            .await?;
+        let err = guest.expect_error(ErrorCode::Forbidden).await?;
+        assert!(
+            err.message.contains("join link"),
+            "{taken:?}: {}",
+            err.message
+        );
+        assert!(guest.welcome.is_none(), "{taken:?} was let in");
+    }
+    let mut bo = Bot::join(server.addr(), "Bo", None).await?;
+    bo.wait_until(PATIENCE, |b| b.roles.len() == 2).await?;
+    assert_eq!(bo.roles.get(&ada.id), Some(&Role::Teacher));
+    assert_eq!(bo.roles.get(&bo.id), Some(&Role::Guest));
+    server.stop().await;
+    Ok(())
+}

@@ -404,13 +404,14 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
                 you.set_class_name("you");
                 you.set_text_content(Some(" (you)"));
                 li.append_child(&you)?;
-                if let Some(role) = role_label(app.game.role) {
-                    let badge = document.create_element("span")?;
-                    badge.set_class_name("role-badge");
-                    badge.set_text_content(Some(role));
-                    li.append_child(&badge)?;
-                }
             }
+            // Everyone's role, from the server: a guest who takes a teacher's name still
+            // shows as a guest.
+            let role = app.game.roles.get(id).copied().unwrap_or(Role::Guest);
+            let badge = document.create_element("span")?;
+            badge.set_class_name(&format!("role-badge role-{}", role.as_str()));
+            badge.set_text_content(Some(role_label(role).unwrap_or("Guest")));
+            li.append_child(&badge)?;
             list.append_child(&li)?;
         }
         by_id(&document, "people-count")?

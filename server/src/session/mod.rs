@@ -472,6 +472,15 @@ impl Session {
         let name = match &link {
             Some(claims) => claims.name.clone(),
             None => match normalize_name(&hello.name) {
+                Ok(name) if self.state.reserved_names.contains(&name) => {
+                    self.refuse(ErrorMsg::new(
+                        ErrorCode::Forbidden,
+                        format!(
+                            "the name {name:?} belongs to someone with a join link: choose another"
+                        ),
+                    ));
+                    return Next::Continue;
+                }
                 Ok(name) => name,
                 Err(err) => {
                     self.refuse(err);
@@ -479,6 +488,9 @@ impl Session {
                 }
             },
         };
+        if link.is_some() {
+            self.state.reserved_names.reserve(&name);
+        }
         if self.state.sessions.len() >= self.state.config.max_sessions {
             self.refuse(ErrorMsg::new(
                 ErrorCode::Unavailable,

@@ -197,11 +197,12 @@ impl SpaceWorld {
         self.send(id, &welcome);
         let people: Vec<Person> = self
             .world
-            .query::<&Avatar>()
+            .query::<(&Avatar, &Identity)>()
             .iter(&self.world)
-            .map(|a| Person {
+            .map(|(a, who)| Person {
                 id: a.id,
                 name: a.name.clone(),
+                role: who.role,
             })
             .collect();
         for chunk in people.chunks(ROSTER_CHUNK) {
@@ -215,7 +216,7 @@ impl SpaceWorld {
         self.world
             .resource_mut::<RosterChanges>()
             .joined
-            .push(Person { id, name });
+            .push(Person { id, name, role });
         spawn
     }
 
