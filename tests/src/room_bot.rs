@@ -456,6 +456,33 @@ async fn open_media(bot: &mut Bot, options: &RoomBotOptions) -> Result<Media> {
     })
 }
 
+/// An offer like the one a bot makes when it joins a room's media (three send-only
+/// m-lines), from a connection closed at once: for tests that send raw room signaling.
+pub async fn client_offer() -> Result<String> {
+    let (tx, _events) = mpsc::unbounded_channel();
+    let pc = new_pc(tx).await?;
+    let tracks = [
+        local_track(RtpCodecKind::Audio, opus(), "mic", &[""]),
+        local_track(RtpCodecKind::Video, vp8(), "camera", &SIMULCAST_RIDS),
+        local_track(RtpCodecKind::Video, vp8(), "screen", &[""]),
+    ];
+    for track in tracks {
+        let encodings = track.track().await.codings().to_vec();
+        pc.add_transceiver_from_track(
+            track as Arc<dyn TrackLocal>,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: encodings,
+            }),
+        )
+        .await?;
+    }
+    let offer = pc.create_offer(None).await?;
+    let _ = pc.close().await;
+    Ok(offer.sdp)
+}
+
 /// The RIDs of the camera's simulcast layers, lowest first (the SFU's names).
 pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
 

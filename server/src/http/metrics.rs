@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 14] = [
+    let rows: [(&str, &str, &str, u64); 17] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -89,6 +89,24 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "UDP datagrams dropped because a connection's send queue was full.",
             load(&sfu.udp_dropped_datagrams),
+        ),
+        (
+            "quad_sfu_queued_commands",
+            "gauge",
+            "Commands from room members' clients (signaling, tiles, devices) queued and not yet handled.",
+            load(&sfu.queued_commands),
+        ),
+        (
+            "quad_sfu_queued_commands_peak",
+            "gauge",
+            "The most commands one member's client has had queued at once since the server started.",
+            load(&sfu.queued_commands_peak),
+        ),
+        (
+            "quad_sfu_rate_limited_total",
+            "counter",
+            "Room signaling, tiles and device reports refused for coming too fast.",
+            load(&sfu.rate_limited),
         ),
         (
             "quad_sessions",

@@ -339,7 +339,10 @@ impl Session {
             }
             ClientMsg::Media(media) => {
                 if let Some(id) = self.id {
-                    self.state.sfu.media(id, media);
+                    // The space is told either way; only the room's copy may be refused.
+                    if let Err(err) = self.state.sfu.media(id, media) {
+                        self.refuse(err);
+                    }
                     self.forward(SpaceCommand::Media { id, media }).await
                 } else {
                     Next::Continue
@@ -362,8 +365,10 @@ impl Session {
                             quad_shared::protocol::MAX_ROOM_TILES
                         ),
                     ));
-                } else if let Some(id) = self.id {
-                    self.state.sfu.tiles(id, tiles);
+                } else if let Some(id) = self.id
+                    && let Err(err) = self.state.sfu.tiles(id, tiles)
+                {
+                    self.refuse(err);
                 }
                 Next::Continue
             }

@@ -3,8 +3,14 @@
 //! order); after that only the server offers, one negotiation at a time, whenever
 //! forwarded tracks are added or removed, or to restart ICE when the connection is
 //! interrupted. Bad signaling is answered with an `Error` and the connection goes on.
+//!
+//! What a client may send here is bounded: its offers and queued commands at the front
+//! door ([`super::limits`]), and the ICE candidates it gives one ICE session
+//! ([`MAX_CANDIDATES`]: each one is kept by the ICE agent and paired with every local
+//! candidate for connectivity checks).
 
 use super::forward::{self, ForwardCtl, StreamSource, StreamStats, Subscriber};
+use super::limits::Queued;
 use super::room::{Published, RoomCmd, RoomHandle};
 use super::{SfuConfig, SfuMetrics, StreamKind, engine};
 use crate::session::SessionOutbox;
@@ -41,18 +47,22 @@ const FORWARDER_STOP_WAIT: std::time::Duration = std::time::Duration::from_milli
 /// the server is very busy).
 const DRIVER_QUEUE_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Candidates a client may send before its offer is applied; more are refused.
-const MAX_EARLY_CANDIDATES: usize = 64;
+/// Candidates a client may give one ICE session (from its offer until the server restarts
+/// ICE), counting those sent before its offer was applied; more are refused. A browser
+/// gathers a few per network interface and TURN server.
+pub const MAX_CANDIDATES: usize = 64;
 
-/// What the room tells a member's task.
+/// What the room tells a member's task. What its client sent holds a [`Queued`] place in
+/// its allowance until handled here.
 pub enum MemberCmd {
-    Signal(Signal),
+    Signal(Signal, Queued),
     /// Forward this stream to the member.
     Subscribe(Published),
     /// Stop forwarding this stream to the member.
     Unsubscribe(AvatarId, StreamKind),
-    /// The width, in device pixels, at which the client shows each member's camera.
-    Tiles(Vec<(AvatarId, u16)>),
+    /// The width, in device pixels, at which the client shows each member's camera (`None`:
+    /// as the room remembered it for a new connection).
+    Tiles(Vec<(AvatarId, u16)>, Option<Queued>),
     Close,
 }
 
@@ -92,10 +102,15 @@ pub struct MemberSetup {
     pub outbox: SessionOutbox,
 }
 
-/// Starts a member's task; it builds the connection and answers `offer`.
-pub fn spawn(setup: MemberSetup, offer: String) -> mpsc::UnboundedSender<MemberCmd> {
+/// Starts a member's task; it builds the connection and answers `offer` (whose place in
+/// the client's allowance is freed once answered).
+pub fn spawn(
+    setup: MemberSetup,
+    offer: String,
+    queued: Queued,
+) -> mpsc::UnboundedSender<MemberCmd> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(setup, offer, rx));
+    tokio::spawn(run(setup, offer, queued, rx));
     tx
 }
 
@@ -124,6 +139,8 @@ struct Member {
     /// The next offer restarts ICE (the connection was interrupted).
     restart_ice: bool,
     early_candidates: Vec<RTCIceCandidateInit>,
+    /// Candidates the client gave this ICE session (see [`MAX_CANDIDATES`]).
+    candidates: usize,
     /// The connection is up (DTLS done): forwarding before that only fails.
     connected: bool,
     /// The simulcast layer that fits each publisher's tile on this member's screen.
@@ -132,7 +149,12 @@ struct Member {
     retry_at: Option<tokio::time::Instant>,
 }
 
-async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceiver<MemberCmd>) {
+async fn run(
+    setup: MemberSetup,
+    offer: String,
+    queued: Queued,
+    mut cmds: mpsc::UnboundedReceiver<MemberCmd>,
+) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let handler = Arc::new(Events(events_tx));
     let pc = match engine::peer_connection(&setup.config, &setup.metrics, handler).await {
@@ -159,11 +181,13 @@ async fn run(setup: MemberSetup, offer: String, mut cmds: mpsc::UnboundedReceive
         renegotiate: false,
         restart_ice: false,
         early_candidates: Vec::new(),
+        candidates: 0,
         connected: false,
         tile_layers: FxHashMap::default(),
         retry_at: None,
     };
     member.remote_offer(offer).await;
+    drop(queued);
     let timeout = member.setup.config.member_timeout;
     // Armed while the connection is not connected: new, disconnected or failed.
     let mut deadline = Some(tokio::time::Instant::now() + timeout);
@@ -298,9 +322,10 @@ impl Member {
         );
     }
 
+    /// Handles one command; a [`Queued`] place it holds is freed when this returns.
     async fn command(&mut self, cmd: MemberCmd) {
         match cmd {
-            MemberCmd::Signal(Signal::Description { kind, sdp }) => match kind {
+            MemberCmd::Signal(Signal::Description { kind, sdp }, _handled_here) => match kind {
                 SdpKind::Offer => self.remote_offer(sdp).await,
                 SdpKind::Answer => self.remote_answer(sdp).await,
                 SdpKind::Pranswer | SdpKind::Rollback => self.refuse(
@@ -308,14 +333,28 @@ impl Member {
                     format!("the SFU does not take a {kind:?} description"),
                 ),
             },
-            MemberCmd::Signal(Signal::Candidate {
-                candidate,
-                sdp_mid,
-                sdp_m_line_index,
-            }) => {
+            MemberCmd::Signal(
+                Signal::Candidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_m_line_index,
+                },
+                _handled_here,
+            ) => {
                 if candidate.is_empty() {
                     return;
                 }
+                if self.candidates >= MAX_CANDIDATES {
+                    self.refuse(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "too many ICE candidates: at most {MAX_CANDIDATES} for one ICE \
+                             session; this one was not used"
+                        ),
+                    );
+                    return;
+                }
+                self.candidates += 1;
                 let init = RTCIceCandidateInit {
                     candidate,
                     sdp_mid,
@@ -324,18 +363,13 @@ impl Member {
                 };
                 if self.answered {
                     self.add_candidate(init).await;
-                } else if self.early_candidates.len() < MAX_EARLY_CANDIDATES {
-                    self.early_candidates.push(init);
                 } else {
-                    self.refuse(
-                        ErrorCode::RateLimited,
-                        "too many ICE candidates before the offer".into(),
-                    );
+                    self.early_candidates.push(init);
                 }
             }
             MemberCmd::Subscribe(published) => self.subscribe(published).await,
             MemberCmd::Unsubscribe(publisher, kind) => self.unsubscribe(publisher, kind).await,
-            MemberCmd::Tiles(tiles) => {
+            MemberCmd::Tiles(tiles, _handled_here) => {
                 for (publisher, width) in tiles {
                     let layer = forward::layer_for_width(width);
                     if self.tile_layers.insert(publisher, layer) == Some(layer) {
@@ -483,6 +517,10 @@ impl Member {
             sub.offered = true;
         }
         self.renegotiate = false;
+        if self.restart_ice {
+            // The agent forgot the client's candidates: the client trickles new ones.
+            self.candidates = 0;
+        }
         self.restart_ice = false;
         self.awaiting_answer = true;
     }

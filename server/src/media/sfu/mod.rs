@@ -12,6 +12,9 @@
 //! - `speakers`: the N-loudest rule, a pure function.
 //! - `engine`: how a peer connection is built.
 //! - [`admission`]: what client signaling is taken (m-lines, candidates), a pure function.
+//! - [`limits`]: how much one member's client may make the SFU do: its offer budget, and
+//!   how many of the commands it caused may be queued at once. Commands from the space
+//!   (join, leave, restrict, close) and between the SFU's own tasks are never refused.
 //!
 //! The SFU knows nothing about maps or zones: rooms are [`RoomId`]s given by the caller.
 
@@ -19,6 +22,7 @@ pub mod admission;
 mod batch_udp;
 mod engine;
 mod forward;
+pub mod limits;
 mod member;
 mod reused_timer;
 mod room;
@@ -27,12 +31,12 @@ pub mod speakers;
 use crate::session::SessionOutbox;
 use dashmap::DashMap;
 use quad_shared::AvatarId;
-use quad_shared::protocol::{ErrorCode, ErrorMsg, MediaFlags, Signal};
+use quad_shared::protocol::{ErrorCode, ErrorMsg, MediaFlags, SdpKind, Signal};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// A room, as the caller names it. The space uses the room zone's id, which is also what
 /// clients are told.
@@ -99,6 +103,12 @@ pub struct SfuMetrics {
     pub udp_sends: AtomicU64,
     /// Datagrams dropped because a connection's send queue was full.
     pub udp_dropped_datagrams: AtomicU64,
+    /// Commands from members' clients queued and not yet handled (see [`limits::Queued`]).
+    pub queued_commands: AtomicU64,
+    /// The most commands one member's client has had queued at once.
+    pub queued_commands_peak: AtomicU64,
+    /// Client signaling, tiles and device reports refused for coming too fast.
+    pub rate_limited: AtomicU64,
 }
 
 /// Who joins a room's media, as the room needs to know it.
@@ -113,12 +123,21 @@ pub struct Joining {
 /// Devices turned off per member (by a teacher): their packets are dropped, not forwarded.
 pub type Restrictions = Arc<DashMap<AvatarId, MediaFlags>>;
 
+/// A member, as the front door knows it: where its client's commands go and how many more
+/// it may send. A new one at each join: a join is a new connection, and its first offer.
+struct Door {
+    room: RoomId,
+    offers: limits::OfferBudget,
+    /// Commands its client caused that are queued and not yet handled.
+    queued: Arc<AtomicUsize>,
+}
+
 /// The front door of the SFU.
 pub struct Sfu {
     config: Arc<SfuConfig>,
     metrics: Arc<SfuMetrics>,
-    /// Which room each member is in: sessions look here to route signaling.
-    members: DashMap<AvatarId, RoomId>,
+    /// Which room each member is in (sessions look here to route signaling), and its limits.
+    members: DashMap<AvatarId, Door>,
     restrictions: Restrictions,
     /// Running rooms, with how many members each has (only the space task changes these).
     rooms: Mutex<rustc_hash::FxHashMap<RoomId, (room::RoomHandle, usize)>>,
@@ -157,7 +176,7 @@ impl Sfu {
         joining: Joining,
         outbox: SessionOutbox,
     ) {
-        if self.members.get(&member).map(|r| *r) == Some(room) {
+        if self.members.get(&member).map(|d| d.room) == Some(room) {
             return;
         }
         self.leave(member);
@@ -181,12 +200,19 @@ impl Sfu {
             joining,
             outbox,
         });
-        self.members.insert(member, room);
+        self.members.insert(
+            member,
+            Door {
+                room,
+                offers: limits::OfferBudget::new(Instant::now()),
+                queued: Arc::new(AtomicUsize::new(0)),
+            },
+        );
     }
 
     /// Takes `member` out of its room, if it is in one. The room ends with its last member.
     pub fn leave(&self, member: AvatarId) {
-        let Some((_, room)) = self.members.remove(&member) else {
+        let Some((_, Door { room, .. })) = self.members.remove(&member) else {
             return;
         };
         let mut rooms = self.lock_rooms();
@@ -201,20 +227,45 @@ impl Sfu {
         }
     }
 
-    /// Signaling from `member`'s client for its room connection.
+    /// Signaling from `member`'s client for its room connection. An offer beyond its
+    /// budget, or any signal while too many of its commands wait, is refused before its
+    /// SDP is looked at.
     pub fn signal(&self, member: AvatarId, signal: Signal) -> Result<(), ErrorMsg> {
-        let room = self.room_of(member)?;
+        let offer = matches!(
+            signal,
+            Signal::Description {
+                kind: SdpKind::Offer,
+                ..
+            }
+        );
+        let (room, queued) = self.admit(member, offer)?.ok_or_else(not_in_a_room)?;
         if let Some(signal) = admission::admit(signal, &self.config.egress)? {
-            self.send_to_room(room, room::RoomCmd::Signal { member, signal });
+            self.send_to_room(
+                room,
+                room::RoomCmd::Signal {
+                    member,
+                    signal,
+                    queued,
+                },
+            );
         }
         Ok(())
     }
 
-    /// `member`'s client reported its devices; its room tells everyone.
-    pub fn media(&self, member: AvatarId, media: MediaFlags) {
-        if let Ok(room) = self.room_of(member) {
-            self.send_to_room(room, room::RoomCmd::Media { member, media });
+    /// `member`'s client reported its devices; its room tells everyone. Outside a room
+    /// there is nothing to do.
+    pub fn media(&self, member: AvatarId, media: MediaFlags) -> Result<(), ErrorMsg> {
+        if let Some((room, queued)) = self.admit(member, false)? {
+            self.send_to_room(
+                room,
+                room::RoomCmd::Media {
+                    member,
+                    media,
+                    queued,
+                },
+            );
         }
+        Ok(())
     }
 
     /// Drops `member`'s packets of the devices set in `off` (a teacher turned them off),
@@ -233,21 +284,67 @@ impl Sfu {
     }
 
     /// `member`'s client shows these cameras at these widths (device pixels): each gets
-    /// the simulcast layer that fits.
-    pub fn tiles(&self, member: AvatarId, tiles: Vec<(AvatarId, u16)>) {
-        if let Ok(room) = self.room_of(member) {
-            self.send_to_room(room, room::RoomCmd::Tiles { member, tiles });
+    /// the simulcast layer that fits. Outside a room there is nothing to do.
+    pub fn tiles(&self, member: AvatarId, tiles: Vec<(AvatarId, u16)>) -> Result<(), ErrorMsg> {
+        if let Some((room, queued)) = self.admit(member, false)? {
+            self.send_to_room(
+                room,
+                room::RoomCmd::Tiles {
+                    member,
+                    tiles,
+                    queued,
+                },
+            );
         }
+        Ok(())
     }
 
     /// The room `member` is in.
     pub fn room_of(&self, member: AvatarId) -> Result<RoomId, ErrorMsg> {
-        self.members.get(&member).map(|r| *r).ok_or_else(|| {
-            ErrorMsg::new(
-                ErrorCode::WrongState,
-                "RoomSignal outside a room: the server has not sent JoinRoomMedia",
-            )
-        })
+        self.members
+            .get(&member)
+            .map(|d| d.room)
+            .ok_or_else(not_in_a_room)
+    }
+
+    /// Whether `member`'s client may have one more command queued (and spend an offer, for
+    /// an offer): its room and the command's place in its allowance, `None` outside a
+    /// room, or the refusal.
+    fn admit(
+        &self,
+        member: AvatarId,
+        offer: bool,
+    ) -> Result<Option<(RoomId, limits::Queued)>, ErrorMsg> {
+        // The entry's lock is held only here: `join` takes `rooms` before `members`.
+        let Some(mut door) = self.members.get_mut(&member) else {
+            return Ok(None);
+        };
+        let Some(queued) = limits::Queued::take(&door.queued, &self.metrics) else {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(ErrorMsg::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many room messages waiting: at most {} from one client are queued \
+                     at a time; this one was dropped",
+                    limits::MAX_QUEUED
+                ),
+            ));
+        };
+        if offer && let Err(wait) = door.offers.take(Instant::now()) {
+            self.metrics.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(ErrorMsg::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many room offers: a client offers when it joins a room's media and \
+                     when the server asks it to connect again; {burst} in a row, then one \
+                     every {refill} s (the next in {wait:.1} s). This one was not answered",
+                    burst = limits::OFFER_BURST,
+                    refill = limits::OFFER_REFILL.as_secs(),
+                    wait = wait.as_secs_f64(),
+                ),
+            ));
+        }
+        Ok(Some((door.room, queued)))
     }
 
     fn send_to_room(&self, room: RoomId, cmd: room::RoomCmd) {
@@ -272,4 +369,11 @@ impl Sfu {
         self.members.clear();
         self.metrics.rooms.store(0, Ordering::Relaxed);
     }
+}
+
+fn not_in_a_room() -> ErrorMsg {
+    ErrorMsg::new(
+        ErrorCode::WrongState,
+        "RoomSignal outside a room: the server has not sent JoinRoomMedia",
+    )
 }

@@ -7,6 +7,7 @@
 //! asked to connect again; if the client is gone too, its session's leave removes it.
 
 use super::forward::{ForwardCtl, StreamStats};
+use super::limits::Queued;
 use super::member::{self, MemberCmd, MemberSetup};
 use super::speakers::{self, MicLevel};
 use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, StreamKind};
@@ -23,7 +24,8 @@ use tokio::sync::mpsc;
 /// How often the room re-ranks its speakers.
 const SPEAKER_TICK: Duration = Duration::from_millis(100);
 
-/// What the SFU and member tasks tell a room.
+/// What the SFU and member tasks tell a room. The commands a member's client caused hold
+/// a [`Queued`] place in its allowance until handled (here, or by the member's task).
 pub enum RoomCmd {
     Join {
         member: AvatarId,
@@ -36,15 +38,18 @@ pub enum RoomCmd {
     Signal {
         member: AvatarId,
         signal: Signal,
+        queued: Queued,
     },
     Media {
         member: AvatarId,
         media: MediaFlags,
+        queued: Queued,
     },
     /// How wide a member's client shows each camera.
     Tiles {
         member: AvatarId,
         tiles: Vec<(AvatarId, u16)>,
+        queued: Queued,
     },
     /// A member's track started arriving.
     Published(Published),
@@ -201,8 +206,16 @@ impl Room {
                     self.announce_members();
                 }
             }
-            RoomCmd::Signal { member, signal } => self.signal(member, signal),
-            RoomCmd::Media { member, media } => {
+            RoomCmd::Signal {
+                member,
+                signal,
+                queued,
+            } => self.signal(member, signal, queued),
+            RoomCmd::Media {
+                member,
+                media,
+                queued: _handled_here,
+            } => {
                 if let Some(entry) = self.entry(member)
                     && entry.media != media
                 {
@@ -210,10 +223,22 @@ impl Room {
                     self.announce_members();
                 }
             }
-            RoomCmd::Tiles { member, tiles } => {
+            RoomCmd::Tiles {
+                member,
+                tiles,
+                queued,
+            } => {
+                // Only the room's other members have cameras to show: a client cannot make
+                // its member's task remember layers for anyone else.
+                let mut tiles: Vec<(AvatarId, u16)> = tiles
+                    .into_iter()
+                    .filter(|(id, _)| *id != member && self.members.iter().any(|(m, _)| m == id))
+                    .collect();
+                tiles.sort_unstable_by_key(|(id, _)| *id);
+                tiles.dedup_by_key(|(id, _)| *id);
                 if let Some(entry) = self.entry(member) {
                     if let Some(connection) = &entry.connection {
-                        let _ = connection.send(MemberCmd::Tiles(tiles.clone()));
+                        let _ = connection.send(MemberCmd::Tiles(tiles.clone(), Some(queued)));
                     }
                     entry.tiles = tiles;
                 }
@@ -250,7 +275,7 @@ impl Room {
     /// comes after that message, so the list sent here is never lost. (A list broadcast at
     /// the join can reach the client before its `JoinRoomMedia`: the room learns of a join
     /// before the space delivers that message.)
-    fn signal(&mut self, member: AvatarId, signal: Signal) {
+    fn signal(&mut self, member: AvatarId, signal: Signal, queued: Queued) {
         let setup = MemberSetup {
             id: member,
             room: self.handle.clone(),
@@ -271,7 +296,7 @@ impl Room {
             return;
         };
         if let Some(connection) = &entry.connection {
-            let _ = connection.send(MemberCmd::Signal(signal));
+            let _ = connection.send(MemberCmd::Signal(signal, queued));
             return;
         }
         let Signal::Description {
@@ -282,9 +307,9 @@ impl Room {
             // Candidates before the offer cannot be used; the client sends them after.
             return;
         };
-        let connection = member::spawn(setup, sdp);
+        let connection = member::spawn(setup, sdp, queued);
         if !entry.tiles.is_empty() {
-            let _ = connection.send(MemberCmd::Tiles(entry.tiles.clone()));
+            let _ = connection.send(MemberCmd::Tiles(entry.tiles.clone(), None));
         }
         for published in streams {
             let _ = connection.send(MemberCmd::Subscribe(published));

@@ -1,0 +1,257 @@
+//! A room member abusing the SFU's signaling: re-offering many times a second is refused
+//! after its offer budget, and floods of ICE candidates or `RoomTiles` never queue more than
+//! a member's allowance; the room goes on meanwhile. The abuser is a raw [`Bot`] in the
+//! room; two [`RoomBot`]s keep talking.
+//!
+//! Run in a loopback-only network namespace, as CI does:
+//! `unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh cargo test -p quad-tests --test sfu_abuse`
+
+use quad_server::media::sfu::limits::{MAX_QUEUED, OFFER_BURST};
+use quad_shared::AvatarId;
+use quad_shared::protocol::{ClientMsg, ErrorCode, SdpKind, ServerMsg, Signal};
+use quad_tests::room_bot::{RoomBot, RoomBotOptions, client_offer, room_spot};
+use quad_tests::{Bot, PATIENCE, TestServer, campus, http_get, metric};
+use std::time::{Duration, Instant};
+
+/// Commands one member's client may have queued: 64, as the README says.
+const ALLOWANCE: u64 = 64;
+
+fn options(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
+    RoomBotOptions {
+        name: name.into(),
+        spawn,
+        mic_level: Some(20),
+        camera: false,
+        lossy: false,
+        token: None,
+    }
+}
+
+/// Two talking room bots and a raw client, all in the room at `at`, the raw one told to
+/// join the room's media.
+async fn room_with_rogue(
+    server: &TestServer,
+    at: [f32; 2],
+) -> anyhow::Result<(RoomBot, RoomBot, Bot)> {
+    let a = RoomBot::join(server.addr(), options("a", at)).await?;
+    let b = RoomBot::join(server.addr(), options("b", at)).await?;
+    b.wait_receiving(&[a.id], "mic", 10).await?;
+    let mut rogue = Bot::join(server.addr(), "rogue", Some(at)).await?;
+    rogue
+        .wait_until(PATIENCE, |r| {
+            r.room_msgs
+                .iter()
+                .any(|m| matches!(m, ServerMsg::JoinRoomMedia { .. }))
+        })
+        .await?;
+    Ok((a, b, rogue))
+}
+
+/// `b` keeps receiving `a`'s microphone: 25 packets more than now.
+async fn room_goes_on(a: &RoomBot, b: &RoomBot) -> anyhow::Result<()> {
+    let before = b.state().packets_from(a.id, "mic");
+    b.wait_for(PATIENCE, "a's audio keeps coming", |s| {
+        s.packets_from(a.id, "mic") > before + 25
+    })
+    .await?;
+    let (a_errors, b_errors) = (a.state().errors.clone(), b.state().errors.clone());
+    assert!(
+        a_errors.is_empty() && b_errors.is_empty(),
+        "the well-behaved members got errors: {a_errors:?} {b_errors:?}"
+    );
+    Ok(())
+}
+
+/// The SFU's metric `name`, as `/metrics` gives it now.
+async fn sfu_metric(server: &TestServer, name: &str) -> anyhow::Result<u64> {
+    let (status, page) = http_get(server.addr(), "/metrics").await?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}");
+    metric(&page, name)
+        .map(|v| v as u64)
+        .ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
+}
+
+/// Waits until no client command is queued in the SFU any more.
+async fn queues_drain(server: &TestServer) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PATIENCE;
+    for _ in 0..1000 {
+        if sfu_metric(server, "quad_sfu_queued_commands").await? == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the SFU's queues did not drain");
+        // A poll interval, not a wait for something to happen.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("the SFU's queues did not drain")
+}
+
+/// `RateLimited` errors from the SFU (not the session's own frame limit) among `errors`.
+fn sfu_rate_limited(rogue: &Bot, seen: usize) -> usize {
+    rogue.errors[seen..]
+        .iter()
+        .filter(|e| e.code == ErrorCode::RateLimited && !e.message.starts_with("too many frames"))
+        .count()
+}
+
+fn answers(rogue: &Bot) -> usize {
+    rogue
+        .room_msgs
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                ServerMsg::RoomSignal(Signal::Description {
+                    kind: SdpKind::Answer,
+                    ..
+                })
+            )
+        })
+        .count()
+}
+
+#[test]
+fn the_allowance_is_the_documented_one() {
+    assert_eq!(MAX_QUEUED as u64, ALLOWANCE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_offering_many_times_a_second_is_refused_after_the_budget() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let (a, b, mut rogue) = room_with_rogue(&server, room_spot(&campus(), 0)?).await?;
+    let offer = client_offer().await?;
+    let seen = rogue.errors.len();
+
+    // 30 offers at once: within the session's 120-frame burst, so all reach the SFU.
+    const OFFERS: usize = 30;
+    let started = Instant::now();
+    for _ in 0..OFFERS {
+        rogue
+            .send(&ClientMsg::RoomSignal(Signal::Description {
+                kind: SdpKind::Offer,
+                sdp: offer.clone(),
+            }))
+            .await?;
+    }
+    let sent_in = started.elapsed();
+    // Each offer is answered or refused, once.
+    rogue
+        .wait_until(PATIENCE, |r| answers(r) + r.errors.len() - seen >= OFFERS)
+        .await?;
+    let answered = answers(&rogue);
+    let rate_limited = sfu_rate_limited(&rogue, seen);
+    let other: Vec<&str> = rogue.errors[seen..]
+        .iter()
+        .filter(|e| e.code != ErrorCode::RateLimited)
+        .map(|e| e.message.as_str())
+        .collect();
+    println!(
+        "re-offer flood: {OFFERS} offers sent in {sent_in:?}: {answered} answered, \
+         {rate_limited} refused by the offer budget, {} refused otherwise {other:?}",
+        other.len()
+    );
+    let budget = OFFER_BURST as usize;
+    // Sent within a second: at most the burst (and what a second earns) got past the door.
+    assert!(
+        rate_limited >= OFFERS - budget - 1,
+        "only {rate_limited} of {OFFERS} offers were refused by the budget"
+    );
+    assert!(answered <= budget + 1, "{answered} offers were answered");
+    let refusal = rogue.errors[seen..]
+        .iter()
+        .find(|e| e.code == ErrorCode::RateLimited)
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    assert!(refusal.contains("too many room offers"), "{refusal}");
+
+    room_goes_on(&a, &b).await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// The raw client offers, then at once sends `flood` of `make(i)`: they queue behind the
+/// offer while the server builds its connection. Returns the most commands one member had
+/// queued, and how many of the flood the SFU refused for coming too fast.
+async fn flood_after_offer(
+    server: &TestServer,
+    rogue: &mut Bot,
+    flood: usize,
+    make: impl Fn(usize) -> ClientMsg,
+) -> anyhow::Result<(u64, usize)> {
+    let offer = client_offer().await?;
+    let seen = rogue.errors.len();
+    rogue
+        .send(&ClientMsg::RoomSignal(Signal::Description {
+            kind: SdpKind::Offer,
+            sdp: offer,
+        }))
+        .await?;
+    for i in 0..flood {
+        rogue.send(&make(i)).await?;
+    }
+    rogue.wait_until(PATIENCE, |r| answers(r) >= 1).await?;
+    queues_drain(server).await?;
+    rogue.drain().await?;
+    let peak = sfu_metric(server, "quad_sfu_queued_commands_peak").await?;
+    Ok((peak, sfu_rate_limited(rogue, seen)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_candidates_is_bounded_and_the_room_goes_on() -> anyhow::Result<()> {
+    // Candidates on 127.0.0.0/8 (not the server's own 127.0.0.1) pass the egress policy, so
+    // they reach the member's connection; its checks to them stay on loopback.
+    let server =
+        TestServer::start_with(|c| c.allowed_peer_ranges = vec!["127.0.0.0/8".into()]).await?;
+    let (a, b, mut rogue) = room_with_rogue(&server, room_spot(&campus(), 1)?).await?;
+    const FLOOD: usize = 110;
+    let (peak, refused) = flood_after_offer(&server, &mut rogue, FLOOD, |i| {
+        ClientMsg::RoomSignal(Signal::Candidate {
+            candidate: format!(
+                "candidate:{i} 1 udp 2122260223 127.0.0.{} {} typ host",
+                2 + i / 200,
+                20000 + i
+            ),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+        })
+    })
+    .await?;
+    println!(
+        "candidate flood: {FLOOD} sent, {refused} refused; at most {peak} commands of one \
+         member queued at once (allowance {MAX_QUEUED})"
+    );
+    assert!(peak <= ALLOWANCE, "{peak} commands queued at once");
+    // However fast the server was, one ICE session takes at most 64 of them.
+    assert!(
+        refused >= FLOOD - 64,
+        "only {refused} of {FLOOD} candidates were refused"
+    );
+    room_goes_on(&a, &b).await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_room_tiles_is_bounded_and_the_room_goes_on() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let (a, b, mut rogue) = room_with_rogue(&server, room_spot(&campus(), 2)?).await?;
+    const FLOOD: usize = 110;
+    let (a_id, b_id) = (a.id, b.id);
+    let (peak, refused) = flood_after_offer(&server, &mut rogue, FLOOD, |i| {
+        // The room's members at changing widths, and strangers.
+        let mut tiles = vec![(a_id, 100 + i as u16), (b_id, 1000 - i as u16)];
+        tiles.extend((0..30u32).map(|n| (AvatarId(1_000_000 + i as u32 * 30 + n), 320)));
+        ClientMsg::RoomTiles(tiles)
+    })
+    .await?;
+    println!(
+        "tiles flood: {FLOOD} sent, {refused} refused; at most {peak} commands of one member \
+         queued at once (allowance {MAX_QUEUED})"
+    );
+    assert!(peak <= ALLOWANCE, "{peak} commands queued at once");
+    room_goes_on(&a, &b).await?;
+    // The rogue is still a member: the others see three in the room.
+    b.wait_for(PATIENCE, "three members", |s| s.members.len() == 3)
+        .await?;
+    server.stop().await;
+    Ok(())
+}
