@@ -55,6 +55,8 @@ pub struct AppState {
     pub keys: auth::JoinKeys,
     /// Tells this run's session-only users apart from earlier runs'.
     pub run_nonce: u64,
+    /// Whether storage writes work, for `/metrics`.
+    pub store_health: Arc<store::StoreHealth>,
 }
 
 /// One connected session, as the index knows it.
@@ -171,6 +173,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
     let storage = open_storage(&config)?;
     let (keys, new_secret) = join_keys(&config, &storage)?;
+    // What the retention settings no longer keep goes before anyone can read it. A failure
+    // is logged and does not stop the server: the writer thread tries again within the hour.
+    let _ = storage.prune_blocking();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -252,6 +257,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         space_stats,
         keys: keys.clone(),
         run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),
+        store_health: storage.health(),
     });
     let routes = http::routes(state.clone());
     if let Some(listener) = metrics_listener {
@@ -313,10 +319,14 @@ const JOIN_SECRET: &str = "join-links";
 
 /// Opens the embedded store in the configured data directory.
 /// The directory is made private (0700, the database 0600): it holds the join-link secret.
+/// Its size is capped at `store_max_mb`; its writer thread prunes by the retention settings.
 pub fn open_storage(config: &Config) -> anyhow::Result<store::Storage> {
     store::private::private_dir(&config.data_dir)?;
     let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
-    store::Storage::new(Arc::new(store))
+    store
+        .limit_size(config.store_max_mb.saturating_mul(1024 * 1024))
+        .context("store_max_mb")?;
+    store::Storage::new(Arc::new(store), config.retention(), store::PRUNE_EVERY)
 }
 
 /// The keys join links are signed with: the configured secret, or the one kept in the
