@@ -1,11 +1,11 @@
 //! The chat as the client keeps it, free of any browser API: the lines received, in `id`
-//! order without duplicates ([`ChatLog`]), and the names the page gives scopes and
-//! recipients. The browser side (`web::chat`) owns the panel's DOM; this module must not
+//! order without duplicates, and which of our own the server could not save ([`ChatLog`]),
+//! and the names the page gives scopes and recipients. The browser side (`web::chat`) owns the panel's DOM; this module must not
 //! touch it.
 
 use quad_shared::AvatarId;
 use quad_shared::protocol::{ChatLine, ChatScope, ChatTo};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// The most lines kept (and shown); the oldest go first.
 pub const MAX_LINES: usize = 400;
@@ -14,9 +14,19 @@ pub const MAX_LINES: usize = 400;
 #[derive(Debug, Default)]
 pub struct ChatLog {
     lines: VecDeque<ChatLine>,
+    /// Lines the server could not save ([`quad_shared::protocol::ServerMsg::ChatNotSaved`]):
+    /// they reached people live but are in no history. At most [`MAX_LINES`], the newest.
+    unsaved: BTreeSet<u64>,
     /// Set on every change, so the panel redraws only when something changed.
     pub dirty: bool,
 }
+
+/// What the panel says of a line the server could not save.
+pub const NOT_SAVED_NOTE: &str = "not saved";
+
+/// What the page tells the sender when one of its lines could not be saved.
+pub const NOT_SAVED_NOTICE: &str = "Your message reached the people here, but the server \
+    could not save it: it will not be in the chat history.";
 
 impl ChatLog {
     /// Adds one line in `id` order; a line already held (history overlaps live lines) is
@@ -37,6 +47,20 @@ impl ChatLog {
         for line in lines {
             self.add(line);
         }
+    }
+
+    /// Notes that line `id` was not saved (it may not have arrived yet).
+    pub fn mark_unsaved(&mut self, id: u64) {
+        self.unsaved.insert(id);
+        while self.unsaved.len() > MAX_LINES {
+            self.unsaved.pop_first();
+        }
+        self.dirty = true;
+    }
+
+    /// Whether the server said line `id` was not saved.
+    pub fn is_unsaved(&self, id: u64) -> bool {
+        self.unsaved.contains(&id)
     }
 
     /// The lines held, oldest first.
@@ -136,6 +160,22 @@ mod tests {
         log.add(line(2));
         assert_eq!(log.lines().next().map(|l| l.id), Some(11));
         assert_eq!(log.len(), MAX_LINES);
+    }
+
+    #[test]
+    fn lines_not_saved_are_marked_and_the_marks_are_bounded() {
+        let mut log = ChatLog::default();
+        log.add(line(4));
+        log.dirty = false;
+        log.mark_unsaved(4);
+        assert!(log.dirty);
+        assert!(log.is_unsaved(4));
+        assert!(!log.is_unsaved(5));
+        for id in 10..10 + MAX_LINES as u64 {
+            log.mark_unsaved(id);
+        }
+        assert!(!log.is_unsaved(4), "the oldest marks go");
+        assert!(log.is_unsaved(9 + MAX_LINES as u64));
     }
 
     #[test]

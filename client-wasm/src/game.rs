@@ -161,6 +161,10 @@ impl Game {
             }
             ServerMsg::Chat(line) => self.chat.add(line),
             ServerMsg::ChatHistory { lines } => self.chat.merge(lines),
+            ServerMsg::ChatNotSaved { id } => {
+                self.chat.mark_unsaved(id);
+                self.notice = Some(crate::chat::NOT_SAVED_NOTICE.to_owned());
+            }
             ServerMsg::Class(class) => {
                 if class.as_ref().map(|c| c.room) != self.class.as_ref().map(|c| c.room) {
                     self.attention.clear();
@@ -593,6 +597,14 @@ mod tests {
             0.0,
         );
         assert_eq!(g.notice.as_deref(), Some("removed"));
+    }
+
+    #[test]
+    fn a_line_not_saved_is_marked_and_told() {
+        let mut g = game();
+        g.on_message(ServerMsg::ChatNotSaved { id: 9 }, 0.0);
+        assert!(g.chat.is_unsaved(9));
+        assert_eq!(g.notice.as_deref(), Some(crate::chat::NOT_SAVED_NOTICE));
     }
 
     #[test]

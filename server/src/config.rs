@@ -133,6 +133,21 @@ pub struct Config {
     /// New sessions one address may open per minute, in bursts of half a minute's worth;
     /// 0 for no limit.
     pub session_joins_per_ip_per_minute: u32,
+
+    // --- Storage: how long chat and the audit log are kept, how large the store may grow
+    // (see docs/security.md, "Storage"). ---
+    /// Days chat lines are kept; older ones are deleted at start-up and every hour. 0 keeps
+    /// them forever.
+    pub chat_retention_days: u32,
+    /// Most chat lines kept (the newest); 0 for no limit. Checked at start-up, every hour,
+    /// and whenever a tenth of it was added since the last check.
+    pub chat_max_lines: u64,
+    /// Days teacher-action audit records are kept; 0 keeps them forever. Separate from chat:
+    /// the audit log is a record of what teachers did, kept longer.
+    pub audit_retention_days: u32,
+    /// Most megabytes the database may grow to; past it, writes fail as on a full disk (the
+    /// senders of chat lines are told, the log says so once). 0: no limit but the disk's.
+    pub store_max_mb: u64,
 }
 
 impl Default for Config {
@@ -191,9 +206,20 @@ impl Default for Config {
             idle_timeout_secs: 120,
             max_sessions_per_ip: 60,
             session_joins_per_ip_per_minute: 120,
+
+            // --- Storage. ---
+            chat_retention_days: 90,
+            chat_max_lines: 500_000,
+            audit_retention_days: 365,
+            store_max_mb: 4096,
         }
     }
 }
+
+/// The longest `chat_retention_days` and `audit_retention_days`.
+const MAX_RETENTION_DAYS: u32 = 36_500;
+/// The largest `store_max_mb` (SQLite's page count limit at 4 KB pages).
+const MAX_STORE_MB: u64 = 16_000_000;
 
 /// A configuration that cannot be used.
 #[derive(Debug, Error)]
@@ -464,7 +490,44 @@ impl Config {
                 "must be at most 60000 (0 for no limit)",
             );
         }
+
+        // --- Storage. ---
+        if self.chat_retention_days > MAX_RETENTION_DAYS {
+            return invalid(
+                "chat_retention_days",
+                "must be at most 36500 (100 years; 0 keeps chat forever)",
+            );
+        }
+        if self.chat_max_lines != 0
+            && self.chat_max_lines < quad_shared::protocol::CHAT_HISTORY as u64
+        {
+            return invalid(
+                "chat_max_lines",
+                "must be 0 (no limit) or at least 100, a history's worth",
+            );
+        }
+        if self.audit_retention_days > MAX_RETENTION_DAYS {
+            return invalid(
+                "audit_retention_days",
+                "must be at most 36500 (100 years; 0 keeps the audit log forever)",
+            );
+        }
+        if self.store_max_mb > MAX_STORE_MB {
+            return invalid(
+                "store_max_mb",
+                "must be at most 16000000 (16 TB; 0 for no limit but the disk's)",
+            );
+        }
         Ok(())
+    }
+
+    /// How long chat and the audit log are kept.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            chat_days: self.chat_retention_days,
+            chat_max_lines: self.chat_max_lines,
+            audit_days: self.audit_retention_days,
+        }
     }
 }
 
@@ -644,6 +707,52 @@ mod tests {
         let cfg: Config =
             toml::from_str("max_sessions_per_ip = 0\nsession_joins_per_ip_per_minute = 0").unwrap();
         assert!(cfg.validate().is_ok(), "0 turns the per-address limits off");
+    }
+
+    #[test]
+    fn storage_settings_are_checked_by_name() {
+        let refused = |cfg: Config, setting: &str| {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(setting), "{err}");
+        };
+        refused(
+            Config {
+                chat_retention_days: 40_000,
+                ..Config::default()
+            },
+            "chat_retention_days",
+        );
+        refused(
+            Config {
+                chat_max_lines: 99,
+                ..Config::default()
+            },
+            "chat_max_lines",
+        );
+        refused(
+            Config {
+                audit_retention_days: 40_000,
+                ..Config::default()
+            },
+            "audit_retention_days",
+        );
+        refused(
+            Config {
+                store_max_mb: 20_000_000,
+                ..Config::default()
+            },
+            "store_max_mb",
+        );
+        let cfg: Config = toml::from_str(
+            r#"
+            chat_retention_days = 0
+            chat_max_lines = 0
+            audit_retention_days = 0
+            store_max_mb = 0
+            "#,
+        )
+        .unwrap();
+        assert!(cfg.validate().is_ok(), "0 means no limit everywhere");
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct AppState {
     pub run_nonce: u64,
     /// Sessions per address: how many each holds and how fast it opens them.
     pub ip_quotas: session::ip_quota::IpQuotas,
+    /// Whether storage writes work, for `/metrics`.
+    pub store_health: Arc<store::StoreHealth>,
 }
 
 /// Display names guests may not take: those of the join-link holders who joined since the
@@ -207,6 +209,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
     let storage = open_storage(&config)?;
     let (keys, new_secret) = join_keys(&config, &storage)?;
+    // What the retention settings no longer keep goes before anyone can read it. A failure
+    // is logged and does not stop the server: the writer thread tries again within the hour.
+    let _ = storage.prune_blocking();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -294,6 +299,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         keys: keys.clone(),
         run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),
         ip_quotas,
+        store_health: storage.health(),
     });
     let routes = http::routes(state.clone());
     if let Some(listener) = metrics_listener {
@@ -355,10 +361,14 @@ const JOIN_SECRET: &str = "join-links";
 
 /// Opens the embedded store in the configured data directory.
 /// The directory is made private (0700, the database 0600): it holds the join-link secret.
+/// Its size is capped at `store_max_mb`; its writer thread prunes by the retention settings.
 pub fn open_storage(config: &Config) -> anyhow::Result<store::Storage> {
     store::private::private_dir(&config.data_dir)?;
     let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
-    store::Storage::new(Arc::new(store))
+    store
+        .limit_size(config.store_max_mb.saturating_mul(1024 * 1024))
+        .context("store_max_mb")?;
+    store::Storage::new(Arc::new(store), config.retention(), store::PRUNE_EVERY)
 }
 
 /// The keys join links are signed with: the configured secret, or the one kept in the

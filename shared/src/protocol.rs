@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -374,6 +374,10 @@ pub enum ServerMsg {
     /// being good for new relays (they are short-lived). Replaces `Welcome.ice_servers`
     /// for every connection from now on, and for ICE restarts of the open ones.
     IceServers { servers: Vec<IceServer> },
+    /// To the sender only: its chat line `id` reached the people it was for (live), but the
+    /// server could not store it (the disk is full, or the store's size limit is reached),
+    /// so it will not be in anyone's history. Sent after the line itself.
+    ChatNotSaved { id: u64 },
 }
 
 /// One chat message.

@@ -186,6 +186,8 @@ pub struct Bot {
     pub closed: Option<(u16, String)>,
     /// Every `IceServers` renewal received, in order.
     pub ice_renewals: Vec<Vec<IceServer>>,
+    /// The ids of `ChatNotSaved`, in order.
+    pub not_saved: Vec<u64>,
     seq: u32,
 }
 
@@ -231,6 +233,7 @@ impl Bot {
             attention: Vec::new(),
             closed: None,
             ice_renewals: Vec::new(),
+            not_saved: Vec::new(),
             seq: 0,
         })
     }
@@ -389,6 +392,7 @@ impl Bot {
                 student, watching, ..
             } => self.attention.push((student, watching)),
             ServerMsg::IceServers { servers } => self.ice_renewals.push(servers),
+            ServerMsg::ChatNotSaved { id } => self.not_saved.push(id),
             _ => {}
         }
     }

@@ -1,11 +1,14 @@
-//! The chat panel (`#chat`): the lines held (`#chat-log`, one `li.chat-line` per line) and
+//! The chat panel (`#chat`): the lines held (`#chat-log`, one `li.chat-line` per line; our
+//! own lines the server could not save get the class `unsaved` and a `.chat-note`) and
 //! the form that sends one (`#chat-form`: who to in `#chat-to`, the text in `#chat-input`).
 //! Which lines there are is `Game`'s ([`crate::chat::ChatLog`]); this module shows them and
 //! sends what is typed. Names and text from the network go in as text (`textContent`),
 //! never as markup.
 
 use super::{App, AppRef, dom, send};
-use crate::chat::{ChatLog, parse_recipient, recipient_value, scope_name};
+use crate::chat::{
+    ChatLog, NOT_SAVED_NOTE, NOT_SAVED_NOTICE, parse_recipient, recipient_value, scope_name,
+};
 use crate::game::Game;
 use quad_shared::protocol::{ChatLine, ChatScope, ChatTo, ClientMsg, normalize_chat};
 use std::collections::{HashMap, HashSet};
@@ -85,6 +88,9 @@ impl ChatView {
                     li
                 }
             };
+            if chat.is_unsaved(line.id) && !li.class_list().contains("unsaved") {
+                mark_unsaved(&document, &li)?;
+            }
             let next = match &previous {
                 Some(p) => p.next_element_sibling(),
                 None => log.first_element_child(),
@@ -128,6 +134,17 @@ fn new_line(document: &Document, line: &ChatLine) -> Result<Element, JsValue> {
     }
     span("chat-text", &line.text)?;
     Ok(li)
+}
+
+/// Marks a line the server could not save: class `unsaved` and a `.chat-note`.
+fn mark_unsaved(document: &Document, li: &Element) -> Result<(), JsValue> {
+    li.class_list().add_1("unsaved")?;
+    let note = document.create_element("span")?;
+    note.set_class_name("chat-note");
+    note.set_text_content(Some(NOT_SAVED_NOTE));
+    note.set_attribute("title", NOT_SAVED_NOTICE)?;
+    li.append_child(&note)?;
+    Ok(())
 }
 
 /// The form sends what is typed (Enter or the button) and clears it; Escape goes back to

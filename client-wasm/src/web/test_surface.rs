@@ -14,9 +14,10 @@
 //! (always `false` for ourselves: the SFU does not send us our own media);
 //! `quad.roomPc()` returns the SFU `RTCPeerConnection`, or `null`.
 //! `self.role` is `"teacher"`, `"student"` or `"guest"`. `chat` is the lines held, oldest
-//! first: `[{id, scope, from, to, text}]` (`scope` as the page's `data-scope`: `nearby`,
-//! `room`, `space` or `direct`; `from` the sender's name; `to` the recipient's name of a
-//! direct message, else `null`). `class` is `null` outside a class, else `{room, locked,
+//! first: `[{id, scope, from, to, text, saved}]` (`scope` as the page's `data-scope`:
+//! `nearby`, `room`, `space` or `direct`; `from` the sender's name; `to` the recipient's
+//! name of a direct message, else `null`; `saved`: `false` once the server said it could
+//! not save this line of ours). `class` is `null` outside a class, else `{room, locked,
 //! focus, spotlight, hands, teachers, away, me: {mic, camera, screen}}` (`spotlight` an id
 //! or `null`; `hands` in the order raised; `me`: `true` for each of our devices the teacher
 //! turned off).
@@ -47,6 +48,8 @@ struct ChatLineView {
     from: String,
     to: Option<String>,
     text: String,
+    /// False once the server said it could not save this line.
+    saved: bool,
 }
 
 #[derive(Serialize)]
@@ -223,6 +226,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
                 from: l.from_name.clone(),
                 to: l.to_name.clone(),
                 text: l.text.clone(),
+                saved: !g.chat.is_unsaved(l.id),
             })
             .collect();
         let ids = |ids: &[quad_shared::AvatarId]| ids.iter().map(|id| id.0).collect();

@@ -1,5 +1,5 @@
 //! `/metrics`: the server's counters in the Prometheus text format (version 0.0.4), read
-//! from the atomics the space and the SFU keep; nothing here locks game state. Also who may
+//! from the atomics the space, the SFU and the store's writer keep; nothing here locks game state. Also who may
 //! read them ([`answer`]): with `metrics_token`, whoever presents it; with
 //! `metrics_listen`, only that listener serves them; with neither, the main listener
 //! serves them to loopback clients that came through no proxy.
@@ -115,8 +115,29 @@ pub fn render(state: &AppState) -> String {
             state.sessions.len() as u64,
         ),
     ];
+    let store = &state.store_health;
+    let storage: [(&str, &str, &str, u64); 3] = [
+        (
+            "quad_store_healthy",
+            "gauge",
+            "1 while storage writes work, 0 after one failed (disk full, store_max_mb reached) until one works again.",
+            u64::from(store.healthy.load(Ordering::Relaxed)),
+        ),
+        (
+            "quad_store_write_failures_total",
+            "counter",
+            "Chat lines and audit records that could not be stored.",
+            load(&store.write_failures),
+        ),
+        (
+            "quad_store_outages_total",
+            "counter",
+            "Times storage writes started failing (each logged once).",
+            load(&store.outages),
+        ),
+    ];
     let mut out = String::new();
-    for (name, kind, help, value) in rows {
+    for (name, kind, help, value) in rows.into_iter().chain(storage) {
         // Writing to a String cannot fail.
         let _ = write!(
             out,

@@ -40,6 +40,24 @@ pub struct SessionOutbox {
     shared: Arc<Shared>,
 }
 
+/// A handle that does not keep the session's outbox open (for a late message, such as a
+/// chat line's storage failing, that is not worth keeping a closed session around for).
+#[derive(Clone, Debug)]
+pub struct WeakSessionOutbox {
+    tx: mpsc::WeakUnboundedSender<Bytes>,
+    shared: std::sync::Weak<Shared>,
+}
+
+impl WeakSessionOutbox {
+    /// The outbox, if its session still has it open.
+    pub fn upgrade(&self) -> Option<SessionOutbox> {
+        Some(SessionOutbox {
+            tx: self.tx.upgrade()?,
+            shared: self.shared.upgrade()?,
+        })
+    }
+}
+
 /// The receiving side, owned by the session task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
@@ -65,6 +83,14 @@ pub fn channel(budget: usize) -> (SessionOutbox, OutboxReceiver) {
 }
 
 impl SessionOutbox {
+    /// A handle that does not keep this outbox open.
+    pub fn downgrade(&self) -> WeakSessionOutbox {
+        WeakSessionOutbox {
+            tx: self.tx.downgrade(),
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// Queues `frame`, unless that would take the queue over its budget (then the outbox is
     /// marked overflowed and the session closes) or the session has ended.
     pub fn push(&self, frame: Bytes) -> Result<(), Refused> {

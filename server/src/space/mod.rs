@@ -181,12 +181,13 @@ async fn run(
         classes(&mut world, &sessions, &sfu, &storage);
         move_rooms(&mut world, &sessions, &sfu);
         deliver(&mut world, &mut sessions);
+        journal(&mut world, &sessions, &storage);
     }
     sfu.close_all();
 }
 
-/// Hands class changes on: the devices the SFU must drop, the room chat history of people
-/// who walked into a class, and what is to be stored.
+/// Hands class changes on: the devices the SFU must drop, and the room chat history of
+/// people who walked into a class.
 fn classes(
     world: &mut SpaceWorld,
     sessions: &FxHashMap<AvatarId, SessionOutbox>,
@@ -202,13 +203,46 @@ fn classes(
             send_history(storage, vec![History::Room(room)], outbox.clone());
         }
     }
+}
+
+/// Hands what is to be stored to the store. Called after [`deliver`], so a chat line is in
+/// its sender's outbox before the sender can be told it was not saved
+/// ([`ServerMsg::ChatNotSaved`], sent by the store's writer if the write fails).
+fn journal(
+    world: &mut SpaceWorld,
+    sessions: &FxHashMap<AvatarId, SessionOutbox>,
+    storage: &Storage,
+) {
     let (chat, audit) = world.take_journal();
     for record in chat {
-        storage.save_chat(record);
+        let on_lost = record
+            .line
+            .from
+            .and_then(|from| sessions.get(&from))
+            .map(|outbox| tell_not_saved(outbox, record.line.id));
+        storage.save_chat(record, on_lost);
     }
     for record in audit {
         storage.save_audit(record);
     }
+}
+
+/// Tells the sender of line `id` that it was not saved. Holds its outbox weakly: a queued
+/// write does not keep a closed session's outbox open; a session gone or too far behind to
+/// take one more frame is not told.
+fn tell_not_saved(outbox: &SessionOutbox, id: u64) -> crate::store::OnLost {
+    let outbox = outbox.downgrade();
+    Box::new(move || {
+        let Some(outbox) = outbox.upgrade() else {
+            return;
+        };
+        match quad_shared::codec::encode(&ServerMsg::ChatNotSaved { id }) {
+            Ok(frame) => {
+                let _ = outbox.push(Bytes::from(frame));
+            }
+            Err(e) => tracing::error!("cannot encode ChatNotSaved: {e}"),
+        }
+    })
 }
 
 /// Lines of history per frame (a line is at most about 2 kB).

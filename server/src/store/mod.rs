@@ -1,17 +1,24 @@
 //! Storage: what outlives a server run. Chat (with who received the nearby and direct
-//! messages, for their history), the teacher-action audit log, and generated secrets.
+//! messages, for their history), the teacher-action audit log, and generated secrets; how
+//! long chat and the audit log are kept ([`Retention`]); and whether writes are working
+//! ([`StoreHealth`]).
 //!
 //! [`Store`] is the small, synchronous trait the rest of the server uses, so another
 //! database can come later; [`sqlite::SqliteStore`] is the embedded default, a file in the
 //! data directory with migrations from `server/migrations/`. Callers on async tasks use
-//! [`Storage`], which runs each call on tokio's blocking pool and logs failures: a store
-//! that fails loses that record, never the session.
+//! [`Storage`], whose one writer thread does every write and the periodic pruning. A store
+//! that fails loses that record, never the session: the sender of a chat line that could
+//! not be kept is told (through the callback given with it), and the log says so once when
+//! writes start failing and once when they work again.
 
 pub mod private;
 pub mod sqlite;
 
 use quad_shared::protocol::ChatLine;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 /// A chat message as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,23 +73,124 @@ pub trait Store: Send + Sync + 'static {
     fn append_audit(&self, record: &AuditRecord) -> anyhow::Result<()>;
     /// The last `limit` audit records, oldest first.
     fn audit_log(&self, limit: usize) -> anyhow::Result<Vec<AuditRecord>>;
+    /// Deletes the chat lines and audit records `rules` no longer keep, as of `now_ms`.
+    fn prune(&self, rules: &Retention, now_ms: u64) -> anyhow::Result<Pruned>;
+}
+
+/// How long chat and the audit log are kept (`chat_retention_days`, `chat_max_lines`,
+/// `audit_retention_days`); 0 means no limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Chat lines older than this many days are deleted.
+    pub chat_days: u32,
+    /// Only the newest this many chat lines are kept.
+    pub chat_max_lines: u64,
+    /// Audit records older than this many days are deleted.
+    pub audit_days: u32,
+}
+
+impl Retention {
+    /// The time before which chat lines go, if they go by age.
+    pub fn chat_cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        cutoff(self.chat_days, now_ms)
+    }
+
+    /// The time before which audit records go, if they go by age.
+    pub fn audit_cutoff_ms(&self, now_ms: u64) -> Option<u64> {
+        cutoff(self.audit_days, now_ms)
+    }
+}
+
+fn cutoff(days: u32, now_ms: u64) -> Option<u64> {
+    (days > 0).then(|| now_ms.saturating_sub(u64::from(days) * 24 * 3600 * 1000))
+}
+
+/// What a prune deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub chat: u64,
+    pub audit: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether writes work, for `/metrics` and the log. Written by the writer thread only.
+#[derive(Debug)]
+pub struct StoreHealth {
+    /// Writes (chat lines, audit records) that failed, ever.
+    pub write_failures: AtomicU64,
+    /// Times writes started failing after working (each logged once).
+    pub outages: AtomicU64,
+    /// The last write worked (true until one fails).
+    pub healthy: AtomicBool,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        StoreHealth {
+            write_failures: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+        }
+    }
+}
+
+impl StoreHealth {
+    /// Counts a failed write; the first of an outage is logged (with why), the rest not.
+    fn failed(&self, what: &str, e: &anyhow::Error) {
+        self.write_failures.fetch_add(1, Ordering::Relaxed);
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            self.outages.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "storage writes are failing ({what}: {e:#}): chat lines and audit records are \
+                 not being saved until they work again (senders of chat lines are told; \
+                 quad_store_write_failures_total counts what was lost)"
+            );
+        }
+    }
+
+    /// Notes a write that worked; the first after an outage is logged.
+    fn worked(&self) {
+        if !self.healthy.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                failures = self.write_failures.load(Ordering::Relaxed),
+                "storage writes work again"
+            );
+        }
+    }
 }
 
 /// A store for async code. Writes go, in order, to one writer thread (so a slow disk never
 /// holds up the space); [`Storage::flush`] waits until every earlier write is done, which
 /// the server does when it stops, so nothing sent before a shutdown is lost. Reads run on
-/// tokio's blocking pool.
+/// tokio's blocking pool. The writer thread also prunes what [`Retention`] no longer keeps:
+/// every [`PRUNE_EVERY`], and sooner once a tenth of `chat_max_lines` was added since the
+/// last prune (so a flood of chat cannot outgrow the limit by more than that).
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn Store>,
     writes: std::sync::mpsc::Sender<Write>,
+    retention: Retention,
+    health: Arc<StoreHealth>,
 }
 
+/// Called when a chat line could not be stored.
+pub type OnLost = Box<dyn FnOnce() + Send>;
+
 enum Write {
-    Chat(ChatRecord),
+    Chat(ChatRecord, Option<OnLost>),
     Audit(AuditRecord),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
+
+/// How often the writer thread prunes old chat and audit records.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,38 +199,40 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
-    /// Wraps `store` and starts its writer thread (it ends when the last clone is dropped).
-    pub fn new(store: Arc<dyn Store>) -> anyhow::Result<Storage> {
+    /// Wraps `store` and starts its writer thread (it ends when the last clone is dropped),
+    /// which prunes by `retention` every `prune_every` ([`PRUNE_EVERY`] but in tests).
+    pub fn new(
+        store: Arc<dyn Store>,
+        retention: Retention,
+        prune_every: Duration,
+    ) -> anyhow::Result<Storage> {
         let (writes, rx) = std::sync::mpsc::channel::<Write>();
-        let writer = store.clone();
+        let health = Arc::new(StoreHealth::default());
+        let writer = Writer {
+            store: store.clone(),
+            health: health.clone(),
+            retention,
+            added: 0,
+        };
         std::thread::Builder::new()
             .name("quad-store-writer".into())
-            .spawn(move || {
-                for write in rx {
-                    match write {
-                        Write::Chat(record) => {
-                            if let Err(e) = writer.append_chat(&record) {
-                                tracing::error!(
-                                    id = record.line.id,
-                                    "could not save a chat message: {e:#}"
-                                );
-                            }
-                        }
-                        Write::Audit(record) => {
-                            if let Err(e) = writer.append_audit(&record) {
-                                tracing::error!(
-                                    action = record.action,
-                                    "could not save an audit record: {e:#}"
-                                );
-                            }
-                        }
-                        Write::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            })?;
-        Ok(Storage { store, writes })
+            .spawn(move || writer.run(rx, prune_every))?;
+        Ok(Storage {
+            store,
+            writes,
+            retention,
+            health,
+        })
+    }
+
+    /// Whether writes work, for `/metrics`.
+    pub fn health(&self) -> Arc<StoreHealth> {
+        self.health.clone()
+    }
+
+    /// Prunes now, on the caller's thread (at start-up, before serving); logs what went.
+    pub fn prune_blocking(&self) -> anyhow::Result<Pruned> {
+        prune_logged(&*self.store, &self.retention)
     }
 
     /// The store itself, for blocking callers (startup, the CLI).
@@ -130,9 +240,10 @@ impl Storage {
         &*self.store
     }
 
-    /// Saves a chat message in the background; a failure is logged.
-    pub fn save_chat(&self, record: ChatRecord) {
-        self.write(Write::Chat(record));
+    /// Saves a chat message in the background; if it cannot be stored, `on_lost` is called
+    /// (on the writer thread: it must not block) and the failure counted.
+    pub fn save_chat(&self, record: ChatRecord, on_lost: Option<OnLost>) {
+        self.write(Write::Chat(record, on_lost));
     }
 
     /// Saves an audit record in the background; a failure is logged.
@@ -173,5 +284,205 @@ impl Storage {
             tracing::error!("chat history reader failed: {e}");
             Vec::new()
         })
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    store: Arc<dyn Store>,
+    health: Arc<StoreHealth>,
+    retention: Retention,
+    /// Chat lines added since the last prune.
+    added: u64,
+}
+
+impl Writer {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Write>, prune_every: Duration) {
+        let mut next_prune = Instant::now() + prune_every;
+        loop {
+            let wait = next_prune.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(write) => self.write(write),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let flood = self.retention.chat_max_lines > 0
+                && self.added >= (self.retention.chat_max_lines / 10).max(1);
+            if flood || Instant::now() >= next_prune {
+                // A failure is logged; the next prune tries again.
+                let _ = prune_logged(&*self.store, &self.retention);
+                self.added = 0;
+                next_prune = Instant::now() + prune_every;
+            }
+        }
+    }
+
+    fn write(&mut self, write: Write) {
+        match write {
+            Write::Chat(record, on_lost) => match self.store.append_chat(&record) {
+                Ok(()) => {
+                    self.added += 1;
+                    self.health.worked();
+                }
+                Err(e) => {
+                    self.health
+                        .failed(&format!("chat line {}", record.line.id), &e);
+                    if let Some(tell) = on_lost {
+                        tell();
+                    }
+                }
+            },
+            Write::Audit(record) => match self.store.append_audit(&record) {
+                Ok(()) => self.health.worked(),
+                Err(e) => self
+                    .health
+                    .failed(&format!("audit record {}", record.action), &e),
+            },
+            Write::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Prunes by `rules` as of now; logs what was deleted, or why it could not be.
+fn prune_logged(store: &dyn Store, rules: &Retention) -> anyhow::Result<Pruned> {
+    match store.prune(rules, now_ms()) {
+        Ok(pruned) => {
+            if pruned != Pruned::default() {
+                tracing::info!(
+                    chat_lines = pruned.chat,
+                    audit_records = pruned.audit,
+                    "deleted what the retention settings no longer keep"
+                );
+            }
+            Ok(pruned)
+        }
+        Err(e) => {
+            tracing::error!("could not delete old chat and audit records: {e:#}");
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quad_shared::protocol::{ChatScope, Role};
+
+    fn record(id: u64, at_ms: u64) -> ChatRecord {
+        ChatRecord {
+            line: ChatLine {
+                id,
+                at_ms,
+                scope: ChatScope::Space,
+                from: None,
+                from_name: "Ada".into(),
+                from_role: Role::Student,
+                to_name: None,
+                text: "hi".into(),
+            },
+            from_user: "u:ada".into(),
+            recipients: Vec::new(),
+        }
+    }
+
+    fn temp_store(name: &str) -> (std::path::PathBuf, Arc<sqlite::SqliteStore>) {
+        let dir = std::env::temp_dir().join(format!(
+            "quad-storage-{name}-{}-{}",
+            std::process::id(),
+            crate::auth::random_hex(4)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = sqlite::SqliteStore::open(&dir).expect("opens");
+        (dir, Arc::new(store))
+    }
+
+    /// Waits (at most 10 s) until `cond` holds.
+    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn the_writer_prunes_periodically() {
+        let (dir, store) = temp_store("periodic");
+        let day = 24 * 3600 * 1000;
+        store
+            .append_chat(&record(1, now_ms() - 10 * day))
+            .expect("saved");
+        store.append_chat(&record(2, now_ms())).expect("saved");
+        let retention = Retention {
+            chat_days: 5,
+            ..Retention::default()
+        };
+        let _storage =
+            Storage::new(store.clone(), retention, Duration::from_millis(20)).expect("starts");
+        wait_for("the old line goes", || {
+            store
+                .chat_history(&History::Space, 10)
+                .is_ok_and(|h| h.iter().map(|l| l.id).eq([2]))
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_flood_of_chat_is_pruned_before_the_hour_is_up() {
+        let (dir, store) = temp_store("flood");
+        let retention = Retention {
+            chat_max_lines: 100,
+            ..Retention::default()
+        };
+        let storage = Storage::new(store.clone(), retention, PRUNE_EVERY).expect("starts");
+        for id in 1..=200 {
+            storage.save_chat(record(id, now_ms()), None);
+        }
+        wait_for("at most 100 lines and a tenth more", || {
+            store
+                .chat_history(&History::Space, 1000)
+                .is_ok_and(|h| h.len() <= 110 && h.last().is_some_and(|l| l.id == 200))
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lost_line_is_reported_and_the_outage_counted_once() {
+        let (dir, store) = temp_store("lost");
+        store.limit_size(1).expect("limits");
+        let storage =
+            Storage::new(store.clone(), Retention::default(), PRUNE_EVERY).expect("starts");
+        let health = storage.health();
+        let (lost_tx, lost_rx) = std::sync::mpsc::channel();
+        let big = "z".repeat(100_000);
+        for id in 1..=3 {
+            let tx = lost_tx.clone();
+            let mut r = record(id, now_ms());
+            r.line.text = big.clone();
+            storage.save_chat(
+                r,
+                Some(Box::new(move || {
+                    let _ = tx.send(id);
+                })),
+            );
+        }
+        let lost: Vec<u64> = (0..3)
+            .map(|_| {
+                lost_rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("reported")
+            })
+            .collect();
+        assert_eq!(lost, vec![1, 2, 3]);
+        assert_eq!(health.write_failures.load(Ordering::Relaxed), 3);
+        assert_eq!(health.outages.load(Ordering::Relaxed), 1);
+        assert!(!health.healthy.load(Ordering::Relaxed));
+        // A line that fits again is stored, and the store is healthy.
+        storage.save_chat(record(4, now_ms()), None);
+        wait_for("healthy again", || health.healthy.load(Ordering::Relaxed));
+        assert_eq!(health.outages.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

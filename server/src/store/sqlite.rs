@@ -1,9 +1,12 @@
 //! The embedded store: one SQLite file (`quad.sqlite3` in the data directory), in WAL mode
 //! so `quad-server token` can read secrets while the server runs. The schema comes from the
 //! SQL files in `server/migrations/`, applied in order and tracked by `user_version`. The
-//! files are private to the server's user ([`super::private`]).
+//! files are private to the server's user ([`super::private`]). A size cap
+//! ([`SqliteStore::limit_size`], `store_max_mb`) makes writes past it fail as on a full disk;
+//! pruning deletes in batches and leaves the freed pages for new rows (the file does not
+//! shrink, and does not grow while pruning keeps up).
 
-use super::{AuditRecord, ChatRecord, History, Store};
+use super::{AuditRecord, ChatRecord, History, Pruned, Retention, Store};
 use anyhow::Context;
 use quad_shared::protocol::{ChatLine, ChatScope, Role};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -14,7 +17,15 @@ use std::sync::Mutex;
 /// The database file's name in the data directory.
 pub const FILE_NAME: &str = "quad.sqlite3";
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/001_init.sql"),
+    include_str!("../../migrations/002_retention.sql"),
+];
+
+/// Rows deleted per statement when pruning, so readers wait at most that long.
+const PRUNE_BATCH: i64 = 5_000;
+/// Batches one prune deletes at most per table (bounded work; the next prune goes on).
+const PRUNE_MAX_BATCHES: usize = 1_000;
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -48,6 +59,46 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Caps the database at `max_bytes` (SQLite's `max_page_count`; 0: no cap but the
+    /// disk's). Past it, writes fail with "database or disk is full", exactly as on a full
+    /// disk. A database already larger keeps its size as the cap. Returns the cap in bytes.
+    pub fn limit_size(&self, max_bytes: u64) -> anyhow::Result<u64> {
+        if max_bytes == 0 {
+            return Ok(0);
+        }
+        let conn = self.conn();
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let page_size = page_size.max(512) as u64;
+        let pages = (max_bytes / page_size).max(1);
+        let set: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+            r.get(0)
+        })?;
+        let cap = set.max(0) as u64 * page_size;
+        if cap > max_bytes {
+            tracing::warn!(
+                "the database is already {} MB, more than its size limit: it may not grow",
+                cap / (1024 * 1024)
+            );
+        }
+        Ok(cap)
+    }
+
+    /// Deletes the rows `select` (a `SELECT id ... LIMIT ?2` with the cutoff as `?1`)
+    /// names from `table`, in batches; the number deleted.
+    fn delete_batched(&self, table: &str, select: &str, bound: i64) -> anyhow::Result<u64> {
+        let sql = format!("DELETE FROM {table} WHERE id IN ({select})");
+        let mut deleted = 0;
+        for _ in 0..PRUNE_MAX_BATCHES {
+            // The lock is taken per batch, so reads get in between.
+            let n = self.conn().execute(&sql, params![bound, PRUNE_BATCH])?;
+            deleted += n as u64;
+            if (n as i64) < PRUNE_BATCH {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -225,6 +276,44 @@ impl Store for SqliteStore {
         records.reverse();
         Ok(records)
     }
+
+    fn prune(&self, rules: &Retention, now_ms: u64) -> anyhow::Result<Pruned> {
+        let mut pruned = Pruned::default();
+        if let Some(cutoff) = rules.chat_cutoff_ms(now_ms) {
+            // Recipients go with their line (ON DELETE CASCADE).
+            pruned.chat += self.delete_batched(
+                "chat",
+                "SELECT id FROM chat WHERE at_ms < ?1 LIMIT ?2",
+                cutoff as i64,
+            )?;
+        }
+        if rules.chat_max_lines > 0 {
+            // The id of the oldest line kept: everything before it goes.
+            let first_kept: Option<i64> = self
+                .conn()
+                .query_row(
+                    "SELECT id FROM chat ORDER BY id DESC LIMIT 1 OFFSET ?1",
+                    params![(rules.chat_max_lines - 1).min(i64::MAX as u64) as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(first_kept) = first_kept {
+                pruned.chat += self.delete_batched(
+                    "chat",
+                    "SELECT id FROM chat WHERE id < ?1 ORDER BY id LIMIT ?2",
+                    first_kept,
+                )?;
+            }
+        }
+        if let Some(cutoff) = rules.audit_cutoff_ms(now_ms) {
+            pruned.audit += self.delete_batched(
+                "audit",
+                "SELECT id FROM audit WHERE at_ms < ?1 LIMIT ?2",
+                cutoff as i64,
+            )?;
+        }
+        Ok(pruned)
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +436,101 @@ mod tests {
         assert_eq!(
             log.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
             vec!["lock", "allow"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pruning_deletes_old_and_surplus_chat_with_its_recipients_and_old_audit() {
+        let dir = temp_dir("prune");
+        let store = SqliteStore::open(&dir).expect("opens");
+        let day = 24 * 3600 * 1000;
+        let now = 1_700_000_000_000 + 400 * day;
+        let at = |id: u64, at_ms: u64, scope: ChatScope| ChatRecord {
+            line: ChatLine {
+                at_ms,
+                ..line(id, scope, "x")
+            },
+            from_user: "u:ada".into(),
+            recipients: vec!["u:ada".into(), "u:bo".into()],
+        };
+        // 1..=3 are 100 days old; 4..=10 a day old.
+        for id in 1..=10 {
+            let age = if id <= 3 { 100 } else { 1 };
+            store
+                .append_chat(&at(id, now - age * day, ChatScope::Nearby))
+                .expect("saved");
+        }
+        for (action, age) in [("old", 400), ("recent", 10)] {
+            store
+                .append_audit(&AuditRecord {
+                    at_ms: now - age * day,
+                    room: "Room 1".into(),
+                    actor_user: "u:ada".into(),
+                    actor_name: "Ada".into(),
+                    action: action.into(),
+                    target_name: None,
+                    detail: String::new(),
+                })
+                .expect("saved");
+        }
+        let keep_all = store.prune(&Retention::default(), now).expect("prunes");
+        assert_eq!(keep_all, Pruned::default(), "0 keeps everything");
+        let rules = Retention {
+            chat_days: 90,
+            chat_max_lines: 5,
+            audit_days: 365,
+        };
+        let pruned = store.prune(&rules, now).expect("prunes");
+        assert_eq!(pruned, Pruned { chat: 5, audit: 1 });
+        let bo = store
+            .chat_history(&History::Nearby("u:bo".into()), 100)
+            .expect("reads");
+        assert_eq!(
+            bo.iter().map(|l| l.id).collect::<Vec<_>>(),
+            vec![6, 7, 8, 9, 10]
+        );
+        let orphans: i64 = store
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM chat_recipient WHERE chat_id NOT IN (SELECT id FROM chat)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("counts");
+        assert_eq!(orphans, 0, "recipients go with their lines");
+        let audit = store.audit_log(10).expect("reads");
+        assert_eq!(
+            audit.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+            vec!["recent"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_size_limit_fails_writes_like_a_full_disk() {
+        let dir = temp_dir("full");
+        let store = SqliteStore::open(&dir).expect("opens");
+        store.limit_size(1024 * 1024).expect("limits");
+        let text = "y".repeat(500);
+        let mut failed = None;
+        for id in 1..=10_000 {
+            if let Err(e) = store.append_chat(&ChatRecord {
+                line: line(id, ChatScope::Space, &text),
+                from_user: "u:ada".into(),
+                recipients: Vec::new(),
+            }) {
+                failed = Some((id, e));
+                break;
+            }
+        }
+        let (id, e) = failed.expect("the limit is reached");
+        assert!(format!("{e:#}").contains("full"), "{e:#}");
+        assert!(id > 100, "a megabyte holds more than {id} lines");
+        assert_eq!(
+            store.last_chat_id().expect("reads"),
+            id - 1,
+            "the rest is kept"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
