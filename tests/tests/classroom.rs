@@ -814,3 +814,53 @@ async fn a_guest_cannot_take_a_link_holders_name_and_roles_are_shown() -> anyhow
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_classroom_keeps_students_out_but_not_teachers() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let map = campus();
+    let spot = room_spot(&map, 0)?;
+    let capacity = map
+        .zone_at(Vec2::from_array(spot))
+        .and_then(|z| map.zone(z))
+        .map(|z| z.capacity as usize)
+        .ok_or_else(|| anyhow::anyhow!("no room at {spot:?}"))?;
+    anyhow::ensure!((1..=60).contains(&capacity), "capacity {capacity}");
+    let mut inside = Vec::new();
+    for i in 0..capacity {
+        inside.push(Bot::join(server.addr(), &format!("s{i}"), Some(spot)).await?);
+    }
+    let last = inside
+        .last_mut()
+        .ok_or_else(|| anyhow::anyhow!("no students"))?;
+    last.wait_until(PATIENCE, |b| {
+        b.class.is_some() && b.people.len() == capacity
+    })
+    .await?;
+
+    // A student walking in from the hallway is stopped at the door, and told why.
+    let mut cy = Bot::join(server.addr(), "Cy", Some(HALLWAY)).await?;
+    cy.walk(dir::UP, 40).await?;
+    let err = cy.expect_error_after(0, ErrorCode::Forbidden).await?;
+    assert!(err.message.contains("full"), "{}", err.message);
+    assert!(
+        !in_classroom(cy.me),
+        "Cy got into a full room at {:?}",
+        cy.me
+    );
+    // A teacher is not.
+    let mut dee = teacher(&server, "Mr Dee", HALLWAY).await?;
+    dee.walk(dir::UP, 40).await?;
+    assert!(in_classroom(dee.me), "a teacher walks into a full room");
+    // Once someone leaves, there is room again.
+    if let Some(mut gone) = inside.pop() {
+        gone.close().await;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while !in_classroom(cy.me) {
+        anyhow::ensure!(Instant::now() < deadline, "Cy never got in: {:?}", cy.me);
+        cy.walk(dir::UP, 20).await?;
+    }
+    server.stop().await;
+    Ok(())
+}
