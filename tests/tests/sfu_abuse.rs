@@ -255,3 +255,66 @@ async fn a_flood_of_room_tiles_is_bounded_and_the_room_goes_on() -> anyhow::Resu
     server.stop().await;
     Ok(())
 }
+
+/// Whether `socket` receives a STUN binding request within `wait`.
+async fn gets_connectivity_checks(socket: &tokio::net::UdpSocket, wait: Duration) -> bool {
+    let mut buf = [0u8; 1500];
+    let deadline = Instant::now() + wait;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match tokio::time::timeout(left, socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) if n >= 20 && buf[..2] == [0x00, 0x01] => return true,
+            Ok(Ok(_)) => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// A raw room member offers and trickles a candidate naming a UDP socket on 127.0.0.2:
+/// whether the SFU then sends that socket connectivity checks.
+async fn sfu_probes_a_trickled_candidate(allowed: Vec<String>) -> anyhow::Result<bool> {
+    let server = TestServer::start_with(|c| c.allowed_peer_ranges = allowed).await?;
+    let mut rogue = Bot::join(server.addr(), "rogue", Some(room_spot(&campus(), 0)?)).await?;
+    rogue
+        .wait_until(PATIENCE, |r| {
+            r.room_msgs
+                .iter()
+                .any(|m| matches!(m, ServerMsg::JoinRoomMedia { .. }))
+        })
+        .await?;
+    rogue
+        .send(&ClientMsg::RoomSignal(Signal::Description {
+            kind: SdpKind::Offer,
+            sdp: client_offer().await?,
+        }))
+        .await?;
+    rogue.wait_until(PATIENCE, |r| answers(r) >= 1).await?;
+    let internal = tokio::net::UdpSocket::bind("127.0.0.2:0").await?;
+    let port = internal.local_addr()?.port();
+    rogue
+        .send(&ClientMsg::RoomSignal(Signal::Candidate {
+            candidate: format!("candidate:1 1 udp 2130706431 127.0.0.2 {port} typ host"),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+        }))
+        .await?;
+    let probed = gets_connectivity_checks(&internal, Duration::from_secs(4)).await;
+    server.stop().await;
+    Ok(probed)
+}
+
+#[tokio::test]
+async fn a_candidate_naming_an_internal_address_gets_no_connectivity_checks() -> anyhow::Result<()>
+{
+    // Where the operator allows the range, the SFU checks the candidate: the probe is real.
+    assert!(
+        sfu_probes_a_trickled_candidate(vec!["127.0.0.2".into()]).await?,
+        "the SFU never checked an allowed candidate"
+    );
+    // By default loopback is refused: nothing is sent there.
+    assert!(
+        !sfu_probes_a_trickled_candidate(Vec::new()).await?,
+        "the SFU sent connectivity checks to 127.0.0.2"
+    );
+    Ok(())
+}
