@@ -102,8 +102,9 @@ async fn b_sees_a_walk() -> anyhow::Result<()> {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    assert!(people.contains(&"Alice"), "{people:?}");
-    assert!(people.iter().any(|p| p.starts_with("Bob")), "{people:?}");
+    // Each name with its role, as the server announced it: both are guests here.
+    assert!(people.contains(&"AliceGuest"), "{people:?}");
+    assert!(people.contains(&"Bob (you)Guest"), "{people:?}");
     let hud = a
         .eval("return document.getElementById('hud-zone').textContent")
         .await?;

@@ -87,6 +87,12 @@ pub struct RosterChanges {
     pub left: Vec<AvatarId>,
 }
 
+/// Clients whose input the movement system applied this tick. Replication acknowledges
+/// each at once, on this tick, even when its next snapshot is a tick away: an input is
+/// acknowledged within one tick of arriving, so the client's prediction is corrected soon.
+#[derive(Resource, Debug, Default)]
+pub struct AppliedInputs(pub Vec<Entity>);
+
 /// Movement input waiting for the next tick, by slot (see [`SlotTable`]). The space's
 /// driver queues into a copy of its own, which costs a hash look-up and no entity access,
 /// and hands it to the world for each tick.

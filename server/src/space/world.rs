@@ -6,8 +6,8 @@ use super::chat::{self, Journal};
 use super::class::{Classes, Effect, Entered, Restriction};
 use super::components::{Avatar, ClientView, Identity, InZone, Motion, Position};
 use super::resources::{
-    InputQueue, InputQueues, MediaStates, Outbox, ProximityGraph, Recipient, RoomMove,
-    RoomPresence, RosterChanges, SlotTable, SpaceClock, SpaceMap, SpaceSettings,
+    AppliedInputs, InputQueue, InputQueues, MediaStates, Outbox, ProximityGraph, Recipient,
+    RoomMove, RoomPresence, RosterChanges, SlotTable, SpaceClock, SpaceMap, SpaceSettings,
 };
 use super::spatial_grid::SpatialGrid;
 use super::systems;
@@ -88,6 +88,7 @@ impl SpaceWorld {
         world.insert_resource(RosterChanges::default());
         world.insert_resource(SlotTable::default());
         world.insert_resource(InputQueues::default());
+        world.insert_resource(AppliedInputs::default());
         world.insert_resource(ProximityGraph::default());
         world.insert_resource(MediaStates::default());
         world.insert_resource(RoomPresence::default());

@@ -6,7 +6,7 @@
 use crate::space::class::Classes;
 use crate::space::components::{Avatar, Identity, Motion, Position};
 use crate::space::resources::{
-    InputQueues, Outbox, Recipient, SlotTable, SpaceClock, SpaceMap, SpaceSettings,
+    AppliedInputs, InputQueues, Outbox, Recipient, SlotTable, SpaceClock, SpaceMap, SpaceSettings,
 };
 use bevy_ecs::prelude::*;
 use quad_shared::map::{Map, ZoneKind};
@@ -23,13 +23,14 @@ pub fn movement(
     mut classes: ResMut<Classes>,
     mut outbox: ResMut<Outbox>,
     mut slots: ResMut<SlotTable>,
-    mut inputs: ResMut<InputQueues>,
-    mut avatars: Query<(&Avatar, &Identity, &mut Motion, &mut Position)>,
+    (mut inputs, mut applied): (ResMut<InputQueues>, ResMut<AppliedInputs>),
+    mut avatars: Query<(Entity, &Avatar, &Identity, &mut Motion, &mut Position)>,
 ) {
+    applied.0.clear();
     let earned = clock.dt / STEP_SECONDS;
     let restricted = classes.restricts_movement();
     let mut refusals: Vec<(AvatarId, ErrorMsg)> = Vec::new();
-    for (avatar, identity, mut motion, mut position) in &mut avatars {
+    for (entity, avatar, identity, mut motion, mut position) in &mut avatars {
         // Motion is bookkeeping nobody watches for changes; Position is watched, so it is
         // written only when it really changes.
         let motion = motion.bypass_change_detection();
@@ -40,6 +41,7 @@ pub fn movement(
         if queue.pending.is_empty() {
             continue;
         }
+        applied.0.push(entity);
         let mut p = position.0;
         let walk = if restricted {
             classes.may_walk(avatar.id, identity.role)

@@ -11,10 +11,16 @@
 //! client in a crowd gets its neighbours often (about 10 times a second), far avatars less
 //! often, and never more bytes than its budget (plus its own position, sent with each
 //! snapshot when it changed).
+//!
+//! A client whose input was applied on a tick that is not its turn is sent its own
+//! position and acknowledgement at once, alone ([`AppliedInputs`]): waiting for its turn
+//! would add up to a tick to every input's round trip.
 
 use super::cadence::{Cadence, NEAR_TIER};
 use crate::space::components::{Avatar, ClientView, Interest, Motion, Position};
-use crate::space::resources::{Outbox, Recipient, SlotTable, SpaceClock, SpaceSettings};
+use crate::space::resources::{
+    AppliedInputs, Outbox, Recipient, SlotTable, SpaceClock, SpaceSettings,
+};
 use crate::space::spatial_grid::{GridEntry, SpatialGrid};
 use bevy_ecs::prelude::*;
 use quad_shared::AvatarId;
@@ -54,7 +60,7 @@ pub fn replicate(
     grid: Res<SpatialGrid>,
     mut outbox: ResMut<Outbox>,
     mut clients: Query<(&Avatar, &Position, &Motion, &mut ClientView)>,
-    slots: Res<SlotTable>,
+    (slots, mut applied): (Res<SlotTable>, ResMut<AppliedInputs>),
     mut scratch: Local<Scratch>,
 ) {
     let tick = clock.tick;
@@ -66,16 +72,16 @@ pub fn replicate(
     // Memory is fetched ahead of use: each client's interest lines two clients ahead, and
     // the slots its entries name one client ahead (by then its lines have arrived). The
     // lists are too big to stay in cache, and this is where replication waited most.
-    let mut clients = clients
+    let mut visited = clients
         .iter_mut()
         .filter(|(_, _, _, view)| cadence.visits(view, tick));
-    let mut next = clients.next();
-    let mut after = clients.next();
+    let mut next = visited.next();
+    let mut after = visited.next();
     for (_, _, _, view) in next.iter().chain(after.iter()) {
         prefetch_lines(view, tick, cadence);
     }
     while let Some((avatar, position, motion, mut view)) = next.take() {
-        let ahead = clients.next();
+        let ahead = visited.next();
         if let Some((_, _, _, view)) = &ahead {
             prefetch_lines(view, tick, cadence);
         }
@@ -169,6 +175,30 @@ pub fn replicate(
                 view.byte_tokens -= buf.len() as f32;
                 outbox.push_frame(Recipient::One(avatar.id), buf);
             }
+            Err(e) => tracing::error!(id = %avatar.id, "cannot encode a snapshot: {e}"),
+        }
+    }
+
+    // Inputs applied off a client's turn are acknowledged now, with its own position alone.
+    for entity in applied.0.drain(..) {
+        let Ok((avatar, position, motion, mut view)) = clients.get_mut(entity) else {
+            continue;
+        };
+        let own = (position.0.to_array(), motion.last_seq);
+        if cadence.visits(&view, tick) || view.sent_self == Some(own) {
+            continue;
+        }
+        let view = view.bypass_change_detection();
+        let Scratch { snapshot, buf, .. } = scratch;
+        snapshot.avatars.clear();
+        snapshot.gone.clear();
+        snapshot.you = Some(own.0);
+        snapshot.tick = tick;
+        snapshot.ack = motion.last_seq;
+        view.sent_self = Some(own);
+        buf.clear();
+        match quad_shared::codec::encode_snapshot(snapshot, buf) {
+            Ok(()) => outbox.push_frame(Recipient::One(avatar.id), buf),
             Err(e) => tracing::error!(id = %avatar.id, "cannot encode a snapshot: {e}"),
         }
     }
