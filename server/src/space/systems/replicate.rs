@@ -14,7 +14,8 @@
 //!
 //! A client whose input was applied on a tick that is not its turn is sent its own
 //! position and acknowledgement at once, alone ([`AppliedInputs`]): waiting for its turn
-//! would add up to a tick to every input's round trip.
+//! would add up to a tick to every input's round trip. Those frames count against the
+//! client's byte budget like any other.
 
 use super::cadence::{Cadence, NEAR_TIER};
 use crate::space::components::{Avatar, ClientView, Interest, Motion, Position};
@@ -198,7 +199,12 @@ pub fn replicate(
         view.sent_self = Some(own);
         buf.clear();
         match quad_shared::codec::encode_snapshot(snapshot, buf) {
-            Ok(()) => outbox.push_frame(Recipient::One(avatar.id), buf),
+            Ok(()) => {
+                // Counted against the byte budget, so a client's total stays within it
+                // (its next snapshot carries fewer neighbours instead).
+                view.byte_tokens -= buf.len() as f32;
+                outbox.push_frame(Recipient::One(avatar.id), buf);
+            }
             Err(e) => tracing::error!(id = %avatar.id, "cannot encode a snapshot: {e}"),
         }
     }
