@@ -63,13 +63,31 @@ pub struct AppState {
     pub store_health: Arc<store::StoreHealth>,
 }
 
-/// Display names guests may not take: those of the join-link holders who joined since the
-/// server started. Links are made by the campus's operators, so this grows only with
+/// Display names guests may not take: those of the join-link holders who have ever joined,
+/// kept in the store. Links are made by the campus's operators, so this grows only with
 /// them; it is capped all the same.
-#[derive(Default)]
-pub struct ReservedNames(DashMap<String, ()>);
+pub struct ReservedNames {
+    keys: DashMap<String, ()>,
+    storage: store::Storage,
+}
 
 impl ReservedNames {
+    /// The names reserved so far, from `storage` (where new ones are kept).
+    pub fn load(storage: &store::Storage) -> anyhow::Result<ReservedNames> {
+        let keys = DashMap::new();
+        for key in storage
+            .blocking()
+            .reserved_names()
+            .context("reading the reserved names")?
+        {
+            keys.insert(key, ());
+        }
+        Ok(ReservedNames {
+            keys,
+            storage: storage.clone(),
+        })
+    }
+
     /// Names kept at most.
     const MAX: usize = 100_000;
 
@@ -82,16 +100,18 @@ impl ReservedNames {
             .collect()
     }
 
-    /// Reserves `name`.
+    /// Reserves `name`, in the store too if it is new.
     pub fn reserve(&self, name: &str) {
-        if self.0.len() < Self::MAX {
-            self.0.insert(Self::key(name), ());
+        let key = Self::key(name);
+        if self.keys.len() < Self::MAX && !key.is_empty() && !self.keys.contains_key(&key) {
+            self.keys.insert(key.clone(), ());
+            self.storage.save_reserved_name(key);
         }
     }
 
     /// Whether `name` is reserved.
     pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(&Self::key(name))
+        self.keys.contains_key(&Self::key(name))
     }
 }
 
@@ -290,7 +310,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         map_file,
         space,
         sessions: DashMap::new(),
-        reserved_names: ReservedNames::default(),
+        reserved_names: ReservedNames::load(&storage)?,
         next_avatar_id: AtomicU32::new(1),
         shutdown: shutdown.clone(),
         ice,

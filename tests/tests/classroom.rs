@@ -864,3 +864,28 @@ async fn a_full_classroom_keeps_students_out_but_not_teachers() -> anyhow::Resul
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_holders_name_stays_reserved_after_a_restart() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let mut ada = teacher(&server, "Ms Ada", campus().spawn.to_array()).await?;
+    ada.close().await;
+    let data = server.stop_keeping_data().await;
+    // The same campus restarted: Ms Ada has not joined since, and her name is still hers.
+    let server = TestServer::start_in(data, |_| {}).await?;
+    let mut guest = Bot::connect(server.addr()).await?;
+    guest
+        .send(&ClientMsg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            name: "MS ADA".into(),
+            token: None,
+            spawn: None,
+            device: None,
+        }))
+        .await?;
+    let err = guest.expect_error(ErrorCode::Forbidden).await?;
+    assert!(err.message.contains("join link"), "{}", err.message);
+    assert!(guest.welcome.is_none());
+    server.stop().await;
+    Ok(())
+}

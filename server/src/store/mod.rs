@@ -73,6 +73,10 @@ pub trait Store: Send + Sync + 'static {
     fn append_audit(&self, record: &AuditRecord) -> anyhow::Result<()>;
     /// The last `limit` audit records, oldest first.
     fn audit_log(&self, limit: usize) -> anyhow::Result<Vec<AuditRecord>>;
+    /// Keeps `key` (a reserved display name, see `ReservedNames`); a known one is kept once.
+    fn reserve_name(&self, key: &str, at_ms: u64) -> anyhow::Result<()>;
+    /// Every reserved name key.
+    fn reserved_names(&self) -> anyhow::Result<Vec<String>>;
     /// Deletes the chat lines and audit records `rules` no longer keep, as of `now_ms`.
     fn prune(&self, rules: &Retention, now_ms: u64) -> anyhow::Result<Pruned>;
 }
@@ -186,6 +190,7 @@ pub type OnLost = Box<dyn FnOnce() + Send>;
 enum Write {
     Chat(ChatRecord, Option<OnLost>),
     Audit(AuditRecord),
+    ReservedName(String),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -249,6 +254,11 @@ impl Storage {
     /// Saves an audit record in the background; a failure is logged.
     pub fn save_audit(&self, record: AuditRecord) {
         self.write(Write::Audit(record));
+    }
+
+    /// Keeps a reserved display name's key.
+    pub fn save_reserved_name(&self, key: String) {
+        self.write(Write::ReservedName(key));
     }
 
     fn write(&self, write: Write) {
@@ -337,6 +347,10 @@ impl Writer {
                 Err(e) => self
                     .health
                     .failed(&format!("audit record {}", record.action), &e),
+            },
+            Write::ReservedName(key) => match self.store.reserve_name(&key, now_ms()) {
+                Ok(()) => self.health.worked(),
+                Err(e) => self.health.failed("a reserved name", &e),
             },
             Write::Flush(done) => {
                 let _ = done.send(());

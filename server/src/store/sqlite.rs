@@ -20,6 +20,7 @@ pub const FILE_NAME: &str = "quad.sqlite3";
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_init.sql"),
     include_str!("../../migrations/002_retention.sql"),
+    include_str!("../../migrations/003_reserved_names.sql"),
 ];
 
 /// Rows deleted per statement when pruning, so readers wait at most that long.
@@ -275,6 +276,24 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         records.reverse();
         Ok(records)
+    }
+
+    fn reserve_name(&self, key: &str, at_ms: u64) -> anyhow::Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT OR IGNORE INTO reserved_names (name_key, reserved_ms) VALUES (?1, ?2)",
+            )?
+            .execute(params![key, at_ms as i64])?;
+        Ok(())
+    }
+
+    fn reserved_names(&self) -> anyhow::Result<Vec<String>> {
+        let conn = self.conn();
+        let keys = conn
+            .prepare_cached("SELECT name_key FROM reserved_names")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(keys)
     }
 
     fn prune(&self, rules: &Retention, now_ms: u64) -> anyhow::Result<Pruned> {
