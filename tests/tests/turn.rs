@@ -348,6 +348,12 @@ async fn a_session_holds_at_most_its_quota_of_relays() -> anyhow::Result<()> {
     // Another session is not affected.
     let other = udp_client(turn, "avatar10").await?;
     let theirs = tokio::time::timeout(Duration::from_secs(5), other.allocate()).await??;
+    let (_, page) = quad_tests::http_get(server.addr(), "/metrics").await?;
+    assert_eq!(
+        quad_tests::metric(&page, "quad_turn_relays"),
+        Some(4.0),
+        "{page}"
+    );
     // Giving one back makes room again.
     if let Some(r) = relays.pop() {
         r.close().await?;

@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 17] = [
+    let rows: [(&str, &str, &str, u64); 18] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -29,6 +29,12 @@ pub fn render(state: &AppState) -> String {
             "gauge",
             "Proximity links (peer-to-peer media pairs).",
             load(&space.peer_edges),
+        ),
+        (
+            "quad_turn_relays",
+            "gauge",
+            "Relays allocated on the embedded TURN server.",
+            state.ice.relays() as u64,
         ),
         (
             "quad_rooms",

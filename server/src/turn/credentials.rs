@@ -69,15 +69,6 @@ impl Revocations {
     pub fn is_revoked(&self, user: &str) -> bool {
         self.map().contains_key(user)
     }
-
-    /// Sessions revoked and not yet forgotten.
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The embedded server's authentication: it derives the expected key from the user name

@@ -79,12 +79,9 @@ impl Ice {
         }
     }
 
-    /// Live relays on the embedded server, of one session or in all.
-    pub fn relays(&self, user: Option<AvatarId>) -> usize {
-        self.embedded.as_ref().map_or(0, |e| match user {
-            Some(user) => e.ledger.count_of(&turn_user(user)),
-            None => e.ledger.total(),
-        })
+    /// Live relays on the embedded server (for `/metrics`).
+    pub fn relays(&self) -> usize {
+        self.embedded.as_ref().map_or(0, |e| e.ledger.total())
     }
 
     /// The ICE servers for one session, with TURN credentials issued to it now.

@@ -107,11 +107,6 @@ impl Ledger {
             .unwrap_or_default()
     }
 
-    /// Live allocations of `user` (the user part of a TURN user name).
-    pub fn count_of(&self, user: &str) -> usize {
-        self.held().per_user.get(user).map_or(0, |(n, _)| *n)
-    }
-
     /// Live allocations in all.
     pub fn total(&self) -> usize {
         self.held().total
@@ -301,10 +296,14 @@ mod tests {
         a2.release();
         drop(a2);
         assert!(!ledger.is_relay(addr(2)));
-        assert_eq!(ledger.count_of("avatar1"), 1);
+        assert_eq!(ledger.usernames_of("avatar1").len(), 2, "names, not relays");
+        assert!(
+            ledger.admit("300:avatar1").is_ok(),
+            "one of two places free again"
+        );
         assert_eq!(ledger.total(), 2);
         drop((a1, b1));
         assert_eq!(ledger.total(), 0);
-        assert_eq!(ledger.count_of("avatar1"), 0);
+        assert!(ledger.usernames_of("avatar1").is_empty());
     }
 }

@@ -166,18 +166,7 @@ pub fn replicate(
         if snapshot.you.is_none() && snapshot.avatars.is_empty() && snapshot.gone.is_empty() {
             continue;
         }
-        snapshot.tick = tick;
-        snapshot.ack = motion.last_seq;
-        view.sent_self = Some(own);
-
-        buf.clear();
-        match quad_shared::codec::encode_snapshot(snapshot, buf) {
-            Ok(()) => {
-                view.byte_tokens -= buf.len() as f32;
-                outbox.push_frame(Recipient::One(avatar.id), buf);
-            }
-            Err(e) => tracing::error!(id = %avatar.id, "cannot encode a snapshot: {e}"),
-        }
+        send_snapshot((snapshot, buf), view, &mut outbox, (avatar.id, tick, own));
     }
 
     // Inputs applied off a client's turn are acknowledged now, with its own position alone.
@@ -189,24 +178,38 @@ pub fn replicate(
         if cadence.visits(&view, tick) || view.sent_self == Some(own) {
             continue;
         }
-        let view = view.bypass_change_detection();
         let Scratch { snapshot, buf, .. } = scratch;
         snapshot.avatars.clear();
         snapshot.gone.clear();
         snapshot.you = Some(own.0);
-        snapshot.tick = tick;
-        snapshot.ack = motion.last_seq;
-        view.sent_self = Some(own);
-        buf.clear();
-        match quad_shared::codec::encode_snapshot(snapshot, buf) {
-            Ok(()) => {
-                // Counted against the byte budget, so a client's total stays within it
-                // (its next snapshot carries fewer neighbours instead).
-                view.byte_tokens -= buf.len() as f32;
-                outbox.push_frame(Recipient::One(avatar.id), buf);
-            }
-            Err(e) => tracing::error!(id = %avatar.id, "cannot encode a snapshot: {e}"),
+        send_snapshot(
+            (snapshot, buf),
+            view.bypass_change_detection(),
+            &mut outbox,
+            (avatar.id, tick, own),
+        );
+    }
+}
+
+/// Stamps `snapshot` with the tick and the client's acknowledged input, encodes it and
+/// queues it for the client, charged to its byte budget (acknowledgements too, so its
+/// total stays within the budget).
+fn send_snapshot(
+    (snapshot, buf): (&mut Snapshot, &mut Vec<u8>),
+    view: &mut ClientView,
+    outbox: &mut Outbox,
+    (id, tick, own): (AvatarId, u32, ([f32; 2], u32)),
+) {
+    snapshot.tick = tick;
+    snapshot.ack = own.1;
+    view.sent_self = Some(own);
+    buf.clear();
+    match quad_shared::codec::encode_snapshot(snapshot, buf) {
+        Ok(()) => {
+            view.byte_tokens -= buf.len() as f32;
+            outbox.push_frame(Recipient::One(id), buf);
         }
+        Err(e) => tracing::error!(%id, "cannot encode a snapshot: {e}"),
     }
 }
 
