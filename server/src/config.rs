@@ -10,8 +10,22 @@ use thiserror::Error;
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Where to listen for HTTP and WebSocket connections.
+    /// Where to listen for HTTP and WebSocket connections (and, with TLS, for TURN over
+    /// TLS: one port for everything a strict firewall lets through).
     pub listen: SocketAddr,
+    /// HTTPS: a PEM certificate chain (with `tls_key`). Looked at every few seconds; a
+    /// renewed certificate is used without a restart.
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS: the PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// HTTPS with a self-signed certificate (a trial on a LAN): made at the first start
+    /// for the listen address, `public_url`'s host and `tls_names`, and kept in `data_dir`.
+    pub tls_self_signed: bool,
+    /// More host names (or IPs) the self-signed certificate covers.
+    pub tls_names: Vec<String>,
+    /// With TLS, how long browsers are told to come back only over HTTPS (HSTS), seconds;
+    /// 0 sends no HSTS header.
+    pub hsts_max_age_secs: u64,
     /// The Tiled map of the space.
     pub map: PathBuf,
     /// Static files of the page (index.html, CSS).
@@ -154,6 +168,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            tls_names: Vec::new(),
+            hsts_max_age_secs: 365 * 24 * 3600,
             map: PathBuf::from("assets/maps/campus.tmj"),
             assets_dir: PathBuf::from("assets"),
             client_dir: PathBuf::from("target/web/pkg"),
@@ -304,9 +323,67 @@ impl Config {
                 if addr.ip().is_unspecified() {
                     addr.set_ip(IpAddr::from([127, 0, 0, 1]));
                 }
-                format!("http://{addr}")
+                let scheme = if self.tls_enabled() { "https" } else { "http" };
+                format!("{scheme}://{addr}")
             }
         }
+    }
+
+    /// Whether the web port speaks TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_self_signed || self.tls_cert.is_some()
+    }
+
+    /// Where the TLS certificate comes from, if TLS is on.
+    pub fn tls_source(&self) -> Option<crate::tls::CertSource> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ if self.tls_self_signed => Some(crate::tls::CertSource::SelfSigned {
+                dir: self.data_dir.clone(),
+                names: self.self_signed_names(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// What a self-signed certificate names: the listen IP (every local one, and
+    /// `localhost`, when listening on all of them), `public_url`'s host and `tls_names`.
+    fn self_signed_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let ip = self.listen.ip();
+        if ip.is_unspecified() || ip.is_loopback() {
+            names.push("localhost".to_owned());
+            names.push("127.0.0.1".to_owned());
+        }
+        if !ip.is_unspecified() {
+            names.push(ip.to_string());
+        } else if let Some(lan) = crate::turn::local_ip_guess() {
+            names.push(lan.to_string());
+        }
+        if let Some(host) = self
+            .public_url
+            .as_deref()
+            .and_then(|u| u.split_once("://"))
+            .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        {
+            // Without the port; an IPv6 literal keeps no brackets.
+            let host = match host.rsplit_once(':') {
+                Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => host,
+            };
+            names.push(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+            );
+        }
+        names.extend(self.tls_names.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| !n.is_empty() && seen.insert(n.to_ascii_lowercase()));
+        names
     }
 
     /// Checks values that parse but make no sense.
@@ -317,6 +394,17 @@ impl Config {
                 message: message.to_owned(),
             })
         };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return invalid("tls_key", "is needed with tls_cert"),
+            (None, Some(_)) => return invalid("tls_cert", "is needed with tls_key"),
+            (Some(_), Some(_)) if self.tls_self_signed => {
+                return invalid(
+                    "tls_self_signed",
+                    "cannot be used with tls_cert and tls_key: choose one",
+                );
+            }
+            _ => {}
+        }
         if !(1..=120).contains(&self.tick_hz) {
             return invalid("tick_hz", "must be between 1 and 120");
         }
@@ -565,6 +653,43 @@ mod tests {
                 .to_string()
                 .contains("area_of_interest")
         );
+    }
+
+    #[test]
+    fn tls_settings_come_in_pairs_and_name_the_campus() {
+        let half: Config = toml::from_str(r#"tls_cert = "/etc/quad/cert.pem""#).unwrap();
+        assert!(half.validate().unwrap_err().to_string().contains("tls_key"));
+        let both = Config {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_self_signed: true,
+            ..Config::default()
+        };
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("tls_self_signed")
+        );
+        let trial = Config {
+            listen: "10.0.0.5:8443".parse().unwrap(),
+            tls_self_signed: true,
+            public_url: Some("https://campus.lan:8443/".into()),
+            tls_names: vec!["quad.lan".into(), "CAMPUS.lan".into()],
+            ..Config::default()
+        };
+        assert!(trial.validate().is_ok());
+        assert_eq!(
+            trial.self_signed_names(),
+            ["10.0.0.5", "campus.lan", "quad.lan"],
+            "the listen IP, public_url's host and tls_names, each once"
+        );
+        let local = Config {
+            tls_self_signed: true,
+            ..Config::default()
+        };
+        assert_eq!(local.public_url(), "https://127.0.0.1:8080");
+        assert_eq!(Config::default().public_url(), "http://127.0.0.1:8080");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod media;
 pub mod session;
 pub mod space;
 pub mod store;
+pub mod tls;
 pub mod turn;
 
 use anyhow::Context;
@@ -170,11 +171,17 @@ pub struct Server {
     keys: auth::JoinKeys,
     turn_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    tls: Option<Arc<tls::Tls>>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
+    /// The TLS side of the web port, when HTTPS is on.
+    pub fn tls(&self) -> Option<&tls::Tls> {
+        self.tls.as_deref()
+    }
+
     /// The address it listens on (useful after binding port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -250,7 +257,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         None => None,
     };
     let shutdown = CancellationToken::new();
-    let (ice, embedded_turn) = turn::start(&config, shutdown.clone()).await?;
+    let tls = match config.tls_source() {
+        Some(source) => Some(Arc::new(tls::Tls::start(&source, shutdown.clone())?)),
+        None => None,
+    };
+    let (ice, embedded_turn) = turn::start(&config, addr, shutdown.clone()).await?;
     if let Some(t) = &embedded_turn {
         tracing::info!(
             "STUN/TURN on {} (UDP and TCP), offered at {}",
@@ -326,8 +337,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         tracing::info!("/metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(http::serve::serve_metrics(listener, state.clone()));
     }
+    let secure = tls.as_ref().map(|tls| http::serve::Secure {
+        acceptor: tls.acceptor.clone(),
+        turn: embedded_turn.as_ref().map(|t| t.tcp.clone()),
+        hsts: (state.config.hsts_max_age_secs > 0)
+            .then(|| {
+                hyper::header::HeaderValue::from_str(&format!(
+                    "max-age={}",
+                    state.config.hsts_max_age_secs
+                ))
+                .ok()
+            })
+            .flatten(),
+    });
     let task = tokio::spawn(async move {
-        http::serve::serve(listener, warp::service(routes), state.clone()).await;
+        http::serve::serve(listener, warp::service(routes), state.clone(), secure).await;
         if let Err(e) = space_task.await {
             tracing::error!("space task ended badly: {e}");
         }
@@ -340,6 +364,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         first_teacher_link,
         keys,
         turn_addr: embedded_turn.map(|t| t.addr),
+        tls,
         metrics_addr,
         shutdown,
         task,
@@ -357,7 +382,22 @@ pub async fn run(
     let server = start(config).await?;
     // Whoever started the server may have closed its stdout: that must not stop it.
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "Quad is serving http://{}", server.addr());
+    match server.tls() {
+        None => {
+            let _ = writeln!(out, "Quad is serving http://{}", server.addr());
+        }
+        Some(tls) => {
+            let _ = writeln!(out, "Quad is serving https://{}", server.addr());
+            let _ = writeln!(
+                out,
+                "TLS certificate SHA-256 fingerprint: {}",
+                tls.fingerprint()
+            );
+            if let Some(spki) = tls.spki_hash() {
+                let _ = writeln!(out, "TLS public key SHA-256 (base64): {spki}");
+            }
+        }
+    }
     if let Some(link) = server.first_teacher_link() {
         let _ = writeln!(
             out,

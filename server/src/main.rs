@@ -43,6 +43,17 @@ struct Cli {
     /// port 3478).
     #[arg(long, env = "QUAD_TURN_LISTEN")]
     turn_listen: Option<SocketAddr>,
+    /// HTTPS: a PEM certificate chain (with --tls-key); a renewed file is used without a
+    /// restart.
+    #[arg(long, env = "QUAD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// HTTPS: the PEM private key of --tls-cert.
+    #[arg(long, env = "QUAD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// HTTPS with a self-signed certificate, made at the first start and kept in the data
+    /// directory (for a trial on a LAN; browsers warn about it).
+    #[arg(long, env = "QUAD_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
     /// The address browsers reach TURN at, when it is not the --turn-listen IP.
     #[arg(long, env = "QUAD_TURN_PUBLIC_IP")]
     turn_public_ip: Option<std::net::IpAddr>,
@@ -86,6 +97,11 @@ impl Cli {
             config.data_dir = v;
         }
         config.dev |= self.dev;
+        if self.tls_cert.is_some() {
+            config.tls_cert = self.tls_cert;
+            config.tls_key = self.tls_key;
+        }
+        config.tls_self_signed |= self.tls_self_signed;
         if self.turn_listen.is_some() {
             config.turn_listen = self.turn_listen;
         }

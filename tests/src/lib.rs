@@ -8,6 +8,7 @@ pub mod load;
 pub mod lossy_udp;
 pub mod relay;
 pub mod room_bot;
+pub mod tls_client;
 pub mod turn_client;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -207,7 +208,41 @@ impl Bot {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .context("WebSocket connect")?;
-        Ok(Bot {
+        Ok(Self::over(ws))
+    }
+
+    /// Opens a WebSocket over TLS (`wss://`) to a server whose certificate is `trust`,
+    /// and joins as `name`.
+    pub async fn join_tls(
+        addr: SocketAddr,
+        trust: &rustls_pki_types::CertificateDer<'static>,
+        name: &str,
+    ) -> Result<Bot> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(trust.clone())?;
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            format!("wss://{addr}/ws"),
+            None,
+            true,
+            Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+                config,
+            ))),
+        )
+        .await
+        .context("WebSocket over TLS")?;
+        let mut bot = Self::over(ws);
+        bot.hello(name, None, None, None).await?;
+        Ok(bot)
+    }
+
+    fn over(ws: Ws) -> Bot {
+        Bot {
             ws,
             id: AvatarId(0),
             welcome: None,
@@ -235,7 +270,7 @@ impl Bot {
             ice_renewals: Vec::new(),
             not_saved: Vec::new(),
             seq: 0,
-        })
+        }
     }
 
     /// Connects and joins as `name`, at `spawn` if given (dev servers honour it).
@@ -252,7 +287,18 @@ impl Bot {
         device: Option<String>,
     ) -> Result<Bot> {
         let mut bot = Self::connect(addr).await?;
-        bot.send(&ClientMsg::Hello(Hello {
+        bot.hello(name, spawn, token, device).await?;
+        Ok(bot)
+    }
+
+    async fn hello(
+        &mut self,
+        name: &str,
+        spawn: Option<[f32; 2]>,
+        token: Option<String>,
+        device: Option<String>,
+    ) -> Result<()> {
+        self.send(&ClientMsg::Hello(Hello {
             version: PROTOCOL_VERSION,
             name: name.into(),
             token,
@@ -260,12 +306,12 @@ impl Bot {
             device,
         }))
         .await?;
-        bot.wait_until(PATIENCE, |b| b.welcome.is_some() || !b.errors.is_empty())
+        self.wait_until(PATIENCE, |b| b.welcome.is_some() || !b.errors.is_empty())
             .await?;
-        if bot.welcome.is_none() {
-            bail!("Hello refused: {:?}", bot.errors);
+        if self.welcome.is_none() {
+            bail!("Hello refused: {:?}", self.errors);
         }
-        Ok(bot)
+        Ok(())
     }
 
     /// The texts of the chat lines received, oldest first.

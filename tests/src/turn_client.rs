@@ -1,5 +1,5 @@
 //! TURN clients for tests: [`client`] starts the `turn` crate's client on a UDP socket or
-//! on [`TcpClientConn`]. The crate's client reads and writes datagrams through a `Conn`, so
+//! on [`TcpClientConn`] (TCP or TLS). The crate's client reads and writes datagrams through a `Conn`, so
 //! `TcpClientConn` frames them on a single TCP stream to the server (the server's own
 //! framing rules, `quad_server::turn::tcp::frame_len`).
 
@@ -8,32 +8,43 @@ use quad_server::turn::tcp::{MAX_FRAME, frame_len};
 use quad_shared::protocol::IceServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Mutex;
 use turn::client::{Client, ClientConfig};
 use webrtc_util::Conn;
 
-/// One TCP connection to a TURN server, seen as a datagram socket.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// One TCP (or TLS) connection to a TURN server, seen as a datagram socket.
 pub struct TcpClientConn {
     server: SocketAddr,
     local: SocketAddr,
-    reader: Mutex<OwnedReadHalf>,
-    writer: Mutex<OwnedWriteHalf>,
+    reader: Mutex<Reader>,
+    writer: Mutex<Writer>,
 }
 
 impl TcpClientConn {
     pub async fn connect(server: SocketAddr) -> std::io::Result<TcpClientConn> {
         let stream = TcpStream::connect(server).await?;
         let local = stream.local_addr()?;
-        let (reader, writer) = stream.into_split();
-        Ok(TcpClientConn {
+        Ok(Self::over(stream, server, local))
+    }
+
+    /// Over a stream already open to `server` (TURN over TLS).
+    pub fn over(
+        stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        server: SocketAddr,
+        local: SocketAddr,
+    ) -> TcpClientConn {
+        let (reader, writer) = tokio::io::split(stream);
+        TcpClientConn {
             server,
             local,
-            reader: Mutex::new(reader),
-            writer: Mutex::new(writer),
-        })
+            reader: Mutex::new(Box::new(reader)),
+            writer: Mutex::new(Box::new(writer)),
+        }
     }
 }
 
@@ -76,7 +87,9 @@ impl Conn for TcpClientConn {
         if let Some((_, padded)) = frame_len(buf) {
             frame.resize(padded.max(buf.len()), 0);
         }
-        self.writer.lock().await.write_all(&frame).await?;
+        let mut writer = self.writer.lock().await;
+        writer.write_all(&frame).await?;
+        writer.flush().await?;
         Ok(buf.len())
     }
 

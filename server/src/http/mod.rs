@@ -1,6 +1,8 @@
 //! HTTP: the accept loop and its connection limits ([`serve`], [`limits`]), the `/ws`
 //! upgrade ([`ws_upgrade`]) and who may make it ([`origin`]), `/metrics` and who may read
-//! it ([`metrics`]), the security headers of every response ([`headers`]), and the warp
+//! it ([`metrics`]), the security headers of every response ([`headers`]), with TLS on
+//! what arrives on the port (HTTPS, TURN over TLS, or plain HTTP to redirect: [`sniff`]),
+//! and the warp
 //! routes: `/` and the page's static files (an allow-list: [`is_page_file`]), `/pkg/*`
 //! (the wasm client: [`is_client_file`]), `/map.tmj` and `/map/tileset/N` (the space's map
 //! and its images), `/healthz`. Handlers only translate HTTP; sessions and the space do
@@ -11,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod serve;
+pub mod sniff;
 pub mod ws_upgrade;
 
 use crate::AppState;

@@ -1,4 +1,5 @@
-//! The accept loops: one task per TCP connection, each served by hyper's HTTP/1. `/ws`
+//! The accept loops: one task per TCP connection, each served by hyper's HTTP/1 (with TLS
+//! on, over TLS; see [`super::sniff`] for what else the port takes). `/ws`
 //! upgrades go to [`super::ws_upgrade`], `/metrics` to [`super::metrics`], everything else
 //! to the warp routes; every response gets the [`super::headers`].
 //!
@@ -15,6 +16,7 @@
 
 use super::limits::{ConnectionBudget, PerIp};
 use super::metrics::{self, Listener};
+use super::sniff::{self, Arrival, Stream};
 use super::{headers, ws_upgrade};
 use crate::AppState;
 use hyper::body::Incoming;
@@ -29,6 +31,14 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
+/// With TLS on: the acceptor, where TURN-over-TLS streams go, and the HSTS header.
+#[derive(Clone)]
+pub struct Secure {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub turn: Option<Arc<crate::turn::tcp::TcpTurnConn>>,
+    pub hsts: Option<hyper::header::HeaderValue>,
+}
+
 /// How long open HTTP connections get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -40,8 +50,12 @@ const METRICS_CONNECTIONS: usize = 16;
 
 /// Serves `listener` until the state's shutdown token is cancelled; `routes` is the warp
 /// service (`warp::service(filter)`) for everything but sessions and `/metrics`.
-pub async fn serve<S>(listener: TcpListener, routes: S, state: Arc<AppState>)
-where
+pub async fn serve<S>(
+    listener: TcpListener,
+    routes: S,
+    state: Arc<AppState>,
+    secure: Option<Secure>,
+) where
     S: Service<hyper::Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
         + Clone
         + Send
@@ -76,6 +90,7 @@ where
         config.connection_limit_exempt.clone(),
     );
     let http1 = http1_builder(config.http_header_timeout_secs);
+    let header_timeout = Duration::from_secs(config.http_header_timeout_secs);
     let shutdown = state.shutdown.clone();
     let mut refused = Throttled::default();
     let idle = Arc::new(Idle::default());
@@ -118,37 +133,85 @@ where
         let state = state.clone();
         let warp_service = routes.clone();
         let sessions = sessions.clone();
-        let hold_ip = ip_slot.clone();
-        let (idle_in_service, evict_in_service) = (idle.clone(), evict.clone());
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let state = state.clone();
-            let mut warp_service = warp_service.clone();
-            let hold = ws_upgrade::Hold {
-                ip: hold_ip.clone(),
-                sessions: sessions.clone(),
-            };
-            // Inside a request: not to be pushed out until its response is made.
-            idle_in_service.set_busy(id);
-            let (idle, evict) = (idle_in_service.clone(), evict_in_service.clone());
-            async move {
-                let mut res = if ws_upgrade::is_session_request(&req) {
-                    ws_upgrade::accept(req, state, hold, peer)
-                } else if req.uri().path() == metrics::PATH {
-                    metrics::answer(&req, peer, Listener::Main, &state)
-                } else {
-                    warp_service.call(req).await?
-                };
-                headers::add(res.headers_mut());
-                idle.set_idle(id, &evict);
-                Ok::<_, Infallible>(res)
-            }
-        });
-        let conn = http1
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let shutdown = shutdown.clone();
-        let idle = idle.clone();
+        let (shutdown, idle, http1, secure) = (
+            shutdown.clone(),
+            idle.clone(),
+            http1.clone(),
+            secure.clone(),
+        );
         tokio::spawn(async move {
+            // With TLS, what came: HTTPS, TURN inside TLS, or plain HTTP to redirect.
+            let (io, plain): (Box<dyn Stream>, bool) = match &secure {
+                None => (Box::new(stream), false),
+                Some(secure) => {
+                    let arrival = tokio::select! {
+                        a = sniff::classify(stream, &secure.acceptor, header_timeout) => a,
+                        _ = evict.notified() => Arrival::Gone("closed to make room".into()),
+                        _ = shutdown.cancelled() => Arrival::Gone("server stopping".into()),
+                    };
+                    match arrival {
+                        Arrival::Https(io) => (io, false),
+                        Arrival::PlainHttp(stream) => (Box::new(stream), true),
+                        Arrival::Turn(io) => {
+                            // TURN keeps its own per-address and total limits: the HTTP
+                            // places go back.
+                            idle.set_busy(id);
+                            drop(permit);
+                            drop(ip_slot);
+                            match &secure.turn {
+                                Some(turn) => turn.adopt(io, peer),
+                                None => tracing::debug!(%peer, "TURN over TLS, but TURN is off"),
+                            }
+                            return;
+                        }
+                        Arrival::Gone(why) => {
+                            tracing::debug!(%peer, "connection closed: {why}");
+                            idle.set_busy(id);
+                            return;
+                        }
+                    }
+                }
+            };
+            // HSTS only over TLS: on plain HTTP browsers ignore it (RFC 6797 §8.1).
+            let hsts = secure
+                .as_ref()
+                .and_then(|s| s.hsts.clone())
+                .filter(|_| !plain);
+            let hold_ip = ip_slot.clone();
+            let (idle_in_service, evict_in_service) = (idle.clone(), evict.clone());
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let state = state.clone();
+                let mut warp_service = warp_service.clone();
+                let hold = ws_upgrade::Hold {
+                    ip: hold_ip.clone(),
+                    sessions: sessions.clone(),
+                };
+                // Inside a request: not to be pushed out until its response is made.
+                idle_in_service.set_busy(id);
+                let (idle, evict) = (idle_in_service.clone(), evict_in_service.clone());
+                let hsts = hsts.clone();
+                async move {
+                    let mut res = if plain {
+                        sniff::redirect(&req, state.config.public_url.as_deref())
+                    } else if ws_upgrade::is_session_request(&req) {
+                        ws_upgrade::accept(req, state, hold, peer)
+                    } else if req.uri().path() == metrics::PATH {
+                        metrics::answer(&req, peer, Listener::Main, &state)
+                    } else {
+                        warp_service.call(req).await?
+                    };
+                    headers::add(res.headers_mut());
+                    if let Some(hsts) = hsts {
+                        res.headers_mut()
+                            .insert(hyper::header::STRICT_TRANSPORT_SECURITY, hsts);
+                    }
+                    idle.set_idle(id, &evict);
+                    Ok::<_, Infallible>(res)
+                }
+            });
+            let conn = http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

@@ -1,5 +1,6 @@
 //! STUN and TURN for peer connections, so people on different networks still connect:
-//! an embedded STUN/TURN server (the `turn` crate, on UDP and TCP on one port) or external
+//! an embedded STUN/TURN server (the `turn` crate, on UDP and TCP on one port, and with
+//! HTTPS on, over TLS on the web port: a `turns:` URL) or external
 //! TURN servers, and the per-session ICE server list with time-limited credentials that
 //! goes out in `Welcome`.
 
@@ -118,11 +119,16 @@ pub struct EmbeddedTurn {
     pub addr: SocketAddr,
     /// The address put in URLs and relay candidates.
     pub public_ip: IpAddr,
+    /// TURN over TCP; with TLS on, the web port hands it TURN-over-TLS streams.
+    pub tcp: Arc<tcp::TcpTurnConn>,
 }
 
 /// Sets up STUN/TURN as the config says: external servers, the embedded one, or none.
+/// `web` is the web port's address: with TLS on, the embedded server is also offered
+/// there, as `turns:`.
 pub async fn start(
     config: &Config,
+    web: SocketAddr,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Ice, Option<EmbeddedTurn>)> {
     let ttl = Duration::from_secs(config.turn_credential_ttl_secs);
@@ -176,6 +182,7 @@ pub async fn start(
         .with_context(|| format!("cannot listen for TURN on {listen} (setting turn_listen)"))?;
     let addr = udp.local_addr()?;
     let tcp_conn = tcp::TcpTurnConn::start(tcp, config.turn_tcp_limits(), shutdown.child_token())?;
+    let tcp_conn_handle = tcp_conn.clone();
     let mut own = config.own_ips();
     own.extend([listen.ip(), public_ip]);
     let policy = Arc::new(crate::egress::EgressPolicy::new(
@@ -225,12 +232,37 @@ pub async fn start(
         IpAddr::V6(ip) => format!("[{ip}]"),
     };
     let port = addr.port();
+    let mut turn_urls = vec![
+        format!("turn:{host}:{port}?transport=udp"),
+        format!("turn:{host}:{port}?transport=tcp"),
+    ];
+    if config.tls_enabled() {
+        // The certificate's name: public_url's host, else the address it was made for.
+        let tls_host = config
+            .public_url
+            .as_deref()
+            .and_then(|u| u.strip_prefix("https://"))
+            .and_then(|rest| rest.split(['/', '?', '#']).next())
+            .map(|authority| match authority.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
+                _ => authority.to_owned(),
+            })
+            .unwrap_or_else(|| {
+                let ip = if web.ip().is_unspecified() {
+                    public_ip
+                } else {
+                    web.ip()
+                };
+                match ip {
+                    IpAddr::V4(ip) => ip.to_string(),
+                    IpAddr::V6(ip) => format!("[{ip}]"),
+                }
+            });
+        turn_urls.push(format!("turns:{tls_host}:{}?transport=tcp", web.port()));
+    }
     let ice = Ice {
         stun_urls: vec![format!("stun:{host}:{port}")],
-        turn_urls: vec![
-            format!("turn:{host}:{port}?transport=udp"),
-            format!("turn:{host}:{port}?transport=tcp"),
-        ],
+        turn_urls,
         secret,
         ttl,
         embedded: Some(Embedded {
@@ -239,7 +271,14 @@ pub async fn start(
             revoked,
         }),
     };
-    Ok((ice, Some(EmbeddedTurn { addr, public_ip })))
+    Ok((
+        ice,
+        Some(EmbeddedTurn {
+            addr,
+            public_ip,
+            tcp: tcp_conn_handle,
+        }),
+    ))
 }
 
 /// A UDP socket and a TCP listener on the same port (with port 0, a free one for both).
@@ -260,7 +299,7 @@ async fn bind_pair(listen: SocketAddr) -> std::io::Result<(UdpSocket, TcpListene
 }
 
 /// The address of the interface that routes outward (no packet is sent).
-fn local_ip_guess() -> Option<IpAddr> {
+pub fn local_ip_guess() -> Option<IpAddr> {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     socket.connect("192.0.2.1:3478").ok()?;
     Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())

@@ -8,14 +8,17 @@
 //! Connections are bounded ([`TcpLimits`]): in all and per client address, and in time: a
 //! connection must send its first frame soon after it opens, and one that sends nothing
 //! for longer than any TURN refresh period is closed.
+//!
+//! TURN over TLS arrives on the web port (see `http::sniff`) and is handed here with
+//! [`TcpTurnConn::adopt`] once its TLS handshake is made: the same framing, the same limits.
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use webrtc_util::Conn;
@@ -41,12 +44,20 @@ const SEND_QUEUE: usize = 256;
 pub struct TcpTurnConn {
     local: SocketAddr,
     incoming: Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
-    clients: Arc<DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    clients: Arc<Clients>,
+    stop: CancellationToken,
+}
+
+/// The open connections, by client address, with the limits they are held to.
+struct Clients {
+    by_addr: DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    per_ip: DashMap<IpAddr, usize>,
+    limits: TcpLimits,
+    incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     stop: CancellationToken,
 }
 
 impl TcpTurnConn {
-    /// Starts accepting on `listener` until `stop` is cancelled or the conn is closed.
     pub fn start(
         listener: TcpListener,
         limits: TcpLimits,
@@ -54,26 +65,40 @@ impl TcpTurnConn {
     ) -> std::io::Result<Arc<Self>> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(1024);
-        let clients = Arc::new(DashMap::new());
+        let clients = Arc::new(Clients {
+            by_addr: DashMap::new(),
+            per_ip: DashMap::new(),
+            limits,
+            incoming: tx,
+            stop: stop.clone(),
+        });
         let conn = Arc::new(TcpTurnConn {
             local,
             incoming: Mutex::new(rx),
             clients: clients.clone(),
             stop: stop.clone(),
         });
-        tokio::spawn(accept_loop(listener, tx, clients, limits, stop));
+        tokio::spawn(accept_loop(listener, clients, stop));
         Ok(conn)
+    }
+
+    /// Serves a client whose stream was accepted elsewhere (TURN over TLS on the web
+    /// port), under the same limits as the ones accepted here.
+    pub fn adopt(&self, stream: impl Stream + 'static, peer: SocketAddr) {
+        self.clients.adopt(stream, peer);
+    }
+
+    /// Open client connections.
+    pub fn clients(&self) -> usize {
+        self.clients.by_addr.len()
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
-    clients: Arc<DashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
-    limits: TcpLimits,
-    stop: CancellationToken,
-) {
-    let per_ip: Arc<DashMap<IpAddr, usize>> = Arc::new(DashMap::new());
+/// A byte stream a TURN client is served over (TCP, or TLS over TCP).
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+async fn accept_loop(listener: TcpListener, clients: Arc<Clients>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -87,31 +112,46 @@ async fn accept_loop(
                 continue;
             }
         };
-        if clients.len() >= limits.max_clients {
+        let _ = stream.set_nodelay(true);
+        clients.adopt(stream, peer);
+    }
+}
+
+impl Clients {
+    fn adopt(self: &Arc<Self>, stream: impl Stream + 'static, peer: SocketAddr) {
+        if self.by_addr.len() >= self.limits.max_clients {
             tracing::warn!(%peer, "TURN/TCP: too many clients; connection refused");
-            continue;
+            return;
+        }
+        if self.by_addr.contains_key(&peer) {
+            // The same address and port on two of the server's ports: replies could not
+            // tell the connections apart.
+            tracing::info!(%peer, "TURN/TCP: this client address is already connected; refused");
+            return;
         }
         {
-            let mut from_ip = per_ip.entry(peer.ip()).or_insert(0);
-            if *from_ip >= limits.per_ip {
+            let mut from_ip = self.per_ip.entry(peer.ip()).or_insert(0);
+            if *from_ip >= self.limits.per_ip {
                 tracing::info!(%peer, "TURN/TCP: too many connections from this address; refused");
-                continue;
+                return;
             }
             *from_ip += 1;
         }
-        let _ = stream.set_nodelay(true);
         let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
-        clients.insert(peer, out_tx);
-        let (clients, incoming, stop, per_ip) = (
-            clients.clone(),
-            incoming.clone(),
-            stop.clone(),
-            per_ip.clone(),
-        );
+        self.by_addr.insert(peer, out_tx);
+        let clients = self.clone();
         tokio::spawn(async move {
-            let reason = serve_client(stream, peer, incoming, out_rx, limits, stop).await;
-            clients.remove(&peer);
-            per_ip.remove_if_mut(&peer.ip(), |_, n| {
+            let reason = serve_client(
+                stream,
+                peer,
+                clients.incoming.clone(),
+                out_rx,
+                clients.limits,
+                clients.stop.clone(),
+            )
+            .await;
+            clients.by_addr.remove(&peer);
+            clients.per_ip.remove_if_mut(&peer.ip(), |_, n| {
                 *n -= 1;
                 *n == 0
             });
@@ -123,17 +163,19 @@ async fn accept_loop(
 /// Reads frames from one client into `incoming` and writes its queued replies, until
 /// either side ends. Returns why it ended.
 async fn serve_client(
-    stream: TcpStream,
+    stream: impl Stream,
     peer: SocketAddr,
     incoming: mpsc::Sender<(Vec<u8>, SocketAddr)>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
     limits: TcpLimits,
     stop: CancellationToken,
 ) -> String {
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let write = async move {
         while let Some(frame) = outgoing.recv().await {
             writer.write_all(&frame).await?;
+            // A TLS stream holds what was written until it is flushed.
+            writer.flush().await?;
         }
         Ok::<(), std::io::Error>(())
     };
@@ -228,7 +270,7 @@ impl Conn for TcpTurnConn {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
-        let Some(client) = self.clients.get(&target).map(|c| c.clone()) else {
+        let Some(client) = self.clients.by_addr.get(&target).map(|c| c.clone()) else {
             // The client hung up: the datagram is lost, as on UDP.
             tracing::debug!(%target, "TURN/TCP: no connection; reply dropped");
             return Ok(buf.len());
