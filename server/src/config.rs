@@ -108,6 +108,8 @@ pub struct Config {
     pub turn_tcp_first_frame_secs: u64,
     /// Seconds a TURN/TCP connection may send nothing before it is closed.
     pub turn_tcp_idle_secs: u64,
+    /// The UDP ports TURN relays are bound to, `FIRST-LAST` (a firewall opens this range).
+    pub turn_relay_ports: String,
 
     // --- The web surface: origins, metrics access, connection limits. ---
     /// Origins besides the server's own (the request's `Host`, and `public_url`) whose
@@ -208,6 +210,7 @@ impl Default for Config {
             turn_tcp_per_ip: 64,
             turn_tcp_first_frame_secs: 10,
             turn_tcp_idle_secs: 900,
+            turn_relay_ports: "49152-51199".into(),
 
             // --- The web surface. ---
             allowed_origins: Vec::new(),
@@ -327,6 +330,23 @@ impl Config {
                 format!("{scheme}://{addr}")
             }
         }
+    }
+
+    /// `turn_relay_ports` as a range of ports.
+    pub fn relay_ports(&self) -> Result<std::ops::RangeInclusive<u16>, String> {
+        let bad = || {
+            format!(
+                "must be FIRST-LAST, two ports from 1024 to 65535 with FIRST <= LAST, not `{}`",
+                self.turn_relay_ports
+            )
+        };
+        let (first, last) = self.turn_relay_ports.split_once('-').ok_or_else(bad)?;
+        let first: u16 = first.trim().parse().map_err(|_| bad())?;
+        let last: u16 = last.trim().parse().map_err(|_| bad())?;
+        if first < 1024 || first > last {
+            return Err(bad());
+        }
+        Ok(first..=last)
     }
 
     /// Whether the web port speaks TLS.
@@ -501,6 +521,9 @@ impl Config {
         if !(1..=600).contains(&self.turn_tcp_first_frame_secs) {
             return invalid("turn_tcp_first_frame_secs", "must be between 1 and 600");
         }
+        if let Err(message) = self.relay_ports() {
+            return invalid("turn_relay_ports", &message);
+        }
         if self.turn_tcp_idle_secs < 60 {
             return invalid(
                 "turn_tcp_idle_secs",
@@ -653,6 +676,19 @@ mod tests {
                 .to_string()
                 .contains("area_of_interest")
         );
+    }
+
+    #[test]
+    fn relay_ports_are_a_range_of_unprivileged_ports() {
+        assert_eq!(Config::default().relay_ports(), Ok(49152..=51199));
+        for bad in ["", "5000", "60000-50000", "80-90", "1024-70000", "a-b"] {
+            let cfg = Config {
+                turn_relay_ports: bad.into(),
+                ..Config::default()
+            };
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains("turn_relay_ports"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -333,6 +333,83 @@ async fn an_ended_sessions_credentials_and_relays_stop_working() -> anyhow::Resu
 }
 
 #[tokio::test]
+async fn relays_are_bound_inside_the_configured_port_range() -> anyhow::Result<()> {
+    // Two ports a firewall would open; any other test's relays on this machine may take
+    // one of them, so the test finds a free pair first.
+    let base = loop {
+        let probe = UdpSocket::bind("127.0.0.1:0").await?.local_addr()?.port();
+        if probe < 65000
+            && std::net::UdpSocket::bind(("127.0.0.1", probe + 1)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", probe + 2)).is_ok()
+        {
+            break probe + 1;
+        }
+    };
+    let range = base..=base + 1;
+    let (server, turn) =
+        server_with(|c| c.turn_relay_ports = format!("{}-{}", base, base + 1)).await?;
+    let (a, b) = (
+        udp_client(turn, "avatar1").await?,
+        udp_client(turn, "avatar2").await?,
+    );
+    let first = tokio::time::timeout(Duration::from_secs(5), a.allocate()).await??;
+    let second = tokio::time::timeout(Duration::from_secs(5), b.allocate()).await??;
+    let ports = [first.local_addr()?.port(), second.local_addr()?.port()];
+    assert!(
+        ports.iter().all(|p| range.contains(p)),
+        "{ports:?} outside {range:?}"
+    );
+    assert_ne!(ports[0], ports[1]);
+
+    // The range is full: a third relay is refused, not bound elsewhere.
+    let c = udp_client(turn, "avatar3").await?;
+    let third = tokio::time::timeout(Duration::from_secs(5), c.allocate()).await?;
+    assert!(
+        third.is_err(),
+        "a relay outside the range: {:?}",
+        third.map(|r| r.local_addr())
+    );
+
+    // A freed port is used again.
+    first.close().await?;
+    a.close().await?;
+    let d = udp_client(turn, "avatar4").await?;
+    let start = std::time::Instant::now();
+    let again = loop {
+        match tokio::time::timeout(Duration::from_secs(5), d.allocate()).await? {
+            Ok(relay) => break relay,
+            // The server frees the port when it has handled the close.
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    assert!(range.contains(&again.local_addr()?.port()));
+    relay_round_trip_on(&again).await?;
+    for r in [second, again] {
+        r.close().await?;
+    }
+    for c in [b, c, d] {
+        c.close().await?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// Sends through an allocated relay to a plain UDP socket and checks it arrives.
+async fn relay_round_trip_on(relay: &impl Conn) -> anyhow::Result<()> {
+    let peer = UdpSocket::bind((PEER_IP, 0)).await?;
+    relay.send_to(b"in range", peer.local_addr()?).await?;
+    let mut buf = [0u8; 64];
+    let (n, from) =
+        tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf)).await??;
+    assert_eq!(&buf[..n], b"in range");
+    assert_eq!(from, relay.local_addr()?);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_session_holds_at_most_its_quota_of_relays() -> anyhow::Result<()> {
     let (server, turn) = server_with(|c| c.turn_relays_per_session = 3).await?;
     let mut clients = Vec::new();

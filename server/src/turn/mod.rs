@@ -189,6 +189,18 @@ pub async fn start(
         config.allowed_peer_networks(),
         crate::egress::EgressPolicy::own_addresses(&own),
     ));
+    // `validate` checked the range.
+    let ports = config
+        .relay_ports()
+        .map_err(|e| anyhow::anyhow!("turn_relay_ports: {e}"))?;
+    if ports.len() < config.turn_max_relays {
+        tracing::warn!(
+            "turn_relay_ports ({}) has fewer ports than turn_max_relays ({}): relays beyond \
+             the range's size are refused",
+            config.turn_relay_ports,
+            config.turn_max_relays
+        );
+    }
     let ledger = relays::Ledger::new(config.turn_relays_per_session, config.turn_max_relays);
     let revoked = Arc::new(credentials::Revocations::default());
     let rules = Arc::new(gate::GateRules {
@@ -204,6 +216,7 @@ pub async fn start(
             relay_addr_generator: Box::new(relays::Relays {
                 bind_ip: listen.ip(),
                 public_ip,
+                ports: ports.clone(),
                 ledger: ledger.clone(),
                 policy: policy.clone(),
                 pending,

@@ -9,6 +9,7 @@ use crate::egress::EgressPolicy;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::UdpSocket;
@@ -161,10 +162,11 @@ impl PendingAllocate {
     }
 }
 
-/// Binds relays on `bind_ip`, offered to clients at `public_ip`.
+/// Binds relays on `bind_ip`, on a free port of `ports`, offered to clients at `public_ip`.
 pub struct Relays {
     pub bind_ip: IpAddr,
     pub public_ip: IpAddr,
+    pub ports: RangeInclusive<u16>,
     pub ledger: Arc<Ledger>,
     pub policy: Arc<EgressPolicy>,
     pub pending: Arc<PendingAllocate>,
@@ -189,7 +191,7 @@ impl RelayAddressGenerator for Relays {
         self.ledger
             .admit(&username)
             .map_err(|full| turn::Error::Other(full.to_string()))?;
-        let socket = UdpSocket::bind(SocketAddr::new(self.bind_ip, requested_port)).await?;
+        let socket = bind_in(self.bind_ip, &self.ports, requested_port).await?;
         let relay = SocketAddr::new(self.public_ip, socket.local_addr()?.port());
         let slot = self
             .ledger
@@ -203,6 +205,40 @@ impl RelayAddressGenerator for Relays {
         };
         Ok((Arc::new(conn), relay))
     }
+}
+
+/// A UDP socket on `ip` and a free port of `ports` (the one asked for, if it is in the
+/// range), tried from a random place in the range so that relays do not pile up at its
+/// start and a freed port is not handed out again at once.
+async fn bind_in(
+    ip: IpAddr,
+    ports: &RangeInclusive<u16>,
+    requested: u16,
+) -> Result<UdpSocket, turn::Error> {
+    if requested != 0 {
+        if !ports.contains(&requested) {
+            return Err(turn::Error::Other(format!(
+                "port {requested} is outside turn_relay_ports"
+            )));
+        }
+        return Ok(UdpSocket::bind(SocketAddr::new(ip, requested)).await?);
+    }
+    let (first, count) = (*ports.start(), ports.len());
+    let start = rand::random_range(0..count);
+    for i in 0..count {
+        // `i + start < 2 * count` and `count <= 65536`: no overflow, and the sum is a port.
+        let Ok(port) = u16::try_from(usize::from(first) + (start + i) % count) else {
+            continue;
+        };
+        match UdpSocket::bind(SocketAddr::new(ip, port)).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(turn::Error::Other(
+        "no free port left in turn_relay_ports".into(),
+    ))
 }
 
 /// A relay's socket that sends only where the egress policy allows (or to another live
