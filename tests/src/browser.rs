@@ -1,5 +1,6 @@
 //! Browser tests: headless Chromium driven over WebDriver (chromedriver), with the flags that
-//! work on these machines (see `shared/BROWSER-TESTING.md`) and fake media devices.
+//! work on these machines (why each is there: `docs/architecture.md`, "Browser tests") and
+//! fake media devices.
 //! Missing Chromium is an error that says how to install it, never a skip.
 
 use anyhow::{Context, Result, bail};
