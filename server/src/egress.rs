@@ -11,10 +11,17 @@
 //! operator allows a range with `allowed_peer_ranges` (for a campus served on a LAN, say);
 //! the machine's own addresses stay refused even inside an allowed range.
 //!
+//! One exception to "never the machine's own": the server's own media port (the SFU's
+//! one UDP socket), opened with [`EgressPolicy::open_service`]. A browser that reaches
+//! the server only through TURN (a firewall that lets out nothing but TCP 443) must have
+//! its relay send to the SFU; that exact address and port is allowed, nothing else of the
+//! machine ([`EgressPolicy::check_peer`]).
+//!
 //! This module decides; it sends nothing and owns no socket.
 
 use ipnet::IpNet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
 
 /// Why an address was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -32,13 +39,45 @@ pub struct EgressPolicy {
     allowed: Vec<IpNet>,
     /// This machine's addresses: never a peer.
     own: Vec<IpAddr>,
+    /// The server's own services a relay may send to (the SFU's media port).
+    services: Arc<RwLock<Vec<SocketAddr>>>,
 }
 
 impl EgressPolicy {
     /// A policy allowing `allowed` besides public addresses, refusing `own`.
     pub fn new(allowed: Vec<IpNet>, own: Vec<IpAddr>) -> EgressPolicy {
         let own = own.into_iter().map(canonical).collect();
-        EgressPolicy { allowed, own }
+        EgressPolicy {
+            allowed,
+            own,
+            services: Arc::default(),
+        }
+    }
+
+    /// Lets relays send to `addr`, a service of this server itself (the SFU's media port),
+    /// although its address is the machine's own. Every copy of the policy sees it.
+    pub fn open_service(&self, addr: SocketAddr) {
+        let addr = SocketAddr::new(canonical(addr.ip()), addr.port());
+        // Only whole entries are pushed under the lock: a panic cannot leave it torn.
+        let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+        if !services.contains(&addr) {
+            services.push(addr);
+        }
+    }
+
+    /// Whether a client may have the server send to `addr`: [`Self::check`] on its
+    /// address, except that an opened service of this server is allowed.
+    pub fn check_peer(&self, addr: SocketAddr) -> Result<(), Refused> {
+        let canonical_addr = SocketAddr::new(canonical(addr.ip()), addr.port());
+        if self
+            .services
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&canonical_addr)
+        {
+            return Ok(());
+        }
+        self.check(addr.ip())
     }
 
     /// The addresses of this machine's interfaces plus `extra` (the addresses the server is
@@ -143,6 +182,24 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("a test address")
+    }
+
+    #[test]
+    fn an_opened_service_of_the_server_is_the_one_own_address_allowed() {
+        let policy = EgressPolicy::new(Vec::new(), vec![ip("203.0.113.5")]);
+        let media: SocketAddr = "203.0.113.5:7882".parse().unwrap();
+        assert!(policy.check_peer(media).is_err(), "not before it is opened");
+        let copy = policy.clone();
+        policy.open_service(media);
+        assert_eq!(copy.check_peer(media), Ok(()), "every copy sees it");
+        // The same address as IPv4-mapped IPv6.
+        assert_eq!(copy.check_peer("[::ffff:203.0.113.5]:7882".parse().unwrap()), Ok(()));
+        // Any other port of the machine stays refused, and so does the address alone.
+        assert!(copy.check_peer("203.0.113.5:22".parse().unwrap()).is_err());
+        assert!(copy.check(ip("203.0.113.5")).is_err());
+        // Other peers are judged as before.
+        assert!(copy.check_peer("10.0.0.1:7882".parse().unwrap()).is_err());
+        assert_eq!(copy.check_peer("8.8.8.8:53".parse().unwrap()), Ok(()));
     }
 
     #[test]

@@ -19,10 +19,31 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub struct Driver {
     _child: Child,
     url: String,
+    /// More Chromium flags for every browser of this driver.
+    extra_args: Vec<String>,
 }
 
 impl Driver {
     pub async fn start() -> Result<Driver> {
+        Self::start_with(Command::new(CHROMEDRIVER), None).await
+    }
+
+    /// A chromedriver (and so its browsers) inside a site of a test network, reached
+    /// through a forwarded port.
+    pub async fn start_in(lab: &crate::netlab::Lab, site: crate::netlab::Site) -> Result<Driver> {
+        Self::start_with(lab.command(site, CHROMEDRIVER), Some((lab, site))).await
+    }
+
+    /// Chromium flags added to every browser this driver starts.
+    pub fn with_args(mut self, args: impl IntoIterator<Item = String>) -> Driver {
+        self.extra_args.extend(args);
+        self
+    }
+
+    async fn start_with(
+        mut command: Command,
+        lab: Option<(&crate::netlab::Lab, crate::netlab::Site)>,
+    ) -> Result<Driver> {
         // webrtc brings rustls's ring provider and fantoccini its aws-lc one; with both,
         // rustls cannot choose by itself. (An error only says one is installed already.)
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -36,7 +57,7 @@ impl Driver {
         // Port 0: chromedriver binds a free port itself and says which on stdout. (Probing
         // for a free port first raced with the other tests binding ports in between: once
         // chromedriver lost its port and the session went to nobody.)
-        let mut child = Command::new(CHROMEDRIVER)
+        let mut child = command
             .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::piped())
@@ -59,9 +80,15 @@ impl Driver {
             .context("chromedriver did not start within 20 s")??;
         // Read on, so its log never fills the pipe and blocks it.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = match lab {
+            Some((lab, site)) => lab.forward(site, addr).await?,
+            None => addr,
+        };
         Ok(Driver {
             _child: child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{addr}"),
+            extra_args: Vec::new(),
         })
     }
 
@@ -89,8 +116,11 @@ impl Driver {
                 ]
             }
         });
-        // `QUAD_CHROME_LOG=DIR` keeps each browser's own log (WebRTC included) in DIR.
         let mut caps = caps;
+        if let Some(args) = caps["goog:chromeOptions"]["args"].as_array_mut() {
+            args.extend(self.extra_args.iter().map(|a| Value::from(a.as_str())));
+        }
+        // `QUAD_CHROME_LOG=DIR` keeps each browser's own log (WebRTC included) in DIR.
         if let Some(dir) = std::env::var_os("QUAD_CHROME_LOG") {
             let name = profile
                 .file_name()

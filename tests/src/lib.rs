@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod load;
 pub mod lossy_udp;
+pub mod netlab;
 pub mod relay;
 pub mod room_bot;
 pub mod tls_client;

@@ -254,7 +254,7 @@ impl TurnGate {
             if self.rules.ledger.is_relay(peer) {
                 continue; // Another relay of this server: the traffic stays in TURN.
             }
-            if let Err(refused) = self.rules.policy.check(peer.ip()) {
+            if let Err(refused) = self.rules.policy.check_peer(peer) {
                 return Some(format!("peer {peer}: {refused}"));
             }
         }

@@ -121,6 +121,8 @@ pub struct EmbeddedTurn {
     pub public_ip: IpAddr,
     /// TURN over TCP; with TLS on, the web port hands it TURN-over-TLS streams.
     pub tcp: Arc<tcp::TcpTurnConn>,
+    /// Where relays may send; the SFU's media port is opened in it once it is bound.
+    pub policy: Arc<crate::egress::EgressPolicy>,
 }
 
 /// Sets up STUN/TURN as the config says: external servers, the embedded one, or none.
@@ -290,6 +292,7 @@ pub async fn start(
             addr,
             public_ip,
             tcp: tcp_conn_handle,
+            policy: policy.clone(),
         }),
     ))
 }

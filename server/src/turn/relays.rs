@@ -272,7 +272,7 @@ impl Conn for GuardedRelay {
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
         // The gate refuses such peers before a permission exists; this is the last line.
         if !self.slot.ledger.is_relay(target)
-            && let Err(refused) = self.policy.check(target.ip())
+            && let Err(refused) = self.policy.check_peer(target)
         {
             tracing::debug!(%target, "TURN relay: datagram dropped: {refused}");
             return Ok(buf.len());

@@ -1,0 +1,175 @@
+//! Quad across real networks, in a test network of namespaces (`quad_tests::netlab`): the
+//! server on its own address in `school`, over HTTPS with its self-signed certificate
+//! (browsers are told its public key); browsers in `home1` and `home2` behind masquerading
+//! NAT; and one in `strict`, whose firewall lets out only TCP to the server's TLS port.
+//!
+//! - home1 and home2 walk, and hear each other in the hallway, over whatever candidates
+//!   ICE picks across the two NATs;
+//! - strict hears and is heard in the hallway, over TURN over TLS on port 443;
+//! - all three hear each other in a classroom, strict again through TURN over TLS.
+//!
+//! The server is the real binary, started the way a user starts it.
+
+use anyhow::{Context, Result, bail};
+use quad_tests::browser::{Browser, Driver, require_client_bundle};
+use quad_tests::netlab::{INTERNET, Lab, SCHOOL_IP, Site};
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+
+/// The `quad-server` binary `cargo test` built beside this test.
+fn server_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<this test> → target/<profile>/quad-server
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("quad-server"))
+        .context("no target directory above the test")?;
+    if !bin.is_file() {
+        bail!("{} is not built: run `cargo xtask test`", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Starts the server in `school` on 172.31.1.2:443 with a self-signed certificate;
+/// returns the process and the certificate's public-key hash it printed.
+async fn start_server(lab: &Lab, data: &std::path::Path) -> Result<(tokio::process::Child, String)> {
+    std::fs::create_dir_all(data)?;
+    let config = data.join("quad.toml");
+    // The lab's internet is a private range: the server is told it is public.
+    std::fs::write(&config, format!("allowed_peer_ranges = [\"{INTERNET}\"]\n"))?;
+    let mut child = lab
+        .command(Site::School, server_binary()?)
+        .current_dir(quad_tests::repo_root())
+        .args(["--listen", &format!("{SCHOOL_IP}:443"), "--tls-self-signed", "--dev"])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(&config)
+        .arg("--client-dir")
+        .arg(quad_tests::client_dir())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting quad-server in the school")?;
+    let stdout = child.stdout.take().context("the server's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let spki = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            println!("server: {line}");
+            if let Some(hash) = line.strip_prefix("TLS public key SHA-256 (base64): ") {
+                return Ok(hash.to_owned());
+            }
+        }
+        bail!("the server exited before it printed its certificate")
+    })
+    .await
+    .context("the server did not start within 60 s")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, spki))
+}
+
+async fn open(b: &Browser, name: &str, at: [f32; 2]) -> Result<u64> {
+    b.goto(&format!(
+        "https://{SCHOOL_IP}/?name={name}&spawn={},{}",
+        at[0], at[1]
+    ))
+    .await?;
+    b.wait_joined_with_mic(name).await
+}
+
+/// Waits until this page's room connection receives rising audio from every one of `from`.
+async fn wait_room_hearing(b: &Browser, who: &str, from: &[u64]) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let first = b.room_inbound().await?;
+    loop {
+        let now = b.room_inbound().await?;
+        let rising = |id: &u64| {
+            let key = format!("{id}:mic");
+            now["streams"][&key].as_f64().unwrap_or(0.0)
+                > first["streams"][&key].as_f64().unwrap_or(0.0)
+        };
+        if from.iter().all(rising) {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            bail!("{who} does not hear all of {from:?} in the room: {now}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn is_private_lan(address: &Value) -> bool {
+    address.as_str().is_some_and(|a| a.starts_with("192.168."))
+}
+
+#[tokio::test]
+async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https() -> Result<()> {
+    require_client_bundle()?;
+    let lab = Lab::build()?;
+    let data = quad_tests::temp_dir("netlab-server");
+    let (mut server, spki) = start_server(&lab, &data).await?;
+    let trust = vec![format!("--ignore-certificate-errors-spki-list={spki}")];
+    let home1 = Driver::start_in(&lab, Site::Home1).await?.with_args(trust.clone());
+    let home2 = Driver::start_in(&lab, Site::Home2).await?.with_args(trust.clone());
+    let strict = Driver::start_in(&lab, Site::Strict).await?.with_args(trust);
+
+    // The hallway, across two NATs.
+    let spawn = quad_tests::campus().spawn;
+    let hall = |dy: f32| [spawn.x - 144.0, spawn.y + dy];
+    let (ana, ben) = (home1.browser().await?, home2.browser().await?);
+    let ana_id = open(&ana, "Ana", hall(0.0)).await?;
+    let ben_id = open(&ben, "Ben", hall(60.0)).await?;
+    ben.wait_connected_to(ana_id).await?;
+    let heard = ben.wait_audio_rising(ana_id).await?;
+    ana.wait_audio_rising(ben_id).await?;
+    println!("home2 hears home1 over {heard}");
+    // Neither home's own address is reachable from the other: what ICE found crosses NAT.
+    assert!(!is_private_lan(&heard["remote"]["address"]), "{heard}");
+
+    // The strict network: only TCP to the server's TLS port, so TURN over TLS.
+    let sol = strict.browser().await?;
+    let opened = Instant::now();
+    let sol_id = open(&sol, "Sol", hall(-60.0)).await?;
+    sol.wait_connected_to(ana_id).await?;
+    let heard = sol.wait_audio_rising(ana_id).await?;
+    ana.wait_audio_rising(sol_id).await?;
+    println!(
+        "strict hears home1 {:.1} s after opening the page, over {heard}",
+        opened.elapsed().as_secs_f64()
+    );
+    assert_eq!(heard["local"]["type"], "relay", "{heard}");
+    assert_eq!(heard["local"]["relayProtocol"], "tls", "{heard}");
+    assert!(
+        heard["local"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with(&format!("turns:{SCHOOL_IP}:443"))),
+        "{heard}"
+    );
+
+    // A classroom: the three come in, and hear each other through the server.
+    let room = [[224.0, 280.0], [120.0, 176.0], [160.0, 240.0]];
+    let ana_id = open(&ana, "Ana", room[0]).await?;
+    let ben_id = open(&ben, "Ben", room[1]).await?;
+    let opened = Instant::now();
+    let sol_id = open(&sol, "Sol", room[2]).await?;
+    let sol_hears = wait_room_hearing(&sol, "Sol", &[ana_id, ben_id]).await?;
+    println!(
+        "strict hears the room {:.1} s after opening the page, over {sol_hears}",
+        opened.elapsed().as_secs_f64()
+    );
+    assert_eq!(sol_hears["local"]["type"], "relay", "{sol_hears}");
+    let ana_hears = wait_room_hearing(&ana, "Ana", &[ben_id, sol_id]).await?;
+    wait_room_hearing(&ben, "Ben", &[ana_id, sol_id]).await?;
+    assert_eq!(ana_hears["remote"]["address"], SCHOOL_IP.to_string(), "{ana_hears}");
+
+    for b in [ana, ben, sol] {
+        b.close().await?;
+    }
+    let _ = server.kill().await;
+    let _ = std::fs::remove_dir_all(&data);
+    drop(lab);
+    Ok(())
+}
