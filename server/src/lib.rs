@@ -169,6 +169,7 @@ pub struct Server {
     first_teacher_link: Option<String>,
     keys: auth::JoinKeys,
     turn_addr: Option<SocketAddr>,
+    media_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -193,6 +194,11 @@ impl Server {
     /// Where the embedded STUN/TURN server listens (UDP and TCP), if it runs.
     pub fn turn_addr(&self) -> Option<SocketAddr> {
         self.turn_addr
+    }
+
+    /// The UDP address of the media port every room member's connection shares.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
     }
 
     /// Where `/metrics` is served on its own (`metrics_listen`), if it is.
@@ -274,7 +280,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .last_chat_id()
             .context("reading the chat history")?,
     );
-    let sfu = media::sfu::Sfu::new(config.sfu());
+    let sfu = media::sfu::Sfu::new(config.sfu()).with_context(|| {
+        format!(
+            "binding the media port (UDP {}, setting `media_port`)",
+            std::net::SocketAddr::new(config.sfu().bind_ip, config.sfu().media_port)
+        )
+    })?;
+    let media_addr = sfu.media_addr();
+    tracing::info!("room media (SFU) on UDP {media_addr}");
     let space_stats = Arc::new(space::SpaceStats::default());
     let (space, space_task) = space::spawn(
         world,
@@ -340,6 +353,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         first_teacher_link,
         keys,
         turn_addr: embedded_turn.map(|t| t.addr),
+        media_addr,
         metrics_addr,
         shutdown,
         task,
