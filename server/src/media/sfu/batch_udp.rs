@@ -178,6 +178,8 @@ pub struct BatchSocket {
     /// The source address sends ask for, when the media port is bound to every address:
     /// replies leave from the address the client sent to.
     src_ip: Option<IpAddr>,
+    /// The media port is an IPv6 socket: IPv4 addresses are given to it IPv4-mapped.
+    v6_port: bool,
     outbox: Arc<Outbox>,
     metrics: Arc<SfuMetrics>,
 }
@@ -209,13 +211,24 @@ impl BatchSocket {
         let inbox = link.attach(local_addr.ip());
         let src_ip = (link.port_addr().ip().is_unspecified() && !local_addr.ip().is_unspecified())
             .then_some(local_addr.ip());
+        let v6_port = link.port_addr().is_ipv6();
         BatchSocket {
             link,
             inbox,
             local_addr,
             src_ip,
+            v6_port,
             outbox,
             metrics,
+        }
+    }
+
+    /// `ip` as the media port's socket takes it (quinn-udp does not map IPv4 addresses for
+    /// an IPv6 socket itself).
+    fn for_port(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) if self.v6_port => IpAddr::V6(v4.to_ipv6_mapped()),
+            ip => ip,
         }
     }
 
@@ -238,12 +251,17 @@ impl BatchSocket {
             return;
         }
         let was_empty = queue.datagrams.is_empty();
+        let destination = SocketAddr::new(
+            self.for_port(transmit.destination.ip()),
+            transmit.destination.port(),
+        );
+        let src_ip = transmit.src_ip.or(self.src_ip).map(|ip| self.for_port(ip));
         for chunk in contents.chunks(segment) {
             let start = queue.bytes.len();
             queue.bytes.extend_from_slice(chunk);
             queue.datagrams.push(Datagram {
-                destination: transmit.destination,
-                src_ip: transmit.src_ip.or(self.src_ip),
+                destination,
+                src_ip,
                 ecn: transmit.ecn,
                 start,
                 len: chunk.len(),

@@ -343,7 +343,11 @@ impl Inbox {
             n += 1;
         }
         if n == 0 {
-            state.waker = Some(cx.waker().clone());
+            // The driver probes for more with a no-op waker after each receive; that must
+            // not replace the waker of the receive it is about to wait on.
+            if !cx.waker().will_wake(Waker::noop()) {
+                state.waker = Some(cx.waker().clone());
+            }
             return Poll::Pending;
         }
         Poll::Ready(Ok(n))
