@@ -226,11 +226,19 @@ impl PortLink {
     }
 }
 
-impl Drop for PortLink {
-    fn drop(&mut self) {
+impl PortLink {
+    /// The connection is closed: nothing routes to it any more, although its driver may
+    /// still be winding down (and holding this link).
+    pub fn close(&self) {
         let mut table = self.port.shared.lock();
         table.routes.close(self.conn);
         table.inboxes.remove(&self.conn);
+    }
+}
+
+impl Drop for PortLink {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -276,6 +276,7 @@ async fn run(
     if let Err(e) = member.pc.close().await {
         tracing::debug!(member = %member.setup.id, "closing the room connection: {e}");
     }
+    member.link.close();
 }
 
 /// Passes the viewer's feedback on a forwarded track to its forwarder: keyframe requests
