@@ -72,7 +72,10 @@ pub struct Config {
     /// The local IP the SFU's peer connections bind their UDP ports to; by default the
     /// `listen` address's IP (when that is 0.0.0.0, one socket per interface, not loopback).
     pub media_ip: Option<IpAddr>,
-    /// The address browsers reach the SFU's media ports at, when the server is behind a
+    /// The UDP port every room member's media connection shares (the SFU's one socket);
+    /// by default 7882 (port 0 if `listen` has port 0). Port 0 picks a free port.
+    pub media_port: Option<u16>,
+    /// The address browsers reach the SFU's media port at, when the server is behind a
     /// 1:1 NAT (a cloud VM's public IP).
     pub media_public_ip: Option<IpAddr>,
     /// In a room, only this many of the loudest microphones are forwarded.
@@ -195,6 +198,7 @@ impl Default for Config {
             turn_urls: Vec::new(),
             turn_credential_ttl_secs: 600,
             media_ip: None,
+            media_port: None,
             media_public_ip: None,
             room_max_speakers: 3,
             room_member_timeout_secs: 10,
@@ -237,6 +241,9 @@ impl Default for Config {
         }
     }
 }
+
+/// The media port when `media_port` is not set (LiveKit's default for its UDP mux).
+pub const DEFAULT_MEDIA_PORT: u16 = 7882;
 
 /// The longest `chat_retention_days` and `audit_retention_days`.
 const MAX_RETENTION_DAYS: u32 = 36_500;
@@ -282,6 +289,11 @@ impl Config {
     pub fn sfu(&self) -> crate::media::sfu::SfuConfig {
         crate::media::sfu::SfuConfig {
             bind_ip: self.media_ip.unwrap_or(self.listen.ip()),
+            media_port: self.media_port.unwrap_or(if self.listen.port() == 0 {
+                0
+            } else {
+                DEFAULT_MEDIA_PORT
+            }),
             public_ip: self.media_public_ip,
             max_speakers: self.room_max_speakers,
             member_timeout: std::time::Duration::from_secs(self.room_member_timeout_secs),

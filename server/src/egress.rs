@@ -193,7 +193,10 @@ mod tests {
         policy.open_service(media);
         assert_eq!(copy.check_peer(media), Ok(()), "every copy sees it");
         // The same address as IPv4-mapped IPv6.
-        assert_eq!(copy.check_peer("[::ffff:203.0.113.5]:7882".parse().unwrap()), Ok(()));
+        assert_eq!(
+            copy.check_peer("[::ffff:203.0.113.5]:7882".parse().unwrap()),
+            Ok(())
+        );
         // Any other port of the machine stays refused, and so does the address alone.
         assert!(copy.check_peer("203.0.113.5:22".parse().unwrap()).is_err());
         assert!(copy.check(ip("203.0.113.5")).is_err());

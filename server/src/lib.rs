@@ -170,6 +170,7 @@ pub struct Server {
     first_teacher_link: Option<String>,
     keys: auth::JoinKeys,
     turn_addr: Option<SocketAddr>,
+    media_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     tls: Option<Arc<tls::Tls>>,
     shutdown: CancellationToken,
@@ -200,6 +201,11 @@ impl Server {
     /// Where the embedded STUN/TURN server listens (UDP and TCP), if it runs.
     pub fn turn_addr(&self) -> Option<SocketAddr> {
         self.turn_addr
+    }
+
+    /// The UDP address of the media port every room member's connection shares.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
     }
 
     /// Where `/metrics` is served on its own (`metrics_listen`), if it is.
@@ -285,7 +291,28 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .last_chat_id()
             .context("reading the chat history")?,
     );
-    let sfu = media::sfu::Sfu::new(config.sfu());
+    let sfu = media::sfu::Sfu::new(config.sfu()).with_context(|| {
+        format!(
+            "binding the media port (UDP {}, setting `media_port`)",
+            std::net::SocketAddr::new(config.sfu().bind_ip, config.sfu().media_port)
+        )
+    })?;
+    let media_addr = sfu.media_addr();
+    tracing::info!("room media (SFU) on UDP {media_addr}");
+    if let Some(turn) = &embedded_turn {
+        // A browser that reaches the server only through TURN (a firewall that lets out
+        // nothing but TCP 443) has its relay send to the media port: that one port of the
+        // machine's own addresses is opened to relays.
+        let mut ips = vec![media_addr.ip()];
+        ips.extend(config.media_public_ip);
+        if media_addr.ip().is_unspecified() {
+            ips.extend(egress::EgressPolicy::own_addresses(&config.own_ips()));
+        }
+        for ip in ips.into_iter().filter(|ip| !ip.is_unspecified()) {
+            turn.policy
+                .open_service(SocketAddr::new(ip, media_addr.port()));
+        }
+    }
     let space_stats = Arc::new(space::SpaceStats::default());
     let (space, space_task) = space::spawn(
         world,
@@ -365,6 +392,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         keys,
         turn_addr: embedded_turn.map(|t| t.addr),
         tls,
+        media_addr,
         metrics_addr,
         shutdown,
         task,

@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 18] = [
+    let rows: [(&str, &str, &str, u64); 20] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -95,6 +95,18 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "UDP datagrams dropped because a connection's send queue was full.",
             load(&sfu.udp_dropped_datagrams),
+        ),
+        (
+            "quad_sfu_udp_unrouted_total",
+            "counter",
+            "UDP datagrams at the media port that belonged to no room member's connection (dropped).",
+            load(&sfu.udp_unrouted),
+        ),
+        (
+            "quad_sfu_udp_inbox_dropped_total",
+            "counter",
+            "UDP datagrams at the media port dropped because their connection's inbox was full.",
+            load(&sfu.udp_inbox_dropped),
         ),
         (
             "quad_sfu_queued_commands",

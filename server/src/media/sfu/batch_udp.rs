@@ -1,11 +1,15 @@
-//! Batched UDP sending for the SFU's peer connections.
+//! The sockets the SFU's peer connections get: virtual sockets on the shared media port
+//! (see `media_port`), whose sends are batched.
 //!
 //! webrtc-rs's connection driver sends each datagram the moment it is encrypted, one
 //! `sendmsg` per packet. An SFU sends many small packets to each viewer, so that costs a
 //! system call and a full trip through the kernel's UDP stack per forwarded packet.
 //! [`SfuRuntime`] is the tokio runtime webrtc-rs already uses, except that the UDP sockets
-//! it hands the driver are [`BatchSocket`]s: a send only queues the datagram and wakes the
-//! socket's flusher task, which runs once the driver has finished its burst and sends what
+//! it hands the driver are [`BatchSocket`]s: the socket the driver bound is closed at once
+//! (only its address is kept, as the driver knows the socket by it), datagrams are
+//! received from the connection's inbox on the media port, and a send only queues the
+//! datagram and wakes the socket's flusher task, which sends through the media port's
+//! socket. The flusher runs once the driver has finished its burst and sends what
 //! has queued since, consecutive same-size datagrams to one address as a single UDP GSO
 //! send (`UDP_SEGMENT`), the rest one by one.
 //!
@@ -18,6 +22,7 @@
 //! (see `reused_timer`).
 
 use super::SfuMetrics;
+use super::media_port::{Inbox, PortLink};
 use super::reused_timer::TimerSlot;
 use std::fmt;
 use std::future::Future;
@@ -48,18 +53,18 @@ const MAX_GSO_BYTES: usize = 60_000;
 /// webrtc-rs's tokio runtime, which everything but UDP sockets is handed to.
 static TOKIO: TokioRuntime = TokioRuntime;
 
-/// The tokio runtime, with [`BatchSocket`]s for UDP and a [`TimerSlot`] for the driver's
-/// sleeps. See the module docs. One per peer connection.
+/// The tokio runtime, with [`BatchSocket`]s on the media port for UDP and a [`TimerSlot`]
+/// for the driver's sleeps. See the module docs. One per peer connection.
 #[derive(Debug)]
 pub struct SfuRuntime {
-    metrics: Arc<SfuMetrics>,
+    link: Arc<PortLink>,
     timer: TimerSlot,
 }
 
 impl SfuRuntime {
-    pub fn new(metrics: Arc<SfuMetrics>) -> Self {
+    pub fn new(link: Arc<PortLink>) -> Self {
         SfuRuntime {
-            metrics,
+            link,
             timer: TimerSlot::default(),
         }
     }
@@ -70,9 +75,13 @@ impl Runtime for SfuRuntime {
         TOKIO.spawn(future)
     }
 
+    /// The driver bound `socket` for the connection; it is closed here (no descriptor per
+    /// connection) and the connection gets a virtual socket on the media port instead,
+    /// which keeps the address the driver knows it by.
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        let inner = TOKIO.wrap_udp_socket(socket)?;
-        Ok(Arc::new(BatchSocket::start(inner, self.metrics.clone())))
+        let local_addr = socket.local_addr()?;
+        drop(socket);
+        Ok(Arc::new(BatchSocket::start(self.link.clone(), local_addr)))
     }
 
     fn wrap_tcp_listener(
@@ -158,9 +167,19 @@ impl Outbox {
     }
 }
 
-/// A UDP socket whose sends are queued and flushed in batches by its own task.
+/// One connection's virtual socket on the media port: it receives from its inbox there,
+/// and its sends are queued and flushed through the port's socket in batches by its own
+/// task.
 pub struct BatchSocket {
-    inner: Arc<dyn AsyncUdpSocket>,
+    link: Arc<PortLink>,
+    inbox: Arc<Inbox>,
+    /// The address of the socket the driver bound (and this one replaces).
+    local_addr: SocketAddr,
+    /// The source address sends ask for, when the media port is bound to every address:
+    /// replies leave from the address the client sent to.
+    src_ip: Option<IpAddr>,
+    /// The media port is an IPv6 socket: IPv4 addresses are given to it IPv4-mapped.
+    v6_port: bool,
     outbox: Arc<Outbox>,
     metrics: Arc<SfuMetrics>,
 }
@@ -168,28 +187,53 @@ pub struct BatchSocket {
 impl fmt::Debug for BatchSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchSocket")
-            .field("inner", &self.inner)
+            .field("local_addr", &self.local_addr)
+            .field("link", &self.link)
             .finish_non_exhaustive()
     }
 }
 
 impl BatchSocket {
-    /// Wraps `inner` and spawns its flusher, which ends when this socket is dropped.
-    fn start(inner: Arc<dyn AsyncUdpSocket>, metrics: Arc<SfuMetrics>) -> BatchSocket {
+    /// A virtual socket known as `local_addr` on `link`'s port; spawns its flusher, which
+    /// ends when this socket is dropped.
+    fn start(link: Arc<PortLink>, local_addr: SocketAddr) -> BatchSocket {
         let outbox = Arc::new(Outbox {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
         });
-        tokio::spawn(flusher(inner.clone(), outbox.clone(), metrics.clone()));
+        let metrics = link.metrics().clone();
+        tokio::spawn(flusher(
+            link.socket().clone(),
+            outbox.clone(),
+            metrics.clone(),
+        ));
+        let inbox = link.attach(local_addr.ip());
+        let src_ip = (link.port_addr().ip().is_unspecified() && !local_addr.ip().is_unspecified())
+            .then_some(local_addr.ip());
+        let v6_port = link.port_addr().is_ipv6();
         BatchSocket {
-            inner,
+            link,
+            inbox,
+            local_addr,
+            src_ip,
+            v6_port,
             outbox,
             metrics,
         }
     }
 
+    /// `ip` as the media port's socket takes it (quinn-udp does not map IPv4 addresses for
+    /// an IPv6 socket itself).
+    fn for_port(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) if self.v6_port => IpAddr::V6(v4.to_ipv6_mapped()),
+            ip => ip,
+        }
+    }
+
     fn enqueue(&self, transmit: &Transmit<'_>) {
+        self.link.sent(transmit.destination, transmit.contents);
         let contents = transmit.contents;
         // The driver is told GSO is unavailable, but a segmented transmit is still honoured.
         let segment = transmit
@@ -207,12 +251,17 @@ impl BatchSocket {
             return;
         }
         let was_empty = queue.datagrams.is_empty();
+        let destination = SocketAddr::new(
+            self.for_port(transmit.destination.ip()),
+            transmit.destination.port(),
+        );
+        let src_ip = transmit.src_ip.or(self.src_ip).map(|ip| self.for_port(ip));
         for chunk in contents.chunks(segment) {
             let start = queue.bytes.len();
             queue.bytes.extend_from_slice(chunk);
             queue.datagrams.push(Datagram {
-                destination: transmit.destination,
-                src_ip: transmit.src_ip,
+                destination,
+                src_ip,
                 ecn: transmit.ecn,
                 start,
                 len: chunk.len(),
@@ -227,6 +276,7 @@ impl BatchSocket {
 
 impl Drop for BatchSocket {
     fn drop(&mut self) {
+        self.link.detach(&self.inbox);
         self.outbox.closed.store(true, Ordering::Release);
         self.outbox.wake.notify_one();
     }
@@ -234,7 +284,7 @@ impl Drop for BatchSocket {
 
 impl AsyncUdpSocket for BatchSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        Ok(self.local_addr)
     }
 
     fn poll_send(&self, _cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
@@ -248,7 +298,7 @@ impl AsyncUdpSocket for BatchSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        self.inner.poll_recv(cx, bufs, meta)
+        self.inbox.poll_recv(cx, bufs, meta)
     }
 
     /// One: the driver hands over single datagrams and the flusher does the batching.
@@ -256,8 +306,9 @@ impl AsyncUdpSocket for BatchSocket {
         1
     }
 
+    /// One: the inbox holds single datagrams.
     fn max_gro_segments(&self) -> usize {
-        self.inner.max_gro_segments()
+        1
     }
 }
 
@@ -331,6 +382,7 @@ async fn send_batch(socket: &dyn AsyncUdpSocket, batch: &Queue, metrics: &SfuMet
 
 #[cfg(test)]
 mod tests {
+    use super::super::media_port::MediaPort;
     use super::*;
 
     fn datagram(port: u16, len: usize) -> Datagram {
@@ -343,18 +395,24 @@ mod tests {
         }
     }
 
-    /// A batch socket (and the socket it wraps) on loopback, and a plain receiver.
+    /// A batch socket on a media port on loopback (and the port's socket, with how many
+    /// references to it there were before the batch socket), and a plain receiver.
     async fn socket_and_receiver(
         metrics: &Arc<SfuMetrics>,
-    ) -> (BatchSocket, Arc<dyn AsyncUdpSocket>, tokio::net::UdpSocket) {
-        let inner = TOKIO
-            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-            .expect("wrap");
-        let socket = BatchSocket::start(inner.clone(), metrics.clone());
+    ) -> (
+        BatchSocket,
+        (Arc<dyn AsyncUdpSocket>, usize, Arc<MediaPort>),
+        tokio::net::UdpSocket,
+    ) {
+        let port = MediaPort::bind([127, 0, 0, 1].into(), 0, metrics.clone()).expect("bind");
+        let link = port.open();
+        let inner = link.socket().clone();
+        let references = Arc::strong_count(&inner);
+        let socket = BatchSocket::start(link, SocketAddr::from(([127, 0, 0, 1], 40000)));
         let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        (socket, inner, receiver)
+        (socket, (inner, references, port), receiver)
     }
 
     #[test]
@@ -382,7 +440,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn datagrams_arrive_whole_in_order_and_batched() {
         let metrics = Arc::new(SfuMetrics::default());
-        let (socket, inner, receiver) = socket_and_receiver(&metrics).await;
+        let (socket, (inner, _, _port), receiver) = socket_and_receiver(&metrics).await;
         let gso = inner.max_gso_segments();
         let to = receiver.local_addr().expect("addr");
         // Runs of six 90-byte datagrams closed by a 40-byte one, as one burst: on this
@@ -421,7 +479,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn dropping_the_socket_flushes_and_stops_its_flusher() {
         let metrics = Arc::new(SfuMetrics::default());
-        let (socket, inner, receiver) = socket_and_receiver(&metrics).await;
+        let (socket, (inner, references, _port), receiver) = socket_and_receiver(&metrics).await;
+        assert_eq!(socket.local_addr().expect("addr").port(), 40000);
         let transmit = Transmit {
             destination: receiver.local_addr().expect("addr"),
             ecn: None,
@@ -439,9 +498,9 @@ mod tests {
             .expect("datagram in time")
             .expect("recv");
         assert_eq!(&buf[..n], b"last words");
-        // The flusher held the only other reference to the inner socket.
+        // The flusher held the only reference to the port's socket the batch socket added.
         tokio::time::timeout(Duration::from_secs(5), async {
-            while Arc::strong_count(&inner) > 1 {
+            while Arc::strong_count(&inner) > references {
                 tokio::task::yield_now().await;
             }
         })

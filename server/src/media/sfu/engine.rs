@@ -3,10 +3,11 @@
 //! feedback, [`KeyframeRequests`], which hands viewers' picture-loss requests to the SFU,
 //! and [`UnacknowledgedLayers`], which keeps simulcast layers identifiable across
 //! renegotiations), the local addresses it offers, and the runtime ([`SfuRuntime`]) whose
-//! UDP sockets batch their sends.
+//! UDP sockets are virtual sockets on the media port that batch their sends.
 
+use super::SfuConfig;
 use super::batch_udp::SfuRuntime;
-use super::{SfuConfig, SfuMetrics};
+use super::media_port::PortLink;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -56,10 +57,11 @@ pub fn vp8() -> RTCRtpCodec {
     }
 }
 
-/// Builds one SFU-side peer connection whose events go to `handler`.
+/// Builds one SFU-side peer connection whose events go to `handler` and whose datagrams go
+/// through `link`.
 pub async fn peer_connection(
     config: &SfuConfig,
-    metrics: &Arc<SfuMetrics>,
+    link: Arc<PortLink>,
     handler: Arc<dyn PeerConnectionEventHandler>,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let mut media = MediaEngine::default();
@@ -114,7 +116,9 @@ pub async fn peer_connection(
         .with_interceptor_registry(registry)
         .with_setting_engine(settings.build())
         .with_handler(handler)
-        .with_runtime(Arc::new(SfuRuntime::new(metrics.clone())))
+        .with_runtime(Arc::new(SfuRuntime::new(link)))
+        // The driver binds a socket here only for its address, which its host candidates
+        // carry (the member's task puts the media port in them); the runtime closes it.
         .with_udp_addrs(vec![std::net::SocketAddr::new(config.bind_ip, 0)])
         .build()
         .await?;

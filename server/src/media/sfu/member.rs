@@ -11,6 +11,7 @@
 
 use super::forward::{self, ForwardCtl, StreamSource, StreamStats, Subscriber};
 use super::limits::Queued;
+use super::media_port::{MediaPort, PortLink};
 use super::room::{Published, RoomCmd, RoomHandle};
 use super::{SfuConfig, SfuMetrics, StreamKind, engine};
 use crate::session::SessionOutbox;
@@ -99,6 +100,8 @@ pub struct MemberSetup {
     pub room: RoomHandle,
     pub config: Arc<SfuConfig>,
     pub metrics: Arc<SfuMetrics>,
+    /// The media port its connection's datagrams go through.
+    pub port: Arc<MediaPort>,
     pub outbox: SessionOutbox,
 }
 
@@ -129,6 +132,9 @@ struct Subscription {
 struct Member {
     setup: MemberSetup,
     pc: Arc<dyn PeerConnection>,
+    /// The connection's place on the media port (its routes are forgotten when the task
+    /// ends and this is dropped).
+    link: Arc<PortLink>,
     subscriptions: FxHashMap<(AvatarId, StreamKind), Subscription>,
     /// The client's offer has been answered: the server may offer now.
     answered: bool,
@@ -157,7 +163,8 @@ async fn run(
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let handler = Arc::new(Events(events_tx));
-    let pc = match engine::peer_connection(&setup.config, &setup.metrics, handler).await {
+    let link = setup.port.open();
+    let pc = match engine::peer_connection(&setup.config, link.clone(), handler).await {
         Ok(pc) => pc,
         Err(e) => {
             tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
@@ -175,6 +182,7 @@ async fn run(
     let mut member = Member {
         setup,
         pc,
+        link,
         subscriptions: FxHashMap::default(),
         answered: false,
         awaiting_answer: false,
@@ -208,7 +216,7 @@ async fn run(
                 Some(PcEvent::Candidate(init)) => send(
                     &member.setup.outbox,
                     &ServerMsg::RoomSignal(Signal::Candidate {
-                        candidate: init.candidate,
+                        candidate: member.link.advertised_candidate(&init.candidate),
                         sdp_mid: init.sdp_mid,
                         sdp_m_line_index: init.sdp_mline_index,
                     }),
@@ -268,6 +276,7 @@ async fn run(
     if let Err(e) = member.pc.close().await {
         tracing::debug!(member = %member.setup.id, "closing the room connection: {e}");
     }
+    member.link.close();
 }
 
 /// Passes the viewer's feedback on a forwarded track to its forwarder: keyframe requests
@@ -409,6 +418,7 @@ impl Member {
             self.pc.set_remote_description(offer).await?;
             let answer = self.pc.create_answer(None).await?;
             self.pc.set_local_description(answer.clone()).await?;
+            self.link.set_local_description(&answer.sdp);
             Ok::<_, webrtc::error::Error>(answer)
         }
         .await;
@@ -426,7 +436,7 @@ impl Member {
             &self.setup.outbox,
             &ServerMsg::RoomSignal(Signal::Description {
                 kind: SdpKind::Answer,
-                sdp: answer.sdp,
+                sdp: self.link.advertised_sdp(&answer.sdp),
             }),
         );
         self.answered = true;
@@ -491,7 +501,7 @@ impl Member {
         };
         let frame = match quad_shared::codec::encode(&ServerMsg::RoomSignal(Signal::Description {
             kind: SdpKind::Offer,
-            sdp: offer.sdp.clone(),
+            sdp: self.link.advertised_sdp(&offer.sdp),
         })) {
             Ok(frame) => Bytes::from(frame),
             Err(e) => {
@@ -508,10 +518,12 @@ impl Member {
             self.retry_at = Some(tokio::time::Instant::now() + NEGOTIATION_RETRY);
             return;
         }
+        let sdp = offer.sdp.clone();
         if let Err(e) = self.pc.set_local_description(offer).await {
             tracing::error!(member = %self.setup.id, "cannot apply an offer: {e}");
             return;
         }
+        self.link.set_local_description(&sdp);
         let _ = self.setup.outbox.push(frame);
         for sub in self.subscriptions.values_mut() {
             sub.offered = true;

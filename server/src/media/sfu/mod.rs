@@ -11,6 +11,9 @@
 //!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
 //! - `speakers`: the N-loudest rule, a pure function.
 //! - `engine`: how a peer connection is built.
+//! - `media_port`: the one UDP socket all connections share, and `demux`, which decides
+//!   whose each datagram arriving there is; `batch_udp`: each connection's virtual socket
+//!   on it.
 //! - [`admission`]: what client signaling is taken (m-lines, candidates), a pure function.
 //! - [`limits`]: how much one member's client may make the SFU do: its offer budget, and
 //!   how many of the commands it caused may be queued at once. Commands from the space
@@ -20,9 +23,11 @@
 
 pub mod admission;
 mod batch_udp;
+pub mod demux;
 mod engine;
 mod forward;
 pub mod limits;
+pub mod media_port;
 mod member;
 mod reused_timer;
 mod room;
@@ -73,9 +78,11 @@ impl StreamKind {
 /// Tunables of the SFU.
 #[derive(Clone, Debug)]
 pub struct SfuConfig {
-    /// The local IP that peer connections bind their UDP sockets to.
+    /// The local IP the media port is bound to.
     pub bind_ip: IpAddr,
-    /// The address browsers reach the server's media ports at, when not `bind_ip` (1:1 NAT).
+    /// The UDP port every member's connection shares (0: one the OS picks).
+    pub media_port: u16,
+    /// The address browsers reach the server's media port at, when not `bind_ip` (1:1 NAT).
     pub public_ip: Option<IpAddr>,
     /// How many of the loudest speakers are forwarded in a room.
     pub max_speakers: usize,
@@ -103,6 +110,10 @@ pub struct SfuMetrics {
     pub udp_sends: AtomicU64,
     /// Datagrams dropped because a connection's send queue was full.
     pub udp_dropped_datagrams: AtomicU64,
+    /// Datagrams at the media port that belonged to no connection (dropped).
+    pub udp_unrouted: AtomicU64,
+    /// Datagrams at the media port dropped because their connection's inbox was full.
+    pub udp_inbox_dropped: AtomicU64,
     /// Commands from members' clients queued and not yet handled (see [`limits::Queued`]).
     pub queued_commands: AtomicU64,
     /// The most commands one member's client has had queued at once.
@@ -136,6 +147,7 @@ struct Door {
 pub struct Sfu {
     config: Arc<SfuConfig>,
     metrics: Arc<SfuMetrics>,
+    port: Arc<media_port::MediaPort>,
     /// Which room each member is in (sessions look here to route signaling), and its limits.
     members: DashMap<AvatarId, Door>,
     restrictions: Restrictions,
@@ -152,18 +164,27 @@ impl std::fmt::Debug for Sfu {
 }
 
 impl Sfu {
-    pub fn new(config: SfuConfig) -> Arc<Sfu> {
-        Arc::new(Sfu {
+    /// Binds the media port (on the tokio runtime).
+    pub fn new(config: SfuConfig) -> std::io::Result<Arc<Sfu>> {
+        let metrics = Arc::new(SfuMetrics::default());
+        let port = media_port::MediaPort::bind(config.bind_ip, config.media_port, metrics.clone())?;
+        Ok(Arc::new(Sfu {
             config: Arc::new(config),
-            metrics: Arc::new(SfuMetrics::default()),
+            metrics,
+            port,
             members: DashMap::new(),
             restrictions: Arc::new(DashMap::new()),
             rooms: Mutex::new(Default::default()),
-        })
+        }))
     }
 
     pub fn metrics(&self) -> &SfuMetrics {
         &self.metrics
+    }
+
+    /// The address of the media port.
+    pub fn media_addr(&self) -> std::net::SocketAddr {
+        self.port.addr()
     }
 
     /// Puts `member` in `room` (leaving any other room first). Frames for the member's
@@ -189,6 +210,7 @@ impl Sfu {
                     room_name.to_owned(),
                     self.config.clone(),
                     self.metrics.clone(),
+                    self.port.clone(),
                     self.restrictions.clone(),
                 ),
                 0,

@@ -8,6 +8,7 @@
 
 use super::forward::{ForwardCtl, StreamStats};
 use super::limits::Queued;
+use super::media_port::MediaPort;
 use super::member::{self, MemberCmd, MemberSetup};
 use super::speakers::{self, MicLevel};
 use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, StreamKind};
@@ -104,6 +105,7 @@ struct Room {
     handle: RoomHandle,
     config: Arc<SfuConfig>,
     metrics: Arc<SfuMetrics>,
+    port: Arc<MediaPort>,
     restrictions: Restrictions,
     /// Members in the order they joined.
     members: Vec<(AvatarId, Entry)>,
@@ -119,6 +121,7 @@ pub fn spawn(
     name: String,
     config: Arc<SfuConfig>,
     metrics: Arc<SfuMetrics>,
+    port: Arc<MediaPort>,
     restrictions: Restrictions,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -129,6 +132,7 @@ pub fn spawn(
         handle: handle.clone(),
         config,
         metrics,
+        port,
         restrictions,
         members: Vec::new(),
         streams: Vec::new(),
@@ -281,6 +285,7 @@ impl Room {
             room: self.handle.clone(),
             config: self.config.clone(),
             metrics: self.metrics.clone(),
+            port: self.port.clone(),
             outbox: match self.entry(member) {
                 Some(entry) => entry.outbox.clone(),
                 None => return,

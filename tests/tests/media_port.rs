@@ -1,0 +1,200 @@
+//! The SFU's media port: a room of twenty members who all hear each other is served from
+//! one UDP socket; a flood of datagrams from an address that belongs to no member is
+//! dropped and counted while the room's audio goes on.
+//!
+//! Run in a loopback-only network namespace, as CI does:
+//! `unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh cargo test -p quad-tests --test media_port`
+
+use quad_shared::AvatarId;
+use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
+use quad_tests::{PATIENCE, TestServer, campus, http_get, metric};
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+fn options(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
+    RoomBotOptions {
+        name: name.into(),
+        spawn,
+        mic_level: Some(30),
+        camera: false,
+        lossy: false,
+        token: None,
+    }
+}
+
+/// The local addresses of this process's UDP sockets (IPv4: the server binds loopback).
+fn udp_sockets_of_this_process() -> anyhow::Result<Vec<SocketAddr>> {
+    let mut inodes = HashSet::new();
+    for fd in std::fs::read_dir("/proc/self/fd")? {
+        let Ok(target) = std::fs::read_link(fd?.path()) else {
+            continue;
+        };
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let table = std::fs::read_to_string("/proc/self/net/udp")?;
+    let mut sockets = Vec::new();
+    // `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode`
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(inode)) = (fields.get(1), fields.get(9)) else {
+            continue;
+        };
+        if !inodes.contains(*inode) {
+            continue;
+        }
+        let Some((ip, port)) = local.split_once(':') else {
+            continue;
+        };
+        // The kernel prints the address as a number in host byte order (x86: reversed).
+        let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16)?.to_ne_bytes());
+        let port = u16::from_str_radix(port, 16)?;
+        sockets.push(SocketAddr::new(IpAddr::V4(ip), port));
+    }
+    Ok(sockets)
+}
+
+/// Every bot has received at least `count` microphone packets from every other bot.
+async fn all_hear_each_other(bots: &[RoomBot], count: u64) -> anyhow::Result<()> {
+    let ids: Vec<AvatarId> = bots.iter().map(|b| b.id).collect();
+    for bot in bots {
+        let others: Vec<AvatarId> = ids.iter().copied().filter(|id| *id != bot.id).collect();
+        bot.wait_receiving(&others, "mic", count).await?;
+    }
+    Ok(())
+}
+
+/// Twenty members, each hearing the other nineteen: the server's SFU holds one UDP
+/// socket, the media port. The SFU binds its own loopback address (127.0.0.2), so its
+/// sockets are told apart from the bots' (127.0.0.1) exactly; before the media port, it
+/// held one per member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
+    let sfu_ip = IpAddr::from([127, 0, 0, 2]);
+    let server = TestServer::start_with(|c| {
+        c.media_ip = Some(sfu_ip);
+        c.room_max_speakers = 20;
+        // Not in the way of the count (it binds the `listen` IP anyway).
+        c.turn = false;
+    })
+    .await?;
+    let media = server.server.media_addr();
+    assert_eq!(media.ip(), sfu_ip);
+    assert_ne!(media.port(), 0);
+    let at = room_spot(&campus(), 0)?;
+    let mut bots = Vec::new();
+    for i in 0..20 {
+        bots.push(RoomBot::join(server.addr(), options(&format!("bot{i}"), at)).await?);
+    }
+    for bot in &bots {
+        bot.wait_for(PATIENCE, "JoinRoomMedia", |s| s.room.is_some())
+            .await?;
+    }
+    all_hear_each_other(&bots, 25).await?;
+
+    let sfu_sockets: Vec<SocketAddr> = udp_sockets_of_this_process()?
+        .into_iter()
+        .filter(|a| a.ip() == sfu_ip)
+        .collect();
+    assert_eq!(sfu_sockets, vec![media], "the SFU's UDP sockets");
+
+    let (status, page) = http_get(server.addr(), "/metrics").await?;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(metric(&page, "quad_room_members"), Some(20.0));
+    assert_eq!(
+        metric(&page, "quad_sfu_udp_inbox_dropped_total"),
+        Some(0.0),
+        "{page}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+/// Datagrams a stranger sends to the media port.
+const FLOOD: u64 = 5_000;
+
+/// A connectivity check whose USERNAME is `username` (RFC 5389 framing, no integrity).
+fn check(username: &str) -> Vec<u8> {
+    let mut attr = vec![0x00, 0x06];
+    attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    attr.extend_from_slice(username.as_bytes());
+    while attr.len() % 4 != 0 {
+        attr.push(0);
+    }
+    let mut msg = vec![0x00, 0x01];
+    msg.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    msg.extend_from_slice(&[9; 12]);
+    msg.extend_from_slice(&attr);
+    msg
+}
+
+async fn unrouted(server: &TestServer) -> anyhow::Result<f64> {
+    let (status, page) = http_get(server.addr(), "/metrics").await?;
+    anyhow::ensure!(status == 200, "{page}");
+    metric(&page, "quad_sfu_udp_unrouted_total")
+        .ok_or_else(|| anyhow::anyhow!("no quad_sfu_udp_unrouted_total in {page}"))
+}
+
+/// A stranger floods the media port with media-like datagrams and connectivity checks for
+/// a username fragment nobody has: they are dropped and counted, and the members' audio
+/// keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_flood_is_dropped_and_counted_while_audio_flows() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let media = server.server.media_addr();
+    let at = room_spot(&campus(), 0)?;
+    let bots = vec![
+        RoomBot::join(server.addr(), options("a", at)).await?,
+        RoomBot::join(server.addr(), options("b", at)).await?,
+    ];
+    all_hear_each_other(&bots, 25).await?;
+    let (a, b) = (&bots[0], &bots[1]);
+    let before = unrouted(&server).await?;
+    let heard = (
+        b.state().packets_from(a.id, "mic"),
+        a.state().packets_from(b.id, "mic"),
+    );
+
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mut rtp = vec![0x80, 111];
+    rtp.resize(160, 0x55);
+    let check = check("nobody:stranger");
+    for i in 0..FLOOD {
+        let datagram = if i % 10 == 0 { &check } else { &rtp };
+        stranger.send_to(datagram, media).await?;
+        // Paced, so that the kernel's socket buffer is not what drops them.
+        if i % 50 == 49 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let counted = loop {
+        let counted = unrouted(&server).await? - before;
+        if counted >= FLOOD as f64 * 0.95 || tokio::time::Instant::now() >= deadline {
+            break counted;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        (FLOOD as f64 * 0.95..=FLOOD as f64).contains(&counted),
+        "{counted} of {FLOOD} counted as unrouted"
+    );
+
+    // Both still hear each other, well after the flood began.
+    b.wait_for(PATIENCE, "a's audio at b after the flood", |s| {
+        s.packets_from(a.id, "mic") > heard.0 + 50
+    })
+    .await?;
+    a.wait_for(PATIENCE, "b's audio at a after the flood", |s| {
+        s.packets_from(b.id, "mic") > heard.1 + 50
+    })
+    .await?;
+    server.stop().await;
+    Ok(())
+}
