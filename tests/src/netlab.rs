@@ -78,7 +78,8 @@ impl Lab {
             prefix,
             namespaces: Vec::new(),
         };
-        lab.wire().context("building the test network (needs root)")?;
+        lab.wire()
+            .context("building the test network (needs root)")?;
         Ok(lab)
     }
 
@@ -105,7 +106,14 @@ impl Lab {
         sysctl(&inet, "net.ipv4.ip_forward=1")?;
         // The school: the server on the lab's internet.
         let school = self.add("school")?;
-        link(&inet, "school", "172.31.1.1/24", &school, "wan", "172.31.1.2/24")?;
+        link(
+            &inet,
+            "school",
+            "172.31.1.1/24",
+            &school,
+            "wan",
+            "172.31.1.2/24",
+        )?;
         route(&school, "172.31.1.1")?;
         // Homes behind NAT, and the strict network (NAT and a firewall).
         for (site, n) in [("home1", 2), ("home2", 3), ("strict", 4)] {
@@ -148,9 +156,14 @@ impl Lab {
     }
 
     /// A command that runs `program` inside `site`'s namespace.
-    pub fn command(&self, site: Site, program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    pub fn command(
+        &self,
+        site: Site,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("ip");
-        cmd.args(["netns", "exec", &self.namespace(site)]).arg(program);
+        cmd.args(["netns", "exec", &self.namespace(site)])
+            .arg(program);
         cmd
     }
 
@@ -176,7 +189,10 @@ impl Lab {
 }
 
 /// A TCP connection made from inside the namespace at `ns` (its `/run/netns` path).
-async fn connect_in(ns: String, target: SocketAddr) -> Result<std::io::Result<tokio::net::TcpStream>> {
+async fn connect_in(
+    ns: String,
+    target: SocketAddr,
+) -> Result<std::io::Result<tokio::net::TcpStream>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A thread of its own: it enters the namespace and ends, so no pooled thread is left
     // in another network.
@@ -255,7 +271,9 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 fn link(a: &str, a_name: &str, a_addr: &str, b: &str, b_name: &str, b_addr: &str) -> Result<()> {
     run(
         "ip",
-        &["-n", a, "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", b],
+        &[
+            "-n", a, "link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", b,
+        ],
     )?;
     run("ip", &["-n", a, "addr", "add", a_addr, "dev", a_name])?;
     run("ip", &["-n", b, "addr", "add", b_addr, "dev", b_name])?;
@@ -287,7 +305,10 @@ fn nft(ns: &str, rules: &str) -> Result<()> {
         .write_all(rules.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("nft in {ns}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "nft in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

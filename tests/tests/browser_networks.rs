@@ -35,7 +35,10 @@ fn server_binary() -> Result<std::path::PathBuf> {
 
 /// Starts the server in `school` on 172.31.1.2:443 with a self-signed certificate;
 /// returns the process and the certificate's public-key hash it printed.
-async fn start_server(lab: &Lab, data: &std::path::Path) -> Result<(tokio::process::Child, String)> {
+async fn start_server(
+    lab: &Lab,
+    data: &std::path::Path,
+) -> Result<(tokio::process::Child, String)> {
     std::fs::create_dir_all(data)?;
     let config = data.join("quad.toml");
     // The lab's internet is a private range: the server is told it is public.
@@ -43,7 +46,12 @@ async fn start_server(lab: &Lab, data: &std::path::Path) -> Result<(tokio::proce
     let mut child = lab
         .command(Site::School, server_binary()?)
         .current_dir(quad_tests::repo_root())
-        .args(["--listen", &format!("{SCHOOL_IP}:443"), "--tls-self-signed", "--dev"])
+        .args([
+            "--listen",
+            &format!("{SCHOOL_IP}:443"),
+            "--tls-self-signed",
+            "--dev",
+        ])
         .arg("--data-dir")
         .arg(data)
         .arg("--config")
@@ -119,8 +127,12 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https() 
         format!("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {SCHOOL_IP}, EXCLUDE localhost"),
         "--no-proxy-server".to_owned(),
     ];
-    let home1 = Driver::start_in(&lab, Site::Home1).await?.with_args(trust.clone());
-    let home2 = Driver::start_in(&lab, Site::Home2).await?.with_args(trust.clone());
+    let home1 = Driver::start_in(&lab, Site::Home1)
+        .await?
+        .with_args(trust.clone());
+    let home2 = Driver::start_in(&lab, Site::Home2)
+        .await?
+        .with_args(trust.clone());
     let strict = Driver::start_in(&lab, Site::Strict).await?.with_args(trust);
 
     // The hallway, across two NATs.
@@ -179,7 +191,29 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https() 
     assert_eq!(sol_hears["local"]["type"], "relay", "{sol_hears}");
     let ana_hears = wait_room_hearing(&ana, "Ana", &[ben_id, sol_id]).await?;
     wait_room_hearing(&ben, "Ben", &[ana_id, sol_id]).await?;
-    assert_eq!(ana_hears["remote"]["address"], SCHOOL_IP.to_string(), "{ana_hears}");
+    assert_eq!(
+        ana_hears["remote"]["address"],
+        SCHOOL_IP.to_string(),
+        "{ana_hears}"
+    );
+    // All of the room's media comes and goes through the one media port.
+    assert_eq!(sol_hears["remote"]["port"], ana_hears["remote"]["port"]);
+
+    // Page open to first room audio behind the strict firewall, over TURN/TLS: the page
+    // opened again five times (each a new session and a new room connection).
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let opened = Instant::now();
+        open(&sol, "Sol", room[2]).await?;
+        let heard = wait_room_hearing(&sol, "Sol", &[ana_id, ben_id]).await?;
+        assert_eq!(heard["local"]["type"], "relay", "{heard}");
+        times.push(opened.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "strict, page open to first room audio over TURN/TLS: median {:.2} s of {times:.2?}",
+        times[times.len() / 2]
+    );
 
     for b in [ana, ben, sol] {
         b.close().await?;
