@@ -119,10 +119,21 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
-/// Installs Debian's chromium and chromium-driver if they are missing (as root), or says how.
-fn ensure_chromium() -> Result<()> {
+/// Installs what the browser tests and the test network need if it is missing (as root):
+/// Debian's chromium and chromium-driver, iproute2 and nftables; or says how.
+fn ensure_test_tools() -> Result<()> {
     let have = |p: &str| Path::new(p).exists();
-    if have("/usr/bin/chromium") && have("/usr/bin/chromedriver") {
+    let missing: Vec<&str> = [
+        ("/usr/bin/chromium", "chromium"),
+        ("/usr/bin/chromedriver", "chromium-driver"),
+        ("/usr/sbin/ip", "iproute2"),
+        ("/usr/sbin/nft", "nftables"),
+    ]
+    .into_iter()
+    .filter(|(path, _)| !have(path))
+    .map(|(_, package)| package)
+    .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let is_root = Command::new("id")
@@ -132,12 +143,17 @@ fn ensure_chromium() -> Result<()> {
         .unwrap_or(false);
     if !is_root {
         bail!(
-            "browser tests need Chromium and ChromeDriver: run `sudo apt-get install -y chromium chromium-driver`"
+            "the browser tests and the test network need {}: run `sudo apt-get install -y {}`",
+            missing.join(", "),
+            missing.join(" ")
         );
     }
-    eprintln!("xtask: installing chromium and chromium-driver (browser tests need them)");
+    eprintln!(
+        "xtask: installing {} (the browser tests and the test network need them)",
+        missing.join(", ")
+    );
     run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get").args(["install", "-y", "chromium", "chromium-driver"]))
+    run(Command::new("apt-get").args(["install", "-y"]).args(&missing))
 }
 
 /// Whether this process may create a network namespace (root, or user namespaces allowed).
@@ -150,7 +166,7 @@ fn can_isolate_network() -> bool {
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let pkg = build_client(root)?;
-    ensure_chromium()?;
+    ensure_test_tools()?;
     // Build everything first, with the network (crates may need fetching).
     run(cargo().args(["test", "--workspace", "--all-targets", "--no-run"]))?;
     // Then run every test in a network namespace that has only loopback, so servers,
