@@ -263,6 +263,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         None => None,
     };
     let shutdown = CancellationToken::new();
+    if config.tls_cert.is_some() && config.public_url.is_none() {
+        tracing::warn!(
+            "TLS with tls_cert but no public_url: links and the TURN-over-TLS URL name the \
+             listen address, which a CA's certificate does not carry; set public_url to \
+             https://NAME, NAME being the certificate's"
+        );
+    }
     let tls = match config.tls_source() {
         Some(source) => Some(Arc::new(tls::Tls::start(&source, shutdown.clone())?)),
         None => None,

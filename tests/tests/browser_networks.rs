@@ -6,7 +6,10 @@
 //! - home1 and home2 walk, and hear each other in the hallway, over whatever candidates
 //!   ICE picks across the two NATs;
 //! - strict hears and is heard in the hallway, over TURN over TLS on port 443;
-//! - all three hear each other in a classroom, strict again through TURN over TLS.
+//! - all three hear each other in a classroom, strict again through TURN over TLS, all on
+//!   the one media port; and
+//! - a page opened over plain http from another machine says why the microphone will not
+//!   work, and how to fix it.
 //!
 //! The server is the real binary, started the way a user starts it.
 
@@ -33,25 +36,22 @@ fn server_binary() -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
-/// Starts the server in `school` on 172.31.1.2:443 with a self-signed certificate;
-/// returns the process and the certificate's public-key hash it printed.
+/// Starts the server in `school` on `listen` (with `--tls-self-signed` when `tls`);
+/// returns the process and, with TLS, the certificate's public-key hash it printed.
 async fn start_server(
     lab: &Lab,
     data: &std::path::Path,
-) -> Result<(tokio::process::Child, String)> {
+    listen: &str,
+    tls: bool,
+) -> Result<(tokio::process::Child, Option<String>)> {
     std::fs::create_dir_all(data)?;
     let config = data.join("quad.toml");
     // The lab's internet is a private range: the server is told it is public.
     std::fs::write(&config, format!("allowed_peer_ranges = [\"{INTERNET}\"]\n"))?;
-    let mut child = lab
-        .command(Site::School, server_binary()?)
+    let mut command = lab.command(Site::School, server_binary()?);
+    command
         .current_dir(quad_tests::repo_root())
-        .args([
-            "--listen",
-            &format!("{SCHOOL_IP}:443"),
-            "--tls-self-signed",
-            "--dev",
-        ])
+        .args(["--listen", listen, "--dev"])
         .arg("--data-dir")
         .arg(data)
         .arg("--config")
@@ -59,7 +59,11 @@ async fn start_server(
         .arg("--client-dir")
         .arg(quad_tests::client_dir())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    if tls {
+        command.arg("--tls-self-signed");
+    }
+    let mut child = command
         .spawn()
         .context("starting quad-server in the school")?;
     let stdout = child.stdout.take().context("the server's stdout")?;
@@ -68,10 +72,13 @@ async fn start_server(
         while let Some(line) = lines.next_line().await? {
             println!("server: {line}");
             if let Some(hash) = line.strip_prefix("TLS public key SHA-256 (base64): ") {
-                return Ok(hash.to_owned());
+                return Ok(Some(hash.to_owned()));
+            }
+            if !tls && line.starts_with("Quad is serving http://") {
+                return Ok(None);
             }
         }
-        bail!("the server exited before it printed its certificate")
+        bail!("the server exited before it said it was serving")
     })
     .await
     .context("the server did not start within 60 s")??;
@@ -118,7 +125,8 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https() 
     require_client_bundle()?;
     let lab = Lab::build()?;
     let data = quad_tests::temp_dir("netlab-server");
-    let (mut server, spki) = start_server(&lab, &data).await?;
+    let (mut server, spki) = start_server(&lab, &data, &format!("{SCHOOL_IP}:443"), true).await?;
+    let spki = spki.context("no public-key hash printed")?;
     let trust = vec![
         format!("--ignore-certificate-errors-spki-list={spki}"),
         // The lab has no DNS and no proxy: the pages use the server's address. Without
@@ -214,6 +222,33 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https() 
         "strict, page open to first room audio over TURN/TLS: median {:.2} s of {times:.2?}",
         times[times.len() / 2]
     );
+
+    // The same campus over plain http from another machine: the page says why the
+    // microphone will not work, and how to fix it, before anyone joins.
+    let plain_data = quad_tests::temp_dir("netlab-plain");
+    let (mut plain, _) =
+        start_server(&lab, &plain_data, &format!("{SCHOOL_IP}:8080"), false).await?;
+    ben.goto(&format!("http://{SCHOOL_IP}:8080/")).await?;
+    let warning = ben
+        .eval(
+            "const w = document.getElementById('lobby-insecure'); \
+             return {secure: window.isSecureContext, hidden: w.hidden, text: w.textContent};",
+        )
+        .await?;
+    assert_eq!(warning["secure"], false, "{warning}");
+    assert_eq!(warning["hidden"], false, "{warning}");
+    let text = warning["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("microphone") && text.contains(&format!("https://{SCHOOL_IP}:8080/")),
+        "{warning}"
+    );
+    // Over HTTPS the warning stays hidden.
+    let secure = ana
+        .eval("return document.getElementById('lobby-insecure').hidden;")
+        .await?;
+    assert_eq!(secure, true);
+    let _ = plain.kill().await;
+    let _ = std::fs::remove_dir_all(&plain_data);
 
     for b in [ana, ben, sol] {
         b.close().await?;
