@@ -43,11 +43,15 @@ async fn start_server(
     data: &std::path::Path,
     listen: &str,
     tls: bool,
+    more_config: &str,
 ) -> Result<(tokio::process::Child, Option<String>)> {
     std::fs::create_dir_all(data)?;
     let config = data.join("quad.toml");
     // The lab's internet is a private range: the server is told it is public.
-    std::fs::write(&config, format!("allowed_peer_ranges = [\"{INTERNET}\"]\n"))?;
+    std::fs::write(
+        &config,
+        format!("allowed_peer_ranges = [\"{INTERNET}\"]\n{more_config}"),
+    )?;
     let mut command = lab.command(Site::School, server_binary()?);
     command
         .current_dir(quad_tests::repo_root())
@@ -125,7 +129,8 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https() 
     require_client_bundle()?;
     let lab = Lab::build()?;
     let data = quad_tests::temp_dir("netlab-server");
-    let (mut server, spki) = start_server(&lab, &data, &format!("{SCHOOL_IP}:443"), true).await?;
+    let (mut server, spki) =
+        start_server(&lab, &data, &format!("{SCHOOL_IP}:443"), true, "").await?;
     let spki = spki.context("no public-key hash printed")?;
     let trust = vec![
         format!("--ignore-certificate-errors-spki-list={spki}"),
@@ -226,8 +231,15 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https() 
     // The same campus over plain http from another machine: the page says why the
     // microphone will not work, and how to fix it, before anyone joins.
     let plain_data = quad_tests::temp_dir("netlab-plain");
-    let (mut plain, _) =
-        start_server(&lab, &plain_data, &format!("{SCHOOL_IP}:8080"), false).await?;
+    let (mut plain, _) = start_server(
+        &lab,
+        &plain_data,
+        &format!("{SCHOOL_IP}:8080"),
+        false,
+        // Beside the first server: no TURN, and a media port of its own.
+        "turn = false\nmedia_port = 0\n",
+    )
+    .await?;
     ben.goto(&format!("http://{SCHOOL_IP}:8080/")).await?;
     let warning = ben
         .eval(
