@@ -171,7 +171,7 @@ async fn serve_client(
     stop: CancellationToken,
 ) -> String {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let write = async move {
+    let write = async {
         while let Some(frame) = outgoing.recv().await {
             writer.write_all(&frame).await?;
             // A TLS stream holds what was written until it is flushed.
@@ -207,7 +207,7 @@ async fn serve_client(
             }
         }
     };
-    tokio::select! {
+    let reason = tokio::select! {
         r = read => match r {
             Ok(reason) => reason,
             Err(e) => e.to_string(),
@@ -217,7 +217,11 @@ async fn serve_client(
             Err(e) => e.to_string(),
         },
         () = stop.cancelled() => "server stopping".into(),
-    }
+    };
+    // Hang up in order (TLS close_notify, then FIN) so the client reads the end rather
+    // than a reset; bounded, as the client may not be reading.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+    reason
 }
 
 /// From a frame's first four bytes: its length and its length on the stream (padded).
