@@ -319,7 +319,7 @@ async fn flusher(inner: Arc<PortSocket>, outbox: Arc<Outbox>, metrics: Arc<SfuMe
         outbox.wake.notified().await;
         let closed = outbox.closed.load(Ordering::Acquire);
         std::mem::swap(&mut *outbox.lock(), &mut batch);
-        send_batch(&*inner, &batch, &metrics).await;
+        send_batch(&inner, &batch, &metrics).await;
         batch.clear();
         if closed {
             return;
