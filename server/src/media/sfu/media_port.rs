@@ -586,6 +586,37 @@ mod tests {
         assert_eq!(ice_ufrag("v=0\r\n"), None);
     }
 
+    /// With the media port on every address, a connection has an inbox per interface
+    /// address its driver bound: a datagram goes to the one it was sent to.
+    #[test]
+    fn a_datagram_goes_to_the_inbox_of_the_address_it_was_sent_to() {
+        let inbox = |ip: [u8; 4]| {
+            Arc::new(Inbox {
+                local_ip: IpAddr::from(ip),
+                state: Mutex::new(InboxState::default()),
+            })
+        };
+        let (lan, vpn) = (inbox([10, 0, 0, 5]), inbox([172, 16, 0, 9]));
+        let mut table = Table::default();
+        let conn = ConnId(1);
+        table.routes.open(conn);
+        assert!(table.inbox(conn, None).is_none(), "no socket yet");
+        table
+            .inboxes
+            .entry(conn)
+            .or_default()
+            .extend([lan.clone(), vpn.clone()]);
+        let chosen = |dst: Option<IpAddr>| table.inbox(conn, dst).map(|i| i.local_ip);
+        assert_eq!(chosen(Some([172, 16, 0, 9].into())), Some(vpn.local_ip));
+        // As an IPv6 socket reports an IPv4 destination.
+        let mapped = std::net::Ipv4Addr::new(172, 16, 0, 9).to_ipv6_mapped();
+        assert_eq!(chosen(Some(mapped.into())), Some(vpn.local_ip));
+        assert_eq!(chosen(Some([10, 0, 0, 5].into())), Some(lan.local_ip));
+        // Unknown or not reported: the first.
+        assert_eq!(chosen(Some([192, 0, 2, 1].into())), Some(lan.local_ip));
+        assert_eq!(chosen(None), Some(lan.local_ip));
+    }
+
     async fn client() -> tokio::net::UdpSocket {
         tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
