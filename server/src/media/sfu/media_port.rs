@@ -12,7 +12,7 @@
 //!   (`quad_sfu_udp_unrouted_total`).
 //! - [`PortLink`] is one connection's place on the port: it registers the connection's
 //!   ICE username fragment, hands out its inboxes, and forgets the connection's routes
-//!   when dropped.
+//!   when closed (its member's task ends) or dropped.
 //! - [`Inbox`]: the datagrams waiting for one of a connection's virtual sockets, bounded
 //!   ([`MAX_INBOX_BYTES`]; past it datagrams are dropped and counted).
 //! - The driver still makes its host candidates from the address of the socket it bound,
