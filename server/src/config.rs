@@ -69,8 +69,8 @@ pub struct Config {
     pub turn_urls: Vec<String>,
     /// How long issued TURN credentials stay valid, seconds.
     pub turn_credential_ttl_secs: u64,
-    /// The local IP the SFU's peer connections bind their UDP ports to; by default the
-    /// `listen` address's IP (when that is 0.0.0.0, one socket per interface, not loopback).
+    /// The local IP the SFU's media port is bound to; by default the `listen` address's IP
+    /// (when that is 0.0.0.0, connections offer each interface's address, not loopback).
     pub media_ip: Option<IpAddr>,
     /// The UDP port every room member's media connection shares (the SFU's one socket);
     /// by default 7882 (port 0 if `listen` has port 0). Port 0 picks a free port.

@@ -22,7 +22,7 @@
 //! (see `reused_timer`).
 
 use super::SfuMetrics;
-use super::media_port::{Inbox, PortLink};
+use super::media_port::{Inbox, PortLink, PortSocket};
 use super::reused_timer::TimerSlot;
 use std::fmt;
 use std::future::Future;
@@ -313,13 +313,13 @@ impl AsyncUdpSocket for BatchSocket {
 }
 
 /// Sends what `outbox` queues until its socket is dropped (then sends what is left).
-async fn flusher(inner: Arc<dyn AsyncUdpSocket>, outbox: Arc<Outbox>, metrics: Arc<SfuMetrics>) {
+async fn flusher(inner: Arc<PortSocket>, outbox: Arc<Outbox>, metrics: Arc<SfuMetrics>) {
     let mut batch = Queue::default();
     loop {
         outbox.wake.notified().await;
         let closed = outbox.closed.load(Ordering::Acquire);
         std::mem::swap(&mut *outbox.lock(), &mut batch);
-        send_batch(&*inner, &batch, &metrics).await;
+        send_batch(&inner, &batch, &metrics).await;
         batch.clear();
         if closed {
             return;
@@ -355,7 +355,7 @@ fn gso_run(datagrams: &[Datagram], max_segments: usize) -> usize {
     n
 }
 
-async fn send_batch(socket: &dyn AsyncUdpSocket, batch: &Queue, metrics: &SfuMetrics) {
+async fn send_batch(socket: &PortSocket, batch: &Queue, metrics: &SfuMetrics) {
     let max_segments = socket.max_gso_segments().max(1);
     let mut rest = &batch.datagrams[..];
     while !rest.is_empty() {
@@ -371,7 +371,7 @@ async fn send_batch(socket: &dyn AsyncUdpSocket, batch: &Queue, metrics: &SfuMet
             segment_size: (n > 1).then_some(first.len),
             src_ip: first.src_ip,
         };
-        let sent = futures_util::future::poll_fn(|cx| socket.poll_send(cx, &transmit)).await;
+        let sent = socket.send(&transmit).await;
         metrics.udp_sends.fetch_add(1, Ordering::Relaxed);
         metrics.udp_datagrams.fetch_add(n as u64, Ordering::Relaxed);
         if let Err(err) = sent {
@@ -401,7 +401,7 @@ mod tests {
         metrics: &Arc<SfuMetrics>,
     ) -> (
         BatchSocket,
-        (Arc<dyn AsyncUdpSocket>, usize, Arc<MediaPort>),
+        (Arc<PortSocket>, usize, Arc<MediaPort>),
         tokio::net::UdpSocket,
     ) {
         let port = MediaPort::bind([127, 0, 0, 1].into(), 0, metrics.clone()).expect("bind");

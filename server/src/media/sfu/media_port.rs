@@ -12,7 +12,7 @@
 //!   (`quad_sfu_udp_unrouted_total`).
 //! - [`PortLink`] is one connection's place on the port: it registers the connection's
 //!   ICE username fragment, hands out its inboxes, and forgets the connection's routes
-//!   when dropped.
+//!   when closed (its member's task ends) or dropped.
 //! - [`Inbox`]: the datagrams waiting for one of a connection's virtual sockets, bounded
 //!   ([`MAX_INBOX_BYTES`]; past it datagrams are dropped and counted).
 //! - The driver still makes its host candidates from the address of the socket it bound,
@@ -30,7 +30,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use webrtc::runtime::{AsyncUdpSocket, BATCH_SIZE, EcnCodepoint, RecvMeta, Runtime, TokioRuntime};
+use tokio::io::Interest;
+use webrtc::runtime::{BATCH_SIZE, EcnCodepoint, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 
 /// Bytes one inbox may hold (about 200 full-size packets, far more than a driver leaves
 /// unread unless it is stuck); past this, datagrams are dropped as a full socket buffer
@@ -45,9 +46,78 @@ const KEPT_CAPACITY: usize = 4 << 10;
 const GRO_BUF_LEN: usize = 64 << 10;
 const PLAIN_BUF_LEN: usize = 4 << 10;
 
+/// Bytes of kernel buffer asked for each way: the one socket carries every member's
+/// traffic. The kernel caps it at `net.core.wmem_max` / `rmem_max`.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// The media port's socket: tokio's for readiness, quinn-udp's for batched I/O (`recvmmsg`,
+/// GRO, GSO).
+///
+/// Not webrtc-rs's tokio socket, although it is the same underneath: its `poll_send` keeps
+/// only the waker of the last caller to find the socket busy, and every connection's
+/// flusher sends here; `writable()` wakes every waiting sender.
+pub struct PortSocket {
+    io: tokio::net::UdpSocket,
+    state: UdpSocketState,
+}
+
+impl PortSocket {
+    fn bind(addr: SocketAddr) -> io::Result<PortSocket> {
+        let std = std::net::UdpSocket::bind(addr)?;
+        std.set_nonblocking(true)?;
+        let io = tokio::net::UdpSocket::from_std(std)?;
+        let state = UdpSocketState::new(UdpSockRef::from(&io))?;
+        // Best effort: a smaller buffer only drops sooner under a burst.
+        let _ = state.set_send_buffer_size(UdpSockRef::from(&io), SOCKET_BUFFER);
+        let _ = state.set_recv_buffer_size(UdpSockRef::from(&io), SOCKET_BUFFER);
+        Ok(PortSocket { io, state })
+    }
+
+    /// Sends `transmit` (several datagrams, if it has a segment size: see
+    /// [`Self::max_gso_segments`]), waiting while the socket's buffer is full.
+    pub async fn send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        loop {
+            self.io.writable().await?;
+            // Through `try_io`, so that tokio learns when the socket is busy.
+            match self.io.try_io(Interest::WRITABLE, || {
+                self.state.try_send(UdpSockRef::from(&self.io), transmit)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Receives up to `bufs.len()` messages (each may hold several datagrams of
+    /// `meta.stride` bytes).
+    async fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        loop {
+            self.io.readable().await?;
+            match self.io.try_io(Interest::READABLE, || {
+                match self.state.recv(UdpSockRef::from(&self.io), bufs, meta)? {
+                    0 => Err(io::ErrorKind::WouldBlock.into()),
+                    n => Ok(n),
+                }
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Datagrams one send may carry (UDP GSO); 1 where the kernel cannot.
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+}
+
 /// The shared socket and its routing table. One per server.
 pub struct MediaPort {
-    socket: Arc<dyn AsyncUdpSocket>,
+    socket: Arc<PortSocket>,
     addr: SocketAddr,
     shared: Arc<Shared>,
     reader: tokio::task::JoinHandle<()>,
@@ -98,10 +168,8 @@ impl MediaPort {
     /// Binds `ip:port` (port 0: one the OS picks) and starts the reader. Must be called on
     /// the tokio runtime. The reader stops when the port is dropped.
     pub fn bind(ip: IpAddr, port: u16, metrics: Arc<SfuMetrics>) -> io::Result<Arc<MediaPort>> {
-        let std = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
-        let addr = std.local_addr()?;
-        // webrtc-rs's tokio socket: quinn-udp underneath, for recvmmsg, GRO and GSO.
-        let socket = TokioRuntime.wrap_udp_socket(std)?;
+        let socket = Arc::new(PortSocket::bind(SocketAddr::new(ip, port))?);
+        let addr = socket.io.local_addr()?;
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             metrics,
@@ -159,7 +227,7 @@ impl std::fmt::Debug for PortLink {
 
 impl PortLink {
     /// The shared socket, which this connection's datagrams are sent through.
-    pub fn socket(&self) -> &Arc<dyn AsyncUdpSocket> {
+    pub fn socket(&self) -> &Arc<PortSocket> {
         &self.port.socket
     }
 
@@ -363,7 +431,7 @@ impl Inbox {
 }
 
 /// Receives from the shared socket and hands each datagram to its connection's inbox.
-async fn read(socket: Arc<dyn AsyncUdpSocket>, shared: Arc<Shared>) {
+async fn read(socket: Arc<PortSocket>, shared: Arc<Shared>) {
     let buf_len = if socket.max_gro_segments() > 1 {
         GRO_BUF_LEN
     } else {
@@ -373,13 +441,12 @@ async fn read(socket: Arc<dyn AsyncUdpSocket>, shared: Arc<Shared>) {
     let mut meta = [RecvMeta::default(); BATCH_SIZE];
     let mut wake = Vec::new();
     loop {
-        let received = futures_util::future::poll_fn(|cx| {
+        let received = {
             let mut bufs = storage
                 .each_mut()
                 .map(|b| IoSliceMut::new(b.as_mut_slice()));
-            socket.poll_recv(cx, &mut bufs, &mut meta)
-        })
-        .await;
+            socket.recv(&mut bufs, &mut meta).await
+        };
         let n = match received {
             Ok(n) => n,
             Err(err) => {
@@ -517,6 +584,37 @@ mod tests {
         );
         assert_eq!(ice_ufrag(sdp), Some("abcd"));
         assert_eq!(ice_ufrag("v=0\r\n"), None);
+    }
+
+    /// With the media port on every address, a connection has an inbox per interface
+    /// address its driver bound: a datagram goes to the one it was sent to.
+    #[test]
+    fn a_datagram_goes_to_the_inbox_of_the_address_it_was_sent_to() {
+        let inbox = |ip: [u8; 4]| {
+            Arc::new(Inbox {
+                local_ip: IpAddr::from(ip),
+                state: Mutex::new(InboxState::default()),
+            })
+        };
+        let (lan, vpn) = (inbox([10, 0, 0, 5]), inbox([172, 16, 0, 9]));
+        let mut table = Table::default();
+        let conn = ConnId(1);
+        table.routes.open(conn);
+        assert!(table.inbox(conn, None).is_none(), "no socket yet");
+        table
+            .inboxes
+            .entry(conn)
+            .or_default()
+            .extend([lan.clone(), vpn.clone()]);
+        let chosen = |dst: Option<IpAddr>| table.inbox(conn, dst).map(|i| i.local_ip);
+        assert_eq!(chosen(Some([172, 16, 0, 9].into())), Some(vpn.local_ip));
+        // As an IPv6 socket reports an IPv4 destination.
+        let mapped = std::net::Ipv4Addr::new(172, 16, 0, 9).to_ipv6_mapped();
+        assert_eq!(chosen(Some(mapped.into())), Some(vpn.local_ip));
+        assert_eq!(chosen(Some([10, 0, 0, 5].into())), Some(lan.local_ip));
+        // Unknown or not reported: the first.
+        assert_eq!(chosen(Some([192, 0, 2, 1].into())), Some(lan.local_ip));
+        assert_eq!(chosen(None), Some(lan.local_ip));
     }
 
     async fn client() -> tokio::net::UdpSocket {

@@ -133,7 +133,7 @@ struct Member {
     setup: MemberSetup,
     pc: Arc<dyn PeerConnection>,
     /// The connection's place on the media port (its routes are forgotten when the task
-    /// ends and this is dropped).
+    /// ends).
     link: Arc<PortLink>,
     subscriptions: FxHashMap<(AvatarId, StreamKind), Subscription>,
     /// The client's offer has been answered: the server may offer now.
