@@ -23,6 +23,9 @@ pub struct Config {
     pub tls_self_signed: bool,
     /// More host names (or IPs) the self-signed certificate covers.
     pub tls_names: Vec<String>,
+    /// With TLS, a plain-HTTP listener that only redirects to HTTPS (e.g. `0.0.0.0:80`), so
+    /// a campus's bare name typed into a browser lands on HTTPS.
+    pub http_redirect_listen: Option<SocketAddr>,
     /// With TLS, how long browsers are told to come back only over HTTPS (HSTS), seconds;
     /// 0 sends no HSTS header.
     pub hsts_max_age_secs: u64,
@@ -177,6 +180,7 @@ impl Default for Config {
             tls_key: None,
             tls_self_signed: false,
             tls_names: Vec::new(),
+            http_redirect_listen: None,
             hsts_max_age_secs: 365 * 24 * 3600,
             map: PathBuf::from("assets/maps/campus.tmj"),
             assets_dir: PathBuf::from("assets"),
@@ -436,6 +440,12 @@ impl Config {
                 );
             }
             _ => {}
+        }
+        if self.http_redirect_listen.is_some() && !self.tls_enabled() {
+            return invalid(
+                "http_redirect_listen",
+                "redirects to HTTPS, so it needs TLS (tls_cert and tls_key, or tls_self_signed)",
+            );
         }
         if !(1..=120).contains(&self.tick_hz) {
             return invalid("tick_hz", "must be between 1 and 120");

@@ -173,11 +173,17 @@ pub struct Server {
     media_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     tls: Option<Arc<tls::Tls>>,
+    redirect_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
+    /// Where plain HTTP is redirected to HTTPS (`http_redirect_listen`), if it is.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
+    }
+
     /// The TLS side of the web port, when HTTPS is on.
     pub fn tls(&self) -> Option<&tls::Tls> {
         self.tls.as_deref()
@@ -250,6 +256,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let redirect_listener = match config.http_redirect_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("http_redirect_listen: cannot listen on {at}"))?,
+        ),
+        None => None,
+    };
+    let redirect_addr = match &redirect_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let metrics_listener = match config.metrics_listen {
         Some(at) => Some(
             tokio::net::TcpListener::bind(at)
@@ -367,6 +385,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         store_health: storage.health(),
     });
     let routes = http::routes(state.clone());
+    if let Some(listener) = redirect_listener {
+        tracing::info!("redirecting http://{} to HTTPS", listener.local_addr()?);
+        tokio::spawn(http::serve::serve_redirects(
+            listener,
+            addr.port(),
+            state.clone(),
+        ));
+    }
     if let Some(listener) = metrics_listener {
         tracing::info!("/metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(http::serve::serve_metrics(listener, state.clone()));
@@ -399,6 +425,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         keys,
         turn_addr: embedded_turn.map(|t| t.addr),
         tls,
+        redirect_addr,
         media_addr,
         metrics_addr,
         shutdown,

@@ -54,6 +54,9 @@ struct Cli {
     /// directory (for a trial on a LAN; browsers warn about it).
     #[arg(long, env = "QUAD_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
     tls_self_signed: bool,
+    /// With TLS: also listen for plain HTTP here (e.g. 0.0.0.0:80) and redirect it to HTTPS.
+    #[arg(long, env = "QUAD_HTTP_REDIRECT_LISTEN")]
+    http_redirect_listen: Option<SocketAddr>,
     /// The address browsers reach TURN at, when it is not the --turn-listen IP.
     #[arg(long, env = "QUAD_TURN_PUBLIC_IP")]
     turn_public_ip: Option<std::net::IpAddr>,
@@ -102,6 +105,9 @@ impl Cli {
             config.tls_key = self.tls_key;
         }
         config.tls_self_signed |= self.tls_self_signed;
+        if self.http_redirect_listen.is_some() {
+            config.http_redirect_listen = self.http_redirect_listen;
+        }
         if self.turn_listen.is_some() {
             config.turn_listen = self.turn_listen;
         }

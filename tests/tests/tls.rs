@@ -247,3 +247,46 @@ async fn bad_certificate_settings_stop_the_server_with_the_file_named() -> anyho
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_plain_http_port_sends_browsers_to_https() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| {
+        c.tls_self_signed = true;
+        c.http_redirect_listen = Some("127.0.0.1:0".parse().expect("an address"));
+    })
+    .await?;
+    let (web, plain) = (
+        server.addr(),
+        server.server.redirect_addr().expect("listening"),
+    );
+    // A bare name typed into a browser (port 80, no port in Host): the same name on the
+    // TLS port, path and query kept.
+    let res = get_over(
+        TcpStream::connect(plain).await?,
+        "campus.example.org",
+        "/pkg/x.js?v=2",
+    )
+    .await?;
+    assert_eq!(res.status, 308, "{}", res.head);
+    let location = format!("https://campus.example.org:{}/pkg/x.js?v=2", web.port());
+    assert_eq!(res.header("location"), Some(location.as_str()));
+    assert!(res.header("content-security-policy").is_some());
+    assert_eq!(res.header("strict-transport-security"), None);
+    // The listener serves only redirects: no page, no session, no metrics.
+    for path in ["/healthz", "/ws", "/metrics"] {
+        let res = get_over(TcpStream::connect(plain).await?, "h", path).await?;
+        assert_eq!(res.status, 308, "{path}: {}", res.head);
+    }
+    server.stop().await;
+
+    // Without TLS there is nothing to redirect to: a clear error names the setting.
+    let err = TestServer::start_with(|c| {
+        c.http_redirect_listen = Some("127.0.0.1:0".parse().expect("an address"));
+    })
+    .await
+    .err()
+    .map(|e| format!("{e:#}"))
+    .unwrap_or_default();
+    assert!(err.contains("http_redirect_listen"), "{err}");
+    Ok(())
+}

@@ -192,7 +192,7 @@ pub async fn serve<S>(
                 let hsts = hsts.clone();
                 async move {
                     let mut res = if plain {
-                        sniff::redirect(&req, state.config.public_url.as_deref())
+                        sniff::redirect(&req, state.config.public_url.as_deref(), None)
                     } else if ws_upgrade::is_session_request(&req) {
                         ws_upgrade::accept(req, state, hold, peer)
                     } else if req.uri().path() == metrics::PATH {
@@ -261,6 +261,44 @@ pub async fn serve_metrics(listener: TcpListener, state: Arc<AppState>) {
                 *res.status_mut() = hyper::StatusCode::NOT_FOUND;
                 res
             };
+            headers::add(res.headers_mut());
+            std::future::ready(Ok::<_, Infallible>(res))
+        });
+        let conn = http1.serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Connections the plain-HTTP redirect listener serves at once.
+const REDIRECT_CONNECTIONS: usize = 256;
+
+/// Serves only redirects to HTTPS on `listener` (`http_redirect_listen`, usually port 80)
+/// until shutdown, so that typing the campus's name into a browser lands on HTTPS.
+/// Bounded like the metrics listener: a pool of connections, the header timeout, and one
+/// answer per request with no body read.
+pub async fn serve_redirects(listener: TcpListener, https_port: u16, state: Arc<AppState>) {
+    let pool = Arc::new(Semaphore::new(REDIRECT_CONNECTIONS));
+    let http1 = http1_builder(state.config.http_header_timeout_secs);
+    let shutdown = state.shutdown.clone();
+    while let Some((stream, _peer)) = accept(&listener, &shutdown).await {
+        let Ok(permit) = pool.clone().try_acquire_owned() else {
+            continue;
+        };
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let mut res =
+                sniff::redirect(&req, state.config.public_url.as_deref(), Some(https_port));
             headers::add(res.headers_mut());
             std::future::ready(Ok::<_, Infallible>(res))
         });

@@ -135,11 +135,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// The answer to a plain-HTTP request on the TLS port: a permanent redirect to the same
-/// path over HTTPS, on `public_url`'s host if it is set, else on the host asked for.
+/// The answer to a plain-HTTP request: a permanent redirect to the same path over HTTPS,
+/// on `public_url`'s host if it is set, else on the host asked for. `https_port` is the
+/// TLS port when the request came to another one (`http_redirect_listen`, port 80): the
+/// host asked for then keeps its name and takes that port (none for 443).
 pub fn redirect(
     req: &hyper::Request<hyper::body::Incoming>,
     public_url: Option<&str>,
+    https_port: Option<u16>,
 ) -> warp::reply::Response {
     let path = req
         .uri()
@@ -153,7 +156,11 @@ pub fn redirect(
             .get(hyper::header::HOST)
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
-            .map(|a| a.to_string()),
+            .map(|a| match https_port {
+                None => a.to_string(),
+                Some(443) => a.host().to_owned(),
+                Some(port) => format!("{}:{port}", a.host()),
+            }),
     };
     let mut res = warp::reply::Response::new("".into());
     match authority
