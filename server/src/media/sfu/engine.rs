@@ -1,14 +1,24 @@
 //! How the SFU builds a peer connection: the codecs it forwards (Opus and VP8), the RTP
 //! header extensions it reads (audio level), the interceptors (NACK, RTCP reports, TWCC
-//! feedback, [`KeyframeRequests`], which hands viewers' picture-loss requests to the SFU,
-//! and [`UnacknowledgedLayers`], which keeps simulcast layers identifiable across
-//! renegotiations), the local addresses it offers, and the runtime ([`SfuRuntime`]) whose
-//! UDP sockets are virtual sockets on the media port that batch their sends.
+//! feedback for what it receives, transport-wide sequence numbers and a congestion
+//! controller for what it sends, [`KeyframeRequests`], which hands viewers' picture-loss
+//! requests to the SFU, and [`UnacknowledgedLayers`], which keeps simulcast layers
+//! identifiable across renegotiations), the local addresses it offers, and the runtime
+//! ([`SfuRuntime`]) whose UDP sockets are virtual sockets on the media port that batch
+//! their sends.
+//!
+//! The congestion controller is `rtc-interceptor`'s, driving its GCC estimator from the
+//! viewer's transport-wide feedback; [`DownlinkEstimate`] is where the estimate comes out,
+//! for the room's [`super::allocation`]. No pacer: the allocation keeps what is forwarded
+//! within the estimate, and a pacer would hold audio behind video bursts (keyframes).
 
 use super::SfuConfig;
 use super::batch_udp::SfuRuntime;
 use super::media_port::PortLink;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
+    Packet, PacketReport, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -21,6 +31,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -57,12 +68,78 @@ pub fn vp8() -> RTCRtpCodec {
     }
 }
 
-/// Builds one SFU-side peer connection whose events go to `handler` and whose datagrams go
-/// through `link`.
+/// Where a viewer's bandwidth estimate starts (bit/s), before its first feedback: enough for
+/// a camera's middle layer and audio, so a new viewer sees a picture at once; GCC comes down
+/// from it within a few feedback reports on a slower path.
+pub const INITIAL_ESTIMATE: f64 = 1_000_000.0;
+/// The estimate's floor (bit/s): audio and little else. The allocation pauses video below it.
+pub const MIN_ESTIMATE: f64 = 60_000.0;
+/// The estimate's ceiling (bit/s): more than any room's video needs.
+pub const MAX_ESTIMATE: f64 = 50_000_000.0;
+
+/// The bandwidth estimate of one connection's sending direction (server to member), as its
+/// congestion controller last computed it from the member's transport-wide feedback. Written
+/// in the interceptor chain, read by the room's allocation tick.
+#[derive(Debug, Default)]
+pub struct DownlinkEstimate {
+    /// Bit/s; 0 until the first feedback (a client that sends none is never estimated).
+    bits_per_second: AtomicU64,
+}
+
+impl DownlinkEstimate {
+    /// The estimate in bit/s, if any feedback has arrived.
+    pub fn get(&self) -> Option<u64> {
+        match self.bits_per_second.load(Ordering::Relaxed) {
+            0 => None,
+            bps => Some(bps),
+        }
+    }
+
+    pub fn set(&self, bits_per_second: u64) {
+        self.bits_per_second
+            .store(bits_per_second.max(1), Ordering::Relaxed);
+    }
+}
+
+/// GCC, with each new estimate published to a [`DownlinkEstimate`] (the interceptor that
+/// drives an estimator is boxed inside the chain, where the SFU cannot reach it).
+struct PublishedGcc {
+    gcc: Gcc,
+    out: Arc<DownlinkEstimate>,
+}
+
+impl BandwidthEstimator for PublishedGcc {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.gcc.on_reports(now, reports);
+        if !reports.is_empty() {
+            self.out.set(self.gcc.target_bitrate() as u64);
+        }
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.gcc.target_bitrate()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.gcc.handle_timeout(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.gcc.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.gcc.stats()
+    }
+}
+
+/// Builds one SFU-side peer connection whose events go to `handler`, whose datagrams go
+/// through `link`, and whose sending direction's bandwidth estimate goes to `estimate`.
 pub async fn peer_connection(
     config: &SfuConfig,
     link: Arc<PortLink>,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    estimate: Arc<DownlinkEstimate>,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let mut media = MediaEngine::default();
     media.register_codec(
@@ -100,8 +177,21 @@ pub async fn peer_connection(
             None,
         )?;
     }
-    // After the codecs: it adds NACK/PLI feedback only to codecs already registered.
+    // After the codecs: it adds NACK/PLI feedback only to codecs already registered. It
+    // also negotiates the transport-wide sequence number extension and `transport-cc`
+    // feedback for audio and video, both ways: publishers get feedback on what they send
+    // (the TWCC receiver), and the server numbers what it sends (the TWCC sender) so that
+    // viewers' browsers report on it to the congestion controller.
+    let estimator = PublishedGcc {
+        gcc: Gcc::new(INITIAL_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
+        out: estimate,
+    };
     let registry = register_default_interceptors(Registry::new(), &mut media)?
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         // Wire-ward of the receiver reports (10_000), so the reports pass it on their way out.
         .with(Slot::from(9_500), UnacknowledgedLayers::default())
         .with(Slot::from(14_000), KeyframeRequests::default());

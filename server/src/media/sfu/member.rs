@@ -103,6 +103,8 @@ pub struct MemberSetup {
     /// The media port its connection's datagrams go through.
     pub port: Arc<MediaPort>,
     pub outbox: SessionOutbox,
+    /// Where its connection's congestion controller puts the bandwidth estimate.
+    pub downlink: Arc<engine::DownlinkEstimate>,
 }
 
 /// Starts a member's task; it builds the connection and answers `offer` (whose place in
@@ -164,7 +166,13 @@ async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let handler = Arc::new(Events(events_tx));
     let link = setup.port.open();
-    let pc = match engine::peer_connection(&setup.config, link.clone(), handler).await {
+    let pc = match engine::peer_connection(
+        &setup.config,
+        link.clone(),
+        handler,
+        setup.downlink.clone(),
+    )
+    .await {
         Ok(pc) => pc,
         Err(e) => {
             tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");

@@ -10,6 +10,8 @@
 //! - `forward`: one task per published stream; rewrites and writes each packet to every
 //!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
 //! - `speakers`: the N-loudest rule, a pure function.
+//! - [`allocation`]: which layer of each video stream fits a member's bandwidth estimate,
+//!   a pure function the room applies at each tick.
 //! - `engine`: how a peer connection is built.
 //! - `media_port`: the one UDP socket all connections share, and `demux`, which decides
 //!   whose each datagram arriving there is; `batch_udp`: each connection's virtual socket
@@ -22,6 +24,7 @@
 //! The SFU knows nothing about maps or zones: rooms are [`RoomId`]s given by the caller.
 
 pub mod admission;
+pub mod allocation;
 mod batch_udp;
 pub mod demux;
 mod engine;
