@@ -508,6 +508,16 @@ impl Forwarder {
                 i += 1;
                 continue;
             };
+            if let (Some(current), Allotment::UpTo(most)) = (v.current, v.allotment)
+                && current > most
+                && current != target
+            {
+                // Over its allotment: the layer it has stops at once and the picture holds
+                // until the allotted layer's keyframe; sending on until then would overfill
+                // its link, and its audio would be lost with the video.
+                tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %v.sub.member, current, most, "viewer over its allotment");
+                v.current = None;
+            }
             if v.current != Some(layer) {
                 // A viewer joins a layer at its keyframe; a new viewer of a single-layer
                 // stream at once (one that was paused waits for a keyframe too).
