@@ -11,10 +11,12 @@
 //! viewer's transport-wide feedback; [`DownlinkEstimate`] is where the estimate comes out,
 //! for the room's [`super::allocation`]. No pacer: the allocation keeps what is forwarded
 //! within the estimate, and a pacer would hold audio behind video bursts (keyframes).
+//! Retransmissions are held to a share of the estimate ([`RetransmissionBudget`]).
 
 use super::SfuConfig;
 use super::batch_udp::SfuRuntime;
 use super::media_port::PortLink;
+use super::retransmission::RetransmissionBudget;
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
     Packet, PacketReport, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
@@ -184,7 +186,7 @@ pub async fn peer_connection(
     // viewers' browsers report on it to the congestion controller.
     let estimator = PublishedGcc {
         gcc: Gcc::new(INITIAL_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
-        out: estimate,
+        out: estimate.clone(),
     };
     let registry = register_default_interceptors(Registry::new(), &mut media)?
         .with(
@@ -192,6 +194,8 @@ pub async fn peer_connection(
             CongestionControlBuilder::new(estimator).build(),
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        // Between the NACK responder (4_000) and the wire, to see its resends go out.
+        .with(Slot::from(3_500), RetransmissionBudget::new(estimate))
         // Wire-ward of the receiver reports (10_000), so the reports pass it on their way out.
         .with(Slot::from(9_500), UnacknowledgedLayers::default())
         .with(Slot::from(14_000), KeyframeRequests::default());

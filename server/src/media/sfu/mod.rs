@@ -12,7 +12,8 @@
 //! - `speakers`: the N-loudest rule, a pure function.
 //! - [`allocation`]: which layer of each video stream fits a member's bandwidth estimate,
 //!   a pure function the room applies at each tick.
-//! - `engine`: how a peer connection is built.
+//! - `engine`: how a peer connection is built; `retransmission`: the budget its NACK
+//!   resends get out of the connection's bandwidth estimate.
 //! - `media_port`: the one UDP socket all connections share, and `demux`, which decides
 //!   whose each datagram arriving there is; `batch_udp`: each connection's virtual socket
 //!   on it.
@@ -32,6 +33,7 @@ mod forward;
 pub mod limits;
 pub mod media_port;
 mod member;
+mod retransmission;
 mod reused_timer;
 mod room;
 pub mod speakers;
