@@ -7,19 +7,21 @@
 //! ([`SfuRuntime`]) whose UDP sockets are virtual sockets on the media port that batch
 //! their sends.
 //!
-//! The congestion controller is `rtc-interceptor`'s, driving its GCC estimator from the
-//! viewer's transport-wide feedback; [`DownlinkEstimate`] is where the estimate comes out,
-//! for the room's [`super::allocation`]. No pacer: the allocation keeps what is forwarded
+//! The congestion controller is `rtc-interceptor`'s (the send history, resolving the
+//! member's transport-wide feedback against it), driving Quad's
+//! [`super::estimator::DownlinkEstimator`]; [`DownlinkEstimate`] is where the estimate comes
+//! out, for the room's [`super::allocation`]. No pacer: the allocation keeps what is forwarded
 //! within the estimate, and a pacer would hold audio behind video bursts (keyframes).
 //! Retransmissions are held to a share of the estimate ([`RetransmissionBudget`]).
 
 use super::SfuConfig;
+use super::estimator::{DownlinkEstimate, DownlinkEstimator};
 use super::batch_udp::SfuRuntime;
 use super::media_port::PortLink;
 use super::retransmission::RetransmissionBudget;
 use rtc::interceptor::{
-    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
-    Packet, PacketReport, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
+    TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -33,7 +35,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
@@ -67,71 +68,6 @@ pub fn vp8() -> RTCRtpCodec {
         sdp_fmtp_line: String::new(),
         // `register_default_interceptors` adds NACK, PLI and transport-cc feedback.
         rtcp_feedback: vec![],
-    }
-}
-
-/// Where a viewer's bandwidth estimate starts (bit/s), before its first feedback: enough for
-/// a camera's middle layer and audio, so a new viewer sees a picture at once; GCC comes down
-/// from it within a few feedback reports on a slower path.
-pub const INITIAL_ESTIMATE: f64 = 1_000_000.0;
-/// The estimate's floor (bit/s): audio and little else. The allocation pauses video below it.
-pub const MIN_ESTIMATE: f64 = 60_000.0;
-/// The estimate's ceiling (bit/s): more than any room's video needs.
-pub const MAX_ESTIMATE: f64 = 50_000_000.0;
-
-/// The bandwidth estimate of one connection's sending direction (server to member), as its
-/// congestion controller last computed it from the member's transport-wide feedback. Written
-/// in the interceptor chain, read by the room's allocation tick.
-#[derive(Debug, Default)]
-pub struct DownlinkEstimate {
-    /// Bit/s; 0 until the first feedback (a client that sends none is never estimated).
-    bits_per_second: AtomicU64,
-}
-
-impl DownlinkEstimate {
-    /// The estimate in bit/s, if any feedback has arrived.
-    pub fn get(&self) -> Option<u64> {
-        match self.bits_per_second.load(Ordering::Relaxed) {
-            0 => None,
-            bps => Some(bps),
-        }
-    }
-
-    pub fn set(&self, bits_per_second: u64) {
-        self.bits_per_second
-            .store(bits_per_second.max(1), Ordering::Relaxed);
-    }
-}
-
-/// GCC, with each new estimate published to a [`DownlinkEstimate`] (the interceptor that
-/// drives an estimator is boxed inside the chain, where the SFU cannot reach it).
-struct PublishedGcc {
-    gcc: Gcc,
-    out: Arc<DownlinkEstimate>,
-}
-
-impl BandwidthEstimator for PublishedGcc {
-    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.gcc.on_reports(now, reports);
-        if !reports.is_empty() {
-            self.out.set(self.gcc.target_bitrate() as u64);
-        }
-    }
-
-    fn target_bitrate(&self) -> f64 {
-        self.gcc.target_bitrate()
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.gcc.handle_timeout(now);
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.gcc.poll_timeout()
-    }
-
-    fn stats(&self) -> EstimatorStats {
-        self.gcc.stats()
     }
 }
 
@@ -184,10 +120,7 @@ pub async fn peer_connection(
     // feedback for audio and video, both ways: publishers get feedback on what they send
     // (the TWCC receiver), and the server numbers what it sends (the TWCC sender) so that
     // viewers' browsers report on it to the congestion controller.
-    let estimator = PublishedGcc {
-        gcc: Gcc::new(INITIAL_ESTIMATE, MIN_ESTIMATE, MAX_ESTIMATE),
-        out: estimate.clone(),
-    };
+    let estimator = DownlinkEstimator::new(estimate.clone());
     let registry = register_default_interceptors(Registry::new(), &mut media)?
         .with(
             Slot::CongestionControl,

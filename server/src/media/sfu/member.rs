@@ -104,7 +104,7 @@ pub struct MemberSetup {
     pub port: Arc<MediaPort>,
     pub outbox: SessionOutbox,
     /// Where its connection's congestion controller puts the bandwidth estimate.
-    pub downlink: Arc<engine::DownlinkEstimate>,
+    pub downlink: Arc<super::estimator::DownlinkEstimate>,
 }
 
 /// Starts a member's task; it builds the connection and answers `offer` (whose place in

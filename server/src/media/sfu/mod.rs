@@ -12,8 +12,9 @@
 //! - `speakers`: the N-loudest rule, a pure function.
 //! - [`allocation`]: which layer of each video stream fits a member's bandwidth estimate,
 //!   a pure function the room applies at each tick.
-//! - `engine`: how a peer connection is built; `retransmission`: the budget its NACK
-//!   resends get out of the connection's bandwidth estimate.
+//! - `engine`: how a peer connection is built; `estimator`: the bandwidth estimate of what
+//!   it sends, from the member's transport-wide feedback; `retransmission`: the budget its
+//!   NACK resends get out of that estimate.
 //! - `media_port`: the one UDP socket all connections share, and `demux`, which decides
 //!   whose each datagram arriving there is; `batch_udp`: each connection's virtual socket
 //!   on it.
@@ -29,6 +30,7 @@ pub mod allocation;
 mod batch_udp;
 pub mod demux;
 mod engine;
+mod estimator;
 mod forward;
 pub mod limits;
 pub mod media_port;

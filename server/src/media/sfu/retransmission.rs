@@ -10,7 +10,7 @@
 //! audio lossy. Without an estimate (a client that sends no transport-wide feedback) the
 //! budget does not apply.
 
-use super::engine::DownlinkEstimate;
+use super::estimator::DownlinkEstimate;
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
 use rustc_hash::FxHashMap;

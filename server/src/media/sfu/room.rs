@@ -8,7 +8,7 @@
 //! asked to connect again; if the client is gone too, its session's leave removes it.
 
 use super::allocation::{self, Allotment, Priority, VideoStream};
-use super::engine::DownlinkEstimate;
+use super::estimator::DownlinkEstimate;
 use super::forward::{self, ForwardCtl, StreamStats};
 use super::limits::Queued;
 use super::media_port::MediaPort;
