@@ -42,8 +42,11 @@ pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 pub const QUEUE_HIGH: Duration = Duration::from_millis(80);
 /// ... and below which the path counts as clear.
 pub const QUEUE_LOW: Duration = Duration::from_millis(25);
-/// Smoothed loss above which the path is congested.
-pub const LOSS_HIGH: f64 = 0.08;
+/// Smoothed loss above which the path is congested. High: loss that is not congestion (a
+/// radio link, the tests' lossy proxy at 10%) must not ratchet the estimate down, as each
+/// backoff from the delivered rate would; a congested drop-tail queue loses far more, and
+/// shows in the delay first.
+pub const LOSS_HIGH: f64 = 0.2;
 /// ... and below which it counts as clean.
 pub const LOSS_LOW: f64 = 0.02;
 /// A backoff sets the estimate to this share of the delivered rate.
@@ -52,6 +55,9 @@ pub const BACKOFF: f64 = 0.85;
 pub const BACKOFF_INTERVAL: Duration = Duration::from_millis(500);
 /// Growth per second on a clear path.
 pub const GROWTH: f64 = 1.25;
+/// With no feedback for this long (nothing sent: every video paused, no audio), the
+/// estimate grows as on a clear path, so that the allocation tries the lowest layer again.
+pub const IDLE: Duration = Duration::from_secs(1);
 
 /// The bandwidth estimate of one connection's sending direction, as its estimator last
 /// computed it. Written in the interceptor chain, read by the room's allocation tick.
@@ -92,6 +98,12 @@ pub struct DownlinkEstimator {
     first_report: Option<Instant>,
     last_backoff: Option<Instant>,
     last_update: Option<Instant>,
+}
+
+impl DownlinkEstimator {
+    fn publish(&self) {
+        self.out.set(self.target as u64);
+    }
 }
 
 impl DownlinkEstimator {
@@ -195,11 +207,28 @@ impl BandwidthEstimator for DownlinkEstimator {
             loss = self.loss,
             "bandwidth estimate"
         );
-        self.out.set(self.target as u64);
+        self.publish();
     }
 
     fn target_bitrate(&self) -> f64 {
         self.target
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let Some(last) = self.last_update else {
+            return;
+        };
+        let idle = now.saturating_duration_since(last);
+        if idle >= IDLE {
+            self.target = (self.target * GROWTH.powf(idle.as_secs_f64().min(1.0))).min(MAX);
+            self.last_update = Some(now);
+            self.publish();
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        // Always ahead of the last update, which `handle_timeout` moves on.
+        self.last_update.map(|last| last + IDLE)
     }
 }
 
@@ -288,5 +317,38 @@ mod tests {
             "the estimate grows again when the link widens: {wide:?}"
         );
         assert!(out.get().is_some());
+    }
+
+    #[test]
+    fn with_nothing_sent_the_estimate_grows_so_that_video_is_tried_again() {
+        let out = Arc::new(DownlinkEstimate::default());
+        let mut estimator = DownlinkEstimator::new(out.clone());
+        let start = Instant::now();
+        // Feedback that says a 100 kbit/s path is full (a queue of 200 ms).
+        let reports: Vec<PacketReport> = (0..10u16)
+            .map(|i| PacketReport {
+                ssrc: 1,
+                id: u64::from(i),
+                rtp_sequence_number: i,
+                is_twcc: true,
+                twcc_sequence_number: i,
+                size: 1250,
+                arrived: true,
+                departure: start + Duration::from_millis(u64::from(i)),
+                arrival: Some(Duration::from_millis(u64::from(i) * 100 + 20 * u64::from(i > 0))),
+                ecn: Default::default(),
+            })
+            .collect();
+        estimator.on_reports(start + Duration::from_secs(1), &reports);
+        let low = estimator.target_bitrate();
+        assert!(low < INITIAL, "backed off: {low}");
+        // Then nothing: no feedback at all.
+        let wake = estimator.poll_timeout().expect("a timer while idle");
+        assert!(wake > start + Duration::from_secs(1));
+        estimator.handle_timeout(wake);
+        let grown = estimator.target_bitrate();
+        assert!(grown > low * 1.2, "{low} -> {grown}");
+        assert_eq!(out.get(), Some(grown as u64));
+        assert!(estimator.poll_timeout().is_some_and(|t| t > wake));
     }
 }

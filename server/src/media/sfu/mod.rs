@@ -127,6 +127,9 @@ pub struct SfuMetrics {
     pub queued_commands_peak: AtomicU64,
     /// Client signaling, tiles and device reports refused for coming too fast.
     pub rate_limited: AtomicU64,
+    /// Allocations (one member, one tick) made within a bandwidth estimate: its client
+    /// sends transport-wide feedback on what the server sends it.
+    pub estimated_allocations: AtomicU64,
 }
 
 /// Who joins a room's media, as the room needs to know it.

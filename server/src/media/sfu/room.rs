@@ -580,7 +580,13 @@ impl Room {
                     )
                 })
                 .unzip();
-            let allotments = allocation::allocate(downlink.get(), audio, &streams);
+            let estimate = downlink.get();
+            if estimate.is_some() {
+                self.metrics
+                    .estimated_allocations
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let allotments = allocation::allocate(estimate, audio, &streams);
             entry
                 .allotted
                 .retain(|key, _| sent.iter().any(|s| (s.publisher, s.kind) == *key));
