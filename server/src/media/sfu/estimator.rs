@@ -16,7 +16,7 @@
 //!   cancelling out;
 //! - loss: the share of reported packets lost, smoothed.
 //!
-//! A queue building ([`QUEUE_HIGH`]) or heavy loss ([`LOSS_HIGH`]) sets the estimate to
+//! A queue building ([`QUEUE_HIGH`] for [`QUEUE_PERSIST`]) or heavy loss ([`LOSS_HIGH`]) sets the estimate to
 //! [`BACKOFF`] of the delivered rate (at most once per [`BACKOFF_INTERVAL`], so that a cut
 //! is seen before the next). A short queue and little loss let it grow by [`GROWTH`] a
 //! second; growing above what is sent is how a wider link is found again (there is no
@@ -42,6 +42,9 @@ pub const BASELINE_WINDOW: Duration = Duration::from_secs(10);
 pub const QUEUE_HIGH: Duration = Duration::from_millis(80);
 /// ... and below which the path counts as clear.
 pub const QUEUE_LOW: Duration = Duration::from_millis(25);
+/// A queue counts as building once it has stayed above [`QUEUE_HIGH`] this long: one late
+/// batch (a busy receiver, a radio's jitter) is not congestion.
+pub const QUEUE_PERSIST: Duration = Duration::from_millis(100);
 /// Smoothed loss above which the path is congested. High: loss that is not congestion (a
 /// radio link, the tests' lossy proxy at 10%) must not ratchet the estimate down, as each
 /// backoff from the delivered rate would; a congested drop-tail queue loses far more, and
@@ -96,6 +99,8 @@ pub struct DownlinkEstimator {
     epoch: Option<Instant>,
     loss: f64,
     first_report: Option<Instant>,
+    /// Since when the queue has been above [`QUEUE_HIGH`].
+    queue_high_since: Option<Instant>,
     last_backoff: Option<Instant>,
     last_update: Option<Instant>,
 }
@@ -118,6 +123,7 @@ impl DownlinkEstimator {
             epoch: None,
             loss: 0.0,
             first_report: None,
+            queue_high_since: None,
             last_backoff: None,
             last_update: None,
         }
@@ -185,7 +191,14 @@ impl BandwidthEstimator for DownlinkEstimator {
             .last_update
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
         self.last_update = Some(now);
-        let congested = queue > QUEUE_HIGH.as_secs_f64() || self.loss > LOSS_HIGH;
+        let queue_high = if queue > QUEUE_HIGH.as_secs_f64() {
+            let since = *self.queue_high_since.get_or_insert(now);
+            now.saturating_duration_since(since) >= QUEUE_PERSIST
+        } else {
+            self.queue_high_since = None;
+            false
+        };
+        let congested = queue_high || self.loss > LOSS_HIGH;
         let clear = queue < QUEUE_LOW.as_secs_f64() && self.loss < LOSS_LOW;
         if congested {
             let due = self
@@ -339,7 +352,9 @@ mod tests {
                 ecn: Default::default(),
             })
             .collect();
-        estimator.on_reports(start + Duration::from_secs(1), &reports);
+        // In two batches: a queue is congestion once it persists.
+        estimator.on_reports(start + Duration::from_millis(900), &reports[..5]);
+        estimator.on_reports(start + Duration::from_secs(1), &reports[5..]);
         let low = estimator.target_bitrate();
         assert!(low < INITIAL, "backed off: {low}");
         // Then nothing: no feedback at all.
