@@ -586,8 +586,7 @@ fn publish(
                         let head = [start, u8::from(!key), layer as u8, 0];
                         video_seqs[layer] = video_seqs[layer].wrapping_add(1);
                         let len = frame_bytes / packets;
-                        let mut packet =
-                            synthetic(96, video_seqs[layer], frame * 3000, &head, len);
+                        let mut packet = synthetic(96, video_seqs[layer], frame * 3000, &head, len);
                         packet.header.marker = part + 1 == packets;
                         packet.header.ssrc = *ssrc;
                         if let Some((id, mid)) = &mid_ext {

@@ -151,9 +151,7 @@ async fn a_narrow_viewer_gets_the_small_layer_and_the_large_one_back_when_it_wid
         },
     )
     .await?;
-    viewer
-        .wait_receiving(&[publisher.id], "camera", 30)
-        .await?;
+    viewer.wait_receiving(&[publisher.id], "camera", 30).await?;
     viewer.wait_receiving(&[publisher.id], "mic", 25).await?;
     // A big tile: the full layer is what the viewer wants.
     viewer.tiles(vec![(publisher.id, 1280)]);
@@ -198,7 +196,10 @@ async fn a_narrow_viewer_gets_the_small_layer_and_the_large_one_back_when_it_wid
         narrow.audio_loss() < 0.01,
         "audio lost on the narrow link: {narrow:?}"
     );
-    assert_eq!(shares[2], 0.0, "the full layer came back on the narrow link");
+    assert_eq!(
+        shares[2], 0.0,
+        "the full layer came back on the narrow link"
+    );
 
     println!("link widened:");
     link.lift();

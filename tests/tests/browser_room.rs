@@ -217,7 +217,10 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     for side in ["local", "remote"] {
         let text = sdp[side].as_str().unwrap_or_default();
         let sections: Vec<&str> = text.split("\r\nm=").skip(1).collect();
-        assert!(sections.len() >= 4, "B's {side} description has too few m-lines: {text}");
+        assert!(
+            sections.len() >= 4,
+            "B's {side} description has too few m-lines: {text}"
+        );
         for section in sections.iter().filter(|m| !m.starts_with("application")) {
             assert!(
                 section.contains("/draft-holmer-rmcat-transport-wide-cc-extensions-01"),

@@ -241,7 +241,11 @@ mod tests {
             layers: [None; LAYERS],
         };
         assert_eq!(
-            allocate(Some(100 * K), 50 * K, &[stream, camera(Priority::Camera, 2)]),
+            allocate(
+                Some(100 * K),
+                50 * K,
+                &[stream, camera(Priority::Camera, 2)]
+            ),
             vec![UpTo(1), Paused]
         );
     }

@@ -15,8 +15,8 @@
 //! Retransmissions are held to a share of the estimate ([`RetransmissionBudget`]).
 
 use super::SfuConfig;
-use super::estimator::{DownlinkEstimate, DownlinkEstimator};
 use super::batch_udp::SfuRuntime;
+use super::estimator::{DownlinkEstimate, DownlinkEstimator};
 use super::media_port::PortLink;
 use super::retransmission::RetransmissionBudget;
 use rtc::interceptor::{

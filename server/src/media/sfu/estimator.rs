@@ -180,10 +180,7 @@ impl BandwidthEstimator for DownlinkEstimator {
             self.delivered_bytes -= size;
         }
         let baseline = self.baseline[0].min(self.baseline[1]);
-        let queue = delays
-            .iter()
-            .map(|d| d - baseline)
-            .fold(0.0f64, f64::max);
+        let queue = delays.iter().map(|d| d - baseline).fold(0.0f64, f64::max);
         let sample = lost as f64 / reports.len() as f64;
         self.loss = 0.7 * self.loss + 0.3 * sample;
 
@@ -348,7 +345,9 @@ mod tests {
                 size: 1250,
                 arrived: true,
                 departure: start + Duration::from_millis(u64::from(i)),
-                arrival: Some(Duration::from_millis(u64::from(i) * 100 + 20 * u64::from(i > 0))),
+                arrival: Some(Duration::from_millis(
+                    u64::from(i) * 100 + 20 * u64::from(i > 0),
+                )),
                 ecn: Default::default(),
             })
             .collect();

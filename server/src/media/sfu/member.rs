@@ -166,27 +166,24 @@ async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let handler = Arc::new(Events(events_tx));
     let link = setup.port.open();
-    let pc = match engine::peer_connection(
-        &setup.config,
-        link.clone(),
-        handler,
-        setup.downlink.clone(),
-    )
-    .await {
-        Ok(pc) => pc,
-        Err(e) => {
-            tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
-            send(
-                &setup.outbox,
-                &ServerMsg::Error(ErrorMsg::new(
-                    ErrorCode::Unavailable,
-                    "the server cannot open a media connection now",
-                )),
-            );
-            setup.room.send(RoomCmd::Gone { member: setup.id });
-            return;
-        }
-    };
+    let pc =
+        match engine::peer_connection(&setup.config, link.clone(), handler, setup.downlink.clone())
+            .await
+        {
+            Ok(pc) => pc,
+            Err(e) => {
+                tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
+                send(
+                    &setup.outbox,
+                    &ServerMsg::Error(ErrorMsg::new(
+                        ErrorCode::Unavailable,
+                        "the server cannot open a media connection now",
+                    )),
+                );
+                setup.room.send(RoomCmd::Gone { member: setup.id });
+                return;
+            }
+        };
     let mut member = Member {
         setup,
         pc,

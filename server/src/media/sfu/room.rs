@@ -530,7 +530,8 @@ impl Room {
             .iter()
             .filter(|s| s.kind == StreamKind::Mic)
             .filter(|s| {
-                s.stats.forwarded.load(Ordering::Relaxed) && !s.stats.blocked.load(Ordering::Relaxed)
+                s.stats.forwarded.load(Ordering::Relaxed)
+                    && !s.stats.blocked.load(Ordering::Relaxed)
             })
             .map(|s| (s.publisher, s.stats.layer_rates()[0].unwrap_or(0)))
             .collect();
