@@ -327,3 +327,62 @@ pub async fn through_proxy(
     fields[5] = proxy.port().to_string();
     Ok(fields.join(" "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Opus-looking RTP datagram of `len` bytes.
+    fn audio(len: usize) -> Vec<u8> {
+        let mut d = vec![0u8; len];
+        d[0] = 0x80;
+        d[1] = 111;
+        d
+    }
+
+    #[test]
+    fn the_bucket_paces_drops_the_tail_and_lets_all_go_when_lifted() {
+        let shaper = Shaper::new(3000);
+        shaper.limit(80_000);
+        let mut bucket = Bucket::new();
+        let t0 = Instant::now();
+        // 972 bytes and 28 of headers: 8,000 bits each. Three fit the queue; the fourth is
+        // dropped.
+        for _ in 0..4 {
+            bucket.push(&shaper, &audio(972));
+        }
+        assert_eq!(shaper.counts().audio_dropped, 1);
+        // The bucket starts full (six such datagrams' worth): all three go at once.
+        let (out, next) = bucket.release(&shaper, t0);
+        assert_eq!((out.len(), next), (3, None));
+        for _ in 0..3 {
+            bucket.push(&shaper, &audio(972));
+        }
+        assert_eq!(bucket.release(&shaper, t0).0.len(), 3);
+        // Now empty: the next waits for 8,000 bits at 80 kbit/s.
+        bucket.push(&shaper, &audio(972));
+        let (out, next) = bucket.release(&shaper, t0);
+        assert!(out.is_empty());
+        assert_eq!(next, Some(t0 + Duration::from_millis(100)));
+        assert_eq!(
+            bucket
+                .release(&shaper, t0 + Duration::from_millis(100))
+                .0
+                .len(),
+            1
+        );
+        // Lifted: whatever waits goes at once.
+        bucket.push(&shaper, &audio(972));
+        bucket.push(&shaper, &audio(972));
+        shaper.lift();
+        assert_eq!(
+            bucket
+                .release(&shaper, t0 + Duration::from_millis(101))
+                .0
+                .len(),
+            2
+        );
+        shaper.count(&audio(100), true);
+        assert_eq!(shaper.counts().audio_passed, 1);
+    }
+}
