@@ -64,6 +64,9 @@ pub fn layer_of_rid(rid: &str) -> Option<u8> {
     }
 }
 
+/// The layer a camera is sent at to a viewer that has reported no tile for it.
+pub const DEFAULT_LAYER: u8 = 1;
+
 /// The layer that fits a tile `width` device pixels wide.
 pub fn layer_for_width(width: u16) -> u8 {
     match width {

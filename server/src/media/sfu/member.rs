@@ -583,7 +583,7 @@ impl Member {
                     .tile_layers
                     .get(&sub.published.publisher)
                     .copied()
-                    .unwrap_or(1),
+                    .unwrap_or(forward::DEFAULT_LAYER),
             }));
         }
     }

@@ -30,9 +30,6 @@ const SPEAKER_TICK: Duration = Duration::from_millis(100);
 /// How often the room fits each member's video into its bandwidth estimate. Several
 /// feedback reports apart, so that each decision sees the last one's effect begin.
 pub const ALLOCATION_TICK: Duration = Duration::from_millis(500);
-/// The layer a camera is shown at when its viewer has reported no tile for it (as the
-/// member task assumes).
-const DEFAULT_TILE_LAYER: u8 = 1;
 
 /// What the SFU and member tasks tell a room. The commands a member's client caused hold
 /// a [`Queued`] place in its allowance until handled (here, or by the member's task).
@@ -568,7 +565,9 @@ impl Room {
                                 .tiles
                                 .iter()
                                 .find(|(p, _)| *p == s.publisher)
-                                .map_or(DEFAULT_TILE_LAYER, |(_, w)| forward::layer_for_width(*w)),
+                                .map_or(forward::DEFAULT_LAYER, |(_, w)| {
+                                    forward::layer_for_width(*w)
+                                }),
                         ),
                     };
                     (
