@@ -309,6 +309,17 @@ impl Browser {
         self.eval_async(ROOM_INBOUND).await
     }
 
+    /// The room connection's descriptions: `{local, remote}` SDP (the remote one is the
+    /// server's latest). Null outside a room.
+    pub async fn room_descriptions(&self) -> Result<Value> {
+        self.eval(
+            "const pc = window.quad && window.quad.roomPc(); \
+             return pc && pc.remoteDescription && pc.localDescription \
+               ? {local: pc.localDescription.sdp, remote: pc.remoteDescription.sdp} : null",
+        )
+        .await
+    }
+
     /// Audio bytes this page's room connection has received from `member`'s microphone.
     pub async fn room_audio_from(&self, member: u64) -> Result<f64> {
         let stats = self.room_inbound().await?;

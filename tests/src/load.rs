@@ -160,6 +160,8 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
             camera: seat < scenario.cameras,
             lossy: false,
             token: None,
+            shaper: None,
+            camera_rates: None,
         };
         bots.push(RoomBot::join(addr, options).await?);
     }

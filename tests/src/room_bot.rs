@@ -57,6 +57,19 @@ pub struct RoomBotOptions {
     pub lossy: bool,
     /// A join link's token (for a teacher or student), if any.
     pub token: Option<String>,
+    /// Reach the server's media through a [`crate::lossy_udp`] proxy whose link to the bot
+    /// is this narrow one (and not lossy), instead.
+    pub shaper: Option<Arc<crate::lossy_udp::Shaper>>,
+    /// The camera's layers at these bitrates (bit/s; several packets a frame where a frame
+    /// is over 1,000 bytes), instead of one small packet a frame per layer.
+    pub camera_rates: Option<[u64; 3]>,
+}
+
+impl RoomBotOptions {
+    /// Whether its media goes through proxies.
+    fn proxied(&self) -> bool {
+        self.lossy || self.shaper.is_some()
+    }
 }
 
 /// What a bot has seen, for tests to read.
@@ -489,13 +502,15 @@ pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
 /// Publishes synthetic media until aborted: Opus-sized packets every 20 ms with the audio
 /// level, and on the camera a VP8-shaped packet every 33 ms on each simulcast layer, a
 /// keyframe every 30th. Payloads carry [`MAGIC`] and the send time at 4..16; video
-/// payloads start with a VP8 descriptor and carry their layer at byte 2.
+/// payloads start with a VP8 descriptor and carry their layer at byte 2. With `rates`, each
+/// layer's frame is as many bytes as its bitrate needs, in packets of at most 1,000 bytes.
 fn publish(
     mic: Option<(Arc<TrackLocalStaticRTP>, u8)>,
     camera: Option<(
         Arc<TrackLocalStaticRTP>,
         Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
     )>,
+    rates: Option<[u64; 3]>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mic_ssrc = match &mic {
@@ -527,6 +542,7 @@ fn publish(
         }
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let (mut audio_seq, mut frame) = (0u16, 0u32);
+        let mut video_seqs = [0u16; 3];
         let mut n: u64 = 0;
         loop {
             tick.tick().await;
@@ -557,24 +573,34 @@ fn publish(
             {
                 frame = frame.wrapping_add(1);
                 let key = frame % 30 == 1;
-                for (layer, ssrc) in layers.iter().enumerate() {
-                    // VP8 descriptor: start of partition 0; payload header P=0 on keyframes.
-                    let head = [0x10, u8::from(!key), layer as u8, 0];
-                    let seq = frame as u16;
-                    let mut packet = synthetic(96, seq, frame * 3000, &head, 300 * (layer + 1));
-                    packet.header.marker = true;
-                    packet.header.ssrc = *ssrc;
-                    if let Some((id, mid)) = &mid_ext {
-                        let _ = packet.header.set_extension(*id, mid.clone());
-                    }
-                    if let Some(id) = rid_ext {
-                        let rid = SIMULCAST_RIDS[layer.min(2)];
-                        let _ = packet
-                            .header
-                            .set_extension(id, Bytes::from_static(rid.as_bytes()));
-                    }
-                    if track.write_rtp(packet).await.is_err() {
-                        return;
+                for (layer, ssrc) in layers.iter().enumerate().take(3) {
+                    let frame_bytes = match rates {
+                        Some(rates) => (rates[layer] / 8 / 30).max(16) as usize,
+                        None => 300 * (layer + 1),
+                    };
+                    let packets = frame_bytes.div_ceil(1000);
+                    for part in 0..packets {
+                        // VP8 descriptor: the first packet starts partition 0; its payload
+                        // header has P=0 on keyframes.
+                        let start = if part == 0 { 0x10 } else { 0x00 };
+                        let head = [start, u8::from(!key), layer as u8, 0];
+                        video_seqs[layer] = video_seqs[layer].wrapping_add(1);
+                        let len = frame_bytes / packets;
+                        let mut packet = synthetic(96, video_seqs[layer], frame * 3000, &head, len);
+                        packet.header.marker = part + 1 == packets;
+                        packet.header.ssrc = *ssrc;
+                        if let Some((id, mid)) = &mid_ext {
+                            let _ = packet.header.set_extension(*id, mid.clone());
+                        }
+                        if let Some(id) = rid_ext {
+                            let rid = SIMULCAST_RIDS[layer.min(2)];
+                            let _ = packet
+                                .header
+                                .set_extension(id, Bytes::from_static(rid.as_bytes()));
+                        }
+                        if track.write_rtp(packet).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -762,7 +788,7 @@ async fn drive(
                             sdp,
                         } => {
                             lock(&state).server_ufrag = ice_ufrag(&sdp);
-                            let sdp = if options.lossy {
+                            let sdp = if options.proxied() {
                                 strip_candidates(&sdp)
                             } else {
                                 sdp
@@ -786,7 +812,7 @@ async fn drive(
                                 }
                                 s.server_ufrag = ufrag;
                             }
-                            let sdp = if options.lossy {
+                            let sdp = if options.proxied() {
                                 strip_candidates(&sdp)
                             } else {
                                 sdp
@@ -811,8 +837,13 @@ async fn drive(
                             sdp_mid,
                             sdp_m_line_index,
                         } => {
-                            let candidate = if options.lossy {
-                                crate::lossy_udp::through_proxy(&candidate, &mut proxies).await?
+                            let candidate = if options.proxied() {
+                                crate::lossy_udp::through_proxy(
+                                    &candidate,
+                                    &mut proxies,
+                                    options.shaper.as_ref(),
+                                )
+                                .await?
                             } else {
                                 candidate
                             };
@@ -854,7 +885,8 @@ async fn drive(
                             st.connected_at.get_or_insert_with(Instant::now);
                             if m.publisher.is_none() {
                                 let mic = m.mic.clone().zip(options.mic_level);
-                                m.publisher = Some(publish(mic, m.camera.clone()));
+                                m.publisher =
+                                    Some(publish(mic, m.camera.clone(), options.camera_rates));
                             }
                         }
                     }

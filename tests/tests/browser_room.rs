@@ -209,6 +209,47 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
         "B gets the full layer ({width} px) for a {tile} px tile"
     );
 
+    // Transport-wide congestion control both ways on every m-line, as both sides describe
+    // it: the server's answer to B's own m-lines (B's uplink) and its offers of the
+    // forwarded ones (B's downlink). And B's browser reports on what it receives: the
+    // server fits B's video into an estimate made from that feedback.
+    let sdp = b.room_descriptions().await?;
+    for side in ["local", "remote"] {
+        let text = sdp[side].as_str().unwrap_or_default();
+        let sections: Vec<&str> = text.split("\r\nm=").skip(1).collect();
+        assert!(
+            sections.len() >= 4,
+            "B's {side} description has too few m-lines: {text}"
+        );
+        for section in sections.iter().filter(|m| !m.starts_with("application")) {
+            assert!(
+                section.contains("/draft-holmer-rmcat-transport-wide-cc-extensions-01"),
+                "an m-line of B's {side} description without the transport-wide sequence number: {section}"
+            );
+            if section.starts_with("video") {
+                assert!(
+                    section.lines().any(|l| {
+                        l.starts_with("a=rtcp-fb:") && l.trim_end().ends_with(" transport-cc")
+                    }),
+                    "a video m-line of B's {side} description without transport-cc feedback: {section}"
+                );
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = quad_tests::http_get(server.addr(), "/metrics").await?;
+        let estimated = quad_tests::metric(&page, "quad_sfu_estimated_allocations_total");
+        if estimated.is_some_and(|n| n > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no browser's video was fitted into a bandwidth estimate: Chromium sent no transport-wide feedback"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // C joined after A's connection had been renegotiated (for B's and C's microphones),
     // which made the server lose A's camera layers until receiver reports stopped
     // acknowledging them: C gets A's camera as well.

@@ -155,6 +155,8 @@ fn room_bot(name: &str, at: [f32; 2], token: Option<String>) -> RoomBotOptions {
         camera: false,
         lossy: false,
         token,
+        shaper: None,
+        camera_rates: None,
     }
 }
 

@@ -20,6 +20,8 @@ fn options(name: &str, spawn: [f32; 2], mic_level: Option<u8>, camera: bool) -> 
         camera,
         lossy: false,
         token: None,
+        shaper: None,
+        camera_rates: None,
     }
 }
 

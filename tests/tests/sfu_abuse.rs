@@ -24,6 +24,8 @@ fn options(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
         camera: false,
         lossy: false,
         token: None,
+        shaper: None,
+        camera_rates: None,
     }
 }
 

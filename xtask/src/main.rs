@@ -153,7 +153,9 @@ fn ensure_test_tools() -> Result<()> {
         missing.join(", ")
     );
     run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get").args(["install", "-y"]).args(&missing))
+    run(Command::new("apt-get")
+        .args(["install", "-y"])
+        .args(&missing))
 }
 
 /// Whether this process may create a network namespace (root, or user namespaces allowed).

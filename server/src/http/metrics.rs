@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 20] = [
+    let rows: [(&str, &str, &str, u64); 21] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -125,6 +125,12 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "Room signaling, tiles and device reports refused for coming too fast.",
             load(&sfu.rate_limited),
+        ),
+        (
+            "quad_sfu_estimated_allocations_total",
+            "counter",
+            "Room members' video fitted into their bandwidth estimate (one member, one tick), from their clients' transport-wide feedback.",
+            load(&sfu.estimated_allocations),
         ),
         (
             "quad_sessions",

@@ -1,14 +1,28 @@
 //! How the SFU builds a peer connection: the codecs it forwards (Opus and VP8), the RTP
 //! header extensions it reads (audio level), the interceptors (NACK, RTCP reports, TWCC
-//! feedback, [`KeyframeRequests`], which hands viewers' picture-loss requests to the SFU,
-//! and [`UnacknowledgedLayers`], which keeps simulcast layers identifiable across
-//! renegotiations), the local addresses it offers, and the runtime ([`SfuRuntime`]) whose
-//! UDP sockets are virtual sockets on the media port that batch their sends.
+//! feedback for what it receives, transport-wide sequence numbers and a congestion
+//! controller for what it sends, [`KeyframeRequests`], which hands viewers' picture-loss
+//! requests to the SFU, and [`UnacknowledgedLayers`], which keeps simulcast layers
+//! identifiable across renegotiations), the local addresses it offers, and the runtime
+//! ([`SfuRuntime`]) whose UDP sockets are virtual sockets on the media port that batch
+//! their sends.
+//!
+//! The congestion controller is `rtc-interceptor`'s (the send history, resolving the
+//! member's transport-wide feedback against it), driving Quad's
+//! [`super::estimator::DownlinkEstimator`]; [`DownlinkEstimate`] is where the estimate comes
+//! out, for the room's [`super::allocation`]. No pacer: the allocation keeps what is forwarded
+//! within the estimate, and a pacer would hold audio behind video bursts (keyframes).
+//! Retransmissions are held to a share of the estimate ([`RetransmissionBudget`]).
 
 use super::SfuConfig;
 use super::batch_udp::SfuRuntime;
+use super::estimator::{DownlinkEstimate, DownlinkEstimator};
 use super::media_port::PortLink;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use super::retransmission::RetransmissionBudget;
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
+    TwccSenderBuilder,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -57,12 +71,13 @@ pub fn vp8() -> RTCRtpCodec {
     }
 }
 
-/// Builds one SFU-side peer connection whose events go to `handler` and whose datagrams go
-/// through `link`.
+/// Builds one SFU-side peer connection whose events go to `handler`, whose datagrams go
+/// through `link`, and whose sending direction's bandwidth estimate goes to `estimate`.
 pub async fn peer_connection(
     config: &SfuConfig,
     link: Arc<PortLink>,
     handler: Arc<dyn PeerConnectionEventHandler>,
+    estimate: Arc<DownlinkEstimate>,
 ) -> anyhow::Result<Arc<dyn PeerConnection>> {
     let mut media = MediaEngine::default();
     media.register_codec(
@@ -100,8 +115,20 @@ pub async fn peer_connection(
             None,
         )?;
     }
-    // After the codecs: it adds NACK/PLI feedback only to codecs already registered.
+    // After the codecs: it adds NACK/PLI feedback only to codecs already registered. It
+    // also negotiates the transport-wide sequence number extension and `transport-cc`
+    // feedback for audio and video, both ways: publishers get feedback on what they send
+    // (the TWCC receiver), and the server numbers what it sends (the TWCC sender) so that
+    // viewers' browsers report on it to the congestion controller.
+    let estimator = DownlinkEstimator::new(estimate.clone());
     let registry = register_default_interceptors(Registry::new(), &mut media)?
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        // Between the NACK responder (4_000) and the wire, to see its resends go out.
+        .with(Slot::from(3_500), RetransmissionBudget::new(estimate))
         // Wire-ward of the receiver reports (10_000), so the reports pass it on their way out.
         .with(Slot::from(9_500), UnacknowledgedLayers::default())
         .with(Slot::from(14_000), KeyframeRequests::default());

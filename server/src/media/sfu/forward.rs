@@ -7,15 +7,21 @@
 //!
 //! Simulcast: a camera may arrive in up to three layers (RIDs `q`, `h`, `f`: quarter, half
 //! and full resolution). Each viewer gets one layer: the one that fits its tile
-//! ([`layer_for_width`]), lowered while its receiver reports loss and raised again after
-//! [`LAYER_RECOVERY`] without. A viewer switches layers only at a keyframe of the new layer
-//! (one is requested), and its sequence numbers and timestamps are rewritten to run on
-//! across switches.
+//! ([`layer_for_width`]) within what the room's bandwidth allocation allots it
+//! ([`Allotment`]: a highest layer, or paused). A viewer without a bandwidth estimate (its
+//! client sends no transport-wide feedback) is instead lowered while its receiver reports
+//! loss and raised again after [`LAYER_RECOVERY`] without. A viewer switches layers (and
+//! resumes after a pause) only at a keyframe of the new layer (one is requested), and its
+//! sequence numbers and timestamps are rewritten to run on across switches.
+//!
+//! Each layer's bitrate is measured here, from the packets that arrive (every layer arrives,
+//! whoever views it), for the allocation to weigh ([`StreamStats::layer_rates`]).
 //!
 //! Microphones held back by the loudest-speakers rule skip packets; sequence numbers are
 //! shifted by the skipped count, so receivers see no loss. Video subscribers get a keyframe
 //! promptly: a picture-loss request goes to the publisher when one joins (rate-limited).
 
+use super::allocation::Allotment;
 use super::speakers;
 use super::{SfuMetrics, StreamKind};
 use quad_shared::AvatarId;
@@ -37,6 +43,11 @@ pub const LAYERS: usize = 3;
 const LAYER_STALE: Duration = Duration::from_secs(1);
 /// A viewer whose layer was lowered for loss gets the next one up after this long without.
 pub const LAYER_RECOVERY: Duration = Duration::from_secs(8);
+/// Each layer's bitrate is measured over windows this long.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// Bytes counted per packet on top of its payload: the RTP header with the extensions the
+/// viewer's leg adds (about what the congestion controller counts per packet).
+const PACKET_OVERHEAD: u64 = 24;
 /// Receiver-reported loss (of 256) above which a viewer's layer is lowered: about 8%.
 const LOSS_HIGH: u8 = 20;
 /// ... and below which it counts as clean: about 2%.
@@ -52,6 +63,9 @@ pub fn layer_of_rid(rid: &str) -> Option<u8> {
         _ => None,
     }
 }
+
+/// The layer a camera is sent at to a viewer that has reported no tile for it.
+pub const DEFAULT_LAYER: u8 = 1;
 
 /// The layer that fits a tile `width` device pixels wide.
 pub fn layer_for_width(width: u16) -> u8 {
@@ -105,6 +119,9 @@ pub struct StreamStats {
     /// Dropped because a teacher turned the device off.
     pub blocked: AtomicBool,
     pub packets: AtomicU64,
+    /// Each layer's measured bitrate (bit/s, smoothed over [`RATE_WINDOW`]s); 0 for a layer
+    /// that did not arrive in the last window. A single-layer stream has only layer 0.
+    layer_bps: [AtomicU64; LAYERS],
 }
 
 impl Default for StreamStats {
@@ -115,6 +132,7 @@ impl Default for StreamStats {
             forwarded: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
             packets: AtomicU64::new(0),
+            layer_bps: Default::default(),
         }
     }
 }
@@ -122,6 +140,15 @@ impl Default for StreamStats {
 impl StreamStats {
     pub fn loudness(&self) -> f32 {
         f32::from_bits(self.loudness.load(Ordering::Relaxed))
+    }
+
+    /// Each layer's bitrate as last measured (bit/s), `None` for a layer not arriving.
+    pub fn layer_rates(&self) -> [Option<u64>; LAYERS] {
+        let mut rates = [None; LAYERS];
+        for (rate, bps) in rates.iter_mut().zip(&self.layer_bps) {
+            *rate = Some(bps.load(Ordering::Relaxed)).filter(|&b| b > 0);
+        }
+        rates
     }
 }
 
@@ -149,6 +176,8 @@ pub enum ForwardCtl {
     Want(AvatarId, u8),
     /// A viewer's receiver report: the fraction of packets it lost (of 256).
     Loss(AvatarId, u8),
+    /// What the room's bandwidth allocation allots a viewer of this stream.
+    Allot(AvatarId, Allotment),
 }
 
 /// What the forwarding task needs to know about its stream.
@@ -176,9 +205,11 @@ pub fn spawn(
 /// A subscriber with its layer and rewriting state.
 struct Viewer {
     sub: Subscriber,
-    /// The highest layer its loss allows.
+    /// The highest layer its loss allows (while it has no bandwidth estimate).
     cap: u8,
     cap_changed: Instant,
+    /// What the bandwidth allocation allows it.
+    allotment: Allotment,
     /// The layer it receives now (none until the first keyframe of one).
     current: Option<u8>,
     /// Added to incoming sequence numbers and timestamps of the current layer.
@@ -194,6 +225,7 @@ impl Viewer {
             sub,
             cap: (LAYERS - 1) as u8,
             cap_changed: now,
+            allotment: Allotment::Unbudgeted,
             current: None,
             seq_offset: 0,
             ts_offset: 0,
@@ -230,6 +262,9 @@ struct Forwarder {
     was_blocked: bool,
     last_keyframe_request: [Option<Instant>; LAYERS],
     keyframe_wanted: [bool; LAYERS],
+    /// Bytes that arrived on each layer since `window_start` (see [`RATE_WINDOW`]).
+    window_bytes: [u64; LAYERS],
+    window_start: Instant,
 }
 
 async fn run(
@@ -250,6 +285,8 @@ async fn run(
         was_blocked: false,
         last_keyframe_request: [None; LAYERS],
         keyframe_wanted: [false; LAYERS],
+        window_bytes: [0; LAYERS],
+        window_start: Instant::now(),
     };
     loop {
         tokio::select! {
@@ -313,8 +350,19 @@ impl Forwarder {
                     v.sub.want = layer.min((LAYERS - 1) as u8);
                 }
             }
+            ForwardCtl::Allot(member, allotment) => {
+                let (kind, ssrc) = (self.source.kind, self.source.media_ssrc);
+                if let Some(v) = self.viewer(member)
+                    && v.allotment != allotment
+                {
+                    tracing::debug!(?kind, ssrc, viewer = %member, ?allotment, "allotment");
+                    v.allotment = allotment;
+                }
+            }
             ForwardCtl::Loss(member, lost) => {
-                if let Some(v) = self.viewer(member) {
+                if let Some(v) = self.viewer(member)
+                    && v.allotment == Allotment::Unbudgeted
+                {
                     if lost > LOSS_HIGH && v.cap > 0 {
                         v.cap -= 1;
                         v.cap_changed = now;
@@ -332,17 +380,46 @@ impl Forwarder {
         }
     }
 
-    /// The layer a viewer should get now: the one it wants within its loss cap, or the
-    /// nearest one the publisher is sending (lower first).
-    fn target(&self, viewer: &Viewer, now: Instant) -> u8 {
-        let wanted = viewer.sub.want.min(viewer.cap);
+    /// The layer a viewer should get now: the one it wants within its allotment (or, with
+    /// no estimate, its loss cap), or the nearest one the publisher is sending (lower
+    /// first); `None` while it is paused.
+    fn target(&self, viewer: &Viewer, now: Instant) -> Option<u8> {
+        let wanted = match viewer.allotment {
+            Allotment::Unbudgeted => viewer.sub.want.min(viewer.cap),
+            Allotment::UpTo(layer) => viewer.sub.want.min(layer),
+            Allotment::Paused => return None,
+        };
         let live =
             |l: usize| self.layer_seen[l].is_some_and(|t| now.duration_since(t) < LAYER_STALE);
         (0..=usize::from(wanted))
             .rev()
             .chain(usize::from(wanted) + 1..LAYERS)
             .find(|&l| live(l))
-            .map_or(wanted, |l| l as u8)
+            .map_or(Some(wanted), |l| Some(l as u8))
+    }
+
+    /// Counts a packet of `layer` towards its bitrate, and publishes the bitrates at the end
+    /// of each window.
+    fn measure(&mut self, layer: u8, payload: usize, now: Instant) {
+        self.window_bytes[usize::from(layer)] += payload as u64 + PACKET_OVERHEAD;
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed < RATE_WINDOW {
+            return;
+        }
+        let micros = elapsed.as_micros().max(1) as u64;
+        for (bytes, bps) in self.window_bytes.iter_mut().zip(&self.stats.layer_bps) {
+            let sample = bytes.saturating_mul(8_000_000) / micros;
+            let before = bps.load(Ordering::Relaxed);
+            // Smoothed (keyframes make windows uneven), but a layer that stopped is 0 at once.
+            let smoothed = if sample == 0 || before == 0 {
+                sample
+            } else {
+                (before + sample) / 2
+            };
+            bps.store(smoothed, Ordering::Relaxed);
+            *bytes = 0;
+        }
+        self.window_start = now;
     }
 
     fn want_keyframe(&mut self, layer: u8, _now: Instant) {
@@ -386,13 +463,6 @@ impl Forwarder {
                 self.want_keyframe(layer as u8, now);
             }
         }
-        if !self.stats.forwarded.load(Ordering::Relaxed) {
-            self.skipped = self.skipped.wrapping_add(1);
-            self.metrics
-                .suppressed_packets
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         let layer = if self.simulcast() {
             match self
                 .layer_ssrcs
@@ -406,6 +476,14 @@ impl Forwarder {
         } else {
             0
         };
+        self.measure(layer, packet.payload.len(), now);
+        if !self.stats.forwarded.load(Ordering::Relaxed) {
+            self.skipped = self.skipped.wrapping_add(1);
+            self.metrics
+                .suppressed_packets
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.layer_seen[usize::from(layer)] = Some(now);
         if self.viewers.is_empty() {
             return;
@@ -420,15 +498,36 @@ impl Forwarder {
         let (seq, ts) = (header.sequence_number, header.timestamp);
         let bytes = (12 + packet.payload.len()) as u64;
         let simulcast = self.simulcast();
+        let video = self.source.kind != StreamKind::Mic;
         let mut i = 0;
         while i < self.viewers.len() {
             let target = self.target(&self.viewers[i], now);
             let v = &mut self.viewers[i];
+            let Some(target) = target else {
+                // Paused: it resumes at a keyframe, numbered on from what it was sent last.
+                if v.current.take().is_some() {
+                    tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %v.sub.member, "viewer paused");
+                }
+                i += 1;
+                continue;
+            };
+            if let (Some(current), Allotment::UpTo(most)) = (v.current, v.allotment)
+                && current > most
+                && current != target
+            {
+                // Over its allotment: the layer it has stops at once and the picture holds
+                // until the allotted layer's keyframe; sending on until then would overfill
+                // its link, and its audio would be lost with the video.
+                tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %v.sub.member, current, most, "viewer over its allotment");
+                v.current = None;
+            }
             if v.current != Some(layer) {
-                // A viewer joins a layer at its keyframe (a single-layer stream at once).
-                if layer != target || (simulcast && !keyframe) {
+                // A viewer joins a layer at its keyframe; a new viewer of a single-layer
+                // stream at once (one that was paused waits for a keyframe too).
+                let at_keyframe = video && (simulcast || v.last.is_some());
+                if layer != target || (at_keyframe && !keyframe) {
                     if layer == target || v.current.is_none() {
-                        self.keyframe_wanted[usize::from(target)] |= simulcast;
+                        self.keyframe_wanted[usize::from(target)] |= at_keyframe;
                     }
                     i += 1;
                     continue;

@@ -103,6 +103,8 @@ pub struct MemberSetup {
     /// The media port its connection's datagrams go through.
     pub port: Arc<MediaPort>,
     pub outbox: SessionOutbox,
+    /// Where its connection's congestion controller puts the bandwidth estimate.
+    pub downlink: Arc<super::estimator::DownlinkEstimate>,
 }
 
 /// Starts a member's task; it builds the connection and answers `offer` (whose place in
@@ -164,21 +166,24 @@ async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let handler = Arc::new(Events(events_tx));
     let link = setup.port.open();
-    let pc = match engine::peer_connection(&setup.config, link.clone(), handler).await {
-        Ok(pc) => pc,
-        Err(e) => {
-            tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
-            send(
-                &setup.outbox,
-                &ServerMsg::Error(ErrorMsg::new(
-                    ErrorCode::Unavailable,
-                    "the server cannot open a media connection now",
-                )),
-            );
-            setup.room.send(RoomCmd::Gone { member: setup.id });
-            return;
-        }
-    };
+    let pc =
+        match engine::peer_connection(&setup.config, link.clone(), handler, setup.downlink.clone())
+            .await
+        {
+            Ok(pc) => pc,
+            Err(e) => {
+                tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
+                send(
+                    &setup.outbox,
+                    &ServerMsg::Error(ErrorMsg::new(
+                        ErrorCode::Unavailable,
+                        "the server cannot open a media connection now",
+                    )),
+                );
+                setup.room.send(RoomCmd::Gone { member: setup.id });
+                return;
+            }
+        };
     let mut member = Member {
         setup,
         pc,
@@ -578,7 +583,7 @@ impl Member {
                     .tile_layers
                     .get(&sub.published.publisher)
                     .copied()
-                    .unwrap_or(1),
+                    .unwrap_or(forward::DEFAULT_LAYER),
             }));
         }
     }

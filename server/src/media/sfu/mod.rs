@@ -10,7 +10,11 @@
 //! - `forward`: one task per published stream; rewrites and writes each packet to every
 //!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
 //! - `speakers`: the N-loudest rule, a pure function.
-//! - `engine`: how a peer connection is built.
+//! - [`allocation`]: which layer of each video stream fits a member's bandwidth estimate,
+//!   a pure function the room applies at each tick.
+//! - `engine`: how a peer connection is built; `estimator`: the bandwidth estimate of what
+//!   it sends, from the member's transport-wide feedback; `retransmission`: the budget its
+//!   NACK resends get out of that estimate.
 //! - `media_port`: the one UDP socket all connections share, and `demux`, which decides
 //!   whose each datagram arriving there is; `batch_udp`: each connection's virtual socket
 //!   on it.
@@ -22,13 +26,16 @@
 //! The SFU knows nothing about maps or zones: rooms are [`RoomId`]s given by the caller.
 
 pub mod admission;
+pub mod allocation;
 mod batch_udp;
 pub mod demux;
 mod engine;
+mod estimator;
 mod forward;
 pub mod limits;
 pub mod media_port;
 mod member;
+mod retransmission;
 mod reused_timer;
 mod room;
 pub mod speakers;
@@ -120,6 +127,9 @@ pub struct SfuMetrics {
     pub queued_commands_peak: AtomicU64,
     /// Client signaling, tiles and device reports refused for coming too fast.
     pub rate_limited: AtomicU64,
+    /// Allocations (one member, one tick) made within a bandwidth estimate: its client
+    /// sends transport-wide feedback on what the server sends it.
+    pub estimated_allocations: AtomicU64,
 }
 
 /// Who joins a room's media, as the room needs to know it.

@@ -1,12 +1,15 @@
 //! One room: a task that knows the room's members and their published streams, subscribes
 //! every member to everyone else's streams, tells clients who is in the room and who is
-//! speaking, and applies the loudest-speakers rule.
+//! speaking, applies the loudest-speakers rule, and fits each member's video into its
+//! connection's bandwidth estimate ([`super::allocation`], at each [`ALLOCATION_TICK`]).
 //!
 //! A member's connection (its member task) starts with the client's offer. When it is lost
 //! (disconnected past the timeout), its streams are withdrawn from everyone and the client is
 //! asked to connect again; if the client is gone too, its session's leave removes it.
 
-use super::forward::{ForwardCtl, StreamStats};
+use super::allocation::{self, Allotment, Priority, VideoStream};
+use super::estimator::DownlinkEstimate;
+use super::forward::{self, ForwardCtl, StreamStats};
 use super::limits::Queued;
 use super::media_port::MediaPort;
 use super::member::{self, MemberCmd, MemberSetup};
@@ -24,6 +27,9 @@ use tokio::sync::mpsc;
 
 /// How often the room re-ranks its speakers.
 const SPEAKER_TICK: Duration = Duration::from_millis(100);
+/// How often the room fits each member's video into its bandwidth estimate. Several
+/// feedback reports apart, so that each decision sees the last one's effect begin.
+pub const ALLOCATION_TICK: Duration = Duration::from_millis(500);
 
 /// What the SFU and member tasks tell a room. The commands a member's client caused hold
 /// a [`Queued`] place in its allowance until handled (here, or by the member's task).
@@ -96,6 +102,11 @@ struct Entry {
     connection: Option<mpsc::UnboundedSender<MemberCmd>>,
     /// How wide its client shows each camera, as last reported.
     tiles: Vec<(AvatarId, u16)>,
+    /// Its connection's bandwidth estimate (with its connection).
+    downlink: Option<Arc<DownlinkEstimate>>,
+    /// What the allocation last allotted it of each stream it is sent (at most one entry
+    /// per stream in the room).
+    allotted: rustc_hash::FxHashMap<(AvatarId, StreamKind), Allotment>,
 }
 
 struct Room {
@@ -146,6 +157,8 @@ pub fn spawn(
 async fn run(mut room: Room, mut rx: mpsc::UnboundedReceiver<RoomCmd>) {
     let mut tick = tokio::time::interval(SPEAKER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut allocation = tokio::time::interval(ALLOCATION_TICK);
+    allocation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -153,6 +166,7 @@ async fn run(mut room: Room, mut rx: mpsc::UnboundedReceiver<RoomCmd>) {
                 Some(cmd) => room.command(cmd),
             },
             _ = tick.tick() => room.rank_speakers(),
+            _ = allocation.tick() => room.allocate(),
         }
     }
     for (_, entry) in std::mem::take(&mut room.members) {
@@ -196,6 +210,8 @@ impl Room {
                         outbox,
                         connection: None,
                         tiles: Vec::new(),
+                        downlink: None,
+                        allotted: Default::default(),
                     },
                 ));
                 self.metrics.members.fetch_add(1, Ordering::Relaxed);
@@ -264,6 +280,8 @@ impl Room {
                 };
                 if let Some(entry) = self.entry(member) {
                     entry.connection = None;
+                    entry.downlink = None;
+                    entry.allotted.clear();
                     send(&entry.outbox, &msg);
                 }
             }
@@ -280,7 +298,9 @@ impl Room {
     /// the join can reach the client before its `JoinRoomMedia`: the room learns of a join
     /// before the space delivers that message.)
     fn signal(&mut self, member: AvatarId, signal: Signal, queued: Queued) {
+        let downlink = Arc::new(DownlinkEstimate::default());
         let setup = MemberSetup {
+            downlink: downlink.clone(),
             id: member,
             room: self.handle.clone(),
             config: self.config.clone(),
@@ -313,6 +333,8 @@ impl Room {
             return;
         };
         let connection = member::spawn(setup, sdp, queued);
+        entry.downlink = Some(downlink);
+        entry.allotted.clear();
         if !entry.tiles.is_empty() {
             let _ = connection.send(MemberCmd::Tiles(entry.tiles.clone(), None));
         }
@@ -401,6 +423,8 @@ impl Room {
         if let Some(entry) = self.entry(member)
             && let Some(connection) = entry.connection.take()
         {
+            entry.downlink = None;
+            entry.allotted.clear();
             let _ = connection.send(MemberCmd::Close);
         }
         self.metrics.members.fetch_sub(1, Ordering::Relaxed);
@@ -486,6 +510,94 @@ impl Room {
         if speakers != self.speakers {
             self.speakers = speakers;
             self.broadcast(&self.speakers_msg());
+        }
+    }
+}
+
+impl Room {
+    /// Fits each member's video into its connection's bandwidth estimate and tells the
+    /// forwarders what changed. A restrictive allotment is told again at every tick: a
+    /// forwarder forgets it when the viewer is added again (a renegotiation), and one told
+    /// before the viewer was added ignores it.
+    fn allocate(&mut self) {
+        let loudest = self.speakers.first().copied();
+        // Audio every member hears, less its own: the microphones forwarded now.
+        let mics: Vec<(AvatarId, u64)> = self
+            .streams
+            .iter()
+            .filter(|s| s.kind == StreamKind::Mic)
+            .filter(|s| {
+                s.stats.forwarded.load(Ordering::Relaxed)
+                    && !s.stats.blocked.load(Ordering::Relaxed)
+            })
+            .map(|s| (s.publisher, s.stats.layer_rates()[0].unwrap_or(0)))
+            .collect();
+        let videos: Vec<&Published> = self
+            .streams
+            .iter()
+            .filter(|s| s.kind != StreamKind::Mic && !s.stats.blocked.load(Ordering::Relaxed))
+            .collect();
+        let rates: Vec<[Option<u64>; forward::LAYERS]> =
+            videos.iter().map(|s| s.stats.layer_rates()).collect();
+        for (viewer, entry) in &mut self.members {
+            let Some(downlink) = &entry.downlink else {
+                continue;
+            };
+            let audio: u64 = mics
+                .iter()
+                .filter(|(p, _)| p != viewer)
+                .map(|(_, bps)| bps)
+                .sum();
+            let (sent, streams): (Vec<&Published>, Vec<VideoStream>) = videos
+                .iter()
+                .zip(&rates)
+                .filter(|(s, _)| s.publisher != *viewer)
+                .map(|(s, layers)| {
+                    let (priority, want) = match s.kind {
+                        StreamKind::Screen => (Priority::Screen, (forward::LAYERS - 1) as u8),
+                        _ => (
+                            if Some(s.publisher) == loudest {
+                                Priority::Speaker
+                            } else {
+                                Priority::Camera
+                            },
+                            entry
+                                .tiles
+                                .iter()
+                                .find(|(p, _)| *p == s.publisher)
+                                .map_or(forward::DEFAULT_LAYER, |(_, w)| {
+                                    forward::layer_for_width(*w)
+                                }),
+                        ),
+                    };
+                    (
+                        *s,
+                        VideoStream {
+                            priority,
+                            want,
+                            layers: *layers,
+                        },
+                    )
+                })
+                .unzip();
+            let estimate = downlink.get();
+            if estimate.is_some() {
+                self.metrics
+                    .estimated_allocations
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let allotments = allocation::allocate(estimate, audio, &streams);
+            entry
+                .allotted
+                .retain(|key, _| sent.iter().any(|s| (s.publisher, s.kind) == *key));
+            for (stream, allotment) in sent.iter().zip(allotments) {
+                let before = entry
+                    .allotted
+                    .insert((stream.publisher, stream.kind), allotment);
+                if before != Some(allotment) || allotment != Allotment::Unbudgeted {
+                    let _ = stream.ctl.send(ForwardCtl::Allot(*viewer, allotment));
+                }
+            }
         }
     }
 }
