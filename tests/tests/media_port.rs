@@ -1,4 +1,5 @@
-//! The SFU's media port: a room of twenty members who all hear each other is served from
+//! The SFU's media port: a room of twenty members (bots and two browsers) who all hear
+//! each other is served from
 //! one UDP socket; a flood of datagrams from an address that belongs to no member is
 //! dropped and counted while the room's audio goes on.
 //!
@@ -6,6 +7,7 @@
 //! `unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh cargo test -p quad-tests --test media_port`
 
 use quad_shared::AvatarId;
+use quad_tests::browser::{Driver, require_client_bundle};
 use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
 use quad_tests::{PATIENCE, TestServer, campus, http_get, metric};
 use std::collections::HashSet;
@@ -71,12 +73,14 @@ async fn all_hear_each_other(bots: &[RoomBot], count: u64) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Twenty members, each hearing the other nineteen: the server's SFU holds one UDP
-/// socket, the media port. The SFU binds its own loopback address (127.0.0.2), so its
-/// sockets are told apart from the bots' (127.0.0.1) exactly; before the media port, it
-/// held one per member.
+/// Twenty members, eighteen bots and two Chromium pages, each hearing the others: the
+/// server's SFU holds one UDP socket, the media port. The SFU binds its own loopback
+/// address (127.0.0.2), so its sockets are told apart from the bots' (127.0.0.1) exactly
+/// (the browsers are processes of their own); before the media port, it held one per
+/// member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
+    require_client_bundle()?;
     let sfu_ip = IpAddr::from([127, 0, 0, 2]);
     let server = TestServer::start_with(|c| {
         c.media_ip = Some(sfu_ip);
@@ -89,8 +93,25 @@ async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
     assert_eq!(media.ip(), sfu_ip);
     assert_ne!(media.port(), 0);
     let at = room_spot(&campus(), 0)?;
+    let driver = Driver::start().await?;
+    let mut pages = Vec::new();
+    let mut page_ids = Vec::new();
+    for name in ["Pia", "Rui"] {
+        let page = driver.browser().await?;
+        page.goto(&format!(
+            "{}/?name={name}&spawn={},{}",
+            server.url(),
+            at[0],
+            at[1]
+        ))
+        .await?;
+        page_ids.push(AvatarId(u32::try_from(
+            page.wait_joined_with_mic(name).await?,
+        )?));
+        pages.push(page);
+    }
     let mut bots = Vec::new();
-    for i in 0..20 {
+    for i in 0..18 {
         bots.push(RoomBot::join(server.addr(), options(&format!("bot{i}"), at)).await?);
     }
     for bot in &bots {
@@ -98,6 +119,33 @@ async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
             .await?;
     }
     all_hear_each_other(&bots, 25).await?;
+    // The bots hear the pages, and the pages hear the bots and each other.
+    for bot in &bots {
+        bot.wait_receiving(&page_ids, "mic", 25).await?;
+    }
+    let bot_ids: Vec<u64> = bots.iter().map(|b| u64::from(b.id.0)).collect();
+    for (page, other) in [(&pages[0], page_ids[1]), (&pages[1], page_ids[0])] {
+        let mut from = bot_ids.clone();
+        from.push(u64::from(other.0));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut silent = Vec::new();
+            for id in &from {
+                if page.room_audio_from(*id).await? <= 0.0 {
+                    silent.push(*id);
+                }
+            }
+            if silent.is_empty() {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "a page hears nothing from {silent:?}: {}",
+                page.room_inbound().await?
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
 
     let sfu_sockets: Vec<SocketAddr> = udp_sockets_of_this_process()?
         .into_iter()
@@ -113,6 +161,9 @@ async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
         Some(0.0),
         "{page}"
     );
+    for page in pages {
+        page.close().await?;
+    }
     server.stop().await;
     Ok(())
 }
