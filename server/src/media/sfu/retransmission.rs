@@ -47,6 +47,14 @@ impl Sent {
     }
 }
 
+/// Whether the stream negotiated generic NACK (`a=rtcp-fb:PT nack`), as the NACK responder
+/// decides whether to keep copies of it.
+fn supports_nack(info: &StreamInfo) -> bool {
+    info.rtcp_feedback
+        .iter()
+        .any(|fb| fb.typ == "nack" && fb.parameter.is_empty())
+}
+
 pub struct RetransmissionBudget {
     estimate: Arc<DownlinkEstimate>,
     /// Per stream this connection sends (bound by the peer connection, one per forwarded
@@ -126,7 +134,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RetransmissionBudget {
 
 impl Interceptor for RetransmissionBudget {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
-        self.sent.insert(info.ssrc, Sent::new());
+        // Only a stream that negotiated NACK is ever resent (the NACK responder keeps no
+        // copies of the others): Opus legs have none, and a room's microphones are most of
+        // its forwarded tracks, so they get no 4 kB history each.
+        if supports_nack(info) {
+            self.sent.insert(info.ssrc, Sent::new());
+        }
     }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.sent.remove(&info.ssrc);
@@ -138,7 +151,7 @@ impl Interceptor for RetransmissionBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::interceptor::AttributedPacket;
+    use rtc::interceptor::{AttributedPacket, RTCPFeedback};
     use rtc::shared::{TransportContext, TransportMessage};
     use std::time::Duration;
 
@@ -175,6 +188,16 @@ mod tests {
         let mut budget = RetransmissionBudget::new(estimate.clone());
         budget.bind_local_stream(&StreamInfo {
             ssrc: 7,
+            rtcp_feedback: vec![
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: String::new(),
+                },
+                RTCPFeedback {
+                    typ: "nack".into(),
+                    parameter: "pli".into(),
+                },
+            ],
             ..Default::default()
         });
         let t0 = Instant::now();
@@ -197,5 +220,29 @@ mod tests {
         let new: Vec<_> = (10..40).map(|s| rtp(t2, 7, s)).collect();
         assert_eq!(passed(&mut budget, new), 30);
         assert_eq!(passed(&mut budget, vec![rtp(t2, 8, 1), rtp(t2, 8, 1)]), 2);
+    }
+
+    #[test]
+    fn streams_without_nack_keep_no_history() {
+        let mut budget = RetransmissionBudget::new(Arc::new(DownlinkEstimate::default()));
+        // An Opus leg: picture-loss feedback at most, no generic NACK.
+        budget.bind_local_stream(&StreamInfo {
+            ssrc: 9,
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".into(),
+                parameter: "pli".into(),
+            }],
+            ..Default::default()
+        });
+        assert!(budget.sent.is_empty());
+        budget.bind_local_stream(&StreamInfo {
+            ssrc: 10,
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".into(),
+                parameter: String::new(),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(budget.sent.len(), 1);
     }
 }
