@@ -135,6 +135,8 @@ async fn run(
         stats,
     } = services;
     let mut sessions: FxHashMap<AvatarId, SessionOutbox> = FxHashMap::default();
+    let mut held = Held::default();
+    let (stored_tx, mut stored_rx) = mpsc::channel::<Vec<u64>>(MAX_HELD_BATCHES + 1);
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(tick_hz)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = Instant::now();
@@ -142,6 +144,13 @@ async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Some(lost) = stored_rx.recv() => {
+                // Batches are stored in order, by one writer: this is the oldest held.
+                if let Some(batch) = held.batches.pop_front() {
+                    held.bytes -= batch.bytes;
+                    release(&mut world, &mut sessions, batch, &lost);
+                }
+            }
             _ = interval.tick() => {
                 let now = Instant::now();
                 world.tick((now - last_tick).as_secs_f32());
@@ -180,8 +189,7 @@ async fn run(
         }
         classes(&mut world, &sessions, &sfu, &storage);
         move_rooms(&mut world, &sessions, &sfu);
-        deliver(&mut world, &mut sessions);
-        journal(&mut world, &sessions, &storage);
+        journal(&mut world, &mut sessions, &storage, &mut held, &stored_tx);
     }
     sfu.close_all();
 }
@@ -205,44 +213,128 @@ fn classes(
     }
 }
 
-/// Hands what is to be stored to the store. Called after [`deliver`], so a chat line is in
-/// its sender's outbox before the sender can be told it was not saved
-/// ([`ServerMsg::ChatNotSaved`], sent by the store's writer if the write fails).
+/// Batches of frames held back until what caused them is stored, at most this many ...
+const MAX_HELD_BATCHES: usize = 256;
+/// ... and this many bytes of frames (a chat line is at most about 2 kB a recipient).
+const MAX_HELD_BYTES: usize = 8 << 20;
+
+/// What a pass of the space loop sent while it also journaled chat lines or audit records:
+/// it goes out once the store has them ([`journal`]), so a line a client was shown, or a
+/// teacher's action it saw take effect, survives a crash (`kill -9`) that follows.
+struct HeldBatch {
+    frames: Vec<(Recipient, Bytes)>,
+    /// Who sent each chat line (by id), to be told if it could not be stored.
+    senders: Vec<(u64, AvatarId)>,
+    bytes: usize,
+}
+
+#[derive(Default)]
+struct Held {
+    batches: std::collections::VecDeque<HeldBatch>,
+    bytes: usize,
+    /// A warning was logged for going over the bounds (once per episode).
+    warned: bool,
+}
+
+/// Hands what this pass journaled to the store and delivers what it sent. With nothing
+/// journaled, the frames go out at once; otherwise they are held until the store's writer
+/// has the batch ([`release`]). A store so slow that the held frames pass
+/// [`MAX_HELD_BATCHES`] or [`MAX_HELD_BYTES`] gets its next batches written behind their
+/// frames (as before the hold), with a warning, rather than holding the space's messages
+/// without bound.
 fn journal(
     world: &mut SpaceWorld,
-    sessions: &FxHashMap<AvatarId, SessionOutbox>,
+    sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
     storage: &Storage,
+    held: &mut Held,
+    stored: &mpsc::Sender<Vec<u64>>,
 ) {
     let (chat, audit) = world.take_journal();
-    for record in chat {
-        let on_lost = record
-            .line
-            .from
-            .and_then(|from| sessions.get(&from))
-            .map(|outbox| tell_not_saved(outbox, record.line.id));
-        storage.save_chat(record, on_lost);
+    if chat.is_empty() && audit.is_empty() {
+        let frames: Vec<_> = world.drain_outbox().collect();
+        deliver(world, sessions, frames);
+        return;
     }
-    for record in audit {
-        storage.save_audit(record);
+    let frames: Vec<(Recipient, Bytes)> = world.drain_outbox().collect();
+    let bytes = frames.iter().map(|(_, f)| f.len()).sum::<usize>();
+    let senders: Vec<(u64, AvatarId)> = chat
+        .iter()
+        .filter_map(|r| r.line.from.map(|from| (r.line.id, from)))
+        .collect();
+    if held.batches.len() >= MAX_HELD_BATCHES || held.bytes + bytes > MAX_HELD_BYTES {
+        if !held.warned {
+            tracing::warn!(
+                batches = held.batches.len(),
+                bytes = held.bytes,
+                "the store is not keeping up: chat goes out before it is stored"
+            );
+            held.warned = true;
+        }
+        deliver(world, sessions, frames);
+        let tell: Vec<_> = senders
+            .iter()
+            .filter_map(|(id, from)| sessions.get(from).map(|o| (*id, o.downgrade())))
+            .collect();
+        storage.save_batch(
+            chat,
+            audit,
+            Box::new(move |lost| {
+                for (id, outbox) in tell {
+                    if lost.contains(&id)
+                        && let Some(outbox) = outbox.upgrade()
+                    {
+                        tell_not_saved(&outbox, id);
+                    }
+                }
+            }),
+        );
+        return;
+    }
+    held.warned = false;
+    held.bytes += bytes;
+    held.batches.push_back(HeldBatch {
+        frames,
+        senders,
+        bytes,
+    });
+    let stored = stored.clone();
+    storage.save_batch(
+        chat,
+        audit,
+        Box::new(move |lost| {
+            // Room for every held batch: it cannot be full. Closed: the space has stopped.
+            let _ = stored.try_send(lost);
+        }),
+    );
+}
+
+/// Delivers a held batch now that the store has it, then tells the senders of lines that
+/// could not be stored (after their line, so the client can mark it).
+fn release(
+    world: &mut SpaceWorld,
+    sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
+    batch: HeldBatch,
+    lost: &[u64],
+) {
+    deliver(world, sessions, batch.frames);
+    for (id, from) in batch.senders {
+        if lost.contains(&id)
+            && let Some(outbox) = sessions.get(&from)
+        {
+            tell_not_saved(outbox, id);
+        }
     }
 }
 
-/// Tells the sender of line `id` that it was not saved. Holds its outbox weakly: a queued
-/// write does not keep a closed session's outbox open; a session gone or too far behind to
-/// take one more frame is not told.
-fn tell_not_saved(outbox: &SessionOutbox, id: u64) -> crate::store::OnLost {
-    let outbox = outbox.downgrade();
-    Box::new(move || {
-        let Some(outbox) = outbox.upgrade() else {
-            return;
-        };
-        match quad_shared::codec::encode(&ServerMsg::ChatNotSaved { id }) {
-            Ok(frame) => {
-                let _ = outbox.push(Bytes::from(frame));
-            }
-            Err(e) => tracing::error!("cannot encode ChatNotSaved: {e}"),
+/// Tells the sender of line `id` that it was not saved ([`ServerMsg::ChatNotSaved`]); a
+/// session too far behind to take one more frame is not told.
+fn tell_not_saved(outbox: &SessionOutbox, id: u64) {
+    match quad_shared::codec::encode(&ServerMsg::ChatNotSaved { id }) {
+        Ok(frame) => {
+            let _ = outbox.push(Bytes::from(frame));
         }
-    })
+        Err(e) => tracing::error!("cannot encode ChatNotSaved: {e}"),
+    }
 }
 
 /// Lines of history per frame (a line is at most about 2 kB).
@@ -291,11 +383,15 @@ fn move_rooms(world: &mut SpaceWorld, sessions: &FxHashMap<AvatarId, SessionOutb
     }
 }
 
-/// Hands every queued frame to its sessions. A session whose outbox is over its budget
-/// cannot keep up: it is removed from the space at once (its session task closes it).
-fn deliver(world: &mut SpaceWorld, sessions: &mut FxHashMap<AvatarId, SessionOutbox>) {
+/// Hands frames to their sessions. A session whose outbox is over its budget cannot keep
+/// up: it is removed from the space at once (its session task closes it).
+fn deliver(
+    world: &mut SpaceWorld,
+    sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
+    frames: Vec<(Recipient, Bytes)>,
+) {
     let mut dropped = Vec::new();
-    for (to, frame) in world.drain_outbox() {
+    for (to, frame) in frames {
         let mut offer = |id: AvatarId, tx: &SessionOutbox| {
             if let Err(why) = tx.push(frame.clone()) {
                 dropped.push((id, why));

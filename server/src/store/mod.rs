@@ -187,9 +187,18 @@ pub struct Storage {
 /// Called when a chat line could not be stored.
 pub type OnLost = Box<dyn FnOnce() + Send>;
 
+/// Called once a [`Storage::save_batch`] is written, with the ids of the chat lines that
+/// could not be (an empty list when all were).
+pub type OnStored = Box<dyn FnOnce(Vec<u64>) + Send>;
+
 enum Write {
     Chat(ChatRecord, Option<OnLost>),
     Audit(AuditRecord),
+    Batch {
+        chat: Vec<ChatRecord>,
+        audit: Vec<AuditRecord>,
+        stored: OnStored,
+    },
     ReservedName(String),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -249,6 +258,19 @@ impl Storage {
     /// (on the writer thread: it must not block) and the failure counted.
     pub fn save_chat(&self, record: ChatRecord, on_lost: Option<OnLost>) {
         self.write(Write::Chat(record, on_lost));
+    }
+
+    /// Saves chat lines and audit records in the background, in order after every earlier
+    /// write; then calls `stored` (on the writer thread: it must not block) with the ids of
+    /// the lines that could not be stored. The space holds back what a batch's lines and
+    /// actions send to clients until then, so no client sees a line that a crash could
+    /// still lose.
+    pub fn save_batch(&self, chat: Vec<ChatRecord>, audit: Vec<AuditRecord>, stored: OnStored) {
+        self.write(Write::Batch {
+            chat,
+            audit,
+            stored,
+        });
     }
 
     /// Saves an audit record in the background; a failure is logged.
@@ -327,27 +349,56 @@ impl Writer {
         }
     }
 
+    /// Stores one chat line; whether it was stored.
+    fn chat(&mut self, record: &ChatRecord) -> bool {
+        match self.store.append_chat(record) {
+            Ok(()) => {
+                self.added += 1;
+                self.health.worked();
+                true
+            }
+            Err(e) => {
+                self.health
+                    .failed(&format!("chat line {}", record.line.id), &e);
+                false
+            }
+        }
+    }
+
+    fn audit(&mut self, record: &AuditRecord) {
+        match self.store.append_audit(record) {
+            Ok(()) => self.health.worked(),
+            Err(e) => self
+                .health
+                .failed(&format!("audit record {}", record.action), &e),
+        }
+    }
+
     fn write(&mut self, write: Write) {
         match write {
-            Write::Chat(record, on_lost) => match self.store.append_chat(&record) {
-                Ok(()) => {
-                    self.added += 1;
-                    self.health.worked();
+            Write::Chat(record, on_lost) => {
+                if !self.chat(&record)
+                    && let Some(tell) = on_lost
+                {
+                    tell();
                 }
-                Err(e) => {
-                    self.health
-                        .failed(&format!("chat line {}", record.line.id), &e);
-                    if let Some(tell) = on_lost {
-                        tell();
-                    }
+            }
+            Write::Audit(record) => self.audit(&record),
+            Write::Batch {
+                chat,
+                audit,
+                stored,
+            } => {
+                let lost = chat
+                    .iter()
+                    .filter(|record| !self.chat(record))
+                    .map(|record| record.line.id)
+                    .collect();
+                for record in &audit {
+                    self.audit(record);
                 }
-            },
-            Write::Audit(record) => match self.store.append_audit(&record) {
-                Ok(()) => self.health.worked(),
-                Err(e) => self
-                    .health
-                    .failed(&format!("audit record {}", record.action), &e),
-            },
+                stored(lost);
+            }
             Write::ReservedName(key) => match self.store.reserve_name(&key, now_ms()) {
                 Ok(()) => self.health.worked(),
                 Err(e) => self.health.failed("a reserved name", &e),
