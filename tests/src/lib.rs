@@ -131,6 +131,22 @@ impl TestServer {
 }
 
 /// Where the built wasm client is: `QUAD_CLIENT_DIR`, else `target/web/pkg`.
+/// The `quad-server` binary `cargo test` built beside the running test, for tests that need
+/// the real process (signals, restarts, network namespaces).
+pub fn server_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<the test> → target/<profile>/quad-server
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("quad-server"))
+        .ok_or_else(|| anyhow!("no target directory above the test"))?;
+    if !bin.is_file() {
+        bail!("{} is not built: run `cargo xtask test`", bin.display());
+    }
+    Ok(bin)
+}
+
 pub fn client_dir() -> PathBuf {
     std::env::var_os("QUAD_CLIENT_DIR")
         .map(PathBuf::from)

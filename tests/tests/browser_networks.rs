@@ -21,21 +21,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
-/// The `quad-server` binary `cargo test` built beside this test.
-fn server_binary() -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<this test> → target/<profile>/quad-server
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("quad-server"))
-        .context("no target directory above the test")?;
-    if !bin.is_file() {
-        bail!("{} is not built: run `cargo xtask test`", bin.display());
-    }
-    Ok(bin)
-}
-
 /// Starts the server in `school` on `listen` (with `--tls-self-signed` when `tls`);
 /// returns the process and, with TLS, the certificate's public-key hash it printed.
 async fn start_server(
@@ -52,7 +37,7 @@ async fn start_server(
         &config,
         format!("allowed_peer_ranges = [\"{INTERNET}\"]\n{more_config}"),
     )?;
-    let mut command = lab.command(Site::School, server_binary()?);
+    let mut command = lab.command(Site::School, quad_tests::server_binary()?);
     command
         .current_dir(quad_tests::repo_root())
         .args(["--listen", listen, "--dev"])
