@@ -5,7 +5,8 @@
 //! could not be stored is told (and the others still get it live), the outage is logged and
 //! counted once and its end noticed, and the rest of the space goes on. Retention: old chat
 //! lines, lines past `chat_max_lines` and old audit records are gone after a restart, recent
-//! ones kept.
+//! ones kept. A stalled store (the test holds the write lock) holds chat back until it is
+//! stored, within a bound.
 
 use glam::Vec2;
 use quad_server::store::sqlite::SqliteStore;
@@ -338,6 +339,66 @@ async fn the_audit_log_has_its_own_retention() -> anyhow::Result<()> {
         log.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
         vec!["last month"]
     );
+    server.stop().await;
+    Ok(())
+}
+
+/// A stalled store holds back what its lines would show, but not without bound: with the
+/// database's write lock held by another connection, the first 256 chat lines wait for it
+/// (none is shown), the ones past that bound go out unstored (with a warning in the log),
+/// and once the lock goes every line is stored and shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_holds_chat_back_within_a_bound() -> anyhow::Result<()> {
+    const BOTS: usize = 60;
+    const BURST: usize = 5;
+    let server = TestServer::start_with(|c| {
+        c.max_connections_per_ip = 200;
+        c.max_sessions_per_ip = 200;
+        c.session_joins_per_ip_per_minute = 200;
+    })
+    .await?;
+    let mut watcher = Bot::join(server.addr(), "Watcher", Some(ADA)).await?;
+    let mut bots = Vec::new();
+    for i in 0..BOTS {
+        bots.push(Bot::join(server.addr(), &format!("talker{i}"), Some(BO)).await?);
+    }
+    let lock =
+        rusqlite::Connection::open(server.data_dir.join(quad_server::store::sqlite::FILE_NAME))?;
+    lock.execute_batch("BEGIN IMMEDIATE")?;
+    for (i, bot) in bots.iter_mut().enumerate() {
+        for n in 0..BURST {
+            bot.send(&ClientMsg::Chat {
+                to: ChatTo::Space,
+                text: format!("talker{i} line {n}"),
+            })
+            .await?;
+        }
+    }
+    let sent = BOTS * BURST;
+    // Past the bound (256 held passes, one per line here), lines go out while the store is
+    // still stalled, and only those.
+    let unheld = sent - 256;
+    watcher
+        .wait_until(Duration::from_secs(3), |b| b.chat.len() >= unheld)
+        .await?;
+    watcher.listen_for(Duration::from_millis(300)).await?;
+    let shown_while_stalled = watcher.chat.len();
+    anyhow::ensure!(
+        shown_while_stalled == unheld,
+        "{shown_while_stalled} of {sent} lines shown while the store was stalled, not {unheld}"
+    );
+    lock.execute_batch("ROLLBACK")?;
+    drop(lock);
+    watcher
+        .wait_until(PATIENCE, |b| b.chat.len() >= sent)
+        .await?;
+    let stored = SqliteStore::open(&server.data_dir)?.chat_history(&History::Space, 2 * sent)?;
+    anyhow::ensure!(
+        stored.len() == sent,
+        "{} of {sent} lines stored",
+        stored.len()
+    );
+    println!("{shown_while_stalled} of {sent} lines shown while the store was stalled");
     server.stop().await;
     Ok(())
 }
