@@ -130,7 +130,6 @@ impl TestServer {
     }
 }
 
-/// Where the built wasm client is: `QUAD_CLIENT_DIR`, else `target/web/pkg`.
 /// The `quad-server` binary `cargo test` built beside the running test, for tests that need
 /// the real process (signals, restarts, network namespaces).
 pub fn server_binary() -> Result<PathBuf> {
@@ -147,6 +146,101 @@ pub fn server_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Where a started `quad-server` process serves, as it printed it.
+pub struct Serving {
+    /// `http://ADDR` or `https://ADDR`.
+    pub url: String,
+    /// With TLS, the certificate's public-key hash (base64), for Chromium's
+    /// `--ignore-certificate-errors-spki-list`.
+    pub spki: Option<String>,
+}
+
+/// Spawns `command` (a `quad-server` command line) with its stdout piped and waits, up to
+/// 60 s, until it says where it serves (and, over TLS, its key's hash). Its output goes on
+/// to the test's, prefixed `server: `; the process is killed when the `Child` is dropped.
+pub async fn spawn_server(
+    command: &mut tokio::process::Command,
+) -> Result<(tokio::process::Child, Serving)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting quad-server")?;
+    let stdout = child.stdout.take().context("the server's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let serving = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut url = None;
+        while let Some(line) = lines.next_line().await? {
+            println!("server: {line}");
+            if let Some(addr) = line.strip_prefix("Quad is serving ") {
+                if addr.starts_with("http://") {
+                    return Ok(Serving {
+                        url: addr.trim().to_owned(),
+                        spki: None,
+                    });
+                }
+                url = Some(addr.trim().to_owned());
+            } else if let (Some(url), Some(hash)) =
+                (&url, line.strip_prefix("TLS public key SHA-256 (base64): "))
+            {
+                return Ok(Serving {
+                    url: url.clone(),
+                    spki: Some(hash.to_owned()),
+                });
+            }
+        }
+        bail!("the server exited before it said where it serves")
+    })
+    .await
+    .context("the server did not start within 60 s")??;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            println!("server: {line}");
+        }
+    });
+    Ok((child, serving))
+}
+
+/// Each bot sends `burst` chat lines to the whole space, `text(bot, n)` each, one bot after
+/// the other, without reading.
+pub async fn chat_bursts(
+    bots: &mut [Bot],
+    burst: usize,
+    text: impl Fn(usize, usize) -> String,
+) -> Result<()> {
+    for (i, bot) in bots.iter_mut().enumerate() {
+        for n in 0..burst {
+            bot.send(&ClientMsg::Chat {
+                to: ChatTo::Space,
+                text: text(i, n),
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the space has handled everything any of `bots` sent so far, and each bot has
+/// received what the space sent it before that. Each stands still for a step and waits for
+/// its acknowledgement, twice: a session forwards a bot's messages in order, so once every
+/// first acknowledgement is in, the space has handled every earlier message; the space
+/// sends each bot's frames in order, so the second acknowledgement comes after whatever it
+/// sent the bot before.
+pub async fn settle(bots: &mut [Bot]) -> Result<()> {
+    for _ in 0..2 {
+        let mut sent = Vec::with_capacity(bots.len());
+        for bot in bots.iter_mut() {
+            sent.push(bot.input(0, 1).await?);
+        }
+        for (bot, seq) in bots.iter_mut().zip(sent) {
+            bot.wait_until(PATIENCE, |b| b.ack >= seq).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Where the built wasm client is: `QUAD_CLIENT_DIR`, else `target/web/pkg`.
 pub fn client_dir() -> PathBuf {
     std::env::var_os("QUAD_CLIENT_DIR")
         .map(PathBuf::from)

@@ -17,9 +17,7 @@ use anyhow::{Context, Result, bail};
 use quad_tests::browser::{Browser, Driver, require_client_bundle};
 use quad_tests::netlab::{INTERNET, Lab, SCHOOL_IP, Site};
 use serde_json::Value;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncBufReadExt;
 
 /// Starts the server in `school` on `listen` (with `--tls-self-signed` when `tls`);
 /// returns the process and, with TLS, the certificate's public-key hash it printed.
@@ -46,33 +44,14 @@ async fn start_server(
         .arg("--config")
         .arg(&config)
         .arg("--client-dir")
-        .arg(quad_tests::client_dir())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
+        .arg(quad_tests::client_dir());
     if tls {
         command.arg("--tls-self-signed");
     }
-    let mut child = command
-        .spawn()
+    let (child, serving) = quad_tests::spawn_server(&mut command)
+        .await
         .context("starting quad-server in the school")?;
-    let stdout = child.stdout.take().context("the server's stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let spki = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await? {
-            println!("server: {line}");
-            if let Some(hash) = line.strip_prefix("TLS public key SHA-256 (base64): ") {
-                return Ok(Some(hash.to_owned()));
-            }
-            if !tls && line.starts_with("Quad is serving http://") {
-                return Ok(None);
-            }
-        }
-        bail!("the server exited before it said it was serving")
-    })
-    .await
-    .context("the server did not start within 60 s")??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, spki))
+    Ok((child, serving.spki))
 }
 
 async fn open(b: &Browser, name: &str, at: [f32; 2]) -> Result<u64> {

@@ -10,13 +10,10 @@
 use anyhow::{Context, Result, bail};
 use quad_server::store::sqlite::SqliteStore;
 use quad_server::store::{History, Store};
-use quad_shared::protocol::{ChatTo, ClientMsg};
-use quad_tests::{Bot, server_binary, temp_dir};
+use quad_tests::{Bot, chat_bursts, server_binary, settle, spawn_server, temp_dir};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncBufReadExt;
 use tokio::process::Child;
 
 /// Bots in the space; each sends a burst of five lines (the chat allowance's burst).
@@ -28,30 +25,20 @@ const CYCLES: usize = 5;
 /// Starts `quad-server` on a free loopback port with `data` as its data directory; returns
 /// the process and its address.
 async fn start(data: &std::path::Path) -> Result<(Child, SocketAddr)> {
-    let mut child = tokio::process::Command::new(server_binary()?)
+    let mut command = tokio::process::Command::new(server_binary()?);
+    command
         .current_dir(quad_tests::repo_root())
         .args(["--listen", "127.0.0.1:0", "--dev"])
         .arg("--data-dir")
         .arg(data)
         .arg("--client-dir")
-        .arg(quad_tests::client_dir())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting quad-server")?;
-    let stdout = child.stdout.take().context("the server's stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(addr) = line.strip_prefix("Quad is serving http://") {
-                return Ok(addr.trim().parse::<SocketAddr>()?);
-            }
-        }
-        bail!("the server exited before it said it was serving")
-    })
-    .await
-    .context("the server did not start within 60 s")??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .arg(quad_tests::client_dir());
+    let (child, serving) = spawn_server(&mut command).await?;
+    let addr = serving
+        .url
+        .strip_prefix("http://")
+        .context("a plain-http server")?
+        .parse()?;
     Ok((child, addr))
 }
 
@@ -79,15 +66,10 @@ async fn chat_then_kill(
     let first_sent = Instant::now();
     // Every burst goes out before anyone reads: the space takes the lines in, and
     // broadcasts them, as fast as they come.
-    for (i, bot) in bots.iter_mut().enumerate() {
-        for n in 0..BURST {
-            bot.send(&ClientMsg::Chat {
-                to: ChatTo::Space,
-                text: format!("cycle {cycle} bot{i} line {n}"),
-            })
-            .await?;
-        }
-    }
+    chat_bursts(&mut bots, BURST, |i, n| {
+        format!("cycle {cycle} bot{i} line {n}")
+    })
+    .await?;
     let sent = BOTS * BURST;
     let this_cycle = |b: &Bot| {
         b.chat
@@ -96,25 +78,16 @@ async fn chat_then_kill(
             .count()
     };
     if stall {
-        // A second for the lines to go out, if they went out before they were stored.
-        let until = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < until {
-            bots[0].pump(Duration::from_millis(50)).await?;
-        }
+        // Everything the space sent before it handled every burst has arrived: lines that
+        // went out before they were stored would be here.
+        settle(&mut bots).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !stall
-        && bots[0]
-            .chat
-            .values()
-            .filter(|l| l.text.starts_with(&format!("cycle {cycle} ")))
-            .count()
-            < sent / 3
-    {
+    while !stall && this_cycle(&bots[0]) < sent / 3 {
         if Instant::now() > deadline {
             bail!(
                 "cycle {cycle}: the first bot saw {} of {sent} lines",
-                bots[0].chat.len()
+                this_cycle(&bots[0])
             );
         }
         bots[0].pump(Duration::from_millis(100)).await?;

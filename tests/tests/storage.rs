@@ -13,7 +13,7 @@ use quad_server::store::sqlite::SqliteStore;
 use quad_server::store::{AuditRecord, ChatRecord, History, Retention, Store, now_ms};
 use quad_shared::movement::{self, dir};
 use quad_shared::protocol::{ChatLine, ChatScope, ChatTo, ClientMsg, MAX_CHAT_CHARS, Role};
-use quad_tests::{Bot, PATIENCE, TestServer, campus, http_get, metric};
+use quad_tests::{Bot, PATIENCE, TestServer, campus, chat_bursts, http_get, metric, settle};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -365,15 +365,7 @@ async fn a_stalled_store_holds_chat_back_within_a_bound() -> anyhow::Result<()> 
     let lock =
         rusqlite::Connection::open(server.data_dir.join(quad_server::store::sqlite::FILE_NAME))?;
     lock.execute_batch("BEGIN IMMEDIATE")?;
-    for (i, bot) in bots.iter_mut().enumerate() {
-        for n in 0..BURST {
-            bot.send(&ClientMsg::Chat {
-                to: ChatTo::Space,
-                text: format!("talker{i} line {n}"),
-            })
-            .await?;
-        }
-    }
+    chat_bursts(&mut bots, BURST, |i, n| format!("talker{i} line {n}")).await?;
     let sent = BOTS * BURST;
     // Past the bound (256 held passes, one per line here), lines go out while the store is
     // still stalled, and only those.
@@ -381,7 +373,9 @@ async fn a_stalled_store_holds_chat_back_within_a_bound() -> anyhow::Result<()> 
     watcher
         .wait_until(Duration::from_secs(3), |b| b.chat.len() >= unheld)
         .await?;
-    watcher.listen_for(Duration::from_millis(300)).await?;
+    // Every line has been handled, and what went out has arrived: no more come out.
+    settle(&mut bots).await?;
+    settle(std::slice::from_mut(&mut watcher)).await?;
     let shown_while_stalled = watcher.chat.len();
     anyhow::ensure!(
         shown_while_stalled == unheld,

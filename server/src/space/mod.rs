@@ -251,8 +251,7 @@ fn journal(
 ) {
     let (chat, audit) = world.take_journal();
     if chat.is_empty() && audit.is_empty() {
-        let frames: Vec<_> = world.drain_outbox().collect();
-        deliver(world, sessions, frames);
+        deliver_outbox(world, sessions);
         return;
     }
     let frames: Vec<(Recipient, Bytes)> = world.drain_outbox().collect();
@@ -383,6 +382,13 @@ fn move_rooms(world: &mut SpaceWorld, sessions: &FxHashMap<AvatarId, SessionOutb
     }
 }
 
+/// Hands the world's queued frames to their sessions (as [`deliver`]) without copying them
+/// out first.
+fn deliver_outbox(world: &mut SpaceWorld, sessions: &mut FxHashMap<AvatarId, SessionOutbox>) {
+    let refused = offer(sessions, world.drain_outbox());
+    remove_refused(world, sessions, refused);
+}
+
 /// Hands frames to their sessions. A session whose outbox is over its budget cannot keep
 /// up: it is removed from the space at once (its session task closes it).
 fn deliver(
@@ -390,11 +396,20 @@ fn deliver(
     sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
     frames: Vec<(Recipient, Bytes)>,
 ) {
-    let mut dropped = Vec::new();
+    let refused = offer(sessions, frames);
+    remove_refused(world, sessions, refused);
+}
+
+/// Pushes each frame to its recipients' outboxes; returns the sessions that refused one.
+fn offer(
+    sessions: &FxHashMap<AvatarId, SessionOutbox>,
+    frames: impl IntoIterator<Item = (Recipient, Bytes)>,
+) -> Vec<(AvatarId, Refused)> {
+    let mut refused = Vec::new();
     for (to, frame) in frames {
         let mut offer = |id: AvatarId, tx: &SessionOutbox| {
             if let Err(why) = tx.push(frame.clone()) {
-                dropped.push((id, why));
+                refused.push((id, why));
             }
         };
         match to {
@@ -406,7 +421,16 @@ fn deliver(
             Recipient::Everyone => sessions.iter().for_each(|(id, tx)| offer(*id, tx)),
         }
     }
-    for (id, why) in dropped {
+    refused
+}
+
+/// Removes from the space the sessions that refused a frame: ended, or too far behind.
+fn remove_refused(
+    world: &mut SpaceWorld,
+    sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
+    refused: Vec<(AvatarId, Refused)>,
+) {
+    for (id, why) in refused {
         if sessions.remove(&id).is_some() {
             if why == Refused::Overflow {
                 tracing::warn!(%id, "session could not keep up; removed from the space");

@@ -184,16 +184,11 @@ pub struct Storage {
     health: Arc<StoreHealth>,
 }
 
-/// Called when a chat line could not be stored.
-pub type OnLost = Box<dyn FnOnce() + Send>;
-
 /// Called once a [`Storage::save_batch`] is written, with the ids of the chat lines that
 /// could not be (an empty list when all were).
 pub type OnStored = Box<dyn FnOnce(Vec<u64>) + Send>;
 
 enum Write {
-    Chat(ChatRecord, Option<OnLost>),
-    Audit(AuditRecord),
     Batch {
         chat: Vec<ChatRecord>,
         audit: Vec<AuditRecord>,
@@ -254,12 +249,6 @@ impl Storage {
         &*self.store
     }
 
-    /// Saves a chat message in the background; if it cannot be stored, `on_lost` is called
-    /// (on the writer thread: it must not block) and the failure counted.
-    pub fn save_chat(&self, record: ChatRecord, on_lost: Option<OnLost>) {
-        self.write(Write::Chat(record, on_lost));
-    }
-
     /// Saves chat lines and audit records in the background, in order after every earlier
     /// write; then calls `stored` (on the writer thread: it must not block) with the ids of
     /// the lines that could not be stored. The space holds back what a batch's lines and
@@ -271,11 +260,6 @@ impl Storage {
             audit,
             stored,
         });
-    }
-
-    /// Saves an audit record in the background; a failure is logged.
-    pub fn save_audit(&self, record: AuditRecord) {
-        self.write(Write::Audit(record));
     }
 
     /// Keeps a reserved display name's key.
@@ -376,14 +360,6 @@ impl Writer {
 
     fn write(&mut self, write: Write) {
         match write {
-            Write::Chat(record, on_lost) => {
-                if !self.chat(&record)
-                    && let Some(tell) = on_lost
-                {
-                    tell();
-                }
-            }
-            Write::Audit(record) => self.audit(&record),
             Write::Batch {
                 chat,
                 audit,
@@ -503,7 +479,7 @@ mod tests {
         };
         let storage = Storage::new(store.clone(), retention, PRUNE_EVERY).expect("starts");
         for id in 1..=200 {
-            storage.save_chat(record(id, now_ms()), None);
+            storage.save_batch(vec![record(id, now_ms())], Vec::new(), Box::new(|_| {}));
         }
         wait_for("at most 100 lines and a tenth more", || {
             store
@@ -522,30 +498,29 @@ mod tests {
         let health = storage.health();
         let (lost_tx, lost_rx) = std::sync::mpsc::channel();
         let big = "z".repeat(100_000);
-        for id in 1..=3 {
-            let tx = lost_tx.clone();
-            let mut r = record(id, now_ms());
-            r.line.text = big.clone();
-            storage.save_chat(
-                r,
-                Some(Box::new(move || {
-                    let _ = tx.send(id);
-                })),
-            );
-        }
-        let lost: Vec<u64> = (0..3)
-            .map(|_| {
-                lost_rx
-                    .recv_timeout(Duration::from_secs(10))
-                    .expect("reported")
+        let lines = (1..=3)
+            .map(|id| {
+                let mut r = record(id, now_ms());
+                r.line.text = big.clone();
+                r
             })
             .collect();
+        storage.save_batch(
+            lines,
+            Vec::new(),
+            Box::new(move |lost| {
+                let _ = lost_tx.send(lost);
+            }),
+        );
+        let lost = lost_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reported");
         assert_eq!(lost, vec![1, 2, 3]);
         assert_eq!(health.write_failures.load(Ordering::Relaxed), 3);
         assert_eq!(health.outages.load(Ordering::Relaxed), 1);
         assert!(!health.healthy.load(Ordering::Relaxed));
         // A line that fits again is stored, and the store is healthy.
-        storage.save_chat(record(4, now_ms()), None);
+        storage.save_batch(vec![record(4, now_ms())], Vec::new(), Box::new(|_| {}));
         wait_for("healthy again", || health.healthy.load(Ordering::Relaxed));
         assert_eq!(health.outages.load(Ordering::Relaxed), 1);
         let _ = std::fs::remove_dir_all(&dir);
