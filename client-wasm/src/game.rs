@@ -120,6 +120,8 @@ pub struct Game {
     pub attention: VecDeque<AttentionEvent>,
     /// Something to tell the user once (an error after joining, a notice); the page takes it.
     pub notice: Option<String>,
+    /// People whose connection dropped and who the server keeps for their return.
+    pub reconnecting: std::collections::BTreeSet<AvatarId>,
 }
 
 /// A student stopped or started watching (see `ClientMsg::Attention`).
@@ -150,6 +152,7 @@ impl Game {
                     self.people.remove(&id);
                     self.roles.remove(&id);
                     self.others.remove(&id);
+                    self.reconnecting.remove(&id);
                 }
                 self.roster_dirty = true;
             }
@@ -190,8 +193,30 @@ impl Game {
                 self.class_dirty = true;
             }
             ServerMsg::Notice { text } => self.notice = Some(text),
+            ServerMsg::Reconnecting { id, reconnecting } => {
+                if reconnecting {
+                    self.reconnecting.insert(id);
+                } else {
+                    self.reconnecting.remove(&id);
+                }
+                self.roster_dirty = true;
+            }
             _ => {}
         }
+    }
+
+    /// The connection to the server dropped: what the server said about the space goes
+    /// (a new `Welcome` brings it again); the chat, the map and this person's role stay.
+    pub fn connection_lost(&mut self) {
+        self.me = None;
+        self.others.clear();
+        self.people.clear();
+        self.roles.clear();
+        self.reconnecting.clear();
+        self.roster_dirty = true;
+        self.class = None;
+        self.attention.clear();
+        self.class_dirty = true;
     }
 
     /// The devices the teacher turned off for this client (none outside a class).
@@ -389,6 +414,9 @@ mod tests {
                 ice_servers: Vec::new(),
                 dev: false,
                 role: Default::default(),
+                resume: None,
+                resume_grace_secs: 0,
+                resumed: false,
             }),
             0.0,
         );
@@ -605,6 +633,54 @@ mod tests {
         g.on_message(ServerMsg::ChatNotSaved { id: 9 }, 0.0);
         assert!(g.chat.is_unsaved(9));
         assert_eq!(g.notice.as_deref(), Some(crate::chat::NOT_SAVED_NOTICE));
+    }
+
+    #[test]
+    fn a_lost_connection_forgets_the_space_but_keeps_the_chat() {
+        let mut g = game();
+        g.on_message(
+            ServerMsg::PeopleJoined {
+                people: vec![Person {
+                    id: AvatarId(2),
+                    name: "Bo".into(),
+                    role: Role::Guest,
+                }],
+            },
+            0.0,
+        );
+        g.on_message(
+            ServerMsg::Reconnecting {
+                id: AvatarId(2),
+                reconnecting: true,
+            },
+            0.0,
+        );
+        assert!(g.reconnecting.contains(&AvatarId(2)));
+        g.on_message(
+            ServerMsg::Chat(quad_shared::protocol::ChatLine {
+                id: 5,
+                at_ms: 0,
+                scope: quad_shared::protocol::ChatScope::Space,
+                from: Some(AvatarId(2)),
+                from_name: "Bo".into(),
+                from_role: Role::Guest,
+                to_name: None,
+                text: "hi".into(),
+            }),
+            0.0,
+        );
+        g.connection_lost();
+        assert!(g.me.is_none() && g.people.is_empty() && g.reconnecting.is_empty());
+        assert_eq!(g.chat.len(), 1, "the chat stays");
+        assert!(g.map.is_some(), "the map stays");
+        // Back: history repeats the line; it is not shown twice.
+        g.on_message(
+            ServerMsg::ChatHistory {
+                lines: g.chat.lines().cloned().collect(),
+            },
+            0.0,
+        );
+        assert_eq!(g.chat.len(), 1);
     }
 
     #[test]

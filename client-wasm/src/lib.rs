@@ -7,6 +7,8 @@
 //!   recipients; plain Rust.
 //! - [`class`]: what the teacher's buttons do, what focus mode shows, when a student
 //!   counts as watching; plain Rust.
+//! - [`reconnect`]: what the page keeps to get its session back after a dropped
+//!   connection, and when it tries again; plain Rust.
 //! - `web` (wasm32 only): the thin facade: WebSocket, Canvas 2D rendering, keyboard, the
 //!   lobby, HUD and people list (real DOM), the chat panel, proximity peers and the
 //!   classroom's SFU connection, the class's tools, screen sharing, and the `window.quad`
@@ -15,6 +17,7 @@
 pub mod chat;
 pub mod class;
 pub mod game;
+pub mod reconnect;
 pub mod room;
 
 #[cfg(target_arch = "wasm32")]

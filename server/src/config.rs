@@ -149,6 +149,12 @@ pub struct Config {
     /// client pings every 15 s, but a long-hidden tab's timers may fire only once a minute
     /// (Chrome's intensive throttling): keep it above 60.
     pub idle_timeout_secs: u64,
+    /// How long the avatar of a session whose connection dropped (not closed by its client)
+    /// is kept for the client to resume it with its token; 0 to remove it at once.
+    pub resume_grace_secs: u64,
+    /// On shutdown (SIGTERM) clients are told to come back after a random delay of 1 s up
+    /// to this many more seconds, so that they do not all return in the same second.
+    pub restart_spread_secs: u64,
     /// Most sessions (open WebSockets) one address may hold at once (IPv6: one /64); 0 for
     /// no limit. A school whose students join from its own network shares one address.
     pub max_sessions_per_ip: usize,
@@ -234,6 +240,8 @@ impl Default for Config {
             session_outbox_bytes: 1024 * 1024,
             hello_timeout_secs: 10,
             idle_timeout_secs: 120,
+            resume_grace_secs: 20,
+            restart_spread_secs: 5,
             max_sessions_per_ip: 60,
             session_joins_per_ip_per_minute: 120,
 
@@ -611,6 +619,15 @@ impl Config {
                 "must be between 1 second and 24 hours (hidden browser tabs may ping only once a minute: use more than 60)",
             );
         }
+        if self.resume_grace_secs > 3600 {
+            return invalid(
+                "resume_grace_secs",
+                "must be at most 3600 seconds (0 removes an avatar as soon as its connection drops)",
+            );
+        }
+        if self.restart_spread_secs > 600 {
+            return invalid("restart_spread_secs", "must be at most 600 seconds");
+        }
         if self.max_sessions_per_ip > self.max_sessions {
             return invalid(
                 "max_sessions_per_ip",
@@ -875,6 +892,20 @@ mod tests {
                     ..Config::default()
                 },
                 "idle_timeout_secs",
+            ),
+            (
+                Config {
+                    resume_grace_secs: 7200,
+                    ..Config::default()
+                },
+                "resume_grace_secs",
+            ),
+            (
+                Config {
+                    restart_spread_secs: 601,
+                    ..Config::default()
+                },
+                "restart_spread_secs",
             ),
             (
                 Config {

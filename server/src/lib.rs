@@ -62,6 +62,8 @@ pub struct AppState {
     pub ip_quotas: session::ip_quota::IpQuotas,
     /// Whether storage writes work, for `/metrics`.
     pub store_health: Arc<store::StoreHealth>,
+    /// Resume tokens: which sessions a new connection may take over.
+    pub resumes: session::resume::Resumes,
 }
 
 /// Display names guests may not take: those of the join-link holders who have ever joined,
@@ -364,6 +366,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         None
     };
 
+    let resume_grace = std::time::Duration::from_secs(config.resume_grace_secs);
     let ip_quotas = session::ip_quota::IpQuotas::new(
         config.max_sessions_per_ip,
         config.session_joins_per_ip_per_minute,
@@ -383,6 +386,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),
         ip_quotas,
         store_health: storage.health(),
+        resumes: session::resume::Resumes::new(resume_grace),
     });
     let routes = http::routes(state.clone());
     if let Some(listener) = redirect_listener {

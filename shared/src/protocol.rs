@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -283,6 +283,15 @@ pub struct Hello {
     /// it across visits (people with a link are known by the link).
     #[serde(default)]
     pub device: Option<String>,
+    /// The resume token of the session this client had (`Welcome::resume`): within the
+    /// server's grace period it takes that session over (same avatar, place and room);
+    /// otherwise the client joins afresh.
+    #[serde(default)]
+    pub resume: Option<String>,
+    /// The classroom (by name) the client was in, for a rejoin after the session is gone
+    /// (a server restart): it appears inside it again if it may enter.
+    #[serde(default)]
+    pub room: Option<String>,
 }
 
 /// Movement input. See [`crate::movement`] for how it is applied.
@@ -378,6 +387,14 @@ pub enum ServerMsg {
     /// server could not store it (the disk is full, or the store's size limit is reached),
     /// so it will not be in anyone's history. Sent after the line itself.
     ChatNotSaved { id: u64 },
+    /// Someone's connection dropped (`reconnecting: true`) and the server keeps their
+    /// avatar for a while, or they are back (`false`). A person who does not come back in
+    /// time leaves as usual (`PeopleLeft`).
+    Reconnecting { id: AvatarId, reconnecting: bool },
+    /// The server is shutting down to restart: connect again in `retry_after_ms` (spread
+    /// over clients so they do not all return at once), resuming with `Welcome::resume`
+    /// if the new process still has the session, or joining afresh.
+    Restarting { retry_after_ms: u32 },
 }
 
 /// One chat message.
@@ -474,6 +491,16 @@ pub struct Welcome {
     /// What this person is: from the join link, or a guest.
     #[serde(default)]
     pub role: Role,
+    /// The token that takes this session over after a lost connection (`Hello::resume`);
+    /// keep it secret, as it stands for this person until the session ends.
+    #[serde(default)]
+    pub resume: Option<String>,
+    /// How long, seconds, the server keeps the avatar of a lost connection for a resume.
+    #[serde(default)]
+    pub resume_grace_secs: u16,
+    /// This session took over an earlier one (`Hello::resume`) rather than starting afresh.
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.

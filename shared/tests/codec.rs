@@ -12,6 +12,8 @@ fn hello() -> ClientMsg {
         token: None,
         spawn: Some([10.0, 20.5]),
         device: None,
+        resume: None,
+        room: None,
     })
 }
 
@@ -61,7 +63,17 @@ fn server_messages_round_trip() {
             }],
             dev: true,
             role: Role::Teacher,
+            resume: Some("00112233445566778899aabbccddeeff".into()),
+            resume_grace_secs: 20,
+            resumed: true,
         }),
+        ServerMsg::Reconnecting {
+            id: AvatarId(4),
+            reconnecting: true,
+        },
+        ServerMsg::Restarting {
+            retry_after_ms: 3_250,
+        },
         ServerMsg::Snapshot(Snapshot {
             tick: 9,
             ack: 4,

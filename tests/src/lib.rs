@@ -300,6 +300,14 @@ pub struct Bot {
     pub ice_renewals: Vec<Vec<IceServer>>,
     /// The ids of `ChatNotSaved`, in order.
     pub not_saved: Vec<u64>,
+    /// Who the server says is reconnecting now.
+    pub reconnecting: std::collections::HashSet<AvatarId>,
+    /// Every `Reconnecting` received, in order: (who, reconnecting).
+    pub reconnecting_events: Vec<(AvatarId, bool)>,
+    /// `Restarting::retry_after_ms`, if the server said it is restarting.
+    pub restarting: Option<u32>,
+    /// The last `Hello` sent (a rejoin repeats it).
+    hello_sent: Option<Hello>,
     seq: u32,
 }
 
@@ -352,6 +360,12 @@ impl Bot {
         Ok(bot)
     }
 
+    /// A bot on a connection that is already open (e.g. the old one [`Bot::reconnect`]
+    /// returns), to read what the server still sends on it.
+    pub fn from_stream(ws: Ws) -> Bot {
+        Self::over(ws)
+    }
+
     fn over(ws: Ws) -> Bot {
         Bot {
             ws,
@@ -380,8 +394,53 @@ impl Bot {
             closed: None,
             ice_renewals: Vec::new(),
             not_saved: Vec::new(),
+            reconnecting: Default::default(),
+            reconnecting_events: Vec::new(),
+            restarting: None,
+            hello_sent: None,
             seq: 0,
         }
+    }
+
+    /// Connects again as a client whose connection dropped does: a new WebSocket whose
+    /// `Hello` carries the resume token from `Welcome` (and the room it was in, for a
+    /// server that no longer has the session). Returns the old connection, for the caller
+    /// to drop (a cut: no close frame) or keep (a half-open connection, to be superseded).
+    /// The bot's view starts afresh, as the browser's does; chat lines are kept.
+    pub async fn reconnect(&mut self, addr: SocketAddr, room: Option<String>) -> Result<Ws> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+            .await
+            .context("WebSocket connect")?;
+        let old = std::mem::replace(&mut self.ws, ws);
+        let mut hello = self
+            .hello_sent
+            .clone()
+            .ok_or_else(|| anyhow!("never said Hello"))?;
+        hello.resume = self.welcome.as_ref().and_then(|w| w.resume.clone());
+        hello.room = room;
+        if let Some(w) = &self.welcome {
+            hello.name = w.name.clone();
+        }
+        self.welcome = None;
+        self.closed = None;
+        self.errors.clear();
+        self.others.clear();
+        self.people.clear();
+        self.peers.clear();
+        self.room_msgs.clear();
+        self.class = None;
+        self.reconnecting.clear();
+        self.restarting = None;
+        self.seq = 0;
+        self.ack = 0;
+        self.send(&ClientMsg::Hello(hello.clone())).await?;
+        self.hello_sent = Some(hello);
+        self.wait_until(PATIENCE, |b| b.welcome.is_some() || !b.errors.is_empty())
+            .await?;
+        if self.welcome.is_none() {
+            bail!("Hello refused: {:?}", self.errors);
+        }
+        Ok(old)
     }
 
     /// Connects and joins as `name`, at `spawn` if given (dev servers honour it).
@@ -409,14 +468,17 @@ impl Bot {
         token: Option<String>,
         device: Option<String>,
     ) -> Result<()> {
-        self.send(&ClientMsg::Hello(Hello {
+        let hello = Hello {
             version: PROTOCOL_VERSION,
             name: name.into(),
             token,
             spawn,
             device,
-        }))
-        .await?;
+            resume: None,
+            room: None,
+        };
+        self.send(&ClientMsg::Hello(hello.clone())).await?;
+        self.hello_sent = Some(hello);
         self.wait_until(PATIENCE, |b| b.welcome.is_some() || !b.errors.is_empty())
             .await?;
         if self.welcome.is_none() {
@@ -550,6 +612,15 @@ impl Bot {
             } => self.attention.push((student, watching)),
             ServerMsg::IceServers { servers } => self.ice_renewals.push(servers),
             ServerMsg::ChatNotSaved { id } => self.not_saved.push(id),
+            ServerMsg::Reconnecting { id, reconnecting } => {
+                if reconnecting {
+                    self.reconnecting.insert(id);
+                } else {
+                    self.reconnecting.remove(&id);
+                }
+                self.reconnecting_events.push((id, reconnecting));
+            }
+            ServerMsg::Restarting { retry_after_ms } => self.restarting = Some(retry_after_ms),
             _ => {}
         }
     }
@@ -585,6 +656,22 @@ impl Bot {
             Some(Ok(_)) => {}
         }
         Ok(true)
+    }
+
+    /// Cuts the connection as a network failure does: the TCP stream ends without a
+    /// WebSocket close frame. The bot can then only [`Bot::reconnect`].
+    pub async fn cut(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        match self.ws.get_mut() {
+            MaybeTlsStream::Plain(tcp) => {
+                let _ = tcp.shutdown().await;
+            }
+            MaybeTlsStream::Rustls(tls) => {
+                let _ = tls.get_mut().0.shutdown().await;
+            }
+            _ => {}
+        }
+        self.closed = Some((1006, "cut by the test".into()));
     }
 
     /// Says goodbye: a close frame, then the connection ends.

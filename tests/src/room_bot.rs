@@ -110,6 +110,16 @@ pub struct RoomBotState {
     /// Per stream: every sequence number received (up to 65,536 of them).
     pub seqs: HashMap<String, HashSet<u16>>,
     pub seq_jumps: HashMap<String, u64>,
+    /// The bot's avatar now (a rejoin after the session is gone gets a new one).
+    pub me: Option<AvatarId>,
+    /// Set when the server closed the connection: (code, reason). The bot then waits for
+    /// [`RoomBot::reconnect`].
+    pub closed: Option<(u16, String)>,
+    /// `Restarting::retry_after_ms`, if the server said it is restarting.
+    pub restarting: Option<u32>,
+    /// Connections made again, and whether the last one resumed the session.
+    pub reconnects: u32,
+    pub resumed: bool,
 }
 
 /// A change of the bot's media, as the server told it.
@@ -139,6 +149,9 @@ enum Command {
     DropMedia,
     /// Cut the lossy proxies the media goes through (new ones serve later candidates).
     CutProxies,
+    /// Connect again to this address, resuming (see [`Bot::reconnect`]); the room's name
+    /// is asked for if the session is gone.
+    Reconnect(SocketAddr, Option<String>),
     Leave,
 }
 
@@ -246,6 +259,13 @@ impl RoomBot {
     /// Sends any message on the bot's WebSocket.
     pub fn send(&self, msg: ClientMsg) {
         let _ = self.commands.send(Command::Send(msg));
+    }
+
+    /// Drops the WebSocket without a close frame (a network cut) if it is still open, closes
+    /// the room connection as the browser does, and connects again to `addr` with the
+    /// resume token (asking for `room` if the server no longer has the session).
+    pub fn reconnect(&self, addr: SocketAddr, room: Option<String>) {
+        let _ = self.commands.send(Command::Reconnect(addr, room));
     }
 
     /// Closes the room connection without a word, keeping the WebSocket.
@@ -733,11 +753,29 @@ async fn drive(
     loop {
         // Signaling first, then peer connection events, then the bot's own pace.
         bot.pump(Duration::from_millis(5)).await?;
-        if let Some(closed) = &bot.closed {
-            bail!("the server closed the connection: {closed:?}");
+        if let Some(closed) = bot.closed.clone() {
+            // As the browser does: media goes, and the bot waits to be told to come back.
+            if let Some(m) = media.take() {
+                m.close().await;
+            }
+            {
+                let mut s = lock(&state);
+                s.closed = Some(closed.clone());
+                s.restarting = bot.restarting;
+                s.connection = None;
+            }
+            match commands.recv().await {
+                Some(Command::Reconnect(addr, room)) => {
+                    reconnect(&mut bot, &state, addr, room, flags).await?;
+                    continue;
+                }
+                _ => bail!("the server closed the connection: {closed:?}"),
+            }
         }
         {
             let mut s = lock(&state);
+            s.me = Some(bot.id);
+            s.restarting = bot.restarting;
             s.errors.append(&mut bot.errors);
             s.class = bot.class.clone();
             for event in bot.peer_events.drain(..) {
@@ -909,6 +947,12 @@ async fn drive(
                         proxy.cut();
                     }
                 }
+                Command::Reconnect(addr, room) => {
+                    if let Some(m) = media.take() {
+                        m.close().await;
+                    }
+                    reconnect(&mut bot, &state, addr, room, flags).await?;
+                }
                 Command::Leave => {
                     if let Some(m) = media.take() {
                         m.close().await;
@@ -929,6 +973,50 @@ async fn drive(
             }
         }
     }
+}
+
+/// Connects `bot` again (its old connection dropped without a close frame) and says what
+/// it publishes; the room media follows when the server sends `JoinRoomMedia`.
+async fn reconnect(
+    bot: &mut Bot,
+    state: &Mutex<RoomBotState>,
+    addr: SocketAddr,
+    room: Option<String>,
+    flags: MediaFlags,
+) -> Result<()> {
+    {
+        let mut s = lock(state);
+        s.room = None;
+        s.members.clear();
+        s.speakers.clear();
+        s.connection = None;
+    }
+    if bot.closed.is_none() {
+        bot.cut().await;
+    }
+    // A server that is restarting may not answer yet: try again, as the browser does.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match bot.reconnect(addr, room.clone()).await {
+            Ok(old) => {
+                drop(old);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("reconnecting: {e:#}");
+                tokio::time::sleep(Duration::from_millis(100 + rand::random_range(0..100))).await;
+            }
+            Err(e) => return Err(e.context("reconnecting")),
+        }
+    }
+    bot.send(&ClientMsg::Media(flags)).await?;
+    let mut s = lock(state);
+    s.me = Some(bot.id);
+    s.closed = None;
+    s.restarting = None;
+    s.reconnects += 1;
+    s.resumed = bot.welcome.as_ref().is_some_and(|w| w.resumed);
+    Ok(())
 }
 
 /// Whether the walking pace's next 50 ms tick has come (without waiting for it).

@@ -67,6 +67,9 @@ async fn a_client_that_stops_reading_is_closed_and_forgotten() -> anyhow::Result
     let server = TestServer::start_with(|c| {
         c.session_outbox_bytes = 512 * 1024;
         c.max_peers = FLOODERS as u8;
+        // Closed, it is kept a second for a resume (it could come back on a new connection),
+        // then forgotten.
+        c.resume_grace_secs = 1;
     })
     .await?;
     let addr = server.addr();
@@ -276,6 +279,8 @@ async fn try_join(addr: SocketAddr, name: &str) -> anyhow::Result<(Bot, Option<(
         token: None,
         spawn: None,
         device: None,
+        resume: None,
+        room: None,
     }))
     .await?;
     let _ = bot

@@ -47,6 +47,8 @@ async fn each_bad_frame_gets_an_error_and_others_are_unaffected() -> anyhow::Res
             token: None,
             spawn: None,
             device: None,
+            resume: None,
+            room: None,
         }))
         .await?;
     walker.expect_error(ErrorCode::WrongState).await?;
@@ -86,6 +88,8 @@ async fn another_protocol_version_is_told_and_closed() -> anyhow::Result<()> {
         token: None,
         spawn: None,
         device: None,
+        resume: None,
+        room: None,
     }))
     .await?;
     let e = bot.expect_error(ErrorCode::VersionMismatch).await?;
@@ -108,6 +112,8 @@ async fn a_bad_name_can_be_corrected() -> anyhow::Result<()> {
             token: None,
             spawn: None,
             device: None,
+            resume: None,
+            room: None,
         })
     };
     bot.send(&hello("   ")).await?;
@@ -148,6 +154,8 @@ async fn a_full_server_refuses_politely() -> anyhow::Result<()> {
             token: None,
             spawn: None,
             device: None,
+            resume: None,
+            room: None,
         }))
         .await?;
     second.expect_error(ErrorCode::Unavailable).await?;

@@ -558,6 +558,8 @@ async fn expired_forged_and_missing_links_are_refused_with_a_reason() -> anyhow:
             token,
             spawn: None,
             device: None,
+            resume: None,
+            room: None,
         })
     };
     let expired = server.server.join_keys().issue(
@@ -799,6 +801,8 @@ async fn a_guest_cannot_take_a_link_holders_name_and_roles_are_shown() -> anyhow
                 token: None,
                 spawn: None,
                 device: None,
+                resume: None,
+                room: None,
             }))
             .await?;
         let err = guest.expect_error(ErrorCode::Forbidden).await?;
@@ -883,6 +887,8 @@ async fn a_link_holders_name_stays_reserved_after_a_restart() -> anyhow::Result<
             token: None,
             spawn: None,
             device: None,
+            resume: None,
+            room: None,
         }))
         .await?;
     let err = guest.expect_error(ErrorCode::Forbidden).await?;

@@ -55,7 +55,12 @@ async fn hear_each_other_again(a: &RoomBot, b: &RoomBot) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_forwards_everyone_to_everyone_and_renegotiates_on_join_and_leave()
 -> anyhow::Result<()> {
-    let server = TestServer::start_with(|c| c.room_max_speakers = 10).await?;
+    // A bot that vanishes is kept for a resume for a second, then leaves.
+    let server = TestServer::start_with(|c| {
+        c.room_max_speakers = 10;
+        c.resume_grace_secs = 1;
+    })
+    .await?;
     let map = campus();
     let at = room_spot(&map, 0)?;
     let mut bots = Vec::new();
@@ -119,7 +124,8 @@ async fn a_room_forwards_everyone_to_everyone_and_renegotiates_on_join_and_leave
         );
     }
 
-    // Bot 2 vanishes: no goodbye on either connection.
+    // Bot 2 vanishes: no goodbye on either connection (it leaves when its second of grace
+    // for a resume is over).
     let offers_before: Vec<u32> = bots
         .iter()
         .filter(|b| b.id != bots[2].id)

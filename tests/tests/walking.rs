@@ -173,16 +173,23 @@ async fn flooding_inputs_cannot_outrun_the_clock() -> anyhow::Result<()> {
 async fn leaving_is_announced() -> anyhow::Result<()> {
     let server = TestServer::start().await?;
     let spawn = campus().spawn.to_array();
-    let a = Bot::join(server.addr(), "Ada", Some(spawn)).await?;
+    let mut a = Bot::join(server.addr(), "Ada", Some(spawn)).await?;
     let mut b = Bot::join(server.addr(), "Bo", Some(spawn)).await?;
     let a_id = a.id;
     b.wait_until(PATIENCE, |b| b.others.contains_key(&a_id))
         .await?;
+    // Closing says goodbye: no grace for a resume (see tests/reconnect.rs for a drop).
+    a.close().await;
     drop(a);
     b.wait_until(PATIENCE, |b| {
         !b.people.contains_key(&a_id) && !b.others.contains_key(&a_id)
     })
     .await?;
+    assert!(
+        b.reconnecting_events.is_empty(),
+        "a goodbye is not a dropped connection: {:?}",
+        b.reconnecting_events
+    );
     server.stop().await;
     Ok(())
 }

@@ -41,6 +41,8 @@ async fn hello(ws: &mut Ws, name: &str) -> Result<Welcome> {
         token: None,
         spawn: None,
         device: None,
+        resume: None,
+        room: None,
     });
     ws.send(Message::binary(codec::encode(&hello)?)).await?;
     let deadline = Instant::now() + PATIENCE;

@@ -405,6 +405,12 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
                 you.set_text_content(Some(" (you)"));
                 li.append_child(&you)?;
             }
+            if app.game.reconnecting.contains(id) {
+                let away = document.create_element("span")?;
+                away.set_class_name("reconnecting");
+                away.set_text_content(Some(" (reconnecting…)"));
+                li.append_child(&away)?;
+            }
             // Everyone's role, from the server: a guest who takes a teacher's name still
             // shows as a guest.
             let role = app.game.roles.get(id).copied().unwrap_or(Role::Guest);

@@ -65,6 +65,8 @@ pub struct App {
     notice_until_ms: f64,
     /// ICE servers for peer connections (from `Welcome`).
     ice_servers: JsValue,
+    /// What the page keeps to get its session back after the connection drops.
+    link: net::Link,
     /// Event closures, alive as long as the app.
     handlers: Vec<Box<dyn std::any::Any>>,
     raf: Option<Closure<dyn FnMut(f64)>>,
@@ -95,6 +97,7 @@ pub fn start() -> Result<(), JsValue> {
         class_ui: class::ClassUi::default(),
         notice_until_ms: 0.0,
         ice_servers: js_sys::Array::new().into(),
+        link: net::Link::default(),
         handlers: Vec::new(),
         raf: None,
     }));
@@ -178,12 +181,31 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         ServerMsg::DisconnectPeer { peer } => return peers::disconnect(app, peer),
         ServerMsg::Signal { from, signal } => return peers::on_signal(app, from, signal),
         ServerMsg::JoinRoomMedia { room, name } => {
+            if let Some(a) = app.upgrade() {
+                a.borrow_mut().link.room = Some(name.clone());
+            }
             if let Err(e) = classroom::join(app, room, name) {
                 web_sys::console::warn_2(&"cannot open the classroom connection:".into(), &e);
             }
             return;
         }
-        ServerMsg::LeaveRoomMedia { room } => return classroom::leave(app, Some(room)),
+        ServerMsg::LeaveRoomMedia { room } => {
+            if let Some(a) = app.upgrade() {
+                a.borrow_mut().link.room = None;
+            }
+            return classroom::leave(app, Some(room));
+        }
+        ServerMsg::Restarting { retry_after_ms } => {
+            if let Some(a) = app.upgrade() {
+                let mut a = a.borrow_mut();
+                a.link.retry_hint_ms = Some(retry_after_ms);
+                a.status = format!(
+                    "The server is restarting: back in about {} s",
+                    retry_after_ms.div_ceil(1000)
+                );
+            }
+            return;
+        }
         ServerMsg::RoomSignal(signal) => return classroom::on_signal(app, signal),
         ServerMsg::RoomMembers { room, members } => {
             return classroom::on_members(app, room, members);
@@ -200,13 +222,37 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         let mut a = app_rc.borrow_mut();
         let before = a.game.me.is_some();
         if let ServerMsg::Welcome(w) = &msg {
+            if a.link.reconnecting {
+                a.game.notice = Some(if w.resumed {
+                    "Reconnected".to_owned()
+                } else {
+                    "Reconnected: you joined again".to_owned()
+                });
+            }
+            a.link.welcomed(w);
             a.ice_servers = peers::ice_servers(&w.ice_servers);
             // Test options: honoured only by servers in development mode.
             a.media.relay_only = a.params.relay && w.dev;
             a.media.fake_screen = a.params.fakescreen && w.dev;
         }
         if let ServerMsg::Error(e) = &msg {
-            if !before {
+            if !before && a.link.reconnecting {
+                match e.code {
+                    // A new server version: the page must be the new one too.
+                    ErrorCode::VersionMismatch => {
+                        if let Ok(w) = dom::window() {
+                            let _ = w.location().reload();
+                        }
+                    }
+                    // Full or busy: the server closes; the next attempt follows.
+                    ErrorCode::Unavailable | ErrorCode::RateLimited => {}
+                    _ => {
+                        // Refused (an expired link): the person decides in the lobby.
+                        a.link.reconnecting = false;
+                        let _ = dom::show_lobby(&e.message);
+                    }
+                }
+            } else if !before {
                 let _ = dom::show_lobby(&e.message);
                 if e.code == ErrorCode::Unauthorized {
                     // The link is refused: the lobby's next Join tries as a guest.
@@ -227,7 +273,11 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
     if class_changed {
         class::on_class(app);
     }
-    if welcomed {
+    let map_loaded = app_rc.borrow().renderer.is_some();
+    if welcomed && map_loaded {
+        // Back after a lost connection: the map is on screen already.
+        let _ = dom::show_campus();
+    } else if welcomed {
         let _ = dom::show_campus();
         let app = app.clone();
         wasm_bindgen_futures::spawn_local(async move {

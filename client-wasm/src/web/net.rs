@@ -2,8 +2,17 @@
 //! session: the join link's token (`?token=`) and this browser's device key. A `Ping`
 //! every [`KEEPALIVE_MS`] keeps a session open while its person does nothing (the server
 //! closes sessions that send nothing for `idle_timeout_secs`).
+//!
+//! A connection that drops is not the end of the visit ([`Link`]): the page says
+//! "Reconnecting…", closes its media (it cannot negotiate without the server), and connects
+//! again after a backoff with jitter, so that a campus's clients do not all return in the
+//! same second (or when the server said, if it announced a restart). Its `Hello` carries the
+//! resume token from `Welcome`: within the server's grace period the session goes on (same
+//! avatar, place and room); otherwise it joins afresh under the same name and link, asking
+//! for the room it was in.
 
-use super::{App, AppRef, classroom, dom, on_server_message, send};
+use super::{App, AppRef, classroom, dom, on_server_message, peers, send};
+pub use crate::reconnect::Link;
 use quad_shared::codec;
 use quad_shared::protocol::{ClientMsg, Hello, PROTOCOL_VERSION, ServerMsg};
 use wasm_bindgen::prelude::*;
@@ -16,6 +25,10 @@ const DEVICE_KEY: &str = "quad.device";
 /// default idle timeout (120 s). A tab hidden for long may have its timers throttled to
 /// once a minute (Chrome's intensive throttling); that still pings twice per timeout.
 const KEEPALIVE_MS: i32 = 15_000;
+
+/// The close code the page uses to drop its own connection for a test (`quad.dropConnection()`):
+/// not a normal close, so the server keeps the session for a resume.
+pub const DROPPED_BY_PAGE: u16 = 4001;
 
 thread_local! {
     /// Whether the keepalive interval runs (one per page, for whichever socket is current).
@@ -66,15 +79,71 @@ pub fn join(app: &AppRef, name: String) -> Result<(), JsValue> {
     connect(app, name)
 }
 
-/// The Hello for `name`, with the page's token (unless the server refused it) and spawn.
+/// The Hello for `name`, with the page's token (unless the server refused it) and spawn;
+/// when reconnecting, with the resume token and the room the avatar was in.
 fn hello(a: &App, name: String) -> ClientMsg {
+    let back = a.link.reconnecting;
     ClientMsg::Hello(Hello {
         version: PROTOCOL_VERSION,
-        name,
+        name: if back {
+            a.link.name.clone().unwrap_or(name)
+        } else {
+            name
+        },
         token: a.params.token.clone(),
         spawn: a.params.spawn,
         device: device_key(),
+        resume: a.link.resume.clone().filter(|_| back),
+        room: a.link.room.clone().filter(|_| back),
     })
+}
+
+/// The connection dropped while in the space (or while trying to get back): media closes,
+/// the page forgets the space's state, and the next attempt is scheduled.
+fn connection_lost(app: &AppRef, reason: &str) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let peers: Vec<_> = app_rc.borrow().media.peers.keys().copied().collect();
+    for peer in peers {
+        peers::disconnect(app, peer);
+    }
+    classroom::leave(app, None);
+    let delay = {
+        let mut a = app_rc.borrow_mut();
+        a.game.connection_lost();
+        a.link.reconnecting = true;
+        a.link.attempt += 1;
+        let delay = a.link.next_delay_ms(js_sys::Math::random());
+        a.status = format!(
+            "Reconnecting… ({reason}; trying again in {:.0} s)",
+            (delay / 1000.0).ceil()
+        );
+        delay
+    };
+    let app = app.clone();
+    let retry = Closure::once_into_js(move || {
+        let name = app
+            .upgrade()
+            .and_then(|a| a.borrow().link.name.clone())
+            .unwrap_or_else(|| "Guest".into());
+        if let Err(e) = connect(&app, name) {
+            web_sys::console::warn_2(&"reconnecting:".into(), &e);
+        }
+    });
+    if let Ok(window) = dom::window() {
+        let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(
+            retry.unchecked_ref(),
+            delay as i32,
+        );
+    }
+}
+
+/// Drops the current connection as a network cut would (for tests: the page reconnects).
+pub fn drop_connection(app: &AppRef) {
+    if let Some(a) = app.upgrade()
+        && let Some(ws) = &a.borrow().ws
+    {
+        let _ = ws.close_with_code_and_reason(DROPPED_BY_PAGE, "dropped by the page");
+    }
 }
 
 /// This browser's device key: 32 hex digits kept in `localStorage`, made on the first
@@ -156,20 +225,26 @@ fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
             } else {
                 e.reason()
             };
+            let mut lost = false;
             if let Some(a) = app.upgrade() {
                 let mut a = a.borrow_mut();
-                if a.game.me.is_none() {
+                a.ws = None;
+                if a.game.me.is_some() || a.link.reconnecting {
+                    // In the space, or trying to get back: try (again).
+                    lost = true;
+                } else {
                     // Not in yet (e.g. the server stopped waiting for a corrected name):
                     // Join opens a new connection.
                     a.status = format!("Not connected ({reason}): press Join to try again.");
                     let _ = dom::show_lobby(&a.status);
-                } else {
-                    a.status = format!("Disconnected: {reason}. Reload to rejoin.");
                 }
-                a.ws = None;
             }
-            // Without signaling the SFU connection cannot go on.
-            classroom::leave(&app, None);
+            if lost {
+                connection_lost(&app, &reason);
+            } else {
+                // Without signaling the SFU connection cannot go on.
+                classroom::leave(&app, None);
+            }
         })
     };
     ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -181,7 +256,9 @@ fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
         let _ = old.close();
     }
     a.ws = Some(ws);
-    a.status = "Connecting…".into();
+    if !a.link.reconnecting {
+        a.status = "Connecting…".into();
+    }
     a.handlers.push(Box::new(on_open));
     a.handlers.push(Box::new(on_message));
     a.handlers.push(Box::new(on_close));

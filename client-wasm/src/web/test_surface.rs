@@ -20,7 +20,12 @@
 //! not save this line of ours). `class` is `null` outside a class, else `{room, locked,
 //! focus, spotlight, hands, teachers, away, me: {mic, camera, screen}}` (`spotlight` an id
 //! or `null`; `hands` in the order raised; `me`: `true` for each of our devices the teacher
-//! turned off).
+//! turned off). `connection` is `{state, attempt, resumed, rejoined, status}` (`state`:
+//! `open`, `reconnecting`, `connecting` or `closed`; `resumed`/`rejoined`: how often the
+//! page got its session back, or joined afresh, after a dropped connection), and
+//! `reconnecting` the ids of others whose connection dropped.
+//! `quad.dropConnection()` closes the page's WebSocket as a network cut would (code 4001):
+//! the page reconnects by itself.
 
 use super::peers::stream_live;
 use super::{AppRef, dom};
@@ -75,6 +80,22 @@ struct SnapshotView {
     room: Option<RoomView>,
     chat: Vec<ChatLineView>,
     class: Option<ClassView>,
+    connection: ConnectionView,
+    /// Others whose connection dropped (the server keeps them for a while).
+    reconnecting: Vec<u32>,
+}
+
+#[derive(Serialize)]
+struct ConnectionView {
+    /// `"open"` (in the space), `"reconnecting"`, `"connecting"` or `"closed"`.
+    state: &'static str,
+    /// Attempts since the connection dropped.
+    attempt: u32,
+    /// Sessions resumed, and joined afresh, after a dropped connection.
+    resumed: u32,
+    rejoined: u32,
+    /// The last status line the page showed.
+    status: String,
 }
 
 #[derive(Serialize)]
@@ -245,6 +266,21 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
                 screen: blocked.screen,
             },
         });
+        let connection = ConnectionView {
+            state: if a.link.reconnecting {
+                "reconnecting"
+            } else if g.me.is_some() {
+                "open"
+            } else if a.ws.is_some() {
+                "connecting"
+            } else {
+                "closed"
+            },
+            attempt: a.link.attempt,
+            resumed: a.link.resumed,
+            rejoined: a.link.rejoined,
+            status: a.status.clone(),
+        };
         to_js(&SnapshotView {
             me,
             avatars,
@@ -253,6 +289,8 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             room,
             chat,
             class,
+            connection,
+            reconnecting: g.reconnecting.iter().map(|id| id.0).collect(),
         })
     });
     let weak = app.clone();
@@ -306,7 +344,10 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             .as_ref()
             .map_or(JsValue::NULL, |r| r.pc.clone().into())
     });
+    let weak = app.clone();
+    let drop_connection = Closure::<dyn Fn()>::new(move || super::net::drop_connection(&weak));
     let quad = js_sys::Object::new();
+    js_sys::Reflect::set(&quad, &"dropConnection".into(), drop_connection.as_ref())?;
     js_sys::Reflect::set(&quad, &"peerConnection".into(), peer_connection.as_ref())?;
     js_sys::Reflect::set(&quad, &"roomPc".into(), room_pc.as_ref())?;
     js_sys::Reflect::set(&quad, &"snapshot".into(), snapshot.as_ref())?;
@@ -318,6 +359,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
         a.handlers.push(Box::new(zones));
         a.handlers.push(Box::new(peer_connection));
         a.handlers.push(Box::new(room_pc));
+        a.handlers.push(Box::new(drop_connection));
     }
     Ok(())
 }

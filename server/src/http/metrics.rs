@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 21] = [
+    let rows: [(&str, &str, &str, u64); 22] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -135,8 +135,14 @@ pub fn render(state: &AppState) -> String {
         (
             "quad_sessions",
             "gauge",
-            "Connected WebSocket sessions that said Hello.",
+            "Sessions in the space: connected, or whose connection dropped and who may still resume (those are also in quad_sessions_parked).",
             state.sessions.len() as u64,
+        ),
+        (
+            "quad_sessions_parked",
+            "gauge",
+            "Sessions whose connection dropped, kept for resume_grace_secs for their client to come back.",
+            state.resumes.parked() as u64,
         ),
     ];
     let store = &state.store_health;

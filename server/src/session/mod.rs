@@ -15,6 +15,7 @@
 pub mod ip_quota;
 pub mod outbox;
 mod rate_limit;
+pub mod resume;
 
 use crate::AppState;
 use crate::auth::UserKey;
@@ -31,6 +32,7 @@ use quad_shared::protocol::{
     PROTOCOL_VERSION, Role, ServerMsg, SessionState, normalize_chat, normalize_name,
 };
 use rate_limit::{Kind, KindLimits, RateLimit};
+use resume::Resumable;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,9 +43,25 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// WebSocket close codes used when a session cannot go on.
 mod close {
+    pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// Quad's own: another connection took this session over (`Hello::resume`).
+    pub const SUPERSEDED: u16 = 4000;
+}
+
+/// What becomes of the avatar when a session's connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parting {
+    /// The connection was lost (or closed by the server for the client's sake: silent or
+    /// not keeping up): the avatar waits `resume_grace_secs` for the client to resume.
+    Park,
+    /// The client closed it (leaving the page), or the server is shutting down.
+    Leave,
+    /// Another connection took the session over: this one leaves nothing behind.
+    Superseded,
 }
 
 /// How long a closing session may take to hand the client what it was still owed (a
@@ -69,6 +87,8 @@ struct Session {
     kinds: KindLimits,
     /// Sends fresh TURN credentials while the session lives.
     ice_renewal: Option<tokio::task::JoinHandle<()>>,
+    /// Its resume entry, once in the space ([`resume`]).
+    claim: Option<resume::Claim>,
 }
 
 /// When a session has been silent, or without `Hello`, for too long.
@@ -170,19 +190,42 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>, peer: SocketAddr) {
         rate: RateLimit::new(60.0, 120.0),
         kinds: KindLimits::default(),
         ice_renewal: None,
+        claim: None,
     };
+    // Until the session has a resume entry, nothing can supersede it.
+    let mut superseded = tokio_util::sync::CancellationToken::new();
+    let mut parting = Parting::Park;
     let keep_up = || {
         (
             close::TRY_AGAIN_LATER,
             "disconnected: the connection could not keep up".to_owned(),
         )
     };
-    let going_away = || (close::GOING_AWAY, "the server is shutting down".to_owned());
+    let going_away = || {
+        (
+            close::SERVICE_RESTART,
+            "the server is restarting".to_owned(),
+        )
+    };
+    let taken_over = || {
+        (
+            close::SUPERSEDED,
+            "this session goes on in another connection".to_owned(),
+        )
+    };
 
     // `None`: the connection is gone, there is no one to tell.
     let closing: Option<(u16, String)> = 'session: loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break Some(going_away()),
+            _ = shutdown.cancelled() => {
+                parting = Parting::Leave;
+                session.restarting();
+                break Some(going_away());
+            }
+            _ = superseded.cancelled() => {
+                parting = Parting::Superseded;
+                break Some(taken_over());
+            }
             _ = overflow.cancelled() => break Some(keep_up()),
             _ = &mut timer => {
                 if let Some(close) = deadlines.expired(Instant::now()) {
@@ -202,7 +245,15 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>, peer: SocketAddr) {
                             Ok(()) => break,
                             Err(_) => break 'session None,
                         },
-                        _ = shutdown.cancelled() => break 'session Some(going_away()),
+                        _ = shutdown.cancelled() => {
+                            parting = Parting::Leave;
+                            session.restarting();
+                            break 'session Some(going_away());
+                        }
+                        _ = superseded.cancelled() => {
+                            parting = Parting::Superseded;
+                            break 'session Some(taken_over());
+                        }
                         _ = overflow.cancelled() => break 'session Some(keep_up()),
                         _ = &mut timer => {
                             if let Some(close) = deadlines.expired(Instant::now()) {
@@ -217,11 +268,23 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>, peer: SocketAddr) {
                 deadlines.last_heard = Instant::now();
                 let next = match msg {
                     None | Some(Err(_)) => break None,
-                    Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(Message::Close(frame))) => {
+                        // Leaving the page closes with 1001, a client's own close with
+                        // 1000 (or no code); any other code is a connection given up on
+                        // (the client comes back to resume).
+                        let code = frame.map(|f| u16::from(f.code));
+                        if matches!(code, None | Some(close::NORMAL | close::GOING_AWAY)) {
+                            parting = Parting::Leave;
+                        }
+                        break None;
+                    }
                     Some(Ok(msg)) => session.handle(msg).await,
                 };
                 if session.id.is_some() {
                     deadlines.hello_by = None;
+                }
+                if let Some(claim) = &session.claim {
+                    superseded = claim.superseded.clone();
                 }
                 if let Next::Close(code, reason) = next {
                     break Some((code, reason));
@@ -233,7 +296,7 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>, peer: SocketAddr) {
     if overflowed && let Some(id) = session.id {
         tracing::warn!(%id, ip = %peer.ip(), "session could not keep up; closed");
     }
-    session.leave().await;
+    session.leave(parting).await;
     if let Some((code, reason)) = closing {
         // What the client is still owed (a refusal's `Error`) goes first, unless it is
         // being closed for not reading; then the close frame, if it reads at all.
@@ -455,6 +518,11 @@ impl Session {
             ));
             return Next::Close(close::POLICY, "protocol version mismatch".into());
         }
+        if let Some(token) = hello.resume.as_deref()
+            && let Some((who, claim)) = self.state.resumes.claim(token, Instant::now())
+        {
+            return self.resume(who, claim).await;
+        }
         // A refused link or name leaves the session open: the lobby can try again.
         let link = match hello.token.as_deref().map(str::trim) {
             Some(token) if !token.is_empty() => match self.state.keys.verify(token) {
@@ -504,7 +572,7 @@ impl Session {
             return Next::Close(close::TRY_AGAIN_LATER, "server full".into());
         }
         let id = AvatarId(self.state.next_avatar_id.fetch_add(1, Ordering::Relaxed));
-        let (role, user, room) = match &link {
+        let (role, user, link_room) = match &link {
             Some(claims) => (claims.role(), UserKey::link(claims), claims.room.clone()),
             None => (
                 Role::Guest,
@@ -516,29 +584,84 @@ impl Session {
                 None,
             ),
         };
+        let claim = self.state.resumes.issue(Resumable {
+            id,
+            name: name.clone(),
+            role,
+            user: user.clone(),
+            link_room: link_room.clone(),
+        });
+        // The link's room, or else the room the client was in before a restart (entering
+        // it is checked as walking in would be).
+        let room = link_room.or(hello.room);
+        let joiner = self.enter(id, name, role, user, room, claim);
+        let joiner = Joiner {
+            spawn: hello.spawn.map(glam::Vec2::from_array),
+            ..joiner
+        };
+        let epoch = self.claim.as_ref().map_or(0, |c| c.epoch);
+        self.forward(SpaceCommand::Join {
+            joiner,
+            outbox: self.outbox.clone(),
+            epoch,
+        })
+        .await
+    }
+
+    /// Takes over the session `claim` holds for `who`: the same avatar goes on with this
+    /// connection (or joins afresh if it is gone).
+    async fn resume(&mut self, who: Resumable, claim: resume::Claim) -> Next {
+        tracing::debug!(id = %who.id, epoch = claim.epoch, "resuming");
+        let epoch = claim.epoch;
+        let joiner = self.enter(who.id, who.name, who.role, who.user, who.link_room, claim);
+        self.forward(SpaceCommand::Resume {
+            joiner,
+            outbox: self.outbox.clone(),
+            epoch,
+        })
+        .await
+    }
+
+    /// Makes this session `id`'s, holding `claim`; the joiner to hand to the space.
+    fn enter(
+        &mut self,
+        id: AvatarId,
+        name: String,
+        role: Role,
+        user: UserKey,
+        room: Option<String>,
+        claim: resume::Claim,
+    ) -> Joiner {
         self.state
             .sessions
             .insert(id, crate::SessionEntry { name: name.clone() });
         self.id = Some(id);
         self.phase = SessionState::InSpace;
-        let joiner = Joiner {
-            id,
-            name,
-            role,
-            user,
-            spawn: hello.spawn.map(glam::Vec2::from_array),
-            room,
-            ice_servers: self.state.ice.servers_for(id),
-        };
+        let grace = self.state.resumes.grace().as_secs();
+        let resume = (grace > 0).then(|| {
+            (
+                claim.token.clone(),
+                u16::try_from(grace).unwrap_or(u16::MAX),
+            )
+        });
+        self.claim = Some(claim);
+        if let Some(renewal) = self.ice_renewal.take() {
+            renewal.abort();
+        }
         self.ice_renewal = self.state.ice.renew_every().map(|every| {
             let (state, outbox) = (self.state.clone(), self.outbox.clone());
             tokio::spawn(renew_ice_servers(state, id, every, outbox))
         });
-        self.forward(SpaceCommand::Join {
-            joiner,
-            outbox: self.outbox.clone(),
-        })
-        .await
+        Joiner {
+            id,
+            name,
+            role,
+            user,
+            spawn: None,
+            room,
+            ice_servers: self.state.ice.servers_for(id),
+            resume,
+        }
     }
 
     async fn forward(&mut self, cmd: SpaceCommand) -> Next {
@@ -553,17 +676,66 @@ impl Session {
         }
     }
 
-    async fn leave(self) {
+    /// Tells the client the server is restarting and when to come back: after a random
+    /// delay, so that a campus's clients do not all return in the same second.
+    fn restarting(&mut self) {
+        if self.id.is_none() {
+            return;
+        }
+        let spread = self.state.config.restart_spread_secs.saturating_mul(1000);
+        let retry_after_ms = 1000 + rand::random_range(0..=spread);
+        self.reply(&ServerMsg::Restarting {
+            retry_after_ms: u32::try_from(retry_after_ms).unwrap_or(u32::MAX),
+        });
+    }
+
+    /// The connection ended: the avatar leaves, or waits for a resume (`parting`).
+    async fn leave(self, parting: Parting) {
         if let Some(renewal) = &self.ice_renewal {
             renewal.abort();
         }
-        if let Some(id) = self.id {
-            // Its TURN credentials end with it, and so do its relays.
-            self.state.ice.revoke(id).await;
-            self.state.sessions.remove(&id);
-            self.state.space.send(SpaceCommand::Leave { id }).await;
+        let (Some(id), Some(claim)) = (self.id, self.claim) else {
+            return;
+        };
+        let state = self.state;
+        let grace = state.resumes.grace();
+        match parting {
+            Parting::Superseded => {}
+            Parting::Park if !grace.is_zero() => {
+                if !state.resumes.park(&claim, Instant::now()) {
+                    // Taken over meanwhile: the new connection has it.
+                    return;
+                }
+                state
+                    .space
+                    .send(SpaceCommand::Away {
+                        id,
+                        epoch: claim.epoch,
+                    })
+                    .await;
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if state.resumes.expire(&claim) {
+                        tracing::info!(%id, "not resumed within {grace:?}; leaving");
+                        remove(&state, id).await;
+                    }
+                });
+            }
+            Parting::Park | Parting::Leave => {
+                if state.resumes.end(&claim) {
+                    remove(&state, id).await;
+                }
+            }
         }
     }
+}
+
+/// Takes `id` out of the space for good.
+async fn remove(state: &AppState, id: AvatarId) {
+    // Its TURN credentials end with it, and so do its relays.
+    state.ice.revoke(id).await;
+    state.sessions.remove(&id);
+    state.space.send(SpaceCommand::Leave { id }).await;
 }
 
 /// Sends `id` fresh TURN credentials every `every` until aborted or its outbox closes.

@@ -243,6 +243,18 @@ impl Classes {
         self.announce(room);
     }
 
+    /// `id`'s session was taken over by a new connection: it is sent its class again, and
+    /// the room's chat history (its client merges lines it already has).
+    pub fn resumed(&mut self, id: AvatarId) {
+        let Some(&room) = self.class_of.get(&id) else {
+            return;
+        };
+        if let Some(name) = self.rooms.get(&room).map(|c| c.name.clone()) {
+            self.entered.push((id, name));
+        }
+        self.announce(room);
+    }
+
     /// `id` walked out of its class (or left the space).
     pub fn leave(&mut self, outbox: &mut Outbox, id: AvatarId) {
         let Some(room) = self.class_of.remove(&id) else {

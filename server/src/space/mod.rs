@@ -33,9 +33,24 @@ pub use world::{Joiner, SpaceWorld};
 /// What a session can ask of its space.
 #[derive(Debug)]
 pub enum SpaceCommand {
+    /// A new session (`epoch` of its resume entry: see `session::resume`).
     Join {
         joiner: Joiner,
         outbox: SessionOutbox,
+        epoch: u64,
+    },
+    /// A new connection took over the session of `joiner.id` (its `epoch`): the avatar
+    /// goes on with it, or joins afresh as `joiner` if it is gone.
+    Resume {
+        joiner: Joiner,
+        outbox: SessionOutbox,
+        epoch: u64,
+    },
+    /// The connection of `id`'s session (its `epoch`) dropped: the avatar waits for a
+    /// resume. Ignored if a newer connection already took it over.
+    Away {
+        id: AvatarId,
+        epoch: u64,
     },
     Input {
         id: AvatarId,
@@ -135,6 +150,8 @@ async fn run(
         stats,
     } = services;
     let mut sessions: FxHashMap<AvatarId, SessionOutbox> = FxHashMap::default();
+    // Which connection of each session the space listens to (see `SpaceCommand::Away`).
+    let mut epochs: FxHashMap<AvatarId, u64> = FxHashMap::default();
     let mut held = Held::default();
     let (stored_tx, mut stored_rx) = mpsc::channel::<Vec<u64>>(MAX_HELD_BATCHES + 1);
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(tick_hz)));
@@ -148,7 +165,7 @@ async fn run(
                 // Batches are stored in order, by one writer: this is the oldest held.
                 if let Some(batch) = held.batches.pop_front() {
                     held.bytes -= batch.bytes;
-                    release(&mut world, &mut sessions, batch, &lost);
+                    release(&mut sessions, batch, &lost);
                 }
             }
             _ = interval.tick() => {
@@ -160,16 +177,32 @@ async fn run(
             }
             cmd = rx.recv() => match cmd {
                 None => break,
-                Some(SpaceCommand::Join { joiner, outbox }) => {
-                    let (id, user, role) = (joiner.id, joiner.user.0.clone(), joiner.role);
-                    sessions.insert(id, outbox.clone());
-                    let at = world.join(joiner);
-                    tracing::info!(%id, role = role.as_str(), x = at.x, y = at.y, population = world.population(), "joined");
-                    send_history(
-                        &storage,
-                        vec![History::Space, History::Nearby(user.clone()), History::Direct(user)],
-                        outbox,
-                    );
+                Some(SpaceCommand::Join { joiner, outbox, epoch }) => {
+                    epochs.insert(joiner.id, epoch);
+                    join(&mut world, &mut sessions, &storage, joiner, outbox);
+                }
+                Some(SpaceCommand::Resume { joiner, outbox, epoch }) => {
+                    let (id, user) = (joiner.id, joiner.user.0.clone());
+                    epochs.insert(id, epoch);
+                    if world.resume(id, joiner.ice_servers.clone(), joiner.resume.clone()) {
+                        sessions.insert(id, outbox.clone());
+                        tracing::info!(%id, "resumed");
+                        // Lines sent while it was away; the client merges those it has.
+                        send_history(
+                            &storage,
+                            vec![History::Space, History::Nearby(user.clone()), History::Direct(user)],
+                            outbox,
+                        );
+                    } else {
+                        join(&mut world, &mut sessions, &storage, joiner, outbox);
+                    }
+                }
+                Some(SpaceCommand::Away { id, epoch }) => {
+                    if epochs.get(&id) == Some(&epoch) {
+                        sessions.remove(&id);
+                        world.away(id);
+                        tracing::info!(%id, "connection lost; waiting for a resume");
+                    }
                 }
                 Some(SpaceCommand::Chat { from, to, text, at_ms }) => world.chat(from, to, text, at_ms),
                 Some(SpaceCommand::Teacher { from, action, at_ms }) => world.teacher(from, action, at_ms),
@@ -180,7 +213,9 @@ async fn run(
                 Some(SpaceCommand::Media { id, media }) => world.media(id, media),
                 Some(SpaceCommand::MediaReady { id, room }) => world.media_ready(id, room),
                 Some(SpaceCommand::Leave { id }) => {
-                    if sessions.remove(&id).is_some() {
+                    sessions.remove(&id);
+                    epochs.remove(&id);
+                    if world.identity(id).is_some() {
                         world.leave(id);
                         tracing::info!(%id, population = world.population(), "left");
                     }
@@ -192,6 +227,29 @@ async fn run(
         journal(&mut world, &mut sessions, &storage, &mut held, &stored_tx);
     }
     sfu.close_all();
+}
+
+/// Puts a new avatar in the world, and sends its chat history.
+fn join(
+    world: &mut SpaceWorld,
+    sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
+    storage: &Storage,
+    joiner: Joiner,
+    outbox: SessionOutbox,
+) {
+    let (id, user, role) = (joiner.id, joiner.user.0.clone(), joiner.role);
+    sessions.insert(id, outbox.clone());
+    let at = world.join(joiner);
+    tracing::info!(%id, role = role.as_str(), x = at.x, y = at.y, population = world.population(), "joined");
+    send_history(
+        storage,
+        vec![
+            History::Space,
+            History::Nearby(user.clone()),
+            History::Direct(user),
+        ],
+        outbox,
+    );
 }
 
 /// Hands class changes on: the devices the SFU must drop, and the room chat history of
@@ -269,7 +327,7 @@ fn journal(
             );
             held.warned = true;
         }
-        deliver(world, sessions, frames);
+        deliver(sessions, frames);
         let tell: Vec<_> = senders
             .iter()
             .filter_map(|(id, from)| sessions.get(from).map(|o| (*id, o.downgrade())))
@@ -309,13 +367,8 @@ fn journal(
 
 /// Delivers a held batch now that the store has it, then tells the senders of lines that
 /// could not be stored (after their line, so the client can mark it).
-fn release(
-    world: &mut SpaceWorld,
-    sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
-    batch: HeldBatch,
-    lost: &[u64],
-) {
-    deliver(world, sessions, batch.frames);
+fn release(sessions: &mut FxHashMap<AvatarId, SessionOutbox>, batch: HeldBatch, lost: &[u64]) {
+    deliver(sessions, batch.frames);
     for (id, from) in batch.senders {
         if lost.contains(&id)
             && let Some(outbox) = sessions.get(&from)
@@ -386,18 +439,14 @@ fn move_rooms(world: &mut SpaceWorld, sessions: &FxHashMap<AvatarId, SessionOutb
 /// out first.
 fn deliver_outbox(world: &mut SpaceWorld, sessions: &mut FxHashMap<AvatarId, SessionOutbox>) {
     let refused = offer(sessions, world.drain_outbox());
-    remove_refused(world, sessions, refused);
+    remove_refused(sessions, refused);
 }
 
 /// Hands frames to their sessions. A session whose outbox is over its budget cannot keep
-/// up: it is removed from the space at once (its session task closes it).
-fn deliver(
-    world: &mut SpaceWorld,
-    sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
-    frames: Vec<(Recipient, Bytes)>,
-) {
+/// up: nothing more is delivered to it (its session task closes it).
+fn deliver(sessions: &mut FxHashMap<AvatarId, SessionOutbox>, frames: Vec<(Recipient, Bytes)>) {
     let refused = offer(sessions, frames);
-    remove_refused(world, sessions, refused);
+    remove_refused(sessions, refused);
 }
 
 /// Pushes each frame to its recipients' outboxes; returns the sessions that refused one.
@@ -424,19 +473,16 @@ fn offer(
     refused
 }
 
-/// Removes from the space the sessions that refused a frame: ended, or too far behind.
+/// Stops delivering to the sessions that refused a frame: ended, or too far behind (their
+/// session task closes them). The avatar stays until the session says what became of it:
+/// `Away` (kept for a resume) or `Leave`.
 fn remove_refused(
-    world: &mut SpaceWorld,
     sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
     refused: Vec<(AvatarId, Refused)>,
 ) {
     for (id, why) in refused {
-        if sessions.remove(&id).is_some() {
-            if why == Refused::Overflow {
-                tracing::warn!(%id, "session could not keep up; removed from the space");
-            }
-            // A session that ended is removed now rather than at its `Leave`, which follows.
-            world.leave(id);
+        if sessions.remove(&id).is_some() && why == Refused::Overflow {
+            tracing::warn!(%id, "session could not keep up; its connection is closed");
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct Joiner {
     pub room: Option<String>,
     /// STUN/TURN servers with this session's credentials, for `Welcome`.
     pub ice_servers: Vec<IceServer>,
+    /// The token that takes this session over after a lost connection, and how long the
+    /// server waits for it, for `Welcome` (none in benchmarks and unit tests).
+    pub resume: Option<(String, u16)>,
 }
 
 impl Joiner {
@@ -61,6 +64,7 @@ impl Joiner {
             spawn: None,
             room: None,
             ice_servers: Vec::new(),
+            resume: None,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct SpaceWorld {
     /// Movement input for the next tick, by slot; the world gets it for each tick.
     inputs: InputQueues,
     map_url: String,
+    /// Avatars whose connection dropped, kept for a resume (see [`Self::away`]).
+    away: rustc_hash::FxHashSet<AvatarId>,
 }
 
 impl SpaceWorld {
@@ -101,6 +107,7 @@ impl SpaceWorld {
             slots: FxHashMap::default(),
             inputs: InputQueues::default(),
             map_url: map_url.into(),
+            away: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -124,6 +131,7 @@ impl SpaceWorld {
             spawn: requested_spawn,
             room,
             ice_servers,
+            resume,
         } = joiner;
         let dev = self.world.resource::<SpaceSettings>().dev;
         let map = self.map();
@@ -179,23 +187,45 @@ impl SpaceWorld {
             self.despawn(old);
         }
 
-        let (tick_hz, proximity) = {
+        self.welcome(
+            Welcome {
+                protocol: PROTOCOL_VERSION,
+                you: id,
+                name: name.clone(),
+                map_url: self.map_url.clone(),
+                spawn: spawn.to_array(),
+                tick_hz: 0,
+                proximity: Default::default(),
+                ice_servers,
+                dev,
+                role,
+                resume: None,
+                resume_grace_secs: 0,
+                resumed: false,
+            },
+            resume,
+        );
+        self.world
+            .resource_mut::<RosterChanges>()
+            .joined
+            .push(Person { id, name, role });
+        spawn
+    }
+
+    /// Queues `welcome` (its settings and resume token filled in here) and the roster for
+    /// `welcome.you`, and who of them is reconnecting.
+    fn welcome(&mut self, mut welcome: Welcome, resume: Option<(String, u16)>) {
+        let id = welcome.you;
+        {
             let settings = self.world.resource::<SpaceSettings>();
-            (settings.tick_hz, settings.proximity)
-        };
-        let welcome = ServerMsg::Welcome(Welcome {
-            protocol: PROTOCOL_VERSION,
-            you: id,
-            name: name.clone(),
-            map_url: self.map_url.clone(),
-            spawn: spawn.to_array(),
-            tick_hz,
-            proximity,
-            ice_servers,
-            dev,
-            role,
-        });
-        self.send(id, &welcome);
+            welcome.tick_hz = settings.tick_hz;
+            welcome.proximity = settings.proximity;
+        }
+        if let Some((token, grace)) = resume {
+            welcome.resume = Some(token);
+            welcome.resume_grace_secs = grace;
+        }
+        self.send(id, &ServerMsg::Welcome(welcome));
         let people: Vec<Person> = self
             .world
             .query::<(&Avatar, &Identity)>()
@@ -214,15 +244,141 @@ impl SpaceWorld {
                 },
             );
         }
+        let away: Vec<AvatarId> = self.away.iter().copied().filter(|a| *a != id).collect();
+        for other in away {
+            self.send(
+                id,
+                &ServerMsg::Reconnecting {
+                    id: other,
+                    reconnecting: true,
+                },
+            );
+        }
+    }
+
+    /// `id`'s connection dropped: its avatar stays where it is, frozen, and everyone is
+    /// told it is reconnecting, until it resumes ([`Self::resume`]) or leaves.
+    pub fn away(&mut self, id: AvatarId) {
+        let Some(&entity) = self.entities.get(&id) else {
+            return;
+        };
+        if let Some(&slot) = self.slots.get(&id) {
+            self.inputs.of(slot).pending.clear();
+        }
+        if let Some(mut motion) = self.world.get_mut::<Motion>(entity) {
+            *motion = Motion::default();
+        }
+        self.away.insert(id);
+        self.world.resource_mut::<Outbox>().push(
+            Recipient::Everyone,
+            &ServerMsg::Reconnecting {
+                id,
+                reconnecting: true,
+            },
+        );
+    }
+
+    /// A new connection took over `id`'s session: it gets a fresh `Welcome` for the avatar
+    /// where it stands, the roster, its class, and its media anew (its hallway links are
+    /// made again, and its room connection opened again), as a client that lost its
+    /// connection has closed them. `false` if there is no such avatar (it was removed
+    /// meanwhile): the caller joins it afresh.
+    pub fn resume(
+        &mut self,
+        id: AvatarId,
+        ice_servers: Vec<IceServer>,
+        resume: Option<(String, u16)>,
+    ) -> bool {
+        let Some(&entity) = self.entities.get(&id) else {
+            return false;
+        };
+        let Some(&slot) = self.slots.get(&id) else {
+            return false;
+        };
+        let dev = self.world.resource::<SpaceSettings>().dev;
+        let max_interest = self.world.resource::<SpaceSettings>().max_interest;
+        let (name, role, at) = {
+            let e = self.world.entity(entity);
+            let (Some(avatar), Some(who), Some(at)) =
+                (e.get::<Avatar>(), e.get::<Identity>(), e.get::<Position>())
+            else {
+                return false;
+            };
+            (avatar.name.clone(), who.role, at.0)
+        };
+        // Input numbering starts again with the new connection.
+        *self.inputs.of(slot) = InputQueue::default();
+        let mut e = self.world.entity_mut(entity);
+        if let Some(mut motion) = e.get_mut::<Motion>() {
+            *motion = Motion::default();
+        }
+        if let Some(mut view) = e.get_mut::<ClientView>() {
+            *view = ClientView {
+                interest: Vec::with_capacity(max_interest),
+                ..ClientView::default()
+            };
+        }
+        // Its room media opens again: out of the room now, back in at the next tick (the
+        // room plan sees its zone as changed).
+        if let Some(mut zone) = e.get_mut::<InZone>() {
+            zone.set_changed();
+        }
+        {
+            let mut presence = self.world.resource_mut::<RoomPresence>();
+            presence.switching.remove(&id);
+            if presence.room_of.remove(&id).is_some() {
+                presence.moves.push(RoomMove {
+                    id,
+                    name: String::new(),
+                    to: None,
+                });
+            }
+        }
+        // Its hallway links are made again by the next link plan; its peers close theirs.
         self.world
-            .resource_mut::<RosterChanges>()
-            .joined
-            .push(Person { id, name, role });
-        spawn
+            .resource_scope(|world, mut graph: Mut<ProximityGraph>| {
+                let mut outbox = world.resource_mut::<Outbox>();
+                graph.remove(id, slot, |peer| {
+                    outbox.push(
+                        Recipient::One(peer),
+                        &ServerMsg::DisconnectPeer { peer: id },
+                    );
+                });
+                graph.place(id, slot);
+            });
+        self.welcome(
+            Welcome {
+                protocol: PROTOCOL_VERSION,
+                you: id,
+                name,
+                map_url: self.map_url.clone(),
+                spawn: at.to_array(),
+                tick_hz: 0,
+                proximity: Default::default(),
+                ice_servers,
+                dev,
+                role,
+                resume: None,
+                resume_grace_secs: 0,
+                resumed: true,
+            },
+            resume,
+        );
+        self.world.resource_mut::<Classes>().resumed(id);
+        self.away.remove(&id);
+        self.world.resource_mut::<Outbox>().push(
+            Recipient::Everyone,
+            &ServerMsg::Reconnecting {
+                id,
+                reconnecting: false,
+            },
+        );
+        true
     }
 
     /// Removes an avatar; everyone is told at the next tick. Unknown ids are ignored.
     pub fn leave(&mut self, id: AvatarId) {
+        self.away.remove(&id);
         self.world.resource_mut::<MediaStates>().0.remove(&id);
         self.world
             .resource_scope(|world, mut classes: Mut<Classes>| {

@@ -692,9 +692,11 @@ impl Member {
         };
         let ssrcs = track.ssrcs().await;
         let Some(&media_ssrc) = ssrcs.first() else {
+            tracing::warn!(member = %self.setup.id, index, "a track without an SSRC; ignored");
             return;
         };
         let Some(codec) = track.codec(media_ssrc).await else {
+            tracing::warn!(member = %self.setup.id, index, media_ssrc, "a track without a codec; ignored");
             return;
         };
         let stats = Arc::new(StreamStats::default());
