@@ -137,11 +137,15 @@ fn connection_lost(app: &AppRef, reason: &str) {
     }
 }
 
-/// Drops the current connection as a network cut would (for tests: the page reconnects).
-pub fn drop_connection(app: &AppRef) {
-    if let Some(a) = app.upgrade()
-        && let Some(ws) = &a.borrow().ws
-    {
+/// Drops the current connection as a network cut would (for tests: the page reconnects,
+/// after `hold_ms` if given, as if the network were down that long).
+pub fn drop_connection(app: &AppRef, hold_ms: Option<u32>) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let mut a = app_rc.borrow_mut();
+    if hold_ms.is_some() {
+        a.link.retry_hint_ms = hold_ms;
+    }
+    if let Some(ws) = &a.ws {
         let _ = ws.close_with_code_and_reason(DROPPED_BY_PAGE, "dropped by the page");
     }
 }

@@ -24,8 +24,8 @@
 //! `open`, `reconnecting`, `connecting` or `closed`; `resumed`/`rejoined`: how often the
 //! page got its session back, or joined afresh, after a dropped connection), and
 //! `reconnecting` the ids of others whose connection dropped.
-//! `quad.dropConnection()` closes the page's WebSocket as a network cut would (code 4001):
-//! the page reconnects by itself.
+//! `quad.dropConnection(holdMs)` closes the page's WebSocket as a network cut would (code
+//! 4001): the page reconnects by itself, after `holdMs` if given (a cut that long).
 
 use super::peers::stream_live;
 use super::{AppRef, dom};
@@ -345,7 +345,10 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             .map_or(JsValue::NULL, |r| r.pc.clone().into())
     });
     let weak = app.clone();
-    let drop_connection = Closure::<dyn Fn()>::new(move || super::net::drop_connection(&weak));
+    let drop_connection = Closure::<dyn Fn(JsValue)>::new(move |hold: JsValue| {
+        let hold_ms = hold.as_f64().map(|ms| ms.clamp(0.0, 600_000.0) as u32);
+        super::net::drop_connection(&weak, hold_ms);
+    });
     let quad = js_sys::Object::new();
     js_sys::Reflect::set(&quad, &"dropConnection".into(), drop_connection.as_ref())?;
     js_sys::Reflect::set(&quad, &"peerConnection".into(), peer_connection.as_ref())?;

@@ -1,0 +1,185 @@
+//! Reconnecting without a reload, in two real browsers (Chromium's fake microphone). Page A
+//! loses its WebSocket (`quad.dropConnection(ms)`: closed as a network cut would, and no
+//! new one for `ms`); it says "Reconnecting…", comes back by itself as the same avatar in
+//! the same place, and hears B and is heard by B again, in the hallway and in a classroom.
+//! The page is never reloaded (a marker set before the cut is still there), and no chat
+//! line shows twice. Prints how long audio took to come back after the cut ended.
+
+use glam::Vec2;
+use quad_shared::protocol::{ChatTo, ClientMsg};
+use quad_tests::browser::{Browser, Driver, require_client_bundle};
+use quad_tests::room_bot::room_spot;
+use quad_tests::{Bot, TestServer, campus};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// How long the cut lasts, milliseconds.
+const CUT_MS: u32 = 3_000;
+
+fn chat_count(snap: &Value, text: &str) -> usize {
+    snap["chat"]
+        .as_array()
+        .map_or(0, |v| v.iter().filter(|l| l["text"] == text).count())
+}
+
+/// Page A drops its connection for [`CUT_MS`]; returns once it is back (resumed), with
+/// the time the cut ended.
+async fn cut_and_resume(a: &Browser, a_id: u64, bot: &mut Bot) -> anyhow::Result<Instant> {
+    a.eval("window.__notReloaded = true; return true").await?;
+    a.eval(&format!(
+        "window.quad.dropConnection({CUT_MS}); return true"
+    ))
+    .await?;
+    let snap = a
+        .wait_snapshot("A to say it is reconnecting", |s| {
+            s["connection"]["state"] == "reconnecting"
+        })
+        .await?;
+    let status = snap["connection"]["status"].as_str().unwrap_or_default();
+    assert!(status.starts_with("Reconnecting"), "{snap}");
+    // Said while A is away.
+    bot.send(&ClientMsg::Chat {
+        to: ChatTo::Space,
+        text: "said during the cut".into(),
+    })
+    .await?;
+    let snap = a
+        .wait_snapshot("A back in the space", |s| {
+            s["connection"]["state"] == "open" && s["connection"]["resumed"] == 1
+        })
+        .await?;
+    let ended = Instant::now();
+    assert_eq!(snap["self"]["id"], a_id, "the same avatar: {snap}");
+    assert_eq!(
+        a.eval("return window.__notReloaded === true").await?,
+        Value::Bool(true),
+        "the page was not reloaded"
+    );
+    Ok(ended)
+}
+
+#[tokio::test]
+async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room()
+-> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let map = campus();
+    let pa = map.spawn + Vec2::new(-144.0, 0.0);
+    let pb = map.spawn + Vec2::new(-144.0, 40.0);
+    let a = driver.browser().await?;
+    let b = driver.browser().await?;
+    a.goto(&format!(
+        "{}/?name=Alice&spawn={},{}",
+        server.url(),
+        pa.x,
+        pa.y
+    ))
+    .await?;
+    b.goto(&format!(
+        "{}/?name=Bob&spawn={},{}",
+        server.url(),
+        pb.x,
+        pb.y
+    ))
+    .await?;
+    let a_id = a.wait_joined_with_mic("A").await?;
+    let b_id = b.wait_joined_with_mic("B").await?;
+    // A bot in the space who chats.
+    let mut bot = Bot::join(server.addr(), "Cleo", None).await?;
+    bot.send(&ClientMsg::Chat {
+        to: ChatTo::Space,
+        text: "said before the cut".into(),
+    })
+    .await?;
+    a.wait_connected_to(b_id).await?;
+    a.wait_audio_rising(b_id).await?;
+    a.wait_snapshot("the first line", |s| {
+        chat_count(s, "said before the cut") == 1
+    })
+    .await?;
+    let before = a.snapshot().await?;
+
+    // In the hallway.
+    let ended = cut_and_resume(&a, a_id, &mut bot).await?;
+    assert!(
+        (before["self"]["x"].as_f64().unwrap_or(0.0) - f64::from(pa.x)).abs() < 1.0,
+        "{before}"
+    );
+    let after = a.snapshot().await?;
+    assert_eq!(after["self"]["x"], before["self"]["x"], "where it was");
+    assert_eq!(after["self"]["y"], before["self"]["y"], "where it was");
+    a.wait_connected_to(b_id).await?;
+    a.wait_audio_rising(b_id).await?;
+    b.wait_connected_to(a_id).await?;
+    b.wait_audio_rising(a_id).await?;
+    let hallway_ms = ended.elapsed().as_millis();
+    let snap = a
+        .wait_snapshot("the line said during the cut", |s| {
+            chat_count(s, "said during the cut") == 1
+        })
+        .await?;
+    assert_eq!(
+        chat_count(&snap, "said before the cut"),
+        1,
+        "no line twice: {snap}"
+    );
+
+    // In a classroom: both pages start there afresh.
+    let at = room_spot(&map, 0)?;
+    a.goto(&format!(
+        "{}/?name=Alice&spawn={},{}",
+        server.url(),
+        at[0],
+        at[1]
+    ))
+    .await?;
+    b.goto(&format!(
+        "{}/?name=Bob&spawn={},{}",
+        server.url(),
+        at[0],
+        at[1]
+    ))
+    .await?;
+    let a_id = a.wait_joined_with_mic("A in the room").await?;
+    let b_id = b.wait_joined_with_mic("B in the room").await?;
+    let hears = |from: u64| {
+        move |s: &Value| {
+            s["room"]["state"] == "connected"
+                && s["room"]["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m["id"] == from && m["audio"] == true))
+        }
+    };
+    a.wait_snapshot("A hearing B in the room", hears(b_id))
+        .await?;
+    b.wait_snapshot("B hearing A in the room", hears(a_id))
+        .await?;
+    let room = a.snapshot().await?["room"]["name"].clone();
+    let ended = cut_and_resume(&a, a_id, &mut bot).await?;
+    let snap = a
+        .wait_snapshot("A hearing B in the room again", hears(b_id))
+        .await?;
+    assert_eq!(snap["room"]["name"], room, "the same room");
+    let before = a.room_audio_from(b_id).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.room_audio_from(b_id).await? <= before {
+        anyhow::ensure!(Instant::now() < deadline, "B's audio does not reach A");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let room_ms = ended.elapsed().as_millis();
+    b.wait_snapshot("B hearing A again", hears(a_id)).await?;
+    let before = b.room_audio_from(a_id).await?;
+    while b.room_audio_from(a_id).await? <= before {
+        anyhow::ensure!(Instant::now() < deadline, "A's audio does not reach B");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "after a {CUT_MS} ms cut: hallway audio both ways {hallway_ms} ms, room audio {room_ms} ms after the cut ended"
+    );
+
+    a.close().await?;
+    b.close().await?;
+    server.stop().await;
+    Ok(())
+}
