@@ -1,7 +1,8 @@
 //! Getting a session back after the connection drops: what the page keeps of its session
 //! ([`Link`]: the resume token, its name, the room it is in) and when to try again (a
-//! backoff with jitter, or the time the server gave when it announced a restart). Plain
-//! Rust; the WebSocket side is in `web::net`.
+//! backoff with jitter, [`backoff_ms`], or the time the server gave when it announced a
+//! restart). Hallway peer connections that fail are restarted on the same backoff. Plain
+//! Rust; the WebSocket side is in `web::net`, the peers' in `web::peers`.
 
 use quad_shared::protocol::Welcome;
 
@@ -51,10 +52,17 @@ impl Link {
         if let Some(hint) = self.retry_hint_ms.take() {
             return f64::from(hint);
         }
-        let exp = self.attempt.saturating_sub(1).min(16);
-        let ceiling = (RETRY_FIRST_MS * f64::from(1u32 << exp)).min(RETRY_MAX_MS);
-        ceiling / 2.0 + random.clamp(0.0, 1.0) * ceiling / 2.0
+        backoff_ms(self.attempt, RETRY_FIRST_MS, RETRY_MAX_MS, random)
     }
+}
+
+/// The wait before try number `attempt` (from 1): a ceiling of `first_ms`, doubled for each
+/// try before, at most `max_ms`; the wait is drawn between half of it and all of it with
+/// `random` in [0, 1) (jitter, so that many clients do not try in step).
+pub fn backoff_ms(attempt: u32, first_ms: f64, max_ms: f64, random: f64) -> f64 {
+    let exp = attempt.saturating_sub(1).min(16);
+    let ceiling = (first_ms * f64::from(1u32 << exp)).min(max_ms);
+    ceiling / 2.0 + random.clamp(0.0, 1.0) * ceiling / 2.0
 }
 
 #[cfg(test)]

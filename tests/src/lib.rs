@@ -9,6 +9,7 @@ pub mod lossy_udp;
 pub mod netlab;
 pub mod relay;
 pub mod room_bot;
+pub mod soak;
 pub mod tls_client;
 pub mod turn_client;
 

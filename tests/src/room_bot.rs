@@ -268,6 +268,16 @@ impl RoomBot {
         let _ = self.commands.send(Command::Reconnect(addr, room));
     }
 
+    /// Drops the per-packet records kept so far (delays, sequence numbers, the log), so that
+    /// a long run's bot does not grow; counts stay.
+    pub fn forget(&self) {
+        let mut s = self.state();
+        s.delays_us.clear();
+        s.seqs.clear();
+        s.log.clear();
+        s.errors.clear();
+    }
+
     /// Closes the room connection without a word, keeping the WebSocket.
     pub fn drop_media(&self) {
         let _ = self.commands.send(Command::DropMedia);

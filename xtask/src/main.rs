@@ -3,6 +3,8 @@
 //! - `serve`: builds the wasm client, then runs `quad-server` on http://127.0.0.1:8080.
 //! - `test`: builds the client, installs Chromium when missing, runs every test.
 //! - `bench`: runs the benchmarks and prints one table against the targets.
+//! - `soak --minutes N`: a release server under walking bots and churning classrooms for
+//!   N minutes (default 30), sampled each minute; writes `target/soak/soak.{md,csv,svg}`.
 //! - `client`: only builds the wasm client into `target/web/pkg`.
 //!
 //! The wasm bundle is made with the `wasm-bindgen-cli-support` library, so nothing is
@@ -21,10 +23,11 @@ fn main() -> Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("bench-summary") => summarize(&root),
+        Some("soak") => soak(&root, &args[1..]),
         Some("client") => build_client(&root).map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <serve [server flags] | test [cargo test args] | bench | client>"
+                "usage: cargo xtask <serve [server flags] | test [cargo test args] | bench | soak [--minutes N] | client>"
             );
             std::process::exit(2);
         }
@@ -202,6 +205,24 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         cmd.env("RUST_LIB_BACKTRACE", "0");
     }
     run(&mut cmd)
+}
+
+/// The soak run: builds the release server and `quad-soak`, then runs it with `extra`
+/// (`--minutes N`, `--walkers`, `--rooms`, `--room-size`, `--every`, `--out`).
+fn soak(root: &Path, extra: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--release", "--package", "quad-server"]))?;
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "quad-tests",
+            "--bin",
+            "quad-soak",
+            "--",
+        ])
+        .args(extra)
+        .env("QUAD_SERVER_BIN", root.join("target/release/quad-server")))
 }
 
 fn bench(root: &Path, extra: &[String]) -> Result<()> {

@@ -426,3 +426,15 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
     }
     Ok(())
 }
+
+/// Resolves after `ms` milliseconds (a `setTimeout`); at once if there is no window.
+pub async fn sleep_ms(ms: f64) {
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        if let Ok(w) = window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms as i32);
+        } else {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}

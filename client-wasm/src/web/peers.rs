@@ -5,8 +5,9 @@
 //! WebAudio: one gain and one stereo panner per peer, set from positions every frame,
 //! fading to silence at the disconnect radius. A peer's camera shows in a round `<video>`
 //! bubble above its avatar. The server tells us each peer's microphone, camera and screen
-//! state (we tell it ours on every toggle). A connection that fails is retried once with an
-//! ICE restart.
+//! state (we tell it ours on every toggle). A connection that goes down (`disconnected` or
+//! `failed`) is restarted (ICE restart) on a backoff with jitter for as long as the link
+//! lasts.
 //!
 //! A shared screen goes to each peer on a video transceiver of its own, added when sharing
 //! starts (perfect negotiation renegotiates) and kept for the next share, never reused for
@@ -83,6 +84,8 @@ pub struct Peer {
     screen_out: Rc<RefCell<Option<RtcRtpTransceiver>>>,
     /// The peer's microphone, camera and screen state, as the server last told us.
     pub remote: MediaFlags,
+    /// ICE restarts made to bring this connection back (see `recover`).
+    pub ice_restarts: Rc<Cell<u32>>,
     _handlers: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -631,25 +634,24 @@ pub fn connect(
             }
         })
     };
+    let ice_restarts = Rc::new(Cell::new(0u32));
     let on_state = {
         let (pc, app) = (pc.clone(), app.clone());
-        let restarted = Cell::new(false);
-        Closure::<dyn FnMut()>::new(move || {
-            if pc.connection_state() == RtcPeerConnectionState::Connected {
+        let recovering = Rc::new(Cell::new(false));
+        let ice_restarts = ice_restarts.clone();
+        Closure::<dyn FnMut()>::new(move || match pc.connection_state() {
+            RtcPeerConnectionState::Connected => {
                 // A hallway peer plays: a room being left may close now.
                 media_ready(&app, false);
-                return;
             }
-            if pc.connection_state() != RtcPeerConnectionState::Failed {
-                return;
-            }
-            if !restarted.replace(true) {
-                ext(&pc).restart_ice();
-            } else if let Some(a) = app.upgrade()
-                && let Ok(mut a) = a.try_borrow_mut()
-            {
-                a.status = format!("Could not connect to {}", a.game.name_of(peer));
-            }
+            RtcPeerConnectionState::Disconnected | RtcPeerConnectionState::Failed => recover(
+                app.clone(),
+                peer,
+                pc.clone(),
+                recovering.clone(),
+                ice_restarts.clone(),
+            ),
+            _ => {}
         })
     };
     pc.set_onnegotiationneeded(Some(on_negotiation.as_ref().unchecked_ref()));
@@ -671,6 +673,7 @@ pub fn connect(
             screen_in,
             screen_out,
             remote,
+            ice_restarts,
             _handlers: vec![
                 Box::new(on_negotiation),
                 Box::new(on_candidate),
@@ -735,6 +738,61 @@ fn spatial_voice(audio: &AudioContext, stream: &MediaStream) -> Result<Voice, Js
 }
 
 /// Closes the connection with `peer`.
+/// The first ICE restart of a hallway connection that went down comes after at most this
+/// long, milliseconds (a connection briefly `disconnected` often recovers by itself);
+/// each one that does not bring it back doubles the wait, up to [`RESTART_MAX_MS`].
+const RESTART_FIRST_MS: f64 = 2_000.0;
+const RESTART_MAX_MS: f64 = 15_000.0;
+
+/// Restarts ICE with `peer` on a backoff with jitter while `pc` is down, for as long as it
+/// is the link's connection (the server ends the link when the avatars part). One loop per
+/// connection (`recovering`); `restarts` counts them for the test surface.
+fn recover(
+    app: AppRef,
+    peer: AvatarId,
+    pc: RtcPeerConnection,
+    recovering: Rc<Cell<bool>>,
+    restarts: Rc<Cell<u32>>,
+) {
+    if recovering.replace(true) {
+        return;
+    }
+    wasm_bindgen_futures::spawn_local(async move {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let wait = crate::reconnect::backoff_ms(
+                attempt,
+                RESTART_FIRST_MS,
+                RESTART_MAX_MS,
+                js_sys::Math::random(),
+            );
+            dom::sleep_ms(wait).await;
+            let current = app.upgrade().is_some_and(|a| {
+                a.try_borrow().is_ok_and(|a| {
+                    a.media.peers.get(&peer).is_some_and(|p| {
+                        AsRef::<JsValue>::as_ref(&p.pc) == AsRef::<JsValue>::as_ref(&pc)
+                    })
+                })
+            });
+            match pc.connection_state() {
+                _ if !current => break,
+                RtcPeerConnectionState::Connected | RtcPeerConnectionState::Closed => break,
+                _ => {
+                    ext(&pc).restart_ice();
+                    restarts.set(restarts.get() + 1);
+                    if let Some(a) = app.upgrade()
+                        && let Ok(mut a) = a.try_borrow_mut()
+                    {
+                        a.status = format!("Reconnecting to {}…", a.game.name_of(peer));
+                    }
+                }
+            }
+        }
+        recovering.set(false);
+    });
+}
+
 pub fn disconnect(app: &AppRef, peer: AvatarId) {
     let Some(app_rc) = app.upgrade() else { return };
     let Some(p) = app_rc.borrow_mut().media.peers.remove(&peer) else {

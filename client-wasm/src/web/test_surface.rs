@@ -1,7 +1,8 @@
 //! `window.quad`: a stable surface for browser tests and curious users.
 //! `quad.snapshot()` → `{self: {id, name, x, y, zone}, avatars: [{id, name, x, y, zone}]}`;
 //! `quad.zones()` → `[{id, name, kind, x, y, w, h}]` in world pixels.
-//! The snapshot also has `peers: [{id, state, since, mic, camera, video, screen}]` (`mic`
+//! The snapshot also has `peers: [{id, state, since, mic, camera, video, screen, restarts}]`
+//! (`restarts`: ICE restarts made to bring the connection back; `mic`
 //! and `camera` as the server reports the peer's devices; `video`: its camera bubble shows
 //! decoded frames; `screen`: a live screen track of the peer arrives) and
 //! `media: {mic, camera, screen}` (our own);
@@ -134,6 +135,8 @@ struct PeerView {
     video: bool,
     /// Whether a live screen track from the peer arrives.
     screen: bool,
+    /// ICE restarts made to bring the connection back.
+    restarts: u32,
 }
 
 #[derive(Serialize)]
@@ -208,6 +211,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
                     .borrow()
                     .as_ref()
                     .is_some_and(|s| stream_live(s, "video")),
+                restarts: p.ice_restarts.get(),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

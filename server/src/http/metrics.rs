@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 22] = [
+    let rows: [(&str, &str, &str, u64); 24] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -137,6 +137,20 @@ pub fn render(state: &AppState) -> String {
             "gauge",
             "Sessions in the space: connected, or whose connection dropped and who may still resume (those are also in quad_sessions_parked).",
             state.sessions.len() as u64,
+        ),
+        (
+            "quad_sfu_doors",
+            "gauge",
+            "Room members the SFU's front door knows (one entry each; equals quad_room_members unless one is stuck).",
+            state.sfu.doors() as u64,
+        ),
+        (
+            "quad_tokio_tasks",
+            "gauge",
+            "Tasks alive in the server's async runtime (a count that only grows is a leak).",
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as u64,
         ),
         (
             "quad_sessions_parked",

@@ -242,6 +242,11 @@ impl Sfu {
         );
     }
 
+    /// Members the front door knows (for `/metrics`: the soak run watches it for leaks).
+    pub fn doors(&self) -> usize {
+        self.members.len()
+    }
+
     /// Takes `member` out of its room, if it is in one. The room ends with its last member.
     pub fn leave(&self, member: AvatarId) {
         let Some((_, Door { room, .. })) = self.members.remove(&member) else {

@@ -1,0 +1,151 @@
+//! A hallway link whose media path is cut comes back once the path does: two Chromium
+//! pages linked in the hallway hear each other; the test drops every UDP datagram in its
+//! network namespace (nftables) for [`CUT`], so their peer connection goes down while the
+//! WebSocket (TCP) stays up; the pages restart ICE on a backoff for as long as the link
+//! lasts, and once the path is back they hear each other again. Prints the ICE restarts
+//! made and how long after the cut ended audio came back.
+//!
+//! Needs root for nftables (CI runs the tests as root, each binary in a network namespace
+//! of its own): `unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh cargo test -p quad-tests --test browser_hallway_recovery`
+
+use anyhow::{Context, Result, bail};
+use glam::Vec2;
+use quad_tests::browser::{Browser, Driver, require_client_bundle};
+use quad_tests::{TestServer, campus};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long the media path is cut.
+const CUT: Duration = Duration::from_secs(12);
+
+/// Runs `nft` with `args`.
+fn nft(args: &[&str]) -> Result<()> {
+    let out = Command::new("nft")
+        .args(args)
+        .output()
+        .context("running nft (install nftables)")?;
+    if !out.status.success() {
+        bail!(
+            "nft {args:?}: {} (this test needs root, in a network namespace of its own)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Drops every UDP datagram this namespace sends, until dropped.
+struct UdpCut;
+
+impl UdpCut {
+    fn start() -> Result<UdpCut> {
+        nft(&["add", "table", "inet", "quad_cut"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "quad_cut",
+            "out",
+            "{ type filter hook output priority 0; }",
+        ])?;
+        nft(&[
+            "add", "rule", "inet", "quad_cut", "out", "meta", "l4proto", "udp", "drop",
+        ])?;
+        Ok(UdpCut)
+    }
+}
+
+impl Drop for UdpCut {
+    fn drop(&mut self) {
+        if let Err(e) = nft(&["delete", "table", "inet", "quad_cut"]) {
+            eprintln!("could not lift the cut: {e:#}");
+        }
+    }
+}
+
+fn peer_of(snap: &serde_json::Value, id: u64) -> serde_json::Value {
+    snap["peers"]
+        .as_array()
+        .and_then(|v| v.iter().find(|p| p["id"] == id).cloned())
+        .unwrap_or_default()
+}
+
+async fn restarts(page: &Browser, peer: u64) -> Result<u64> {
+    Ok(peer_of(&page.snapshot().await?, peer)["restarts"]
+        .as_u64()
+        .unwrap_or(0))
+}
+
+#[tokio::test]
+async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts() -> Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let map = campus();
+    let (pa, pb) = (
+        map.spawn + Vec2::new(-144.0, 0.0),
+        map.spawn + Vec2::new(-144.0, 40.0),
+    );
+    let a = driver.browser().await?;
+    let b = driver.browser().await?;
+    a.goto(&format!(
+        "{}/?name=Alice&spawn={},{}",
+        server.url(),
+        pa.x,
+        pa.y
+    ))
+    .await?;
+    b.goto(&format!(
+        "{}/?name=Bob&spawn={},{}",
+        server.url(),
+        pb.x,
+        pb.y
+    ))
+    .await?;
+    let a_id = a.wait_joined_with_mic("A").await?;
+    let b_id = b.wait_joined_with_mic("B").await?;
+    a.wait_connected_to(b_id).await?;
+    a.wait_audio_rising(b_id).await?;
+    b.wait_audio_rising(a_id).await?;
+
+    let cut = UdpCut::start()?;
+    let began = Instant::now();
+    a.wait_snapshot("A's link to go down", |s| {
+        let state = &peer_of(s, b_id)["state"];
+        *state == "disconnected" || *state == "failed"
+    })
+    .await?;
+    let down = began.elapsed();
+    tokio::time::sleep(CUT.saturating_sub(began.elapsed())).await;
+    let during = restarts(&a, b_id).await? + restarts(&b, a_id).await?;
+    drop(cut);
+    let ended = Instant::now();
+
+    a.wait_connected_to(b_id).await?;
+    b.wait_connected_to(a_id).await?;
+    a.wait_audio_rising(b_id).await?;
+    b.wait_audio_rising(a_id).await?;
+    let back = ended.elapsed();
+    let total = restarts(&a, b_id).await? + restarts(&b, a_id).await?;
+    println!(
+        "media path cut for {CUT:?}: down after {} ms; {during} ICE restarts during the cut, \
+         {total} in all; audio both ways {} ms after the path came back",
+        down.as_millis(),
+        back.as_millis()
+    );
+    assert!(
+        during >= 2,
+        "a link that stays down is restarted again, not once: {during} restarts"
+    );
+    // The link is the same one (the server never ended it): the pages still see each other.
+    assert_eq!(
+        a.snapshot().await?["peers"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0),
+        1
+    );
+    a.close().await?;
+    b.close().await?;
+    server.stop().await;
+    Ok(())
+}
