@@ -3,6 +3,8 @@
 //! - `serve`: builds the wasm client, then runs `quad-server` on http://127.0.0.1:8080.
 //! - `test`: builds the client, installs Chromium when missing, runs every test.
 //! - `bench`: runs the benchmarks and prints one table against the targets.
+//! - `fuzz --minutes N`: every fuzz harness (`fuzz/`), N minutes shared among them, each
+//!   stopping at 10 million executions; a table of executions per harness.
 //! - `soak --minutes N`: a release server under walking bots and churning classrooms for
 //!   N minutes (default 30), sampled each minute; writes `target/soak/soak.{md,csv,svg}`.
 //! - `client`: only builds the wasm client into `target/web/pkg`.
@@ -24,10 +26,21 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         Some("bench-summary") => summarize(&root),
         Some("soak") => soak(&root, &args[1..]),
+        Some("fuzz") => run(cargo()
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "quad-fuzz",
+                "--bin",
+                "quad-fuzz",
+                "--",
+            ])
+            .args(&args[1..])),
         Some("client") => build_client(&root).map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <serve [server flags] | test [cargo test args] | bench | soak [--minutes N] | client>"
+                "usage: cargo xtask <serve [server flags] | test [cargo test args] | bench | soak [--minutes N] | fuzz [--minutes N] | client>"
             );
             std::process::exit(2);
         }
