@@ -423,7 +423,8 @@ pub fn report(
     }
     std::fs::write(options.out.join("soak.csv"), csv)?;
 
-    let from = 5.0;
+    // From minute 5 (start-up and the first joins are over), or half-way in a short run.
+    let from = (options.minutes / 2.0).min(5.0);
     let mut verdict = Vec::new();
     let rss = drift(samples, 0, from).context("no samples")?;
     verdict.push(format!(
