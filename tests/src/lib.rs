@@ -4,6 +4,7 @@
 //! [`browser`]. Tests talk only to loopback.
 
 pub mod browser;
+pub mod crash;
 pub mod load;
 pub mod lossy_udp;
 pub mod netlab;

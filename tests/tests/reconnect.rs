@@ -312,7 +312,7 @@ async fn restart_process(
 }
 
 /// Bots in the hallway for the restart tests, besides the two in a room.
-const WALKERS: usize = 20;
+const WALKERS: usize = 48;
 
 /// Two room bots in the first classroom and [`WALKERS`] bots in the hallway, on `addr`.
 async fn campus_of(addr: SocketAddr) -> Result<(RoomBot, RoomBot, Vec<Bot>, String)> {
