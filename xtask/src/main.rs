@@ -7,6 +7,7 @@
 //!   stopping at 10 million executions; a table of executions per harness.
 //! - `soak --minutes N`: a release server under walking bots and churning classrooms for
 //!   N minutes (default 30), sampled each minute; writes `target/soak/soak.{md,csv,svg}`.
+//!   `soak --crash-cycles N`: N kill-and-restart cycles while bots chat instead.
 //! - `client`: only builds the wasm client into `target/web/pkg`.
 //!
 //! The wasm bundle is made with the `wasm-bindgen-cli-support` library, so nothing is
@@ -40,7 +41,7 @@ fn main() -> Result<()> {
         Some("client") => build_client(&root).map(|_| ()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <serve [server flags] | test [cargo test args] | bench | soak [--minutes N] | fuzz [--minutes N] | client>"
+                "usage: cargo xtask <serve [server flags] | test [cargo test args] | bench | soak [--minutes N | --crash-cycles N] | fuzz [--minutes N] | client>"
             );
             std::process::exit(2);
         }
