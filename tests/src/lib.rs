@@ -148,6 +148,47 @@ pub fn server_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// A `quad-server` process on `listen` with `data` as its data directory, and where it
+/// serves.
+pub async fn start_process(
+    data: &std::path::Path,
+    listen: &str,
+) -> Result<(tokio::process::Child, SocketAddr)> {
+    let mut command = tokio::process::Command::new(server_binary()?);
+    command
+        .current_dir(repo_root())
+        .args(["--listen", listen, "--dev"])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--client-dir")
+        .arg(client_dir());
+    let (child, serving) = spawn_server(&mut command).await?;
+    let addr = serving
+        .url
+        .strip_prefix("http://")
+        .context("a plain-http server")?
+        .parse()?;
+    Ok((child, addr))
+}
+
+/// Starts the server again on the same address (the port may take a moment to free).
+pub async fn restart_process(
+    data: &std::path::Path,
+    addr: SocketAddr,
+) -> Result<(tokio::process::Child, SocketAddr)> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match start_process(data, &addr.to_string()).await {
+            Ok(started) => return Ok(started),
+            Err(e) if Instant::now() < deadline => {
+                println!("restarting: {e:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Where a started `quad-server` process serves, as it printed it.
 pub struct Serving {
     /// `http://ADDR` or `https://ADDR`.

@@ -4,12 +4,18 @@
 //! the same place, and hears B and is heard by B again, in the hallway and in a classroom.
 //! The page is never reloaded (a marker set before the cut is still there), and no chat
 //! line shows twice. Prints how long audio took to come back after the cut ended.
+//!
+//! Then the real `quad-server` is killed with SIGKILL under two pages in a classroom and
+//! started again on the same address and data directory: the pages join again by
+//! themselves, back in their classroom, with the chat they were shown kept once; then
+//! SIGTERM: the pages are told the server is restarting and come back to the new process.
+//! Prints how long each took from the new process serving.
 
 use glam::Vec2;
 use quad_shared::protocol::{ChatTo, ClientMsg};
 use quad_tests::browser::{Browser, Driver, require_client_bundle};
 use quad_tests::room_bot::room_spot;
-use quad_tests::{Bot, TestServer, campus};
+use quad_tests::{Bot, TestServer, campus, restart_process, start_process, temp_dir};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -181,5 +187,123 @@ async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_roo
     a.close().await?;
     b.close().await?;
     server.stop().await;
+    Ok(())
+}
+
+/// The two pages are in the space again by themselves (joined afresh: the new process has
+/// no sessions), in their classroom, hearing each other; returns how long that took from
+/// `answering` (when the new process served).
+async fn pages_back(
+    pages: [&Browser; 2],
+    rejoins: u64,
+    room: &Value,
+    answering: Instant,
+) -> anyhow::Result<Duration> {
+    let mut ids = Vec::new();
+    for page in pages {
+        let snap = page
+            .wait_snapshot("the page back in the space by itself", |s| {
+                s["connection"]["state"] == "open" && s["connection"]["rejoined"] == rejoins
+            })
+            .await?;
+        ids.push(snap["self"]["id"].as_u64().unwrap_or_default());
+    }
+    let took = answering.elapsed();
+    for (page, other) in [(pages[0], ids[1]), (pages[1], ids[0])] {
+        let snap = page
+            .wait_snapshot("the page hearing the other in its classroom again", |s| {
+                s["room"]["state"] == "connected"
+                    && s["room"]["members"].as_array().is_some_and(|m| {
+                        m.iter().any(|m| m["id"] == other && m["audio"] == true)
+                    })
+            })
+            .await?;
+        assert_eq!(&snap["room"]["name"], room, "back in the same classroom");
+        assert_eq!(
+            page.eval("return window.__notReloaded === true").await?,
+            Value::Bool(true),
+            "not reloaded"
+        );
+    }
+    Ok(took)
+}
+
+#[tokio::test]
+async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves() -> anyhow::Result<()>
+{
+    require_client_bundle()?;
+    let data = temp_dir("browser-restart");
+    let (mut server, addr) = start_process(&data, "127.0.0.1:0").await?;
+    let url = format!("http://{addr}");
+    let driver = Driver::start().await?;
+    let at = room_spot(&campus(), 1)?;
+    let a = driver.browser().await?;
+    let b = driver.browser().await?;
+    for (page, name) in [(&a, "Alice"), (&b, "Bob")] {
+        page.goto(&format!("{url}/?name={name}&spawn={},{}", at[0], at[1]))
+            .await?;
+    }
+    a.wait_joined_with_mic("A").await?;
+    b.wait_joined_with_mic("B").await?;
+    let room = a
+        .wait_snapshot("A in a classroom", |s| s["room"]["name"].is_string())
+        .await?["room"]["name"]
+        .clone();
+    for page in [&a, &b] {
+        page.eval("window.__notReloaded = true; return true").await?;
+    }
+    // Lines a bot says, shown to A before the crash.
+    let mut bot = Bot::join(addr, "Cleo", None).await?;
+    for n in 0..5 {
+        bot.send(&ClientMsg::Chat {
+            to: ChatTo::Space,
+            text: format!("before the crash {n}"),
+        })
+        .await?;
+    }
+    a.wait_snapshot("A shown the bot's lines", |s| {
+        chat_count(s, "before the crash 4") == 1
+    })
+    .await?;
+
+    // kill -9, then the same address again.
+    server.start_kill()?;
+    server.wait().await?;
+    let (mut server, _) = restart_process(&data, addr).await?;
+    let after_crash = pages_back([&a, &b], 1, &room, Instant::now()).await?;
+    let snap = a.snapshot().await?;
+    for n in 0..5 {
+        assert_eq!(
+            chat_count(&snap, &format!("before the crash {n}")),
+            1,
+            "each line once, kept across the crash: {snap}"
+        );
+    }
+
+    // SIGTERM: the pages are told, and come back when told to.
+    let pid = server.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    for page in [&a, &b] {
+        page.wait_snapshot("the page told the server restarts", |s| {
+            s["connection"]["status"]
+                .as_str()
+                .is_some_and(|t| t.contains("restarting") || t.starts_with("Reconnecting"))
+        })
+        .await?;
+    }
+    server.wait().await?;
+    let (mut server, _) = restart_process(&data, addr).await?;
+    let after_term = pages_back([&a, &b], 2, &room, Instant::now()).await?;
+    println!(
+        "pages back in their classroom by themselves, from the new process serving: {} ms after kill -9, {} ms after SIGTERM (told to come back in 1-6 s)",
+        after_crash.as_millis(),
+        after_term.as_millis()
+    );
+    server.start_kill()?;
+    a.close().await?;
+    b.close().await?;
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }

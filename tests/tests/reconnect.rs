@@ -14,7 +14,7 @@ use quad_shared::movement::dir;
 use quad_shared::protocol::{ChatTo, ClientMsg, ErrorCode};
 use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
 use quad_tests::{
-    Bot, PATIENCE, PeerEvent, TestServer, campus, http_get, metric, server_binary, spawn_server,
+    Bot, PATIENCE, PeerEvent, TestServer, campus, http_get, metric, restart_process, start_process,
     temp_dir,
 };
 use std::net::SocketAddr;
@@ -268,47 +268,6 @@ async fn a_class_member_resumes_into_its_room_and_is_heard_again() -> Result<()>
     );
     server.stop().await;
     Ok(())
-}
-
-/// A `quad-server` process on `listen` with `data` as its data directory, and where it
-/// serves.
-async fn start_process(
-    data: &std::path::Path,
-    listen: &str,
-) -> Result<(tokio::process::Child, SocketAddr)> {
-    let mut command = tokio::process::Command::new(server_binary()?);
-    command
-        .current_dir(quad_tests::repo_root())
-        .args(["--listen", listen, "--dev"])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--client-dir")
-        .arg(quad_tests::client_dir());
-    let (child, serving) = spawn_server(&mut command).await?;
-    let addr = serving
-        .url
-        .strip_prefix("http://")
-        .context("a plain-http server")?
-        .parse()?;
-    Ok((child, addr))
-}
-
-/// Starts the server again on the same address (the port may take a moment to free).
-async fn restart_process(
-    data: &std::path::Path,
-    addr: SocketAddr,
-) -> Result<(tokio::process::Child, SocketAddr)> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match start_process(data, &addr.to_string()).await {
-            Ok(started) => return Ok(started),
-            Err(e) if Instant::now() < deadline => {
-                println!("restarting: {e:#}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Bots in the hallway for the restart tests, besides the two in a room.
