@@ -24,7 +24,7 @@ pub const BURST: usize = 5;
 
 /// Starts `bin` (a `quad-server`) on a free loopback port with `data` as its data
 /// directory; returns the process and its address.
-async fn start(bin: &Path, data: &Path) -> Result<(Child, SocketAddr)> {
+pub async fn start(bin: &Path, data: &Path) -> Result<(Child, SocketAddr)> {
     let mut command = tokio::process::Command::new(bin);
     command
         .current_dir(crate::repo_root())

@@ -213,9 +213,9 @@ async fn pages_back(
         let snap = page
             .wait_snapshot("the page hearing the other in its classroom again", |s| {
                 s["room"]["state"] == "connected"
-                    && s["room"]["members"].as_array().is_some_and(|m| {
-                        m.iter().any(|m| m["id"] == other && m["audio"] == true)
-                    })
+                    && s["room"]["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().any(|m| m["id"] == other && m["audio"] == true))
             })
             .await?;
         assert_eq!(&snap["room"]["name"], room, "back in the same classroom");
@@ -229,8 +229,7 @@ async fn pages_back(
 }
 
 #[tokio::test]
-async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves() -> anyhow::Result<()>
-{
+async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves() -> anyhow::Result<()> {
     require_client_bundle()?;
     let data = temp_dir("browser-restart");
     let (mut server, addr) = start_process(&data, "127.0.0.1:0").await?;
@@ -250,7 +249,8 @@ async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves() -> 
         .await?["room"]["name"]
         .clone();
     for page in [&a, &b] {
-        page.eval("window.__notReloaded = true; return true").await?;
+        page.eval("window.__notReloaded = true; return true")
+            .await?;
     }
     // Lines a bot says, shown to A before the crash.
     let mut bot = Bot::join(addr, "Cleo", None).await?;

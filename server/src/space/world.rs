@@ -552,6 +552,15 @@ impl SpaceWorld {
                 if let Effect::SendOut { student, room } = effect {
                     self.send_out(student, room);
                 }
+                // The class's new state goes out with this pass, which holds it until the
+                // audit record is stored (not at the next tick, which would not wait): no one
+                // sees an action take effect that a crash could leave out of the log. Teacher
+                // actions are rate-limited, so this does not undo the once-a-tick coalescing
+                // that guards against students' hand and attention toggles.
+                self.world
+                    .resource_scope(|world, mut classes: Mut<Classes>| {
+                        classes.send_announced(&mut world.resource_mut::<Outbox>());
+                    });
             }
             Err(err) => {
                 tracing::debug!(%from, "teacher action refused: {}", err.message);
