@@ -157,11 +157,29 @@ async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
             if silent.is_empty() {
                 break;
             }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "a page hears nothing from {silent:?}: {}",
-                page.room_inbound().await?
-            );
+            if std::time::Instant::now() >= deadline {
+                // What the page was offered and what it thinks, for the next time this
+                // fails (it did once in a full run, a page hearing all but the other page).
+                let descriptions = page.room_descriptions().await?;
+                let msids = |sdp: &serde_json::Value| -> Vec<String> {
+                    sdp.as_str()
+                        .unwrap_or_default()
+                        .lines()
+                        .filter(|l| l.starts_with("a=msid:"))
+                        .map(str::to_owned)
+                        .collect()
+                };
+                let state = page
+                    .eval("const pc = window.quad.roomPc(); return pc ? pc.signalingState : null")
+                    .await?;
+                anyhow::bail!(
+                    "a page hears nothing from {silent:?}: {}\nsignaling state {state}; \
+                     the server's latest description has {:?}; room as the page sees it: {}",
+                    page.room_inbound().await?,
+                    msids(&descriptions["remote"]),
+                    page.snapshot().await?["room"]
+                );
+            }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }

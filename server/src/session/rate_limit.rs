@@ -70,6 +70,9 @@ pub enum Kind {
     SignalCandidate,
     Media,
     RoomSignalDescription,
+    /// Answers to the server's own offers: solicited, one per renegotiation the server
+    /// starts (it waits for each before the next), so they get more room than offers.
+    RoomSignalAnswer,
     RoomSignalCandidate,
     MediaReady,
     RoomTiles,
@@ -90,6 +93,10 @@ impl Kind {
             ClientMsg::Signal { signal, .. } if signal.is_description() => Kind::SignalDescription,
             ClientMsg::Signal { .. } => Kind::SignalCandidate,
             ClientMsg::Media(_) => Kind::Media,
+            ClientMsg::RoomSignal(quad_shared::protocol::Signal::Description {
+                kind: quad_shared::protocol::SdpKind::Answer,
+                ..
+            }) => Kind::RoomSignalAnswer,
             ClientMsg::RoomSignal(signal) if signal.is_description() => Kind::RoomSignalDescription,
             ClientMsg::RoomSignal(_) => Kind::RoomSignalCandidate,
             ClientMsg::MediaReady { .. } => Kind::MediaReady,
@@ -124,7 +131,7 @@ const fn allow(kind: Kind, per_sec: f64, burst: f64, describe: &'static str) -> 
 
 /// What a client may send of each kind. A real client stays well inside every line; each
 /// number says what the browser client really sends, and the margin over it.
-pub static ALLOWANCES: [Allowance; 14] = [
+pub static ALLOWANCES: [Allowance; 15] = [
     // The lobby sends one; a refused name or link is corrected by hand and sent again.
     allow(Kind::Hello, 1.0, 5.0, "1 a second"),
     // The client sends one input per 3 movement steps of 1/60 s: 20 a second while walking,
@@ -143,9 +150,14 @@ pub static ALLOWANCES: [Allowance; 14] = [
     allow(Kind::SignalCandidate, 20.0, 200.0, "20 a second"),
     // Sent when a device is turned on or off: clicks.
     allow(Kind::Media, 4.0, 10.0, "4 a second"),
-    // The client offers once per room connection, then answers each server offer (one
-    // negotiation at a time, when forwarded tracks come and go).
+    // The client offers once per room connection (again at an ICE restart or a new
+    // device).
     allow(Kind::RoomSignalDescription, 2.0, 10.0, "2 a second"),
+    // It answers each server offer, one negotiation at a time, as forwarded tracks come and
+    // go: twenty people walking into a room within a second make about that many offers
+    // to each in a few seconds. A dropped answer would leave the negotiation waiting, so
+    // the allowance is well above that; the SFU refuses answers it did not ask for.
+    allow(Kind::RoomSignalAnswer, 20.0, 60.0, "20 a second"),
     // Candidates of the one room connection, gathered at its start and at ICE restarts.
     allow(Kind::RoomSignalCandidate, 10.0, 64.0, "10 a second"),
     // One per move between a room and the hallway.
@@ -237,6 +249,32 @@ mod tests {
         assert!(bucket.allow_at(t0 + Duration::from_millis(500)));
         assert!(!bucket.allow_at(t0 + Duration::from_millis(500)));
         assert!(bucket.is_full_at(t0 + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn answers_to_the_servers_offers_are_not_counted_as_offers() {
+        use quad_shared::protocol::{SdpKind, Signal};
+        let room = |kind| {
+            ClientMsg::RoomSignal(Signal::Description {
+                kind,
+                sdp: String::new(),
+            })
+        };
+        assert_eq!(
+            Kind::of(&room(SdpKind::Answer)),
+            Some(Kind::RoomSignalAnswer)
+        );
+        assert_eq!(
+            Kind::of(&room(SdpKind::Offer)),
+            Some(Kind::RoomSignalDescription)
+        );
+        // Twenty members walking in at once: each answers about twenty offers in a few
+        // seconds (this many answers were dropped when they shared the offers' allowance,
+        // and the negotiation waited for them for ever).
+        let mut limits = KindLimits::default();
+        assert!((0..30).all(|_| limits.allow(Kind::RoomSignalAnswer).is_ok()));
+        assert!((0..10).all(|_| limits.allow(Kind::RoomSignalDescription).is_ok()));
+        assert!(limits.allow(Kind::RoomSignalDescription).is_err());
     }
 
     #[test]
