@@ -156,9 +156,11 @@ pub async fn crash_cycles(bin: &Path, data: &Path, cycles: usize) -> Result<Cras
         .filter(|(id, text)| stored.get(id) != Some(text))
         .map(|(id, text)| (*id, text.clone()))
         .collect();
-    // The restarted server serves, and shows a newcomer the newest of them.
+    // The restarted server serves, and shows a newcomer the newest line it has (the
+    // newest line seen may be older than the 100 lines history shows, when the store got
+    // further than the broadcast before the kill).
     let mut late = Bot::join(addr, "late", None).await?;
-    let newest = *seen.keys().next_back().context("a line was seen")?;
+    let newest = *stored.keys().next_back().context("a line was stored")?;
     late.wait_until(crate::PATIENCE, |b| b.chat.contains_key(&newest))
         .await
         .context("the restarted server's history")?;
