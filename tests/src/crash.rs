@@ -8,7 +8,7 @@
 //! while the database's write lock is held (a stalled disk): a line broadcast before it is
 //! stored would be lost here.
 
-use crate::{Bot, chat_bursts, settle, spawn_server};
+use crate::{Bot, chat_bursts, settle};
 use anyhow::{Context, Result, bail};
 use quad_server::store::sqlite::SqliteStore;
 use quad_server::store::{History, Store};
@@ -25,21 +25,7 @@ pub const BURST: usize = 5;
 /// Starts `bin` (a `quad-server`) on a free loopback port with `data` as its data
 /// directory; returns the process and its address.
 pub async fn start(bin: &Path, data: &Path) -> Result<(Child, SocketAddr)> {
-    let mut command = tokio::process::Command::new(bin);
-    command
-        .current_dir(crate::repo_root())
-        .args(["--listen", "127.0.0.1:0", "--dev"])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--client-dir")
-        .arg(crate::client_dir());
-    let (child, serving) = spawn_server(&mut command).await?;
-    let addr = serving
-        .url
-        .strip_prefix("http://")
-        .context("a plain-http server")?
-        .parse()?;
-    Ok((child, addr))
+    crate::start_binary(bin, data, "127.0.0.1:0").await
 }
 
 /// Kills the campus served from `data` while bursts of chat go out; returns every line

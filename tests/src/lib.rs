@@ -148,13 +148,23 @@ pub fn server_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// A `quad-server` process on `listen` with `data` as its data directory, and where it
-/// serves.
+/// A `quad-server` process (the debug build beside the tests) on `listen` with `data` as
+/// its data directory, and where it serves.
 pub async fn start_process(
     data: &std::path::Path,
     listen: &str,
 ) -> Result<(tokio::process::Child, SocketAddr)> {
-    let mut command = tokio::process::Command::new(server_binary()?);
+    start_binary(&server_binary()?, data, listen).await
+}
+
+/// The `quad-server` binary `bin` on `listen`, in `--dev` mode, with `data` as its data
+/// directory; the process and where it serves.
+pub async fn start_binary(
+    bin: &std::path::Path,
+    data: &std::path::Path,
+    listen: &str,
+) -> Result<(tokio::process::Child, SocketAddr)> {
+    let mut command = tokio::process::Command::new(bin);
     command
         .current_dir(repo_root())
         .args(["--listen", listen, "--dev"])

@@ -155,6 +155,23 @@ enum Command {
     Leave,
 }
 
+impl RoomBotOptions {
+    /// A bot named `name` at `spawn` publishing a microphone (level 30) and nothing else,
+    /// on a direct path.
+    pub fn mic(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
+        RoomBotOptions {
+            name: name.into(),
+            spawn,
+            mic_level: Some(30),
+            camera: false,
+            lossy: false,
+            token: None,
+            shaper: None,
+            camera_rates: None,
+        }
+    }
+}
+
 /// A bot in the space that does room media. Dropping it stops its task abruptly: the
 /// WebSocket goes without a close frame and the peer connection is closed.
 pub struct RoomBot {

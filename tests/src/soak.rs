@@ -212,19 +212,6 @@ fn forget(bot: &mut Bot) {
     bot.reconnecting_events.clear();
 }
 
-fn member_options(name: String, at: [f32; 2]) -> RoomBotOptions {
-    RoomBotOptions {
-        name,
-        spawn: at,
-        mic_level: Some(30),
-        camera: false,
-        lossy: false,
-        token: None,
-        shaper: None,
-        camera_rates: None,
-    }
-}
-
 /// One room of `size` media bots with churn: every 3 s one member leaves and a newcomer
 /// takes its seat, or one loses its connection and resumes, or toggles its microphone,
 /// or says something to the room.
@@ -239,7 +226,9 @@ async fn churn_room(
     let mut members = Vec::with_capacity(size);
     let mut joined = 0usize;
     for _ in 0..size {
-        members.push(RoomBot::join(addr, member_options(format!("r{room}m{joined}"), at)).await?);
+        members.push(
+            RoomBot::join(addr, RoomBotOptions::mic(&format!("r{room}m{joined}"), at)).await?,
+        );
         joined += 1;
     }
     let mut mic_on = vec![true; size];
@@ -253,7 +242,8 @@ async fn churn_room(
         match step % 4 {
             0 => {
                 let newcomer =
-                    RoomBot::join(addr, member_options(format!("r{room}m{joined}"), at)).await?;
+                    RoomBot::join(addr, RoomBotOptions::mic(&format!("r{room}m{joined}"), at))
+                        .await?;
                 joined += 1;
                 let old = std::mem::replace(&mut members[seat], newcomer);
                 old.leave().await;

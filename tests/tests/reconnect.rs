@@ -208,19 +208,6 @@ async fn parked_avatars_keep_their_place_and_tokens_open_only_their_own() -> Res
     Ok(())
 }
 
-fn room_options(name: &str, at: [f32; 2]) -> RoomBotOptions {
-    RoomBotOptions {
-        name: name.into(),
-        spawn: at,
-        mic_level: Some(30),
-        camera: false,
-        lossy: false,
-        token: None,
-        shaper: None,
-        camera_rates: None,
-    }
-}
-
 /// Waits until each bot has `count` more of the other's microphone packets than `base`.
 async fn hear_each_other(a: &RoomBot, b: &RoomBot, count: u64) -> Result<()> {
     let (a_id, b_id) = (current(a), current(b));
@@ -248,8 +235,8 @@ async fn a_class_member_resumes_into_its_room_and_is_heard_again() -> Result<()>
     let server = TestServer::start().await?;
     let addr = server.addr();
     let at = room_spot(&campus(), 0)?;
-    let a = RoomBot::join(addr, room_options("a", at)).await?;
-    let b = RoomBot::join(addr, room_options("b", at)).await?;
+    let a = RoomBot::join(addr, RoomBotOptions::mic("a", at)).await?;
+    let b = RoomBot::join(addr, RoomBotOptions::mic("b", at)).await?;
     hear_each_other(&a, &b, 25).await?;
     let room = a.state().room;
 
@@ -288,8 +275,8 @@ async fn campus_of(
         .map(|z| z.name.clone())
         .next()
         .context("a classroom")?;
-    let a = RoomBot::join(addr, room_options("a", at)).await?;
-    let b = RoomBot::join(addr, room_options("b", at)).await?;
+    let a = RoomBot::join(addr, RoomBotOptions::mic("a", at)).await?;
+    let b = RoomBot::join(addr, RoomBotOptions::mic("b", at)).await?;
     hear_each_other(&a, &b, 25).await?;
     let mut bots = Vec::new();
     for i in 0..walkers {
