@@ -355,9 +355,7 @@ async fn after_a_crash_everyone_comes_back_and_the_class_is_in_its_room() -> Res
 async fn sigterm_tells_clients_to_come_back_later_and_they_do() -> Result<()> {
     let data = temp_dir("reconnect-sigterm");
     let (mut server, addr) = start_process(&data, "127.0.0.1:0").await?;
-    // 20 walkers: with 48, one in a run was reset without its close frame (the process
-    // exits before every session has flushed its close; not fixed yet).
-    let (a, b, mut walkers, room) = campus_of(addr, 20).await?;
+    let (a, b, mut walkers, room) = campus_of(addr, WALKERS).await?;
     let pid = server.id().context("the server's pid")?;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

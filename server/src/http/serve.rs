@@ -233,9 +233,16 @@ pub async fn serve<S>(
             drop(ip_slot);
         });
     }
-    // Open HTTP requests get a moment to finish; upgraded sessions end on their own.
-    let all = u32::try_from(budget.http).unwrap_or(u32::MAX);
-    if tokio::time::timeout(SHUTDOWN_GRACE, http_pool.acquire_many(all))
+    // Open HTTP requests get a moment to finish, and sessions to tell their clients and
+    // close (each within its own close grace): a process that exits sooner resets them.
+    let all_http = u32::try_from(budget.http).unwrap_or(u32::MAX);
+    let all_sessions = u32::try_from(budget.sessions).unwrap_or(u32::MAX);
+    let finished = async {
+        let http = http_pool.acquire_many(all_http).await;
+        let sessions = sessions.acquire_many(all_sessions).await;
+        (http, sessions)
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, finished)
         .await
         .is_err()
     {

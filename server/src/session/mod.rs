@@ -300,12 +300,17 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>, peer: SocketAddr) {
     if let Some((code, reason)) = closing {
         // What the client is still owed (a refusal's `Error`) goes first, unless it is
         // being closed for not reading; then the close frame, if it reads at all.
+        // Then the closing handshake: what the client still sends is read and dropped until
+        // its own close frame, so that the socket is not closed with unread data (the kernel
+        // would reset it, and the client could lose the frames it had not read yet).
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             while !overflowed && let Some(frame) = outbox_rx.try_recv() {
                 sink.feed(Message::binary(frame)).await?;
             }
             drop(outbox_rx);
-            sink.send(close_frame(code, reason)).await
+            sink.send(close_frame(code, reason)).await?;
+            while let Some(Ok(_)) = stream.next().await {}
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
         })
         .await;
     }
