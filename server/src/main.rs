@@ -9,8 +9,16 @@ use std::path::PathBuf;
 /// mimalloc, not glibc's malloc: the world tick and the SFU make many small, short-lived
 /// buffers, and with glibc a fifth of a 10,000-avatar tick went to `malloc` and `free`
 /// (perf, `cargo xtask bench`).
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// With `--features dhat-heap`, a heap profile instead: every allocation is tracked, and
+/// `dhat-heap.json` (in the working directory) is written when the server stops on
+/// SIGTERM. Open it in DHAT's viewer. For finding what a long run keeps; much slower.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 /// The Quad virtual campus server.
 #[derive(Parser, Debug)]
@@ -120,6 +128,8 @@ impl Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profile = dhat::Profiler::new_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

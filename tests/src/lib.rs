@@ -199,6 +199,29 @@ pub async fn restart_process(
     }
 }
 
+/// Every bot joins `addr` again, all at once (as clients on a short backoff do after a
+/// restart), each retrying every 100 ms until the server takes it; with their resume
+/// tokens, which only the process that gave them knows.
+pub async fn rejoin_all(addr: SocketAddr, bots: &mut [Bot]) -> Result<()> {
+    let rejoins = bots.iter_mut().map(|w| async move {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match w.reconnect(addr, None).await {
+                Ok(_) => return Ok::<_, anyhow::Error>(()),
+                Err(e) if Instant::now() < deadline => {
+                    println!("bot reconnecting: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    for result in futures_util::future::join_all(rejoins).await {
+        result?;
+    }
+    Ok(())
+}
+
 /// Where a started `quad-server` process serves, as it printed it.
 pub struct Serving {
     /// `http://ADDR` or `https://ADDR`.

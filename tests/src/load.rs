@@ -162,6 +162,7 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
             token: None,
             shaper: None,
             camera_rates: None,
+            lose_answers: 0,
         };
         bots.push(RoomBot::join(addr, options).await?);
     }
@@ -430,7 +431,16 @@ impl ReleaseServer {
 }
 
 impl Drop for ReleaseServer {
+    /// Stops it as an operator would (SIGTERM), so that it can finish what it writes on
+    /// the way out (a `dhat-heap` build's profile, too); killed if it takes over 60 s.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

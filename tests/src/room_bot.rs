@@ -63,6 +63,9 @@ pub struct RoomBotOptions {
     /// The camera's layers at these bitrates (bit/s; several packets a frame where a frame
     /// is over 1,000 bytes), instead of one small packet a frame per layer.
     pub camera_rates: Option<[u64; 3]>,
+    /// Answers to the server's offers that are made but never sent, as if lost on the way
+    /// (the first N).
+    pub lose_answers: u32,
 }
 
 impl RoomBotOptions {
@@ -168,6 +171,7 @@ impl RoomBotOptions {
             token: None,
             shaper: None,
             camera_rates: None,
+            lose_answers: 0,
         }
     }
 }
@@ -887,12 +891,18 @@ async fn drive(
                                 .context("the SFU's offer")?;
                             let answer = m.pc.create_answer(None).await?;
                             m.pc.set_local_description(answer.clone()).await?;
-                            bot.send(&ClientMsg::RoomSignal(Signal::Description {
-                                kind: SdpKind::Answer,
-                                sdp: answer.sdp,
-                            }))
-                            .await?;
-                            lock(&state).server_offers += 1;
+                            let offers = {
+                                let mut s = lock(&state);
+                                s.server_offers += 1;
+                                s.server_offers
+                            };
+                            if offers > options.lose_answers {
+                                bot.send(&ClientMsg::RoomSignal(Signal::Description {
+                                    kind: SdpKind::Answer,
+                                    sdp: answer.sdp,
+                                }))
+                                .await?;
+                            }
                         }
                         Signal::Description { kind, .. } => {
                             bail!("unexpected {kind:?} from the SFU")

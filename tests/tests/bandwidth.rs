@@ -131,12 +131,14 @@ async fn a_narrow_viewer_gets_the_small_layer_and_the_large_one_back_when_it_wid
         token: None,
         shaper: None,
         camera_rates: None,
+        lose_answers: 0,
     };
     let publisher = RoomBot::join(
         server.addr(),
         RoomBotOptions {
             camera: true,
             camera_rates: Some(RATES),
+            lose_answers: 0,
             ..options("camera")
         },
     )

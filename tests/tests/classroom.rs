@@ -157,6 +157,7 @@ fn room_bot(name: &str, at: [f32; 2], token: Option<String>) -> RoomBotOptions {
         token,
         shaper: None,
         camera_rates: None,
+        lose_answers: 0,
     }
 }
 

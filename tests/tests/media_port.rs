@@ -23,6 +23,7 @@ fn options(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
         token: None,
         shaper: None,
         camera_rates: None,
+        lose_answers: 0,
     }
 }
 

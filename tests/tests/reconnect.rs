@@ -14,8 +14,8 @@ use quad_shared::movement::dir;
 use quad_shared::protocol::{ChatTo, ClientMsg, ErrorCode};
 use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
 use quad_tests::{
-    Bot, PATIENCE, PeerEvent, TestServer, campus, http_get, metric, restart_process, start_process,
-    temp_dir,
+    Bot, PATIENCE, PeerEvent, TestServer, campus, http_get, metric, rejoin_all, restart_process,
+    start_process, temp_dir,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -299,22 +299,7 @@ async fn everyone_back(
     let answering = Instant::now();
     a.reconnect(addr, Some(room.to_owned()));
     b.reconnect(addr, Some(room.to_owned()));
-    let rejoins = walkers.iter_mut().map(|w| async move {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match w.reconnect(addr, None).await {
-                Ok(_) => return Ok::<_, anyhow::Error>(()),
-                Err(e) if Instant::now() < deadline => {
-                    println!("walker reconnecting: {e:#}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    });
-    for result in futures_util::future::join_all(rejoins).await {
-        result?;
-    }
+    rejoin_all(addr, walkers).await?;
     for bot in [a, b] {
         bot.wait_for(PATIENCE, "rejoined into its room", |s| {
             s.reconnects >= 1 && !s.resumed && s.room.is_some()

@@ -2,7 +2,7 @@
 //! Opus and VP8: everyone in a room receives everyone else; a newcomer is added to everyone
 //! by renegotiation; a bot that vanishes is cleaned up and the others see no errors; only
 //! the loudest speakers are forwarded; a lost connection rejoins, and one whose path dies
-//! is restarted in place; walking in and out switches between proximity and room media; bad
+//! is restarted in place; an offer whose answer is lost is sent again; walking in and out switches between proximity and room media; bad
 //! room signaling is refused while the room goes on.
 
 use quad_shared::AvatarId;
@@ -22,6 +22,7 @@ fn options(name: &str, spawn: [f32; 2], mic_level: Option<u8>, camera: bool) -> 
         token: None,
         shaper: None,
         camera_rates: None,
+        lose_answers: 0,
     }
 }
 
@@ -271,6 +272,53 @@ async fn a_lost_media_connection_is_removed_after_the_timeout_and_rejoins() -> a
         "b got errors: {:?}",
         b.state().errors
     );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_whose_answer_is_lost_is_sent_again_then_the_media_starts_over()
+-> anyhow::Result<()> {
+    // The answer wait is the member timeout.
+    let server = TestServer::start_with(|c| c.room_member_timeout_secs = 1).await?;
+    let at = room_spot(&campus(), 2)?;
+    // a's answer to the offer of b's microphone is lost: the offer comes again, and a
+    // answers it on the same connection.
+    let a = RoomBot::join(
+        server.addr(),
+        RoomBotOptions {
+            lose_answers: 1,
+            ..options("a", at, Some(20), false)
+        },
+    )
+    .await?;
+    let b = RoomBot::join(server.addr(), options("b", at, Some(20), false)).await?;
+    a.wait_receiving(&[b.id], "mic", 20).await?;
+    b.wait_receiving(&[a.id], "mic", 20).await?;
+    let (offers, joins) = {
+        let s = a.state();
+        (s.server_offers, s.joins)
+    };
+    assert!(offers >= 2, "offered again: {offers}");
+    assert_eq!(joins, 1, "the same connection, not a new one");
+    // c loses every answer to the first offer (it and both times it is sent again): its
+    // media is started over, and the new connection's negotiation goes through.
+    let c = RoomBot::join(
+        server.addr(),
+        RoomBotOptions {
+            lose_answers: 3,
+            ..options("c", at, Some(20), false)
+        },
+    )
+    .await?;
+    c.wait_for(PATIENCE, "a second JoinRoomMedia", |s| s.joins >= 2)
+        .await?;
+    c.wait_receiving(&[a.id, b.id], "mic", 20).await?;
+    a.wait_receiving(&[c.id], "mic", 20).await?;
+    for (name, bot) in [("a", &a), ("b", &b)] {
+        let errors = bot.state().errors.clone();
+        assert!(errors.is_empty(), "{name} got errors: {errors:?}");
+    }
     server.stop().await;
     Ok(())
 }

@@ -26,6 +26,7 @@ fn options(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
         token: None,
         shaper: None,
         camera_rates: None,
+        lose_answers: 0,
     }
 }
 

@@ -40,6 +40,18 @@ use webrtc::rtp_transceiver::RtpSender;
 /// How soon an offer that found the client's outbox full is tried again.
 const NEGOTIATION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How many times an unanswered offer is sent again before the connection is given up (the
+/// room then asks the client to connect its media again).
+const OFFER_RESENDS: u8 = 2;
+
+/// The server's offer that awaits the client's answer.
+struct OfferSent {
+    /// As queued for the client, to send again unchanged.
+    frame: Bytes,
+    again_at: tokio::time::Instant,
+    resent: u8,
+}
+
 /// How long an unsubscribe waits for the stream's forwarder to stop writing to the track.
 const FORWARDER_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -140,8 +152,11 @@ struct Member {
     subscriptions: FxHashMap<(AvatarId, StreamKind), Subscription>,
     /// The client's offer has been answered: the server may offer now.
     answered: bool,
-    /// The server's offer awaits the client's answer.
-    awaiting_answer: bool,
+    /// The server's offer awaits the client's answer (see [`OfferSent`]). A browser answers
+    /// in milliseconds; an answer can still be lost (dropped as over its allowance, or by a
+    /// client's bug), and the negotiation would wait for ever: after the member timeout
+    /// (`room_member_timeout_secs`) without an answer, the offer is sent again.
+    awaiting_answer: Option<OfferSent>,
     /// Forwarded tracks changed since the last offer.
     renegotiate: bool,
     /// The next offer restarts ICE (the connection was interrupted).
@@ -190,7 +205,7 @@ async fn run(
         link,
         subscriptions: FxHashMap::default(),
         answered: false,
-        awaiting_answer: false,
+        awaiting_answer: None,
         renegotiate: false,
         restart_ice: false,
         early_candidates: Vec::new(),
@@ -264,6 +279,19 @@ async fn run(
             } => {
                 member.retry_at = None;
                 member.negotiate().await;
+            }
+            () = async {
+                match &member.awaiting_answer {
+                    Some(sent) => tokio::time::sleep_until(sent.again_at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if !member.offer_unanswered() {
+                    // The room asks its client to connect its media again.
+                    tracing::warn!(member = %member.setup.id, "the room offer was never answered; starting its media again");
+                    member.setup.room.send(RoomCmd::Gone { member: member.setup.id });
+                    break;
+                }
             }
             () = expired => {
                 tracing::info!(member = %member.setup.id, "room connection lost; removing its media");
@@ -411,7 +439,7 @@ impl Member {
 
     /// The client's offer: answer it, then offer whatever forwarded tracks are waiting.
     async fn remote_offer(&mut self, sdp: String) {
-        if self.awaiting_answer {
+        if self.awaiting_answer.is_some() {
             self.refuse(
                 ErrorCode::WrongState,
                 "an offer while the server's offer awaits an answer: answer it first".into(),
@@ -453,7 +481,7 @@ impl Member {
 
     /// The client's answer to the server's offer: forwarded tracks in it go live.
     async fn remote_answer(&mut self, sdp: String) {
-        if !self.awaiting_answer {
+        if self.awaiting_answer.is_none() {
             self.refuse(
                 ErrorCode::WrongState,
                 "an answer, but the server made no offer".into(),
@@ -469,7 +497,7 @@ impl Member {
             self.refuse(ErrorCode::Malformed, format!("the answer was refused: {e}"));
             return;
         }
-        self.awaiting_answer = false;
+        self.awaiting_answer = None;
         self.go_live().await;
         self.negotiate().await;
     }
@@ -491,7 +519,7 @@ impl Member {
 
     /// Offers the current forwarded tracks if they changed and no negotiation is running.
     async fn negotiate(&mut self) {
-        if !self.answered || self.awaiting_answer || !self.renegotiate {
+        if !self.answered || self.awaiting_answer.is_some() || !self.renegotiate {
             return;
         }
         let options = self
@@ -529,7 +557,7 @@ impl Member {
             return;
         }
         self.link.set_local_description(&sdp);
-        let _ = self.setup.outbox.push(frame);
+        let _ = self.setup.outbox.push(frame.clone());
         for sub in self.subscriptions.values_mut() {
             sub.offered = true;
         }
@@ -539,13 +567,39 @@ impl Member {
             self.candidates = 0;
         }
         self.restart_ice = false;
-        self.awaiting_answer = true;
+        self.awaiting_answer = Some(OfferSent {
+            frame,
+            again_at: tokio::time::Instant::now() + self.setup.config.member_timeout,
+            resent: 0,
+        });
+    }
+
+    /// The server's offer was not answered within the member timeout: it is sent again (the
+    /// client answers the same offer again), up to [`OFFER_RESENDS`] times. Returns false when the member
+    /// should be given up.
+    fn offer_unanswered(&mut self) -> bool {
+        let Some(sent) = &mut self.awaiting_answer else {
+            return true;
+        };
+        if sent.resent >= OFFER_RESENDS {
+            return false;
+        }
+        sent.resent += 1;
+        let wait = self.setup.config.member_timeout;
+        sent.again_at = tokio::time::Instant::now() + wait;
+        tracing::warn!(
+            member = %self.setup.id,
+            "no answer to the room offer within {wait:?}; sending it again ({} of {OFFER_RESENDS})",
+            sent.resent
+        );
+        let _ = self.setup.outbox.push(sent.frame.clone());
+        true
     }
 
     /// Hands negotiated subscriptions to their forwarders, with this leg's payload type,
     /// once the connection is up.
     async fn go_live(&mut self) {
-        if !self.connected || self.awaiting_answer {
+        if !self.connected || self.awaiting_answer.is_some() {
             return;
         }
         for sub in self
