@@ -69,6 +69,17 @@ impl Joiner {
     }
 }
 
+/// What a `Welcome` says about the person it greets (the space adds its own settings).
+struct Greeting {
+    id: AvatarId,
+    name: String,
+    at: Vec2,
+    role: Role,
+    ice_servers: Vec<IceServer>,
+    dev: bool,
+    resumed: bool,
+}
+
 /// One space: a map and the avatars on it.
 pub struct SpaceWorld {
     world: World,
@@ -188,19 +199,13 @@ impl SpaceWorld {
         }
 
         self.welcome(
-            Welcome {
-                protocol: PROTOCOL_VERSION,
-                you: id,
+            Greeting {
+                id,
                 name: name.clone(),
-                map_url: self.map_url.clone(),
-                spawn: spawn.to_array(),
-                tick_hz: 0,
-                proximity: Default::default(),
+                at: spawn,
+                role,
                 ice_servers,
                 dev,
-                role,
-                resume: None,
-                resume_grace_secs: 0,
                 resumed: false,
             },
             resume,
@@ -212,19 +217,30 @@ impl SpaceWorld {
         spawn
     }
 
-    /// Queues `welcome` (its settings and resume token filled in here) and the roster for
-    /// `welcome.you`, and who of them is reconnecting.
-    fn welcome(&mut self, mut welcome: Welcome, resume: Option<(String, u16)>) {
-        let id = welcome.you;
-        {
-            let settings = self.world.resource::<SpaceSettings>();
-            welcome.tick_hz = settings.tick_hz;
-            welcome.proximity = settings.proximity;
-        }
-        if let Some((token, grace)) = resume {
-            welcome.resume = Some(token);
-            welcome.resume_grace_secs = grace;
-        }
+    /// Queues the `Welcome` for `greeting` (with the space's settings and the resume token)
+    /// and the roster, and who of them is reconnecting.
+    fn welcome(&mut self, greeting: Greeting, resume: Option<(String, u16)>) {
+        let id = greeting.id;
+        let settings = self.world.resource::<SpaceSettings>();
+        let (resume, resume_grace_secs) = match resume {
+            Some((token, grace)) => (Some(token), grace),
+            None => (None, 0),
+        };
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            you: id,
+            name: greeting.name,
+            map_url: self.map_url.clone(),
+            spawn: greeting.at.to_array(),
+            tick_hz: settings.tick_hz,
+            proximity: settings.proximity,
+            ice_servers: greeting.ice_servers,
+            dev: greeting.dev,
+            role: greeting.role,
+            resume,
+            resume_grace_secs,
+            resumed: greeting.resumed,
+        };
         self.send(id, &ServerMsg::Welcome(welcome));
         let people: Vec<Person> = self
             .world
@@ -347,19 +363,13 @@ impl SpaceWorld {
                 graph.place(id, slot);
             });
         self.welcome(
-            Welcome {
-                protocol: PROTOCOL_VERSION,
-                you: id,
+            Greeting {
+                id,
                 name,
-                map_url: self.map_url.clone(),
-                spawn: at.to_array(),
-                tick_hz: 0,
-                proximity: Default::default(),
+                at,
+                role,
                 ice_servers,
                 dev,
-                role,
-                resume: None,
-                resume_grace_secs: 0,
                 resumed: true,
             },
             resume,
