@@ -242,6 +242,80 @@ async fn a_teachers_mute_drops_the_students_audio_in_the_sfu_until_unmuted() -> 
     Ok(())
 }
 
+/// The SFU's packets dropped for muted students (`quad_sfu_blocked_packets_total`).
+async fn blocked_packets(server: &TestServer) -> anyhow::Result<f64> {
+    let (_, page) = quad_tests::http_get(server.addr(), "/metrics").await?;
+    Ok(metric(&page, "quad_sfu_blocked_packets_total").unwrap_or(0.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teachers_mute_takes_effect_only_once_its_audit_record_is_stored() -> anyhow::Result<()> {
+    let server = TestServer::start_with(|c| c.room_max_speakers = 10).await?;
+    let spot = room_spot(&campus(), 0)?;
+    let ada = RoomBot::join(
+        server.addr(),
+        room_bot("Ms Ada", spot, Some(server.token("Ms Ada", Role::Teacher)?)),
+    )
+    .await?;
+    let bo = RoomBot::join(server.addr(), room_bot("Bo", spot, None)).await?;
+    let cy = RoomBot::join(server.addr(), room_bot("Cy", spot, None)).await?;
+    ada.wait_receiving(&[bo.id, cy.id], "mic", 20).await?;
+
+    // The disk stalls: another connection holds the database's write lock.
+    let db =
+        rusqlite::Connection::open(server.data_dir.join(quad_server::store::sqlite::FILE_NAME))?;
+    db.execute_batch("BEGIN IMMEDIATE")?;
+    ada.send(ClientMsg::Teacher(TeacherAction::Allow {
+        who: Who::One(bo.id),
+        device: Device::Mic,
+        allowed: false,
+    }));
+    // Until the record is stored, the mute does nothing anyone could notice: Ada goes on
+    // hearing Bo (75 more packets, 1.5 s), and nobody is told.
+    let heard = ada.state().packets_from(bo.id, "mic");
+    ada.wait_receiving(&[bo.id], "mic", heard + 75).await?;
+    assert_eq!(
+        blocked_packets(&server).await?,
+        0.0,
+        "no packet dropped yet"
+    );
+    assert!(
+        !bo.state()
+            .class
+            .as_ref()
+            .is_some_and(|c| c.blocked_of(bo.id).mic),
+        "Bo not told before the record is stored"
+    );
+
+    // The disk comes back: the record is stored, then the mute takes effect.
+    db.execute_batch("ROLLBACK")?;
+    drop(db);
+    bo.wait_for(PATIENCE, "Bo's class says the teacher muted it", |s| {
+        s.class.as_ref().is_some_and(|c| c.blocked_of(bo.id).mic)
+    })
+    .await?;
+    let deadline = Instant::now() + PATIENCE;
+    while blocked_packets(&server).await? == 0.0 {
+        anyhow::ensure!(Instant::now() < deadline, "no packets blocked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let from_cy = ada.state().packets_from(cy.id, "mic");
+    ada.wait_receiving(&[cy.id], "mic", from_cy + 25).await?;
+    let muted_at = ada.state().packets_from(bo.id, "mic");
+    ada.wait_receiving(&[cy.id], "mic", from_cy + 75).await?;
+    assert_eq!(
+        ada.state().packets_from(bo.id, "mic"),
+        muted_at,
+        "Bo unheard once the mute is stored"
+    );
+    wait_audit(&server, "the mute", |log| {
+        log.iter().any(|r| r.action == "allow")
+    })
+    .await?;
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn focus_mode_stops_students_walking_but_not_the_teacher() -> anyhow::Result<()> {
     let server = TestServer::start().await?;

@@ -17,6 +17,7 @@ use crate::session::SessionOutbox;
 use crate::session::outbox::Refused;
 use crate::store::{History, Storage};
 use bytes::Bytes;
+use class::Restriction;
 use quad_shared::AvatarId;
 use quad_shared::protocol::{
     CHAT_HISTORY, ChatLine, ChatTo, Input, MediaFlags, ServerMsg, TeacherAction,
@@ -165,7 +166,7 @@ async fn run(
                 // Batches are stored in order, by one writer: this is the oldest held.
                 if let Some(batch) = held.batches.pop_front() {
                     held.bytes -= batch.bytes;
-                    release(&mut sessions, batch, &lost);
+                    release(&mut sessions, &sfu, batch, &lost);
                 }
             }
             _ = interval.tick() => {
@@ -222,9 +223,17 @@ async fn run(
                 }
             },
         }
-        classes(&mut world, &sessions, &sfu, &storage);
+        let restrictions = classes(&mut world, &sessions, &storage);
         move_rooms(&mut world, &sessions, &sfu);
-        journal(&mut world, &mut sessions, &storage, &mut held, &stored_tx);
+        journal(
+            &mut world,
+            &mut sessions,
+            &storage,
+            &sfu,
+            restrictions,
+            &mut held,
+            &stored_tx,
+        );
     }
     sfu.close_all();
 }
@@ -252,23 +261,21 @@ fn join(
     );
 }
 
-/// Hands class changes on: the devices the SFU must drop, and the room chat history of
-/// people who walked into a class.
+/// Hands class changes on: the room chat history of people who walked into a class; and
+/// returns the devices the SFU must drop, which [`journal`] applies once what caused them
+/// is stored.
 fn classes(
     world: &mut SpaceWorld,
     sessions: &FxHashMap<AvatarId, SessionOutbox>,
-    sfu: &Sfu,
     storage: &Storage,
-) {
+) -> Vec<Restriction> {
     let (restrictions, entered) = world.take_class_changes();
-    for (id, off) in restrictions {
-        sfu.restrict(id, off);
-    }
     for (id, room) in entered {
         if let Some(outbox) = sessions.get(&id) {
             send_history(storage, vec![History::Room(room)], outbox.clone());
         }
     }
+    restrictions
 }
 
 /// Batches of frames held back until what caused them is stored, at most this many ...
@@ -281,6 +288,9 @@ const MAX_HELD_BYTES: usize = 8 << 20;
 /// teacher's action it saw take effect, survives a crash (`kill -9`) that follows.
 struct HeldBatch {
     frames: Vec<(Recipient, Bytes)>,
+    /// Devices the SFU drops from then on (a teacher's mute takes effect with its audit
+    /// record stored), and those of later passes, which must not overtake them.
+    restrictions: Vec<Restriction>,
     /// Who sent each chat line (by id), to be told if it could not be stored.
     senders: Vec<(u64, AvatarId)>,
     bytes: usize,
@@ -300,15 +310,23 @@ struct Held {
 /// [`MAX_HELD_BATCHES`] or [`MAX_HELD_BYTES`] gets its next batches written behind their
 /// frames (as before the hold), with a warning, rather than holding the space's messages
 /// without bound.
+#[allow(clippy::too_many_arguments)]
 fn journal(
     world: &mut SpaceWorld,
     sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
     storage: &Storage,
+    sfu: &Sfu,
+    mut restrictions: Vec<Restriction>,
     held: &mut Held,
     stored: &mpsc::Sender<Vec<u64>>,
 ) {
     let (chat, audit) = world.take_journal();
     if chat.is_empty() && audit.is_empty() {
+        match held.batches.back_mut() {
+            // Behind the held ones, in order (a teacher's unmute cannot overtake the mute).
+            Some(last) => last.restrictions.append(&mut restrictions),
+            None => restrict(sfu, restrictions),
+        }
         deliver_outbox(world, sessions);
         return;
     }
@@ -326,6 +344,10 @@ fn journal(
                 "the store is not keeping up: chat goes out before it is stored"
             );
             held.warned = true;
+        }
+        match held.batches.back_mut() {
+            Some(last) => last.restrictions.append(&mut restrictions),
+            None => restrict(sfu, restrictions),
         }
         deliver(sessions, frames);
         let tell: Vec<_> = senders
@@ -351,6 +373,7 @@ fn journal(
     held.bytes += bytes;
     held.batches.push_back(HeldBatch {
         frames,
+        restrictions,
         senders,
         bytes,
     });
@@ -367,7 +390,13 @@ fn journal(
 
 /// Delivers a held batch now that the store has it, then tells the senders of lines that
 /// could not be stored (after their line, so the client can mark it).
-fn release(sessions: &mut FxHashMap<AvatarId, SessionOutbox>, batch: HeldBatch, lost: &[u64]) {
+fn release(
+    sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
+    sfu: &Sfu,
+    batch: HeldBatch,
+    lost: &[u64],
+) {
+    restrict(sfu, batch.restrictions);
     deliver(sessions, batch.frames);
     for (id, from) in batch.senders {
         if lost.contains(&id)
@@ -375,6 +404,13 @@ fn release(sessions: &mut FxHashMap<AvatarId, SessionOutbox>, batch: HeldBatch, 
         {
             tell_not_saved(outbox, id);
         }
+    }
+}
+
+/// Has the SFU drop (or stop dropping) these members' devices.
+fn restrict(sfu: &Sfu, restrictions: Vec<Restriction>) {
+    for (id, off) in restrictions {
+        sfu.restrict(id, off);
     }
 }
 
