@@ -83,6 +83,11 @@ pub struct RoomBotState {
     pub speakers: Vec<AvatarId>,
     /// Packets received per forwarded stream id (`"<avatar>:<mic|camera|screen>"`).
     pub received: HashMap<String, u64>,
+    /// Which stream each SSRC carries, as the server's last offer says (`a=ssrc:… msid:`):
+    /// the server reuses an m-line, and its SSRC, for a later stream once one ends.
+    pub ssrc_streams: HashMap<u32, String>,
+    /// The m-lines of the server's last offer.
+    pub m_lines: usize,
     /// One-way delays of received bot packets (send time stamped in the payload), µs.
     pub delays_us: Vec<u64>,
     /// The room connection's state, as its last change said.
@@ -714,12 +719,31 @@ fn synthetic(
     }
 }
 
-/// Counts what arrives on a forwarded track, by its stream id.
+/// The stream each SSRC of `sdp` carries (`a=ssrc:<ssrc> msid:<stream> <track>`).
+fn ssrc_streams(sdp: &str) -> Vec<(u32, String)> {
+    sdp.lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("a=ssrc:")?;
+            let (ssrc, attr) = rest.split_once(' ')?;
+            let stream = attr.strip_prefix("msid:")?.split_whitespace().next()?;
+            Some((ssrc.parse().ok()?, stream.to_owned()))
+        })
+        .collect()
+}
+
+/// Counts what arrives on a forwarded track, by the stream its SSRC carries now.
 fn count(track: Arc<dyn TrackRemote>, state: Arc<Mutex<RoomBotState>>) {
     tokio::spawn(async move {
-        let stream = track.stream_id().await;
+        let first_stream = track.stream_id().await;
         while let Some(event) = track.poll().await {
             if let TrackRemoteEvent::OnRtpPacket(packet) = event {
+                let stream = {
+                    let s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    s.ssrc_streams
+                        .get(&packet.header.ssrc)
+                        .cloned()
+                        .unwrap_or_else(|| first_stream.clone())
+                };
                 let p = &packet.payload;
                 let ours = p.len() >= 16 && &p[4..8] == MAGIC;
                 let delay = ours.then(|| {
@@ -875,6 +899,8 @@ async fn drive(
                             }
                             {
                                 let mut s = lock(&state);
+                                s.ssrc_streams.extend(ssrc_streams(&sdp));
+                                s.m_lines = sdp.lines().filter(|l| l.starts_with("m=")).count();
                                 let ufrag = ice_ufrag(&sdp);
                                 if s.server_ufrag.is_some() && ufrag != s.server_ufrag {
                                     s.ice_restarts += 1;

@@ -8,6 +8,9 @@
 //! walks out next to D in the hallway: A's room connection closes and a peer connection
 //! with D opens; the audio gap of that switch is printed. Last, B's room connection breaks
 //! under it, and B connects again with the room's member list and C's audio.
+//!
+//! A page in a classroom hears bots that come and go one after another, each on the m-line
+//! the one before it left (the server reuses it).
 
 use quad_tests::TestServer;
 use quad_tests::browser::{Browser, Driver, require_client_bundle};
@@ -341,6 +344,42 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     for page in [a, b, c, d] {
         page.close().await?;
     }
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left() -> anyhow::Result<()> {
+    use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start().await?;
+    let at = room_spot(&quad_tests::campus(), 0)?;
+    let a = driver.browser().await?;
+    let a_id = open(&a, &server, "Ada", at, false).await?;
+    let mut transceivers = Vec::new();
+    for i in 0..3 {
+        let bot = RoomBot::join(server.addr(), RoomBotOptions::mic(&format!("n{i}"), at)).await?;
+        let id = u64::from(bot.id.0);
+        wait_hearing(&a, "Ada", &[id]).await?;
+        let snap = a
+            .wait_snapshot("the newcomer heard on the page", |s| {
+                member(s, id).is_some_and(|m| m["audio"] == true)
+            })
+            .await?;
+        transceivers.push(snap["room"]["transceivers"].as_u64());
+        bot.wait_receiving(&[quad_shared::AvatarId(a_id.try_into()?)], "mic", 20)
+            .await?;
+        bot.leave().await;
+        a.wait_snapshot("the newcomer gone from the page's room", |s| {
+            member(s, id).is_none()
+        })
+        .await?;
+    }
+    // The page's own three m-lines and one that each newcomer's microphone came on in turn
+    // (three more, one per newcomer, if each had made its own).
+    assert_eq!(transceivers, vec![Some(4); 3], "the m-line is reused");
+    a.close().await?;
     server.stop().await;
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! Opus and VP8: everyone in a room receives everyone else; a newcomer is added to everyone
 //! by renegotiation; a bot that vanishes is cleaned up and the others see no errors; only
 //! the loudest speakers are forwarded; a lost connection rejoins, and one whose path dies
-//! is restarted in place; an offer whose answer is lost is sent again; walking in and out switches between proximity and room media; bad
+//! is restarted in place; an offer whose answer is lost is sent again; m-lines are reused
+//! as people come and go; walking in and out switches between proximity and room media; bad
 //! room signaling is refused while the room goes on.
 
 use quad_shared::AvatarId;
@@ -272,6 +273,41 @@ async fn a_lost_media_connection_is_removed_after_the_timeout_and_rejoins() -> a
         "b got errors: {:?}",
         b.state().errors
     );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m_lines_are_reused_as_people_come_and_go() -> anyhow::Result<()> {
+    let server = TestServer::start().await?;
+    let at = room_spot(&campus(), 1)?;
+    let a = RoomBot::join(server.addr(), options("a", at, Some(20), false)).await?;
+    // Six newcomers one after another, each heard by a and hearing a, then gone.
+    for i in 0..6 {
+        let n = RoomBot::join(
+            server.addr(),
+            options(&format!("n{i}"), at, Some(20), false),
+        )
+        .await?;
+        a.wait_receiving(&[n.id], "mic", 20).await?;
+        n.wait_receiving(&[a.id], "mic", 20).await?;
+        let gone = n.id;
+        n.leave().await;
+        a.wait_for(PATIENCE, "the newcomer gone from a's room", |s| {
+            s.members.iter().all(|m| m.id != gone)
+        })
+        .await?;
+    }
+    // a's connection still has its own three m-lines and one for the others' microphones
+    // (nine, one per newcomer, if each had made its own).
+    let last = RoomBot::join(server.addr(), options("last", at, Some(20), false)).await?;
+    a.wait_receiving(&[last.id], "mic", 20).await?;
+    let (m_lines, errors) = {
+        let s = a.state();
+        (s.m_lines, s.errors.clone())
+    };
+    assert_eq!(m_lines, 4, "the m-line is reused");
+    assert!(errors.is_empty(), "a got errors: {errors:?}");
     server.stop().await;
     Ok(())
 }

@@ -514,6 +514,11 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
             if let Some(view) = view.upgrade()
                 && let Ok(mut view) = view.try_borrow_mut()
             {
+                // The server reuses an m-line, and so this track, for a later stream once
+                // one ends: the stream it came with before is no longer its own.
+                let id = track.id();
+                view.incoming
+                    .retain(|_, s| s.get_track_by_id(&id).is_none());
                 view.incoming.insert(label, stream);
                 view.render_logged();
             }

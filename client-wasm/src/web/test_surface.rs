@@ -109,6 +109,9 @@ struct RoomView {
     /// Whose screen the big view shows.
     screen: Option<u32>,
     members: Vec<RoomMemberView>,
+    /// `getTransceivers().length`: the m-lines of the connection (the server reuses a
+    /// forwarded stream's m-line for a later one).
+    transceivers: u32,
 }
 
 #[derive(Serialize)]
@@ -228,6 +231,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
                 state: format!("{:?}", r.pc.connection_state()).to_lowercase(),
                 speakers: v.state.speakers.iter().map(|id| id.0).collect(),
                 screen: v.shown_screen().map(|m| m.id.0),
+                transceivers: r.pc.get_transceivers().length(),
                 members: v
                     .state
                     .members

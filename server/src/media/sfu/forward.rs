@@ -160,6 +160,30 @@ pub struct Subscriber {
     pub payload_type: u8,
     /// The simulcast layer its tile wants.
     pub want: u8,
+    /// The last sequence number and timestamp sent on this track, kept up to date here: a
+    /// later stream on the same m-line (reused) numbers on from it, so the viewer's receiver
+    /// sees one continuous stream and drops nothing as old.
+    pub numbering: Arc<Numbering>,
+}
+
+/// The last sequence number and timestamp sent on a viewer's track (none yet, at first).
+#[derive(Debug, Default)]
+pub struct Numbering(AtomicU64);
+
+impl Numbering {
+    const SET: u64 = 1 << 63;
+
+    pub fn get(&self) -> Option<(u16, u32)> {
+        let v = self.0.load(Ordering::Relaxed);
+        (v & Self::SET != 0).then_some(((v >> 32) as u16, v as u32))
+    }
+
+    fn set(&self, seq: u16, ts: u32) {
+        self.0.store(
+            Self::SET | (u64::from(seq) << 32) | u64::from(ts),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// Changes to a forwarding task's subscribers.
@@ -221,6 +245,7 @@ struct Viewer {
 
 impl Viewer {
     fn new(sub: Subscriber, now: Instant) -> Viewer {
+        let last = sub.numbering.get();
         Viewer {
             sub,
             cap: (LAYERS - 1) as u8,
@@ -229,7 +254,7 @@ impl Viewer {
             current: None,
             seq_offset: 0,
             ts_offset: 0,
-            last: None,
+            last,
         }
     }
 
@@ -541,6 +566,7 @@ impl Forwarder {
             let out_seq = seq.wrapping_add(v.seq_offset);
             let out_ts = ts.wrapping_add(v.ts_offset);
             v.last = Some((out_seq, out_ts));
+            v.sub.numbering.set(out_seq, out_ts);
             let mut copy = packet.clone();
             copy.header.sequence_number = out_seq;
             copy.header.timestamp = out_ts;

@@ -9,7 +9,7 @@
 //! ([`MAX_CANDIDATES`]: each one is kept by the ICE agent and paired with every local
 //! candidate for connectivity checks).
 
-use super::forward::{self, ForwardCtl, StreamSource, StreamStats, Subscriber};
+use super::forward::{self, ForwardCtl, Numbering, StreamSource, StreamStats, Subscriber};
 use super::limits::Queued;
 use super::media_port::{MediaPort, PortLink};
 use super::room::{Published, RoomCmd, RoomHandle};
@@ -35,7 +35,7 @@ use webrtc::peer_connection::{
     PeerConnection, PeerConnectionEventHandler, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription,
 };
-use webrtc::rtp_transceiver::RtpSender;
+use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 
 /// How soon an offer that found the client's outbox full is tried again.
 const NEGOTIATION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -134,9 +134,8 @@ pub fn spawn(
 /// One forwarded stream on this member's connection.
 struct Subscription {
     published: Published,
-    sender: Arc<dyn RtpSender>,
-    track: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
+    /// The m-line it is sent on.
+    slot: Slot,
     /// In an offer the server sent.
     offered: bool,
     /// Handed to the forwarder (after the negotiation that carries it completed).
@@ -150,6 +149,8 @@ struct Member {
     /// ends).
     link: Arc<PortLink>,
     subscriptions: FxHashMap<(AvatarId, StreamKind), Subscription>,
+    /// Send-only m-lines no stream uses now, for the next ones (see [`Slot`]).
+    idle: Vec<Slot>,
     /// The client's offer has been answered: the server may offer now.
     answered: bool,
     /// The server's offer awaits the client's answer (see [`OfferSent`]). A browser answers
@@ -212,6 +213,7 @@ async fn run(
         candidates: 0,
         connected: false,
         tile_layers: FxHashMap::default(),
+        idle: Vec::new(),
         retry_at: None,
     };
     member.remote_offer(offer).await;
@@ -301,6 +303,7 @@ async fn run(
         }
     }
     for sub in member.subscriptions.values() {
+        sub.slot.point_feedback(None);
         let _ = sub.published.ctl.send(ForwardCtl::Remove {
             member: member.setup.id,
             done: None,
@@ -312,32 +315,73 @@ async fn run(
     member.link.close();
 }
 
-/// Passes the viewer's feedback on a forwarded track to its forwarder: keyframe requests
-/// (rate-limited there on the way to the publisher) and the loss its receiver reports
-/// (which picks its simulcast layer). Ends when the track is unbound.
-fn relay_feedback(
-    member: AvatarId,
+/// The one encoding of a forwarded stream on a viewer's leg: `ssrc`, the publisher's codec.
+fn send_encodings(ssrc: u32, published: &Published) -> Vec<RTCRtpEncodingParameters> {
+    vec![RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            ssrc: Some(ssrc),
+            ..Default::default()
+        },
+        codec: published.codec.clone(),
+        ..Default::default()
+    }]
+}
+
+/// Where a slot's feedback goes: the forwarder of the stream it carries now, if any.
+type FeedbackTarget = Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<ForwardCtl>>>>;
+
+/// A send-only m-line of this connection, with its sender, bound track and SSRC. When its
+/// stream ends it is kept (inactive) for the next stream of its kind and codec: a room
+/// where people come and go would otherwise add an m-line per stream ever forwarded, each
+/// with its SSRC, its state in the WebRTC stack and its share of every offer, for as long
+/// as the connection lasts (the soak's memory grew by about 230 kB per newcomer).
+struct Slot {
+    transceiver: Arc<dyn RtpTransceiver>,
+    sender: Arc<dyn RtpSender>,
     track: Arc<TrackLocalStaticRTP>,
+    /// The track id of its m-line's `msid` (kept when the stream id changes).
+    track_id: String,
     ssrc: u32,
-    ctl: mpsc::UnboundedSender<ForwardCtl>,
-) {
+    kind: RtpCodecKind,
+    /// The codec it was made for; it is reused only for a stream with the same.
+    mime_type: String,
+    feedback: FeedbackTarget,
+    /// Its feedback relay runs (started when it first goes live; ends with the track).
+    relaying: bool,
+    /// The last sequence number and timestamp sent on it (numbering goes on from there).
+    numbering: Arc<Numbering>,
+}
+
+impl Slot {
+    fn point_feedback(&self, to: Option<mpsc::UnboundedSender<ForwardCtl>>) {
+        *self.feedback.lock().unwrap_or_else(|e| e.into_inner()) = to;
+    }
+}
+
+/// Idle slots a connection keeps; past this many, a slot whose stream ended is removed
+/// from the connection instead (its m-line then stays, inactive, as before).
+const MAX_IDLE_SLOTS: usize = 64;
+
+/// Passes the viewer's feedback on a forwarded track to the forwarder its slot points at:
+/// keyframe requests (rate-limited there on the way to the publisher) and the loss its
+/// receiver reports (which picks its simulcast layer). Ends when the track is unbound.
+fn relay_feedback(member: AvatarId, slot: &Slot) {
+    let (track, ssrc, target) = (slot.track.clone(), slot.ssrc, slot.feedback.clone());
     tokio::spawn(async move {
         while let Some(event) = track.poll().await {
             let TrackLocalEvent::OnRtcpPacket(packets) = event else {
                 continue;
             };
+            let Some(ctl) = target.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+                continue;
+            };
             for packet in &packets {
-                let sent = if engine::is_keyframe_request(packet.as_ref()) {
-                    ctl.send(ForwardCtl::KeyframeRequest)
+                if engine::is_keyframe_request(packet.as_ref()) {
+                    let _ = ctl.send(ForwardCtl::KeyframeRequest);
                 } else if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>()
                     && let Some(report) = rr.reports.iter().find(|r| r.ssrc == ssrc)
                 {
-                    ctl.send(ForwardCtl::Loss(member, report.fraction_lost))
-                } else {
-                    Ok(())
-                };
-                if sent.is_err() {
-                    return;
+                    let _ = ctl.send(ForwardCtl::Loss(member, report.fraction_lost));
                 }
             }
         }
@@ -608,7 +652,7 @@ impl Member {
             .filter(|s| s.offered && !s.live)
         {
             let wanted = &sub.published.codec.mime_type;
-            let payload_type = match sub.sender.get_parameters().await {
+            let payload_type = match sub.slot.sender.get_parameters().await {
                 Ok(params) => params
                     .rtp_parameters
                     .codecs
@@ -622,16 +666,16 @@ impl Member {
                 continue;
             };
             sub.live = true;
-            relay_feedback(
-                self.setup.id,
-                sub.track.clone(),
-                sub.ssrc,
-                sub.published.ctl.clone(),
-            );
+            sub.slot.point_feedback(Some(sub.published.ctl.clone()));
+            if !sub.slot.relaying {
+                sub.slot.relaying = true;
+                relay_feedback(self.setup.id, &sub.slot);
+            }
             let _ = sub.published.ctl.send(ForwardCtl::Add(Subscriber {
                 member: self.setup.id,
-                track: sub.track.clone(),
-                ssrc: sub.ssrc,
+                track: sub.slot.track.clone(),
+                ssrc: sub.slot.ssrc,
+                numbering: sub.slot.numbering.clone(),
                 payload_type,
                 want: self
                     .tile_layers
@@ -647,29 +691,93 @@ impl Member {
         if self.subscriptions.contains_key(&key) {
             return;
         }
-        let ssrc = rand::random::<u32>();
         let stream = format!("{}:{}", published.publisher.0, published.kind.as_str());
         let kind = match published.kind {
             StreamKind::Mic => RtpCodecKind::Audio,
             StreamKind::Camera | StreamKind::Screen => RtpCodecKind::Video,
         };
-        let encodings = vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
+        let slot = match self.reuse_slot(kind, &published, &stream).await {
+            Some(slot) => slot,
+            None => match self.new_slot(kind, &published, stream).await {
+                Some(slot) => slot,
+                None => return,
             },
-            codec: published.codec.clone(),
-            ..Default::default()
-        }];
+        };
+        self.subscriptions.insert(
+            key,
+            Subscription {
+                published,
+                slot,
+                offered: false,
+                live: false,
+            },
+        );
+        self.renegotiate = true;
+        self.negotiate().await;
+    }
+
+    /// An idle slot of this kind and codec, made to carry `stream` (its `msid` names the
+    /// new stream, so the client's track event tells whose it is); none if there is none.
+    async fn reuse_slot(
+        &mut self,
+        kind: RtpCodecKind,
+        published: &Published,
+        stream: &str,
+    ) -> Option<Slot> {
+        let wanted = &published.codec.mime_type;
+        let at = self
+            .idle
+            .iter()
+            .position(|s| s.kind == kind && s.mime_type.eq_ignore_ascii_case(wanted))?;
+        let slot = self.idle.swap_remove(at);
+        let relabelled = MediaStreamTrack::new(
+            stream.to_owned(),
+            slot.track_id.clone(),
+            stream.to_owned(),
+            kind,
+            send_encodings(slot.ssrc, published),
+        );
+        // Sending first: webrtc-rs has no sender to relabel on an inactive m-line.
+        let relabelled: Arc<dyn TrackLocal> = Arc::new(TrackLocalStaticRTP::new(relabelled));
+        let reused = async {
+            slot.transceiver
+                .set_direction(RTCRtpTransceiverDirection::Sendonly)
+                .await?;
+            slot.sender.replace_track(relabelled).await
+        }
+        .await;
+        match reused {
+            Ok(()) => Some(slot),
+            Err(e) => {
+                // Left on the connection, inactive; a new m-line is made instead.
+                tracing::warn!(member = %self.setup.id, "cannot reuse an m-line: {e}");
+                let _ = slot
+                    .transceiver
+                    .set_direction(RTCRtpTransceiverDirection::Inactive)
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// A new send-only m-line for `stream`.
+    async fn new_slot(
+        &mut self,
+        kind: RtpCodecKind,
+        published: &Published,
+        stream: String,
+    ) -> Option<Slot> {
+        let ssrc = rand::random::<u32>();
+        let encodings = send_encodings(ssrc, published);
         let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
             stream.clone(),
             stream.clone(),
-            stream,
+            stream.clone(),
             kind,
             encodings.clone(),
         )));
-        // Always a new send-only m-line: `add_track` would reuse the client's own
-        // (receive-only here) m-lines, which the client only sends on.
+        // A new send-only m-line: `add_track` would reuse the client's own (receive-only
+        // here) m-lines, which the client only sends on.
         let added = self
             .pc
             .add_transceiver_from_track(
@@ -682,52 +790,68 @@ impl Member {
                 }),
             )
             .await;
-        let sender = match added {
-            Ok(transceiver) => transceiver.sender().await.ok().flatten(),
+        let transceiver = match added {
+            Ok(transceiver) => transceiver,
             Err(e) => {
                 tracing::error!(member = %self.setup.id, "cannot add a forwarded track: {e}");
-                None
+                return None;
             }
         };
-        let Some(sender) = sender else {
-            return;
-        };
-        self.subscriptions.insert(
-            key,
-            Subscription {
-                published,
-                sender,
-                track,
-                ssrc,
-                offered: false,
-                live: false,
-            },
-        );
-        self.renegotiate = true;
-        self.negotiate().await;
+        let sender = transceiver.sender().await.ok().flatten()?;
+        Some(Slot {
+            transceiver,
+            sender,
+            track,
+            track_id: stream,
+            ssrc,
+            kind,
+            mime_type: published.codec.mime_type.clone(),
+            feedback: FeedbackTarget::default(),
+            relaying: false,
+            numbering: Arc::default(),
+        })
     }
 
     async fn unsubscribe(&mut self, publisher: AvatarId, kind: StreamKind) {
         let Some(sub) = self.subscriptions.remove(&(publisher, kind)) else {
             return;
         };
-        // The forwarder stops writing to the track before the track leaves the connection:
-        // a packet still on its way to a removed sender fails in webrtc-rs's driver, which
-        // logs an error for each (dozens when a room is busy). The packets it wrote last
-        // wait in the driver's queue a moment longer; the driver is given that moment.
+        // The forwarder stops writing to the track before the track is idle or leaves the
+        // connection: a packet still on its way to a removed sender fails in webrtc-rs's
+        // driver, which logs an error for each (dozens when a room is busy). The packets it
+        // wrote last wait in the driver's queue a moment longer; the driver is given that
+        // moment.
         let (done, stopped) = oneshot::channel();
         let removal = ForwardCtl::Remove {
             member: self.setup.id,
             done: Some(done),
         };
+        let slot = sub.slot;
+        slot.point_feedback(None);
+        // A forwarder that has ended (its publisher left) writes nothing more.
+        let mut stopped_writing = true;
         if sub.published.ctl.send(removal).is_ok() {
             // A forwarder that has ended drops `done` at once; one stuck writing to a viewer
             // whose connection is full is not waited for long.
-            if let Ok(Ok(())) = tokio::time::timeout(FORWARDER_STOP_WAIT, stopped).await {
-                tokio::time::sleep(DRIVER_QUEUE_GRACE).await;
+            match tokio::time::timeout(FORWARDER_STOP_WAIT, stopped).await {
+                Ok(Ok(())) => tokio::time::sleep(DRIVER_QUEUE_GRACE).await,
+                Ok(Err(_)) => {}
+                Err(_) => stopped_writing = false,
             }
         }
-        if let Err(e) = self.pc.remove_track(&sub.sender).await {
+        // Kept for the next stream, once nothing more is written to it (the next stream's
+        // numbering goes on from what was sent last).
+        let idle = stopped_writing
+            && self.idle.len() < MAX_IDLE_SLOTS
+            && slot
+                .transceiver
+                .set_direction(RTCRtpTransceiverDirection::Inactive)
+                .await
+                .is_ok();
+        tracing::debug!(member = %self.setup.id, idle, stopped_writing, idle_slots = self.idle.len(), "stream unsubscribed");
+        if idle {
+            self.idle.push(slot);
+        } else if let Err(e) = self.pc.remove_track(&slot.sender).await {
             tracing::debug!(member = %self.setup.id, "removing a forwarded track: {e}");
         }
         self.renegotiate = true;
