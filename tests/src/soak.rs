@@ -41,7 +41,7 @@ pub struct SoakOptions {
 }
 
 /// The series a sample holds, in the table's order: (name, unit, from `/metrics`).
-pub const SERIES: [(&str, &str); 12] = [
+pub const SERIES: [(&str, &str); 13] = [
     ("rss", "MiB"),
     ("fds", "open files"),
     ("udp_sockets", "sockets"),
@@ -53,6 +53,7 @@ pub const SERIES: [(&str, &str); 12] = [
     ("rooms", "rooms"),
     ("room_members", "members"),
     ("sfu_doors", "entries"),
+    ("forward_slots", "m-lines"),
     ("turn_relays", "relays"),
 ];
 
@@ -309,6 +310,7 @@ async fn sample(addr: SocketAddr, pid: u32, minute: f64) -> Result<Sample> {
             m("quad_rooms"),
             m("quad_room_members"),
             m("quad_sfu_doors"),
+            m("quad_sfu_forward_slots"),
             m("quad_turn_relays"),
         ],
     })
@@ -428,7 +430,12 @@ pub fn report(
             "NOT met"
         }
     ));
-    for (index, name) in [(1, "fds"), (2, "udp_sockets"), (3, "tokio_tasks")] {
+    for (index, name) in [
+        (1, "fds"),
+        (2, "udp_sockets"),
+        (3, "tokio_tasks"),
+        (11, "forward_slots"),
+    ] {
         let d = drift(samples, index, from).context("no samples")?;
         // Churn moves these a little from sample to sample; a leak climbs with time.
         let flat = d.end <= d.start * 1.05 + 8.0;

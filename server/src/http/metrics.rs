@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 24] = [
+    let rows: [(&str, &str, &str, u64); 26] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -131,6 +131,18 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "Room members' video fitted into their bandwidth estimate (one member, one tick), from their clients' transport-wide feedback.",
             load(&sfu.estimated_allocations),
+        ),
+        (
+            "quad_sfu_forward_slots",
+            "gauge",
+            "Send-only m-lines for forwarded streams on room members' connections, in use or idle (an idle one is reused for the next stream).",
+            load(&sfu.forward_slots),
+        ),
+        (
+            "quad_sfu_idle_slots",
+            "gauge",
+            "Of quad_sfu_forward_slots, those idle.",
+            load(&sfu.idle_slots),
         ),
         (
             "quad_sessions",

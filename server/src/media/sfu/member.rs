@@ -27,6 +27,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -312,6 +313,11 @@ async fn run(
     if let Err(e) = member.pc.close().await {
         tracing::debug!(member = %member.setup.id, "closing the room connection: {e}");
     }
+    member
+        .setup
+        .metrics
+        .idle_slots
+        .fetch_sub(member.idle.len() as u64, Ordering::Relaxed);
     member.link.close();
 }
 
@@ -350,6 +356,14 @@ struct Slot {
     relaying: bool,
     /// The last sequence number and timestamp sent on it (numbering goes on from there).
     numbering: Arc<Numbering>,
+    /// Counts it (`quad_sfu_forward_slots`) while it lives.
+    metrics: Arc<SfuMetrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.forward_slots.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Slot {
@@ -730,6 +744,10 @@ impl Member {
             .iter()
             .position(|s| s.kind == kind && s.mime_type.eq_ignore_ascii_case(wanted))?;
         let slot = self.idle.swap_remove(at);
+        self.setup
+            .metrics
+            .idle_slots
+            .fetch_sub(1, Ordering::Relaxed);
         let relabelled = MediaStreamTrack::new(
             stream.to_owned(),
             slot.track_id.clone(),
@@ -798,6 +816,10 @@ impl Member {
             }
         };
         let sender = transceiver.sender().await.ok().flatten()?;
+        self.setup
+            .metrics
+            .forward_slots
+            .fetch_add(1, Ordering::Relaxed);
         Some(Slot {
             transceiver,
             sender,
@@ -809,6 +831,7 @@ impl Member {
             feedback: FeedbackTarget::default(),
             relaying: false,
             numbering: Arc::default(),
+            metrics: self.setup.metrics.clone(),
         })
     }
 
@@ -850,6 +873,10 @@ impl Member {
                 .is_ok();
         tracing::debug!(member = %self.setup.id, idle, stopped_writing, idle_slots = self.idle.len(), "stream unsubscribed");
         if idle {
+            self.setup
+                .metrics
+                .idle_slots
+                .fetch_add(1, Ordering::Relaxed);
             self.idle.push(slot);
         } else if let Err(e) = self.pc.remove_track(&slot.sender).await {
             tracing::debug!(member = %self.setup.id, "removing a forwarded track: {e}");

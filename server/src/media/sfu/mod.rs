@@ -130,6 +130,11 @@ pub struct SfuMetrics {
     /// Allocations (one member, one tick) made within a bandwidth estimate: its client
     /// sends transport-wide feedback on what the server sends it.
     pub estimated_allocations: AtomicU64,
+    /// Send-only m-lines for forwarded streams on members' connections, carrying a stream
+    /// or idle for the next one (see `member::Slot`).
+    pub forward_slots: AtomicU64,
+    /// Those of them idle.
+    pub idle_slots: AtomicU64,
 }
 
 /// Who joins a room's media, as the room needs to know it.
