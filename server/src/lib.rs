@@ -8,6 +8,7 @@
 //! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
 //! - [`media`]: the SFU that forwards classroom media; [`turn`]: embedded STUN/TURN.
 //! - [`egress`]: which addresses clients may have the server send to (TURN, SFU).
+//! - [`heap`]: the live heap, counted when built with `heap-count` (for soaks).
 //! - [`auth`]: join links (teacher and student roles); [`store`]: chat, the audit log and
 //!   secrets, in SQLite in the data directory.
 //!
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod egress;
+pub mod heap;
 pub mod http;
 pub mod media;
 pub mod session;

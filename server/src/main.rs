@@ -9,9 +9,15 @@ use std::path::PathBuf;
 /// mimalloc, not glibc's malloc: the world tick and the SFU make many small, short-lived
 /// buffers, and with glibc a fifth of a 10,000-avatar tick went to `malloc` and `free`
 /// (perf, `cargo xtask bench`).
-#[cfg(not(feature = "dhat-heap"))]
+#[cfg(not(any(feature = "dhat-heap", feature = "heap-count")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// With `--features heap-count` (what `cargo xtask soak` builds), mimalloc with its live
+/// bytes counted for `/metrics` (`quad_heap_live_bytes`; see `quad_server::heap`).
+#[cfg(all(feature = "heap-count", not(feature = "dhat-heap")))]
+#[global_allocator]
+static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
 
 /// With `--features dhat-heap`, a heap profile instead: every allocation is tracked, and
 /// `dhat-heap.json` (in the working directory) is written when the server stops on
@@ -130,6 +136,8 @@ impl Cli {
 async fn main() -> std::process::ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profile = dhat::Profiler::new_heap();
+    #[cfg(all(feature = "heap-count", not(feature = "dhat-heap")))]
+    quad_server::heap::count_with(|| ALLOCATOR.allocated());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

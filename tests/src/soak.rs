@@ -41,8 +41,9 @@ pub struct SoakOptions {
 }
 
 /// The series a sample holds, in the table's order: (name, unit, from `/metrics`).
-pub const SERIES: [(&str, &str); 13] = [
+pub const SERIES: [(&str, &str); 14] = [
     ("rss", "MiB"),
+    ("heap_live", "MiB"),
     ("fds", "open files"),
     ("udp_sockets", "sockets"),
     ("tokio_tasks", "tasks"),
@@ -56,6 +57,15 @@ pub const SERIES: [(&str, &str); 13] = [
     ("forward_slots", "m-lines"),
     ("turn_relays", "relays"),
 ];
+
+/// The index of the series `name` in [`SERIES`] (and in [`Sample::values`]).
+pub fn series(name: &str) -> usize {
+    SERIES
+        .iter()
+        .position(|(n, _)| *n == name)
+        // Only called with the names above; a typo is a bug found by the unit tests.
+        .unwrap_or_else(|| panic!("no series {name}"))
+}
 
 /// One sample: minutes since the start, then each of [`SERIES`].
 #[derive(Debug, Clone)]
@@ -300,6 +310,7 @@ async fn sample(addr: SocketAddr, pid: u32, minute: f64) -> Result<Sample> {
         minute,
         values: [
             rss_kib(pid) as f64 / 1024.0,
+            m("quad_heap_live_bytes") / (1024.0 * 1024.0),
             fds,
             udp_sockets(pid).map_or(f64::NAN, |n| n as f64),
             m("quad_tokio_tasks"),
@@ -430,13 +441,21 @@ pub fn report(
             "NOT met"
         }
     ));
-    for (index, name) in [
-        (1, "fds"),
-        (2, "udp_sockets"),
-        (3, "tokio_tasks"),
-        (11, "forward_slots"),
-    ] {
-        let d = drift(samples, index, from).context("no samples")?;
+    let heap = drift(samples, series("heap_live"), from).context("no samples")?;
+    if heap.start.is_finite() && heap.end.is_finite() {
+        // What the allocator holds beyond the live heap (freed memory not returned, and
+        // what malloc itself keeps) is RSS minus the live heap (and the binary).
+        verdict.push(format!(
+            "live heap {:.1} → {:.1} MiB: {:+.1}% (RSS beyond it {:.1} → {:.1} MiB)",
+            heap.start,
+            heap.end,
+            heap.growth() * 100.0,
+            rss.start - heap.start,
+            rss.end - heap.end,
+        ));
+    }
+    for name in ["fds", "udp_sockets", "tokio_tasks", "forward_slots"] {
+        let d = drift(samples, series(name), from).context("no samples")?;
         // Churn moves these a little from sample to sample; a leak climbs with time.
         let flat = d.end <= d.start * 1.05 + 8.0;
         verdict.push(format!(
@@ -580,7 +599,7 @@ mod tests {
             .map(|(i, r)| {
                 let mut values = [0.0; SERIES.len()];
                 values[0] = *r;
-                values[1] = 100.0;
+                values[series("fds")] = 100.0;
                 Sample {
                     minute: i as f64,
                     values,
@@ -598,6 +617,20 @@ mod tests {
         // A run shorter than that is judged over all of it.
         let short = samples(&[10.0, 20.0]);
         assert_eq!(drift(&short, 0, 5.0).map(|d| d.start), Some(10.0));
+    }
+
+    #[test]
+    fn the_checked_series_are_sampled() {
+        for name in [
+            "rss",
+            "heap_live",
+            "fds",
+            "udp_sockets",
+            "tokio_tasks",
+            "forward_slots",
+        ] {
+            assert_eq!(SERIES[series(name)].0, name);
+        }
     }
 
     #[test]

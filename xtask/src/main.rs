@@ -224,7 +224,16 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 /// The soak run: builds the release server and `quad-soak`, then runs it with `extra`
 /// (`--minutes N`, `--walkers`, `--rooms`, `--room-size`, `--every`, `--out`).
 fn soak(root: &Path, extra: &[String]) -> Result<()> {
-    run(cargo().args(["build", "--release", "--package", "quad-server"]))?;
+    // With the live heap counted, so the report tells what is kept from what the
+    // allocator holds (`quad_heap_live_bytes`).
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "quad-server",
+        "--features",
+        "heap-count",
+    ]))?;
     run(cargo()
         .args([
             "run",
@@ -258,7 +267,16 @@ fn bench(root: &Path, extra: &[String]) -> Result<()> {
         "--bench",
         "proximity_graph",
     ]))?;
-    run(cargo().args(["build", "--release", "--package", "quad-server"]))?;
+    // With the live heap counted, so the report tells what is kept from what the
+    // allocator holds (`quad_heap_live_bytes`).
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "quad-server",
+        "--features",
+        "heap-count",
+    ]))?;
     run(cargo()
         .args([
             "bench",

@@ -200,6 +200,13 @@ pub fn render(state: &AppState) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         );
     }
+    if let Some(live) = crate::heap::live_bytes() {
+        let name = "quad_heap_live_bytes";
+        let _ = write!(
+            out,
+            "# HELP {name} Bytes allocated and not yet freed (built with heap-count).\n# TYPE {name} gauge\n{name} {live}\n"
+        );
+    }
     out
 }
 
