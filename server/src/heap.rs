@@ -5,6 +5,8 @@
 //! climbs is something the server keeps, an RSS that climbs over a flat live heap is the
 //! allocator's. Off by default: a shared atomic per allocation is a cost the SFU's packet
 //! path need not pay.
+//!
+//! Also [`no_huge_pages`], which the server calls first thing.
 
 use std::sync::OnceLock;
 
@@ -19,6 +21,19 @@ pub fn count_with(source: fn() -> usize) {
 /// The live heap in bytes, or `None` when the allocator is not counted.
 pub fn live_bytes() -> Option<u64> {
     SOURCE.get().map(|source| source() as u64)
+}
+
+/// Turns transparent huge pages off for this process. mimalloc asks for them on its arena
+/// (`madvise(MADV_HUGEPAGE)`), and the kernel's khugepaged then collapses every 2 MiB of it
+/// that holds anything into a whole huge page: in a 30-minute soak the server's memory grew
+/// by a fifth in 2 MiB steps while its live heap stayed flat, 80 of its 101 MiB in huge
+/// pages. With them off, freed pages go back to the kernel as mimalloc purges them.
+/// Linux only; elsewhere a no-op. Failing is logged, not fatal (memory is then only larger).
+pub fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!("could not turn transparent huge pages off: {e}");
+    }
 }
 
 #[cfg(test)]

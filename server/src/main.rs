@@ -148,6 +148,7 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    quad_server::heap::no_huge_pages();
     let mut cli = Cli::parse();
     let command = cli.command.take();
     let config = match cli.into_config() {

@@ -1,5 +1,5 @@
 //! The `quad-server` binary as a user starts it: prints its address, answers `/healthz`,
-//! shuts down cleanly on SIGTERM, and refuses to start on a broken map or bad config with an
+//! runs without transparent huge pages, shuts down cleanly on SIGTERM, and refuses to start on a broken map or bad config with an
 //! error that names the file.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -70,6 +70,17 @@ fn starts_serves_and_stops_on_sigterm() {
     assert!(data.is_dir(), "the data directory is created");
 
     let pid = child.id().to_string();
+    // Transparent huge pages are off for the server (`quad_server::heap::no_huge_pages`):
+    // with them, khugepaged grew a long run's memory in 2 MiB steps over a flat live heap.
+    if cfg!(target_os = "linux") {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])),
+            "transparent huge pages are not off: {status}"
+        );
+    }
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
