@@ -221,19 +221,17 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
+/// `cargo` arguments that build the release server (`target/release/quad-server`).
+const RELEASE_SERVER: [&str; 4] = ["build", "--release", "--package", "quad-server"];
+
 /// The soak run: builds the release server and `quad-soak`, then runs it with `extra`
 /// (`--minutes N`, `--walkers`, `--rooms`, `--room-size`, `--every`, `--out`).
 fn soak(root: &Path, extra: &[String]) -> Result<()> {
     // With the live heap counted, so the report tells what is kept from what the
     // allocator holds (`quad_heap_live_bytes`).
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "quad-server",
-        "--features",
-        "heap-count",
-    ]))?;
+    run(cargo()
+        .args(RELEASE_SERVER)
+        .args(["--features", "heap-count"]))?;
     run(cargo()
         .args([
             "run",
@@ -267,16 +265,8 @@ fn bench(root: &Path, extra: &[String]) -> Result<()> {
         "--bench",
         "proximity_graph",
     ]))?;
-    // With the live heap counted, so the report tells what is kept from what the
-    // allocator holds (`quad_heap_live_bytes`).
-    run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "quad-server",
-        "--features",
-        "heap-count",
-    ]))?;
+    // The server as users run it: no counting allocator on the packet path.
+    run(cargo().args(RELEASE_SERVER))?;
     run(cargo()
         .args([
             "bench",
