@@ -1,6 +1,5 @@
-//! The SFU's media port: a room of twenty members (bots and two browsers) who all hear
-//! each other is served from
-//! one UDP socket; a flood of datagrams from an address that belongs to no member is
+//! The SFU's media port: a room of twelve members (bots and two browsers) who all hear
+//! each other is served from one UDP socket; a flood of datagrams from an address that belongs to no member is
 //! dropped and counted while the room's audio goes on.
 //!
 //! Run in a loopback-only network namespace, as CI does:
@@ -64,12 +63,12 @@ fn udp_sockets_of_this_process() -> anyhow::Result<Vec<SocketAddr>> {
     Ok(sockets)
 }
 
-/// How long a crowded room may take to be heard all round: twenty members negotiating at
+/// How long a crowded room may take to be heard all round: twelve members negotiating at
 /// once, two of them browsers, in a debug build beside the other test (a correctness
 /// check, not a timing one).
 const ROOM_SETTLE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The two tests run one after the other: the twenty-member room (with two browsers)
+/// The two tests run one after the other: the twelve-member room (with two browsers)
 /// loads both cores, and the flood test's two bots once missed their 30 s to hear each
 /// other beside it in CI.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -94,19 +93,22 @@ async fn all_hear_each_other(bots: &[RoomBot], count: u64) -> anyhow::Result<()>
     hear(bots, &ids, count).await
 }
 
-/// Twenty members, eighteen bots and two Chromium pages, each hearing the others: the
+/// Twelve members, ten bots and two Chromium pages, each hearing the others: the
 /// server's SFU holds one UDP socket, the media port. The SFU binds its own loopback
 /// address (127.0.0.2), so its sockets are told apart from the bots' (127.0.0.1) exactly
 /// (the browsers are processes of their own); before the media port, it held one per
-/// member.
+/// member. Twelve, not a class of twenty: on two cores in a debug build, two browsers each
+/// decoding nineteen streams took three quarters of the CPU, and the server's tasks fell
+/// seconds behind (CI failed on it). How many members the SFU serves is measured by the
+/// forwarding bench, in release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
+async fn twelve_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
     require_client_bundle()?;
     let sfu_ip = IpAddr::from([127, 0, 0, 2]);
     let server = TestServer::start_with(|c| {
         c.media_ip = Some(sfu_ip);
-        c.room_max_speakers = 20;
+        c.room_max_speakers = 12;
         // Not in the way of the count (it binds the `listen` IP anyway).
         c.turn = false;
     })
@@ -133,7 +135,7 @@ async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
         pages.push(page);
     }
     let mut bots = Vec::new();
-    for i in 0..18 {
+    for i in 0..10 {
         bots.push(RoomBot::join(server.addr(), options(&format!("bot{i}"), at)).await?);
     }
     for bot in &bots {
@@ -193,7 +195,7 @@ async fn twenty_members_are_served_from_one_udp_socket() -> anyhow::Result<()> {
 
     let (status, page) = http_get(server.addr(), "/metrics").await?;
     assert_eq!(status, 200, "{page}");
-    assert_eq!(metric(&page, "quad_room_members"), Some(20.0));
+    assert_eq!(metric(&page, "quad_room_members"), Some(12.0));
     assert_eq!(
         metric(&page, "quad_sfu_udp_inbox_dropped_total"),
         Some(0.0),

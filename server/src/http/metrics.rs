@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 26] = [
+    let rows: [(&str, &str, &str, u64); 27] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -63,8 +63,14 @@ pub fn render(state: &AppState) -> String {
         (
             "quad_sfu_dropped_packets_total",
             "counter",
-            "RTP packets the SFU could not hand to a subscriber's connection.",
+            "RTP packets the SFU could not hand to a subscriber's connection (closed).",
             load(&sfu.dropped_packets),
+        ),
+        (
+            "quad_sfu_viewer_queue_full_total",
+            "counter",
+            "RTP packets dropped for one viewer whose connection's queue was full.",
+            load(&sfu.viewer_queue_full),
         ),
         (
             "quad_sfu_suppressed_packets_total",

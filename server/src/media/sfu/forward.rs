@@ -24,6 +24,7 @@
 use super::allocation::Allotment;
 use super::speakers;
 use super::{SfuMetrics, StreamKind};
+use futures_util::FutureExt;
 use quad_shared::AvatarId;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use std::sync::Arc;
@@ -328,7 +329,7 @@ async fn run(
                         f.layer_ssrcs[usize::from(layer)] = Some(init.ssrc);
                     }
                 }
-                Some(TrackRemoteEvent::OnRtpPacket(packet)) => f.forward(packet).await,
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => f.forward(packet),
                 Some(_) => {}
             },
         }
@@ -453,7 +454,7 @@ impl Forwarder {
         }
     }
 
-    async fn forward(&mut self, mut packet: rtc::rtp::Packet) {
+    fn forward(&mut self, mut packet: rtc::rtp::Packet) {
         let now = Instant::now();
         self.stats.packets.fetch_add(1, Ordering::Relaxed);
         if let Some(id) = self.source.audio_level_id
@@ -572,22 +573,61 @@ impl Forwarder {
             copy.header.timestamp = out_ts;
             copy.header.ssrc = v.sub.ssrc;
             copy.header.payload_type = v.sub.payload_type;
-            if v.sub.track.write_rtp(copy).await.is_ok() {
-                self.metrics
-                    .forwarded_packets
-                    .fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .forwarded_bytes
-                    .fetch_add(bytes, Ordering::Relaxed);
-                i += 1;
-            } else {
-                // The viewer's connection is gone; its member task cleans up the rest.
-                self.metrics.dropped_packets.fetch_add(1, Ordering::Relaxed);
-                self.viewers.swap_remove(i);
+            match hand_over(&v.sub.track, copy) {
+                Handed::Queued => {
+                    self.metrics
+                        .forwarded_packets
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .forwarded_bytes
+                        .fetch_add(bytes, Ordering::Relaxed);
+                    i += 1;
+                }
+                Handed::Full => {
+                    // Its connection is behind: this packet is lost to it alone (it sees a
+                    // gap, as on a lossy link), and every other viewer gets it on time.
+                    self.metrics
+                        .viewer_queue_full
+                        .fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+                Handed::Gone => {
+                    // The viewer's connection is gone; its member task cleans up the rest.
+                    self.metrics.dropped_packets.fetch_add(1, Ordering::Relaxed);
+                    self.viewers.swap_remove(i);
+                }
             }
         }
     }
+}
 
+/// What became of a packet handed to a viewer's connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Handed {
+    Queued,
+    /// The connection's queue was full: the packet was dropped for this viewer.
+    Full,
+    /// The connection is closed.
+    Gone,
+}
+
+/// Hands `packet` to a viewer's connection without waiting.
+///
+/// webrtc-rs's `write_rtp` waits while the connection's queue (256 events) is full, and a
+/// forwarder serves every viewer of a stream in turn: waiting on one slow connection
+/// would hold the stream up for the whole room, and with it the publisher's own queue,
+/// which then drops for everyone. So the write is polled once: the queue takes the packet
+/// now, or this viewer loses it. `unconstrained`, so that tokio's cooperative budget does
+/// not make a queue with room look full.
+fn hand_over(track: &TrackLocalStaticRTP, packet: rtc::rtp::Packet) -> Handed {
+    match tokio::task::unconstrained(track.write_rtp(packet)).now_or_never() {
+        Some(Ok(())) => Handed::Queued,
+        None => Handed::Full,
+        Some(Err(_)) => Handed::Gone,
+    }
+}
+
+impl Forwarder {
     /// Sends the picture-loss requests that are wanted, each layer at most every
     /// [`KEYFRAME_INTERVAL`] (a request that must wait goes out with a later packet).
     async fn request_keyframes(&mut self) {
@@ -645,6 +685,82 @@ mod tests {
         // Truncated.
         assert!(!vp8_keyframe(&[0x90, 0xe0]));
         assert!(!vp8_keyframe(&[]));
+    }
+
+    fn audio_packet(sequence_number: u16) -> rtc::rtp::Packet {
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number,
+                ssrc: 7,
+                ..Default::default()
+            },
+            payload: vec![0; 100].into(),
+        }
+    }
+
+    struct NoEvents;
+    impl webrtc::peer_connection::PeerConnectionEventHandler for NoEvents {}
+
+    /// A viewer's connection whose queue is full loses the packet at once instead of
+    /// holding the forwarder (and with it every other viewer) until the queue drains.
+    #[tokio::test]
+    async fn a_full_connection_queue_drops_the_packet_without_waiting() -> anyhow::Result<()> {
+        use rtc::media_stream::MediaStreamTrack;
+        use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+        use webrtc::peer_connection::{MediaEngine, PeerConnection, PeerConnectionBuilder};
+
+        let mut media = MediaEngine::default();
+        media.register_default_codecs()?;
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_udp_addrs(vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))])
+            .with_handler(Arc::new(NoEvents))
+            .with_setting_engine(
+                webrtc::peer_connection::SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .build()
+            .await?;
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "s".to_owned(),
+            "t".to_owned(),
+            "t".to_owned(),
+            RtpCodecKind::Audio,
+            vec![],
+        )));
+        // Binds the track to the connection's queue.
+        pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
+
+        // This test's runtime has one thread, and the loop does not yield: the connection's
+        // driver takes nothing from its queue meanwhile, as a driver that is behind.
+        let handed: Vec<Handed> = (0..1_000)
+            .map(|seq| hand_over(&track, audio_packet(seq)))
+            .collect();
+        let queued = handed.iter().take_while(|h| **h == Handed::Queued).count();
+        // The queue holds 256 events; the connection may have queued a few of its own.
+        assert!((200..=256).contains(&queued), "{queued} queued");
+        assert!(
+            handed[queued..].iter().all(|h| *h == Handed::Full),
+            "{:?}",
+            &handed[queued..queued + 5]
+        );
+
+        // Once the driver has run, the queue takes packets again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            match hand_over(&track, audio_packet(0)) {
+                Handed::Queued => break,
+                other => assert!(std::time::Instant::now() < deadline, "still {other:?}"),
+            }
+        }
+
+        pc.close().await?;
+        assert_eq!(hand_over(&track, audio_packet(1)), Handed::Gone);
+        Ok(())
     }
 
     #[test]

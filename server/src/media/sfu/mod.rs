@@ -106,8 +106,11 @@ pub struct SfuMetrics {
     pub members: AtomicU64,
     pub forwarded_packets: AtomicU64,
     pub forwarded_bytes: AtomicU64,
-    /// Packets that could not be handed to a subscriber's connection.
+    /// Packets that could not be handed to a subscriber's connection (it was closed).
     pub dropped_packets: AtomicU64,
+    /// Packets dropped for one viewer whose connection's queue was full (the others got
+    /// them: a slow connection never holds a stream up).
+    pub viewer_queue_full: AtomicU64,
     /// Audio packets held back by the loudest-speakers rule.
     pub suppressed_packets: AtomicU64,
     /// Packets dropped because a teacher turned that device off.
