@@ -8,7 +8,8 @@
 //! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
 //! - [`media`]: the SFU that forwards classroom media; [`turn`]: embedded STUN/TURN.
 //! - [`egress`]: which addresses clients may have the server send to (TURN, SFU).
-//! - [`heap`]: the live heap, counted when built with `heap-count` (for soaks).
+//! - [`heap`]: the live heap, counted when built with `heap-count` (for soaks);
+//!   [`logging`]: the log subscriber (webrtc-rs's per-packet drop errors sampled).
 //! - [`auth`]: join links (teacher and student roles); [`store`]: chat, the audit log and
 //!   secrets, in SQLite in the data directory.
 //!
@@ -20,6 +21,7 @@ pub mod config;
 pub mod egress;
 pub mod heap;
 pub mod http;
+pub mod logging;
 pub mod media;
 pub mod session;
 pub mod space;

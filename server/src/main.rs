@@ -138,16 +138,11 @@ async fn main() -> std::process::ExitCode {
     let _profile = dhat::Profiler::new_heap();
     #[cfg(all(feature = "heap-count", not(feature = "dhat-heap")))]
     quad_server::heap::count_with(|| ALLOCATOR.allocated());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // webrtc-rs's ICE and DTLS warn about routine things on every connection.
-                .unwrap_or_else(|_| {
-                    "info,warp=warn,hyper=warn,rtc_ice=error,rtc_dtls=error".into()
-                }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // webrtc-rs's ICE and DTLS warn about routine things on every connection.
+    quad_server::logging::init(
+        "info,warp=warn,hyper=warn,rtc_ice=error,rtc_dtls=error",
+        false,
+    );
     quad_server::heap::no_huge_pages();
     let mut cli = Cli::parse();
     let command = cli.command.take();

@@ -39,13 +39,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Logs to stderr once per test binary (shown for failing tests).
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,quad_server=info,rtc_ice=error,rtc_dtls=error".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    quad_server::logging::init("warn,quad_server=info,rtc_ice=error,rtc_dtls=error", true);
 }
 
 /// A fresh, empty directory under the system temp dir.

@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 27] = [
+    let rows: [(&str, &str, &str, u64); 28] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -65,6 +65,12 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "RTP packets the SFU could not hand to a subscriber's connection (closed).",
             load(&sfu.dropped_packets),
+        ),
+        (
+            "quad_sfu_reader_dropped_packets_total",
+            "counter",
+            "Packets webrtc-rs dropped because a stream's reader was behind (logged once per 10 s).",
+            crate::logging::READER_DROPPED_PACKETS.load(Ordering::Relaxed),
         ),
         (
             "quad_sfu_viewer_queue_full_total",

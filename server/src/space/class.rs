@@ -257,16 +257,24 @@ impl Classes {
 
     /// `id` walked out of its class (or left the space).
     pub fn leave(&mut self, outbox: &mut Outbox, id: AvatarId) {
+        // Also for an avatar refused at every door, which leaves the space from no class.
+        self.refusals_told.remove(&id);
         let Some(room) = self.class_of.remove(&id) else {
             return;
         };
-        self.refusals_told.remove(&id);
         let Some(class) = self.rooms.get_mut(&room) else {
             return;
         };
         let blocked = class.blocked_of(id);
         class.members.retain(|m| *m != id);
-        class.people.remove(&id);
+        if let Some(user) = class.people.remove(&id)
+            && class.blocked.get(&user) == Some(&class.newcomers)
+        {
+            // Walking back in gives the same devices: nothing to remember. Kept are only
+            // those the teacher set apart from everyone's, so a stream of newcomers (new
+            // guests every few seconds) grows nothing.
+            class.blocked.remove(&user);
+        }
         class.teachers.retain(|m| *m != id);
         class.hands.retain(|m| *m != id);
         class.away.retain(|m| *m != id);
@@ -560,6 +568,57 @@ mod tests {
         classes
             .teacher((who, role, &user, "X"), action, |_| None, 0)
             .map(|(e, _)| e)
+    }
+
+    /// A stream of people walking in and out, and of avatars refused at the door, leaves
+    /// nothing behind; what the teacher set for one person is kept.
+    #[test]
+    fn people_coming_and_going_leave_nothing_behind() {
+        let (mut classes, mut outbox) = class_with_teacher_and_students();
+        act(
+            &mut classes,
+            T,
+            Role::Teacher,
+            TeacherAction::Allow {
+                who: Who::One(S),
+                device: Device::Mic,
+                allowed: false,
+            },
+        )
+        .expect("allowed");
+        for i in 100..1_100 {
+            let guest = AvatarId(i);
+            classes.enter(
+                &mut outbox,
+                (guest, Role::Guest, &key(guest)),
+                ROOM,
+                ("Room 1", 0),
+            );
+            classes.leave(&mut outbox, guest);
+        }
+        for i in 2_000..3_000 {
+            // Told its move was refused; it never got in, and leaves the space.
+            classes.refusals_told.insert(AvatarId(i), 1);
+            classes.leave(&mut outbox, AvatarId(i));
+        }
+        assert!(classes.refusals_told.is_empty());
+        classes.leave(&mut outbox, S);
+        classes.leave(&mut outbox, S2);
+        let class = &classes.rooms[&ROOM];
+        assert_eq!(
+            class.blocked.keys().collect::<Vec<_>>(),
+            vec![&key(S)],
+            "only the muted student is remembered"
+        );
+        assert_eq!(class.people.len(), 1, "the teacher");
+        // Back in, still muted.
+        classes.enter(
+            &mut outbox,
+            (S, Role::Student, &key(S)),
+            ROOM,
+            ("Room 1", 0),
+        );
+        assert!(classes.blocked_of(S).mic);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
@@ -376,6 +376,30 @@ impl Slot {
 /// from the connection instead (its m-line then stays, inactive, as before).
 const MAX_IDLE_SLOTS: usize = 64;
 
+/// Tile sizes a connection remembers before it forgets those of cameras it does not get
+/// (one message names at most [`quad_shared::protocol::MAX_ROOM_TILES`]).
+const MAX_TILE_LAYERS: usize = quad_shared::protocol::MAX_ROOM_TILES;
+
+/// Notes that `publisher`'s tile wants `layer`; whether that changed anything. Past
+/// [`MAX_TILE_LAYERS`] it forgets the tiles of people this member gets no stream from
+/// (`senders`): a tile outlives a camera turned off (the client reports sizes only when they
+/// change), and a client naming ids at random grows nothing.
+fn remember_tile(
+    tiles: &mut FxHashMap<AvatarId, u8>,
+    publisher: AvatarId,
+    layer: u8,
+    senders: impl FnOnce() -> FxHashSet<AvatarId>,
+) -> bool {
+    if tiles.insert(publisher, layer) == Some(layer) {
+        return false;
+    }
+    if tiles.len() > MAX_TILE_LAYERS {
+        let senders = senders();
+        tiles.retain(|p, _| *p == publisher || senders.contains(p));
+    }
+    true
+}
+
 /// Passes the viewer's feedback on a forwarded track to the forwarder its slot points at:
 /// keyframe requests (rate-limited there on the way to the publisher) and the loss its
 /// receiver reports (which picks its simulcast layer). Ends when the track is unbound.
@@ -472,7 +496,9 @@ impl Member {
             MemberCmd::Tiles(tiles, _handled_here) => {
                 for (publisher, width) in tiles {
                     let layer = forward::layer_for_width(width);
-                    if self.tile_layers.insert(publisher, layer) == Some(layer) {
+                    let subscriptions = &self.subscriptions;
+                    let senders = || subscriptions.keys().map(|(p, _)| *p).collect();
+                    if !remember_tile(&mut self.tile_layers, publisher, layer, senders) {
                         continue;
                     }
                     if let Some(sub) = self.subscriptions.get(&(publisher, StreamKind::Camera))
@@ -854,8 +880,8 @@ impl Member {
         // A forwarder that has ended (its publisher left) writes nothing more.
         let mut stopped_writing = true;
         if sub.published.ctl.send(removal).is_ok() {
-            // A forwarder that has ended drops `done` at once; one stuck writing to a viewer
-            // whose connection is full is not waited for long.
+            // A forwarder that has ended drops `done` at once; a forwarder never waits on a
+            // viewer, so it answers within a packet, and a stuck task is not waited for long.
             match tokio::time::timeout(FORWARDER_STOP_WAIT, stopped).await {
                 Ok(Ok(())) => tokio::time::sleep(DRIVER_QUEUE_GRACE).await,
                 Ok(Err(_)) => {}
@@ -949,5 +975,29 @@ impl Member {
             return Some((index, level_id));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_of_strangers_are_forgotten_and_those_of_senders_kept() {
+        let mut tiles = FxHashMap::default();
+        let senders = || [AvatarId(1), AvatarId(2)].into_iter().collect();
+        assert!(remember_tile(&mut tiles, AvatarId(1), 0, senders));
+        assert!(
+            !remember_tile(&mut tiles, AvatarId(1), 0, senders),
+            "unchanged"
+        );
+        // A camera turned off: its publisher still sends audio, and its tile is kept.
+        assert!(remember_tile(&mut tiles, AvatarId(2), 2, senders));
+        for i in 1_000..11_000 {
+            remember_tile(&mut tiles, AvatarId(i), 1, senders);
+            assert!(tiles.len() <= MAX_TILE_LAYERS + 1);
+        }
+        assert_eq!(tiles.get(&AvatarId(1)), Some(&0));
+        assert_eq!(tiles.get(&AvatarId(2)), Some(&2));
     }
 }
