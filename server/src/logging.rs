@@ -8,7 +8,6 @@
 //! [`SAMPLE_EVERY`] and counts the rest (`quad_sfu_reader_dropped_packets_total`).
 
 use std::fmt::Write as _;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::field::{Field, Visit};
@@ -59,13 +58,11 @@ pub struct PacketDrops {
 impl Default for PacketDrops {
     fn default() -> Self {
         PacketDrops {
-            start: *PROCESS_START,
+            start: Instant::now(),
             last_shown_ms: AtomicU64::new(0),
         }
     }
 }
-
-static PROCESS_START: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 impl PacketDrops {
     /// Whether a drop line seen now is printed (one per [`SAMPLE_EVERY`]).

@@ -1,6 +1,6 @@
 //! The `quad-server` binary as a user starts it: prints its address, answers `/healthz`,
-//! runs without transparent huge pages, shuts down cleanly on SIGTERM, and refuses to start on a broken map or bad config with an
-//! error that names the file.
+//! runs without transparent huge pages, shuts down cleanly on SIGTERM, and refuses to
+//! start on a broken map or bad config with an error that names the file.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -534,27 +534,17 @@ mod tests {
         UserKey(format!("link:person{}", id.0))
     }
 
+    /// `id`, as the person `key(id)`, walks into Room 1.
+    fn walk_in(classes: &mut Classes, outbox: &mut Outbox, id: AvatarId, role: Role) {
+        classes.enter(outbox, (id, role, &key(id)), ROOM, ("Room 1", 0));
+    }
+
     fn class_with_teacher_and_students() -> (Classes, Outbox) {
         let mut classes = Classes::default();
         let mut outbox = Outbox::default();
-        classes.enter(
-            &mut outbox,
-            (T, Role::Teacher, &key(T)),
-            ROOM,
-            ("Room 1", 0),
-        );
-        classes.enter(
-            &mut outbox,
-            (S, Role::Student, &key(S)),
-            ROOM,
-            ("Room 1", 0),
-        );
-        classes.enter(
-            &mut outbox,
-            (S2, Role::Guest, &key(S2)),
-            ROOM,
-            ("Room 1", 0),
-        );
+        walk_in(&mut classes, &mut outbox, T, Role::Teacher);
+        walk_in(&mut classes, &mut outbox, S, Role::Student);
+        walk_in(&mut classes, &mut outbox, S2, Role::Guest);
         (classes, outbox)
     }
 
@@ -588,12 +578,7 @@ mod tests {
         .expect("allowed");
         for i in 100..1_100 {
             let guest = AvatarId(i);
-            classes.enter(
-                &mut outbox,
-                (guest, Role::Guest, &key(guest)),
-                ROOM,
-                ("Room 1", 0),
-            );
+            walk_in(&mut classes, &mut outbox, guest, Role::Guest);
             classes.leave(&mut outbox, guest);
         }
         for i in 2_000..3_000 {
@@ -612,12 +597,7 @@ mod tests {
         );
         assert_eq!(class.people.len(), 1, "the teacher");
         // Back in, still muted.
-        classes.enter(
-            &mut outbox,
-            (S, Role::Student, &key(S)),
-            ROOM,
-            ("Room 1", 0),
-        );
+        walk_in(&mut classes, &mut outbox, S, Role::Student);
         assert!(classes.blocked_of(S).mic);
     }
 
@@ -649,12 +629,7 @@ mod tests {
         assert_eq!(muted, vec![S, S2]);
         assert!(classes.blocked_of(S).mic && !classes.blocked_of(T).mic);
         let late = AvatarId(9);
-        classes.enter(
-            &mut outbox,
-            (late, Role::Guest, &key(late)),
-            ROOM,
-            ("Room 1", 0),
-        );
+        walk_in(&mut classes, &mut outbox, late, Role::Guest);
         assert!(classes.blocked_of(late).mic, "newcomers are muted too");
         // Walking out and back in does not unmute.
         classes.leave(&mut outbox, S);
@@ -662,12 +637,7 @@ mod tests {
             !classes.blocked_of(S).mic,
             "outside the room the class does not apply"
         );
-        classes.enter(
-            &mut outbox,
-            (S, Role::Student, &key(S)),
-            ROOM,
-            ("Room 1", 0),
-        );
+        walk_in(&mut classes, &mut outbox, S, Role::Student);
         assert!(classes.blocked_of(S).mic);
     }
 
@@ -802,12 +772,7 @@ mod tests {
         );
         // Someone else is not muted by it.
         let other = AvatarId(21);
-        classes.enter(
-            &mut outbox,
-            (other, Role::Student, &key(other)),
-            ROOM,
-            ("Room 1", 0),
-        );
+        walk_in(&mut classes, &mut outbox, other, Role::Student);
         assert!(!classes.blocked_of(other).mic);
         // Sent out, the person cannot come back under a new avatar either.
         classes

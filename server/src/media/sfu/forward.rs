@@ -599,35 +599,7 @@ impl Forwarder {
             }
         }
     }
-}
 
-/// What became of a packet handed to a viewer's connection.
-#[derive(Debug, PartialEq, Eq)]
-enum Handed {
-    Queued,
-    /// The connection's queue was full: the packet was dropped for this viewer.
-    Full,
-    /// The connection is closed.
-    Gone,
-}
-
-/// Hands `packet` to a viewer's connection without waiting.
-///
-/// webrtc-rs's `write_rtp` waits while the connection's queue (256 events) is full, and a
-/// forwarder serves every viewer of a stream in turn: waiting on one slow connection
-/// would hold the stream up for the whole room, and with it the publisher's own queue,
-/// which then drops for everyone. So the write is polled once: the queue takes the packet
-/// now, or this viewer loses it. `unconstrained`, so that tokio's cooperative budget does
-/// not make a queue with room look full.
-fn hand_over(track: &TrackLocalStaticRTP, packet: rtc::rtp::Packet) -> Handed {
-    match tokio::task::unconstrained(track.write_rtp(packet)).now_or_never() {
-        Some(Ok(())) => Handed::Queued,
-        None => Handed::Full,
-        Some(Err(_)) => Handed::Gone,
-    }
-}
-
-impl Forwarder {
     /// Sends the picture-loss requests that are wanted, each layer at most every
     /// [`KEYFRAME_INTERVAL`] (a request that must wait goes out with a later packet).
     async fn request_keyframes(&mut self) {
@@ -664,6 +636,32 @@ impl Forwarder {
                 tracing::debug!("picture-loss request not sent: {e}");
             }
         }
+    }
+}
+
+/// What became of a packet handed to a viewer's connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Handed {
+    Queued,
+    /// The connection's queue was full: the packet was dropped for this viewer.
+    Full,
+    /// The connection is closed.
+    Gone,
+}
+
+/// Hands `packet` to a viewer's connection without waiting.
+///
+/// webrtc-rs's `write_rtp` waits while the connection's queue (256 events) is full, and a
+/// forwarder serves every viewer of a stream in turn: waiting on one slow connection
+/// would hold the stream up for the whole room, and with it the publisher's own queue,
+/// which then drops for everyone. So the write is polled once: the queue takes the packet
+/// now, or this viewer loses it. `unconstrained`, so that tokio's cooperative budget does
+/// not make a queue with room look full.
+fn hand_over(track: &TrackLocalStaticRTP, packet: rtc::rtp::Packet) -> Handed {
+    match tokio::task::unconstrained(track.write_rtp(packet)).now_or_never() {
+        Some(Ok(())) => Handed::Queued,
+        None => Handed::Full,
+        Some(Err(_)) => Handed::Gone,
     }
 }
 
