@@ -80,7 +80,7 @@ impl PacketDrops {
 
 impl<S: Subscriber> Layer<S> for PacketDrops {
     fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
-        if event.metadata().target() != DRIVER_TARGET || !is_packet_drop(event) {
+        if !is_packet_drop(event) {
             return true;
         }
         if self.show_now() {
@@ -93,16 +93,31 @@ impl<S: Subscriber> Layer<S> for PacketDrops {
 
 /// Whether `event`'s message is one of webrtc-rs's packet-drop errors. Only the message's
 /// first bytes are formatted, not the packet after them.
+///
+/// webrtc-rs logs through the `log` crate: such a record arrives as an event whose
+/// target is `log`, with the real one in its `log.target` field.
 fn is_packet_drop(event: &Event<'_>) -> bool {
+    let target = event.metadata().target();
+    if target != DRIVER_TARGET && target != LOG_RECORD_TARGET {
+        return false;
+    }
     let mut head = MessageHead::default();
     event.record(&mut head);
-    DROP_MESSAGES.iter().any(|m| head.text.starts_with(m))
+    let from_driver = target == DRIVER_TARGET || head.log_target == DRIVER_TARGET;
+    from_driver && DROP_MESSAGES.iter().any(|m| head.text.starts_with(m))
 }
 
-/// The beginning of an event's message ([`MessageHead::LEN`] bytes).
+/// The target of events made from `log` records (by `tracing-log`, which the subscriber
+/// installs), and the field that holds the record's own target.
+const LOG_RECORD_TARGET: &str = "log";
+const LOG_TARGET_FIELD: &str = "log.target";
+
+/// The beginning of an event's message ([`MessageHead::LEN`] bytes), and the target of a
+/// `log` record.
 #[derive(Default)]
 struct MessageHead {
     text: String,
+    log_target: String,
 }
 
 impl MessageHead {
@@ -131,8 +146,12 @@ impl Visit for MessageHead {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.text = value.chars().take(Self::LEN).collect();
+        match field.name() {
+            "message" => self.text = value.chars().take(Self::LEN).collect(),
+            LOG_TARGET_FIELD if value.len() <= DRIVER_TARGET.len() => {
+                self.log_target = value.to_owned()
+            }
+            _ => {}
         }
     }
 }
@@ -194,14 +213,18 @@ mod tests {
                     .with_ansi(false)
                     .with_writer(move || writer.clone()),
             );
+        // webrtc-rs logs through the `log` crate, as the subscriber's `try_init` would
+        // forward it.
+        let _ = tracing_log::LogTracer::init();
         let before = READER_DROPPED_PACKETS.load(Ordering::Relaxed);
         tracing::subscriber::with_default(subscriber, || {
-            tracing::error!(target: "webrtc::peer_connection::driver", "Failed to send RtpPacket to track remote {}: {:?}", "bot-mic", "first");
-            for _ in 0..1_000 {
-                tracing::error!(target: "webrtc::peer_connection::driver", "Failed to send RtpPacket to track remote {}: {:?}", "bot-mic", Packet);
+            log::error!(target: "webrtc::peer_connection::driver", "Failed to send RtpPacket to track remote {}: {:?}", "bot-mic", "first");
+            for _ in 0..500 {
+                log::error!(target: "webrtc::peer_connection::driver", "Failed to send RtpPacket to track remote {}: {:?}", "bot-mic", Packet);
+                tracing::error!(target: "webrtc::peer_connection::driver", "Failed to send RtcpPacket to track local {}: {:?}", "bot-mic", Packet);
             }
-            tracing::error!(target: "webrtc::peer_connection::driver", "Failed to send RTP: {}", "a real error");
-            tracing::error!(target: "quad_server::elsewhere", "Failed to send RtpPacket to track remote {}", "not webrtc's");
+            log::error!(target: "webrtc::peer_connection::driver", "Failed to send RTP: {}", "a real error");
+            log::error!(target: "quad_server::elsewhere", "Failed to send RtpPacket to track remote {}", "not webrtc's");
         });
         let text = String::from_utf8(lines.0.lock().expect("not poisoned").clone()).expect("utf-8");
         assert_eq!(text.lines().count(), 3, "{text}");

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// mimalloc, not glibc's malloc: the world tick and the SFU make many small, short-lived
 /// buffers, and with glibc a fifth of a 10,000-avatar tick went to `malloc` and `free`
 /// (perf, `cargo xtask bench`).
-#[cfg(not(any(feature = "dhat-heap", feature = "heap-count")))]
+#[cfg(not(any(feature = "dhat-heap", feature = "heap-count", feature = "heap-prof")))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -25,6 +25,18 @@ static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMallo
 #[cfg(feature = "dhat-heap")]
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
+/// With `--features heap-prof`, jemalloc with its sampling heap profiler, cheap enough for a
+/// whole soak at full load (DHAT slows the server too much for that). Run with
+/// `_RJEM_MALLOC_CONF=prof:true,lg_prof_sample:17,lg_prof_interval:33,prof_prefix:DIR/heap`
+/// and a profile is written to `DIR` after every 8 GiB allocated; two of them compared
+/// (`jeprof --text --base=EARLY quad-server LATE`) show what a long run keeps.
+#[cfg(all(
+    feature = "heap-prof",
+    not(any(feature = "dhat-heap", feature = "heap-count"))
+))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The Quad virtual campus server.
 #[derive(Parser, Debug)]
@@ -135,7 +147,7 @@ impl Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     #[cfg(feature = "dhat-heap")]
-    let _profile = dhat::Profiler::new_heap();
+    let _profile = dhat_profile();
     #[cfg(all(feature = "heap-count", not(feature = "dhat-heap")))]
     quad_server::heap::count_with(|| ALLOCATOR.allocated());
     // webrtc-rs's ICE and DTLS warn about routine things on every connection.
@@ -178,6 +190,26 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Starts the heap profile. With `QUAD_DHAT_AFTER_SECS=N` it is written after N seconds
+/// while the server runs on, so its "at t-end" figures are what was live at that moment:
+/// two runs stopped at different times show what grows. Otherwise it is written at exit.
+#[cfg(feature = "dhat-heap")]
+fn dhat_profile() -> Option<dhat::Profiler> {
+    let profile = dhat::Profiler::new_heap();
+    let Some(secs) = std::env::var("QUAD_DHAT_AFTER_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return Some(profile);
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        drop(profile);
+        eprintln!("dhat: profile written after {secs} s");
+    });
+    None
 }
 
 /// Makes a join link with the campus's secret (from the config or the data directory).

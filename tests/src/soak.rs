@@ -138,11 +138,14 @@ pub async fn run(options: &SoakOptions) -> Result<(Vec<Sample>, Arc<Activity>)> 
         }
         let wake = next.min(end);
         tokio::time::sleep(wake.saturating_duration_since(Instant::now())).await;
-        for t in &tasks {
-            if t.is_finished() {
-                stop.store(true, Ordering::Relaxed);
-                bail!("a bot task ended early (the server closed on it?)");
-            }
+        if let Some(done) = tasks.iter().position(|t| t.is_finished()) {
+            stop.store(true, Ordering::Relaxed);
+            let why = match tasks.swap_remove(done).await {
+                Ok(Ok(())) => "it stopped (the server closed on it?)".to_owned(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("it panicked: {e}"),
+            };
+            bail!("a bot task ended early: {why}");
         }
     }
     stop.store(true, Ordering::Relaxed);
