@@ -128,6 +128,18 @@ pub struct RoomBotState {
     /// Connections made again, and whether the last one resumed the session.
     pub reconnects: u32,
     pub resumed: bool,
+    /// The tracks the room connection received (what RTCP can be written on).
+    pub tracks: ReceivedTracks,
+}
+
+/// The room connection's received tracks.
+#[derive(Default)]
+pub struct ReceivedTracks(Vec<Arc<dyn TrackRemote>>);
+
+impl std::fmt::Debug for ReceivedTracks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} tracks", self.0.len())
+    }
 }
 
 /// A change of the bot's media, as the server told it.
@@ -323,6 +335,29 @@ impl RoomBot {
         while !self.task.is_finished() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends an empty receiver report from each SSRC of `ssrcs` on a received track, as a
+    /// client may: RTCP's sender SSRC is the client's to choose.
+    pub async fn send_receiver_reports(&self, ssrcs: std::ops::Range<u32>) -> Result<()> {
+        let track = self
+            .state()
+            .tracks
+            .0
+            .first()
+            .cloned()
+            .context("no track received yet")?;
+        for ssrc in ssrcs {
+            let report = rtc::rtcp::receiver_report::ReceiverReport {
+                ssrc,
+                ..Default::default()
+            };
+            track
+                .write_rtcp(vec![Box::new(report)])
+                .await
+                .map_err(|e| anyhow!("writing RTCP: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Waits until this bot receives packets from each of `publishers`' `kind` streams,
@@ -733,6 +768,12 @@ fn ssrc_streams(sdp: &str) -> Vec<(u32, String)> {
 
 /// Counts what arrives on a forwarded track, by the stream its SSRC carries now.
 fn count(track: Arc<dyn TrackRemote>, state: Arc<Mutex<RoomBotState>>) {
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .tracks
+        .0
+        .push(track.clone());
     tokio::spawn(async move {
         let first_stream = track.stream_id().await;
         while let Some(event) = track.poll().await {

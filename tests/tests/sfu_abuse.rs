@@ -74,6 +74,47 @@ async fn sfu_metric(server: &TestServer, name: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
 }
 
+/// A client sending RTCP from a new SSRC in every packet (each would cost the server a
+/// decryption state for the connection's life) is held to its allowance of sources: the
+/// rest is dropped and counted, and its connection and the room go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtcp_from_ever_new_sources_is_bounded_and_the_room_goes_on() -> anyhow::Result<()> {
+    use quad_server::media::sfu::ssrc_quota::MAX_SSRCS_PER_KIND;
+    let server = TestServer::start().await?;
+    let at = room_spot(&campus(), 0)?;
+    let a = RoomBot::join(server.addr(), options("a", at)).await?;
+    let b = RoomBot::join(server.addr(), options("b", at)).await?;
+    b.wait_receiving(&[a.id], "mic", 10).await?;
+    let before = sfu_metric(&server, "quad_sfu_udp_ssrc_refused_total").await?;
+    let sent = 2 * MAX_SSRCS_PER_KIND as u32;
+    b.send_receiver_reports(0x5000_0000..0x5000_0000 + sent)
+        .await?;
+    // The first reports fill b's allowance (less the sources it already used); every later
+    // one is refused. UDP on loopback may lose a few.
+    let least = u64::from(sent) - MAX_SSRCS_PER_KIND as u64 - 16;
+    let deadline = Instant::now() + PATIENCE;
+    let refused = loop {
+        let refused = sfu_metric(&server, "quad_sfu_udp_ssrc_refused_total").await? - before;
+        if refused >= least || Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        (least..=u64::from(sent)).contains(&refused),
+        "{refused} of {sent} reports from new sources refused; expected at least {least}"
+    );
+    room_goes_on(&a, &b).await?;
+    // b's own audio still reaches a: its known sources are admitted.
+    a.wait_receiving(&[b.id], "mic", 10).await?;
+    let before_a = a.state().packets_from(b.id, "mic");
+    a.wait_for(PATIENCE, "b's audio keeps coming", |s| {
+        s.packets_from(b.id, "mic") > before_a + 25
+    })
+    .await?;
+    Ok(())
+}
+
 /// Waits until no client command is queued in the SFU any more.
 async fn queues_drain(server: &TestServer) -> anyhow::Result<()> {
     let deadline = Instant::now() + PATIENCE;

@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 28] = [
+    let rows: [(&str, &str, &str, u64); 29] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -119,6 +119,12 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "UDP datagrams at the media port dropped because their connection's inbox was full.",
             load(&sfu.udp_inbox_dropped),
+        ),
+        (
+            "quad_sfu_udp_ssrc_refused_total",
+            "counter",
+            "RTP and RTCP at the media port dropped because their connection's client had already sent from as many SSRCs as it may.",
+            load(&sfu.udp_ssrc_refused),
         ),
         (
             "quad_sfu_queued_commands",

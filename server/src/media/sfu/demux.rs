@@ -17,6 +17,9 @@
 //! never takes an address from another connection; a proven one does (a client that
 //! reconnected from the same port).
 //!
+//! 4. RTP and RTCP from an SSRC beyond the connection's allowance are refused (see
+//!    [`super::ssrc_quota`]): the caller drops them and counts them.
+//!
 //! Bounded: a connection has one username fragment and at most [`MAX_ADDRS_PER_CONN`]
 //! addresses; a new one beyond that replaces the one that routed a datagram least
 //! recently (so a flood of checks from new addresses cannot push out the path media
@@ -26,6 +29,7 @@
 //!
 //! Owns no socket and no connection: only ids.
 
+use super::ssrc_quota::SsrcQuota;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::net::SocketAddr;
@@ -46,6 +50,7 @@ pub struct ConnId(pub u64);
 struct Conn {
     ufrag: Option<Box<str>>,
     addrs: SmallVec<[SocketAddr; MAX_ADDRS_PER_CONN]>,
+    ssrcs: SsrcQuota,
 }
 
 /// Where datagrams from one address go.
@@ -119,6 +124,14 @@ impl Routes {
         let route = self.by_addr.get_mut(&from)?;
         route.used = self.clock;
         Some(route.conn)
+    }
+
+    /// Whether `datagram`, routed to `conn`, may reach it: not RTP or RTCP from an SSRC
+    /// beyond the connection's allowance.
+    pub fn admit(&mut self, conn: ConnId, datagram: &[u8]) -> bool {
+        self.conns
+            .get_mut(&conn)
+            .is_some_and(|c| c.ssrcs.admit(datagram))
     }
 
     /// `conn` sent `datagram` to `to`: if it is a connectivity check, answers from `to`
@@ -334,6 +347,35 @@ pub(crate) mod tests {
         // The old fragment is free for another connection.
         routes.open(ConnId(2));
         assert!(routes.set_ufrag(ConnId(2), "first"));
+    }
+
+    #[test]
+    fn each_connection_has_its_own_ssrc_allowance_and_a_new_one_starts_afresh() {
+        use super::super::ssrc_quota::MAX_SSRCS_PER_KIND;
+        let rtp = |ssrc: u32| {
+            let mut p = RTP.to_vec();
+            p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            p
+        };
+        let mut routes = Routes::default();
+        let (a, b) = (ConnId(1), ConnId(2));
+        routes.open(a);
+        routes.open(b);
+        for ssrc in 0..MAX_SSRCS_PER_KIND as u32 {
+            assert!(routes.admit(a, &rtp(ssrc)));
+        }
+        assert!(!routes.admit(a, &rtp(u32::MAX)), "a's allowance is spent");
+        assert!(routes.admit(b, &rtp(u32::MAX)), "b's is its own");
+        assert!(
+            !routes.admit(ConnId(3), &rtp(1)),
+            "not open: nothing is admitted"
+        );
+        routes.close(a);
+        routes.open(a);
+        assert!(
+            routes.admit(a, &rtp(u32::MAX)),
+            "closing forgot a's sources"
+        );
     }
 
     #[test]

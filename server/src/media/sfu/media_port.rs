@@ -9,7 +9,8 @@
 //! - [`MediaPort`] owns the socket and one reader task, which receives in batches
 //!   (`recvmmsg`, and GRO where the kernel has it) and hands each datagram to the inbox of
 //!   the connection [`Routes`] picks (see `demux`), or drops and counts it
-//!   (`quad_sfu_udp_unrouted_total`).
+//!   (`quad_sfu_udp_unrouted_total`; `quad_sfu_udp_ssrc_refused_total` for RTP and RTCP
+//!   from more SSRCs than a connection may use, see `ssrc_quota`).
 //! - [`PortLink`] is one connection's place on the port: it registers the connection's
 //!   ICE username fragment, hands out its inboxes, and forgets the connection's routes
 //!   when closed (its member's task ends) or dropped.
@@ -465,7 +466,7 @@ async fn read(socket: Arc<PortSocket>, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let (mut unrouted, mut dropped) = (0u64, 0u64);
+        let (mut unrouted, mut dropped, mut refused) = (0u64, 0u64, 0u64);
         {
             let mut table = shared.lock();
             for (m, buf) in meta.iter().zip(&storage).take(n) {
@@ -476,6 +477,10 @@ async fn read(socket: Arc<PortSocket>, shared: Arc<Shared>) {
                         unrouted += 1;
                         continue;
                     };
+                    if !table.routes.admit(conn, datagram) {
+                        refused += 1;
+                        continue;
+                    }
                     let queued = table
                         .inbox(conn, m.dst_ip)
                         .is_some_and(|inbox| inbox.push(from, m, datagram, &mut wake));
@@ -499,6 +504,12 @@ async fn read(socket: Arc<PortSocket>, shared: Arc<Shared>) {
                 .metrics
                 .udp_inbox_dropped
                 .fetch_add(dropped, Ordering::Relaxed);
+        }
+        if refused > 0 {
+            shared
+                .metrics
+                .udp_ssrc_refused
+                .fetch_add(refused, Ordering::Relaxed);
         }
     }
 }

@@ -39,6 +39,7 @@ mod retransmission;
 mod reused_timer;
 mod room;
 pub mod speakers;
+pub mod ssrc_quota;
 
 use crate::session::SessionOutbox;
 use dashmap::DashMap;
@@ -124,6 +125,9 @@ pub struct SfuMetrics {
     pub udp_unrouted: AtomicU64,
     /// Datagrams at the media port dropped because their connection's inbox was full.
     pub udp_inbox_dropped: AtomicU64,
+    /// RTP and RTCP at the media port dropped because their connection's client had sent
+    /// from as many SSRCs as it may (see [`ssrc_quota`]).
+    pub udp_ssrc_refused: AtomicU64,
     /// Commands from members' clients queued and not yet handled (see [`limits::Queued`]).
     pub queued_commands: AtomicU64,
     /// The most commands one member's client has had queued at once.
