@@ -28,9 +28,10 @@ static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
 /// With `--features heap-prof`, jemalloc with its sampling heap profiler, cheap enough for a
 /// whole soak at full load (DHAT slows the server too much for that). Run with
-/// `_RJEM_MALLOC_CONF=prof:true,lg_prof_sample:17,lg_prof_interval:33,prof_prefix:DIR/heap`
-/// and a profile is written to `DIR` after every 8 GiB allocated; two of them compared
-/// (`jeprof --text --base=EARLY quad-server LATE`) show what a long run keeps.
+/// `_RJEM_MALLOC_CONF=prof:true,lg_prof_sample:17,lg_prof_interval:32,prof_prefix:DIR/heap`
+/// and a profile is written to `DIR` after every 4 GiB allocated; two of them compared
+/// (`jeprof --text --cum --base=EARLY quad-server LATE`) show what a long run keeps
+/// (the README's "Soak" says more).
 #[cfg(all(
     feature = "heap-prof",
     not(any(feature = "dhat-heap", feature = "heap-count"))

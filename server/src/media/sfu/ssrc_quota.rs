@@ -60,11 +60,12 @@ impl Source {
                 .map(u32::from_be_bytes)
         };
         let is_rtcp = datagram.get(1).is_some_and(|pt| (192..=223).contains(pt));
-        match (is_rtcp, is_rtcp.then(|| ssrc_at(4)).flatten(), ssrc_at(8)) {
-            (true, Some(ssrc), _) => Source::Rtcp(ssrc),
-            (false, _, Some(ssrc)) => Source::Rtp(ssrc),
-            _ => Source::Other,
-        }
+        let source = if is_rtcp {
+            ssrc_at(4).map(Source::Rtcp)
+        } else {
+            ssrc_at(8).map(Source::Rtp)
+        };
+        source.unwrap_or(Source::Other)
     }
 }
 
@@ -88,7 +89,8 @@ impl SsrcQuota {
     }
 
     /// Distinct SSRCs seen: (RTP, RTCP).
-    pub fn used(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn used(&self) -> (usize, usize) {
         (self.rtp.len(), self.rtcp.len())
     }
 }
