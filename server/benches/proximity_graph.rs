@@ -8,7 +8,7 @@
 
 /// The allocator the server runs with (see `src/main.rs`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use glam::Vec2;
 use quad_server::space::resources::ProximityGraph;

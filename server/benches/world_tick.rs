@@ -15,7 +15,7 @@
 
 /// The allocator the server runs with (see `src/main.rs`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group};

@@ -1,5 +1,5 @@
 //! The live heap, as the allocator counts it. With the `heap-count` feature, `main.rs`
-//! wraps mimalloc in `cap::Cap`, which adds up the bytes allocated and not yet freed, and
+//! wraps the allocator (jemalloc) in `cap::Cap`, which adds up the bytes allocated and not yet freed, and
 //! hands this module a way to read them ([`count_with`]); `/metrics` then shows them as
 //! `quad_heap_live_bytes`. A soak compares that with the process's RSS: a live heap that
 //! climbs is something the server keeps, an RSS that climbs over a flat live heap is the
@@ -23,11 +23,12 @@ pub fn live_bytes() -> Option<u64> {
     SOURCE.get().map(|source| source() as u64)
 }
 
-/// Turns transparent huge pages off for this process. mimalloc asks for them on its arena
-/// (`madvise(MADV_HUGEPAGE)`), and the kernel's khugepaged then collapses every 2 MiB of it
-/// that holds anything into a whole huge page: in a 30-minute soak the server's memory grew
-/// by a fifth in 2 MiB steps while its live heap stayed flat, 80 of its 101 MiB in huge
-/// pages. With them off, freed pages go back to the kernel as mimalloc purges them.
+/// Turns transparent huge pages off for this process. An allocator that asks for them
+/// (mimalloc, which the server used before, did: `madvise(MADV_HUGEPAGE)` on its arena),
+/// or a kernel set to give them always, lets khugepaged collapse every 2 MiB that holds
+/// anything into a whole huge page: in a 30-minute soak the server's memory grew by a fifth
+/// in 2 MiB steps while its live heap stayed flat, 80 of its 101 MiB in huge pages. With
+/// them off, freed pages go back to the kernel as the allocator purges them.
 /// Linux only; elsewhere a no-op. Failing is logged, not fatal (memory is then only larger).
 pub fn no_huge_pages() {
     #[cfg(target_os = "linux")]

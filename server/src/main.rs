@@ -6,18 +6,28 @@ use quad_server::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// mimalloc, not glibc's malloc: the world tick and the SFU make many small, short-lived
+/// jemalloc, not glibc's malloc: the world tick and the SFU make many small, short-lived
 /// buffers, and with glibc a fifth of a 10,000-avatar tick went to `malloc` and `free`
-/// (perf, `cargo xtask bench`).
-#[cfg(not(any(feature = "dhat-heap", feature = "heap-count", feature = "heap-prof")))]
+/// (perf, `cargo xtask bench`). Nor mimalloc, which the server used before: with jemalloc
+/// the server forwarded as many packets per CPU-second or more, and held about a tenth
+/// less memory under the forwarding bench and a sixth less in the soak (README, "Soak").
+///
+/// With `--features heap-prof`, jemalloc's sampling heap profiler is built in, cheap enough
+/// for a whole soak at full load (DHAT slows the server too much for that). Run with
+/// `_RJEM_MALLOC_CONF=prof:true,lg_prof_sample:17,lg_prof_interval:32,prof_prefix:DIR/heap`
+/// and a profile is written to `DIR` after every 4 GiB allocated; two of them compared
+/// (`jeprof --text --cum --base=EARLY quad-server LATE`) show what a long run keeps
+/// (the README's "Soak" says more).
+#[cfg(not(any(feature = "dhat-heap", feature = "heap-count")))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// With `--features heap-count` (what `cargo xtask soak` builds), mimalloc with its live
+/// With `--features heap-count` (what `cargo xtask soak` builds), jemalloc with its live
 /// bytes counted for `/metrics` (`quad_heap_live_bytes`; see `quad_server::heap`).
 #[cfg(all(feature = "heap-count", not(feature = "dhat-heap")))]
 #[global_allocator]
-static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+static ALLOCATOR: cap::Cap<tikv_jemallocator::Jemalloc> =
+    cap::Cap::new(tikv_jemallocator::Jemalloc, usize::MAX);
 
 /// With `--features dhat-heap`, a heap profile instead: every allocation is tracked, and
 /// `dhat-heap.json` (in the working directory) is written when the server stops on
@@ -25,19 +35,6 @@ static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMallo
 #[cfg(feature = "dhat-heap")]
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
-
-/// With `--features heap-prof`, jemalloc with its sampling heap profiler, cheap enough for a
-/// whole soak at full load (DHAT slows the server too much for that). Run with
-/// `_RJEM_MALLOC_CONF=prof:true,lg_prof_sample:17,lg_prof_interval:32,prof_prefix:DIR/heap`
-/// and a profile is written to `DIR` after every 4 GiB allocated; two of them compared
-/// (`jeprof --text --cum --base=EARLY quad-server LATE`) show what a long run keeps
-/// (the README's "Soak" says more).
-#[cfg(all(
-    feature = "heap-prof",
-    not(any(feature = "dhat-heap", feature = "heap-count"))
-))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The Quad virtual campus server.
 #[derive(Parser, Debug)]

@@ -125,15 +125,25 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Resident memory of a process, KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    status_kib(pid, "VmRSS").unwrap_or(0)
+}
+
+/// The part of a process's resident memory that is mapped files (its binary's code and
+/// data, and libraries), KiB. It grows as new code paths run for the first time.
+pub fn rss_file_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssFile")
+}
+
+/// A `KEY:   N kB` line of `/proc/<pid>/status`.
+fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Runs `scenario` against the server at `addr` (started with `--dev`, so bots choose
@@ -444,5 +454,23 @@ impl Drop for ReleaseServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_and_its_mapped_files_are_read_from_proc() {
+        let me = std::process::id();
+        let (rss, files) = (rss_kib(me), rss_file_kib(me).expect("RssFile"));
+        // This test's own binary is mapped, and is part of what is resident.
+        assert!(
+            files > 0 && files < rss,
+            "RssFile {files} kB of VmRSS {rss} kB"
+        );
+        assert_eq!(status_kib(me, "NoSuchKey"), None);
+        assert_eq!(rss_file_kib(u32::MAX), None);
     }
 }

@@ -7,15 +7,16 @@
 //! - Rooms (4 of 10 media bots by default, each publishing a microphone): every 3 s one
 //!   member of each room does one of: leave and be replaced by a newcomer, lose its
 //!   connection and resume it, toggle its microphone, or say something to the room.
-//! - Each sample reads the server's resident memory, open file descriptors and UDP
-//!   sockets from `/proc`, and from `/metrics` its async tasks, sessions (and those parked
-//!   for a resume), avatars, proximity links, SFU rooms, room members and front-door
-//!   entries, and TURN relays.
+//! - Each sample reads the server's resident memory (and how much of it is mapped files:
+//!   the binary's code), open file descriptors and UDP sockets from `/proc`; and from
+//!   `/metrics` the live heap, async tasks, sessions (and those parked for a resume),
+//!   avatars, proximity links, SFU rooms, room members and front-door entries, and TURN
+//!   relays.
 //!
 //! The result is a table (`soak.md`, with the verdict against the targets), the samples
 //! (`soak.csv`) and a plot of each series against time (`soak.svg`).
 
-use crate::load::{ReleaseServer, rss_kib};
+use crate::load::{ReleaseServer, rss_file_kib, rss_kib};
 use crate::room_bot::{RoomBot, RoomBotOptions, room_spot};
 use crate::{Bot, http_get, metric};
 use anyhow::{Context, Result, bail};
@@ -41,9 +42,10 @@ pub struct SoakOptions {
 }
 
 /// The series a sample holds, in the table's order: (name, unit, from `/metrics`).
-pub const SERIES: [(&str, &str); 14] = [
+pub const SERIES: [(&str, &str); 15] = [
     ("rss", "MiB"),
     ("heap_live", "MiB"),
+    ("rss_file", "MiB"),
     ("fds", "open files"),
     ("udp_sockets", "sockets"),
     ("tokio_tasks", "tasks"),
@@ -314,6 +316,7 @@ async fn sample(addr: SocketAddr, pid: u32, minute: f64) -> Result<Sample> {
         values: [
             rss_kib(pid) as f64 / 1024.0,
             m("quad_heap_live_bytes") / (1024.0 * 1024.0),
+            rss_file_kib(pid).map_or(f64::NAN, |k| k as f64 / 1024.0),
             fds,
             udp_sockets(pid).map_or(f64::NAN, |n| n as f64),
             m("quad_tokio_tasks"),
@@ -447,14 +450,18 @@ pub fn report(
     let heap = drift(samples, series("heap_live"), from).context("no samples")?;
     if heap.start.is_finite() && heap.end.is_finite() {
         // What the allocator holds beyond the live heap (freed memory not returned, and
-        // what malloc itself keeps) is RSS minus the live heap (and the binary).
+        // what malloc itself keeps) is RSS minus the live heap and the mapped files.
+        let files = drift(samples, series("rss_file"), from).context("no samples")?;
         verdict.push(format!(
-            "live heap {:.1} → {:.1} MiB: {:+.1}% (RSS beyond it {:.1} → {:.1} MiB)",
+            "live heap {:.1} → {:.1} MiB: {:+.1}% (RSS beyond it {:.1} → {:.1} MiB, \
+             of which mapped files {:.1} → {:.1} MiB)",
             heap.start,
             heap.end,
             heap.growth() * 100.0,
             rss.start - heap.start,
             rss.end - heap.end,
+            files.start,
+            files.end,
         ));
     }
     for name in ["fds", "udp_sockets", "tokio_tasks", "forward_slots"] {
@@ -627,6 +634,7 @@ mod tests {
         for name in [
             "rss",
             "heap_live",
+            "rss_file",
             "fds",
             "udp_sockets",
             "tokio_tasks",
