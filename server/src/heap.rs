@@ -1,7 +1,7 @@
 //! The live heap, as the allocator counts it. With the `heap-count` feature, `main.rs`
-//! wraps the allocator (jemalloc) in `cap::Cap`, which adds up the bytes allocated and not yet freed, and
-//! hands this module a way to read them ([`count_with`]); `/metrics` then shows them as
-//! `quad_heap_live_bytes`. A soak compares that with the process's RSS: a live heap that
+//! wraps the allocator (jemalloc) in `cap::Cap`, which adds up the bytes allocated and
+//! not yet freed, and hands this module a way to read them ([`count_with`]); `/metrics`
+//! then shows them as `quad_heap_live_bytes`. A soak compares that with the process's RSS: a live heap that
 //! climbs is something the server keeps, an RSS that climbs over a flat live heap is the
 //! allocator's. Off by default: a shared atomic per allocation is a cost the SFU's packet
 //! path need not pay.
