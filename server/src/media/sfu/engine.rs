@@ -14,11 +14,11 @@
 //! within the estimate, and a pacer would hold audio behind video bursts (keyframes).
 //! Retransmissions are held to a share of the estimate ([`RetransmissionBudget`]).
 
-use super::SfuConfig;
 use super::batch_udp::SfuRuntime;
 use super::estimator::{DownlinkEstimate, DownlinkEstimator};
 use super::media_port::PortLink;
 use super::retransmission::RetransmissionBudget;
+use super::{SfuConfig, StreamKind};
 use rtc::interceptor::{
     Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
     TwccSenderBuilder,
@@ -68,6 +68,15 @@ pub fn vp8() -> RTCRtpCodec {
         sdp_fmtp_line: String::new(),
         // `register_default_interceptors` adds NACK, PLI and transport-cc feedback.
         rtcp_feedback: vec![],
+    }
+}
+
+/// The one codec the SFU negotiates for a stream of `kind` (the engine registers exactly one
+/// per media kind: Opus for the mic, VP8 for the camera and the screen).
+pub fn negotiated_codec(kind: StreamKind) -> RTCRtpCodec {
+    match kind {
+        StreamKind::Mic => opus(),
+        StreamKind::Camera | StreamKind::Screen => vp8(),
     }
 }
 
@@ -322,6 +331,16 @@ mod tests {
     use super::*;
     use rtc::interceptor::{AttributedPacket, RTPHeaderExtension};
     use rtc::shared::{TransportContext, TransportMessage};
+
+    #[test]
+    fn each_stream_kind_names_the_codec_the_engine_registered_for_it() {
+        assert_eq!(negotiated_codec(StreamKind::Mic).mime_type, MIME_TYPE_OPUS);
+        assert_eq!(negotiated_codec(StreamKind::Mic).clock_rate, 48_000);
+        for kind in [StreamKind::Camera, StreamKind::Screen] {
+            assert_eq!(negotiated_codec(kind).mime_type, MIME_TYPE_VP8);
+            assert_eq!(negotiated_codec(kind).clock_rate, 90_000);
+        }
+    }
 
     fn stream(ssrc: u32, uris: &[&str]) -> StreamInfo {
         StreamInfo {

@@ -926,9 +926,16 @@ impl Member {
             tracing::warn!(member = %self.setup.id, index, "a track without an SSRC; ignored");
             return;
         };
-        let Some(codec) = track.codec(media_ssrc).await else {
-            tracing::warn!(member = %self.setup.id, index, media_ssrc, "a track without a codec; ignored");
-            return;
+        // webrtc-rs copies the codec into the track it hands over from the receiver's state
+        // when it handles the first packet; a renegotiation applied in between (people come
+        // and go in a room all the time) can leave that copy without one (seen in CI). The
+        // engine negotiates one codec per kind, so the m-line names it.
+        let codec = match track.codec(media_ssrc).await {
+            Some(codec) => codec,
+            None => {
+                tracing::debug!(member = %self.setup.id, index, media_ssrc, "a track without a codec; the m-line's codec is used");
+                engine::negotiated_codec(kind)
+            }
         };
         let stats = Arc::new(StreamStats::default());
         let ctl = forward::spawn(
