@@ -1,26 +1,42 @@
-//! The live heap, as the allocator counts it. With the `heap-count` feature, `main.rs`
-//! wraps the allocator (jemalloc) in `cap::Cap`, which adds up the bytes allocated and
-//! not yet freed, and hands this module a way to read them ([`count_with`]); `/metrics`
-//! then shows them as `quad_heap_live_bytes`. A soak compares that with the process's RSS: a live heap that
-//! climbs is something the server keeps, an RSS that climbs over a flat live heap is the
-//! allocator's. Off by default: a shared atomic per allocation is a cost the SFU's packet
-//! path need not pay.
+//! What the server's heap holds, as the allocator (jemalloc, built with its statistics)
+//! counts it; `/metrics` shows it. A soak compares it with the process's RSS:
+//! - the live heap (`allocated`): bytes allocated and not yet freed. If it climbs, the
+//!   server keeps something;
+//! - `active`: the pages that hold live objects. Beyond the live heap, that is the free
+//!   space scattered among them (fragmentation);
+//! - `resident`: everything of the allocator's in RAM, its own metadata included. Beyond
+//!   `active`, that is freed pages not yet given back to the kernel.
 //!
 //! Also [`no_huge_pages`], which the server calls first thing.
 
-use std::sync::OnceLock;
-
-static SOURCE: OnceLock<fn() -> usize> = OnceLock::new();
-
-/// Makes [`live_bytes`] read `source` (the counting allocator's total). Once per process;
-/// later calls are ignored.
-pub fn count_with(source: fn() -> usize) {
-    let _ = SOURCE.set(source);
+/// The allocator's view of the heap, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeapBytes {
+    /// Allocated and not yet freed.
+    pub live: u64,
+    /// In pages that hold live objects.
+    pub active: u64,
+    /// The allocator's own metadata (part of `resident`).
+    pub metadata: u64,
+    /// All the allocator's memory that is in RAM.
+    pub resident: u64,
 }
 
-/// The live heap in bytes, or `None` when the allocator is not counted.
-pub fn live_bytes() -> Option<u64> {
-    SOURCE.get().map(|source| source() as u64)
+/// The allocator's statistics now, or `None` when jemalloc is not the allocator (a
+/// `dhat-heap` build) or cannot say.
+pub fn heap_bytes() -> Option<HeapBytes> {
+    if cfg!(feature = "dhat-heap") {
+        return None;
+    }
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // jemalloc's totals are refreshed when the epoch advances.
+    epoch::advance().ok()?;
+    Some(HeapBytes {
+        live: stats::allocated::read().ok()? as u64,
+        active: stats::active::read().ok()? as u64,
+        metadata: stats::metadata::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+    })
 }
 
 /// Turns transparent huge pages off for this process. An allocator that asks for them
@@ -42,10 +58,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_live_heap_is_read_from_the_counting_allocator_once_it_is_set() {
-        assert_eq!(live_bytes(), None);
-        count_with(|| 1_234_567);
-        count_with(|| 0);
-        assert_eq!(live_bytes(), Some(1_234_567));
+    fn jemalloc_is_built_with_its_statistics() {
+        // Without them every read fails. (Unit tests run on the system allocator, so the
+        // live heap here is only jemalloc's own; `server/tests/cli.rs` reads a running
+        // server's.)
+        let heap = heap_bytes().expect("jemalloc statistics");
+        assert!(
+            heap.metadata > 0 && heap.metadata <= heap.resident,
+            "{heap:?}"
+        );
+        assert!(heap.live <= heap.active, "{heap:?}");
     }
 }

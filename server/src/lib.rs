@@ -8,7 +8,7 @@
 //! - [`space`]: one task per space owning a bevy_ecs world that ticks at a fixed rate.
 //! - [`media`]: the SFU that forwards classroom media; [`turn`]: embedded STUN/TURN.
 //! - [`egress`]: which addresses clients may have the server send to (TURN, SFU).
-//! - [`heap`]: the live heap, counted when built with `heap-count` (for soaks);
+//! - [`heap`]: what the heap holds, from the allocator's statistics (for `/metrics` and soaks);
 //!   [`logging`]: the log subscriber (webrtc-rs's per-packet drop errors sampled).
 //! - [`auth`]: join links (teacher and student roles); [`store`]: chat, the audit log and
 //!   secrets, in SQLite in the data directory.

@@ -18,16 +18,12 @@ use std::path::PathBuf;
 /// and a profile is written to `DIR` after every 4 GiB allocated; two of them compared
 /// (`jeprof --text --cum --base=EARLY quad-server LATE`) show what a long run keeps
 /// (the README's "Soak" says more).
-#[cfg(not(any(feature = "dhat-heap", feature = "heap-count")))]
+///
+/// jemalloc keeps statistics (built with them), which `/metrics` shows: the live heap and
+/// what the allocator holds beyond it (`quad_server::heap`).
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// With `--features heap-count` (what `cargo xtask soak` builds), jemalloc with its live
-/// bytes counted for `/metrics` (`quad_heap_live_bytes`; see `quad_server::heap`).
-#[cfg(all(feature = "heap-count", not(feature = "dhat-heap")))]
-#[global_allocator]
-static ALLOCATOR: cap::Cap<tikv_jemallocator::Jemalloc> =
-    cap::Cap::new(tikv_jemallocator::Jemalloc, usize::MAX);
 
 /// With `--features dhat-heap`, a heap profile instead: every allocation is tracked, and
 /// `dhat-heap.json` (in the working directory) is written when the server stops on
@@ -146,8 +142,6 @@ impl Cli {
 async fn main() -> std::process::ExitCode {
     #[cfg(feature = "dhat-heap")]
     let _profile = dhat_profile();
-    #[cfg(all(feature = "heap-count", not(feature = "dhat-heap")))]
-    quad_server::heap::count_with(|| ALLOCATOR.allocated());
     // webrtc-rs's ICE and DTLS warn about routine things on every connection.
     quad_server::logging::init(
         "info,warp=warn,hyper=warn,rtc_ice=error,rtc_dtls=error",

@@ -81,6 +81,40 @@ fn starts_serves_and_stops_on_sigterm() {
             "transparent huge pages are not off: {status}"
         );
     }
+    // The server runs on jemalloc, whose statistics `/metrics` shows: a live heap of some
+    // MiB (the map, the world, the store), within the pages that hold it, within what
+    // the allocator has in RAM, within the process's RSS.
+    let metrics = http_get(&addr, "/metrics").expect("GET /metrics");
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    let (live, active, resident) = (
+        gauge("quad_heap_live_bytes"),
+        gauge("quad_heap_active_bytes"),
+        gauge("quad_heap_resident_bytes"),
+    );
+    assert!(
+        live > 1e6 && live <= active && active <= resident,
+        "{metrics}"
+    );
+    assert!(gauge("quad_heap_metadata_bytes") > 0.0, "{metrics}");
+    if cfg!(target_os = "linux") {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let rss_kib: f64 = status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .expect("VmRSS");
+        assert!(resident < rss_kib * 1024.0, "{resident} {rss_kib} KiB");
+    }
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()

@@ -42,9 +42,11 @@ pub struct SoakOptions {
 }
 
 /// The series a sample holds, in the table's order: (name, unit, from `/metrics`).
-pub const SERIES: [(&str, &str); 15] = [
+pub const SERIES: [(&str, &str); 17] = [
     ("rss", "MiB"),
     ("heap_live", "MiB"),
+    ("heap_active", "MiB"),
+    ("heap_resident", "MiB"),
     ("rss_file", "MiB"),
     ("fds", "open files"),
     ("udp_sockets", "sockets"),
@@ -316,6 +318,8 @@ async fn sample(addr: SocketAddr, pid: u32, minute: f64) -> Result<Sample> {
         values: [
             rss_kib(pid) as f64 / 1024.0,
             m("quad_heap_live_bytes") / (1024.0 * 1024.0),
+            m("quad_heap_active_bytes") / (1024.0 * 1024.0),
+            m("quad_heap_resident_bytes") / (1024.0 * 1024.0),
             rss_file_kib(pid).map_or(f64::NAN, |k| k as f64 / 1024.0),
             fds,
             udp_sockets(pid).map_or(f64::NAN, |n| n as f64),
@@ -493,19 +497,37 @@ pub fn report(
     ));
     let heap = drift(samples, series("heap_live"), from).context("no samples")?;
     if heap.start.is_finite() && heap.end.is_finite() {
-        // What the allocator holds beyond the live heap (freed memory not returned, and
-        // what malloc itself keeps) is RSS minus the live heap and the mapped files.
+        // RSS beyond the live heap is: free space among live objects (the allocator's
+        // active pages beyond the live heap), freed pages and metadata the allocator still
+        // has in RAM (its resident beyond active), the mapped files (code), and the rest
+        // (thread stacks, other allocators' memory such as SQLite's page cache).
         let files = drift(samples, series("rss_file"), from).context("no samples")?;
+        let active = drift(samples, series("heap_active"), from).context("no samples")?;
+        let resident = drift(samples, series("heap_resident"), from).context("no samples")?;
+        let part = |name: &str, a: f64, b: f64| format!("{name} {a:.1} → {b:.1}");
         verdict.push(format!(
-            "live heap {:.1} → {:.1} MiB along the line: {:+.1}% (RSS beyond it {:.1} → {:.1} MiB, \
-             of which mapped files {:.1} → {:.1} MiB)",
+            "live heap {:.1} → {:.1} MiB along the line: {:+.1}%; RSS beyond it {:.1} → {:.1} MiB: {}, {}, {}, {} MiB",
             heap.trend_start,
             heap.trend_end,
             heap.trend_growth() * 100.0,
             rss.trend_start - heap.trend_start,
             rss.trend_end - heap.trend_end,
-            files.trend_start,
-            files.trend_end,
+            part(
+                "free space among live objects",
+                active.trend_start - heap.trend_start,
+                active.trend_end - heap.trend_end
+            ),
+            part(
+                "freed pages and metadata the allocator holds",
+                resident.trend_start - active.trend_start,
+                resident.trend_end - active.trend_end
+            ),
+            part("mapped files", files.trend_start, files.trend_end),
+            part(
+                "the rest",
+                rss.trend_start - resident.trend_start - files.trend_start,
+                rss.trend_end - resident.trend_end - files.trend_end
+            ),
         ));
     }
     for name in ["fds", "udp_sockets", "tokio_tasks", "forward_slots"] {
@@ -703,6 +725,8 @@ mod tests {
         for name in [
             "rss",
             "heap_live",
+            "heap_active",
+            "heap_resident",
             "rss_file",
             "fds",
             "udp_sockets",

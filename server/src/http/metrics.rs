@@ -218,12 +218,34 @@ pub fn render(state: &AppState) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         );
     }
-    if let Some(live) = crate::heap::live_bytes() {
-        let name = "quad_heap_live_bytes";
-        let _ = write!(
-            out,
-            "# HELP {name} Bytes allocated and not yet freed (built with heap-count).\n# TYPE {name} gauge\n{name} {live}\n"
-        );
+    if let Some(heap) = crate::heap::heap_bytes() {
+        for (name, help, value) in [
+            (
+                "quad_heap_live_bytes",
+                "Bytes allocated and not yet freed.",
+                heap.live,
+            ),
+            (
+                "quad_heap_active_bytes",
+                "Bytes in the allocator's pages that hold live objects (beyond the live heap: fragmentation).",
+                heap.active,
+            ),
+            (
+                "quad_heap_metadata_bytes",
+                "Bytes of the allocator's own metadata.",
+                heap.metadata,
+            ),
+            (
+                "quad_heap_resident_bytes",
+                "Bytes of the allocator's in RAM (beyond the active pages: freed pages not yet returned).",
+                heap.resident,
+            ),
+        ] {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            );
+        }
     }
     out
 }
