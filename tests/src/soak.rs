@@ -497,10 +497,12 @@ pub fn report(
     ));
     let heap = drift(samples, series("heap_live"), from).context("no samples")?;
     if heap.start.is_finite() && heap.end.is_finite() {
-        // RSS beyond the live heap is: free space among live objects (the allocator's
-        // active pages beyond the live heap), freed pages and metadata the allocator still
-        // has in RAM (its resident beyond active), the mapped files (code), and the rest
-        // (thread stacks, other allocators' memory such as SQLite's page cache).
+        // RSS beyond the live heap holds the mapped files (code), free space among live
+        // objects (the allocator's active pages beyond the live heap), freed pages the
+        // allocator has not given back and its metadata (its resident beyond its active
+        // pages: an upper bound, as jemalloc counts pages it has not touched yet), and
+        // the rest: memory of C code's `malloc` (glibc's: SQLite, for one) and thread
+        // stacks.
         let files = drift(samples, series("rss_file"), from).context("no samples")?;
         let active = drift(samples, series("heap_active"), from).context("no samples")?;
         let resident = drift(samples, series("heap_resident"), from).context("no samples")?;
@@ -512,19 +514,20 @@ pub fn report(
             heap.trend_growth() * 100.0,
             rss.trend_start - heap.trend_start,
             rss.trend_end - heap.trend_end,
+            part("mapped files", files.trend_start, files.trend_end),
             part(
                 "free space among live objects",
                 active.trend_start - heap.trend_start,
                 active.trend_end - heap.trend_end
             ),
             part(
-                "freed pages and metadata the allocator holds",
+                "at most, freed pages and metadata the allocator holds",
                 resident.trend_start - active.trend_start,
                 resident.trend_end - active.trend_end
             ),
-            part("mapped files", files.trend_start, files.trend_end),
             part(
-                "the rest",
+                "the rest (C code's malloc, such as SQLite's, and thread stacks; below \
+                 zero by what the allocator counts but has not touched)",
                 rss.trend_start - resident.trend_start - files.trend_start,
                 rss.trend_end - resident.trend_end - files.trend_end
             ),
