@@ -23,6 +23,29 @@ fn server() -> Command {
     cmd
 }
 
+/// A started server, killed when dropped: a test that fails half-way leaves none running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 fn temp(label: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("quad-cli-{label}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -42,11 +65,13 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
 #[test]
 fn starts_serves_and_stops_on_sigterm() {
     let data = temp("data");
-    let mut child = server()
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .spawn()
-        .expect("spawn quad-server");
+    let mut child = Running(
+        server()
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .spawn()
+            .expect("spawn quad-server"),
+    );
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -265,11 +290,13 @@ fn token_makes_join_links_with_the_campus_secret() {
 fn the_first_start_prints_a_teacher_link_and_later_starts_do_not() {
     let data = temp("first-start");
     let lines_of_a_start = || {
-        let mut child = server()
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .spawn()
-            .expect("spawn quad-server");
+        let mut child = Running(
+            server()
+                .args(["--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&data)
+                .spawn()
+                .expect("spawn quad-server"),
+        );
         let stdout = child.stdout.take().expect("piped stdout");
         let mut reader = BufReader::new(stdout);
         let mut lines = Vec::new();
