@@ -46,6 +46,17 @@ impl std::ops::DerefMut for Running {
     }
 }
 
+/// The server started on a free loopback port with `data` as its data directory.
+fn start(data: &Path) -> Running {
+    Running(
+        server()
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .spawn()
+            .expect("spawn quad-server"),
+    )
+}
+
 fn temp(label: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("quad-cli-{label}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -65,13 +76,7 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
 #[test]
 fn starts_serves_and_stops_on_sigterm() {
     let data = temp("data");
-    let mut child = Running(
-        server()
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .spawn()
-            .expect("spawn quad-server"),
-    );
+    let mut child = start(&data);
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -290,13 +295,7 @@ fn token_makes_join_links_with_the_campus_secret() {
 fn the_first_start_prints_a_teacher_link_and_later_starts_do_not() {
     let data = temp("first-start");
     let lines_of_a_start = || {
-        let mut child = Running(
-            server()
-                .args(["--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data)
-                .spawn()
-                .expect("spawn quad-server"),
-        );
+        let mut child = start(&data);
         let stdout = child.stdout.take().expect("piped stdout");
         let mut reader = BufReader::new(stdout);
         let mut lines = Vec::new();
