@@ -11,9 +11,12 @@
 //! plain queueing delay over the path's baseline:
 //!
 //! - the delivered rate: bytes reported arrived over the last [`RATE_WINDOW`];
-//! - the queueing delay: each packet's one-way delay (arrival on the member's clock less
-//!   departure on ours) above the least seen lately ([`BASELINE_WINDOW`]), the clock offset
-//!   cancelling out;
+//! - the queueing delay: the median of each reported packet's one-way delay (arrival on the
+//!   member's clock less departure on ours) above the least seen lately
+//!   ([`BASELINE_WINDOW`]), the clock offset cancelling out. The median, not the largest: a
+//!   queue delays every packet behind it, while jitter (a radio link, a busy receiver, a
+//!   loaded machine) delays a few, and read as a queue it would hold the estimate where it
+//!   is for as long as the jitter lasts;
 //! - loss: the share of reported packets lost, smoothed.
 //!
 //! A queue building ([`QUEUE_HIGH`] for [`QUEUE_PERSIST`]) or heavy loss ([`LOSS_HIGH`]) sets the estimate to
@@ -148,7 +151,7 @@ impl BandwidthEstimator for DownlinkEstimator {
         self.first_report.get_or_insert(now);
         // Reports come in send order: the first one's departure is the earliest.
         let epoch = *self.epoch.get_or_insert(reports[0].departure);
-        // Queueing delay: the largest in this batch above the baseline.
+        // Queueing delay: the median in this batch above the baseline.
         let since = *self.baseline_since.get_or_insert(now);
         if now.saturating_duration_since(since) >= BASELINE_WINDOW / 2 {
             self.baseline = [f64::INFINITY, self.baseline[0]];
@@ -180,7 +183,7 @@ impl BandwidthEstimator for DownlinkEstimator {
             self.delivered_bytes -= size;
         }
         let baseline = self.baseline[0].min(self.baseline[1]);
-        let queue = delays.iter().map(|d| d - baseline).fold(0.0f64, f64::max);
+        let queue = median(&mut delays).map_or(0.0, |d| (d - baseline).max(0.0));
         let sample = lost as f64 / reports.len() as f64;
         self.loss = 0.7 * self.loss + 0.3 * sample;
 
@@ -242,6 +245,16 @@ impl BandwidthEstimator for DownlinkEstimator {
     }
 }
 
+/// The median of `values` (the upper one of an even count), reordering them.
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let middle = values.len() / 2;
+    let (_, m, _) = values.select_nth_unstable_by(middle, f64::total_cmp);
+    Some(*m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,12 +262,14 @@ mod tests {
 
     /// A path of `rate(t)` bit/s with a 75 kB drop-tail queue, fed with 1,000-byte packets
     /// at the estimate, reported every 100 ms; the estimate after each report, over
-    /// `seconds`.
+    /// `seconds`. Packet `n` arrives `jitter(n)` seconds later than the queue alone delays
+    /// it (without delaying the packets after it).
     fn run(
         estimator: &mut DownlinkEstimator,
         start: Instant,
         seconds: u64,
         rate: impl Fn(f64) -> f64,
+        jitter: impl Fn(u64) -> f64,
     ) -> Vec<f64> {
         let mut estimates = Vec::new();
         // When the link is free again (s since start), and the sender's saved-up bytes.
@@ -285,7 +300,7 @@ mod tests {
                     arrived,
                     departure: now,
                     // The member's clock is 5 s ahead of ours: it must not matter.
-                    arrival: arrived.then(|| Duration::from_secs_f64(5.02 + free_at)),
+                    arrival: arrived.then(|| Duration::from_secs_f64(5.02 + free_at + jitter(seq))),
                     ecn: Default::default(),
                 });
             }
@@ -311,9 +326,13 @@ mod tests {
         assert_eq!(out.get(), None, "no estimate before feedback");
         let start = Instant::now();
         // 400 kbit/s for 10 s, then 3 Mbit/s.
-        let estimates = run(&mut estimator, start, 20, |t| {
-            if t < 10.0 { 400_000.0 } else { 3_000_000.0 }
-        });
+        let estimates = run(
+            &mut estimator,
+            start,
+            20,
+            |t| if t < 10.0 { 400_000.0 } else { 3_000_000.0 },
+            |_| 0.0,
+        );
         let narrow = &estimates[30..100];
         let wide = &estimates[180..200];
         // A sawtooth about the link's rate: backed off when the queue builds, up again
@@ -327,6 +346,26 @@ mod tests {
             "the estimate grows again when the link widens: {wide:?}"
         );
         assert!(out.get().is_some());
+    }
+
+    #[test]
+    fn jitter_that_is_no_queue_does_not_hold_the_estimate_down() {
+        let out = Arc::new(DownlinkEstimate::default());
+        let mut estimator = DownlinkEstimator::new(out);
+        // A wide path (5 Mbit/s) on which one packet in five arrives 60 ms late, as over a
+        // busy radio link or to a loaded machine: a delay no queue made.
+        let estimates = run(
+            &mut estimator,
+            Instant::now(),
+            8,
+            |_| 5_000_000.0,
+            |seq| if seq % 5 == 0 { 0.06 } else { 0.0 },
+        );
+        let last = estimates.last().copied().unwrap_or_default();
+        assert!(
+            last > 2.0 * INITIAL,
+            "the estimate grows on a jittery but wide path: {estimates:?}"
+        );
     }
 
     #[test]

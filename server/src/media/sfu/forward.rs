@@ -8,11 +8,10 @@
 //! Simulcast: a camera may arrive in up to three layers (RIDs `q`, `h`, `f`: quarter, half
 //! and full resolution). Each viewer gets one layer: the one that fits its tile
 //! ([`layer_for_width`]) within what the room's bandwidth allocation allots it
-//! ([`Allotment`]: a highest layer, or paused). A viewer without a bandwidth estimate (its
-//! client sends no transport-wide feedback) is instead lowered while its receiver reports
-//! loss and raised again after [`LAYER_RECOVERY`] without. A viewer switches layers (and
-//! resumes after a pause) only at a keyframe of the new layer (one is requested), and its
-//! sequence numbers and timestamps are rewritten to run on across switches.
+//! ([`Allotment`]: a highest layer, or paused). Which layer, when a viewer switches and how
+//! its numbering runs on is decided per viewer by a [`Leg`], a plain state machine; this
+//! task feeds it packets, sends what it says to send and rate-limits the keyframe requests
+//! it asks for.
 //!
 //! Each layer's bitrate is measured here, from the packets that arrive (every layer arrives,
 //! whoever views it), for the allocation to weigh ([`StreamStats::layer_rates`]).
@@ -22,6 +21,7 @@
 //! promptly: a picture-loss request goes to the publisher when one joins (rate-limited).
 
 use super::allocation::Allotment;
+use super::leg::{self, Arrival, Change, Leg};
 use super::speakers;
 use super::{SfuMetrics, StreamKind};
 use futures_util::FutureExt;
@@ -35,24 +35,18 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
+pub use super::leg::LAYERS;
+
 /// Picture-loss requests to one publisher's layer at most this often.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
-/// Simulcast layers: quarter, half and full resolution.
-pub const LAYERS: usize = 3;
 /// A layer that sent nothing for this long counts as stopped (the browser may drop layers
 /// it cannot afford).
 const LAYER_STALE: Duration = Duration::from_secs(1);
-/// A viewer whose layer was lowered for loss gets the next one up after this long without.
-pub const LAYER_RECOVERY: Duration = Duration::from_secs(8);
 /// Each layer's bitrate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// Bytes counted per packet on top of its payload: the RTP header with the extensions the
 /// viewer's leg adds (about what the congestion controller counts per packet).
 const PACKET_OVERHEAD: u64 = 24;
-/// Receiver-reported loss (of 256) above which a viewer's layer is lowered: about 8%.
-const LOSS_HIGH: u8 = 20;
-/// ... and below which it counts as clean: about 2%.
-const LOSS_LOW: u8 = 5;
 
 /// The simulcast layer for a RID: `q`/`h`/`f` as the Quad client names them (and the
 /// common low/mid/high spellings).
@@ -227,50 +221,10 @@ pub fn spawn(
     tx
 }
 
-/// A subscriber with its layer and rewriting state.
+/// A subscriber with its leg: its layer and rewriting state.
 struct Viewer {
     sub: Subscriber,
-    /// The highest layer its loss allows (while it has no bandwidth estimate).
-    cap: u8,
-    cap_changed: Instant,
-    /// What the bandwidth allocation allows it.
-    allotment: Allotment,
-    /// The layer it receives now (none until the first keyframe of one).
-    current: Option<u8>,
-    /// Added to incoming sequence numbers and timestamps of the current layer.
-    seq_offset: u16,
-    ts_offset: u32,
-    /// The last sequence number and timestamp it was sent.
-    last: Option<(u16, u32)>,
-}
-
-impl Viewer {
-    fn new(sub: Subscriber, now: Instant) -> Viewer {
-        let last = sub.numbering.get();
-        Viewer {
-            sub,
-            cap: (LAYERS - 1) as u8,
-            cap_changed: now,
-            allotment: Allotment::Unbudgeted,
-            current: None,
-            seq_offset: 0,
-            ts_offset: 0,
-            last,
-        }
-    }
-
-    /// Takes layer `layer` from the packet `(seq, ts)` on, continuing its own numbering.
-    fn switch_to(&mut self, layer: u8, seq: u16, ts: u32) {
-        match self.last {
-            Some((last_seq, last_ts)) => {
-                self.seq_offset = last_seq.wrapping_add(1).wrapping_sub(seq);
-                // One 30 fps frame at 90 kHz after the last one sent.
-                self.ts_offset = last_ts.wrapping_add(3000).wrapping_sub(ts);
-            }
-            None => (self.seq_offset, self.ts_offset) = (0, 0),
-        }
-        self.current = Some(layer);
-    }
+    leg: Leg,
 }
 
 struct Forwarder {
@@ -353,10 +307,10 @@ impl Forwarder {
                 let member = sub.member;
                 tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %member, want = sub.want, "viewer added");
                 self.viewers.retain(|v| v.sub.member != member);
-                self.viewers.push(Viewer::new(sub, now));
-                if let Some(layer) = self.viewer(member).map(|v| v.sub.want) {
-                    self.want_keyframe(layer, now);
-                }
+                let want = sub.want;
+                let leg = Leg::new(want, sub.numbering.get(), now);
+                self.viewers.push(Viewer { sub, leg });
+                self.want_keyframe(want, now);
             }
             ForwardCtl::Remove { member, done } => {
                 self.viewers.retain(|v| v.sub.member != member);
@@ -366,62 +320,34 @@ impl Forwarder {
             }
             ForwardCtl::KeyframeRequest => {
                 // A viewer's decoder lost the picture: whichever layers are being viewed.
-                let current: Vec<u8> = self.viewers.iter().filter_map(|v| v.current).collect();
+                let current: Vec<u8> = self
+                    .viewers
+                    .iter()
+                    .filter_map(|v| v.leg.current())
+                    .collect();
                 for layer in current {
                     self.want_keyframe(layer, now);
                 }
             }
             ForwardCtl::Want(member, layer) => {
                 if let Some(v) = self.viewer(member) {
-                    v.sub.want = layer.min((LAYERS - 1) as u8);
+                    v.leg.set_want(layer);
                 }
             }
             ForwardCtl::Allot(member, allotment) => {
                 let (kind, ssrc) = (self.source.kind, self.source.media_ssrc);
                 if let Some(v) = self.viewer(member)
-                    && v.allotment != allotment
+                    && v.leg.allot(allotment)
                 {
                     tracing::debug!(?kind, ssrc, viewer = %member, ?allotment, "allotment");
-                    v.allotment = allotment;
                 }
             }
             ForwardCtl::Loss(member, lost) => {
-                if let Some(v) = self.viewer(member)
-                    && v.allotment == Allotment::Unbudgeted
-                {
-                    if lost > LOSS_HIGH && v.cap > 0 {
-                        v.cap -= 1;
-                        v.cap_changed = now;
-                    } else if lost > LOSS_LOW {
-                        // Not clean: the recovery clock starts again.
-                        v.cap_changed = now;
-                    } else if v.cap < (LAYERS - 1) as u8
-                        && now.duration_since(v.cap_changed) >= LAYER_RECOVERY
-                    {
-                        v.cap += 1;
-                        v.cap_changed = now;
-                    }
+                if let Some(v) = self.viewer(member) {
+                    v.leg.on_loss(lost, now);
                 }
             }
         }
-    }
-
-    /// The layer a viewer should get now: the one it wants within its allotment (or, with
-    /// no estimate, its loss cap), or the nearest one the publisher is sending (lower
-    /// first); `None` while it is paused.
-    fn target(&self, viewer: &Viewer, now: Instant) -> Option<u8> {
-        let wanted = match viewer.allotment {
-            Allotment::Unbudgeted => viewer.sub.want.min(viewer.cap),
-            Allotment::UpTo(layer) => viewer.sub.want.min(layer),
-            Allotment::Paused => return None,
-        };
-        let live =
-            |l: usize| self.layer_seen[l].is_some_and(|t| now.duration_since(t) < LAYER_STALE);
-        (0..=usize::from(wanted))
-            .rev()
-            .chain(usize::from(wanted) + 1..LAYERS)
-            .find(|&l| live(l))
-            .map_or(Some(wanted), |l| Some(l as u8))
     }
 
     /// Counts a packet of `layer` towards its bitrate, and publishes the bitrates at the end
@@ -477,7 +403,7 @@ impl Forwarder {
             } else if !self.was_blocked {
                 // Viewers pick the picture up again at a keyframe, without a sequence gap.
                 for viewer in &mut self.viewers {
-                    viewer.current = None;
+                    viewer.leg.interrupt();
                 }
             }
             self.was_blocked = true;
@@ -521,52 +447,44 @@ impl Forwarder {
         header.extension = false;
         header.extensions.clear();
         header.extensions_padding = 0;
-        let (seq, ts) = (header.sequence_number, header.timestamp);
+        let arrival = Arrival {
+            layer,
+            seq: header.sequence_number,
+            ts: header.timestamp,
+            keyframe,
+        };
         let bytes = (12 + packet.payload.len()) as u64;
-        let simulcast = self.simulcast();
-        let video = self.source.kind != StreamKind::Mic;
+        let stream = leg::Stream {
+            video: self.source.kind != StreamKind::Mic,
+            simulcast: self.simulcast(),
+            live: std::array::from_fn(|l| {
+                self.layer_seen[l].is_some_and(|t| now.duration_since(t) < LAYER_STALE)
+            }),
+        };
+        let (kind, ssrc) = (self.source.kind, self.source.media_ssrc);
         let mut i = 0;
         while i < self.viewers.len() {
-            let target = self.target(&self.viewers[i], now);
             let v = &mut self.viewers[i];
-            let Some(target) = target else {
-                // Paused: it resumes at a keyframe, numbered on from what it was sent last.
-                if v.current.take().is_some() {
-                    tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %v.sub.member, "viewer paused");
+            let step = v.leg.on_packet(&stream, arrival);
+            if let Some(layer) = step.keyframe {
+                self.keyframe_wanted[usize::from(layer)] = true;
+            }
+            match step.change {
+                Some(Change::Took(layer)) => {
+                    tracing::debug!(?kind, ssrc, viewer = %v.sub.member, layer, "viewer takes a layer");
                 }
+                Some(Change::OverAllotment { had, most }) => {
+                    tracing::debug!(?kind, ssrc, viewer = %v.sub.member, had, most, "viewer over its allotment");
+                }
+                Some(Change::Paused) => {
+                    tracing::debug!(?kind, ssrc, viewer = %v.sub.member, "viewer paused");
+                }
+                None => {}
+            }
+            let Some((out_seq, out_ts)) = step.send else {
                 i += 1;
                 continue;
             };
-            if let (Some(current), Allotment::UpTo(most)) = (v.current, v.allotment)
-                && current > most
-                && current != target
-            {
-                // Over its allotment: the layer it has stops at once and the picture holds
-                // until the allotted layer's keyframe; sending on until then would overfill
-                // its link, and its audio would be lost with the video.
-                tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %v.sub.member, current, most, "viewer over its allotment");
-                v.current = None;
-            }
-            if v.current != Some(layer) {
-                // A viewer joins a layer at its keyframe; a new viewer of a single-layer
-                // stream at once (one that was paused waits for a keyframe too).
-                let at_keyframe = video && (simulcast || v.last.is_some());
-                if layer != target || (at_keyframe && !keyframe) {
-                    if layer == target || v.current.is_none() {
-                        self.keyframe_wanted[usize::from(target)] |= at_keyframe;
-                    }
-                    i += 1;
-                    continue;
-                }
-                tracing::debug!(kind = ?self.source.kind, ssrc = self.source.media_ssrc, viewer = %v.sub.member, layer, "viewer takes a layer");
-                v.switch_to(layer, seq, ts);
-            } else if target != layer {
-                // Stays on this layer until the target's keyframe comes.
-                self.keyframe_wanted[usize::from(target)] = true;
-            }
-            let out_seq = seq.wrapping_add(v.seq_offset);
-            let out_ts = ts.wrapping_add(v.ts_offset);
-            v.last = Some((out_seq, out_ts));
             v.sub.numbering.set(out_seq, out_ts);
             let mut copy = packet.clone();
             copy.header.sequence_number = out_seq;

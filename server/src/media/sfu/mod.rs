@@ -9,6 +9,8 @@
 //! - `member`: one task per member; owns its peer connection and its negotiation.
 //! - `forward`: one task per published stream; rewrites and writes each packet to every
 //!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
+//! - `leg`: one viewer's share of one stream (its layer, its switches at keyframes, its
+//!   renumbering), a plain state machine the forward task drives.
 //! - `speakers`: the N-loudest rule, a pure function.
 //! - [`allocation`]: which layer of each video stream fits a member's bandwidth estimate,
 //!   a pure function the room applies at each tick.
@@ -32,6 +34,7 @@ pub mod demux;
 mod engine;
 mod estimator;
 mod forward;
+mod leg;
 pub mod limits;
 pub mod media_port;
 mod member;
