@@ -26,6 +26,8 @@ const QUEUE_BYTES: usize = 75_000;
 const RATES: [u64; 3] = [120_000, 450_000, 900_000];
 
 const SAMPLE: Duration = Duration::from_millis(250);
+/// How long the test watches the viewer on the narrow link, once it has the small layer.
+const NARROW_HOLD: Duration = Duration::from_secs(20);
 
 /// The layer a viewer receives, sampled: what arrived of each layer per sample.
 struct Watch<'a> {
@@ -35,6 +37,8 @@ struct Watch<'a> {
     started: Instant,
     /// (seconds since the start, the layer alone received in the sample, if one was).
     timeline: Vec<(f64, Option<usize>)>,
+    /// The highest layer anything arrived of in the last sample.
+    highest: Option<usize>,
 }
 
 impl<'a> Watch<'a> {
@@ -45,6 +49,7 @@ impl<'a> Watch<'a> {
             last: [0; 3],
             started: Instant::now(),
             timeline: Vec::new(),
+            highest: None,
         }
     }
 
@@ -61,6 +66,7 @@ impl<'a> Watch<'a> {
         let delta: Vec<u64> = (0..3).map(|l| now[l] - self.last[l]).collect();
         self.last = now;
         let arrived: Vec<usize> = (0..3).filter(|&l| delta[l] > 0).collect();
+        self.highest = arrived.last().copied();
         let only = match arrived.as_slice() {
             [layer] => Some(*layer),
             _ => None,
@@ -92,17 +98,31 @@ impl<'a> Watch<'a> {
         None
     }
 
-    /// Samples for `time`; the share of samples in which each layer alone arrived.
-    async fn hold(&mut self, time: Duration) -> [f64; 3] {
+    /// Samples for `time`; the share of samples in which each layer alone arrived, and how
+    /// many times a layer above the smallest was tried (began to arrive after a sample of
+    /// the smallest alone).
+    async fn hold(&mut self, time: Duration) -> ([f64; 3], u32) {
         let start = Instant::now();
-        let (mut samples, mut seen) = (0u32, [0u32; 3]);
+        let (mut samples, mut seen, mut tries) = (0u32, [0u32; 3], 0u32);
+        let mut on_smallest = false;
         while start.elapsed() < time {
             samples += 1;
             if let Some(layer) = self.sample().await {
                 seen[layer] += 1;
             }
+            match self.highest {
+                Some(0) => on_smallest = true,
+                Some(_) if on_smallest => {
+                    tries += 1;
+                    on_smallest = false;
+                }
+                _ => {}
+            }
         }
-        seen.map(|n| f64::from(n) / f64::from(samples.max(1)))
+        (
+            seen.map(|n| f64::from(n) / f64::from(samples.max(1))),
+            tries,
+        )
     }
 }
 
@@ -171,9 +191,10 @@ async fn a_narrow_viewer_gets_the_small_layer_and_the_large_one_back_when_it_wid
     let before = link.counts();
     link.limit(LIMIT);
     let small = watch.until(0, Duration::from_secs(5)).await;
-    // A while at the limit: the small layer holds (the estimate may try the next one up,
-    // and must come back down before the link's queue overflows).
-    let shares = watch.hold(Duration::from_secs(8)).await;
+    // A while at the limit: the small layer holds. The estimate may try the next one up,
+    // and must come back down before the link's queue overflows; a try that failed is not
+    // repeated for a while (5 s, then 10), so 20 s hold two tries at most.
+    let (shares, tries) = watch.hold(NARROW_HOLD).await;
     let narrow = link.counts().since(&before);
     counts_line("while narrow", &narrow);
     let Some(small) = small else {
@@ -183,12 +204,19 @@ async fn a_narrow_viewer_gets_the_small_layer_and_the_large_one_back_when_it_wid
         );
     };
     println!(
-        "small layer after {:.2} s; then the small layer alone in {:.0}% of samples, the \
-         half in {:.0}%, the full in {:.0}%",
+        "small layer after {:.2} s; then, over {} s, the small layer alone in {:.0}% of \
+         samples, the half in {:.0}%, the full in {:.0}%; a larger layer tried {tries} times",
         small.as_secs_f64(),
+        NARROW_HOLD.as_secs(),
         shares[0] * 100.0,
         shares[1] * 100.0,
         shares[2] * 100.0
+    );
+    assert!(
+        tries <= 2,
+        "a larger layer was tried {tries} times in {} s on a steady narrow link: {:?}",
+        NARROW_HOLD.as_secs(),
+        watch.timeline
     );
     assert!(
         narrow.audio_passed >= 400,

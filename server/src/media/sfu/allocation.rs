@@ -44,6 +44,33 @@ pub enum Allotment {
     Paused,
 }
 
+impl Allotment {
+    /// Whether it lets more through than `before` did (a higher layer, or resumed).
+    pub fn raises(self, before: Allotment) -> bool {
+        let rank = |a: Allotment| match a {
+            Allotment::Unbudgeted | Allotment::Paused => 0,
+            Allotment::UpTo(layer) => 1 + u16::from(layer),
+        };
+        rank(self) > rank(before)
+    }
+}
+
+/// What `allotments` of `streams` cost (bit/s): each stream's allotted layer as measured,
+/// or the nearest lower one that arrives.
+pub fn cost(streams: &[VideoStream], allotments: &[Allotment]) -> u64 {
+    streams
+        .iter()
+        .zip(allotments)
+        .map(|(stream, allotment)| match allotment {
+            Allotment::UpTo(most) => live(stream)
+                .filter(|l| l <= most)
+                .max()
+                .map_or(0, |l| rate(stream, l)),
+            Allotment::Unbudgeted | Allotment::Paused => 0,
+        })
+        .sum()
+}
+
 /// The allotment of each of `streams` (in the order given) for a viewer whose estimate is
 /// `estimate` bit/s and whose audio takes `audio` bit/s of it. With no estimate (`None`),
 /// every stream is [`Allotment::Unbudgeted`]. A stream none of whose layers has been
@@ -130,6 +157,24 @@ mod tests {
             want: 2,
             layers: [Some(800 * K), None, None],
         }
+    }
+
+    #[test]
+    fn an_allocation_costs_its_allotted_layers_and_a_raise_is_a_higher_one() {
+        let streams = [
+            camera(Priority::Camera, 2),
+            screen(),
+            camera(Priority::Camera, 2),
+        ];
+        let allotments = [UpTo(1), UpTo(2), Paused];
+        // The screen has only its one layer: allotted up to 2, it costs that one.
+        assert_eq!(cost(&streams, &allotments), 450 * K + 800 * K);
+        assert_eq!(cost(&streams, &[Unbudgeted; 3]), 0);
+        assert!(UpTo(0).raises(Paused));
+        assert!(UpTo(2).raises(UpTo(1)));
+        assert!(!UpTo(1).raises(UpTo(1)));
+        assert!(!Paused.raises(UpTo(0)));
+        assert!(!Unbudgeted.raises(Paused));
     }
 
     #[test]

@@ -22,8 +22,10 @@
 //! A queue building ([`QUEUE_HIGH`] for [`QUEUE_PERSIST`]) or heavy loss ([`LOSS_HIGH`]) sets the estimate to
 //! [`BACKOFF`] of the delivered rate (at most once per [`BACKOFF_INTERVAL`], so that a cut
 //! is seen before the next). A short queue and little loss let it grow by [`GROWTH`] a
-//! second; growing above what is sent is how a wider link is found again (there is no
-//! probing), and the next layer up is the probe.
+//! second, up to [`HEADROOM`] times what is delivered; growing above what is sent is how a
+//! wider link is found again (there is no
+//! probing), and the next layer up is the probe; a raise that fails is held back for a
+//! while ([`super::trials`]).
 
 use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use std::collections::VecDeque;
@@ -61,6 +63,11 @@ pub const BACKOFF: f64 = 0.85;
 pub const BACKOFF_INTERVAL: Duration = Duration::from_millis(500);
 /// Growth per second on a clear path.
 pub const GROWTH: f64 = 1.25;
+/// Growth stops at this multiple of the delivered rate, plus [`HEADROOM_FLOOR`]: enough to
+/// try the next simulcast layer up (about 3-4 times the one below), not so much that a
+/// viewer held on a small layer jumps straight to the largest.
+pub const HEADROOM: f64 = 4.0;
+pub const HEADROOM_FLOOR: f64 = 250_000.0;
 /// With no feedback for this long (nothing sent: every video paused, no audio), the
 /// estimate grows as on a clear path, so that the allocation tries the lowest layer again.
 pub const IDLE: Duration = Duration::from_secs(1);
@@ -71,6 +78,8 @@ pub const IDLE: Duration = Duration::from_secs(1);
 pub struct DownlinkEstimate {
     /// Bit/s; 0 until the first feedback (a client that sends none is never estimated).
     bits_per_second: AtomicU64,
+    /// How many times the estimator has backed off (see [`super::trials`]).
+    backoffs: AtomicU64,
 }
 
 impl DownlinkEstimate {
@@ -85,6 +94,11 @@ impl DownlinkEstimate {
     pub fn set(&self, bits_per_second: u64) {
         self.bits_per_second
             .store(bits_per_second.max(1), Ordering::Relaxed);
+    }
+
+    /// How many times the estimator has backed off so far.
+    pub fn backoffs(&self) -> u64 {
+        self.backoffs.load(Ordering::Relaxed)
     }
 }
 
@@ -130,6 +144,13 @@ impl DownlinkEstimator {
             last_backoff: None,
             last_update: None,
         }
+    }
+
+    /// Grows the estimate for `seconds` of a clear path, up to [`HEADROOM`] times what is
+    /// delivered (an estimate already above that stays where it is).
+    fn grow(&mut self, seconds: f64, now: Instant) {
+        let headroom = self.delivered_rate(now) * HEADROOM + HEADROOM_FLOOR;
+        self.target = (self.target * GROWTH.powf(seconds)).min(headroom.max(self.target));
     }
 
     /// Bit/s reported arrived over the last [`RATE_WINDOW`] (or since the first report,
@@ -208,9 +229,10 @@ impl BandwidthEstimator for DownlinkEstimator {
             if due && delivered > 0.0 {
                 self.target = self.target.min(delivered * BACKOFF);
                 self.last_backoff = Some(now);
+                self.out.backoffs.fetch_add(1, Ordering::Relaxed);
             }
         } else if clear {
-            self.target *= GROWTH.powf(elapsed.min(1.0));
+            self.grow(elapsed.min(1.0), now);
         }
         self.target = self.target.clamp(MIN, MAX);
         tracing::trace!(
@@ -233,7 +255,8 @@ impl BandwidthEstimator for DownlinkEstimator {
         };
         let idle = now.saturating_duration_since(last);
         if idle >= IDLE {
-            self.target = (self.target * GROWTH.powf(idle.as_secs_f64().min(1.0))).min(MAX);
+            self.grow(idle.as_secs_f64().min(1.0), now);
+            self.target = self.target.min(MAX);
             self.last_update = Some(now);
             self.publish();
         }
@@ -365,6 +388,44 @@ mod tests {
         assert!(
             last > 2.0 * INITIAL,
             "the estimate grows on a jittery but wide path: {estimates:?}"
+        );
+    }
+
+    #[test]
+    fn on_a_clear_path_the_estimate_grows_only_so_far_above_what_is_sent() {
+        let out = Arc::new(DownlinkEstimate::default());
+        let mut estimator = DownlinkEstimator::new(out);
+        let start = Instant::now();
+        // 20 s of a clear path carrying 200 kbit/s (a small layer and audio): 250 bytes
+        // every 10 ms, reported every 100 ms, no delay, no loss.
+        for report in 0..200u64 {
+            let batch: Vec<PacketReport> = (0..10u64)
+                .map(|i| {
+                    let n = report * 10 + i;
+                    let sent = Duration::from_millis(n * 10);
+                    PacketReport {
+                        ssrc: 1,
+                        id: n,
+                        rtp_sequence_number: n as u16,
+                        is_twcc: true,
+                        twcc_sequence_number: n as u16,
+                        size: 250,
+                        arrived: true,
+                        departure: start + sent,
+                        arrival: Some(sent),
+                        ecn: Default::default(),
+                    }
+                })
+                .collect();
+            estimator.on_reports(start + Duration::from_millis(report * 100 + 100), &batch);
+        }
+        let estimate = estimator.target_bitrate();
+        let ceiling = 200_000.0 * HEADROOM + HEADROOM_FLOOR;
+        // Within a tenth of it: over the first half second, the delivered rate reads high
+        // (the first reports' bytes over a shorter span), and what grew then stays.
+        assert!(
+            estimate > INITIAL && estimate <= ceiling * 1.1,
+            "grew to {estimate}, against {ceiling} at most"
         );
     }
 

@@ -43,6 +43,7 @@ mod reused_timer;
 mod room;
 pub mod speakers;
 pub mod ssrc_quota;
+mod trials;
 
 use crate::session::SessionOutbox;
 use dashmap::DashMap;

@@ -1,7 +1,8 @@
 //! One room: a task that knows the room's members and their published streams, subscribes
 //! every member to everyone else's streams, tells clients who is in the room and who is
 //! speaking, applies the loudest-speakers rule, and fits each member's video into its
-//! connection's bandwidth estimate ([`super::allocation`], at each [`ALLOCATION_TICK`]).
+//! connection's bandwidth estimate ([`super::allocation`], at each [`ALLOCATION_TICK`]),
+//! holding back a raise that failed ([`super::trials`]).
 //!
 //! A member's connection (its member task) starts with the client's offer. When it is lost
 //! (disconnected past the timeout), its streams are withdrawn from everyone and the client is
@@ -14,6 +15,7 @@ use super::limits::Queued;
 use super::media_port::MediaPort;
 use super::member::{self, MemberCmd, MemberSetup};
 use super::speakers::{self, MicLevel};
+use super::trials::Trials;
 use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, StreamKind};
 use crate::session::SessionOutbox;
 use bytes::Bytes;
@@ -107,6 +109,8 @@ struct Entry {
     /// What the allocation last allotted it of each stream it is sent (at most one entry
     /// per stream in the room).
     allotted: rustc_hash::FxHashMap<(AvatarId, StreamKind), Allotment>,
+    /// Its raises on trial, and the hold after one that failed (with its connection).
+    trials: Trials,
 }
 
 struct Room {
@@ -212,6 +216,7 @@ impl Room {
                         tiles: Vec::new(),
                         downlink: None,
                         allotted: Default::default(),
+                        trials: Trials::default(),
                     },
                 ));
                 self.metrics.members.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +339,7 @@ impl Room {
         };
         let connection = member::spawn(setup, sdp, queued);
         entry.downlink = Some(downlink);
+        entry.trials = Trials::default();
         entry.allotted.clear();
         if !entry.tiles.is_empty() {
             let _ = connection.send(MemberCmd::Tiles(entry.tiles.clone(), None));
@@ -539,6 +545,7 @@ impl Room {
             .collect();
         let rates: Vec<[Option<u64>; forward::LAYERS]> =
             videos.iter().map(|s| s.stats.layer_rates()).collect();
+        let now = std::time::Instant::now();
         for (viewer, entry) in &mut self.members {
             let Some(downlink) = &entry.downlink else {
                 continue;
@@ -580,23 +587,31 @@ impl Room {
                     )
                 })
                 .unzip();
-            let estimate = downlink.get();
+            let estimate = downlink.get().map(|e| entry.trials.budget(e, now));
             if estimate.is_some() {
                 self.metrics
                     .estimated_allocations
                     .fetch_add(1, Ordering::Relaxed);
             }
             let allotments = allocation::allocate(estimate, audio, &streams);
+            let cost = audio + allocation::cost(&streams, &allotments);
             entry
                 .allotted
                 .retain(|key, _| sent.iter().any(|s| (s.publisher, s.kind) == *key));
+            let mut raised = false;
             for (stream, allotment) in sent.iter().zip(allotments) {
                 let before = entry
                     .allotted
                     .insert((stream.publisher, stream.kind), allotment);
+                raised |= allotment.raises(before.unwrap_or(Allotment::Paused));
                 if before != Some(allotment) || allotment != Allotment::Unbudgeted {
                     let _ = stream.ctl.send(ForwardCtl::Allot(*viewer, allotment));
                 }
+            }
+            if estimate.is_some() {
+                entry
+                    .trials
+                    .allocated(cost, raised, downlink.backoffs(), now);
             }
         }
     }
