@@ -13,7 +13,8 @@
 //!   renumbering), a plain state machine the forward task drives.
 //! - `speakers`: the N-loudest rule, a pure function.
 //! - [`allocation`]: which layer of each video stream fits a member's bandwidth estimate,
-//!   a pure function the room applies at each tick.
+//!   a pure function the room applies at each tick; `trials`: the hold on a raise that
+//!   did not fit, a state machine per member.
 //! - `engine`: how a peer connection is built; `estimator`: the bandwidth estimate of what
 //!   it sends, from the member's transport-wide feedback; `retransmission`: the budget its
 //!   NACK resends get out of that estimate.
