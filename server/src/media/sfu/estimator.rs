@@ -23,9 +23,8 @@
 //! [`BACKOFF`] of the delivered rate (at most once per [`BACKOFF_INTERVAL`], so that a cut
 //! is seen before the next). A short queue and little loss let it grow by [`GROWTH`] a
 //! second, up to [`HEADROOM`] times what is delivered; growing above what is sent is how a
-//! wider link is found again (there is no
-//! probing), and the next layer up is the probe; a raise that fails is held back for a
-//! while ([`super::trials`]).
+//! wider link is found again (there is no probing), and the next layer up is the probe; a
+//! raise that fails is held back for a while ([`super::trials`]).
 
 use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use std::collections::VecDeque;
@@ -146,6 +145,17 @@ impl DownlinkEstimator {
         }
     }
 
+    /// Forgets what arrived before the last [`RATE_WINDOW`].
+    fn forget_delivered(&mut self, now: Instant) {
+        while let Some(&(at, size)) = self.delivered.front() {
+            if now.saturating_duration_since(at) < RATE_WINDOW {
+                break;
+            }
+            self.delivered.pop_front();
+            self.delivered_bytes -= size;
+        }
+    }
+
     /// Grows the estimate for `seconds` of a clear path, up to [`HEADROOM`] times what is
     /// delivered (an estimate already above that stays where it is).
     fn grow(&mut self, seconds: f64, now: Instant) {
@@ -196,13 +206,7 @@ impl BandwidthEstimator for DownlinkEstimator {
                 None => lost += 1,
             }
         }
-        while let Some(&(at, size)) = self.delivered.front() {
-            if now.saturating_duration_since(at) < RATE_WINDOW {
-                break;
-            }
-            self.delivered.pop_front();
-            self.delivered_bytes -= size;
-        }
+        self.forget_delivered(now);
         let baseline = self.baseline[0].min(self.baseline[1]);
         let queue = median(&mut delays).map_or(0.0, |d| (d - baseline).max(0.0));
         let sample = lost as f64 / reports.len() as f64;

@@ -594,12 +594,11 @@ impl Room {
                     .fetch_add(1, Ordering::Relaxed);
             }
             let allotments = allocation::allocate(estimate, audio, &streams);
-            let cost = audio + allocation::cost(&streams, &allotments);
             entry
                 .allotted
                 .retain(|key, _| sent.iter().any(|s| (s.publisher, s.kind) == *key));
             let mut raised = false;
-            for (stream, allotment) in sent.iter().zip(allotments) {
+            for (stream, &allotment) in sent.iter().zip(&allotments) {
                 let before = entry
                     .allotted
                     .insert((stream.publisher, stream.kind), allotment);
@@ -609,6 +608,7 @@ impl Room {
                 }
             }
             if estimate.is_some() {
+                let cost = audio + allocation::cost(&streams, &allotments);
                 entry
                     .trials
                     .allocated(cost, raised, downlink.backoffs(), now);
