@@ -61,7 +61,8 @@ pub struct RoomBotOptions {
     /// is this narrow one (and not lossy), instead.
     pub shaper: Option<Arc<crate::lossy_udp::Shaper>>,
     /// The camera's layers at these bitrates (bit/s; several packets a frame where a frame
-    /// is over 1,000 bytes), instead of one small packet a frame per layer.
+    /// is over 1,000 bytes), instead of one small packet a frame per layer; a layer at 0
+    /// is not sent.
     pub camera_rates: Option<[u64; 3]>,
     /// Answers to the server's offers that are made but never sent, as if lost on the way
     /// (the first N).
@@ -666,6 +667,8 @@ fn publish(
                 let key = frame % 30 == 1;
                 for (layer, ssrc) in layers.iter().enumerate().take(3) {
                     let frame_bytes = match rates {
+                        // A layer at 0 bit/s is not sent (a camera of fewer layers).
+                        Some(rates) if rates[layer] == 0 => continue,
                         Some(rates) => (rates[layer] / 8 / 30).max(16) as usize,
                         None => 300 * (layer + 1),
                     };

@@ -71,6 +71,40 @@ pub fn cost(streams: &[VideoStream], allotments: &[Allotment]) -> u64 {
         .sum()
 }
 
+/// What the next raise of `allotments` would add (bit/s), as the allocation would make it
+/// with more budget: the lowest layer of the paused stream that matters most, since lowest
+/// layers are given in priority order before anything is raised; with none paused, the
+/// cheapest step of a stream to its next layer up within what its tile wants. `None` when
+/// every stream has what it wants (or nothing is budgeted). The estimator grows far enough
+/// to afford it (see [`super::estimator::DownlinkEstimate::want`]): without that, a paused
+/// stream dearer than what the viewer's growth allows (a screen share to a viewer that
+/// receives only audio) would never be tried again when its link widens.
+pub fn next_raise(streams: &[VideoStream], allotments: &[Allotment]) -> Option<u64> {
+    let paused = streams
+        .iter()
+        .zip(allotments)
+        .filter(|(_, allotment)| **allotment == Allotment::Paused)
+        .filter_map(|(stream, _)| Some((stream.priority, rate(stream, live(stream).next()?))))
+        .min_by_key(|(priority, _)| *priority);
+    if let Some((_, lowest)) = paused {
+        return Some(lowest);
+    }
+    streams
+        .iter()
+        .zip(allotments)
+        .filter_map(|(stream, allotment)| {
+            let Allotment::UpTo(most) = *allotment else {
+                return None;
+            };
+            let current = live(stream).filter(|&l| l <= most).max()?;
+            let next = live(stream)
+                .filter(|&l| l > current && l <= stream.want)
+                .min()?;
+            Some(rate(stream, next) - rate(stream, current))
+        })
+        .min()
+}
+
 /// The allotment of each of `streams` (in the order given) for a viewer whose estimate is
 /// `estimate` bit/s and whose audio takes `audio` bit/s of it. With no estimate (`None`),
 /// every stream is [`Allotment::Unbudgeted`]. A stream none of whose layers has been
@@ -175,6 +209,33 @@ mod tests {
         assert!(!UpTo(1).raises(UpTo(1)));
         assert!(!Paused.raises(UpTo(0)));
         assert!(!Unbudgeted.raises(Paused));
+    }
+
+    #[test]
+    fn the_next_raise_resumes_what_matters_most_then_takes_the_cheapest_step_up() {
+        let streams = [camera(Priority::Camera, 2), screen()];
+        // The screen paused: resuming it (800) comes before the camera's half (300 more),
+        // as the allocation gives lowest layers before it raises anything.
+        assert_eq!(next_raise(&streams, &[UpTo(0), Paused]), Some(800 * K));
+        // Two paused: the one that matters most.
+        assert_eq!(next_raise(&streams, &[Paused, Paused]), Some(800 * K));
+        // None paused: the cheapest step up.
+        let two = [camera(Priority::Speaker, 2), camera(Priority::Camera, 1)];
+        assert_eq!(next_raise(&two, &[UpTo(1), UpTo(0)]), Some(300 * K));
+        assert_eq!(next_raise(&two, &[UpTo(1), UpTo(1)]), Some(750 * K));
+        // Everything as wanted, or nothing budgeted: no raise.
+        assert_eq!(next_raise(&two, &[UpTo(2), UpTo(1)]), None);
+        assert_eq!(next_raise(&streams, &[Unbudgeted; 2]), None);
+        // A small tile (wants the quarter) that is paused still resumes at the quarter.
+        let small = camera(Priority::Camera, 0);
+        assert_eq!(next_raise(&[small], &[Paused]), Some(150 * K));
+        assert_eq!(next_raise(&[small], &[UpTo(0)]), None);
+        // A layer that does not arrive is stepped over.
+        let gap = VideoStream {
+            layers: [Some(150 * K), Some(0), Some(900 * K)],
+            ..camera(Priority::Camera, 2)
+        };
+        assert_eq!(next_raise(&[gap], &[UpTo(0)]), Some(750 * K));
     }
 
     #[test]

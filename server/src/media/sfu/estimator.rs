@@ -22,9 +22,11 @@
 //! A queue building ([`QUEUE_HIGH`] for [`QUEUE_PERSIST`]) or heavy loss ([`LOSS_HIGH`]) sets the estimate to
 //! [`BACKOFF`] of the delivered rate (at most once per [`BACKOFF_INTERVAL`], so that a cut
 //! is seen before the next). A short queue and little loss let it grow by [`GROWTH`] a
-//! second, up to [`HEADROOM`] times what is delivered; growing above what is sent is how a
-//! wider link is found again (there is no probing), and the next layer up is the probe; a
-//! raise that fails is held back for a while ([`super::trials`]).
+//! second, as far as the allocation's next raise needs ([`DownlinkEstimate::want`]), or,
+//! when it wants none, up to [`HEADROOM`] times what is delivered; growing above what is
+//! sent is how a wider link is found again (there is no probing), and the next layer up (or
+//! a paused stream resumed) is the probe; a raise that fails is held back for a while
+//! ([`super::trials`]).
 
 use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use std::collections::VecDeque;
@@ -62,11 +64,14 @@ pub const BACKOFF: f64 = 0.85;
 pub const BACKOFF_INTERVAL: Duration = Duration::from_millis(500);
 /// Growth per second on a clear path.
 pub const GROWTH: f64 = 1.25;
-/// Growth stops at this multiple of the delivered rate, plus [`HEADROOM_FLOOR`]: enough to
-/// try the next simulcast layer up (about 3-4 times the one below), not so much that a
-/// viewer held on a small layer jumps straight to the largest.
+/// With no raise wanted, growth stops at this multiple of the delivered rate, plus
+/// [`HEADROOM_FLOOR`]: room for a stream that starts, not so much that the estimate drifts
+/// far from anything the path has carried.
 pub const HEADROOM: f64 = 4.0;
 pub const HEADROOM_FLOOR: f64 = 250_000.0;
+/// With a raise wanted, growth stops at this multiple of what the allocation would send
+/// after it ([`DownlinkEstimate::want`]): a little above, as layers' measured rates wander.
+pub const WANTED_MARGIN: f64 = 1.1;
 /// With no feedback for this long (nothing sent: every video paused, no audio), the
 /// estimate grows as on a clear path, so that the allocation tries the lowest layer again.
 pub const IDLE: Duration = Duration::from_secs(1);
@@ -79,6 +84,8 @@ pub struct DownlinkEstimate {
     bits_per_second: AtomicU64,
     /// How many times the estimator has backed off (see [`super::trials`]).
     backoffs: AtomicU64,
+    /// Bit/s the room's allocation would send after its next raise (0: none wanted).
+    wanted: AtomicU64,
 }
 
 impl DownlinkEstimate {
@@ -98,6 +105,19 @@ impl DownlinkEstimate {
     /// How many times the estimator has backed off so far.
     pub fn backoffs(&self) -> u64 {
         self.backoffs.load(Ordering::Relaxed)
+    }
+
+    /// The room's allocation would send `bits_per_second` after its next raise (0: it
+    /// wants none): growth on a clear path stops at [`WANTED_MARGIN`] times that, instead
+    /// of at [`HEADROOM`] times the delivered rate. So the raise is tried however dear it
+    /// is (a paused screen share to a viewer receiving only audio), and only that raise:
+    /// a viewer held on the smallest layer tries the next one, not the largest.
+    pub fn want(&self, bits_per_second: u64) {
+        self.wanted.store(bits_per_second, Ordering::Relaxed);
+    }
+
+    fn wanted(&self) -> f64 {
+        self.wanted.load(Ordering::Relaxed) as f64
     }
 }
 
@@ -156,10 +176,16 @@ impl DownlinkEstimator {
         }
     }
 
-    /// Grows the estimate for `seconds` of a clear path, up to [`HEADROOM`] times what is
-    /// delivered (an estimate already above that stays where it is).
+    /// Grows the estimate for `seconds` of a clear path, up to what the allocation's next
+    /// raise would send (with [`WANTED_MARGIN`]), or, with no raise wanted, [`HEADROOM`]
+    /// times what is delivered (an estimate already above that stays where it is).
     fn grow(&mut self, seconds: f64, now: Instant) {
-        let headroom = self.delivered_rate(now) * HEADROOM + HEADROOM_FLOOR;
+        let wanted = self.out.wanted();
+        let headroom = if wanted > 0.0 {
+            wanted * WANTED_MARGIN
+        } else {
+            self.delivered_rate(now) * HEADROOM + HEADROOM_FLOOR
+        };
         self.target = (self.target * GROWTH.powf(seconds)).min(headroom.max(self.target));
     }
 
@@ -430,6 +456,70 @@ mod tests {
         assert!(
             estimate > INITIAL && estimate <= ceiling * 1.1,
             "grew to {estimate}, against {ceiling} at most"
+        );
+    }
+
+    /// 22 s of a path carrying 40 kbit/s (audio alone: 50 bytes every 10 ms), the
+    /// allocation wanting `wanted` bit/s for its next raise; the estimate at the end. From
+    /// the first to the second second a queue of 200 ms backs the estimate off to its
+    /// floor; the path is clear after that.
+    fn grown_with_audio_alone(wanted: u64) -> f64 {
+        let out = Arc::new(DownlinkEstimate::default());
+        out.want(wanted);
+        let mut estimator = DownlinkEstimator::new(out);
+        let start = Instant::now();
+        for report in 0..220u64 {
+            let queue = if (10..20).contains(&report) { 200 } else { 0 };
+            let batch: Vec<PacketReport> = (0..10u64)
+                .map(|i| {
+                    let n = report * 10 + i;
+                    let sent = Duration::from_millis(n * 10);
+                    PacketReport {
+                        ssrc: 1,
+                        id: n,
+                        rtp_sequence_number: n as u16,
+                        is_twcc: true,
+                        twcc_sequence_number: n as u16,
+                        size: 50,
+                        arrived: true,
+                        departure: start + sent,
+                        arrival: Some(sent + Duration::from_millis(queue)),
+                        ecn: Default::default(),
+                    }
+                })
+                .collect();
+            estimator.on_reports(start + Duration::from_millis(report * 100 + 100), &batch);
+            if report == 19 {
+                let low = estimator.target_bitrate();
+                assert!(low < 100_000.0, "backed off by the queue: {low}");
+            }
+        }
+        estimator.target_bitrate()
+    }
+
+    #[test]
+    fn growth_stops_at_what_the_next_raise_wants_above_or_below_the_headroom() {
+        // Growth alone stops at the headroom: 4 x 40 + 250 = 410 kbit/s.
+        let headroom = 40_000.0 * HEADROOM + HEADROOM_FLOOR;
+        let unwanted = grown_with_audio_alone(0);
+        assert!(
+            (headroom * 0.95..=headroom * 1.05).contains(&unwanted),
+            "grew to {unwanted} with nothing wanted, against a headroom of {headroom}"
+        );
+        // A paused screen share of 800 kbit/s for this viewer: the next raise would send
+        // 840 with the audio, which the headroom never affords; wanted, it is reached.
+        let wanted = 840_000;
+        let grown = grown_with_audio_alone(wanted);
+        assert!(
+            grown >= wanted as f64 && grown <= wanted as f64 * WANTED_MARGIN * 1.01,
+            "grew to {grown}, to afford {wanted}"
+        );
+        // A cheaper raise (the small layer of a paused camera): no further than it needs,
+        // so that a viewer held on a small layer tries the next one, not the largest.
+        let cheap = grown_with_audio_alone(300_000);
+        assert!(
+            (300_000.0..=330_000.0 * 1.01).contains(&cheap),
+            "grew to {cheap}, to afford 300000"
         );
     }
 

@@ -612,6 +612,10 @@ impl Room {
                 entry
                     .trials
                     .allocated(cost, raised, downlink.backoffs(), now);
+                // So that the estimate grows far enough to try the next raise.
+                downlink.want(
+                    allocation::next_raise(&streams, &allotments).map_or(0, |step| cost + step),
+                );
             }
         }
     }
