@@ -1,17 +1,18 @@
-//! One room member's connection: a task owns the member's peer connection and its
-//! negotiation. The client offers once (microphone, camera and screen m-lines, in that
-//! order); after that only the server offers, one negotiation at a time, whenever
-//! forwarded tracks are added or removed, or to restart ICE when the connection is
-//! interrupted. Bad signaling is answered with an `Error` and the connection goes on.
+//! One room member's connection: a task owns the member's peer connection and does the
+//! I/O of its negotiation, whose rules are a plain state machine ([`super::negotiation`]):
+//! the client offers once (microphone, camera and screen m-lines, in that order); after
+//! that only the server offers, one negotiation at a time, whenever forwarded tracks are
+//! added or removed, or to restart ICE when the connection is interrupted. Bad signaling
+//! is answered with an `Error` and the connection goes on.
 //!
 //! What a client may send here is bounded: its offers and queued commands at the front
 //! door ([`super::limits`]), and the ICE candidates it gives one ICE session
-//! ([`MAX_CANDIDATES`]: each one is kept by the ICE agent and paired with every local
-//! candidate for connectivity checks).
+//! ([`super::negotiation::MAX_CANDIDATES`]).
 
 use super::forward::{self, ForwardCtl, Numbering, StreamSource, StreamStats, Subscriber};
 use super::limits::Queued;
 use super::media_port::{MediaPort, PortLink};
+use super::negotiation::{self, CandidateStep, Negotiation, Refusal, Timeout};
 use super::room::{Published, RoomCmd, RoomHandle};
 use super::{SfuConfig, SfuMetrics, StreamKind, engine};
 use crate::session::SessionOutbox;
@@ -38,21 +39,6 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RtpSender, RtpTransceiver};
 
-/// How soon an offer that found the client's outbox full is tried again.
-const NEGOTIATION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// How many times an unanswered offer is sent again before the connection is given up (the
-/// room then asks the client to connect its media again).
-const OFFER_RESENDS: u8 = 2;
-
-/// The server's offer that awaits the client's answer.
-struct OfferSent {
-    /// As queued for the client, to send again unchanged.
-    frame: Bytes,
-    again_at: tokio::time::Instant,
-    resent: u8,
-}
-
 /// How long an unsubscribe waits for the stream's forwarder to stop writing to the track.
 const FORWARDER_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -60,11 +46,6 @@ const FORWARDER_STOP_WAIT: std::time::Duration = std::time::Duration::from_milli
 /// already queued for the connection's driver to be sent (well under a millisecond unless
 /// the server is very busy).
 const DRIVER_QUEUE_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Candidates a client may give one ICE session (from its offer until the server restarts
-/// ICE), counting those sent before its offer was applied; more are refused. A browser
-/// gathers a few per network interface and TURN server.
-pub const MAX_CANDIDATES: usize = 64;
 
 /// What the room tells a member's task. What its client sent holds a [`Queued`] place in
 /// its allowance until handled here.
@@ -152,26 +133,14 @@ struct Member {
     subscriptions: FxHashMap<(AvatarId, StreamKind), Subscription>,
     /// Send-only m-lines no stream uses now, for the next ones (see [`Slot`]).
     idle: Vec<Slot>,
-    /// The client's offer has been answered: the server may offer now.
-    answered: bool,
-    /// The server's offer awaits the client's answer (see [`OfferSent`]). A browser answers
-    /// in milliseconds; an answer can still be lost (dropped as over its allowance, or by a
-    /// client's bug), and the negotiation would wait for ever: after the member timeout
-    /// (`room_member_timeout_secs`) without an answer, the offer is sent again.
-    awaiting_answer: Option<OfferSent>,
-    /// Forwarded tracks changed since the last offer.
-    renegotiate: bool,
-    /// The next offer restarts ICE (the connection was interrupted).
-    restart_ice: bool,
-    early_candidates: Vec<RTCIceCandidateInit>,
-    /// Candidates the client gave this ICE session (see [`MAX_CANDIDATES`]).
-    candidates: usize,
+    /// Who may offer when, and what is due. A browser answers in milliseconds; an answer
+    /// can still be lost (dropped as over its allowance, or by a client's bug): after the
+    /// member timeout (`room_member_timeout_secs`) without one, the offer is sent again.
+    negotiation: Negotiation<RTCIceCandidateInit>,
     /// The connection is up (DTLS done): forwarding before that only fails.
     connected: bool,
     /// The simulcast layer that fits each publisher's tile on this member's screen.
     tile_layers: FxHashMap<AvatarId, u8>,
-    /// When to try an offer again that could not be queued.
-    retry_at: Option<tokio::time::Instant>,
 }
 
 async fn run(
@@ -201,21 +170,16 @@ async fn run(
                 return;
             }
         };
+    let negotiation = Negotiation::new(setup.config.member_timeout);
     let mut member = Member {
         setup,
         pc,
         link,
         subscriptions: FxHashMap::default(),
-        answered: false,
-        awaiting_answer: None,
-        renegotiate: false,
-        restart_ice: false,
-        early_candidates: Vec::new(),
-        candidates: 0,
+        negotiation,
         connected: false,
         tile_layers: FxHashMap::default(),
         idle: Vec::new(),
-        retry_at: None,
     };
     member.remote_offer(offer).await;
     drop(queued);
@@ -275,25 +239,29 @@ async fn run(
                 Some(PcEvent::Track(track)) => member.published(track).await,
             },
             () = async {
-                match member.retry_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                match member.negotiation.poll_timeout() {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
                 }
             } => {
-                member.retry_at = None;
-                member.negotiate().await;
-            }
-            () = async {
-                match &member.awaiting_answer {
-                    Some(sent) => tokio::time::sleep_until(sent.again_at).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if !member.offer_unanswered() {
-                    // The room asks its client to connect its media again.
-                    tracing::warn!(member = %member.setup.id, "the room offer was never answered; starting its media again");
-                    member.setup.room.send(RoomCmd::Gone { member: member.setup.id });
-                    break;
+                match member.negotiation.handle_timeout(std::time::Instant::now()) {
+                    Timeout::Nothing => {}
+                    Timeout::Negotiate => member.negotiate().await,
+                    Timeout::Resend(frame) => {
+                        tracing::warn!(
+                            member = %member.setup.id,
+                            "no answer to the room offer within {timeout:?}; sending it again ({} of {})",
+                            member.negotiation.resent(),
+                            negotiation::RESENDS,
+                        );
+                        let _ = member.setup.outbox.push(frame);
+                    }
+                    Timeout::GiveUp => {
+                        // The room asks its client to connect its media again.
+                        tracing::warn!(member = %member.setup.id, "the room offer was never answered; starting its media again");
+                        member.setup.room.send(RoomCmd::Gone { member: member.setup.id });
+                        break;
+                    }
                 }
             }
             () = expired => {
@@ -438,6 +406,14 @@ fn send(outbox: &SessionOutbox, msg: &ServerMsg) {
 }
 
 impl Member {
+    fn refuse_signal(&self, refusal: Refusal) {
+        let code = match refusal {
+            Refusal::OfferDuringOffer | Refusal::AnswerWithoutOffer => ErrorCode::WrongState,
+            Refusal::TooManyCandidates => ErrorCode::RateLimited,
+        };
+        self.refuse(code, refusal.message());
+    }
+
     fn refuse(&self, code: ErrorCode, message: String) {
         tracing::debug!(member = %self.setup.id, "room signaling refused: {message}");
         send(
@@ -468,27 +444,16 @@ impl Member {
                 if candidate.is_empty() {
                     return;
                 }
-                if self.candidates >= MAX_CANDIDATES {
-                    self.refuse(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "too many ICE candidates: at most {MAX_CANDIDATES} for one ICE \
-                             session; this one was not used"
-                        ),
-                    );
-                    return;
-                }
-                self.candidates += 1;
                 let init = RTCIceCandidateInit {
                     candidate,
                     sdp_mid,
                     sdp_mline_index: sdp_m_line_index,
                     ..Default::default()
                 };
-                if self.answered {
-                    self.add_candidate(init).await;
-                } else {
-                    self.early_candidates.push(init);
+                match self.negotiation.candidate(init) {
+                    CandidateStep::Apply(init) => self.add_candidate(init).await,
+                    CandidateStep::Held => {}
+                    CandidateStep::Refused(refusal) => self.refuse_signal(refusal),
                 }
             }
             MemberCmd::Subscribe(published) => self.subscribe(published).await,
@@ -523,11 +488,8 @@ impl Member {
 
     /// The client's offer: answer it, then offer whatever forwarded tracks are waiting.
     async fn remote_offer(&mut self, sdp: String) {
-        if self.awaiting_answer.is_some() {
-            self.refuse(
-                ErrorCode::WrongState,
-                "an offer while the server's offer awaits an answer: answer it first".into(),
-            );
+        if let Err(refusal) = self.negotiation.client_offer() {
+            self.refuse_signal(refusal);
             return;
         }
         let answer = async {
@@ -556,8 +518,7 @@ impl Member {
                 sdp: self.link.advertised_sdp(&answer.sdp),
             }),
         );
-        self.answered = true;
-        for init in std::mem::take(&mut self.early_candidates) {
+        for init in self.negotiation.client_offer_answered() {
             self.add_candidate(init).await;
         }
         self.negotiate().await;
@@ -565,11 +526,8 @@ impl Member {
 
     /// The client's answer to the server's offer: forwarded tracks in it go live.
     async fn remote_answer(&mut self, sdp: String) {
-        if self.awaiting_answer.is_none() {
-            self.refuse(
-                ErrorCode::WrongState,
-                "an answer, but the server made no offer".into(),
-            );
+        if let Err(refusal) = self.negotiation.client_answer() {
+            self.refuse_signal(refusal);
             return;
         }
         let applied = async {
@@ -581,7 +539,7 @@ impl Member {
             self.refuse(ErrorCode::Malformed, format!("the answer was refused: {e}"));
             return;
         }
-        self.awaiting_answer = None;
+        self.negotiation.answer_applied();
         self.go_live().await;
         self.negotiate().await;
     }
@@ -596,18 +554,17 @@ impl Member {
     /// pair then stops answering, the server saw a dead connection while the browser's pair
     /// worked, and the member was removed and had to join again.
     async fn restart_ice(&mut self) {
-        self.restart_ice = true;
-        self.renegotiate = true;
+        self.negotiation.restart_ice();
         self.negotiate().await;
     }
 
     /// Offers the current forwarded tracks if they changed and no negotiation is running.
     async fn negotiate(&mut self) {
-        if !self.answered || self.awaiting_answer.is_some() || !self.renegotiate {
+        let Some(due) = self.negotiation.offer_due() else {
             return;
-        }
-        let options = self
-            .restart_ice
+        };
+        let options = due
+            .ice_restart
             .then_some(RTCOfferOptions { ice_restart: true });
         let offer = match self.pc.create_offer(options).await {
             Ok(offer) => offer,
@@ -632,7 +589,7 @@ impl Member {
         // full outbox would leave this member waiting for an answer forever. (Should the
         // outbox fill in between, the push below closes the session, and the member with it.)
         if !self.setup.outbox.has_room(frame.len()) {
-            self.retry_at = Some(tokio::time::Instant::now() + NEGOTIATION_RETRY);
+            self.negotiation.offer_blocked(std::time::Instant::now());
             return;
         }
         let sdp = offer.sdp.clone();
@@ -645,45 +602,14 @@ impl Member {
         for sub in self.subscriptions.values_mut() {
             sub.offered = true;
         }
-        self.renegotiate = false;
-        if self.restart_ice {
-            // The agent forgot the client's candidates: the client trickles new ones.
-            self.candidates = 0;
-        }
-        self.restart_ice = false;
-        self.awaiting_answer = Some(OfferSent {
-            frame,
-            again_at: tokio::time::Instant::now() + self.setup.config.member_timeout,
-            resent: 0,
-        });
-    }
-
-    /// The server's offer was not answered within the member timeout: it is sent again (the
-    /// client answers the same offer again), up to [`OFFER_RESENDS`] times. Returns false when the member
-    /// should be given up.
-    fn offer_unanswered(&mut self) -> bool {
-        let Some(sent) = &mut self.awaiting_answer else {
-            return true;
-        };
-        if sent.resent >= OFFER_RESENDS {
-            return false;
-        }
-        sent.resent += 1;
-        let wait = self.setup.config.member_timeout;
-        sent.again_at = tokio::time::Instant::now() + wait;
-        tracing::warn!(
-            member = %self.setup.id,
-            "no answer to the room offer within {wait:?}; sending it again ({} of {OFFER_RESENDS})",
-            sent.resent
-        );
-        let _ = self.setup.outbox.push(sent.frame.clone());
-        true
+        self.negotiation
+            .offer_sent(frame, std::time::Instant::now());
     }
 
     /// Hands negotiated subscriptions to their forwarders, with this leg's payload type,
     /// once the connection is up.
     async fn go_live(&mut self) {
-        if !self.connected || self.awaiting_answer.is_some() {
+        if !self.negotiation.may_go_live(self.connected) {
             return;
         }
         for sub in self
@@ -752,7 +678,7 @@ impl Member {
                 live: false,
             },
         );
-        self.renegotiate = true;
+        self.negotiation.tracks_changed();
         self.negotiate().await;
     }
 
@@ -907,7 +833,7 @@ impl Member {
         } else if let Err(e) = self.pc.remove_track(&slot.sender).await {
             tracing::debug!(member = %self.setup.id, "removing a forwarded track: {e}");
         }
-        self.renegotiate = true;
+        self.negotiation.tracks_changed();
         self.negotiate().await;
     }
 

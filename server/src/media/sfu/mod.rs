@@ -6,7 +6,8 @@
 //!   sessions (signaling). It never blocks: it hands work to actors over channels.
 //! - `room`: one task per room; knows its members and published streams, wires
 //!   subscriptions, picks the loudest speakers.
-//! - `member`: one task per member; owns its peer connection and its negotiation.
+//! - `member`: one task per member; owns its peer connection and does its negotiation's
+//!   I/O; `negotiation`: who offers when and what is due, a plain state machine.
 //! - `forward`: one task per published stream; rewrites and writes each packet to every
 //!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
 //! - `leg`: one viewer's share of one stream (its layer, its switches at keyframes, its
@@ -39,6 +40,7 @@ mod leg;
 pub mod limits;
 pub mod media_port;
 mod member;
+mod negotiation;
 mod retransmission;
 mod reused_timer;
 mod room;
