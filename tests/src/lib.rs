@@ -350,6 +350,9 @@ pub struct Bot {
     /// Room media messages (`JoinRoomMedia`, `RoomSignal`, ...), in order, for whoever
     /// drives room media (see [`room_bot`]).
     pub room_msgs: Vec<ServerMsg>,
+    /// The address its media connections bind: the one it reached the server at (the
+    /// server runs on this machine), so a bot that came over IPv6 sends media over IPv6.
+    pub media_ip: std::net::IpAddr,
     /// Chat lines, live and from history, by id.
     pub chat: std::collections::BTreeMap<u64, quad_shared::protocol::ChatLine>,
     /// How many `ChatHistory` frames arrived.
@@ -397,7 +400,9 @@ impl Bot {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .context("WebSocket connect")?;
-        Ok(Self::over(ws))
+        let mut bot = Self::over(ws);
+        bot.media_ip = addr.ip();
+        Ok(bot)
     }
 
     /// Opens a WebSocket over TLS (`wss://`) to a server whose certificate is `trust`,
@@ -454,6 +459,7 @@ impl Bot {
             media_updates: Vec::new(),
             signals: Vec::new(),
             room_msgs: Vec::new(),
+            media_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             chat: Default::default(),
             histories: 0,
             snapshots: 0,

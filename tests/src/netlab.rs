@@ -312,3 +312,77 @@ fn nft(ns: &str, rules: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// A network interface with one IPv4 and one IPv6 address (one end of a veth pair: this
+/// kernel has no dummy interfaces), in this process's network namespace, removed on drop: for a test that needs addresses which, unlike loopback's,
+/// WebRTC offers as host candidates. Only in a namespace of the tests' own that has
+/// nothing but loopback (as `cargo xtask test` runs them): never on a real host's network.
+pub struct TestInterface {
+    name: String,
+}
+
+impl TestInterface {
+    pub fn add(name: &str, v4: std::net::IpAddr, v6: std::net::IpAddr) -> Result<TestInterface> {
+        // This namespace's interfaces (`/sys/class/net` shows the namespace sysfs was
+        // mounted in, not this one's).
+        let others: Vec<String> = std::fs::read_to_string("/proc/self/net/dev")?
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, _)| n.trim().to_owned())
+            .filter(|n| n != "lo" && n != name)
+            .collect();
+        if !others.is_empty() {
+            bail!(
+                "this test adds a network interface, and runs only in a loopback-only network \
+                 namespace (`cargo xtask test`, or `unshare --net -- sh -c 'ip link set lo up && \
+                 exec \"$@\"' sh cargo test ...` as root); this one has {others:?}"
+            );
+        }
+        // Left over by a test that was killed: start afresh.
+        let _ = Command::new("ip").args(["link", "del", name]).output();
+        let interface = TestInterface {
+            name: name.to_owned(),
+        };
+        let peer = format!("{name}p");
+        ip(&["link", "add", name, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", name, "up"])?;
+        ip(&["link", "set", &peer, "up"])?;
+        ip(&["addr", "add", &format!("{v4}/24"), "dev", name])?;
+        // No duplicate address detection: the address is usable at once.
+        ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            name,
+            "nodad",
+        ])?;
+        Ok(interface)
+    }
+}
+
+impl Drop for TestInterface {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
+/// Runs `ip` with `args`; its error output if it fails.
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (Debian's iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

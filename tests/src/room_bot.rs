@@ -101,6 +101,8 @@ pub struct RoomBotState {
     pub server_offers: u32,
     /// The server's ICE username fragment, from its last description.
     pub server_ufrag: Option<String>,
+    /// The candidates the SFU gave (in its answer and by trickle), as it wrote them.
+    pub server_candidates: Vec<String>,
     /// Server offers that changed its ICE credentials (ICE restarts).
     pub ice_restarts: u32,
     /// `JoinRoomMedia` messages received.
@@ -444,7 +446,11 @@ fn vp8() -> RTCRtpCodec {
     }
 }
 
-async fn new_pc(events: mpsc::UnboundedSender<PcEvent>) -> Result<Arc<dyn PeerConnection>> {
+/// A bot's peer connection, its UDP socket on `ip` (a loopback address).
+async fn new_pc(
+    events: mpsc::UnboundedSender<PcEvent>,
+    ip: std::net::IpAddr,
+) -> Result<Arc<dyn PeerConnection>> {
     let mut media = MediaEngine::default();
     media.register_codec(
         RTCRtpCodecParameters {
@@ -477,7 +483,7 @@ async fn new_pc(events: mpsc::UnboundedSender<PcEvent>) -> Result<Arc<dyn PeerCo
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
         .with_handler(Arc::new(Events(events)))
-        .with_udp_addrs(vec![SocketAddr::from(([127, 0, 0, 1], 0))])
+        .with_udp_addrs(vec![SocketAddr::new(ip, 0)])
         .build()
         .await?;
     Ok(Arc::new(pc))
@@ -516,7 +522,7 @@ fn local_track(
 /// offer.
 async fn open_media(bot: &mut Bot, options: &RoomBotOptions) -> Result<Media> {
     let (tx, events) = mpsc::unbounded_channel();
-    let pc = new_pc(tx).await?;
+    let pc = new_pc(tx, bot.media_ip).await?;
     // The encodings must be given again: `add_transceiver_from_track` does not take them
     // from the track.
     let sendonly = |encodings: Vec<RTCRtpEncodingParameters>| {
@@ -565,7 +571,7 @@ async fn open_media(bot: &mut Bot, options: &RoomBotOptions) -> Result<Media> {
 /// m-lines), from a connection closed at once: for tests that send raw room signaling.
 pub async fn client_offer() -> Result<String> {
     let (tx, _events) = mpsc::unbounded_channel();
-    let pc = new_pc(tx).await?;
+    let pc = new_pc(tx, std::net::Ipv4Addr::LOCALHOST.into()).await?;
     let tracks = [
         local_track(RtpCodecKind::Audio, opus(), "mic", &[""]),
         local_track(RtpCodecKind::Video, vp8(), "camera", &SIMULCAST_RIDS),
@@ -924,7 +930,16 @@ async fn drive(
                             kind: SdpKind::Answer,
                             sdp,
                         } => {
-                            lock(&state).server_ufrag = ice_ufrag(&sdp);
+                            {
+                                let mut s = lock(&state);
+                                s.server_ufrag = ice_ufrag(&sdp);
+                                s.server_candidates.extend(
+                                    sdp.lines()
+                                        .filter_map(|l| l.trim_end().strip_prefix("a="))
+                                        .filter(|l| l.starts_with("candidate:"))
+                                        .map(str::to_owned),
+                                );
+                            }
                             let sdp = if options.proxied() {
                                 strip_candidates(&sdp)
                             } else {
@@ -982,6 +997,7 @@ async fn drive(
                             sdp_mid,
                             sdp_m_line_index,
                         } => {
+                            lock(&state).server_candidates.push(candidate.clone());
                             let candidate = if options.proxied() {
                                 crate::lossy_udp::through_proxy(
                                     &candidate,

@@ -1,6 +1,7 @@
 //! The SFU's media port: a room of twelve members (bots and two browsers) who all hear
 //! each other is served from one UDP socket; a flood of datagrams from an address that belongs to no member is
-//! dropped and counted while the room's audio goes on.
+//! dropped and counted while the room's audio goes on; a server on IPv6, and one on every
+//! address of both families, serve IPv6 and IPv4 members alike.
 //!
 //! Run in a loopback-only network namespace, as CI does:
 //! `unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh cargo test -p quad-tests --test media_port`
@@ -10,7 +11,7 @@ use quad_tests::browser::{Driver, require_client_bundle};
 use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
 use quad_tests::{PATIENCE, TestServer, campus, http_get, metric};
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 fn options(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
     RoomBotOptions {
@@ -26,7 +27,7 @@ fn options(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
     }
 }
 
-/// The local addresses of this process's UDP sockets (IPv4: the server binds loopback).
+/// The local addresses of this process's UDP sockets, of both families.
 fn udp_sockets_of_this_process() -> anyhow::Result<Vec<SocketAddr>> {
     let mut inodes = HashSet::new();
     for fd in std::fs::read_dir("/proc/self/fd")? {
@@ -41,24 +42,38 @@ fn udp_sockets_of_this_process() -> anyhow::Result<Vec<SocketAddr>> {
             inodes.insert(inode.to_owned());
         }
     }
-    let table = std::fs::read_to_string("/proc/self/net/udp")?;
     let mut sockets = Vec::new();
-    // `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode`
-    for line in table.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(inode)) = (fields.get(1), fields.get(9)) else {
+    for table in ["/proc/self/net/udp", "/proc/self/net/udp6"] {
+        // A kernel without IPv6 has no `udp6`.
+        let Ok(table) = std::fs::read_to_string(table) else {
             continue;
         };
-        if !inodes.contains(*inode) {
-            continue;
+        // `sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode`
+        for line in table.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(inode)) = (fields.get(1), fields.get(9)) else {
+                continue;
+            };
+            if !inodes.contains(*inode) {
+                continue;
+            }
+            let Some((ip, port)) = local.split_once(':') else {
+                continue;
+            };
+            // The kernel prints the address as 32-bit numbers in host byte order (x86:
+            // each reversed): one for IPv4, four for IPv6.
+            let mut bytes = Vec::new();
+            for word in 0..ip.len() / 8 {
+                let hex = &ip[word * 8..word * 8 + 8];
+                bytes.extend(u32::from_str_radix(hex, 16)?.to_ne_bytes());
+            }
+            let ip = match <[u8; 16]>::try_from(bytes.as_slice()) {
+                Ok(v6) => IpAddr::from(v6),
+                Err(_) => IpAddr::from(<[u8; 4]>::try_from(bytes.as_slice())?),
+            };
+            let port = u16::from_str_radix(port, 16)?;
+            sockets.push(SocketAddr::new(ip, port));
         }
-        let Some((ip, port)) = local.split_once(':') else {
-            continue;
-        };
-        // The kernel prints the address as a number in host byte order (x86: reversed).
-        let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16)?.to_ne_bytes());
-        let port = u16::from_str_radix(port, 16)?;
-        sockets.push(SocketAddr::new(IpAddr::V4(ip), port));
     }
     Ok(sockets)
 }
@@ -289,6 +304,84 @@ async fn a_strangers_flood_is_dropped_and_counted_while_audio_flows() -> anyhow:
         s.packets_from(b.id, "mic") > heard.1 + 50
     })
     .await?;
+    server.stop().await;
+    Ok(())
+}
+
+/// A server listening on IPv6 only (`[::1]`) serves room media on IPv6: its media port is
+/// bound there, the candidates it offers name it, and three bots reaching it over IPv6 hear
+/// each other through the SFU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_over_ipv6_is_served_on_the_media_port() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    let server = TestServer::start_with(|c| {
+        c.listen = SocketAddr::new(v6, 0);
+    })
+    .await?;
+    assert_eq!(server.addr().ip(), v6);
+    let media = server.server.media_addr();
+    assert_eq!(media.ip(), v6, "the media port is on the listen address");
+    let at = room_spot(&campus(), 0)?;
+    let mut bots = Vec::new();
+    for i in 0..3 {
+        bots.push(RoomBot::join(server.addr(), options(&format!("v6bot{i}"), at)).await?);
+    }
+    all_hear_each_other(&bots, 25).await?;
+    // What the bots were offered: host candidates on the media port, over IPv6.
+    for bot in &bots {
+        let remote = bot.state().server_candidates.clone();
+        assert!(
+            remote
+                .iter()
+                .any(|c| c.contains(&format!(" ::1 {} typ host", media.port()))),
+            "no IPv6 host candidate on the media port among {remote:?}"
+        );
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// A server listening on every address of both families (`[::]`, as a dual-stack
+/// deployment would) offers room media on its IPv4 and IPv6 addresses alike, from its one
+/// media port: a bot with IPv4 alone and two over IPv6 hear each other. The namespace is
+/// given an interface with an address of each family (loopback addresses are never
+/// offered as candidates). Before, the server offered only its IPv6 addresses, and the
+/// IPv4 bot never connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_server_serves_ipv4_and_ipv6_members_from_one_media_port() -> anyhow::Result<()>
+{
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let v4 = IpAddr::from([10, 99, 0, 1]);
+    let v6: IpAddr = "fd00:99::1".parse()?;
+    let _interface = quad_tests::netlab::TestInterface::add("quadds0", v4, v6)?;
+    let server = TestServer::start_with(|c| {
+        c.listen = "[::]:0".parse().expect("a literal address");
+    })
+    .await?;
+    let port = server.addr().port();
+    let media = server.server.media_addr();
+    let at = room_spot(&campus(), 0)?;
+    let bots = vec![
+        RoomBot::join(SocketAddr::new(v4, port), options("four", at)).await?,
+        RoomBot::join(SocketAddr::new(v6, port), options("six", at)).await?,
+        RoomBot::join(SocketAddr::new(v6, port), options("six too", at)).await?,
+    ];
+    all_hear_each_other(&bots, 25).await?;
+    let offered = bots[0].state().server_candidates.clone();
+    for ip in [v4, v6] {
+        assert!(
+            offered
+                .iter()
+                .any(|c| c.contains(&format!(" {ip} {} typ host", media.port()))),
+            "no host candidate on {ip} and the media port among {offered:?}"
+        );
+    }
+    let sockets: Vec<SocketAddr> = udp_sockets_of_this_process()?
+        .into_iter()
+        .filter(|a| a.port() == media.port())
+        .collect();
+    assert_eq!(sockets.len(), 1, "one media port: {sockets:?}");
     server.stop().await;
     Ok(())
 }

@@ -155,10 +155,23 @@ pub async fn peer_connection(
         .with_runtime(Arc::new(SfuRuntime::new(link)))
         // The driver binds a socket here only for its address, which its host candidates
         // carry (the member's task puts the media port in them); the runtime closes it.
-        .with_udp_addrs(vec![std::net::SocketAddr::new(config.bind_ip, 0)])
+        .with_udp_addrs(driver_addrs(config.bind_ip))
         .build()
         .await?;
     Ok(Arc::new(pc))
+}
+
+/// What a connection's driver binds for its host candidates, the media port being on
+/// `bind_ip`. A wildcard stands for every interface address of its family (webrtc-rs
+/// expands it), so the IPv6 wildcard, on which the media port takes both families, is given
+/// with the IPv4 one: a server listening on `[::]` offers its IPv4 addresses too, and a
+/// client with IPv4 alone still reaches it directly.
+fn driver_addrs(bind_ip: std::net::IpAddr) -> Vec<std::net::SocketAddr> {
+    let mut addrs = vec![std::net::SocketAddr::new(bind_ip, 0)];
+    if bind_ip == std::net::IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) {
+        addrs.push(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    }
+    addrs
 }
 
 /// The last interceptor of the chain: keeps only viewers' keyframe requests (PLI, FIR) and

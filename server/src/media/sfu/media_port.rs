@@ -64,7 +64,21 @@ pub struct PortSocket {
 
 impl PortSocket {
     fn bind(addr: SocketAddr) -> io::Result<PortSocket> {
-        let std = std::net::UdpSocket::bind(addr)?;
+        let std = if addr.ip() == IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED) {
+            // Every address of both families on one socket: IPv4 datagrams arrive from, and
+            // are sent to, IPv4-mapped IPv6 addresses. Set here, not left to the system's
+            // default (`net.ipv6.bindv6only`), which a distribution may turn on.
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV6,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            socket.set_only_v6(false)?;
+            socket.bind(&addr.into())?;
+            std::net::UdpSocket::from(socket)
+        } else {
+            std::net::UdpSocket::bind(addr)?
+        };
         std.set_nonblocking(true)?;
         let io = tokio::net::UdpSocket::from_std(std)?;
         let state = UdpSocketState::new(UdpSockRef::from(&io))?;
