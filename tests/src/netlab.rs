@@ -371,18 +371,7 @@ impl Drop for TestInterface {
     }
 }
 
-/// Runs `ip` with `args`; its error output if it fails.
+/// Runs `ip` (Debian's iproute2) with `args`.
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (Debian's iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    run("ip", args)
 }
