@@ -1,4 +1,5 @@
-//! HTTPS on the web port: a self-signed certificate made once and kept, certificate files
+//! HTTPS on the web port: a CA-issued chain presented whole, a self-signed certificate made
+//! once and kept, certificate files
 //! reloaded when they change, plain HTTP redirected, HSTS, sessions over `wss://`, and
 //! TURN over TLS on the same port (what a network that lets only that port out needs).
 
@@ -288,5 +289,65 @@ async fn the_plain_http_port_sends_browsers_to_https() -> anyhow::Result<()> {
     .map(|e| format!("{e:#}"))
     .unwrap_or_default();
     assert!(err.contains("http_redirect_listen"), "{err}");
+    Ok(())
+}
+
+/// A certificate from a CA, as certbot and most CAs issue one: the leaf signed by an
+/// intermediate, both in `tls_cert` (certbot's `fullchain.pem`), the root only in the
+/// browser's store. The server presents the whole chain, so a client that trusts only the
+/// root accepts it. The same leaf without its intermediate (certbot's `cert.pem`, a common
+/// mistake) is refused by that client: the test can tell a chain served from one not.
+#[tokio::test]
+async fn a_ca_issued_chain_is_served_whole() -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = temp_dir("tls-chain");
+    std::fs::create_dir_all(&dir)?;
+    let ca = |name: &str| -> anyhow::Result<CertificateParams> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        Ok(params)
+    };
+    let root = CertifiedIssuer::self_signed(ca("Quad test root")?, KeyPair::generate()?)?;
+    let intermediate =
+        CertifiedIssuer::signed_by(ca("Quad test intermediate")?, KeyPair::generate()?, &root)?;
+    let leaf_key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])?
+        .signed_by(&leaf_key, &intermediate)?;
+    std::fs::write(
+        dir.join("fullchain.pem"),
+        format!("{}{}", leaf.pem(), intermediate.pem()),
+    )?;
+    std::fs::write(dir.join("cert.pem"), leaf.pem())?;
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem())?;
+    let root_der = root.der().clone();
+
+    for (file, whole) in [("fullchain.pem", true), ("cert.pem", false)] {
+        let server = TestServer::start_with(|c| {
+            c.tls_cert = Some(dir.join(file));
+            c.tls_key = Some(dir.join("key.pem"));
+        })
+        .await?;
+        let connected = connect(server.addr(), &root_der, "127.0.0.1").await;
+        if whole {
+            let stream = connected?;
+            let (_, session) = stream.get_ref();
+            let presented = session.peer_certificates().map_or(0, <[_]>::len);
+            assert_eq!(presented, 2, "the leaf and its intermediate");
+            assert_eq!(served_certificate(&stream).as_ref(), Some(leaf.der()));
+            let page = get_over(stream, "127.0.0.1", "/").await?;
+            assert_eq!(page.status, 200);
+        } else {
+            let refused = connected.expect_err("a leaf without its intermediate");
+            assert!(
+                format!("{refused:#}").contains("UnknownIssuer"),
+                "refused for its unknown issuer: {refused:#}"
+            );
+        }
+        server.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
