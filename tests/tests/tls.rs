@@ -1,7 +1,7 @@
-//! HTTPS on the web port: a CA-issued chain presented whole, a self-signed certificate made
-//! once and kept, certificate files
-//! reloaded when they change, plain HTTP redirected, HSTS, sessions over `wss://`, and
-//! TURN over TLS on the same port (what a network that lets only that port out needs).
+//! HTTPS on the web port: a CA-issued chain presented whole, a self-signed certificate
+//! made once and kept, certificate files reloaded when they change, plain HTTP redirected,
+//! HSTS, sessions over `wss://`, and TURN over TLS on the same port (what a network that
+//! lets only that port out needs).
 
 use quad_server::turn::credentials;
 use quad_tests::tls_client::{connect, get_over, pem_certificate, served_certificate};
