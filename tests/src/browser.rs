@@ -1,7 +1,7 @@
-//! Browser tests: headless Chromium driven over WebDriver (chromedriver), with the flags that
-//! work on these machines (why each is there: `docs/architecture.md`, "Browser tests") and
-//! fake media devices.
-//! Missing Chromium is an error that says how to install it, never a skip.
+//! Browser tests: headless Chromium (over chromedriver) and Firefox ESR (over geckodriver)
+//! driven by WebDriver, with the flags and preferences that work on these machines (why
+//! each is there: `docs/architecture.md`, "Browser tests") and fake media devices.
+//! A missing browser or driver is an error that says how to install it, never a skip.
 
 use anyhow::{Context, Result, bail};
 use fantoccini::{Client, ClientBuilder};
@@ -14,18 +14,78 @@ use tokio::process::{Child, Command};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub const FIREFOX: &str = "/usr/bin/firefox-esr";
 
-/// A chromedriver process on a free loopback port; killed on drop.
+/// geckodriver: `QUAD_GECKODRIVER` if set, else the one `cargo install geckodriver` put in
+/// cargo's bin directory (`cargo xtask test` installs it there when it is missing).
+pub fn geckodriver() -> PathBuf {
+    if let Some(path) = std::env::var_os("QUAD_GECKODRIVER") {
+        return PathBuf::from(path);
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default();
+    cargo_home.join("bin/geckodriver")
+}
+
+/// A browser engine the tests run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 2] = [Engine::Chromium, Engine::Firefox];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "Chromium",
+            Engine::Firefox => "Firefox",
+        }
+    }
+}
+
+/// Browsers of one engine. For Chromium, one chromedriver process on a free loopback port
+/// serves them all; geckodriver takes one session at a time, so each Firefox browser gets
+/// its own (started by [`Driver::browser`]). Killed on drop.
 pub struct Driver {
-    _child: Child,
-    url: String,
+    engine: Engine,
+    /// chromedriver and its URL (Chromium only).
+    chromedriver: Option<(Child, String)>,
     /// More Chromium flags for every browser of this driver.
     extra_args: Vec<String>,
 }
 
 impl Driver {
+    /// Chromium browsers.
     pub async fn start() -> Result<Driver> {
-        Self::start_with(Command::new(CHROMEDRIVER), None).await
+        Self::start_engine(Engine::Chromium).await
+    }
+
+    /// Browsers of `engine`.
+    pub async fn start_engine(engine: Engine) -> Result<Driver> {
+        match engine {
+            Engine::Chromium => Self::start_with(Command::new(CHROMEDRIVER), None).await,
+            Engine::Firefox => {
+                require(FIREFOX, "`apt-get install -y firefox-esr`")?;
+                require(
+                    &geckodriver().to_string_lossy(),
+                    "`cargo install geckodriver --locked`",
+                )?;
+                default_route_through_loopback()?;
+                Ok(Driver {
+                    engine,
+                    chromedriver: None,
+                    extra_args: Vec::new(),
+                })
+            }
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// A chromedriver (and so its browsers) inside a site of a test network, reached
@@ -46,54 +106,38 @@ impl Driver {
     ) -> Result<Driver> {
         // webrtc brings rustls's ring provider and fantoccini its aws-lc one; with both,
         // rustls cannot choose by itself. (An error only says one is installed already.)
-        let _ = rustls::crypto::ring::default_provider().install_default();
         for bin in [CHROMIUM, CHROMEDRIVER] {
-            if !Path::new(bin).exists() {
-                bail!(
-                    "{bin} is missing: `cargo xtask test` installs it, or run `apt-get install -y chromium chromium-driver`"
-                );
-            }
+            require(bin, "`apt-get install -y chromium chromium-driver`")?;
         }
         // Port 0: chromedriver binds a free port itself and says which on stdout. (Probing
         // for a free port first raced with the other tests binding ports in between: once
         // chromedriver lost its port and the session went to nobody.)
-        let mut child = command
-            .arg("--port=0")
-            .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting chromedriver")?;
-        let stdout = child.stdout.take().context("chromedriver's stdout")?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let started = async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(port) = started_on(&line) {
-                    return Ok(port);
-                }
-            }
-            bail!("chromedriver exited before it started")
-        };
-        let port = tokio::time::timeout(Duration::from_secs(20), started)
-            .await
-            .context("chromedriver did not start within 20 s")??;
-        // Read on, so its log never fills the pipe and blocks it.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        command.arg("--port=0").arg("--allowed-ips=127.0.0.1");
+        let (child, port) = spawn_webdriver(command, "chromedriver", started_on).await?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let addr = match lab {
             Some((lab, site)) => lab.forward(site, addr).await?,
             None => addr,
         };
         Ok(Driver {
-            _child: child,
-            url: format!("http://{addr}"),
+            engine: Engine::Chromium,
+            chromedriver: Some((child, format!("http://{addr}"))),
             extra_args: Vec::new(),
         })
     }
 
     /// A new browser with a fresh profile and fake camera and microphone.
     pub async fn browser(&self) -> Result<Browser> {
+        // webrtc brings rustls's ring provider and fantoccini its aws-lc one; with both,
+        // rustls cannot choose by itself. (An error only says one is installed already.)
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match &self.chromedriver {
+            Some((_, url)) => self.chromium(url).await,
+            None => firefox().await,
+        }
+    }
+
+    async fn chromium(&self, url: &str) -> Result<Browser> {
         let profile = crate::temp_dir("chromium-profile");
         std::fs::create_dir_all(&profile)?;
         let caps = json!({
@@ -137,11 +181,161 @@ impl Driver {
         };
         let client = ClientBuilder::rustls()?
             .capabilities(caps)
-            .connect(&self.url)
+            .connect(url)
             .await
             .context("new WebDriver session")?;
-        Ok(Browser { client, profile })
+        Ok(Browser {
+            client,
+            profile,
+            engine: Engine::Chromium,
+            _geckodriver: None,
+        })
     }
+}
+
+/// A Firefox browser with a fresh profile, its own geckodriver, and fake devices. The
+/// preferences: fake camera and microphone without a prompt; media that plays without a
+/// gesture; loopback in ICE (Firefox leaves it out, and the tests' network has nothing
+/// else); host candidates as plain addresses; and nothing of Firefox's own background
+/// traffic (updates, telemetry, safe browsing, captive-portal checks), which this network
+/// refuses.
+async fn firefox() -> Result<Browser> {
+    let profile = crate::temp_dir("firefox-profile");
+    std::fs::create_dir_all(&profile)?;
+    let mut command = Command::new(geckodriver());
+    command.args(["--port", "0", "--host", "127.0.0.1"]);
+    let (child, port) = spawn_webdriver(command, "geckodriver", listening_on).await?;
+    let caps = json!({
+        "browserName": "firefox",
+        "moz:firefoxOptions": {
+            "binary": FIREFOX,
+            "args": ["-headless", "-profile", profile.display().to_string(),
+                     "--width=1024", "--height=768"],
+            "prefs": {
+                "media.navigator.streams.fake": true,
+                "media.navigator.permission.disabled": true,
+                "media.autoplay.default": 0,
+                "media.autoplay.blocking_policy": 0,
+                "media.peerconnection.ice.loopback": true,
+                "media.peerconnection.ice.obfuscate_host_addresses": false,
+                "app.update.auto": false,
+                "app.update.enabled": false,
+                "browser.safebrowsing.malware.enabled": false,
+                "browser.safebrowsing.phishing.enabled": false,
+                "browser.shell.checkDefaultBrowser": false,
+                "datareporting.policy.dataSubmissionEnabled": false,
+                "extensions.update.enabled": false,
+                "network.captive-portal-service.enabled": false,
+                // A network without a default route reads as offline, and an offline
+                // Firefox gathers no ICE candidates: its status is not to follow the
+                // network's.
+                "network.manage-offline-status": false,
+                "network.connectivity-service.enabled": false,
+                "toolkit.telemetry.enabled": false,
+            }
+        }
+    });
+    let Value::Object(caps) = caps else {
+        bail!("capabilities are an object");
+    };
+    let client = ClientBuilder::rustls()?
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .context("new WebDriver session (Firefox)")?;
+    Ok(Browser {
+        client,
+        profile,
+        engine: Engine::Firefox,
+        _geckodriver: Some(child),
+    })
+}
+
+/// Firefox gathers no ICE candidates on a network without a default route (it counts as
+/// offline), and with one that names no source address its host candidate is `0.0.0.0`.
+/// The tests' namespace has only loopback: `cargo xtask test` gives it a default route
+/// through loopback from 127.0.0.1 (which reaches nothing more than before); this adds the
+/// same when a test runs in such a namespace without it, and never touches a namespace
+/// that has any other interface.
+fn default_route_through_loopback() -> Result<()> {
+    let routes = std::process::Command::new("ip")
+        .args(["route", "show", "default"])
+        .output()
+        .context("running `ip` (Debian's iproute2)")?;
+    if !String::from_utf8_lossy(&routes.stdout).trim().is_empty() {
+        return Ok(());
+    }
+    let interfaces = std::fs::read_to_string("/proc/self/net/dev")?;
+    let only_loopback = interfaces
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .all(|(name, _)| name.trim() == "lo");
+    if !only_loopback {
+        bail!(
+            "Firefox needs a default route to gather ICE candidates, and this network has \
+             none: run the tests with `cargo xtask test`"
+        );
+    }
+    let added = std::process::Command::new("ip")
+        .args(["route", "add", "default", "dev", "lo", "src", "127.0.0.1"])
+        .output()?;
+    // Another test may have added it meanwhile.
+    if !added.status.success() && !String::from_utf8_lossy(&added.stderr).contains("File exists") {
+        bail!(
+            "adding a default route through loopback: {}",
+            String::from_utf8_lossy(&added.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Fails, saying how to install it, when `bin` is missing.
+fn require(bin: &str, install: &str) -> Result<()> {
+    if !Path::new(bin).exists() {
+        bail!("{bin} is missing: `cargo xtask test` installs it, or run {install}");
+    }
+    Ok(())
+}
+
+/// Starts a WebDriver server (`name`) that picks its own port and says which in a line
+/// `port_in` reads; returns the process (killed on drop) and the port.
+async fn spawn_webdriver(
+    mut command: Command,
+    name: &str,
+    port_in: fn(&str) -> Option<u16>,
+) -> Result<(Child, u16)> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .with_context(|| format!("{name}'s stdout"))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let started = async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(port) = port_in(&line) {
+                return Ok(port);
+            }
+        }
+        bail!("{name} exited before it started")
+    };
+    let port = tokio::time::timeout(Duration::from_secs(20), started)
+        .await
+        .with_context(|| format!("{name} did not start within 20 s"))??;
+    // Read on, so its log never fills the pipe and blocks it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, port))
+}
+
+/// The port in geckodriver's "Listening on 127.0.0.1:N" log line.
+fn listening_on(line: &str) -> Option<u16> {
+    let (_, after) = line.split_once("Listening on ")?;
+    after.trim().rsplit_once(':')?.1.parse().ok()
 }
 
 /// The port in chromedriver's "ChromeDriver was started successfully on port N." line.
@@ -156,9 +350,16 @@ fn started_on(line: &str) -> Option<u16> {
 pub struct Browser {
     pub client: Client,
     profile: std::path::PathBuf,
+    engine: Engine,
+    /// A Firefox browser's own geckodriver (killed on drop).
+    _geckodriver: Option<Child>,
 }
 
 impl Browser {
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
     pub async fn goto(&self, url: &str) -> Result<()> {
         self.client.goto(url).await?;
         Ok(())
@@ -243,10 +444,20 @@ impl Browser {
     /// The state of the `RTCPeerConnection` with `peer`, for failure messages: signaling,
     /// ICE and connection states, descriptions and candidate pairs.
     pub async fn describe_peer(&self, peer: u64) -> String {
-        let script = DESCRIBE_PEER.replace("PEER", &peer.to_string());
+        let pc = format!("window.quad.peerConnection({peer})");
+        let script = DESCRIBE_PEER.replace("PC", &pc);
         match self.eval_async(&script).await {
             Ok(v) => v.to_string(),
             Err(e) => format!("(could not describe peer {peer}: {e})"),
+        }
+    }
+
+    /// The same of the room (SFU) connection.
+    pub async fn describe_room(&self) -> String {
+        let script = DESCRIBE_PEER.replace("PC", "window.quad.roomPc()");
+        match self.eval_async(&script).await {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("(could not describe the room connection: {e})"),
         }
     }
 
@@ -381,7 +592,7 @@ pc.getStats().then(report => {
 
 const DESCRIBE_PEER: &str = r#"
 const done = arguments[arguments.length - 1];
-const pc = window.quad && window.quad.peerConnection(PEER);
+const pc = window.quad && PC;
 if (!pc) { done(null); return; }
 const out = {
   signaling: pc.signalingState, ice: pc.iceConnectionState,
@@ -405,11 +616,12 @@ pc.getStats().then(stats => {
 impl Drop for Browser {
     /// A failing test never reaches `close()`, and killing chromedriver orphans the browsers
     /// it started, which then keep rendering and load the machine. Every process of this
-    /// browser has its unique profile directory on its command line.
+    /// browser has its unique profile directory on its command line (Firefox's content
+    /// processes name the parent's, whose own line has the directory).
     fn drop(&mut self) {
         let _ = std::process::Command::new("pkill")
             .args(["-KILL", "-f", "--"])
-            .arg(format!("user-data-dir={}", self.profile.display()))
+            .arg(self.profile.display().to_string())
             .status();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
@@ -441,5 +653,12 @@ mod tests {
             super::started_on("ChromeDriver was started successfully on port x."),
             None
         );
+    }
+
+    #[test]
+    fn reads_the_port_geckodriver_listens_on() {
+        let line = "1733400000000\tgeckodriver\tINFO\tListening on 127.0.0.1:40113";
+        assert_eq!(super::listening_on(line), Some(40113));
+        assert_eq!(super::listening_on("geckodriver\tINFO\tstarting"), None);
     }
 }

@@ -138,11 +138,46 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
 
 /// Installs what the browser tests and the test network need if it is missing (as root):
 /// Debian's chromium and chromium-driver, iproute2 and nftables; or says how.
+/// The geckodriver release the Firefox tests are driven by, from crates.io.
+const GECKODRIVER_VERSION: &str = "0.37.1";
+
+/// Where `cargo install` puts binaries: `$CARGO_HOME` (else `~/.cargo`); the tests look
+/// for geckodriver in its `bin` (see `tests/src/browser.rs`).
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default()
+}
+
+/// geckodriver, built from crates.io when it is missing (a few minutes on 2 cores, once).
+fn ensure_geckodriver() -> Result<PathBuf> {
+    let home = cargo_home();
+    let bin = home.join("bin/geckodriver");
+    if !bin.exists() {
+        eprintln!(
+            "xtask: installing geckodriver {GECKODRIVER_VERSION} (the Firefox tests need it)"
+        );
+        run(cargo()
+            .args([
+                "install",
+                "--locked",
+                "--version",
+                GECKODRIVER_VERSION,
+                "--root",
+            ])
+            .arg(&home)
+            .arg("geckodriver"))?;
+    }
+    Ok(bin)
+}
+
 fn ensure_test_tools() -> Result<()> {
     let have = |p: &str| Path::new(p).exists();
     let missing: Vec<&str> = [
         ("/usr/bin/chromium", "chromium"),
         ("/usr/bin/chromedriver", "chromium-driver"),
+        ("/usr/bin/firefox-esr", "firefox-esr"),
         ("/usr/sbin/ip", "iproute2"),
         ("/usr/sbin/nft", "nftables"),
     ]
@@ -186,10 +221,13 @@ fn can_isolate_network() -> bool {
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let pkg = build_client(root)?;
     ensure_test_tools()?;
+    let geckodriver = ensure_geckodriver()?;
     // Build everything first, with the network (crates may need fetching).
     run(cargo().args(["test", "--workspace", "--all-targets", "--no-run"]))?;
     // Then run every test in a network namespace that has only loopback, so servers,
     // bots and browsers (WebRTC gathers candidates on every interface) reach nothing else.
+    // Its default route goes through loopback from 127.0.0.1: Firefox gathers no ICE
+    // candidates without a default route (see `tests/src/browser.rs`).
     let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = if can_isolate_network() {
         let mut cmd = Command::new("unshare");
@@ -198,7 +236,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
             "--",
             "sh",
             "-c",
-            "ip link set lo up && exec \"$@\"",
+            "ip link set lo up && ip route add default dev lo src 127.0.0.1 && exec \"$@\"",
             "sh",
         ]);
         cmd.arg(&cargo_bin);
@@ -213,6 +251,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     cmd.args(["test", "--workspace", "--all-targets", "--offline"]);
     cmd.args(extra);
     cmd.env("QUAD_CLIENT_DIR", &pkg);
+    cmd.env("QUAD_GECKODRIVER", &geckodriver);
     // A failing test's message stays short enough to read in a CI log: no error backtraces
     // unless asked for.
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
