@@ -4,8 +4,9 @@
 //! who joined without a camera, turns one on, and it reaches A over a renegotiation; A
 //! shares a (fake) screen that B shows large until A stops.
 
+use anyhow::Context;
 use quad_tests::TestServer;
-use quad_tests::browser::{Driver, require_client_bundle};
+use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use serde_json::Value;
 
 fn peer(snapshot: &Value, id: u64) -> Option<&Value> {
@@ -16,10 +17,23 @@ fn peer(snapshot: &Value, id: u64) -> Option<&Value> {
 }
 
 #[tokio::test]
-async fn camera_bubbles_and_mute_state_reach_the_peer() -> anyhow::Result<()> {
+async fn camera_bubbles_and_mute_state_reach_the_peer_in_chromium() -> anyhow::Result<()> {
+    camera_bubbles_and_mute_state_reach_the_peer(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn camera_bubbles_and_mute_state_reach_the_peer_in_firefox() -> anyhow::Result<()> {
+    camera_bubbles_and_mute_state_reach_the_peer(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn camera_bubbles_and_mute_state_reach_the_peer(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let spawn = quad_tests::campus().spawn;
     let (a, b) = (driver.browser().await?, driver.browser().await?);
     a.goto(&format!(

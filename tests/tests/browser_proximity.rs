@@ -3,8 +3,9 @@
 //! rising over a candidate pair between the two browsers; B walks away and the peer
 //! connection closes. Prints the time from the link forming to audio flowing.
 
+use anyhow::Context;
 use glam::Vec2;
-use quad_tests::browser::{Driver, require_client_bundle};
+use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use quad_tests::{TestServer, campus};
 use serde_json::Value;
 use std::time::Duration;
@@ -39,10 +40,23 @@ return true;
 "#;
 
 #[tokio::test]
-async fn walking_up_brings_audio_and_walking_away_closes_it() -> anyhow::Result<()> {
+async fn walking_up_brings_audio_and_walking_away_closes_it_in_chromium() -> anyhow::Result<()> {
+    walking_up_brings_audio_and_walking_away_closes_it(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn walking_up_brings_audio_and_walking_away_closes_it_in_firefox() -> anyhow::Result<()> {
+    walking_up_brings_audio_and_walking_away_closes_it(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn walking_up_brings_audio_and_walking_away_closes_it(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     // A clear column of the courtyard, 560 px long (checked by `spot`).
     let (pa, pb) = (spot([-144.0, 0.0]), spot([-144.0, 300.0]));
     let a = driver.browser().await?;

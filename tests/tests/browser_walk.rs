@@ -1,7 +1,8 @@
 //! In two real browsers: both join, A holds an arrow key, and B's page shows A moved. Also
 //! checks the page's people list, HUD zone and `window.quad.zones()`.
 
-use quad_tests::browser::{Driver, require_client_bundle};
+use anyhow::Context;
+use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use quad_tests::{TestServer, campus};
 use serde_json::Value;
 use std::time::Duration;
@@ -17,10 +18,23 @@ fn avatar_named<'a>(snap: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 #[tokio::test]
-async fn b_sees_a_walk() -> anyhow::Result<()> {
+async fn b_sees_a_walk_in_chromium() -> anyhow::Result<()> {
+    b_sees_a_walk(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn b_sees_a_walk_in_firefox() -> anyhow::Result<()> {
+    b_sees_a_walk(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn b_sees_a_walk(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let spawn = campus().spawn;
     let a = driver.browser().await?;
     let b = driver.browser().await?;
