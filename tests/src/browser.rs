@@ -429,6 +429,37 @@ impl Browser {
         }
     }
 
+    /// Polls the value of the async `script` (it gets a `done(value)` callback as its last
+    /// argument) until `cond` holds (30 s at most).
+    pub async fn wait_async_value(
+        &self,
+        what: &str,
+        script: &str,
+        mut cond: impl FnMut(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let value = self.eval_async(script).await?;
+            if cond(&value) {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {what}; last value: {value}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Video frames decoded so far of what `member`'s room tile shows, from the room
+    /// connection's statistics for that track (0 without a tile or track). Not
+    /// `getVideoPlaybackQuality()`: headless Firefox paints no frames and counts none there.
+    pub async fn tile_frames(&self, member: u64) -> Result<u64> {
+        let value = self
+            .eval_async(&TILE_FRAMES.replace("MEMBER", &member.to_string()))
+            .await?;
+        Ok(value.as_u64().unwrap_or(0))
+    }
+
     /// Holds a key (a WebDriver key value such as `\u{e015}` for ArrowDown) for `hold`.
     pub async fn hold_key(&self, key: char, hold: Duration) -> Result<()> {
         use fantoccini::actions::{InputSource, KeyAction, KeyActions};
@@ -544,6 +575,21 @@ impl Browser {
         Ok(())
     }
 }
+
+/// An async script: the frames decoded of the video in MEMBER's room tile (see
+/// [`Browser::tile_frames`]).
+pub const TILE_FRAMES: &str = r#"
+const done = arguments[arguments.length - 1];
+const v = document.querySelector('#room-tiles [data-member="MEMBER"] video');
+const pc = window.quad && window.quad.roomPc();
+const track = v && v.srcObject && v.srcObject.getVideoTracks()[0];
+if (!track || !pc) { done(0); return; }
+pc.getStats(track).then(report => {
+  let frames = 0;
+  report.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded || 0); });
+  done(frames);
+}, () => done(0));
+"#;
 
 /// Inbound audio bytes from the peer and the selected candidate pair, seen by this page.
 const INBOUND_AUDIO: &str = r#"

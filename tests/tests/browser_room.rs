@@ -1,5 +1,5 @@
-//! A classroom in four browsers (Chromium's fake devices): A and B start inside
-//! Classroom A, C walks in from the hallway; each hears the other two through the server
+//! A classroom in four browsers (fake devices), run once in Chromium and once in Firefox:
+//! A and B start inside Classroom A, C walks in from the hallway; each hears the other two through the server
 //! (the room connection's remote candidate is the server's); C's walk-in-to-hearing time
 //! and its audio gap (from its hallway peer D to the room) are printed. A's camera reaches B
 //! in a simulcast layer smaller than the full one, to fit B's tile, and reaches C, who came in
@@ -12,8 +12,9 @@
 //! A page in a classroom hears bots that come and go one after another, each on the m-line
 //! the one before it left (the server reuses it).
 
+use anyhow::Context;
 use quad_tests::TestServer;
-use quad_tests::browser::{Browser, Driver, require_client_bundle};
+use quad_tests::browser::{Browser, Driver, Engine, TILE_FRAMES, require_client_bundle};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -106,11 +107,31 @@ fn member(snapshot: &Value, id: u64) -> Option<&Value> {
 }
 
 #[tokio::test]
-async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity()
+async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity_in_chromium()
 -> anyhow::Result<()> {
+    a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity_in_firefox()
+-> anyhow::Result<()> {
+    a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+/// The two engines' runs of the class take turns: four browsers each, on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let (a, b, c, d) = (
         driver.browser().await?,
         driver.browser().await?,
@@ -256,14 +277,12 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     // C joined after A's connection had been renegotiated (for B's and C's microphones),
     // which made the server lose A's camera layers until receiver reports stopped
     // acknowledging them: C gets A's camera as well.
-    let a_camera_frames = format!(
-        "const v = document.querySelector('#room-tiles [data-member=\"{a_id}\"] video'); return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0"
-    );
+    let a_camera_frames = TILE_FRAMES.replace("MEMBER", &a_id.to_string());
     c.wait_snapshot("A's camera in C's tile", |s| {
         member(s, a_id).is_some_and(|m| m["video"] == true)
     })
     .await?;
-    c.wait_snapshot_of("decoded frames of A's camera at C", &a_camera_frames, |n| {
+    c.wait_async_value("decoded frames of A's camera at C", &a_camera_frames, |n| {
         n.as_u64().is_some_and(|n| n > 0)
     })
     .await?;
@@ -286,10 +305,10 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     // A's camera still plays at B after the screen share's renegotiation: ten more frames
     // decoded. Counted from the lowest count seen, as the count starts again at 0 if the
     // tile's video element is given a new stream meanwhile.
-    let before = b.eval(&a_camera_frames).await?.as_u64().unwrap_or(0);
+    let before = b.tile_frames(a_id).await?;
     let mut lowest = before;
     let after = b
-        .wait_snapshot_of(
+        .wait_async_value(
             "A's camera frames at B rising after the screen share",
             &a_camera_frames,
             |n| {
