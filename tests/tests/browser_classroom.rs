@@ -3,8 +3,9 @@
 //! mute shows on the student's page as muted by the teacher, with the mic button locked,
 //! until the teacher allows the mic again.
 
+use anyhow::Context;
 use quad_shared::protocol::{ChatTo, ClientMsg, Device, Role, TeacherAction, Who};
-use quad_tests::browser::{Driver, require_client_bundle};
+use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use quad_tests::room_bot::room_spot;
 use quad_tests::{Bot, PATIENCE, TestServer, campus};
 use std::time::Duration;
@@ -17,10 +18,23 @@ const XSS: &str = "<img src=x onerror=alert(1)>";
 const XSS_TRACE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
 
 #[tokio::test]
-async fn chat_shows_markup_as_plain_text_and_runs_nothing() -> anyhow::Result<()> {
+async fn chat_shows_markup_as_plain_text_and_runs_nothing_in_chromium() -> anyhow::Result<()> {
+    chat_shows_markup_as_plain_text_and_runs_nothing(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn chat_shows_markup_as_plain_text_and_runs_nothing_in_firefox() -> anyhow::Result<()> {
+    chat_shows_markup_as_plain_text_and_runs_nothing(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn chat_shows_markup_as_plain_text_and_runs_nothing(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let at = campus().spawn;
     let page = driver.browser().await?;
     page.goto(&format!(
@@ -110,10 +124,23 @@ async fn chat_shows_markup_as_plain_text_and_runs_nothing() -> anyhow::Result<()
 }
 
 #[tokio::test]
-async fn a_teachers_mute_shows_on_the_students_page() -> anyhow::Result<()> {
+async fn a_teachers_mute_shows_on_the_students_page_in_chromium() -> anyhow::Result<()> {
+    a_teachers_mute_shows_on_the_students_page(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn a_teachers_mute_shows_on_the_students_page_in_firefox() -> anyhow::Result<()> {
+    a_teachers_mute_shows_on_the_students_page(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn a_teachers_mute_shows_on_the_students_page(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let spot = room_spot(&campus(), 0)?;
     let token = server.token("Ms Ada", Role::Teacher)?;
     let mut teacher = Bot::join_as(server.addr(), "x", Some(spot), Some(token), None).await?;
@@ -202,10 +229,23 @@ async fn a_teachers_mute_shows_on_the_students_page() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_teacher_runs_the_class_from_the_page() -> anyhow::Result<()> {
+async fn a_teacher_runs_the_class_from_the_page_in_chromium() -> anyhow::Result<()> {
+    a_teacher_runs_the_class_from_the_page(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn a_teacher_runs_the_class_from_the_page_in_firefox() -> anyhow::Result<()> {
+    a_teacher_runs_the_class_from_the_page(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn a_teacher_runs_the_class_from_the_page(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let spot = room_spot(&campus(), 0)?;
     let mut student = Bot::join(server.addr(), "Bo", Some(spot)).await?;
     let page = driver.browser().await?;
@@ -276,11 +316,27 @@ async fn a_teacher_runs_the_class_from_the_page() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher() -> anyhow::Result<()>
-{
+async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher_in_chromium()
+-> anyhow::Result<()> {
+    focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher_in_firefox()
+-> anyhow::Result<()> {
+    focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher(
+    engine: Engine,
+) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let spot = room_spot(&campus(), 0)?;
     let token = server.token("Ms Ada", Role::Teacher)?;
     let mut teacher = Bot::join_as(server.addr(), "x", Some(spot), Some(token), None).await?;
@@ -344,10 +400,27 @@ async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher() 
 }
 
 #[tokio::test]
-async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join() -> anyhow::Result<()> {
+async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join_in_chromium()
+-> anyhow::Result<()> {
+    a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join_in_firefox() -> anyhow::Result<()>
+{
+    a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join(
+    engine: Engine,
+) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let page = driver.browser().await?;
     page.goto(&format!("{}/?token=not.a.link", server.url()))
         .await?;
