@@ -1,5 +1,5 @@
-//! Classroom tools in a real browser (Chromium's fake devices): chat shows whatever it holds
-//! as text and runs nothing (typed on the page and received from a bot), and a teacher's
+//! Classroom tools in a real browser, each test run in Chromium and in Firefox (fake
+//! devices): chat shows whatever it holds as text and runs nothing (typed on the page and received from a bot), and a teacher's
 //! mute shows on the student's page as muted by the teacher, with the mic button locked,
 //! until the teacher allows the mic again.
 

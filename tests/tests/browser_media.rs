@@ -1,5 +1,5 @@
-//! Camera bubbles and shared mute state in two browsers (Chromium's fake camera and
-//! microphone): A joins with a camera next to B, and B sees A's camera in a bubble; A mutes
+//! Camera bubbles and shared mute state in two browsers (fake camera and microphone; a
+//! test in Chromium, one in Firefox): A joins with a camera next to B, and B sees A's camera in a bubble; A mutes
 //! with the M key and turns the camera off with its button, and B's page shows both; B,
 //! who joined without a camera, turns one on, and it reaches A over a renegotiation; A
 //! shares a (fake) screen that B shows large until A stops.

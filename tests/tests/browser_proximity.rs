@@ -1,4 +1,5 @@
-//! Proximity audio in two real browsers (Chromium's fake microphone): A and B start apart
+//! Proximity audio in two real browsers (fake microphones; a test in Chromium, one in
+//! Firefox): A and B start apart
 //! with no peer connection, B walks up to A, and B's `getStats()` shows audio bytes from A
 //! rising over a candidate pair between the two browsers; B walks away and the peer
 //! connection closes. Prints the time from the link forming to audio flowing.

@@ -1,4 +1,5 @@
-//! Proximity audio forced through the embedded TURN server: two browsers open the page with
+//! Proximity audio forced through the embedded TURN server (a test in Chromium, one in
+//! Firefox): two browsers open the page with
 //! `?relay=1` (a dev server then sets `iceTransportPolicy: "relay"`), stand next to each
 //! other, and audio flows over a selected candidate pair whose local side is a relay
 //! candidate allocated on the embedded server. A server without `--dev` ignores the option.

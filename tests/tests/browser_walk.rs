@@ -1,4 +1,4 @@
-//! In two real browsers: both join, A holds an arrow key, and B's page shows A moved. Also
+//! In two real browsers (Chromium, then Firefox: a test each): both join, A holds an arrow key, and B's page shows A moved. Also
 //! checks the page's people list, HUD zone and `window.quad.zones()`.
 
 use anyhow::Context;
