@@ -1,5 +1,5 @@
-//! A hallway link whose media path is cut comes back once the path does: two Chromium
-//! pages linked in the hallway hear each other; the test drops every UDP datagram in its
+//! A hallway link whose media path is cut comes back once the path does (a test in
+//! Chromium, one in Firefox): two pages linked in the hallway hear each other; the test drops every UDP datagram in its
 //! network namespace (nftables) for [`CUT`], so their peer connection goes down while the
 //! WebSocket (TCP) stays up; the pages restart ICE on a backoff for as long as the link
 //! lasts, and once the path is back they hear each other again. Prints the ICE restarts
@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result, bail};
 use glam::Vec2;
-use quad_tests::browser::{Browser, Driver, require_client_bundle};
+use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
 use quad_tests::{TestServer, campus};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -76,10 +76,28 @@ async fn restarts(page: &Browser, peer: u64) -> Result<u64> {
 }
 
 #[tokio::test]
-async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts() -> Result<()> {
+async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts_in_chromium() -> Result<()> {
+    a_hallway_link_cut_and_restored_recovers_with_ice_restarts(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts_in_firefox() -> Result<()> {
+    a_hallway_link_cut_and_restored_recovers_with_ice_restarts(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+/// The two engines' runs take turns: the cut drops every UDP datagram in the namespace,
+/// the other run's included.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts(engine: Engine) -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let map = campus();
     let (pa, pb) = (
         map.spawn + Vec2::new(-144.0, 0.0),

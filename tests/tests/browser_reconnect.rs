@@ -1,4 +1,5 @@
-//! Reconnecting without a reload, in two real browsers (Chromium's fake microphone). Page A
+//! Reconnecting without a reload, in two real browsers (fake microphones; each test runs
+//! in Chromium and in Firefox). Page A
 //! loses its WebSocket (`quad.dropConnection(ms)`: closed as a network cut would, and no
 //! new one for `ms`); it says "Reconnecting…", comes back by itself as the same avatar in
 //! the same place, and hears B and is heard by B again, in the hallway and in a classroom.
@@ -12,9 +13,10 @@
 //! server is restarting and come back to the new process. Prints how long each took from
 //! the new process serving (with the median of the three crashes).
 
+use anyhow::Context;
 use glam::Vec2;
 use quad_shared::protocol::{ChatTo, ClientMsg};
-use quad_tests::browser::{Browser, Driver, require_client_bundle};
+use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
 use quad_tests::room_bot::room_spot;
 use quad_tests::{Bot, TestServer, campus, rejoin_all, restart_process, start_process, temp_dir};
 use serde_json::Value;
@@ -66,11 +68,27 @@ async fn cut_and_resume(a: &Browser, a_id: u64, bot: &mut Bot) -> anyhow::Result
 }
 
 #[tokio::test]
-async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room()
+async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room_in_chromium()
 -> anyhow::Result<()> {
+    a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room_in_firefox()
+-> anyhow::Result<()> {
+    a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room(
+    engine: Engine,
+) -> anyhow::Result<()> {
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let map = campus();
     let pa = map.spawn + Vec2::new(-144.0, 0.0);
     let pb = map.spawn + Vec2::new(-144.0, 40.0);
@@ -233,12 +251,29 @@ async fn pages_back(
 const CRASHES: u64 = 3;
 
 #[tokio::test]
-async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves() -> anyhow::Result<()> {
+async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves_in_chromium()
+-> anyhow::Result<()> {
+    after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves_in_firefox()
+-> anyhow::Result<()> {
+    after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves(
+    engine: Engine,
+) -> anyhow::Result<()> {
     require_client_bundle()?;
     let data = temp_dir("browser-restart");
     let (mut server, addr) = start_process(&data, "127.0.0.1:0").await?;
     let url = format!("http://{addr}");
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let at = room_spot(&campus(), 1)?;
     let a = driver.browser().await?;
     let b = driver.browser().await?;
