@@ -269,7 +269,7 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
         }
         assert!(
             Instant::now() < deadline,
-            "no browser's video was fitted into a bandwidth estimate: Chromium sent no transport-wide feedback"
+            "no browser's video was fitted into a bandwidth estimate: the browsers sent no transport-wide feedback"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -379,11 +379,27 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
 }
 
 #[tokio::test]
-async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left() -> anyhow::Result<()> {
+async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left_in_chromium() -> anyhow::Result<()>
+{
+    a_page_hears_newcomers_on_the_m_line_of_those_who_left(Engine::Chromium)
+        .await
+        .context(Engine::Chromium.name())
+}
+
+#[tokio::test]
+async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left_in_firefox() -> anyhow::Result<()> {
+    a_page_hears_newcomers_on_the_m_line_of_those_who_left(Engine::Firefox)
+        .await
+        .context(Engine::Firefox.name())
+}
+
+async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left(
+    engine: Engine,
+) -> anyhow::Result<()> {
     use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
     require_client_bundle()?;
     let server = TestServer::start().await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start_engine(engine).await?;
     let at = room_spot(&quad_tests::campus(), 0)?;
     let a = driver.browser().await?;
     let a_id = open(&a, &server, "Ada", at, false).await?;
