@@ -54,6 +54,8 @@ pub struct Driver {
     engine: Engine,
     /// chromedriver and its URL (Chromium only).
     chromedriver: Option<(Child, String)>,
+    /// The test-network namespace Firefox browsers run in (its name), if any.
+    namespace: Option<String>,
     /// More Chromium flags for every browser of this driver.
     extra_args: Vec<String>,
 }
@@ -78,6 +80,33 @@ impl Driver {
                 Ok(Driver {
                     engine,
                     chromedriver: None,
+                    namespace: None,
+                    extra_args: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Browsers of `engine` inside a site of a test network. Firefox there accepts any
+    /// certificate (`acceptInsecureCerts`: the lab's server is self-signed); Chromium is
+    /// given the server's public-key hash ([`Driver::with_args`]).
+    pub async fn start_engine_in(
+        engine: Engine,
+        lab: &crate::netlab::Lab,
+        site: crate::netlab::Site,
+    ) -> Result<Driver> {
+        match engine {
+            Engine::Chromium => Self::start_in(lab, site).await,
+            Engine::Firefox => {
+                require(FIREFOX, "`apt-get install -y firefox-esr`")?;
+                require(
+                    &geckodriver().to_string_lossy(),
+                    "`cargo install geckodriver --locked`",
+                )?;
+                Ok(Driver {
+                    engine,
+                    chromedriver: None,
+                    namespace: Some(lab.namespace(site)),
                     extra_args: Vec::new(),
                 })
             }
@@ -122,6 +151,7 @@ impl Driver {
         Ok(Driver {
             engine: Engine::Chromium,
             chromedriver: Some((child, format!("http://{addr}"))),
+            namespace: None,
             extra_args: Vec::new(),
         })
     }
@@ -133,7 +163,7 @@ impl Driver {
         let _ = rustls::crypto::ring::default_provider().install_default();
         match &self.chromedriver {
             Some((_, url)) => self.chromium(url).await,
-            None => firefox().await,
+            None => firefox(self.namespace.as_deref()).await,
         }
     }
 
@@ -199,14 +229,29 @@ impl Driver {
 /// else); host candidates as plain addresses; and nothing of Firefox's own background
 /// traffic (updates, telemetry, safe browsing, captive-portal checks), which this network
 /// refuses.
-async fn firefox() -> Result<Browser> {
+async fn firefox(namespace: Option<&str>) -> Result<Browser> {
     let profile = crate::temp_dir("firefox-profile");
     std::fs::create_dir_all(&profile)?;
-    let mut command = Command::new(geckodriver());
+    let mut command = match namespace {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(geckodriver());
+            command
+        }
+        None => Command::new(geckodriver()),
+    };
     command.args(["--port", "0", "--host", "127.0.0.1"]);
     let (child, port) = spawn_webdriver(command, "geckodriver", listening_on).await?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let addr = match namespace {
+        Some(ns) => {
+            crate::netlab::forward_from_port(format!("/run/netns/{ns}"), addr, port).await?
+        }
+        None => addr,
+    };
     let caps = json!({
         "browserName": "firefox",
+        "acceptInsecureCerts": namespace.is_some(),
         "moz:firefoxOptions": {
             "binary": FIREFOX,
             "args": ["-headless", "-profile", profile.display().to_string(),
@@ -240,7 +285,7 @@ async fn firefox() -> Result<Browser> {
     };
     let client = ClientBuilder::rustls()?
         .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
+        .connect(&format!("http://{addr}"))
         .await
         .context("new WebDriver session (Firefox)")?;
     Ok(Browser {

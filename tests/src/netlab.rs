@@ -170,22 +170,36 @@ impl Lab {
     /// Makes `target` (a TCP address inside `site`'s namespace) reachable from the test at
     /// the returned loopback address, until the test's runtime ends.
     pub async fn forward(&self, site: Site, target: SocketAddr) -> Result<SocketAddr> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let local = listener.local_addr()?;
-        let ns = format!("/run/netns/{}", self.namespace(site));
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let ns = ns.clone();
-                tokio::spawn(async move {
-                    let Ok(Ok(mut inside)) = connect_in(ns, target).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut inside).await;
-                });
-            }
-        });
-        Ok(local)
+        forward_from(format!("/run/netns/{}", self.namespace(site)), target).await
     }
+}
+
+/// Makes `target` (a TCP address inside the namespace at `ns`, its `/run/netns` path)
+/// reachable from the test at the returned loopback address, until the test's runtime ends.
+pub async fn forward_from(ns: String, target: SocketAddr) -> Result<SocketAddr> {
+    forward_from_port(ns, target, 0).await
+}
+
+/// The same, at `port` on the test's loopback (0: any free one). geckodriver refuses
+/// requests whose `Host` names a port other than its own, so it is forwarded from the same
+/// port number (the test's namespace is not the lab's: the number is free there).
+pub async fn forward_from_port(ns: String, target: SocketAddr, port: u16) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("listening on 127.0.0.1:{port} to forward {target}"))?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(mut inside)) = connect_in(ns, target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut inside).await;
+            });
+        }
+    });
+    Ok(local)
 }
 
 /// A TCP connection made from inside the namespace at `ns` (its `/run/netns` path).
