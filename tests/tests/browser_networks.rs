@@ -13,7 +13,7 @@
 //!
 //! The server is the real binary, started the way a user starts it. The test runs twice:
 //! with Chromium everywhere, and with Firefox in both homes (Chromium stays behind the
-//! strict firewall: Firefox takes no TURN over TLS from a self-signed server).
+//! strict firewall: Firefox gathered no TURN-over-TLS relay from the self-signed server).
 
 use anyhow::{Context, Result, bail};
 use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
@@ -134,9 +134,10 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https(
         .await?
         .with_args(trust.clone());
     // Behind the strict firewall, Chromium in both runs: Firefox gathered no relay
-    // candidate over TURN over TLS from this self-signed server (it does not take
-    // WebDriver's `acceptInsecureCerts` for TURN, and the lab has no CA it trusts), so the
-    // Firefox run has Firefox in both homes and Chromium behind the firewall.
+    // candidate over TURN over TLS from this self-signed server (likely its certificate:
+    // WebDriver's `acceptInsecureCerts` lets the page and the WebSocket in, and the lab has
+    // no CA Firefox trusts; not confirmed), so the Firefox run has Firefox in both homes
+    // and Chromium behind the firewall.
     let strict = Driver::start_engine_in(Engine::Chromium, &lab, Site::Strict)
         .await?
         .with_args(trust);
