@@ -134,10 +134,10 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https(
         .await?
         .with_args(trust.clone());
     // Behind the strict firewall, Chromium in both runs: Firefox gathered no relay
-    // candidate over TURN over TLS from this self-signed server (likely its certificate:
-    // WebDriver's `acceptInsecureCerts` lets the page and the WebSocket in, and the lab has
-    // no CA Firefox trusts; not confirmed), so the Firefox run has Firefox in both homes
-    // and Chromium behind the firewall.
+    // candidate over TURN over TLS from this server, with WebDriver's `acceptInsecureCerts`
+    // and also with the server's certificate trusted in its profile's own store (`certutil
+    // -A -t P,,`), so the cause is not the certificate alone, and not found yet. The
+    // Firefox run has Firefox in both homes and Chromium behind the firewall.
     let strict = Driver::start_engine_in(Engine::Chromium, &lab, Site::Strict)
         .await?
         .with_args(trust);
