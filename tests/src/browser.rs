@@ -29,6 +29,36 @@ pub fn geckodriver() -> PathBuf {
     cargo_home.join("bin/geckodriver")
 }
 
+/// Two tests of one browser scenario, `$scenario::in_chromium` and `$scenario::in_firefox`:
+/// `$scenario` is an `async fn(Engine) -> anyhow::Result<()>` beside the macro, and a
+/// failure names the engine. The test attribute is `tokio::test` unless given.
+#[macro_export]
+macro_rules! in_each_engine {
+    ($scenario:ident) => {
+        $crate::in_each_engine!($scenario, tokio::test);
+    };
+    ($scenario:ident, $($test:tt)+) => {
+        mod $scenario {
+            use ::anyhow::Context as _;
+            use $crate::browser::Engine;
+
+            #[$($test)+]
+            async fn in_chromium() -> ::anyhow::Result<()> {
+                super::$scenario(Engine::Chromium)
+                    .await
+                    .context(Engine::Chromium.name())
+            }
+
+            #[$($test)+]
+            async fn in_firefox() -> ::anyhow::Result<()> {
+                super::$scenario(Engine::Firefox)
+                    .await
+                    .context(Engine::Firefox.name())
+            }
+        }
+    };
+}
+
 /// A browser engine the tests run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -310,13 +340,7 @@ fn default_route_through_loopback() -> Result<()> {
     if !String::from_utf8_lossy(&routes.stdout).trim().is_empty() {
         return Ok(());
     }
-    let interfaces = std::fs::read_to_string("/proc/self/net/dev")?;
-    let only_loopback = interfaces
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split_once(':'))
-        .all(|(name, _)| name.trim() == "lo");
-    if !only_loopback {
+    if !crate::netlab::interfaces_besides_loopback()?.is_empty() {
         bail!(
             "Firefox needs a default route to gather ICE candidates, and this network has \
              none: run the tests with `cargo xtask test`"
@@ -459,19 +483,9 @@ impl Browser {
         &self,
         what: &str,
         script: &str,
-        mut cond: impl FnMut(&Value) -> bool,
+        cond: impl FnMut(&Value) -> bool,
     ) -> Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let snap = self.eval(script).await?;
-            if cond(&snap) {
-                return Ok(snap);
-            }
-            if Instant::now() > deadline {
-                bail!("timed out waiting for {what}; last snapshot: {snap}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_value(what, || self.eval(script), cond).await
     }
 
     /// Polls the value of the async `script` (it gets a `done(value)` callback as its last
@@ -480,11 +494,22 @@ impl Browser {
         &self,
         what: &str,
         script: &str,
+        cond: impl FnMut(&Value) -> bool,
+    ) -> Result<Value> {
+        self.wait_value(what, || self.eval_async(script), cond)
+            .await
+    }
+
+    /// Polls `read` every 100 ms until its value satisfies `cond` (30 s at most).
+    async fn wait_value<F: std::future::Future<Output = Result<Value>>>(
+        &self,
+        what: &str,
+        read: impl Fn() -> F,
         mut cond: impl FnMut(&Value) -> bool,
     ) -> Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let value = self.eval_async(script).await?;
+            let value = read().await?;
             if cond(&value) {
                 return Ok(value);
             }
@@ -499,9 +524,7 @@ impl Browser {
     /// connection's statistics for that track (0 without a tile or track). Not
     /// `getVideoPlaybackQuality()`: headless Firefox paints no frames and counts none there.
     pub async fn tile_frames(&self, member: u64) -> Result<u64> {
-        let value = self
-            .eval_async(&TILE_FRAMES.replace("MEMBER", &member.to_string()))
-            .await?;
+        let value = self.eval_async(&tile_frames_script(member)).await?;
         Ok(value.as_u64().unwrap_or(0))
     }
 
@@ -607,6 +630,34 @@ impl Browser {
         .await
     }
 
+    /// Waits (`within` at most) until this page's room connection receives rising audio
+    /// from every one of `from`'s microphones; what [`Self::room_inbound`] then shows.
+    /// `who` names the page in the error.
+    pub async fn wait_room_hearing(
+        &self,
+        who: &str,
+        from: &[u64],
+        within: Duration,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        let first = self.room_inbound().await?;
+        loop {
+            let now = self.room_inbound().await?;
+            let rising = |id: &u64| {
+                let key = format!("{id}:mic");
+                now["streams"][&key].as_f64().unwrap_or(0.0)
+                    > first["streams"][&key].as_f64().unwrap_or(0.0)
+            };
+            if from.iter().all(rising) {
+                return Ok(now);
+            }
+            if Instant::now() > deadline {
+                bail!("{who} does not hear all of {from:?} in the room: {now}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Audio bytes this page's room connection has received from `member`'s microphone.
     pub async fn room_audio_from(&self, member: u64) -> Result<f64> {
         let stats = self.room_inbound().await?;
@@ -621,9 +672,14 @@ impl Browser {
     }
 }
 
-/// An async script: the frames decoded of the video in MEMBER's room tile (see
-/// [`Browser::tile_frames`]).
-pub const TILE_FRAMES: &str = r#"
+/// The async script that reads [`Browser::tile_frames`] of `member`, for
+/// [`Browser::wait_async_value`].
+pub fn tile_frames_script(member: u64) -> String {
+    TILE_FRAMES.replace("MEMBER", &member.to_string())
+}
+
+/// An async script: the frames decoded of the video in MEMBER's room tile.
+const TILE_FRAMES: &str = r#"
 const done = arguments[arguments.length - 1];
 const v = document.querySelector('#room-tiles [data-member="MEMBER"] video');
 const pc = window.quad && window.quad.roomPc();

@@ -839,6 +839,15 @@ pub fn campus() -> quad_shared::map::Map {
         .expect("the campus map loads (checked by quad-shared's tests)")
 }
 
+/// `p`, checked to be a spot an avatar may stand on the campus (a test's spawn point).
+pub fn walkable(p: [f32; 2]) -> [f32; 2] {
+    assert!(
+        campus().collision.walkable(glam::Vec2::from_array(p)),
+        "test spot {p:?} is not walkable on the campus"
+    );
+    p
+}
+
 /// The centre of tile (tx, ty) in world pixels.
 pub fn tile_center(map: &quad_shared::map::Map, tx: u32, ty: u32) -> [f32; 2] {
     let ts = map.tile_size as f32;

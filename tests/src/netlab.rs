@@ -327,6 +327,18 @@ fn nft(ns: &str, rules: &str) -> Result<()> {
     Ok(())
 }
 
+/// The network interfaces of this process's namespace other than loopback (read from
+/// `/proc/self/net/dev`: `/sys/class/net` shows the namespace sysfs was mounted in).
+pub fn interfaces_besides_loopback() -> Result<Vec<String>> {
+    Ok(std::fs::read_to_string("/proc/self/net/dev")?
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_owned())
+        .filter(|name| name != "lo")
+        .collect())
+}
+
 /// A network interface with one IPv4 and one IPv6 address (one end of a veth pair: this
 /// kernel has no dummy interfaces), in this process's network namespace, removed on drop: for a test that needs addresses which, unlike loopback's,
 /// WebRTC offers as host candidates. Only in a namespace of the tests' own that has
@@ -337,14 +349,9 @@ pub struct TestInterface {
 
 impl TestInterface {
     pub fn add(name: &str, v4: std::net::IpAddr, v6: std::net::IpAddr) -> Result<TestInterface> {
-        // This namespace's interfaces (`/sys/class/net` shows the namespace sysfs was
-        // mounted in, not this one's).
-        let others: Vec<String> = std::fs::read_to_string("/proc/self/net/dev")?
-            .lines()
-            .skip(2)
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, _)| n.trim().to_owned())
-            .filter(|n| n != "lo" && n != name)
+        let others: Vec<String> = interfaces_besides_loopback()?
+            .into_iter()
+            .filter(|n| n != name)
             .collect();
         if !others.is_empty() {
             bail!(

@@ -158,16 +158,18 @@ fn bot(name: &str) -> anyhow::Result<RoomBotOptions> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_narrow_viewer_gets_the_small_layer_and_the_large_one_back_when_it_widens()
--> anyhow::Result<()> {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let server = TestServer::start().await?;
+/// A publisher whose camera's layers run at `rates` (0: a layer not sent), with a
+/// microphone, and a viewer behind a link the test narrows, receiving both and showing the
+/// camera in a big tile (it wants the full layer).
+async fn camera_and_narrowable_viewer(
+    server: &TestServer,
+    rates: [u64; 3],
+) -> anyhow::Result<(RoomBot, RoomBot, Arc<Shaper>)> {
     let publisher = RoomBot::join(
         server.addr(),
         RoomBotOptions {
             camera: true,
-            camera_rates: Some(RATES),
+            camera_rates: Some(rates),
             ..bot("camera")?
         },
     )
@@ -184,8 +186,16 @@ async fn a_narrow_viewer_gets_the_small_layer_and_the_large_one_back_when_it_wid
     .await?;
     viewer.wait_receiving(&[publisher.id], "camera", 30).await?;
     viewer.wait_receiving(&[publisher.id], "mic", 25).await?;
-    // A big tile: the full layer is what the viewer wants.
     viewer.tiles(vec![(publisher.id, 1280)]);
+    Ok((publisher, viewer, link))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrow_viewer_gets_the_small_layer_and_the_large_one_back_when_it_widens()
+-> anyhow::Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let server = TestServer::start().await?;
+    let (publisher, viewer, link) = camera_and_narrowable_viewer(&server, RATES).await?;
 
     let mut watch = Watch::new(&viewer, publisher.id);
     println!("wide link:");
@@ -264,28 +274,7 @@ async fn a_paused_single_layer_video_comes_back_when_the_link_widens() -> anyhow
     const ONLY: u64 = 700_000;
     let _alone = ONE_AT_A_TIME.lock().await;
     let server = TestServer::start().await?;
-    let publisher = RoomBot::join(
-        server.addr(),
-        RoomBotOptions {
-            camera: true,
-            camera_rates: Some([ONLY, 0, 0]),
-            ..bot("camera")?
-        },
-    )
-    .await?;
-    let link: Arc<Shaper> = Shaper::new(QUEUE_BYTES);
-    let viewer = RoomBot::join(
-        server.addr(),
-        RoomBotOptions {
-            mic_level: None,
-            shaper: Some(link.clone()),
-            ..bot("viewer")?
-        },
-    )
-    .await?;
-    viewer.wait_receiving(&[publisher.id], "camera", 30).await?;
-    viewer.wait_receiving(&[publisher.id], "mic", 25).await?;
-    viewer.tiles(vec![(publisher.id, 1280)]);
+    let (publisher, viewer, link) = camera_and_narrowable_viewer(&server, [ONLY, 0, 0]).await?;
 
     let mut watch = Watch::new(&viewer, publisher.id);
     println!("wide link:");

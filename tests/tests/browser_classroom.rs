@@ -3,7 +3,6 @@
 //! mute shows on the student's page as muted by the teacher, with the mic button locked,
 //! until the teacher allows the mic again.
 
-use anyhow::Context;
 use quad_shared::protocol::{ChatTo, ClientMsg, Device, Role, TeacherAction, Who};
 use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use quad_tests::room_bot::room_spot;
@@ -17,19 +16,7 @@ const ENTER: char = '\u{e007}';
 const XSS: &str = "<img src=x onerror=alert(1)>";
 const XSS_TRACE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
 
-#[tokio::test]
-async fn chat_shows_markup_as_plain_text_and_runs_nothing_in_chromium() -> anyhow::Result<()> {
-    chat_shows_markup_as_plain_text_and_runs_nothing(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn chat_shows_markup_as_plain_text_and_runs_nothing_in_firefox() -> anyhow::Result<()> {
-    chat_shows_markup_as_plain_text_and_runs_nothing(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(chat_shows_markup_as_plain_text_and_runs_nothing);
 
 async fn chat_shows_markup_as_plain_text_and_runs_nothing(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
@@ -123,19 +110,7 @@ async fn chat_shows_markup_as_plain_text_and_runs_nothing(engine: Engine) -> any
     Ok(())
 }
 
-#[tokio::test]
-async fn a_teachers_mute_shows_on_the_students_page_in_chromium() -> anyhow::Result<()> {
-    a_teachers_mute_shows_on_the_students_page(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn a_teachers_mute_shows_on_the_students_page_in_firefox() -> anyhow::Result<()> {
-    a_teachers_mute_shows_on_the_students_page(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(a_teachers_mute_shows_on_the_students_page);
 
 async fn a_teachers_mute_shows_on_the_students_page(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
@@ -228,19 +203,7 @@ async fn a_teachers_mute_shows_on_the_students_page(engine: Engine) -> anyhow::R
     Ok(())
 }
 
-#[tokio::test]
-async fn a_teacher_runs_the_class_from_the_page_in_chromium() -> anyhow::Result<()> {
-    a_teacher_runs_the_class_from_the_page(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn a_teacher_runs_the_class_from_the_page_in_firefox() -> anyhow::Result<()> {
-    a_teacher_runs_the_class_from_the_page(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(a_teacher_runs_the_class_from_the_page);
 
 async fn a_teacher_runs_the_class_from_the_page(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;
@@ -315,21 +278,7 @@ async fn a_teacher_runs_the_class_from_the_page(engine: Engine) -> anyhow::Resul
     Ok(())
 }
 
-#[tokio::test]
-async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher_in_chromium()
--> anyhow::Result<()> {
-    focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher_in_firefox()
--> anyhow::Result<()> {
-    focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher);
 
 async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher(
     engine: Engine,
@@ -399,21 +348,7 @@ async fn focus_mode_shows_the_stage_and_leaving_full_screen_tells_the_teacher(
     Ok(())
 }
 
-#[tokio::test]
-async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join_in_chromium()
--> anyhow::Result<()> {
-    a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join_in_firefox() -> anyhow::Result<()>
-{
-    a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join);
 
 async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join(
     engine: Engine,

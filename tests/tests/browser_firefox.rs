@@ -11,19 +11,10 @@
 use quad_tests::TestServer;
 use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// WebDriver's key value for ArrowDown.
 const ARROW_DOWN: char = '\u{e015}';
-
-fn walkable(p: [f32; 2]) -> [f32; 2] {
-    let map = quad_tests::campus();
-    assert!(
-        map.collision.walkable(glam::Vec2::from_array(p)),
-        "test spot {p:?} is not walkable on the campus"
-    );
-    p
-}
 
 /// One page of the test: its browser and who it is.
 struct Page {
@@ -59,26 +50,6 @@ impl Page {
 
     fn who(&self) -> String {
         format!("{} ({})", self.name, self.browser.engine().name())
-    }
-}
-
-/// Waits until `page`'s room connection receives rising audio from `from`'s microphone.
-async fn wait_room_audio(page: &Page, from: &Page) -> anyhow::Result<()> {
-    let first = page.browser.room_audio_from(from.id).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if page.browser.room_audio_from(from.id).await? > first {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "{} does not hear {} in the room: {}",
-                page.who(),
-                from.who(),
-                page.browser.room_inbound().await?
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -203,8 +174,22 @@ async fn chromium_and_firefox_hear_and_see_each_other_in_a_classroom() -> anyhow
     let chromium = Driver::start_engine(Engine::Chromium).await?;
     let firefox = Driver::start_engine(Engine::Firefox).await?;
     // Inside Classroom A (x 32-416, y 32-320), apart from each other.
-    let a = Page::open(&chromium, &server, "Ada", walkable([224.0, 280.0]), true).await?;
-    let b = Page::open(&firefox, &server, "Ben", walkable([120.0, 176.0]), true).await?;
+    let a = Page::open(
+        &chromium,
+        &server,
+        "Ada",
+        quad_tests::walkable([224.0, 280.0]),
+        true,
+    )
+    .await?;
+    let b = Page::open(
+        &firefox,
+        &server,
+        "Ben",
+        quad_tests::walkable([120.0, 176.0]),
+        true,
+    )
+    .await?;
     for page in [&a, &b] {
         let connected = page
             .browser
@@ -220,7 +205,9 @@ async fn chromium_and_firefox_hear_and_see_each_other_in_a_classroom() -> anyhow
         }
     }
     for (page, other) in [(&a, &b), (&b, &a)] {
-        wait_room_audio(page, other).await?;
+        page.browser
+            .wait_room_hearing(&page.who(), &[other.id], Duration::from_secs(30))
+            .await?;
         let inbound = page.browser.room_inbound().await?;
         assert_eq!(
             inbound["remote"]["address"],

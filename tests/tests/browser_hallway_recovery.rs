@@ -75,19 +75,7 @@ async fn restarts(page: &Browser, peer: u64) -> Result<u64> {
         .unwrap_or(0))
 }
 
-#[tokio::test]
-async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts_in_chromium() -> Result<()> {
-    a_hallway_link_cut_and_restored_recovers_with_ice_restarts(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts_in_firefox() -> Result<()> {
-    a_hallway_link_cut_and_restored_recovers_with_ice_restarts(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(a_hallway_link_cut_and_restored_recovers_with_ice_restarts);
 
 /// The two engines' runs take turns: the cut drops every UDP datagram in the namespace,
 /// the other run's included.

@@ -4,7 +4,6 @@
 //! who joined without a camera, turns one on, and it reaches A over a renegotiation; A
 //! shares a (fake) screen that B shows large until A stops.
 
-use anyhow::Context;
 use quad_tests::TestServer;
 use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use serde_json::Value;
@@ -16,19 +15,7 @@ fn peer(snapshot: &Value, id: u64) -> Option<&Value> {
         .find(|p| p["id"] == id && p["state"] == "connected")
 }
 
-#[tokio::test]
-async fn camera_bubbles_and_mute_state_reach_the_peer_in_chromium() -> anyhow::Result<()> {
-    camera_bubbles_and_mute_state_reach_the_peer(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn camera_bubbles_and_mute_state_reach_the_peer_in_firefox() -> anyhow::Result<()> {
-    camera_bubbles_and_mute_state_reach_the_peer(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(camera_bubbles_and_mute_state_reach_the_peer);
 
 async fn camera_bubbles_and_mute_state_reach_the_peer(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;

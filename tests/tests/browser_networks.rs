@@ -15,7 +15,7 @@
 //! with Chromium everywhere, and with Firefox in both homes (Chromium stays behind the
 //! strict firewall: Firefox gathered no TURN-over-TLS relay from the self-signed server).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
 use quad_tests::netlab::{INTERNET, Lab, SCHOOL_IP, Site};
 use serde_json::Value;
@@ -65,46 +65,14 @@ async fn open(b: &Browser, name: &str, at: [f32; 2]) -> Result<u64> {
     b.wait_joined_with_mic(name).await
 }
 
-/// Waits until this page's room connection receives rising audio from every one of `from`.
-async fn wait_room_hearing(b: &Browser, who: &str, from: &[u64]) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let first = b.room_inbound().await?;
-    loop {
-        let now = b.room_inbound().await?;
-        let rising = |id: &u64| {
-            let key = format!("{id}:mic");
-            now["streams"][&key].as_f64().unwrap_or(0.0)
-                > first["streams"][&key].as_f64().unwrap_or(0.0)
-        };
-        if from.iter().all(rising) {
-            return Ok(now);
-        }
-        if Instant::now() > deadline {
-            bail!("{who} does not hear all of {from:?} in the room: {now}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long a page may take to hear a room across the test network.
+const ROOM_PATIENCE: Duration = Duration::from_secs(40);
 
 fn is_private_lan(address: &Value) -> bool {
     address.as_str().is_some_and(|a| a.starts_with("192.168."))
 }
 
-#[tokio::test]
-async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https_in_chromium()
--> Result<()> {
-    browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https_in_firefox()
--> Result<()> {
-    browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https);
 
 /// The two engines' runs take turns: each builds a lab and serves port 443 in it.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -190,14 +158,19 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https(
     let ben_id = open(&ben, "Ben", room[1]).await?;
     let opened = Instant::now();
     let sol_id = open(&sol, "Sol", room[2]).await?;
-    let sol_hears = wait_room_hearing(&sol, "Sol", &[ana_id, ben_id]).await?;
+    let sol_hears = sol
+        .wait_room_hearing("Sol", &[ana_id, ben_id], ROOM_PATIENCE)
+        .await?;
     println!(
         "strict hears the room {:.1} s after opening the page, over {sol_hears}",
         opened.elapsed().as_secs_f64()
     );
     assert_eq!(sol_hears["local"]["type"], "relay", "{sol_hears}");
-    let ana_hears = wait_room_hearing(&ana, "Ana", &[ben_id, sol_id]).await?;
-    wait_room_hearing(&ben, "Ben", &[ana_id, sol_id]).await?;
+    let ana_hears = ana
+        .wait_room_hearing("Ana", &[ben_id, sol_id], ROOM_PATIENCE)
+        .await?;
+    ben.wait_room_hearing("Ben", &[ana_id, sol_id], ROOM_PATIENCE)
+        .await?;
     assert_eq!(
         ana_hears["remote"]["address"],
         SCHOOL_IP.to_string(),
@@ -212,7 +185,9 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https(
     for _ in 0..5 {
         let opened = Instant::now();
         open(&sol, "Sol", room[2]).await?;
-        let heard = wait_room_hearing(&sol, "Sol", &[ana_id, ben_id]).await?;
+        let heard = sol
+            .wait_room_hearing("Sol", &[ana_id, ben_id], ROOM_PATIENCE)
+            .await?;
         assert_eq!(heard["local"]["type"], "relay", "{heard}");
         times.push(opened.elapsed().as_secs_f64());
     }

@@ -4,7 +4,6 @@
 //! rising over a candidate pair between the two browsers; B walks away and the peer
 //! connection closes. Prints the time from the link forming to audio flowing.
 
-use anyhow::Context;
 use glam::Vec2;
 use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use quad_tests::{TestServer, campus};
@@ -40,19 +39,7 @@ const timer = setInterval(async () => {
 return true;
 "#;
 
-#[tokio::test]
-async fn walking_up_brings_audio_and_walking_away_closes_it_in_chromium() -> anyhow::Result<()> {
-    walking_up_brings_audio_and_walking_away_closes_it(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn walking_up_brings_audio_and_walking_away_closes_it_in_firefox() -> anyhow::Result<()> {
-    walking_up_brings_audio_and_walking_away_closes_it(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(walking_up_brings_audio_and_walking_away_closes_it);
 
 async fn walking_up_brings_audio_and_walking_away_closes_it(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;

@@ -13,7 +13,6 @@
 //! server is restarting and come back to the new process. Prints how long each took from
 //! the new process serving (with the median of the three crashes).
 
-use anyhow::Context;
 use glam::Vec2;
 use quad_shared::protocol::{ChatTo, ClientMsg};
 use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
@@ -67,21 +66,9 @@ async fn cut_and_resume(a: &Browser, a_id: u64, bot: &mut Bot) -> anyhow::Result
     Ok(ended)
 }
 
-#[tokio::test]
-async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room_in_chromium()
--> anyhow::Result<()> {
-    a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room_in_firefox()
--> anyhow::Result<()> {
-    a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(
+    a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room
+);
 
 async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room(
     engine: Engine,
@@ -250,21 +237,7 @@ async fn pages_back(
 /// Kill-and-restart cycles in the restart test.
 const CRASHES: u64 = 3;
 
-#[tokio::test]
-async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves_in_chromium()
--> anyhow::Result<()> {
-    after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves_in_firefox()
--> anyhow::Result<()> {
-    after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves);
 
 async fn after_a_crash_and_after_sigterm_the_pages_come_back_by_themselves(
     engine: Engine,

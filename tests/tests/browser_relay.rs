@@ -4,24 +4,10 @@
 //! other, and audio flows over a selected candidate pair whose local side is a relay
 //! candidate allocated on the embedded server. A server without `--dev` ignores the option.
 
-use anyhow::Context;
 use quad_tests::TestServer;
 use quad_tests::browser::{Driver, Engine, require_client_bundle};
 
-#[tokio::test]
-async fn relay_only_audio_goes_through_the_embedded_turn_server_in_chromium() -> anyhow::Result<()>
-{
-    relay_only_audio_goes_through_the_embedded_turn_server(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn relay_only_audio_goes_through_the_embedded_turn_server_in_firefox() -> anyhow::Result<()> {
-    relay_only_audio_goes_through_the_embedded_turn_server(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(relay_only_audio_goes_through_the_embedded_turn_server);
 
 async fn relay_only_audio_goes_through_the_embedded_turn_server(
     engine: Engine,

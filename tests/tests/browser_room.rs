@@ -12,24 +12,14 @@
 //! A page in a classroom hears bots that come and go one after another, each on the m-line
 //! the one before it left (the server reuses it).
 
-use anyhow::Context;
 use quad_tests::TestServer;
-use quad_tests::browser::{Browser, Driver, Engine, TILE_FRAMES, require_client_bundle};
+use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle, tile_frames_script};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// WebDriver key values.
 const ARROW_UP: char = '\u{e013}';
 const ARROW_DOWN: char = '\u{e015}';
-
-fn walkable(p: [f32; 2]) -> [f32; 2] {
-    let map = quad_tests::campus();
-    assert!(
-        map.collision.walkable(glam::Vec2::from_array(p)),
-        "test spot {p:?} is not walkable on the campus"
-    );
-    p
-}
 
 async fn open(
     b: &Browser,
@@ -49,26 +39,8 @@ async fn open(
     b.wait_joined_with_mic(name).await
 }
 
-/// Waits until this page's room connection receives rising audio from every one of `from`.
-async fn wait_hearing(b: &Browser, who: &str, from: &[u64]) -> anyhow::Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let first = b.room_inbound().await?;
-    loop {
-        let now = b.room_inbound().await?;
-        let rising = |id: &u64| {
-            let key = format!("{id}:mic");
-            now["streams"][&key].as_f64().unwrap_or(0.0)
-                > first["streams"][&key].as_f64().unwrap_or(0.0)
-        };
-        if from.iter().all(rising) {
-            return Ok(now);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("{who} does not hear all of {from:?} in the room: {now}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long a page may take to hear a room.
+const ROOM_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Samples, every 10 ms in the page, when room audio and audio from peer PEER arrive.
 const SAMPLER: &str = r#"
@@ -106,21 +78,9 @@ fn member(snapshot: &Value, id: u64) -> Option<&Value> {
         .find(|m| m["id"] == id)
 }
 
-#[tokio::test]
-async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity_in_chromium()
--> anyhow::Result<()> {
-    a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity_in_firefox()
--> anyhow::Result<()> {
-    a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(
+    a_class_hears_itself_through_the_server_and_walking_out_switches_to_proximity
+);
 
 /// The two engines' runs of the class take turns: four browsers each, on two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -140,10 +100,38 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     );
     // Classroom A spans x 32-416, y 32-320; its door is at x 192-256 on y 320-352, and the
     // hallway runs below it.
-    let d_id = open(&d, &server, "Dana", walkable([300.0, 420.0]), false).await?;
-    let a_id = open(&a, &server, "Ada", walkable([224.0, 280.0]), true).await?;
-    let b_id = open(&b, &server, "Ben", walkable([120.0, 176.0]), false).await?;
-    let c_id = open(&c, &server, "Cy", walkable([224.0, 400.0]), false).await?;
+    let d_id = open(
+        &d,
+        &server,
+        "Dana",
+        quad_tests::walkable([300.0, 420.0]),
+        false,
+    )
+    .await?;
+    let a_id = open(
+        &a,
+        &server,
+        "Ada",
+        quad_tests::walkable([224.0, 280.0]),
+        true,
+    )
+    .await?;
+    let b_id = open(
+        &b,
+        &server,
+        "Ben",
+        quad_tests::walkable([120.0, 176.0]),
+        false,
+    )
+    .await?;
+    let c_id = open(
+        &c,
+        &server,
+        "Cy",
+        quad_tests::walkable([224.0, 400.0]),
+        false,
+    )
+    .await?;
 
     for (page, who) in [(&a, "A"), (&b, "B")] {
         page.wait_snapshot(&format!("{who}'s room connection"), |s| {
@@ -160,7 +148,9 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     c.hold_key(ARROW_UP, Duration::from_millis(900)).await?;
     c.wait_snapshot("C in the room", |s| !s["room"].is_null())
         .await?;
-    let heard = wait_hearing(&c, "C", &[a_id, b_id]).await?;
+    let heard = c
+        .wait_room_hearing("C", &[a_id, b_id], ROOM_PATIENCE)
+        .await?;
     let times = c.eval("return window.__sampler").await?;
     let ms = |v: &Value, k: &str| v[k].as_f64();
     if let (Some(joined), Some(first), Some(last_peer)) = (
@@ -189,8 +179,10 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
         "the server's address: {heard}"
     );
 
-    wait_hearing(&a, "A", &[b_id, c_id]).await?;
-    wait_hearing(&b, "B", &[a_id, c_id]).await?;
+    a.wait_room_hearing("A", &[b_id, c_id], ROOM_PATIENCE)
+        .await?;
+    b.wait_room_hearing("B", &[a_id, c_id], ROOM_PATIENCE)
+        .await?;
     for (page, who) in [(&a, "A"), (&b, "B"), (&c, "C")] {
         page.wait_snapshot(&format!("{who}'s member list with live audio"), |s| {
             let others: Vec<u64> = [a_id, b_id, c_id]
@@ -277,7 +269,7 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     // C joined after A's connection had been renegotiated (for B's and C's microphones),
     // which made the server lose A's camera layers until receiver reports stopped
     // acknowledging them: C gets A's camera as well.
-    let a_camera_frames = TILE_FRAMES.replace("MEMBER", &a_id.to_string());
+    let a_camera_frames = tile_frames_script(a_id);
     c.wait_snapshot("A's camera in C's tile", |s| {
         member(s, a_id).is_some_and(|m| m["video"] == true)
     })
@@ -369,7 +361,8 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
             && member(s, c_id).is_some_and(|m| m["audio"] == true)
     })
     .await?;
-    wait_hearing(&b, "B after it reconnected", &[c_id]).await?;
+    b.wait_room_hearing("B after it reconnected", &[c_id], ROOM_PATIENCE)
+        .await?;
 
     for page in [a, b, c, d] {
         page.close().await?;
@@ -378,20 +371,7 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     Ok(())
 }
 
-#[tokio::test]
-async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left_in_chromium() -> anyhow::Result<()>
-{
-    a_page_hears_newcomers_on_the_m_line_of_those_who_left(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left_in_firefox() -> anyhow::Result<()> {
-    a_page_hears_newcomers_on_the_m_line_of_those_who_left(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(a_page_hears_newcomers_on_the_m_line_of_those_who_left);
 
 async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left(
     engine: Engine,
@@ -407,7 +387,7 @@ async fn a_page_hears_newcomers_on_the_m_line_of_those_who_left(
     for i in 0..3 {
         let bot = RoomBot::join(server.addr(), RoomBotOptions::mic(&format!("n{i}"), at)).await?;
         let id = u64::from(bot.id.0);
-        wait_hearing(&a, "Ada", &[id]).await?;
+        a.wait_room_hearing("Ada", &[id], ROOM_PATIENCE).await?;
         let snap = a
             .wait_snapshot("the newcomer heard on the page", |s| {
                 member(s, id).is_some_and(|m| m["audio"] == true)

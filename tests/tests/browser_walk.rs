@@ -1,7 +1,6 @@
 //! In two real browsers (Chromium, then Firefox: a test each): both join, A holds an arrow key, and B's page shows A moved. Also
 //! checks the page's people list, HUD zone and `window.quad.zones()`.
 
-use anyhow::Context;
 use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use quad_tests::{TestServer, campus};
 use serde_json::Value;
@@ -17,19 +16,7 @@ fn avatar_named<'a>(snap: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|a| a["name"] == name)
 }
 
-#[tokio::test]
-async fn b_sees_a_walk_in_chromium() -> anyhow::Result<()> {
-    b_sees_a_walk(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test]
-async fn b_sees_a_walk_in_firefox() -> anyhow::Result<()> {
-    b_sees_a_walk(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
+quad_tests::in_each_engine!(b_sees_a_walk);
 
 async fn b_sees_a_walk(engine: Engine) -> anyhow::Result<()> {
     require_client_bundle()?;

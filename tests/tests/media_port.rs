@@ -6,7 +6,6 @@
 //! Run in a loopback-only network namespace, as CI does:
 //! `unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh cargo test -p quad-tests --test media_port`
 
-use anyhow::Context;
 use quad_shared::AvatarId;
 use quad_tests::browser::{Driver, Engine, require_client_bundle};
 use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
@@ -109,29 +108,19 @@ async fn all_hear_each_other(bots: &[RoomBot], count: u64) -> anyhow::Result<()>
     hear(bots, &ids, count).await
 }
 
+quad_tests::in_each_engine!(
+    twelve_members_are_served_from_one_udp_socket,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+
 /// Twelve members, ten bots and two browser pages (Chromium, then Firefox: a test each),
-/// each hearing the others: the
-/// server's SFU holds one UDP socket, the media port. The SFU binds its own loopback
+/// each hearing the others: the server's SFU holds one UDP socket, the media port. The SFU binds its own loopback
 /// address (127.0.0.2), so its sockets are told apart from the bots' (127.0.0.1) exactly
 /// (the browsers are processes of their own); before the media port, it held one per
 /// member. Twelve, not a class of twenty: on two cores in a debug build, two browsers each
 /// decoding nineteen streams took three quarters of the CPU, and the server's tasks fell
 /// seconds behind (CI failed on it). How many members the SFU serves is measured by the
 /// forwarding bench, in release.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twelve_members_are_served_from_one_udp_socket_in_chromium() -> anyhow::Result<()> {
-    twelve_members_are_served_from_one_udp_socket(Engine::Chromium)
-        .await
-        .context(Engine::Chromium.name())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twelve_members_are_served_from_one_udp_socket_in_firefox() -> anyhow::Result<()> {
-    twelve_members_are_served_from_one_udp_socket(Engine::Firefox)
-        .await
-        .context(Engine::Firefox.name())
-}
-
 async fn twelve_members_are_served_from_one_udp_socket(engine: Engine) -> anyhow::Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
     require_client_bundle()?;

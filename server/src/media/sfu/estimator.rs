@@ -421,6 +421,34 @@ mod tests {
         );
     }
 
+    /// The `report`th feedback batch of a steady flow: ten packets of `size` bytes sent
+    /// 10 ms apart from `start`, each arriving `queue` after it was sent (no loss).
+    fn steady_batch(
+        start: Instant,
+        report: u64,
+        size: usize,
+        queue: Duration,
+    ) -> Vec<PacketReport> {
+        (0..10u64)
+            .map(|i| {
+                let n = report * 10 + i;
+                let sent = Duration::from_millis(n * 10);
+                PacketReport {
+                    ssrc: 1,
+                    id: n,
+                    rtp_sequence_number: n as u16,
+                    is_twcc: true,
+                    twcc_sequence_number: n as u16,
+                    size,
+                    arrived: true,
+                    departure: start + sent,
+                    arrival: Some(sent + queue),
+                    ecn: Default::default(),
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn on_a_clear_path_the_estimate_grows_only_so_far_above_what_is_sent() {
         let out = Arc::new(DownlinkEstimate::default());
@@ -429,24 +457,7 @@ mod tests {
         // 20 s of a clear path carrying 200 kbit/s (a small layer and audio): 250 bytes
         // every 10 ms, reported every 100 ms, no delay, no loss.
         for report in 0..200u64 {
-            let batch: Vec<PacketReport> = (0..10u64)
-                .map(|i| {
-                    let n = report * 10 + i;
-                    let sent = Duration::from_millis(n * 10);
-                    PacketReport {
-                        ssrc: 1,
-                        id: n,
-                        rtp_sequence_number: n as u16,
-                        is_twcc: true,
-                        twcc_sequence_number: n as u16,
-                        size: 250,
-                        arrived: true,
-                        departure: start + sent,
-                        arrival: Some(sent),
-                        ecn: Default::default(),
-                    }
-                })
-                .collect();
+            let batch = steady_batch(start, report, 250, Duration::ZERO);
             estimator.on_reports(start + Duration::from_millis(report * 100 + 100), &batch);
         }
         let estimate = estimator.target_bitrate();
@@ -470,24 +481,7 @@ mod tests {
         let start = Instant::now();
         for report in 0..220u64 {
             let queue = if (10..20).contains(&report) { 200 } else { 0 };
-            let batch: Vec<PacketReport> = (0..10u64)
-                .map(|i| {
-                    let n = report * 10 + i;
-                    let sent = Duration::from_millis(n * 10);
-                    PacketReport {
-                        ssrc: 1,
-                        id: n,
-                        rtp_sequence_number: n as u16,
-                        is_twcc: true,
-                        twcc_sequence_number: n as u16,
-                        size: 50,
-                        arrived: true,
-                        departure: start + sent,
-                        arrival: Some(sent + Duration::from_millis(queue)),
-                        ecn: Default::default(),
-                    }
-                })
-                .collect();
+            let batch = steady_batch(start, report, 50, Duration::from_millis(queue));
             estimator.on_reports(start + Duration::from_millis(report * 100 + 100), &batch);
             if report == 19 {
                 let low = estimator.target_bitrate();
