@@ -2,7 +2,8 @@
 //! test in Chromium, one in Firefox): A joins with a camera next to B, and B sees A's camera in a bubble; A mutes
 //! with the M key and turns the camera off with its button, and B's page shows both; B,
 //! who joined without a camera, turns one on, and it reaches A over a renegotiation; A
-//! shares a (fake) screen that B shows large until A stops.
+//! shares a (fake) screen that B shows large until A stops. And an offer that arrives
+//! while the answer before it is still being applied is answered, not lost.
 
 use quad_tests::TestServer;
 use quad_tests::browser::{Driver, Engine, require_client_bundle};
@@ -117,6 +118,87 @@ async fn camera_bubbles_and_mute_state_reach_the_peer(engine: Engine) -> anyhow:
 
     a.close().await?;
     b.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+quad_tests::in_each_engine!(an_offer_right_behind_an_answer_is_answered);
+
+/// Makes the page's `setRemoteDescription` of an answer take 1.5 s longer, as on a loaded
+/// machine: whatever the peer sends meanwhile arrives while the answer is still being
+/// applied.
+const SLOW_ANSWERS: &str = r#"
+const apply = RTCPeerConnection.prototype.setRemoteDescription;
+RTCPeerConnection.prototype.setRemoteDescription = function (desc) {
+  const args = arguments;
+  if (desc && desc.type === "answer")
+    return new Promise(r => setTimeout(r, 1500)).then(() => apply.apply(this, args));
+  return apply.apply(this, args);
+};
+"#;
+
+/// D (the impolite side: it joined first) offers its microphone; E answers and at once
+/// offers its camera, a second offer that reaches D while D is still applying E's answer.
+/// D handles E's signals in order, so the second offer meets a stable connection and is
+/// answered, not ignored as a collision: E's connection settles and D sees E's camera.
+async fn an_offer_right_behind_an_answer_is_answered(engine: Engine) -> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start_engine(engine).await?;
+    let spawn = quad_tests::campus().spawn;
+    let (d, e) = (driver.browser().await?, driver.browser().await?);
+    d.goto(&format!(
+        "{}/?name=Dee&camera=0&spawn={},{}",
+        server.url(),
+        spawn.x - 144.0,
+        spawn.y
+    ))
+    .await?;
+    let d_id = d.wait_joined_with_mic("D").await?;
+    d.eval(SLOW_ANSWERS).await?;
+    e.goto(&format!(
+        "{}/?name=Eve&camera=1&spawn={},{}",
+        server.url(),
+        spawn.x - 144.0,
+        spawn.y + 80.0
+    ))
+    .await?;
+    let e_id = e.wait_joined_with_mic("E").await?;
+    assert!(d_id < e_id, "D must be the impolite side (the lower id)");
+
+    let shown = d
+        .wait_snapshot("E's camera bubble at D", |s| {
+            peer(s, e_id).is_some_and(|p| p["camera"] == true && p["video"] == true)
+        })
+        .await;
+    if let Err(err) = shown {
+        anyhow::bail!(
+            "{err}\nE's connection to D: {}\nD's connection to E: {}",
+            e.describe_peer(d_id).await,
+            d.describe_peer(e_id).await
+        );
+    }
+    let settled = e
+        .wait_async_value(
+            "E's connection to D stable, with every transceiver negotiated",
+            "const done = arguments[arguments.length - 1]; \
+             const pc = window.quad.peerConnection(PEER); \
+             done(pc.signalingState === 'stable' \
+                  && pc.getTransceivers().every(t => t.currentDirection !== null));"
+                .replace("PEER", &d_id.to_string())
+                .as_str(),
+            |v| v == true,
+        )
+        .await;
+    if let Err(err) = settled {
+        anyhow::bail!(
+            "{err}\nE's connection to D: {}",
+            e.describe_peer(d_id).await
+        );
+    }
+
+    d.close().await?;
+    e.close().await?;
     server.stop().await;
     Ok(())
 }

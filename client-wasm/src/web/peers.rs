@@ -1,7 +1,8 @@
 //! This client's media ([`Media`]: microphone, camera, shared screen, and where they are
 //! sent) and proximity media: one `RTCPeerConnection` per peer the server links this
 //! avatar with, negotiated with the WebRTC "perfect negotiation" pattern over the server's
-//! signaling relay (the server decides who is polite). Remote audio plays through
+//! signaling relay (the server decides who is polite), each peer's signals handled in the
+//! order they came ([`Negotiation`]). Remote audio plays through
 //! WebAudio: one gain and one stereo panner per peer, set from positions every frame,
 //! fading to silence at the disconnect radius. A peer's camera shows in a round `<video>`
 //! bubble above its avatar. The server tells us each peer's microphone, camera and screen
@@ -23,7 +24,7 @@ use crate::room::{Source, StreamLabel, rename_stream};
 use quad_shared::AvatarId;
 use quad_shared::protocol::{ClientMsg, IceServer, MediaFlags, SdpKind, Signal};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
@@ -69,9 +70,8 @@ pub struct Peer {
     pub pc: RtcPeerConnection,
     /// When the server linked us (`performance.now()`), for measuring link-to-audio time.
     pub since_ms: f64,
-    polite: bool,
-    making_offer: Rc<Cell<bool>>,
-    ignore_offer: Rc<Cell<bool>>,
+    /// What the peer signals, handled in order.
+    negotiation: Rc<Negotiation>,
     /// Whether our tracks are on the connection yet (the polite side adds them when it
     /// answers the first offer).
     sending: Rc<Cell<bool>>,
@@ -558,7 +558,6 @@ pub fn connect(
         sending.set(true);
     }
     let making_offer = Rc::new(Cell::new(false));
-    let ignore_offer = Rc::new(Cell::new(false));
     let voice: Rc<RefCell<Option<Voice>>> = Rc::new(RefCell::new(None));
     let audio = a.media.audio()?;
 
@@ -659,14 +658,24 @@ pub fn connect(
     pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
     pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
 
+    let negotiation = Rc::new(Negotiation {
+        app: app.clone(),
+        peer,
+        pc: pc.clone(),
+        polite,
+        making_offer,
+        ignore_offer: Cell::new(false),
+        sending: sending.clone(),
+        screen_out: screen_out.clone(),
+        queue: RefCell::new(VecDeque::new()),
+        running: Cell::new(false),
+    });
     a.media.peers.insert(
         peer,
         Peer {
             pc,
             since_ms: dom::now_ms(),
-            polite,
-            making_offer,
-            ignore_offer,
+            negotiation,
             sending,
             voice,
             bubble,
@@ -816,44 +825,86 @@ pub fn disconnect(app: &AppRef, peer: AvatarId) {
     }
 }
 
-/// Handles signaling from `from` (perfect negotiation: the impolite side ignores a
-/// colliding offer; the polite side rolls back and answers).
-pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
-    let Some(app_rc) = app.upgrade() else { return };
-    let Some((pc, polite, making_offer, ignore_offer, sending, screen_out)) =
-        app_rc.borrow().media.peers.get(&from).map(|p| {
-            (
-                p.pc.clone(),
-                p.polite,
-                p.making_offer.clone(),
-                p.ignore_offer.clone(),
-                p.sending.clone(),
-                p.screen_out.clone(),
-            )
-        })
-    else {
-        return;
-    };
-    let app = app.clone();
-    spawn_local(async move {
+/// The most signals waiting for one hallway connection; more are dropped (the server
+/// rate-limits what a peer can relay, so a full queue means a flood, not a negotiation).
+const SIGNALS_QUEUED: usize = 256;
+
+/// The signaling of one hallway connection (perfect negotiation: the impolite side ignores
+/// a colliding offer; the polite side rolls back and answers). What the peer sends is
+/// handled one signal at a time, in order: an offer must meet the state the answer before
+/// it left, not the one it found while that answer was still being applied (an impolite
+/// side would take the second for a collision and ignore it, and the peer would wait for
+/// an answer forever).
+struct Negotiation {
+    app: AppRef,
+    peer: AvatarId,
+    pc: RtcPeerConnection,
+    polite: bool,
+    making_offer: Rc<Cell<bool>>,
+    ignore_offer: Cell<bool>,
+    /// Whether our tracks are on the connection yet (the polite side adds them when it
+    /// answers the first offer).
+    sending: Rc<Cell<bool>>,
+    /// The transceiver our screen goes out on, once we have shared one with this peer.
+    screen_out: Rc<RefCell<Option<RtcRtpTransceiver>>>,
+    queue: RefCell<VecDeque<Signal>>,
+    running: Cell<bool>,
+}
+
+impl Negotiation {
+    fn push(self: &Rc<Self>, signal: Signal) {
+        {
+            let mut queue = self.queue.borrow_mut();
+            if queue.len() >= SIGNALS_QUEUED {
+                web_sys::console::warn_1(
+                    &format!("signals from {} dropped: too many waiting", self.peer).into(),
+                );
+                return;
+            }
+            queue.push_back(signal);
+        }
+        if self.running.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        spawn_local(async move {
+            loop {
+                // Not `while let`: the borrow must end before the signal awaits.
+                let signal = this.queue.borrow_mut().pop_front();
+                let Some(signal) = signal else { break };
+                if this.pc.signaling_state() == RtcSignalingState::Closed {
+                    this.queue.borrow_mut().clear();
+                    break;
+                }
+                this.handle(signal).await;
+            }
+            this.running.set(false);
+        });
+    }
+
+    async fn handle(&self, signal: Signal) {
+        let pc = &self.pc;
         match signal {
             Signal::Description { kind, sdp } => {
                 let collision = kind == SdpKind::Offer
-                    && (making_offer.get() || pc.signaling_state() != RtcSignalingState::Stable);
-                ignore_offer.set(!polite && collision);
-                if ignore_offer.get() {
+                    && (self.making_offer.get()
+                        || pc.signaling_state() != RtcSignalingState::Stable);
+                self.ignore_offer.set(!self.polite && collision);
+                if self.ignore_offer.get() {
                     return;
                 }
                 let desc = RtcSessionDescriptionInit::new(sdp_type(kind));
                 desc.set_sdp(&sdp);
-                if JsFuture::from(pc.set_remote_description(&desc))
-                    .await
-                    .is_err()
-                {
+                if let Err(e) = JsFuture::from(pc.set_remote_description(&desc)).await {
+                    web_sys::console::warn_2(
+                        &format!("description from {} refused:", self.peer).into(),
+                        &e,
+                    );
                     return;
                 }
-                if kind == SdpKind::Offer && !sending.replace(true) {
-                    let (local, screen) = app
+                if kind == SdpKind::Offer && !self.sending.replace(true) {
+                    let (local, screen) = self
+                        .app
                         .upgrade()
                         .and_then(|a| {
                             let a = a.try_borrow().ok()?;
@@ -868,21 +919,23 @@ pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
                         .unwrap_or_default();
                     // With nothing to send, the offer's transceivers already receive.
                     if let Some(local) = local
-                        && let Err(e) = add_local_tracks(&pc, Some(&local))
+                        && let Err(e) = add_local_tracks(pc, Some(&local))
                     {
                         web_sys::console::warn_2(&"could not add local tracks".into(), &e);
                     }
                     // A new transceiver: renegotiated once this answer is done.
                     if let Some((track, carrier)) = &screen {
-                        send_screen(&pc, &screen_out, Some((track, carrier)));
+                        send_screen(pc, &self.screen_out, Some((track, carrier)));
                     }
                 }
-                if kind == SdpKind::Offer
-                    && JsFuture::from(ext(&pc).set_local_description_implicit())
-                        .await
-                        .is_ok()
-                {
-                    send_local_description(&app, from, &pc);
+                if kind == SdpKind::Offer {
+                    match JsFuture::from(ext(pc).set_local_description_implicit()).await {
+                        Ok(_) => send_local_description(&self.app, self.peer, pc),
+                        Err(e) => web_sys::console::warn_2(
+                            &format!("no answer to {}:", self.peer).into(),
+                            &e,
+                        ),
+                    }
                 }
             }
             Signal::Candidate {
@@ -897,12 +950,28 @@ pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
                     pc.add_ice_candidate_with_opt_rtc_ice_candidate_init(Some(&init)),
                 )
                 .await;
-                if added.is_err() && !ignore_offer.get() {
-                    web_sys::console::warn_1(&format!("ICE candidate from {from} refused").into());
+                if added.is_err() && !self.ignore_offer.get() {
+                    web_sys::console::warn_1(
+                        &format!("ICE candidate from {} refused", self.peer).into(),
+                    );
                 }
             }
         }
-    });
+    }
+}
+
+/// Handles signaling from `from`, in the order it came (see [`Negotiation`]).
+pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let negotiation = app_rc
+        .borrow()
+        .media
+        .peers
+        .get(&from)
+        .map(|p| p.negotiation.clone());
+    if let Some(negotiation) = negotiation {
+        negotiation.push(signal);
+    }
 }
 
 /// Tells the server that the room's media (`room`) or a hallway peer's plays, so the old
