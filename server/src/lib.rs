@@ -45,6 +45,8 @@ use tokio_util::sync::CancellationToken;
 pub struct AppState {
     pub config: Config,
     pub map_file: MapFile,
+    /// The page, the client and the map as HTTP sends them (`http::files`).
+    pub files: http::files::StaticFiles,
     pub space: space::SpaceHandle,
     /// Index of connected sessions (who is connected), not game state.
     pub sessions: DashMap<AvatarId, SessionEntry>,
@@ -129,6 +131,7 @@ pub struct SessionEntry {
 }
 
 /// The map as loaded at startup: parsed, and its files ready to serve.
+#[derive(Clone)]
 pub struct MapFile {
     pub map: Arc<Map>,
     pub text: String,
@@ -251,6 +254,15 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             config.client_dir.display()
         );
     }
+    let files = {
+        let (assets, client, map) = (
+            config.assets_dir.clone(),
+            config.client_dir.clone(),
+            map_file.clone(),
+        );
+        tokio::task::spawn_blocking(move || http::files::StaticFiles::load(&assets, &client, &map))
+            .await??
+    };
 
     let storage = open_storage(&config)?;
     let (keys, new_secret) = join_keys(&config, &storage)?;
@@ -378,6 +390,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let state = Arc::new(AppState {
         config,
         map_file,
+        files,
         space,
         sessions: DashMap::new(),
         reserved_names: ReservedNames::load(&storage)?,

@@ -46,7 +46,10 @@ const ROOM_PATIENCE: Duration = Duration::from_secs(30);
 const SAMPLER: &str = r#"
 const peer = PEER;
 const t = window.__sampler = {joinedRoom: null, firstRoomAudio: null, lastRoomAudio: null, firstPeerAudio: null, lastPeerAudio: null, roomBytes: 0, peerBytes: 0};
-const audio = r => { let b = 0; r.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') b += s.bytesReceived || 0; }); return b; };
+const audio = r => { let b = 0; if (r) r.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') b += s.bytesReceived || 0; }); return b; };
+// Firefox's getStats() on a connection that closes meanwhile may never settle: a sample
+// waits for it 300 ms at most, so one lost answer does not stop the sampler.
+const stats = pc => Promise.race([pc.getStats().catch(() => null), new Promise(r => setTimeout(() => r(null), 300))]);
 let busy = false;
 setInterval(async () => {
   if (busy) return; busy = true;
@@ -55,7 +58,7 @@ setInterval(async () => {
     if (t.joinedRoom === null && window.quad.snapshot().room) t.joinedRoom = now;
     const room = window.quad.roomPc();
     if (room && room.connectionState !== 'closed') {
-      const b = audio(await room.getStats());
+      const b = audio(await stats(room));
       if (b > t.roomBytes) { t.roomBytes = b; t.lastRoomAudio = performance.now(); if (t.firstRoomAudio === null) t.firstRoomAudio = t.lastRoomAudio; }
     }
     const pc = peer && window.quad.peerConnection(peer);
@@ -63,7 +66,7 @@ setInterval(async () => {
     if (!room && t.lastRoomAudio && !t.roomClosed) t.roomClosed = now;
     if (pc && pc.connectionState === 'connected' && !t.peerConnected) t.peerConnected = now;
     if (pc && pc.connectionState !== 'closed') {
-      const b = audio(await pc.getStats());
+      const b = audio(await stats(pc));
       if (b > t.peerBytes) { t.peerBytes = b; t.lastPeerAudio = performance.now(); if (t.firstPeerAudio === null) t.firstPeerAudio = t.lastPeerAudio; }
     }
   } finally { busy = false; }

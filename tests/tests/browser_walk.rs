@@ -119,3 +119,96 @@ async fn b_sees_a_walk(engine: Engine) -> anyhow::Result<()> {
     server.stop().await;
     Ok(())
 }
+
+quad_tests::in_each_engine!(a_first_visit_is_light_and_a_second_comes_from_the_cache);
+
+/// What the page has loaded so far, from the Resource Timing API: the page itself and each
+/// resource with its bytes on the wire (`transferSize`: headers and body; 0 from the
+/// cache), as sent (`encodedBodySize`) and decoded.
+const LOADED: &str = r#"
+const entry = e => ({ name: e.name, transfer: e.transferSize, encoded: e.encodedBodySize,
+                      decoded: e.decodedBodySize });
+return { page: entry(performance.getEntriesByType("navigation")[0]),
+         resources: performance.getEntriesByType("resource").map(entry) };
+"#;
+
+/// Bytes on the wire of a load: the page and every resource.
+fn wire_bytes(loaded: &Value) -> u64 {
+    let size = |e: &Value| e["transfer"].as_u64().unwrap_or(0);
+    size(&loaded["page"])
+        + loaded["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(size)
+            .sum::<u64>()
+}
+
+fn wasm_entry(loaded: &Value) -> Option<&Value> {
+    loaded["resources"].as_array()?.iter().find(|e| {
+        e["name"]
+            .as_str()
+            .is_some_and(|n| n.contains("/pkg/quad_client_bg.") && n.ends_with(".wasm"))
+    })
+}
+
+/// A new visitor's first load, measured in the browser: at most 450 kB on the wire in all
+/// (page, scripts, styles, the wasm, the map and its images), the wasm compressed in
+/// transit and under 1 MB decoded. The visitor's next visit takes the wasm from its cache
+/// without asking (a hashed name, cached for a year).
+async fn a_first_visit_is_light_and_a_second_comes_from_the_cache(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start_engine(engine).await?;
+    let a = driver.browser().await?;
+    let url = format!("{}/?name=Ava", server.url());
+    a.goto(&url).await?;
+    a.wait_snapshot("A to join", |s| s["self"]["id"].is_u64())
+        .await?;
+    let first = a.eval(LOADED).await?;
+    let wasm = wasm_entry(&first).ok_or_else(|| anyhow::anyhow!("no wasm loaded: {first}"))?;
+    let (encoded, decoded) = (
+        wasm["encoded"].as_u64().unwrap_or(0),
+        wasm["decoded"].as_u64().unwrap_or(0),
+    );
+    let total = wire_bytes(&first);
+    println!(
+        "first visit: {total} bytes on the wire; the wasm {decoded} bytes, {encoded} in transit"
+    );
+    for e in first["resources"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {} B (decoded {} B)",
+            e["name"], e["transfer"], e["decoded"]
+        );
+    }
+    assert!(
+        decoded > 0 && decoded < 1_000_000,
+        "the wasm: {decoded} bytes"
+    );
+    assert!(encoded < decoded / 2, "the wasm was not compressed: {wasm}");
+    assert!(
+        total <= 450_000,
+        "first visit: {total} bytes on the wire\n{first}"
+    );
+
+    a.goto("about:blank").await?;
+    a.goto(&url).await?;
+    a.wait_snapshot("A to join again", |s| s["self"]["id"].is_u64())
+        .await?;
+    let second = a.eval(LOADED).await?;
+    let wasm = wasm_entry(&second).ok_or_else(|| anyhow::anyhow!("no wasm loaded: {second}"))?;
+    println!(
+        "second visit: {} bytes on the wire; the wasm {} ",
+        wire_bytes(&second),
+        wasm["transfer"]
+    );
+    assert_eq!(
+        wasm["transfer"], 0,
+        "the wasm came over the wire again: {wasm}"
+    );
+    a.close().await?;
+    server.stop().await;
+    Ok(())
+}

@@ -83,6 +83,8 @@ struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: String,
+    /// The body as sent (compressed, if it was).
+    bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -96,8 +98,13 @@ impl Reply {
 
 /// A GET with extra header lines (each `Name: value`), read to the end.
 async fn get(addr: SocketAddr, path: &str, extra: &[&str]) -> Result<Reply> {
+    request(addr, "GET", path, extra).await
+}
+
+/// A request of `method` with extra header lines, read to the end.
+async fn request(addr: SocketAddr, method: &str, path: &str, extra: &[&str]) -> Result<Reply> {
     let mut stream = TcpStream::connect(addr).await?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for line in extra {
         request.push_str(line);
         request.push_str("\r\n");
@@ -108,10 +115,13 @@ async fn get(addr: SocketAddr, path: &str, extra: &[&str]) -> Result<Reply> {
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
         .await
         .context("HTTP response timed out")??;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("no HTTP header in {text:?}"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP header in {:?}", String::from_utf8_lossy(&raw)))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let bytes = raw[split + 4..].to_vec();
+    let body = String::from_utf8_lossy(&bytes).into_owned();
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -125,7 +135,8 @@ async fn get(addr: SocketAddr, path: &str, extra: &[&str]) -> Result<Reply> {
     Ok(Reply {
         status,
         headers,
-        body: body.to_owned(),
+        body,
+        bytes,
     })
 }
 
@@ -250,15 +261,17 @@ async fn the_page_has_no_inline_script_for_the_policy_to_block() -> Result<()> {
     let server = TestServer::start().await?;
     let page = get(server.addr(), "/", &[]).await?;
     assert_eq!(page.status, 200);
+    // The boot script, by its hashed name (see `the_page_is_sent_compressed_and_...`).
     assert!(
+        page.body.contains(r#"<script type="module" src="/main."#),
+        "{}",
         page.body
-            .contains(r#"<script type="module" src="/main.js">"#)
     );
     assert!(!page.body.contains("<style"), "no inline style");
     assert!(!page.body.contains(" style="), "no style attributes");
     let boot = get(server.addr(), "/main.js", &[]).await?;
     assert_eq!(boot.status, 200);
-    assert!(boot.body.contains("/pkg/quad_client.js"));
+    assert!(boot.body.contains("/pkg/quad_client."), "{}", boot.body);
     server.stop().await;
     Ok(())
 }
@@ -290,6 +303,101 @@ async fn only_the_files_the_page_needs_are_served() -> Result<()> {
         let reply = get(server.addr(), path, &[]).await?;
         assert_eq!(reply.status, 200, "{path}");
     }
+    server.stop().await;
+    Ok(())
+}
+
+// --- A3b: how the page's files are sent ---
+
+/// The first `"<stem>.<hash>.<ext>"` in `text` (a hashed name the server rewrote in).
+fn hashed_ref(text: &str, stem: &str, ext: &str) -> Option<String> {
+    let start = text.find(&format!("\"{stem}."))? + 1;
+    let end = start + text[start..].find('"')?;
+    let name = &text[start..end];
+    let hash = name
+        .strip_prefix(&format!("{stem}."))?
+        .strip_suffix(&format!(".{ext}"))?;
+    (hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| name.to_owned())
+}
+
+fn unbrotli(bytes: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    brotli::Decompressor::new(bytes, 4096).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The page reaches its boot script, the client's glue and the wasm by hashed names, each
+/// cached for a year; the wasm is sent brotli-compressed to a browser that accepts it and
+/// decodes to the file the plain name serves, under 1 MB; a revalidation with the `ETag`
+/// is answered 304 with no body; a HEAD has the length and no body; a name with another
+/// build's hash is not found.
+#[tokio::test]
+async fn the_page_is_sent_compressed_and_cached_by_hashed_name() -> Result<()> {
+    quad_tests::browser::require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let addr = server.addr();
+    let br = "Accept-Encoding: gzip, deflate, br";
+    let page = get(addr, "/", &[br]).await?;
+    assert_eq!(page.header("content-encoding"), Some("br"));
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    let page = String::from_utf8(unbrotli(&page.bytes)?)?;
+    let main = hashed_ref(&page, "/main", "js").context("no hashed main.js in the page")?;
+    let css = hashed_ref(&page, "/style", "css").context("no hashed style.css in the page")?;
+    let boot = get(addr, &main, &[]).await?;
+    assert_eq!(boot.status, 200, "{main}");
+    assert_eq!(
+        boot.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let glue = hashed_ref(&boot.body, "/pkg/quad_client", "js").context("no hashed glue")?;
+    let wasm = hashed_ref(&boot.body, "/pkg/quad_client_bg", "wasm").context("no hashed wasm")?;
+    for path in [&css, &glue] {
+        let reply = get(addr, path, &[br]).await?;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.header("content-encoding"), Some("br"), "{path}");
+    }
+
+    let plain = get(addr, "/pkg/quad_client_bg.wasm", &[]).await?;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-type"), Some("application/wasm"));
+    assert!(plain.bytes.starts_with(b"\0asm"));
+    let sent = get(addr, &wasm, &[br]).await?;
+    assert_eq!(sent.header("content-encoding"), Some("br"));
+    assert_eq!(sent.header("vary"), Some("accept-encoding"));
+    assert_eq!(
+        unbrotli(&sent.bytes)?,
+        plain.bytes,
+        "the brotli wasm decodes to the file"
+    );
+    println!(
+        "the wasm: {} bytes, {} as brotli",
+        plain.bytes.len(),
+        sent.bytes.len()
+    );
+    assert!(
+        plain.bytes.len() < 1_000_000,
+        "the wasm is {} bytes, over the 1 MB target",
+        plain.bytes.len()
+    );
+
+    let etag = sent.header("etag").context("no ETag")?.to_owned();
+    let again = get(addr, &wasm, &[br, &format!("If-None-Match: {etag}")]).await?;
+    assert_eq!(again.status, 304);
+    assert!(again.bytes.is_empty());
+    let head = request(addr, "HEAD", &wasm, &[br]).await?;
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(sent.bytes.len().to_string().as_str())
+    );
+    assert!(head.bytes.is_empty());
+
+    let stale = format!("/pkg/quad_client_bg.{}.wasm", "0".repeat(12));
+    assert_ne!(stale, wasm);
+    assert_eq!(get(addr, &stale, &[br]).await?.status, 404);
+    let post = request(addr, "POST", &wasm, &["Content-Length: 0"]).await?;
+    assert_eq!(post.status, 404);
     server.stop().await;
     Ok(())
 }

@@ -109,21 +109,74 @@ fn build_client(root: &Path) -> Result<PathBuf> {
         "quad-client",
         "--target",
         WASM_TARGET,
-        "--release",
+        "--profile",
+        "client",
     ]))?;
     let target = target_dir(root);
-    let wasm = target.join("wasm32-unknown-unknown/release/quad_client.wasm");
+    let wasm = target.join("wasm32-unknown-unknown/client/quad_client.wasm");
     let out = target.join("web/pkg");
     std::fs::create_dir_all(&out)?;
     wasm_bindgen_cli_support::Bindgen::new()
         .input_path(&wasm)
         .web(true)?
         .typescript(false)
+        // Function names for stack traces: a quarter of the file, and panics say where
+        // they happened without them.
+        .remove_name_section(true)
+        .remove_producers_section(true)
         .out_name("quad_client")
         .generate(&out)
         .with_context(|| format!("wasm-bindgen on {}", wasm.display()))?;
+    compress_bundle(&out)?;
     eprintln!("xtask: client bundle in {}", out.display());
     Ok(out)
+}
+
+/// Writes `NAME.br` (brotli, best quality) and `NAME.gz` (gzip, best level) next to each
+/// `.js` and `.wasm` file of the bundle, for the server to send to browsers that accept
+/// them (it compresses anything without them itself, faster and less well). Skips files
+/// whose compressed forms are already newer.
+fn compress_bundle(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let kind = path.extension().and_then(|e| e.to_str());
+        if !matches!(kind, Some("js" | "wasm")) {
+            continue;
+        }
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let sibling = |ext: &str| {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(ext);
+            PathBuf::from(name)
+        };
+        let (br, gz) = (sibling(".br"), sibling(".gz"));
+        if [&br, &gz]
+            .iter()
+            .all(|s| modified(s).is_some() && modified(s) >= modified(&path))
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        let mut brotli_out = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut brotli_out, 64 * 1024, 11, 22);
+            w.write_all(&bytes)?;
+        }
+        let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        w.write_all(&bytes)?;
+        let gzip_out = w.finish()?;
+        std::fs::write(&br, &brotli_out)?;
+        std::fs::write(&gz, &gzip_out)?;
+        eprintln!(
+            "xtask: {}: {} bytes, {} brotli, {} gzip",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            bytes.len(),
+            brotli_out.len(),
+            gzip_out.len()
+        );
+    }
+    Ok(())
 }
 
 fn serve(root: &Path, extra: &[String]) -> Result<()> {

@@ -5,9 +5,10 @@
 //! and the warp
 //! routes: `/` and the page's static files (an allow-list: [`is_page_file`]), `/pkg/*`
 //! (the wasm client: [`is_client_file`]), `/map.tmj` and `/map/tileset/N` (the space's map
-//! and its images), `/healthz`. Handlers only translate HTTP; sessions and the space do
+//! and its images), all held in memory, compressed and cached by [`files`]; `/healthz`. Handlers only translate HTTP; sessions and the space do
 //! the work.
 
+pub mod files;
 pub mod headers;
 pub mod limits;
 pub mod metrics;
@@ -34,40 +35,30 @@ pub fn routes(
 
     let healthz = warp::path("healthz").and(warp::path::end()).map(|| "ok");
 
-    let map = warp::path("map.tmj")
-        .and(warp::path::end())
+    // The page, the client and the map: held in memory, compressed, cached by hashed name.
+    let files = warp::method()
+        .and(warp::path::full())
+        .and(warp::header::optional::<String>("accept-encoding"))
+        .and(warp::header::optional::<String>("if-none-match"))
         .and(with_state.clone())
-        .map(|state: Arc<AppState>| {
-            response(
-                StatusCode::OK,
-                "application/json",
-                state.map_file.text.clone().into_bytes(),
-            )
-        });
-
-    let tileset = warp::path!("map" / "tileset" / usize)
-        .and(with_state.clone())
-        .map(
-            |index: usize, state: Arc<AppState>| match state.map_file.tileset_images.get(index) {
-                Some((bytes, mime)) => response(StatusCode::OK, mime, bytes.clone()),
-                None => response(
-                    StatusCode::NOT_FOUND,
-                    "text/plain",
-                    b"no such tileset".to_vec(),
-                ),
+        .and_then(
+            |method: warp::http::Method,
+             path: warp::path::FullPath,
+             accept: Option<String>,
+             none_match: Option<String>,
+             state: Arc<AppState>| async move {
+                if method != warp::http::Method::GET && method != warp::http::Method::HEAD {
+                    return Err(warp::reject::not_found());
+                }
+                state
+                    .files
+                    .respond(path.as_str(), accept.as_deref(), none_match.as_deref())
+                    .ok_or_else(warp::reject::not_found)
             },
         );
 
-    let client = warp::path("pkg")
-        .and(allow(is_client_file))
-        .and(warp::fs::dir(state.config.client_dir.clone()));
-    let page = allow(is_page_file).and(warp::fs::dir(state.config.assets_dir.clone()));
-
     healthz
-        .or(map)
-        .or(tileset)
-        .or(client)
-        .or(page)
+        .or(files)
         .recover(|_rejection: warp::Rejection| async {
             Ok::<_, std::convert::Infallible>(response(
                 StatusCode::NOT_FOUND,
@@ -75,19 +66,6 @@ pub fn routes(
                 b"not found".to_vec(),
             ))
         })
-}
-
-/// A filter that lets through only requests whose path `rule` accepts (else 404).
-fn allow(rule: fn(&str) -> bool) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::path::full()
-        .and_then(move |path: warp::path::FullPath| async move {
-            if rule(path.as_str()) {
-                Ok(())
-            } else {
-                Err(warp::reject::not_found())
-            }
-        })
-        .untuple_one()
 }
 
 /// What the page's own files may be: the files at the top of the assets folder that a
