@@ -4,8 +4,8 @@
 //! side (`web::class`) owns the DOM and sends what these functions decide. This module
 //! must not touch either.
 
-use crate::room::Source;
 use quad_shared::AvatarId;
+use quad_shared::media::Source;
 use quad_shared::protocol::{ClassState, Device, TeacherAction, Who};
 
 /// What a button of the teacher's toolbar (`#class-controls`) does now; `None` for an id

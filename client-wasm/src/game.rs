@@ -386,9 +386,59 @@ pub fn camera_origin(focus: Vec2, view: Vec2, map_size: Vec2) -> Vec2 {
     )
 }
 
+/// How near the avatar (screen pixels) a held finger or pointer is taken as "here": it
+/// walks nowhere, rather than jittering around the spot.
+pub const POINTER_DEADZONE: f32 = 12.0;
+
+/// The direction bits (as the arrow keys set them) that walk toward a held finger or
+/// pointer `offset` away from the avatar on screen: one of eight headings, the nearest to
+/// the offset's angle; none inside [`POINTER_DEADZONE`].
+pub fn heading_toward(offset: Vec2) -> u8 {
+    use quad_shared::movement::dir;
+    if !offset.is_finite() || offset.length() < POINTER_DEADZONE {
+        return 0;
+    }
+    // tan(22.5°): an axis counts when the offset is within 67.5° of it.
+    const SLOPE: f32 = 0.414_213_56;
+    let (ax, ay) = (offset.x.abs(), offset.y.abs());
+    let mut bits = 0;
+    if ax > ay * SLOPE {
+        bits |= if offset.x > 0.0 {
+            dir::RIGHT
+        } else {
+            dir::LEFT
+        };
+    }
+    if ay > ax * SLOPE {
+        bits |= if offset.y > 0.0 { dir::DOWN } else { dir::UP };
+    }
+    bits
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_finger_walks_toward_itself_in_eight_headings() {
+        use quad_shared::movement::dir;
+        let cases = [
+            ((100.0, 0.0), dir::RIGHT),
+            ((-100.0, 5.0), dir::LEFT),
+            ((0.0, -80.0), dir::UP),
+            ((3.0, 80.0), dir::DOWN),
+            ((60.0, 60.0), dir::RIGHT | dir::DOWN),
+            ((-60.0, -50.0), dir::LEFT | dir::UP),
+            // 20° below the horizontal is still a plain heading; 30° is a diagonal.
+            ((94.0, 34.2), dir::RIGHT),
+            ((86.6, 50.0), dir::RIGHT | dir::DOWN),
+            ((5.0, 5.0), 0),
+            ((f32::NAN, 40.0), 0),
+        ];
+        for ((x, y), bits) in cases {
+            assert_eq!(heading_toward(Vec2::new(x, y)), bits, "({x}, {y})");
+        }
+    }
     use quad_shared::movement::dir;
     use quad_shared::protocol::{AvatarUpdate, PROTOCOL_VERSION};
     use quad_shared::protocol::{ClassState, MediaFlags, Role};

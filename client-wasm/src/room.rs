@@ -1,5 +1,5 @@
 //! Classroom media as the client keeps track of it, free of any browser API: what media
-//! streams are called on the wire ([`StreamLabel`]), who is in the room with what
+//! streams are called on the wire (`quad_shared::media`), who is in the room with what
 //! ([`RoomState`]), who speaks, and whose shared screen to show. The browser side
 //! (`web::classroom`) owns the connection to the SFU and the DOM; this module must not
 //! touch either.
@@ -7,82 +7,6 @@
 use quad_shared::AvatarId;
 use quad_shared::ids::ZoneId;
 use quad_shared::protocol::RoomMember;
-use std::fmt;
-
-/// Which of an avatar's devices a media stream carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Source {
-    Mic,
-    Camera,
-    Screen,
-}
-
-impl Source {
-    /// In the order of the client's transceivers to the SFU (the server maps them by it).
-    pub const ALL: [Source; 3] = [Source::Mic, Source::Camera, Source::Screen];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Mic => "mic",
-            Source::Camera => "camera",
-            Source::Screen => "screen",
-        }
-    }
-
-    /// The `MediaStreamTrack.kind` of this source.
-    pub fn kind(self) -> &'static str {
-        match self {
-            Source::Mic => "audio",
-            Source::Camera | Source::Screen => "video",
-        }
-    }
-
-    /// Its position among the client's transceivers to the SFU.
-    pub fn index(self) -> usize {
-        match self {
-            Source::Mic => 0,
-            Source::Camera => 1,
-            Source::Screen => 2,
-        }
-    }
-}
-
-/// The id of a media stream that says whose device it carries: `"<avatar>:<mic|camera|screen>"`
-/// with the avatar id in decimal. The SFU names every forwarded stream so (see
-/// `ServerMsg::RoomMembers`); in the hallway a client names its shared screen so, which is
-/// how its peers tell the screen from the camera.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct StreamLabel {
-    pub avatar: AvatarId,
-    pub source: Source,
-}
-
-impl StreamLabel {
-    /// Reads a stream id; `None` for anything else (the ids come from the network).
-    pub fn parse(id: &str) -> Option<StreamLabel> {
-        let (avatar, source) = id.split_once(':')?;
-        // `u32::from_str` accepts a leading `+`; the wire form is plain digits.
-        if avatar.is_empty() || !avatar.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let source = match source {
-            "mic" => Source::Mic,
-            "camera" => Source::Camera,
-            "screen" => Source::Screen,
-            _ => return None,
-        };
-        Some(StreamLabel {
-            avatar: AvatarId(avatar.parse().ok()?),
-            source,
-        })
-    }
-}
-
-impl fmt::Display for StreamLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.avatar.0, self.source.as_str())
-    }
-}
 
 /// Renames a media stream in an SDP: the stream id `from` becomes `to` wherever the SDP
 /// names streams (`a=msid:`, `a=msid-semantic:` and `a=ssrc:... msid:` lines). Browsers
@@ -178,44 +102,6 @@ impl RoomState {
 mod tests {
     use super::*;
     use quad_shared::protocol::MediaFlags;
-
-    #[test]
-    fn labels_round_trip_and_refuse_anything_else() {
-        let label = StreamLabel::parse("42:camera").unwrap();
-        assert_eq!(label.avatar, AvatarId(42));
-        assert_eq!(label.source, Source::Camera);
-        assert_eq!(label.to_string(), "42:camera");
-        for source in Source::ALL {
-            let l = StreamLabel {
-                avatar: AvatarId(u32::MAX),
-                source,
-            };
-            assert_eq!(StreamLabel::parse(&l.to_string()), Some(l));
-        }
-        for bad in [
-            "",
-            ":mic",
-            "7",
-            "7:",
-            "7:Mic",
-            "+7:mic",
-            "-7:mic",
-            "7:mic:x",
-            "4294967296:mic",
-            "{3f2a-c0de}",
-            "x:screen",
-        ] {
-            assert_eq!(StreamLabel::parse(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn transceiver_order_is_mic_camera_screen() {
-        let order: Vec<usize> = Source::ALL.iter().map(|s| s.index()).collect();
-        assert_eq!(order, [0, 1, 2]);
-        assert_eq!(Source::Mic.kind(), "audio");
-        assert_eq!(Source::Screen.kind(), "video");
-    }
 
     #[test]
     fn renames_only_the_stream_id() {

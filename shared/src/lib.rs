@@ -8,6 +8,7 @@
 //!   client to predict.
 //! - [`proximity`]: the rules for who is linked with whom outside rooms (radii with
 //!   hysteresis, a cap per avatar) and the audio fall-off that goes with them.
+//! - [`media`]: what media streams and simulcast layers are called on the wire.
 //! - [`ids`]: the identifiers of avatars and zones.
 //!
 //! No tokio, no web-sys: this crate compiles for native targets and `wasm32-unknown-unknown`,
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod ids;
 pub mod map;
+pub mod media;
 pub mod movement;
 pub mod protocol;
 pub mod proximity;

@@ -197,7 +197,22 @@ impl Driver {
         }
     }
 
+    /// A Chromium browser that plays a phone or tablet: Chromium's mobile emulation with a
+    /// `width`×`height` CSS-pixel touch screen (device pixel ratio 2), for layout and
+    /// touch tests.
+    pub async fn touch_browser(&self, width: u32, height: u32) -> Result<Browser> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let Some((_, url)) = &self.chromedriver else {
+            bail!("touch screens are emulated in Chromium only");
+        };
+        self.chromium_with(url, Some((width, height))).await
+    }
+
     async fn chromium(&self, url: &str) -> Result<Browser> {
+        self.chromium_with(url, None).await
+    }
+
+    async fn chromium_with(&self, url: &str, touch: Option<(u32, u32)>) -> Result<Browser> {
         let profile = crate::temp_dir("chromium-profile");
         std::fs::create_dir_all(&profile)?;
         let caps = json!({
@@ -223,6 +238,11 @@ impl Driver {
         let mut caps = caps;
         if let Some(args) = caps["goog:chromeOptions"]["args"].as_array_mut() {
             args.extend(self.extra_args.iter().map(|a| Value::from(a.as_str())));
+        }
+        if let Some((width, height)) = touch {
+            caps["goog:chromeOptions"]["mobileEmulation"] = json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": true}
+            });
         }
         // `QUAD_CHROME_LOG=DIR` keeps each browser's own log (WebRTC included) in DIR.
         if let Some(dir) = std::env::var_os("QUAD_CHROME_LOG") {
@@ -528,6 +548,47 @@ impl Browser {
         Ok(value.as_u64().unwrap_or(0))
     }
 
+    /// Touches the page at (`x`, `y`) (CSS pixels from the viewport's top left) with one
+    /// finger, holds it there for `hold`, and lifts it.
+    pub async fn touch_hold(&self, x: f64, y: f64, hold: Duration) -> Result<()> {
+        use fantoccini::actions::{InputSource, PointerAction, TouchActions};
+        let actions = TouchActions::new("finger".into())
+            .then(PointerAction::MoveTo {
+                duration: None,
+                x,
+                y,
+            })
+            .then(PointerAction::Down {
+                button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Pause { duration: hold })
+            .then(PointerAction::Up {
+                button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+            });
+        self.client.perform_actions(actions).await?;
+        Ok(())
+    }
+
+    /// Saves a screenshot of the page as `target/test-artifacts/<name>.png`; returns its
+    /// path.
+    pub async fn save_screenshot(&self, name: &str) -> Result<PathBuf> {
+        let png = self.client.screenshot().await?;
+        let dir = crate::repo_root().join("target/test-artifacts");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png)?;
+        Ok(path)
+    }
+
+    /// Where the elements matching `selectors` are on screen, and what is wrong with it:
+    /// `{viewport: [w, h], rects: [{name, x, y, w, h}], overlaps: ["a / b"], outside:
+    /// [name]}`. Only elements that are shown count; two overlap when they share more
+    /// than a pixel each way, unless one holds the other.
+    pub async fn layout(&self, selectors: &[&str]) -> Result<Value> {
+        let list = serde_json::to_string(selectors)?;
+        self.eval(&LAYOUT.replace("SELECTORS", &list)).await
+    }
+
     /// Holds a key (a WebDriver key value such as `\u{e015}` for ArrowDown) for `hold`.
     pub async fn hold_key(&self, key: char, hold: Duration) -> Result<()> {
         use fantoccini::actions::{InputSource, KeyAction, KeyActions};
@@ -736,6 +797,30 @@ pc.getStats().then(report => {
   done({state: pc.connectionState, streams, local: pair && cand(pair.localCandidateId), remote: pair && cand(pair.remoteCandidateId)});
 }, () => done(null));
 "#;
+
+const LAYOUT: &str = r##"
+const shown = e => {
+  const cs = getComputedStyle(e), r = e.getBoundingClientRect();
+  return !e.closest("[hidden]") && cs.display !== "none" && cs.visibility !== "hidden"
+    && r.width > 0 && r.height > 0;
+};
+const els = SELECTORS.flatMap(s => [...document.querySelectorAll(s)]).filter(shown);
+const name = e => e.id ? "#" + e.id
+  : e.tagName.toLowerCase() + " \"" + e.textContent.trim().slice(0, 24) + "\"";
+const rects = els.map(e => { const r = e.getBoundingClientRect();
+  return { name: name(e), x: r.left, y: r.top, w: r.width, h: r.height }; });
+const overlaps = [];
+for (let i = 0; i < els.length; i++) for (let j = i + 1; j < els.length; j++) {
+  if (els[i].contains(els[j]) || els[j].contains(els[i])) continue;
+  const a = rects[i], b = rects[j];
+  const dx = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x);
+  const dy = Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y);
+  if (dx > 1 && dy > 1) overlaps.push(a.name + " / " + b.name);
+}
+const outside = rects.filter(r => r.x < -0.5 || r.y < -0.5 || r.x + r.w > innerWidth + 0.5
+  || r.y + r.h > innerHeight + 0.5).map(r => r.name);
+return { viewport: [innerWidth, innerHeight], rects, overlaps, outside };
+"##;
 
 const DESCRIBE_PEER: &str = r#"
 const done = arguments[arguments.length - 1];

@@ -9,6 +9,7 @@
 use crate::{Bot, PATIENCE};
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
+use quad_shared::media::{SIMULCAST_LAYERS, Source};
 use quad_shared::protocol::{
     ClientMsg, ErrorMsg, MediaFlags, RoomMember, SdpKind, ServerMsg, Signal,
 };
@@ -533,10 +534,15 @@ async fn open_media(bot: &mut Bot, options: &RoomBotOptions) -> Result<Media> {
         })
     };
     // webrtc-rs wants a track on a send-only m-line; devices that are off never write.
-    let mic = local_track(RtpCodecKind::Audio, opus(), "mic", &[""]);
+    let mic = local_track(RtpCodecKind::Audio, opus(), Source::Mic.as_str(), &[""]);
     // The camera in three simulcast layers, as the browser client sends it.
-    let camera = local_track(RtpCodecKind::Video, vp8(), "camera", &SIMULCAST_RIDS);
-    let screen = local_track(RtpCodecKind::Video, vp8(), "screen", &[""]);
+    let camera = local_track(
+        RtpCodecKind::Video,
+        vp8(),
+        Source::Camera.as_str(),
+        &SIMULCAST_RIDS,
+    );
+    let screen = local_track(RtpCodecKind::Video, vp8(), Source::Screen.as_str(), &[""]);
     let mut camera_sender = None;
     for track in [&mic, &camera, &screen] {
         let encodings = track.track().await.codings().to_vec();
@@ -573,9 +579,14 @@ pub async fn client_offer() -> Result<String> {
     let (tx, _events) = mpsc::unbounded_channel();
     let pc = new_pc(tx, std::net::Ipv4Addr::LOCALHOST.into()).await?;
     let tracks = [
-        local_track(RtpCodecKind::Audio, opus(), "mic", &[""]),
-        local_track(RtpCodecKind::Video, vp8(), "camera", &SIMULCAST_RIDS),
-        local_track(RtpCodecKind::Video, vp8(), "screen", &[""]),
+        local_track(RtpCodecKind::Audio, opus(), Source::Mic.as_str(), &[""]),
+        local_track(
+            RtpCodecKind::Video,
+            vp8(),
+            Source::Camera.as_str(),
+            &SIMULCAST_RIDS,
+        ),
+        local_track(RtpCodecKind::Video, vp8(), Source::Screen.as_str(), &[""]),
     ];
     for track in tracks {
         let encodings = track.track().await.codings().to_vec();
@@ -594,8 +605,12 @@ pub async fn client_offer() -> Result<String> {
     Ok(offer.sdp)
 }
 
-/// The RIDs of the camera's simulcast layers, lowest first (the SFU's names).
-pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+/// The RIDs of the camera's simulcast layers, lowest first (the wire contract's names).
+pub const SIMULCAST_RIDS: [&str; 3] = [
+    SIMULCAST_LAYERS[0].0,
+    SIMULCAST_LAYERS[1].0,
+    SIMULCAST_LAYERS[2].0,
+];
 
 /// Publishes synthetic media until aborted: Opus-sized packets every 20 ms with the audio
 /// level, and on the camera a VP8-shaped packet every 33 ms on each simulcast layer, a

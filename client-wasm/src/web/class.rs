@@ -7,12 +7,11 @@
 //!
 //! The class is the server's (`Game::class`), and what a button does is
 //! [`crate::class`]'s. The room's connection and tiles are `classroom`'s: this module only
-//! decorates a tile it is given ([`TileMarks`]) and shows the stage from the view's
-//! streams ([`show_stage`]).
+//! decorates a tile it is given ([`TileMarks`]) and hides the stage (`classroom` shows it
+//! from the room's streams).
 
-use super::classroom::RoomView;
-use super::{App, AppRef, dom, send};
-use crate::class::{TileTool, attention_text, stage, toolbar_action, watching};
+use super::{App, AppRef, controls, dom, send};
+use crate::class::{TileTool, attention_text, toolbar_action, watching};
 use crate::game::Game;
 use quad_shared::AvatarId;
 use quad_shared::ids::ZoneId;
@@ -235,7 +234,7 @@ fn render(game: &Game) -> Result<(), JsValue> {
     let document = dom::document()?;
     let class = game.class.as_ref();
     let raised = game.hand_raised();
-    dom::set_toggle(
+    controls::set_toggle(
         &document,
         "toggle-hand",
         raised,
@@ -255,7 +254,7 @@ fn render(game: &Game) -> Result<(), JsValue> {
         return Ok(());
     };
     let screens_off = class.blocked_for_newcomers.screen;
-    dom::set_toggle(
+    controls::set_toggle(
         &document,
         "class-screen-all",
         screens_off,
@@ -265,7 +264,7 @@ fn render(game: &Game) -> Result<(), JsValue> {
             "Stop students' screen sharing"
         },
     )?;
-    dom::set_toggle(
+    controls::set_toggle(
         &document,
         "class-lock",
         class.locked,
@@ -275,7 +274,7 @@ fn render(game: &Game) -> Result<(), JsValue> {
             "Lock room"
         },
     )?;
-    dom::set_toggle(
+    controls::set_toggle(
         &document,
         "class-focus",
         class.focus,
@@ -446,52 +445,6 @@ fn show(el: &HtmlElement, shown: bool) {
     if el.hidden() == shown {
         el.set_hidden(!shown);
     }
-}
-
-/// Shows the focus-mode stage (`#focus`) for a student of a class in focus mode: the
-/// teacher's screen if it arrives, else the teacher's camera, captioned with the teacher's
-/// name. Otherwise hides it.
-pub fn show_stage(view: &RoomView) -> Result<(), JsValue> {
-    let focus = view
-        .class
-        .as_ref()
-        .filter(|c| c.focus && !view.teacher && !c.teachers.contains(&view.me));
-    let Some(class) = focus else {
-        return hide_stage();
-    };
-    let document = dom::document()?;
-    let section: HtmlElement = dom::by_id(&document, "focus")?.dyn_into()?;
-    let video: HtmlVideoElement = dom::by_id(&document, "focus-video")?.dyn_into()?;
-    let shown = stage(
-        class,
-        view.me,
-        |id| view.state.member(id).is_some(),
-        |id, source| view.receiving(id, source),
-    );
-    let (caption, stream) = match shown {
-        Some((teacher, source)) => (
-            view.state
-                .member(teacher)
-                .map_or("Teacher", |m| m.name.as_str()),
-            source.and_then(|s| view.stream(teacher, s)),
-        ),
-        None => ("Waiting for the teacher", None),
-    };
-    if video.src_object().as_ref() != stream {
-        video.set_src_object(stream);
-        if stream.is_some() {
-            let _ = video.play();
-        }
-    }
-    if video.hidden() == stream.is_some() {
-        video.set_hidden(stream.is_none());
-    }
-    // Names are text, never markup.
-    dom::set_text(&dom::by_id(&document, "focus-caption")?, caption);
-    if section.hidden() {
-        section.set_hidden(false);
-    }
-    Ok(())
 }
 
 /// Hides the focus-mode stage, leaving full screen if the stage was in it.

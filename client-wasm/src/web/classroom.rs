@@ -18,17 +18,18 @@
 //! on the tiles, the focus-mode stage) is `class`'s: the view keeps a copy of the class for
 //! it and calls it when it renders.
 
-use super::peers::{self, ext, sdp_kind, sdp_type, stream_live};
+use super::rtc::{self, InOrder, ext, sdp_kind, sdp_type, stream_live};
 use super::{AppRef, class, dom, screen, send};
-use crate::room::{RoomState, Source, StreamLabel};
+use crate::room::RoomState;
 use quad_shared::AvatarId;
 use quad_shared::ids::ZoneId;
+use quad_shared::media::{Source, StreamLabel};
 use quad_shared::protocol::{ClassState, ClientMsg, RoomMember, SdpKind, Signal};
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{JsFuture, spawn_local};
+use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     Document, Element, HtmlAudioElement, HtmlElement, HtmlVideoElement, MediaStream,
     MediaStreamTrack, RtcIceCandidateInit, RtcPeerConnection, RtcPeerConnectionIceEvent,
@@ -225,7 +226,7 @@ impl RoomView {
             Some((m.name.as_str(), self.incoming.get(&label)?))
         });
         screen::show("room-screen", shown)?;
-        class::show_stage(self)?;
+        show_stage(self)?;
         self.report_tiles();
         Ok(())
     }
@@ -327,37 +328,25 @@ enum Step {
     Remote(Signal),
 }
 
-/// Runs a connection's signaling steps one at a time, in order.
+/// A connection's signaling with the SFU, its steps run one at a time, in order.
 struct Signaling {
     pc: RtcPeerConnection,
     app: AppRef,
-    steps: RefCell<VecDeque<Step>>,
-    running: Cell<bool>,
+    steps: Rc<InOrder<Step>>,
 }
 
 impl Signaling {
     fn push(self: &Rc<Self>, step: Step) {
-        self.steps.borrow_mut().push_back(step);
-        if self.running.replace(true) {
-            return;
-        }
         let this = self.clone();
-        spawn_local(async move {
-            loop {
-                // Not `while let`: the borrow must end before the step awaits.
-                let step = this.steps.borrow_mut().pop_front();
-                let Some(step) = step else { break };
-                if this.pc.signaling_state() == RtcSignalingState::Closed {
-                    this.steps.borrow_mut().clear();
-                    break;
-                }
+        self.steps.push(step, move |step| {
+            let this = this.clone();
+            async move {
                 if let Err(e) = this.run(step).await
                     && this.pc.signaling_state() != RtcSignalingState::Closed
                 {
                     web_sys::console::warn_2(&"classroom signaling:".into(), &e);
                 }
             }
-            this.running.set(false);
         });
     }
 
@@ -431,7 +420,7 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
         .as_ref()
         .map(|m| m.id)
         .ok_or("not in the space yet")?;
-    let pc = peers::new_connection(&a.ice_servers, a.media.relay_only)?;
+    let pc = rtc::new_connection(&a.ice_servers, a.media.relay_only)?;
     let tracks = [
         a.media.mic_track(),
         a.media.camera_track(),
@@ -478,7 +467,7 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
     let on_unmute = {
         let (view, app) = (Rc::downgrade(&view), app.clone());
         Closure::<dyn FnMut()>::new(move || {
-            peers::media_ready(&app, true);
+            rtc::media_ready(&app, true);
             if let Some(view) = view.upgrade()
                 && let Ok(mut view) = view.try_borrow_mut()
             {
@@ -549,7 +538,7 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
                     .and_then(|v| v.try_borrow().ok().map(|v| v.state.members.len() <= 1))
                     .unwrap_or(false)
             {
-                peers::media_ready(&app, true);
+                rtc::media_ready(&app, true);
             }
             if pc.connection_state() == RtcPeerConnectionState::Failed
                 && let Some(a) = app.upgrade()
@@ -566,8 +555,7 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
     let signaling = Rc::new(Signaling {
         pc: pc.clone(),
         app: app.clone(),
-        steps: RefCell::new(VecDeque::new()),
-        running: Cell::new(false),
+        steps: InOrder::new(pc.clone()),
     });
     a.media.room = Some(Room {
         pc,
@@ -592,7 +580,7 @@ pub fn join(app: &AppRef, id: ZoneId, name: String) -> Result<(), JsValue> {
 /// a quarter, half and all of the camera's resolution).
 fn simulcast_layers() -> js_sys::Array {
     let layers = js_sys::Array::new();
-    for (rid, scale) in [("q", 4.0), ("h", 2.0), ("f", 1.0)] {
+    for (rid, scale) in quad_shared::media::SIMULCAST_LAYERS {
         let layer = web_sys::RtcRtpEncodingParameters::new();
         layer.set_rid(rid);
         layer.set_scale_resolution_down_by(scale);
@@ -683,4 +671,50 @@ pub fn on_speakers(app: &AppRef, room: ZoneId, speakers: Vec<AvatarId>) {
         view.state.speakers = speakers;
         view.render_logged();
     }
+}
+
+/// Shows the focus-mode stage (`#focus`) for a student of a class in focus mode: the
+/// teacher's screen if it arrives, else the teacher's camera, captioned with the teacher's
+/// name. Otherwise hides it.
+fn show_stage(view: &RoomView) -> Result<(), JsValue> {
+    let focus = view
+        .class
+        .as_ref()
+        .filter(|c| c.focus && !view.teacher && !c.teachers.contains(&view.me));
+    let Some(class) = focus else {
+        return class::hide_stage();
+    };
+    let document = dom::document()?;
+    let section: HtmlElement = dom::by_id(&document, "focus")?.dyn_into()?;
+    let video: HtmlVideoElement = dom::by_id(&document, "focus-video")?.dyn_into()?;
+    let shown = crate::class::stage(
+        class,
+        view.me,
+        |id| view.state.member(id).is_some(),
+        |id, source| view.receiving(id, source),
+    );
+    let (caption, stream) = match shown {
+        Some((teacher, source)) => (
+            view.state
+                .member(teacher)
+                .map_or("Teacher", |m| m.name.as_str()),
+            source.and_then(|s| view.stream(teacher, s)),
+        ),
+        None => ("Waiting for the teacher", None),
+    };
+    if video.src_object().as_ref() != stream {
+        video.set_src_object(stream);
+        if stream.is_some() {
+            let _ = video.play();
+        }
+    }
+    if video.hidden() == stream.is_some() {
+        video.set_hidden(stream.is_none());
+    }
+    // Names are text, never markup.
+    dom::set_text(&dom::by_id(&document, "focus-caption")?, caption);
+    if section.hidden() {
+        section.set_hidden(false);
+    }
+    Ok(())
 }

@@ -5,10 +5,14 @@
 mod chat;
 mod class;
 mod classroom;
+mod controls;
 mod dom;
+mod hallway;
+mod lobby;
+mod media;
 mod net;
-mod peers;
 mod render;
+mod rtc;
 mod screen;
 mod test_surface;
 
@@ -52,11 +56,16 @@ pub struct App {
     ctx: CanvasRenderingContext2d,
     ws: Option<WebSocket>,
     keys: u8,
+    /// Where a finger (or a mouse button) is held on the map, in canvas pixels: the avatar
+    /// walks toward it (`controls::install_pointer_walk`).
+    pointer: Option<glam::Vec2>,
+    /// The last frame's camera origin (world pixels at the canvas's top left).
+    view_origin: Option<glam::Vec2>,
     params: PageParams,
     renderer: Option<render::MapRenderer>,
     last_frame_ms: Option<f64>,
     status: String,
-    pub(crate) media: peers::Media,
+    pub(crate) media: media::Media,
     /// The chat panel.
     chat: chat::ChatView,
     /// The page's side of the class.
@@ -88,11 +97,13 @@ pub fn start() -> Result<(), JsValue> {
         ctx,
         ws: None,
         keys: 0,
-        params: dom::page_params()?,
+        pointer: None,
+        view_origin: None,
+        params: lobby::page_params()?,
         renderer: None,
         last_frame_ms: None,
         status: String::new(),
-        media: peers::Media::default(),
+        media: media::Media::default(),
         chat: chat::ChatView::new(&document)?,
         class_ui: class::ClassUi::default(),
         notice_until_ms: 0.0,
@@ -104,10 +115,12 @@ pub fn start() -> Result<(), JsValue> {
     let weak = Rc::downgrade(&app);
     APP.with(|slot| *slot.borrow_mut() = Some(app.clone()));
 
-    dom::install_keyboard(&weak)?;
-    dom::install_lobby(&weak)?;
-    dom::install_device_preview(&weak)?;
-    dom::install_media_buttons(&weak)?;
+    controls::install_keyboard(&weak)?;
+    controls::install_pointer_walk(&weak)?;
+    controls::install_drawers(&weak)?;
+    lobby::install_lobby(&weak)?;
+    lobby::install_device_preview(&weak)?;
+    controls::install_media_buttons(&weak)?;
     chat::install(&weak)?;
     class::install(&weak)?;
     test_surface::install(&weak)?;
@@ -118,7 +131,7 @@ pub fn start() -> Result<(), JsValue> {
         (Some(name), _) => join(&weak, name, params.mic, params.camera),
         // The server names people with a link; Hello still needs a name.
         (None, Some(_)) => join(&weak, "Guest".into(), params.mic, params.camera),
-        (None, None) => dom::show_lobby("")?,
+        (None, None) => lobby::show_lobby("")?,
     }
     Ok(())
 }
@@ -131,7 +144,7 @@ pub(crate) fn join(app: &AppRef, name: String, mic: bool, camera: bool) {
             .upgrade()
             .is_some_and(|a| a.borrow().media.local.is_some());
         if !have {
-            let local = peers::acquire_local(mic, camera).await;
+            let local = media::acquire_local(mic, camera).await;
             if let Some(a) = app.upgrade() {
                 let mut a = a.borrow_mut();
                 if local.is_none() && (mic || camera) {
@@ -141,7 +154,7 @@ pub(crate) fn join(app: &AppRef, name: String, mic: bool, camera: bool) {
             }
         }
         if let Err(e) = net::join(&app, name) {
-            let _ = dom::show_lobby(&format!("Cannot connect: {e:?}"));
+            let _ = lobby::show_lobby(&format!("Cannot connect: {e:?}"));
         }
     });
 }
@@ -165,7 +178,7 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
             polite,
             media,
         } => {
-            if let Err(e) = peers::connect(app, peer, polite, media) {
+            if let Err(e) = hallway::connect(app, peer, polite, media) {
                 web_sys::console::warn_1(&e);
             }
             return;
@@ -178,8 +191,8 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
             }
             return;
         }
-        ServerMsg::DisconnectPeer { peer } => return peers::disconnect(app, peer),
-        ServerMsg::Signal { from, signal } => return peers::on_signal(app, from, signal),
+        ServerMsg::DisconnectPeer { peer } => return hallway::disconnect(app, peer),
+        ServerMsg::Signal { from, signal } => return hallway::on_signal(app, from, signal),
         ServerMsg::JoinRoomMedia { room, name } => {
             if let Some(a) = app.upgrade() {
                 a.borrow_mut().link.room = Some(name.clone());
@@ -213,7 +226,7 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         ServerMsg::RoomSpeakers { room, speakers } => {
             return classroom::on_speakers(app, room, speakers);
         }
-        ServerMsg::IceServers { servers } => return peers::renew_ice_servers(app, &servers),
+        ServerMsg::IceServers { servers } => return rtc::renew_ice_servers(app, &servers),
         other => other,
     };
     let Some(app_rc) = app.upgrade() else { return };
@@ -230,7 +243,7 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
                 });
             }
             a.link.welcomed(w);
-            a.ice_servers = peers::ice_servers(&w.ice_servers);
+            a.ice_servers = rtc::ice_servers(&w.ice_servers);
             // Test options: honoured only by servers in development mode.
             a.media.relay_only = a.params.relay && w.dev;
             a.media.fake_screen = a.params.fakescreen && w.dev;
@@ -249,11 +262,11 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
                     _ => {
                         // Refused (an expired link): the person decides in the lobby.
                         a.link.reconnecting = false;
-                        let _ = dom::show_lobby(&e.message);
+                        let _ = lobby::show_lobby(&e.message);
                     }
                 }
             } else if !before {
-                let _ = dom::show_lobby(&e.message);
+                let _ = lobby::show_lobby(&e.message);
                 if e.code == ErrorCode::Unauthorized {
                     // The link is refused: the lobby's next Join tries as a guest.
                     a.params.token = None;
@@ -276,9 +289,9 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
     let map_loaded = app_rc.borrow().renderer.is_some();
     if welcomed && map_loaded {
         // Back after a lost connection: the map is on screen already.
-        let _ = dom::show_campus();
+        let _ = lobby::show_campus();
     } else if welcomed {
-        let _ = dom::show_campus();
+        let _ = lobby::show_campus();
         let app = app.clone();
         wasm_bindgen_futures::spawn_local(async move {
             if let Err(e) = render::load_map(&app).await
@@ -323,7 +336,7 @@ pub(crate) fn toggle_camera(app: &AppRef) {
     }
     let app = app.clone();
     wasm_bindgen_futures::spawn_local(async move {
-        let track = peers::acquire_local(false, true).await.and_then(|s| {
+        let track = media::acquire_local(false, true).await.and_then(|s| {
             s.get_video_tracks()
                 .get(0)
                 .dyn_into::<web_sys::MediaStreamTrack>()
@@ -407,6 +420,16 @@ fn start_frames(app: &AppRef) -> Result<(), JsValue> {
     Ok(())
 }
 
+/// The heading toward a finger or pointer held on the map (see `App::pointer`), from where
+/// the avatar was drawn last frame.
+fn pointer_heading(a: &App) -> u8 {
+    let (Some(pointer), Some(origin), Some(me)) = (a.pointer, a.view_origin, a.game.me.as_ref())
+    else {
+        return 0;
+    };
+    crate::game::heading_toward(pointer - (me.predicted - origin))
+}
+
 fn frame(app: &AppRef, now: f64) {
     let Some(app_rc) = app.upgrade() else { return };
     let mut a = app_rc.borrow_mut();
@@ -414,29 +437,29 @@ fn frame(app: &AppRef, now: f64) {
         .last_frame_ms
         .map_or(0.0, |last| ((now - last) / 1000.0) as f32);
     a.last_frame_ms = Some(now);
-    let keys = a.keys;
+    let keys = a.keys | pointer_heading(&a);
     let inputs = a.game.update(dt, keys);
     for input in inputs {
         send(&a.ws, &ClientMsg::Input(input));
     }
     let now_ms = dom::now_ms();
     let rules = a.game.proximity;
-    a.media
-        .place_voices(|id| a.game.offset_to(id, now_ms), &rules);
-    match render::draw(&mut a, now_ms) {
+    hallway::place_voices(&a.media.peers, |id| a.game.offset_to(id, now_ms), &rules);
+    let drawn = render::draw(&mut a, now_ms);
+    a.view_origin = drawn.as_ref().ok().copied().flatten();
+    match drawn {
         Ok(Some(origin)) => {
             let screen = |id| {
                 let p = a.game.render_position(id, now_ms)? - origin;
                 Some((f64::from(p.x), f64::from(p.y)))
             };
-            a.media.place_bubbles(screen);
+            hallway::place_bubbles(&a.media.peers, screen);
         }
-        Ok(None) => a.media.place_bubbles(|_| None),
+        Ok(None) => hallway::place_bubbles(&a.media.peers, |_| None),
         Err(e) => a.status = format!("render error: {e:?}"),
     }
-    a.media
-        .place_peer_screen(|id| a.game.name_of(id).to_owned());
-    let _ = dom::update_hud(&mut a);
+    hallway::place_peer_screen(&a.media.peers, |id| a.game.name_of(id).to_owned());
+    let _ = controls::update_hud(&mut a);
     if let Err(e) = chat::update(&mut a) {
         a.status = format!("chat: {e:?}");
     }

@@ -11,7 +11,7 @@
 //! avatar, place and room); otherwise it joins afresh under the same name and link, asking
 //! for the room it was in.
 
-use super::{App, AppRef, classroom, dom, on_server_message, peers, send};
+use super::{App, AppRef, classroom, dom, hallway, lobby, on_server_message, send};
 pub use crate::reconnect::Link;
 use quad_shared::codec;
 use quad_shared::protocol::{ClientMsg, Hello, PROTOCOL_VERSION, ServerMsg};
@@ -104,7 +104,7 @@ fn connection_lost(app: &AppRef, reason: &str) {
     let Some(app_rc) = app.upgrade() else { return };
     let peers: Vec<_> = app_rc.borrow().media.peers.keys().copied().collect();
     for peer in peers {
-        peers::disconnect(app, peer);
+        hallway::disconnect(app, peer);
     }
     classroom::leave(app, None);
     let delay = {
@@ -240,7 +240,7 @@ fn connect(app: &AppRef, name: String) -> Result<(), JsValue> {
                     // Not in yet (e.g. the server stopped waiting for a corrected name):
                     // Join opens a new connection.
                     a.status = format!("Not connected ({reason}): press Join to try again.");
-                    let _ = dom::show_lobby(&a.status);
+                    let _ = lobby::show_lobby(&a.status);
                 }
             }
             if lost {

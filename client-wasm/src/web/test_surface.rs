@@ -24,14 +24,16 @@
 //! turned off). `connection` is `{state, attempt, resumed, rejoined, status}` (`state`:
 //! `open`, `reconnecting`, `connecting` or `closed`; `resumed`/`rejoined`: how often the
 //! page got its session back, or joined afresh, after a dropped connection), and
-//! `reconnecting` the ids of others whose connection dropped.
+//! `reconnecting` the ids of others whose connection dropped; `view_origin` is `[x, y]`,
+//! the world point at the map's top left on screen (an avatar is drawn at its position
+//! minus it).
 //! `quad.dropConnection(holdMs)` closes the page's WebSocket as a network cut would (code
 //! 4001): the page reconnects by itself, after `holdMs` if given (a cut that long).
 
-use super::peers::stream_live;
+use super::rtc::stream_live;
 use super::{AppRef, dom};
 use crate::chat::scope_name;
-use crate::room::Source;
+use quad_shared::media::Source;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -84,6 +86,9 @@ struct SnapshotView {
     connection: ConnectionView,
     /// Others whose connection dropped (the server keeps them for a while).
     reconnecting: Vec<u32>,
+    /// The world point at the map canvas's top left (CSS pixels), as last drawn: an
+    /// avatar's place on screen is its position minus this.
+    view_origin: Option<[f32; 2]>,
 }
 
 #[derive(Serialize)]
@@ -299,6 +304,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             class,
             connection,
             reconnecting: g.reconnecting.iter().map(|id| id.0).collect(),
+            view_origin: a.view_origin.map(|o| [o.x, o.y]),
         })
     });
     let weak = app.clone();

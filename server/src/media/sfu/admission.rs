@@ -16,7 +16,7 @@ use quad_shared::protocol::{ErrorCode, ErrorMsg, SdpKind, Signal};
 use std::net::IpAddr;
 
 /// M-lines a client's offer may have: one per device it publishes, in
-/// [`super::StreamKind`] order.
+/// [`super::Source`] order.
 pub const MAX_CLIENT_M_LINES: usize = 3;
 
 /// The signal to pass on (with refused candidates left out), `None` to drop it quietly (a

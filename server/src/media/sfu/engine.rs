@@ -18,7 +18,7 @@ use super::batch_udp::SfuRuntime;
 use super::estimator::{DownlinkEstimate, DownlinkEstimator};
 use super::media_port::PortLink;
 use super::retransmission::RetransmissionBudget;
-use super::{SfuConfig, StreamKind};
+use super::{SfuConfig, Source};
 use rtc::interceptor::{
     Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
     TwccSenderBuilder,
@@ -73,10 +73,10 @@ pub fn vp8() -> RTCRtpCodec {
 
 /// The one codec the SFU negotiates for a stream of `kind` (the engine registers exactly one
 /// per media kind: Opus for the mic, VP8 for the camera and the screen).
-pub fn negotiated_codec(kind: StreamKind) -> RTCRtpCodec {
+pub fn negotiated_codec(kind: Source) -> RTCRtpCodec {
     match kind {
-        StreamKind::Mic => opus(),
-        StreamKind::Camera | StreamKind::Screen => vp8(),
+        Source::Mic => opus(),
+        Source::Camera | Source::Screen => vp8(),
     }
 }
 
@@ -347,9 +347,9 @@ mod tests {
 
     #[test]
     fn each_stream_kind_names_the_codec_the_engine_registered_for_it() {
-        assert_eq!(negotiated_codec(StreamKind::Mic).mime_type, MIME_TYPE_OPUS);
-        assert_eq!(negotiated_codec(StreamKind::Mic).clock_rate, 48_000);
-        for kind in [StreamKind::Camera, StreamKind::Screen] {
+        assert_eq!(negotiated_codec(Source::Mic).mime_type, MIME_TYPE_OPUS);
+        assert_eq!(negotiated_codec(Source::Mic).clock_rate, 48_000);
+        for kind in [Source::Camera, Source::Screen] {
             assert_eq!(negotiated_codec(kind).mime_type, MIME_TYPE_VP8);
             assert_eq!(negotiated_codec(kind).clock_rate, 90_000);
         }

@@ -23,7 +23,7 @@
 use super::allocation::Allotment;
 use super::leg::{self, Arrival, Change, Leg};
 use super::speakers;
-use super::{SfuMetrics, StreamKind};
+use super::{SfuMetrics, Source};
 use futures_util::FutureExt;
 use quad_shared::AvatarId;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -48,16 +48,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// viewer's leg adds (about what the congestion controller counts per packet).
 const PACKET_OVERHEAD: u64 = 24;
 
-/// The simulcast layer for a RID: `q`/`h`/`f` as the Quad client names them (and the
-/// common low/mid/high spellings).
-pub fn layer_of_rid(rid: &str) -> Option<u8> {
-    match rid {
-        "q" | "l" | "low" | "0" => Some(0),
-        "h" | "m" | "mid" | "1" => Some(1),
-        "f" | "high" | "2" => Some(2),
-        _ => None,
-    }
-}
+pub use quad_shared::media::layer_of_rid;
 
 /// The layer a camera is sent at to a viewer that has reported no tile for it.
 pub const DEFAULT_LAYER: u8 = 1;
@@ -202,7 +193,7 @@ pub enum ForwardCtl {
 /// What the forwarding task needs to know about its stream.
 pub struct StreamSource {
     pub track: Arc<dyn TrackRemote>,
-    pub kind: StreamKind,
+    pub kind: Source,
     /// The publisher's (first) SSRC (picture-loss requests name it).
     pub media_ssrc: u32,
     /// The negotiated id of the audio level header extension on the publisher's leg.
@@ -375,7 +366,7 @@ impl Forwarder {
     }
 
     fn want_keyframe(&mut self, layer: u8, _now: Instant) {
-        if self.source.kind != StreamKind::Mic {
+        if self.source.kind != Source::Mic {
             self.keyframe_wanted[usize::from(layer).min(LAYERS - 1)] = true;
         }
     }
@@ -397,7 +388,7 @@ impl Forwarder {
         }
         if self.stats.blocked.load(Ordering::Relaxed) {
             self.metrics.blocked_packets.fetch_add(1, Ordering::Relaxed);
-            if self.source.kind == StreamKind::Mic {
+            if self.source.kind == Source::Mic {
                 // Renumbered away like a quiet speaker's: receivers see no loss.
                 self.skipped = self.skipped.wrapping_add(1);
             } else if !self.was_blocked {
@@ -440,7 +431,7 @@ impl Forwarder {
         if self.viewers.is_empty() {
             return;
         }
-        let keyframe = self.source.kind != StreamKind::Mic && vp8_keyframe(&packet.payload);
+        let keyframe = self.source.kind != Source::Mic && vp8_keyframe(&packet.payload);
         let header = &mut packet.header;
         header.sequence_number = header.sequence_number.wrapping_sub(self.skipped);
         // Extension ids differ per leg; the viewer's interceptors add their own.
@@ -455,7 +446,7 @@ impl Forwarder {
         };
         let bytes = (12 + packet.payload.len()) as u64;
         let stream = leg::Stream {
-            video: self.source.kind != StreamKind::Mic,
+            video: self.source.kind != Source::Mic,
             simulcast: self.simulcast(),
             live: std::array::from_fn(|l| {
                 self.layer_seen[l].is_some_and(|t| now.duration_since(t) < LAYER_STALE)
@@ -521,7 +512,7 @@ impl Forwarder {
     /// Sends the picture-loss requests that are wanted, each layer at most every
     /// [`KEYFRAME_INTERVAL`] (a request that must wait goes out with a later packet).
     async fn request_keyframes(&mut self) {
-        if self.source.kind == StreamKind::Mic {
+        if self.source.kind == Source::Mic {
             return;
         }
         let now = Instant::now();

@@ -14,7 +14,7 @@ use super::limits::Queued;
 use super::media_port::{MediaPort, PortLink};
 use super::negotiation::{self, CandidateStep, Negotiation, Refusal, Timeout};
 use super::room::{Published, RoomCmd, RoomHandle};
-use super::{SfuConfig, SfuMetrics, StreamKind, engine};
+use super::{SfuConfig, SfuMetrics, Source, engine};
 use crate::session::SessionOutbox;
 use bytes::Bytes;
 use quad_shared::AvatarId;
@@ -54,7 +54,7 @@ pub enum MemberCmd {
     /// Forward this stream to the member.
     Subscribe(Published),
     /// Stop forwarding this stream to the member.
-    Unsubscribe(AvatarId, StreamKind),
+    Unsubscribe(AvatarId, Source),
     /// The width, in device pixels, at which the client shows each member's camera (`None`:
     /// as the room remembered it for a new connection).
     Tiles(Vec<(AvatarId, u16)>, Option<Queued>),
@@ -130,7 +130,7 @@ struct Member {
     /// The connection's place on the media port (its routes are forgotten when the task
     /// ends).
     link: Arc<PortLink>,
-    subscriptions: FxHashMap<(AvatarId, StreamKind), Subscription>,
+    subscriptions: FxHashMap<(AvatarId, Source), Subscription>,
     /// Send-only m-lines no stream uses now, for the next ones (see [`Slot`]).
     idle: Vec<Slot>,
     /// Who may offer when, and what is due. A browser answers in milliseconds; an answer
@@ -466,7 +466,7 @@ impl Member {
                     if !remember_tile(&mut self.tile_layers, publisher, layer, senders) {
                         continue;
                     }
-                    if let Some(sub) = self.subscriptions.get(&(publisher, StreamKind::Camera))
+                    if let Some(sub) = self.subscriptions.get(&(publisher, Source::Camera))
                         && sub.live
                     {
                         let _ = sub
@@ -657,10 +657,14 @@ impl Member {
         if self.subscriptions.contains_key(&key) {
             return;
         }
-        let stream = format!("{}:{}", published.publisher.0, published.kind.as_str());
+        let stream = quad_shared::media::StreamLabel {
+            avatar: published.publisher,
+            source: published.kind,
+        }
+        .to_string();
         let kind = match published.kind {
-            StreamKind::Mic => RtpCodecKind::Audio,
-            StreamKind::Camera | StreamKind::Screen => RtpCodecKind::Video,
+            Source::Mic => RtpCodecKind::Audio,
+            Source::Camera | Source::Screen => RtpCodecKind::Video,
         };
         let slot = match self.reuse_slot(kind, &published, &stream).await {
             Some(slot) => slot,
@@ -787,7 +791,7 @@ impl Member {
         })
     }
 
-    async fn unsubscribe(&mut self, publisher: AvatarId, kind: StreamKind) {
+    async fn unsubscribe(&mut self, publisher: AvatarId, kind: Source) {
         let Some(sub) = self.subscriptions.remove(&(publisher, kind)) else {
             return;
         };
@@ -843,7 +847,7 @@ impl Member {
             tracing::warn!(member = %self.setup.id, "a track on an unknown m-line; ignored");
             return;
         };
-        let Some(kind) = StreamKind::from_m_line(index) else {
+        let Some(kind) = Source::from_m_line(index) else {
             tracing::warn!(member = %self.setup.id, index, "a track on an extra m-line; ignored");
             return;
         };

@@ -63,32 +63,10 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomId(pub u16);
 
-/// Which of a member's devices a stream carries. The client's offer lists its transceivers
-/// in this order, so the first m-line is the microphone, the second the camera, the third
-/// the screen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StreamKind {
-    Mic,
-    Camera,
-    Screen,
-}
-
-impl StreamKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StreamKind::Mic => "mic",
-            StreamKind::Camera => "camera",
-            StreamKind::Screen => "screen",
-        }
-    }
-
-    /// The kind of the client's `index`-th m-line.
-    pub fn from_m_line(index: usize) -> Option<StreamKind> {
-        [StreamKind::Mic, StreamKind::Camera, StreamKind::Screen]
-            .get(index)
-            .copied()
-    }
-}
+/// Which of a member's devices a stream carries (the wire contract's: the client's offer
+/// lists its transceivers in this order, so the first m-line is the microphone, the second
+/// the camera, the third the screen).
+pub use quad_shared::media::Source;
 
 /// Tunables of the SFU.
 #[derive(Clone, Debug)]

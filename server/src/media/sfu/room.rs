@@ -16,7 +16,7 @@ use super::media_port::MediaPort;
 use super::member::{self, MemberCmd, MemberSetup};
 use super::speakers::{self, MicLevel};
 use super::trials::Trials;
-use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, StreamKind};
+use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, Source};
 use crate::session::SessionOutbox;
 use bytes::Bytes;
 use quad_shared::protocol::{MediaFlags, RoomMember, SdpKind, ServerMsg, Signal};
@@ -77,7 +77,7 @@ pub enum RoomCmd {
 #[derive(Clone)]
 pub struct Published {
     pub publisher: AvatarId,
-    pub kind: StreamKind,
+    pub kind: Source,
     pub codec: RTCRtpCodec,
     pub ctl: mpsc::UnboundedSender<ForwardCtl>,
     pub stats: Arc<StreamStats>,
@@ -108,7 +108,7 @@ struct Entry {
     downlink: Option<Arc<DownlinkEstimate>>,
     /// What the allocation last allotted it of each stream it is sent (at most one entry
     /// per stream in the room).
-    allotted: rustc_hash::FxHashMap<(AvatarId, StreamKind), Allotment>,
+    allotted: rustc_hash::FxHashMap<(AvatarId, Source), Allotment>,
     /// Its raises on trial, and the hold after one that failed (with its connection).
     trials: Trials,
 }
@@ -371,7 +371,7 @@ impl Room {
                 let _ = connection.send(MemberCmd::Subscribe(published.clone()));
             }
         }
-        let mic = published.kind == StreamKind::Mic;
+        let mic = published.kind == Source::Mic;
         self.apply_restriction(&published);
         self.streams.push(published);
         if mic {
@@ -389,9 +389,9 @@ impl Room {
             .map(|r| *r)
             .unwrap_or_default();
         let blocked = match stream.kind {
-            StreamKind::Mic => off.mic,
-            StreamKind::Camera => off.camera,
-            StreamKind::Screen => off.screen,
+            Source::Mic => off.mic,
+            Source::Camera => off.camera,
+            Source::Screen => off.screen,
         };
         stream.stats.blocked.store(blocked, Ordering::Relaxed);
     }
@@ -481,7 +481,7 @@ impl Room {
         let mics: Vec<&Published> = self
             .streams
             .iter()
-            .filter(|s| s.kind == StreamKind::Mic)
+            .filter(|s| s.kind == Source::Mic)
             .collect();
         if mics.is_empty() && self.speakers.is_empty() {
             return;
@@ -531,7 +531,7 @@ impl Room {
         let mics: Vec<(AvatarId, u64)> = self
             .streams
             .iter()
-            .filter(|s| s.kind == StreamKind::Mic)
+            .filter(|s| s.kind == Source::Mic)
             .filter(|s| {
                 s.stats.forwarded.load(Ordering::Relaxed)
                     && !s.stats.blocked.load(Ordering::Relaxed)
@@ -541,7 +541,7 @@ impl Room {
         let videos: Vec<&Published> = self
             .streams
             .iter()
-            .filter(|s| s.kind != StreamKind::Mic && !s.stats.blocked.load(Ordering::Relaxed))
+            .filter(|s| s.kind != Source::Mic && !s.stats.blocked.load(Ordering::Relaxed))
             .collect();
         let rates: Vec<[Option<u64>; forward::LAYERS]> =
             videos.iter().map(|s| s.stats.layer_rates()).collect();
@@ -561,7 +561,7 @@ impl Room {
                 .filter(|(s, _)| s.publisher != *viewer)
                 .map(|(s, layers)| {
                     let (priority, want) = match s.kind {
-                        StreamKind::Screen => (Priority::Screen, (forward::LAYERS - 1) as u8),
+                        Source::Screen => (Priority::Screen, (forward::LAYERS - 1) as u8),
                         _ => (
                             if Some(s.publisher) == loudest {
                                 Priority::Speaker

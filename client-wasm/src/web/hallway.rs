@@ -1,5 +1,4 @@
-//! This client's media ([`Media`]: microphone, camera, shared screen, and where they are
-//! sent) and proximity media: one `RTCPeerConnection` per peer the server links this
+//! Proximity media in the hallway: one `RTCPeerConnection` per peer the server links this
 //! avatar with, negotiated with the WebRTC "perfect negotiation" pattern over the server's
 //! signaling relay (the server decides who is polite), each peer's signals handled in the
 //! order they came ([`Negotiation`]). Remote audio plays through
@@ -13,45 +12,29 @@
 //! A shared screen goes to each peer on a video transceiver of its own, added when sharing
 //! starts (perfect negotiation renegotiates) and kept for the next share, never reused for
 //! the camera. Browsers name streams themselves, so the descriptions we send rename the
-//! screen's stream to `"<our id>:screen"` ([`crate::room::StreamLabel`], the form the SFU
+//! screen's stream to `"<our id>:screen"` ([`StreamLabel`], the form the SFU
 //! uses too); a receiver knows a screen by that name and shows it in `#hallway-screen`.
-//! In a classroom the same devices go to the SFU instead (`classroom`).
+//! The devices sent are `media`'s; in a classroom they go to the SFU instead (`classroom`).
 
-use super::classroom::Room;
-use super::screen::{self, ScreenShare};
+use super::rtc::{InOrder, ext, media_ready, new_connection, sdp_kind, sdp_type, stream_live};
+use super::screen;
 use super::{AppRef, dom, send};
-use crate::room::{Source, StreamLabel, rename_stream};
+use crate::room::rename_stream;
 use quad_shared::AvatarId;
-use quad_shared::protocol::{ClientMsg, IceServer, MediaFlags, SdpKind, Signal};
+use quad_shared::media::{Source, StreamLabel};
+use quad_shared::protocol::{ClientMsg, MediaFlags, SdpKind, Signal};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
     AudioContext, GainNode, HtmlAudioElement, HtmlVideoElement, MediaStream,
-    MediaStreamAudioSourceNode, MediaStreamTrack, MediaStreamTrackState, RtcConfiguration,
-    RtcIceCandidateInit, RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState,
-    RtcRtpTransceiver, RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType,
-    RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent, StereoPannerNode,
+    MediaStreamAudioSourceNode, MediaStreamTrack, RtcIceCandidateInit, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcRtpTransceiver,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSessionDescriptionInit,
+    RtcSignalingState, RtcTrackEvent, StereoPannerNode,
 };
-
-#[wasm_bindgen]
-extern "C" {
-    /// The two `RTCPeerConnection` methods web-sys does not bind.
-    #[wasm_bindgen(extends = RtcPeerConnection, js_name = RTCPeerConnection)]
-    pub(super) type PeerConnectionExt;
-    /// `setLocalDescription()` with no argument: the implicit offer or answer of perfect
-    /// negotiation.
-    #[wasm_bindgen(method, js_name = setLocalDescription)]
-    pub(super) fn set_local_description_implicit(this: &PeerConnectionExt) -> js_sys::Promise;
-    #[wasm_bindgen(method, js_name = restartIce)]
-    fn restart_ice(this: &PeerConnectionExt);
-}
-
-pub(super) fn ext(pc: &RtcPeerConnection) -> &PeerConnectionExt {
-    pc.unchecked_ref()
-}
 
 /// The diameter of a camera bubble, CSS pixels.
 const BUBBLE_PX: f64 = 72.0;
@@ -74,14 +57,14 @@ pub struct Peer {
     negotiation: Rc<Negotiation>,
     /// Whether our tracks are on the connection yet (the polite side adds them when it
     /// answers the first offer).
-    sending: Rc<Cell<bool>>,
+    pub(super) sending: Rc<Cell<bool>>,
     voice: Rc<RefCell<Option<Voice>>>,
     /// The peer's camera, shown above its avatar.
     pub bubble: Rc<RefCell<Option<HtmlVideoElement>>>,
     /// The peer's shared screen, as it arrives.
     pub screen_in: Rc<RefCell<Option<MediaStream>>>,
     /// The transceiver our screen goes out on, once we have shared one with this peer.
-    screen_out: Rc<RefCell<Option<RtcRtpTransceiver>>>,
+    pub(super) screen_out: Rc<RefCell<Option<RtcRtpTransceiver>>>,
     /// The peer's microphone, camera and screen state, as the server last told us.
     pub remote: MediaFlags,
     /// ICE restarts made to bring this connection back (see `recover`).
@@ -89,319 +72,10 @@ pub struct Peer {
     _handlers: Vec<Box<dyn std::any::Any>>,
 }
 
-/// Local devices and every connection they are sent on.
-#[derive(Default)]
-pub struct Media {
-    /// The microphone and camera.
-    pub local: Option<MediaStream>,
-    /// The screen being shared.
-    pub screen: Option<ScreenShare>,
-    /// The stream our screen is sent in to peers: one for the whole session, so its id (which
-    /// we rename in what we send) stays that of every screen transceiver.
-    screen_stream: Option<MediaStream>,
-    pub audio: Option<AudioContext>,
-    pub peers: HashMap<AvatarId, Peer>,
-    /// The classroom connection, while this avatar is in a room zone.
-    pub room: Option<Room>,
-    /// `?relay=1` (dev servers): force media through TURN.
-    pub relay_only: bool,
-    /// `?fakescreen=1` (dev servers): share a drawn canvas instead of a screen.
-    pub fake_screen: bool,
-}
-
-impl Media {
-    pub fn mic_on(&self) -> bool {
-        self.track_live("audio")
-    }
-
-    pub fn camera_on(&self) -> bool {
-        self.track_live("video")
-    }
-
-    /// Our state, as the server and our peers should know it.
-    pub fn flags(&self) -> MediaFlags {
-        MediaFlags {
-            mic: self.mic_on(),
-            camera: self.camera_on(),
-            screen: self.screen.is_some(),
-        }
-    }
-
-    /// The microphone track, if it is on.
-    pub fn mic_track(&self) -> Option<MediaStreamTrack> {
-        self.local_tracks("audio").into_iter().find(|t| t.enabled())
-    }
-
-    /// The camera track, if it is on.
-    pub fn camera_track(&self) -> Option<MediaStreamTrack> {
-        self.local_tracks("video").into_iter().next()
-    }
-
-    /// The screen track and the stream it goes to peers in, while sharing.
-    fn screen_out(&self) -> Option<(&MediaStreamTrack, &MediaStream)> {
-        Some((&self.screen.as_ref()?.track, self.screen_stream.as_ref()?))
-    }
-
-    fn local_tracks(&self, kind: &str) -> Vec<MediaStreamTrack> {
-        let Some(stream) = &self.local else {
-            return Vec::new();
-        };
-        stream
-            .get_tracks()
-            .iter()
-            .filter_map(|t| t.dyn_into::<MediaStreamTrack>().ok())
-            .filter(|t| t.kind() == kind)
-            .collect()
-    }
-
-    fn track_live(&self, kind: &str) -> bool {
-        self.local_tracks(kind).iter().any(|t| t.enabled())
-    }
-
-    /// Mutes or unmutes the microphone (the track stays, sending silence). Returns whether
-    /// there is a microphone to toggle.
-    pub fn set_mic(&self, on: bool) -> bool {
-        let tracks = self.local_tracks("audio");
-        for t in &tracks {
-            t.set_enabled(on);
-        }
-        // The SFU gets the microphone only while it is on (its speaker detection listens).
-        if let Some(room) = &self.room {
-            room.send(Source::Mic, tracks.first().filter(|_| on));
-        }
-        !tracks.is_empty()
-    }
-
-    /// Turns the camera off: the track stops (the camera light goes out) and every
-    /// connection's camera sender sends nothing.
-    pub fn camera_off(&self) {
-        let cameras = self.local_tracks("video");
-        let ids: Vec<String> = cameras.iter().map(|t| t.id()).collect();
-        for t in &cameras {
-            t.stop();
-            if let Some(stream) = &self.local {
-                stream.remove_track(t);
-            }
-        }
-        for peer in self.peers.values() {
-            for sender in peer.pc.get_senders().iter() {
-                let Ok(sender) = sender.dyn_into::<web_sys::RtcRtpSender>() else {
-                    continue;
-                };
-                // Only the camera's sender: the screen's keeps sending.
-                if sender.track().is_some_and(|t| ids.contains(&t.id())) {
-                    let _ = sender.replace_track(None);
-                }
-            }
-        }
-        if let Some(room) = &self.room {
-            room.send(Source::Camera, None);
-            room.set_local(self.local.clone());
-        }
-    }
-
-    /// Puts a new camera track on the local stream and on every connection that sends:
-    /// into an idle video sender if there is one, else as a new track (renegotiated).
-    pub fn camera_on_with(&mut self, track: &MediaStreamTrack) -> Result<(), JsValue> {
-        let stream = match &self.local {
-            // `Clone::clone`: `MediaStream::clone` is the JS method that copies the stream.
-            Some(s) => Clone::clone(s),
-            None => {
-                let s = MediaStream::new()?;
-                self.local = Some(Clone::clone(&s));
-                s
-            }
-        };
-        stream.add_track(track);
-        for peer in self.peers.values() {
-            if !peer.sending.get() {
-                // The polite side adds the local stream's tracks when it answers.
-                continue;
-            }
-            // A video transceiver that sends nothing (the camera was off, or this side
-            // answered an offer with video while it had none): reuse it, and let it send.
-            // Not our screen's: its stream is named as a screen.
-            let screen_out = peer.screen_out.borrow().clone();
-            let idle = peer.pc.get_transceivers().iter().find_map(|t| {
-                let t: RtcRtpTransceiver = t.dyn_into().ok()?;
-                let video = t.receiver().track().kind() == "video";
-                let ours = screen_out.as_ref() == Some(&t);
-                (video && !ours && t.sender().track().is_none()).then_some(t)
-            });
-            match idle {
-                Some(t) => {
-                    let _ = t.sender().replace_track(Some(track));
-                    if t.direction() != web_sys::RtcRtpTransceiverDirection::Sendrecv {
-                        // Renegotiates (perfect negotiation takes it from here).
-                        t.set_direction(web_sys::RtcRtpTransceiverDirection::Sendrecv);
-                    }
-                }
-                None => {
-                    peer.pc.add_track_0(track, &stream);
-                }
-            }
-        }
-        if let Some(room) = &self.room {
-            room.send(Source::Camera, Some(track));
-            room.set_local(self.local.clone());
-        }
-        Ok(())
-    }
-
-    /// Starts sending a captured screen: to every peer that we send to, and to the room.
-    pub fn share_screen(&mut self, share: ScreenShare) -> Result<(), JsValue> {
-        let carrier = match &self.screen_stream {
-            Some(s) => Clone::clone(s),
-            None => {
-                let s = MediaStream::new()?;
-                self.screen_stream = Some(Clone::clone(&s));
-                s
-            }
-        };
-        for old in carrier.get_tracks().iter() {
-            if let Ok(old) = old.dyn_into::<MediaStreamTrack>() {
-                carrier.remove_track(&old);
-            }
-        }
-        carrier.add_track(&share.track);
-        for peer in self.peers.values().filter(|p| p.sending.get()) {
-            send_screen(&peer.pc, &peer.screen_out, Some((&share.track, &carrier)));
-        }
-        if let Some(room) = &self.room {
-            room.send(Source::Screen, Some(&share.track));
-        }
-        self.screen = Some(share);
-        Ok(())
-    }
-
-    /// Stops sharing the screen, everywhere; `false` if none was shared.
-    pub fn stop_screen(&mut self) -> bool {
-        let Some(share) = self.screen.take() else {
-            return false;
-        };
-        for peer in self.peers.values() {
-            send_screen(&peer.pc, &peer.screen_out, None);
-        }
-        if let Some(room) = &self.room {
-            room.send(Source::Screen, None);
-        }
-        if let Some(carrier) = &self.screen_stream {
-            carrier.remove_track(&share.track);
-        }
-        // Dropping the share stops the capture.
-        drop(share);
-        true
-    }
-
-    /// Shows the screen a peer shares in `#hallway-screen` (the lowest id's if several
-    /// share), or hides it. `name` gives a peer's display name.
-    pub fn place_peer_screen(&self, name: impl Fn(AvatarId) -> String) {
-        let shown = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.remote.screen)
-            .filter_map(|(id, p)| {
-                let stream = p.screen_in.borrow().clone()?;
-                stream_live(&stream, "video").then_some((*id, stream))
-            })
-            .min_by_key(|(id, _)| *id);
-        let result = match &shown {
-            Some((id, stream)) => screen::show("hallway-screen", Some((&name(*id), stream))),
-            None => screen::show("hallway-screen", None),
-        };
-        if let Err(e) = result {
-            web_sys::console::warn_1(&e);
-        }
-    }
-
-    /// Places each peer's camera bubble above its avatar (`screen` maps a peer to its
-    /// avatar's position on screen), hidden while its camera is off or it is out of view.
-    pub fn place_bubbles(&self, screen: impl Fn(AvatarId) -> Option<(f64, f64)>) {
-        for (id, peer) in &self.peers {
-            let Some(video) = peer.bubble.borrow().clone() else {
-                continue;
-            };
-            match screen(*id).filter(|_| peer.remote.camera) {
-                Some((x, y)) => {
-                    let style = video.style();
-                    let _ = style.set_property("left", &format!("{}px", x - BUBBLE_PX / 2.0));
-                    let _ = style.set_property("top", &format!("{}px", y - BUBBLE_PX - 34.0));
-                    video.set_hidden(false);
-                }
-                None => video.set_hidden(true),
-            }
-        }
-    }
-
-    /// The audio context, created on first use (browsers may start it suspended until a
-    /// user gesture; `resume` is called from key and click handlers).
-    fn audio(&mut self) -> Result<AudioContext, JsValue> {
-        if let Some(ctx) = &self.audio {
-            return Ok(ctx.clone());
-        }
-        let ctx = AudioContext::new()?;
-        self.audio = Some(ctx.clone());
-        Ok(ctx)
-    }
-
-    pub fn resume_audio(&self) {
-        if let Some(ctx) = &self.audio {
-            let _ = ctx.resume();
-        }
-    }
-
-    /// Sets every peer's gain and pan from its place relative to ours.
-    pub fn place_voices(
-        &self,
-        place: impl Fn(AvatarId) -> Option<(f32, f32)>,
-        rules: &quad_shared::proximity::ProximityRules,
-    ) {
-        for (id, peer) in &self.peers {
-            let (Some((distance, dx)), Some(voice)) = (
-                place(*id),
-                peer.voice
-                    .borrow()
-                    .as_ref()
-                    .map(|v| (v.gain.clone(), v.pan.clone())),
-            ) else {
-                continue;
-            };
-            voice.0.gain().set_value(rules.gain(distance));
-            voice
-                .1
-                .pan()
-                .set_value((dx / rules.disconnect_radius).clamp(-1.0, 1.0));
-        }
-    }
-}
-
-/// Whether `stream` carries a `kind` track that is live and receiving (not muted).
-pub fn stream_live(stream: &MediaStream, kind: &str) -> bool {
-    stream
-        .get_tracks()
-        .iter()
-        .filter_map(|t| t.dyn_into::<MediaStreamTrack>().ok())
-        .any(|t| t.kind() == kind && t.ready_state() == MediaStreamTrackState::Live && !t.muted())
-}
-
-/// A new peer connection with the server's ICE servers (`ice_servers`, from `Welcome`),
-/// through TURN only with `relay_only`.
-pub fn new_connection(
-    ice_servers: &JsValue,
-    relay_only: bool,
-) -> Result<RtcPeerConnection, JsValue> {
-    let config = RtcConfiguration::new();
-    config.set_ice_servers(ice_servers);
-    if relay_only {
-        config.set_ice_transport_policy(web_sys::RtcIceTransportPolicy::Relay);
-    }
-    RtcPeerConnection::new_with_configuration(&config)
-}
-
 /// Sends our screen (`Some((track, the stream it goes in))`) to a peer, or stops sending it
 /// (`None`). The screen's transceiver is made on first use and kept in `slot`; stopping
 /// turns it to receive only, which renegotiates, so the peer's screen track ends muted.
-fn send_screen(
+pub(super) fn send_screen(
     pc: &RtcPeerConnection,
     slot: &RefCell<Option<RtcRtpTransceiver>>,
     screen: Option<(&MediaStreamTrack, &MediaStream)>,
@@ -428,74 +102,6 @@ fn send_screen(
             *slot = Some(pc.add_transceiver_with_media_stream_track_and_init(track, &init));
         }
         (None, None) => {}
-    }
-}
-
-/// Fresh TURN credentials from the server: new connections use them, and so do ICE
-/// restarts of the open ones (the hallway links' and the room's).
-pub(crate) fn renew_ice_servers(app: &AppRef, servers: &[IceServer]) {
-    let Some(app_rc) = app.upgrade() else { return };
-    let mut a = app_rc.borrow_mut();
-    a.ice_servers = ice_servers(servers);
-    let config = RtcConfiguration::new();
-    config.set_ice_servers(&a.ice_servers);
-    if a.media.relay_only {
-        config.set_ice_transport_policy(web_sys::RtcIceTransportPolicy::Relay);
-    }
-    let open = a.media.peers.values().map(|p| &p.pc);
-    for pc in open.chain(a.media.room.as_ref().map(|r| &r.pc)) {
-        if let Err(e) = pc.set_configuration_with_configuration(&config) {
-            web_sys::console::warn_2(&"cannot renew the ICE servers:".into(), &e);
-        }
-    }
-}
-
-/// `RTCConfiguration.iceServers` from the server's list.
-pub fn ice_servers(servers: &[IceServer]) -> JsValue {
-    let list = js_sys::Array::new();
-    for s in servers {
-        let server = web_sys::RtcIceServer::new();
-        let urls: js_sys::Array = s.urls.iter().map(|u| JsValue::from_str(u)).collect();
-        server.set_urls(&urls);
-        if let Some(user) = &s.username {
-            server.set_username(user);
-        }
-        if let Some(credential) = &s.credential {
-            server.set_credential(credential);
-        }
-        list.push(&server);
-    }
-    list.into()
-}
-
-/// Asks for the microphone and camera; `None` if the user has neither or says no.
-pub async fn acquire_local(mic: bool, camera: bool) -> Option<MediaStream> {
-    if !mic && !camera {
-        return None;
-    }
-    let devices = dom::window().ok()?.navigator().media_devices().ok()?;
-    let constraints = web_sys::MediaStreamConstraints::new();
-    constraints.set_audio(&JsValue::from_bool(mic));
-    constraints.set_video(&JsValue::from_bool(camera));
-    let promise = devices.get_user_media_with_constraints(&constraints).ok()?;
-    JsFuture::from(promise).await.ok()?.dyn_into().ok()
-}
-
-pub(super) fn sdp_type(kind: SdpKind) -> RtcSdpType {
-    match kind {
-        SdpKind::Offer => RtcSdpType::Offer,
-        SdpKind::Answer => RtcSdpType::Answer,
-        SdpKind::Pranswer => RtcSdpType::Pranswer,
-        SdpKind::Rollback => RtcSdpType::Rollback,
-    }
-}
-
-pub(super) fn sdp_kind(t: RtcSdpType) -> SdpKind {
-    match t {
-        RtcSdpType::Answer => SdpKind::Answer,
-        RtcSdpType::Pranswer => SdpKind::Pranswer,
-        RtcSdpType::Rollback => SdpKind::Rollback,
-        _ => SdpKind::Offer,
     }
 }
 
@@ -667,8 +273,7 @@ pub fn connect(
         ignore_offer: Cell::new(false),
         sending: sending.clone(),
         screen_out: screen_out.clone(),
-        queue: RefCell::new(VecDeque::new()),
-        running: Cell::new(false),
+        signals: InOrder::new(pc.clone()),
     });
     a.media.peers.insert(
         peer,
@@ -751,6 +356,7 @@ fn spatial_voice(audio: &AudioContext, stream: &MediaStream) -> Result<Voice, Js
 /// long, milliseconds (a connection briefly `disconnected` often recovers by itself);
 /// each one that does not bring it back doubles the wait, up to [`RESTART_MAX_MS`].
 const RESTART_FIRST_MS: f64 = 2_000.0;
+
 const RESTART_MAX_MS: f64 = 15_000.0;
 
 /// Restarts ICE with `peer` on a backoff with jitter while `pc` is down, for as long as it
@@ -825,10 +431,6 @@ pub fn disconnect(app: &AppRef, peer: AvatarId) {
     }
 }
 
-/// The most signals waiting for one hallway connection; more are dropped (the server
-/// rate-limits what a peer can relay, so a full queue means a flood, not a negotiation).
-const SIGNALS_QUEUED: usize = 256;
-
 /// The signaling of one hallway connection (perfect negotiation: the impolite side ignores
 /// a colliding offer; the polite side rolls back and answers). What the peer sends is
 /// handled one signal at a time, in order: an offer must meet the state the answer before
@@ -847,38 +449,16 @@ struct Negotiation {
     sending: Rc<Cell<bool>>,
     /// The transceiver our screen goes out on, once we have shared one with this peer.
     screen_out: Rc<RefCell<Option<RtcRtpTransceiver>>>,
-    queue: RefCell<VecDeque<Signal>>,
-    running: Cell<bool>,
+    /// What the peer sends, handled in order.
+    signals: Rc<InOrder<Signal>>,
 }
 
 impl Negotiation {
     fn push(self: &Rc<Self>, signal: Signal) {
-        {
-            let mut queue = self.queue.borrow_mut();
-            if queue.len() >= SIGNALS_QUEUED {
-                web_sys::console::warn_1(
-                    &format!("signals from {} dropped: too many waiting", self.peer).into(),
-                );
-                return;
-            }
-            queue.push_back(signal);
-        }
-        if self.running.replace(true) {
-            return;
-        }
         let this = self.clone();
-        spawn_local(async move {
-            loop {
-                // Not `while let`: the borrow must end before the signal awaits.
-                let signal = this.queue.borrow_mut().pop_front();
-                let Some(signal) = signal else { break };
-                if this.pc.signaling_state() == RtcSignalingState::Closed {
-                    this.queue.borrow_mut().clear();
-                    break;
-                }
-                this.handle(signal).await;
-            }
-            this.running.set(false);
+        self.signals.push(signal, move |signal| {
+            let this = this.clone();
+            async move { this.handle(signal).await }
         });
     }
 
@@ -974,16 +554,68 @@ pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
     }
 }
 
-/// Tells the server that the room's media (`room`) or a hallway peer's plays, so the old
-/// media of a switch (hallway links after walking into a room, the room after walking out)
-/// may close.
-pub(crate) fn media_ready(app: &AppRef, room: bool) {
-    if let Some(a) = app.upgrade()
-        && let Ok(a) = a.try_borrow()
-    {
-        super::send(
-            &a.ws,
-            &quad_shared::protocol::ClientMsg::MediaReady { room },
-        );
+/// Shows the screen a hallway peer shares in `#hallway-screen` (the lowest id's if several
+/// share), or hides it. `name` gives a peer's display name.
+pub fn place_peer_screen(peers: &HashMap<AvatarId, Peer>, name: impl Fn(AvatarId) -> String) {
+    let shown = peers
+        .iter()
+        .filter(|(_, p)| p.remote.screen)
+        .filter_map(|(id, p)| {
+            let stream = p.screen_in.borrow().clone()?;
+            stream_live(&stream, "video").then_some((*id, stream))
+        })
+        .min_by_key(|(id, _)| *id);
+    let result = match &shown {
+        Some((id, stream)) => screen::show("hallway-screen", Some((&name(*id), stream))),
+        None => screen::show("hallway-screen", None),
+    };
+    if let Err(e) = result {
+        web_sys::console::warn_1(&e);
+    }
+}
+
+/// Places each peer's camera bubble above its avatar (`screen` maps a peer to its
+/// avatar's position on screen), hidden while its camera is off or it is out of view.
+pub fn place_bubbles(
+    peers: &HashMap<AvatarId, Peer>,
+    screen: impl Fn(AvatarId) -> Option<(f64, f64)>,
+) {
+    for (id, peer) in peers {
+        let Some(video) = peer.bubble.borrow().clone() else {
+            continue;
+        };
+        match screen(*id).filter(|_| peer.remote.camera) {
+            Some((x, y)) => {
+                let style = video.style();
+                let _ = style.set_property("left", &format!("{}px", x - BUBBLE_PX / 2.0));
+                let _ = style.set_property("top", &format!("{}px", y - BUBBLE_PX - 34.0));
+                video.set_hidden(false);
+            }
+            None => video.set_hidden(true),
+        }
+    }
+}
+
+/// Sets every peer's gain and pan from its place relative to ours.
+pub fn place_voices(
+    peers: &HashMap<AvatarId, Peer>,
+    place: impl Fn(AvatarId) -> Option<(f32, f32)>,
+    rules: &quad_shared::proximity::ProximityRules,
+) {
+    for (id, peer) in peers {
+        let (Some((distance, dx)), Some(voice)) = (
+            place(*id),
+            peer.voice
+                .borrow()
+                .as_ref()
+                .map(|v| (v.gain.clone(), v.pan.clone())),
+        ) else {
+            continue;
+        };
+        voice.0.gain().set_value(rules.gain(distance));
+        voice
+            .1
+            .pan()
+            .set_value((dx / rules.disconnect_radius).clamp(-1.0, 1.0));
     }
 }
