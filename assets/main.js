@@ -17,3 +17,8 @@ if (!window.isSecureContext) {
     "--tls-self-signed for a trial).";
   warning.hidden = false;
 }
+
+// Without WebRTC the page can walk and chat, but not hear or be heard: say so up front.
+if (!("RTCPeerConnection" in window)) {
+  document.getElementById("lobby-no-webrtc").hidden = false;
+}

@@ -15,6 +15,11 @@ use tokio::process::{Child, Command};
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const FIREFOX: &str = "/usr/bin/firefox-esr";
+/// WebKitGTK's WebDriver (Debian's `webkit2gtk-driver`), the browser it drives, and the
+/// virtual display that browser needs (`xvfb`).
+pub const WEBKIT_DRIVER: &str = "/usr/bin/WebKitWebDriver";
+pub const MINIBROWSER: &str = "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser";
+pub const XVFB: &str = "/usr/bin/Xvfb";
 
 /// geckodriver: `QUAD_GECKODRIVER` if set, else the one `cargo install geckodriver` put in
 /// cargo's bin directory (`cargo xtask test` installs it there when it is missing).
@@ -64,6 +69,9 @@ macro_rules! in_each_engine {
 pub enum Engine {
     Chromium,
     Firefox,
+    /// WebKitGTK, the engine of Safari: not in [`Engine::ALL`], as Debian builds it without
+    /// WebRTC (see `tests/tests/browser_webkit.rs`).
+    WebKit,
 }
 
 impl Engine {
@@ -73,6 +81,7 @@ impl Engine {
         match self {
             Engine::Chromium => "Chromium",
             Engine::Firefox => "Firefox",
+            Engine::WebKit => "WebKit",
         }
     }
 }
@@ -88,6 +97,26 @@ pub struct Driver {
     namespace: Option<String>,
     /// More Chromium flags for every browser of this driver.
     extra_args: Vec<String>,
+    /// WebKitWebDriver, its URL and its display (WebKit only).
+    webkit: Option<WebKitDriver>,
+}
+
+/// WebKitWebDriver on a virtual display. The driver runs in a process group of its own, so
+/// dropping this ends MiniBrowser and WebKit's helper processes with it.
+struct WebKitDriver {
+    url: String,
+    driver: Child,
+    _display: Child,
+}
+
+impl Drop for WebKitDriver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
 }
 
 impl Driver {
@@ -112,6 +141,19 @@ impl Driver {
                     chromedriver: None,
                     namespace: None,
                     extra_args: Vec::new(),
+                    webkit: None,
+                })
+            }
+            Engine::WebKit => {
+                for bin in [WEBKIT_DRIVER, MINIBROWSER, XVFB] {
+                    require(bin, "`apt-get install -y webkit2gtk-driver xvfb`")?;
+                }
+                Ok(Driver {
+                    engine,
+                    chromedriver: None,
+                    namespace: None,
+                    extra_args: Vec::new(),
+                    webkit: Some(start_webkit().await?),
                 })
             }
         }
@@ -138,8 +180,10 @@ impl Driver {
                     chromedriver: None,
                     namespace: Some(lab.namespace(site)),
                     extra_args: Vec::new(),
+                    webkit: None,
                 })
             }
+            Engine::WebKit => bail!("WebKit does not run in the test network (no WebRTC)"),
         }
     }
 
@@ -183,6 +227,7 @@ impl Driver {
             chromedriver: Some((child, format!("http://{addr}"))),
             namespace: None,
             extra_args: Vec::new(),
+            webkit: None,
         })
     }
 
@@ -191,9 +236,10 @@ impl Driver {
         // webrtc brings rustls's ring provider and fantoccini its aws-lc one; with both,
         // rustls cannot choose by itself. (An error only says one is installed already.)
         let _ = rustls::crypto::ring::default_provider().install_default();
-        match &self.chromedriver {
-            Some((_, url)) => self.chromium(url).await,
-            None => firefox(self.namespace.as_deref()).await,
+        match (&self.chromedriver, &self.webkit) {
+            (Some((_, url)), _) => self.chromium(url).await,
+            (None, Some(webkit)) => webkit_session(&webkit.url).await,
+            (None, None) => firefox(self.namespace.as_deref()).await,
         }
     }
 
@@ -343,6 +389,102 @@ async fn firefox(namespace: Option<&str>) -> Result<Browser> {
         profile,
         engine: Engine::Firefox,
         _geckodriver: Some(child),
+    })
+}
+
+/// Starts Xvfb on a display it picks (`-displayfd`) and WebKitWebDriver on a port it picks,
+/// found from the driver's listening socket (it does not print it).
+async fn start_webkit() -> Result<WebKitDriver> {
+    let mut xvfb = Command::new(XVFB)
+        .args(["-displayfd", "1", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting Xvfb")?;
+    let stdout = xvfb.stdout.take().context("Xvfb's stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let display = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .context("Xvfb did not start within 20 s")??
+        .context("Xvfb exited before it started")?;
+    let display = format!(":{}", display.trim());
+    let driver = Command::new(WEBKIT_DRIVER)
+        .args(["--port=0", "--host=local"])
+        .env("DISPLAY", &display)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting WebKitWebDriver")?;
+    let pid = driver.id().context("WebKitWebDriver's pid")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        if let Some(port) = listening_port(pid) {
+            break port;
+        }
+        if Instant::now() > deadline {
+            bail!("WebKitWebDriver did not listen within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Ok(WebKitDriver {
+        url: format!("http://127.0.0.1:{port}"),
+        driver,
+        _display: xvfb,
+    })
+}
+
+/// The IPv4 TCP port process `pid` listens on: its sockets (`/proc/PID/fd`) matched with
+/// the listening ones in `/proc/PID/net/tcp`.
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local_address, state (0A: LISTEN), inode.
+        let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+        if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+            return None;
+        }
+        u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+    })
+}
+
+/// A WebKitGTK browser (MiniBrowser) with WebRTC and media streams on, if the build has
+/// them, and mock camera and microphone.
+async fn webkit_session(url: &str) -> Result<Browser> {
+    let profile = crate::temp_dir("webkit-profile");
+    std::fs::create_dir_all(&profile)?;
+    let caps = json!({
+        "browserName": "MiniBrowser",
+        "webkitgtk:browserOptions": {
+            "binary": MINIBROWSER,
+            "args": ["--automation", "--enable-webrtc=true", "--enable-media-stream=true",
+                     "--enable-mock-capture-devices=true"]
+        }
+    });
+    let Value::Object(caps) = caps else {
+        bail!("capabilities are an object");
+    };
+    let client = ClientBuilder::rustls()?
+        .capabilities(caps)
+        .connect(url)
+        .await
+        .context("new WebDriver session (WebKit)")?;
+    Ok(Browser {
+        client,
+        profile,
+        engine: Engine::WebKit,
+        _geckodriver: None,
     })
 }
 

@@ -231,6 +231,8 @@ fn ensure_test_tools() -> Result<()> {
         ("/usr/bin/chromium", "chromium"),
         ("/usr/bin/chromedriver", "chromium-driver"),
         ("/usr/bin/firefox-esr", "firefox-esr"),
+        ("/usr/bin/WebKitWebDriver", "webkit2gtk-driver"),
+        ("/usr/bin/Xvfb", "xvfb"),
         ("/usr/sbin/ip", "iproute2"),
         ("/usr/sbin/nft", "nftables"),
     ]

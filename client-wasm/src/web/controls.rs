@@ -3,7 +3,9 @@
 //! off by the teacher), and the HUD (zone, role, the notice toast `#notice`, the people
 //! list as real, accessible elements).
 
-use super::dom::{by_id, document, keep, listen, now_ms, set_disabled, set_text, window};
+use super::dom::{
+    by_id, document, keep, listen, now_ms, set_disabled, set_hidden, set_text, window,
+};
 use super::{App, AppRef};
 use quad_shared::movement::dir;
 use quad_shared::protocol::Role;
@@ -173,6 +175,16 @@ pub fn install_media_buttons(app: &AppRef) -> Result<(), JsValue> {
     by_id(&document, "toggle-screen")?
         .add_event_listener_with_callback("click", on_screen.as_ref().unchecked_ref())?;
     keep(app, on_screen);
+    // Phones and tablets (iOS Safari, Android's browsers) cannot share a screen: no button
+    // that could only fail. (A fake screen, for tests, needs none.)
+    let can_share = window()?
+        .navigator()
+        .media_devices()
+        .is_ok_and(|d| js_sys::Reflect::has(&d, &"getDisplayMedia".into()).unwrap_or(false));
+    let fake = app.upgrade().is_some_and(|a| a.borrow().params.fakescreen);
+    if !can_share && !fake {
+        set_hidden("toggle-screen", true)?;
+    }
     Ok(())
 }
 

@@ -180,6 +180,7 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
         } => {
             if let Err(e) = hallway::connect(app, peer, polite, media) {
                 web_sys::console::warn_1(&e);
+                no_webrtc(app);
             }
             return;
         }
@@ -199,6 +200,7 @@ pub(crate) fn on_server_message(app: &AppRef, msg: ServerMsg) {
             }
             if let Err(e) = classroom::join(app, room, name) {
                 web_sys::console::warn_2(&"cannot open the classroom connection:".into(), &e);
+                no_webrtc(app);
             }
             return;
         }
@@ -408,6 +410,15 @@ fn stop_screen(app: &AppRef) {
     if a.media.stop_screen() {
         let flags = a.media.flags();
         send(&a.ws, &ClientMsg::Media(flags));
+    }
+}
+
+/// Says in the HUD, if it is so, that media failed because this browser has no WebRTC.
+fn no_webrtc(app: &AppRef) {
+    if !rtc::supported()
+        && let Some(a) = app.upgrade()
+    {
+        a.borrow_mut().status = rtc::UNSUPPORTED.to_owned();
     }
 }
 

@@ -126,6 +126,17 @@ pub(crate) fn media_ready(app: &AppRef, room: bool) {
     }
 }
 
+/// Whether this browser has WebRTC (`RTCPeerConnection`). Without it a page walks and
+/// chats but hears no one, and says so.
+pub fn supported() -> bool {
+    web_sys::window()
+        .is_some_and(|w| js_sys::Reflect::has(&w, &"RTCPeerConnection".into()).unwrap_or(false))
+}
+
+/// What the page says when it cannot connect media for want of WebRTC.
+pub const UNSUPPORTED: &str =
+    "This browser has no WebRTC: you can walk and chat, but not hear or be heard here";
+
 /// The most signaling steps waiting for one connection; more are dropped (the server
 /// rate-limits what a peer can relay, so a full queue means a flood, not a negotiation).
 pub(super) const STEPS_QUEUED: usize = 256;
