@@ -396,7 +396,15 @@ async fn firefox(namespace: Option<&str>) -> Result<Browser> {
 /// found from the driver's listening socket (it does not print it).
 async fn start_webkit() -> Result<WebKitDriver> {
     let mut xvfb = Command::new(XVFB)
-        .args(["-displayfd", "1", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"])
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1280x1024x24",
+            "-nolisten",
+            "tcp",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
