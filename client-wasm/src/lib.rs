@@ -7,6 +7,8 @@
 //!   recipients; plain Rust.
 //! - [`class`]: what the teacher's buttons do, what focus mode shows, when a student
 //!   counts as watching; plain Rust.
+//! - [`announce`]: what the page says to screen readers when the person's situation
+//!   changes; plain Rust.
 //! - [`reconnect`]: what the page keeps to get its session back after a dropped
 //!   connection, and when it tries again; plain Rust.
 //! - `web` (wasm32 only): the thin facade: WebSocket, Canvas 2D rendering, keyboard, the
@@ -14,6 +16,7 @@
 //!   classroom's SFU connection, the class's tools, screen sharing, and the `window.quad`
 //!   test surface.
 
+pub mod announce;
 pub mod chat;
 pub mod class;
 pub mod game;

@@ -274,6 +274,20 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
         &set_toggle(&document, "toggle-screen", sharing, screen_label)?,
         blocked.screen,
     )?;
+    // Changes in the person's situation, said through the live region.
+    let situation = crate::announce::Situation {
+        joined: app.game.me.is_some() && !app.link.reconnecting,
+        room: app.link.room.clone(),
+        blocked,
+        reconnecting: app.link.reconnecting,
+    };
+    if situation != app.situation {
+        let said = crate::announce::changes(&app.situation, &situation);
+        if !said.is_empty() {
+            set_text(&by_id(&document, "announcer")?, &said.join(". "));
+        }
+        app.situation = situation;
+    }
     let status_el = by_id(&document, "hud-status")?;
     set_text(&status_el, &app.status);
     let notice: HtmlElement = by_id(&document, "notice")?.dyn_into()?;

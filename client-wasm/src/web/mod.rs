@@ -72,6 +72,8 @@ pub struct App {
     class_ui: class::ClassUi,
     /// When the notice toast (`#notice`) hides, `performance.now()` ms.
     notice_until_ms: f64,
+    /// What the live region (`#announcer`) last said the person's situation was.
+    situation: crate::announce::Situation,
     /// ICE servers for peer connections (from `Welcome`).
     ice_servers: JsValue,
     /// What the page keeps to get its session back after the connection drops.
@@ -107,6 +109,7 @@ pub fn start() -> Result<(), JsValue> {
         chat: chat::ChatView::new(&document)?,
         class_ui: class::ClassUi::default(),
         notice_until_ms: 0.0,
+        situation: Default::default(),
         ice_servers: js_sys::Array::new().into(),
         link: net::Link::default(),
         handlers: Vec::new(),
