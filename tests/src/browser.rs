@@ -244,8 +244,8 @@ impl Driver {
     }
 
     /// A Chromium browser that plays a phone or tablet: Chromium's mobile emulation with a
-    /// `width`×`height` CSS-pixel touch screen (device pixel ratio 2), for layout and
-    /// touch tests.
+    /// `width`×`height` CSS-pixel touch screen (device pixel ratio 2) and the default
+    /// autoplay rules (audio only after a gesture), for layout and touch tests.
     pub async fn touch_browser(&self, width: u32, height: u32) -> Result<Browser> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let Some((_, url)) = &self.chromedriver else {
@@ -286,6 +286,10 @@ impl Driver {
             args.extend(self.extra_args.iter().map(|a| Value::from(a.as_str())));
         }
         if let Some((width, height)) = touch {
+            // A phone's own autoplay rules: audio waits for a tap.
+            if let Some(args) = caps["goog:chromeOptions"]["args"].as_array_mut() {
+                args.retain(|a| a != "--autoplay-policy=no-user-gesture-required");
+            }
             caps["goog:chromeOptions"]["mobileEmulation"] = json!({
                 "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": true}
             });
@@ -1007,6 +1011,14 @@ impl Drop for Browser {
             .status();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// Whether a candidate of a selected pair (as [`Browser::inbound_audio`] gives it) is the
+/// other browser itself, not a relay: its host candidate, or a peer-reflexive one when a
+/// connectivity check from it arrived before its trickled candidate did (the page handles
+/// signals in order, so a candidate can wait behind a description).
+pub fn is_direct(candidate: &Value) -> bool {
+    candidate["type"] == "host" || candidate["type"] == "prflx"
 }
 
 /// Fails with a clear message when the wasm client has not been built.

@@ -1,5 +1,6 @@
 //! Phones and tablets, in Chromium's mobile emulation (a touch screen of the size given):
-//! a finger held on the map walks the avatar toward it; the chat and the people list open
+//! the page's audio waits for the first tap and starts with it; a finger held on the map
+//! walks the avatar toward it; the chat and the people list open
 //! as drawers and the chat sends; and at 390×844 and 768×1024, upright and on their side,
 //! with a teacher in a classroom, no control covers another, none is off screen, and the
 //! teacher's tools can be reached. Screenshots of each size are saved in
@@ -58,9 +59,11 @@ async fn a_phone_walks_by_touch_and_chats_from_a_drawer() -> anyhow::Result<()> 
     let driver = Driver::start_engine(Engine::Chromium).await?;
     let phone = driver.touch_browser(390, 844).await?;
     let spawn = campus().spawn;
+    // Someone near the spawn: linked with the phone, whose page then makes its audio.
+    let mut bot = Bot::join(server.addr(), "Bo", Some([spawn.x - 40.0, spawn.y])).await?;
     phone
         .goto(&format!(
-            "{}/?name=Tia&spawn={},{}",
+            "{}/?name=Tia&mic=0&spawn={},{}",
             server.url(),
             spawn.x,
             spawn.y
@@ -76,6 +79,20 @@ async fn a_phone_walks_by_touch_and_chats_from_a_drawer() -> anyhow::Result<()> 
         .await?;
     assert_eq!(viewport, serde_json::json!([390, 844, true]));
     check_layout(&phone.layout(&CONTROLS).await?, "the phone's campus")?;
+    // Its audio waits for a gesture, as a phone's does. (The phone shares no microphone: a
+    // page that captures one may play audio without a gesture.)
+    phone
+        .wait_snapshot("the phone linked with the bot", |s| {
+            s["peers"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["id"] == bot.id.0))
+        })
+        .await?;
+    assert_eq!(
+        phone.eval("return window.quad.audioState()").await?,
+        "suspended",
+        "the phone's audio ran before a tap"
+    );
     println!(
         "{}",
         phone
@@ -112,6 +129,14 @@ async fn a_phone_walks_by_touch_and_chats_from_a_drawer() -> anyhow::Result<()> 
             f64::from(finger.x),
             f64::from(finger.y),
             Duration::from_millis(1500),
+        )
+        .await?;
+    // The touch started the audio.
+    phone
+        .wait_snapshot_of(
+            "the phone's audio running after the touch",
+            "return window.quad.audioState()",
+            |s| s == "running",
         )
         .await?;
     let moved = phone
@@ -174,6 +199,7 @@ async fn a_phone_walks_by_touch_and_chats_from_a_drawer() -> anyhow::Result<()> 
     assert!(shown(&phone, "#people").await? && !shown(&phone, "#chat").await?);
     check_layout(&phone.layout(&CONTROLS).await?, "the phone's people list")?;
     phone.close().await?;
+    bot.close().await;
     server.stop().await;
     Ok(())
 }

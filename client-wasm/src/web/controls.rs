@@ -123,12 +123,16 @@ pub fn install_pointer_walk(app: &AppRef) -> Result<(), JsValue> {
             }
         })?;
     }
-    let weak = app.clone();
-    listen(app, &document, "pointerdown", move |_| {
-        if let Some(a) = weak.upgrade() {
-            a.borrow().media.resume_audio();
-        }
-    })?;
+    // A touch counts as a gesture only when it ends (`pointerup`), a mouse press when it
+    // starts: resume on both.
+    for gesture in ["pointerdown", "pointerup"] {
+        let weak = app.clone();
+        listen(app, &document, gesture, move |_| {
+            if let Some(a) = weak.upgrade() {
+                a.borrow().media.resume_audio();
+            }
+        })?;
+    }
     Ok(())
 }
 

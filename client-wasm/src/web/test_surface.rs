@@ -29,6 +29,8 @@
 //! minus it).
 //! `quad.dropConnection(holdMs)` closes the page's WebSocket as a network cut would (code
 //! 4001): the page reconnects by itself, after `holdMs` if given (a cut that long).
+//! `quad.audioState()` is the state of the page's audio context (`"suspended"` until a
+//! gesture lets it run, then `"running"`), or `null` before it is made.
 
 use super::rtc::stream_live;
 use super::{AppRef, dom};
@@ -365,6 +367,15 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
     });
     let quad = js_sys::Object::new();
     js_sys::Reflect::set(&quad, &"dropConnection".into(), drop_connection.as_ref())?;
+    let weak = app.clone();
+    let audio_state = Closure::<dyn Fn() -> JsValue>::new(move || {
+        let state = weak.upgrade().and_then(|a| {
+            let a = a.try_borrow().ok()?;
+            Some(format!("{:?}", a.media.audio.as_ref()?.state()).to_lowercase())
+        });
+        state.map_or(JsValue::NULL, |s| JsValue::from_str(&s))
+    });
+    js_sys::Reflect::set(&quad, &"audioState".into(), audio_state.as_ref())?;
     js_sys::Reflect::set(&quad, &"peerConnection".into(), peer_connection.as_ref())?;
     js_sys::Reflect::set(&quad, &"roomPc".into(), room_pc.as_ref())?;
     js_sys::Reflect::set(&quad, &"snapshot".into(), snapshot.as_ref())?;
@@ -377,6 +388,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
         a.handlers.push(Box::new(peer_connection));
         a.handlers.push(Box::new(room_pc));
         a.handlers.push(Box::new(drop_connection));
+        a.handlers.push(Box::new(audio_state));
     }
     Ok(())
 }
