@@ -380,6 +380,19 @@ async fn firefox(namespace: Option<&str>) -> Result<Browser> {
             }
         }
     });
+    let mut caps = caps;
+    // `QUAD_FIREFOX_LOG=DIR` keeps each Firefox's WebRTC log (ICE, TURN's TCP and TLS
+    // sockets, signaling) in DIR.
+    if let Some(dir) = std::env::var_os("QUAD_FIREFOX_LOG") {
+        let name = profile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        caps["moz:firefoxOptions"]["env"] = json!({
+            "MOZ_LOG": "timestamp,sync,nr_ice_ctx:5,nICEr:5,webrtc_tcp_socket:5,signaling:4,nsSocketTransport:4,pipnss:4",
+            "MOZ_LOG_FILE": PathBuf::from(dir).join(name).display().to_string(),
+        });
+    }
     let Value::Object(caps) = caps else {
         bail!("capabilities are an object");
     };
