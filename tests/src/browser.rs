@@ -341,6 +341,21 @@ async fn firefox(namespace: Option<&str>) -> Result<Browser> {
         None => Command::new(geckodriver()),
     };
     command.args(["--port", "0", "--host", "127.0.0.1"]);
+    // `QUAD_FIREFOX_LOG=DIR` keeps each Firefox's WebRTC log (ICE, TURN's TCP and TLS
+    // sockets, NSS) in DIR. (Firefox takes it from geckodriver's environment; the
+    // capabilities' `env` did not reach it.)
+    if let Some(dir) = std::env::var_os("QUAD_FIREFOX_LOG") {
+        let name = profile
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        command
+            .env(
+                "MOZ_LOG",
+                "timestamp,nicer:5,webrtc_tcp_socket:5,signaling:3,pipnss:4",
+            )
+            .env("MOZ_LOG_FILE", PathBuf::from(dir).join(name));
+    }
     let (child, port) = spawn_webdriver(command, "geckodriver", listening_on).await?;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let addr = match namespace {
@@ -380,19 +395,6 @@ async fn firefox(namespace: Option<&str>) -> Result<Browser> {
             }
         }
     });
-    let mut caps = caps;
-    // `QUAD_FIREFOX_LOG=DIR` keeps each Firefox's WebRTC log (ICE, TURN's TCP and TLS
-    // sockets, signaling) in DIR.
-    if let Some(dir) = std::env::var_os("QUAD_FIREFOX_LOG") {
-        let name = profile
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        caps["moz:firefoxOptions"]["env"] = json!({
-            "MOZ_LOG": "timestamp,sync,nr_ice_ctx:5,nICEr:5,webrtc_tcp_socket:5,signaling:4,nsSocketTransport:4,pipnss:4",
-            "MOZ_LOG_FILE": PathBuf::from(dir).join(name).display().to_string(),
-        });
-    }
     let Value::Object(caps) = caps else {
         bail!("capabilities are an object");
     };

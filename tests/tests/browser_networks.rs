@@ -13,7 +13,7 @@
 //!
 //! The server is the real binary, started the way a user starts it. The test runs twice:
 //! with Chromium everywhere, and with Firefox in both homes (Chromium stays behind the
-//! strict firewall: Firefox gathered no TURN-over-TLS relay from the self-signed server).
+//! strict firewall: Firefox does not use TURN over TLS from a server reached by address).
 
 use anyhow::{Context, Result};
 use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
@@ -101,11 +101,10 @@ async fn browsers_behind_nat_and_a_strict_firewall_hear_each_other_over_https(
     let home2 = Driver::start_engine_in(engine, &lab, Site::Home2)
         .await?
         .with_args(trust.clone());
-    // Behind the strict firewall, Chromium in both runs: Firefox gathered no relay
-    // candidate over TURN over TLS from this server, with WebDriver's `acceptInsecureCerts`
-    // and also with the server's certificate trusted in its profile's own store (`certutil
-    // -A -t P,,`), so the cause is not the certificate alone, and not found yet. The
-    // Firefox run has Firefox in both homes and Chromium behind the firewall.
+    // Behind the strict firewall, Chromium in both runs: Firefox does not use a `turns:`
+    // URL given by address (its ICE log, `QUAD_FIREFOX_LOG`, shows relays over UDP and TCP
+    // on the TURN port and none over TLS), and this lab's server is reached by address.
+    // The Firefox run has Firefox in both homes and Chromium behind the firewall.
     let strict = Driver::start_engine_in(Engine::Chromium, &lab, Site::Strict)
         .await?
         .with_args(trust);

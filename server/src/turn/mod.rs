@@ -273,6 +273,19 @@ pub async fn start(
                     IpAddr::V6(ip) => format!("[{ip}]"),
                 }
             });
+        // Firefox takes a `turns:` server's TLS name from its host name, and passes over
+        // one given by address: behind a firewall that lets only this port out, a Firefox
+        // user is relayed only when the server is reached by name.
+        if tls_host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok()
+        {
+            tracing::warn!(
+                "TURN over TLS is offered at the address {tls_host}: Firefox uses it only by host name; set public_url to https://<the server's name> so Firefox users behind strict firewalls are relayed"
+            );
+        }
         turn_urls.push(format!("turns:{tls_host}:{}?transport=tcp", web.port()));
     }
     let ice = Ice {
