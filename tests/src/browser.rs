@@ -20,6 +20,9 @@ pub const FIREFOX: &str = "/usr/bin/firefox-esr";
 pub const WEBKIT_DRIVER: &str = "/usr/bin/WebKitWebDriver";
 pub const MINIBROWSER: &str = "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser";
 pub const XVFB: &str = "/usr/bin/Xvfb";
+/// NSS's certificate tool (Debian's `libnss3-tools`), for Firefox profiles that trust a
+/// self-signed server.
+pub const CERTUTIL: &str = "/usr/bin/certutil";
 
 /// geckodriver: `QUAD_GECKODRIVER` if set, else the one `cargo install geckodriver` put in
 /// cargo's bin directory (`cargo xtask test` installs it there when it is missing).
@@ -99,6 +102,16 @@ pub struct Driver {
     extra_args: Vec<String>,
     /// WebKitWebDriver, its URL and its display (WebKit only).
     webkit: Option<WebKitDriver>,
+    /// For Firefox browsers: more preferences, and a certificate their profile trusts as
+    /// a peer's (see [`Driver::with_firefox`]).
+    firefox_extra: FirefoxExtra,
+}
+
+/// What a test adds to its Firefox browsers.
+#[derive(Clone, Default)]
+struct FirefoxExtra {
+    prefs: serde_json::Map<String, Value>,
+    trusted_cert: Option<PathBuf>,
 }
 
 /// WebKitWebDriver on a virtual display. The driver runs in a process group of its own, so
@@ -142,6 +155,7 @@ impl Driver {
                     namespace: None,
                     extra_args: Vec::new(),
                     webkit: None,
+                    firefox_extra: FirefoxExtra::default(),
                 })
             }
             Engine::WebKit => {
@@ -154,6 +168,7 @@ impl Driver {
                     namespace: None,
                     extra_args: Vec::new(),
                     webkit: Some(start_webkit().await?),
+                    firefox_extra: FirefoxExtra::default(),
                 })
             }
         }
@@ -181,6 +196,7 @@ impl Driver {
                     namespace: Some(lab.namespace(site)),
                     extra_args: Vec::new(),
                     webkit: None,
+                    firefox_extra: FirefoxExtra::default(),
                 })
             }
             Engine::WebKit => bail!("WebKit does not run in the test network (no WebRTC)"),
@@ -195,6 +211,17 @@ impl Driver {
     /// through a forwarded port.
     pub async fn start_in(lab: &crate::netlab::Lab, site: crate::netlab::Site) -> Result<Driver> {
         Self::start_with(lab.command(site, CHROMEDRIVER), Some((lab, site))).await
+    }
+
+    /// Firefox preferences added to every Firefox this driver starts, and a certificate
+    /// (PEM) each one's profile trusts as a peer's (`certutil -t P,,`): a self-signed
+    /// server's, for what `acceptInsecureCerts` does not cover (TURN over TLS).
+    pub fn with_firefox(mut self, prefs: Value, trusted_cert: Option<PathBuf>) -> Driver {
+        if let Value::Object(prefs) = prefs {
+            self.firefox_extra.prefs.extend(prefs);
+        }
+        self.firefox_extra.trusted_cert = trusted_cert;
+        self
     }
 
     /// Chromium flags added to every browser this driver starts.
@@ -228,6 +255,7 @@ impl Driver {
             namespace: None,
             extra_args: Vec::new(),
             webkit: None,
+            firefox_extra: FirefoxExtra::default(),
         })
     }
 
@@ -239,7 +267,7 @@ impl Driver {
         match (&self.chromedriver, &self.webkit) {
             (Some((_, url)), _) => self.chromium(url).await,
             (None, Some(webkit)) => webkit_session(&webkit.url).await,
-            (None, None) => firefox(self.namespace.as_deref()).await,
+            (None, None) => firefox(self.namespace.as_deref(), &self.firefox_extra).await,
         }
     }
 
@@ -329,9 +357,28 @@ impl Driver {
 /// else); host candidates as plain addresses; and nothing of Firefox's own background
 /// traffic (updates, telemetry, safe browsing, captive-portal checks), which this network
 /// refuses.
-async fn firefox(namespace: Option<&str>) -> Result<Browser> {
+async fn firefox(namespace: Option<&str>, extra: &FirefoxExtra) -> Result<Browser> {
     let profile = crate::temp_dir("firefox-profile");
     std::fs::create_dir_all(&profile)?;
+    if let Some(cert) = &extra.trusted_cert {
+        let db = format!("sql:{}", profile.display());
+        let made = std::process::Command::new(CERTUTIL)
+            .args(["-N", "-d", &db, "--empty-password"])
+            .status()
+            .context("certutil (`apt-get install -y libnss3-tools`)")?;
+        let added = std::process::Command::new(CERTUTIL)
+            .args(["-A", "-n", "quad-server", "-t", "P,,", "-d", &db, "-i"])
+            .arg(cert)
+            .status()
+            .context("certutil")?;
+        if !made.success() || !added.success() {
+            bail!(
+                "certutil could not trust {} in {}",
+                cert.display(),
+                profile.display()
+            );
+        }
+    }
     let mut command = match namespace {
         Some(ns) => {
             let mut command = Command::new("ip");
@@ -395,6 +442,10 @@ async fn firefox(namespace: Option<&str>) -> Result<Browser> {
             }
         }
     });
+    let mut caps = caps;
+    if let Some(prefs) = caps["moz:firefoxOptions"]["prefs"].as_object_mut() {
+        prefs.extend(extra.prefs.clone());
+    }
     let Value::Object(caps) = caps else {
         bail!("capabilities are an object");
     };

@@ -233,6 +233,7 @@ fn ensure_test_tools() -> Result<()> {
         ("/usr/bin/firefox-esr", "firefox-esr"),
         ("/usr/bin/WebKitWebDriver", "webkit2gtk-driver"),
         ("/usr/bin/Xvfb", "xvfb"),
+        ("/usr/bin/certutil", "libnss3-tools"),
         ("/usr/sbin/ip", "iproute2"),
         ("/usr/sbin/nft", "nftables"),
     ]
