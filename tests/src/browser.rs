@@ -334,21 +334,33 @@ impl Driver {
                 args.push("--vmodule=*/webrtc/*=1,*p2p*=2".into());
             }
         }
-        let Value::Object(caps) = caps else {
-            bail!("capabilities are an object");
-        };
-        let client = ClientBuilder::rustls()?
-            .capabilities(caps)
-            .connect(url)
-            .await
-            .context("new WebDriver session")?;
-        Ok(Browser {
-            client,
-            profile,
-            engine: Engine::Chromium,
-            _geckodriver: None,
-        })
+        session(url, caps, profile, Engine::Chromium, None).await
     }
+}
+
+/// A WebDriver session at `url` with `caps`: the browser of `engine`, in `profile`, with
+/// its own driver process (killed with it) if it has one.
+async fn session(
+    url: &str,
+    caps: Value,
+    profile: PathBuf,
+    engine: Engine,
+    driver: Option<Child>,
+) -> Result<Browser> {
+    let Value::Object(caps) = caps else {
+        bail!("capabilities are an object");
+    };
+    let client = ClientBuilder::rustls()?
+        .capabilities(caps)
+        .connect(url)
+        .await
+        .with_context(|| format!("new WebDriver session ({})", engine.name()))?;
+    Ok(Browser {
+        client,
+        profile,
+        engine,
+        _geckodriver: driver,
+    })
 }
 
 /// A Firefox browser with a fresh profile, its own geckodriver, and fake devices. The
@@ -446,20 +458,14 @@ async fn firefox(namespace: Option<&str>, extra: &FirefoxExtra) -> Result<Browse
     if let Some(prefs) = caps["moz:firefoxOptions"]["prefs"].as_object_mut() {
         prefs.extend(extra.prefs.clone());
     }
-    let Value::Object(caps) = caps else {
-        bail!("capabilities are an object");
-    };
-    let client = ClientBuilder::rustls()?
-        .capabilities(caps)
-        .connect(&format!("http://{addr}"))
-        .await
-        .context("new WebDriver session (Firefox)")?;
-    Ok(Browser {
-        client,
+    session(
+        &format!("http://{addr}"),
+        caps,
         profile,
-        engine: Engine::Firefox,
-        _geckodriver: Some(child),
-    })
+        Engine::Firefox,
+        Some(child),
+    )
+    .await
 }
 
 /// Starts Xvfb on a display it picks (`-displayfd`) and WebKitWebDriver on a port it picks,
@@ -550,20 +556,7 @@ async fn webkit_session(url: &str) -> Result<Browser> {
                      "--enable-mock-capture-devices=true"]
         }
     });
-    let Value::Object(caps) = caps else {
-        bail!("capabilities are an object");
-    };
-    let client = ClientBuilder::rustls()?
-        .capabilities(caps)
-        .connect(url)
-        .await
-        .context("new WebDriver session (WebKit)")?;
-    Ok(Browser {
-        client,
-        profile,
-        engine: Engine::WebKit,
-        _geckodriver: None,
-    })
+    session(url, caps, profile, Engine::WebKit, None).await
 }
 
 /// Firefox gathers no ICE candidates on a network without a default route (it counts as
@@ -660,7 +653,8 @@ pub struct Browser {
     pub client: Client,
     profile: std::path::PathBuf,
     engine: Engine,
-    /// A Firefox browser's own geckodriver (killed on drop).
+    /// The browser's own driver process, if it has one (Firefox's geckodriver; killed on
+    /// drop).
     _geckodriver: Option<Child>,
 }
 

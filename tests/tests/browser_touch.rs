@@ -150,14 +150,22 @@ async fn a_phone_walks_by_touch_and_chats_from_a_drawer() -> anyhow::Result<()> 
         walked.dot(toward) > 4.0 * walked.perp_dot(toward).abs(),
         "the walk strayed from the finger's direction: {walked:?}"
     );
-    // Lifted, it stops.
-    let after = at(&phone.snapshot().await?);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let still = at(&phone.snapshot().await?);
-    assert!(
-        (still - after).length() < 1.0,
-        "kept walking after the finger lifted"
-    );
+    // Lifted, it stops: the position holds over five polls in a row (one walking keeps
+    // moving, and the wait times out).
+    let mut last = at(&moved);
+    let mut held = 0;
+    phone
+        .wait_snapshot("the avatar to stop once the finger lifted", |s| {
+            let now = at(s);
+            held = if (now - last).length() < 0.5 {
+                held + 1
+            } else {
+                0
+            };
+            last = now;
+            held >= 5
+        })
+        .await?;
 
     // The chat is a drawer: closed, then open over the map without covering a control, and
     // it sends.

@@ -261,7 +261,8 @@ impl StaticFiles {
     }
 
     /// The hashed name the page refers to `path` by (`None` for plain-only paths).
-    pub fn hashed_name_of(&self, path: &str) -> Option<String> {
+    #[cfg(test)]
+    fn hashed_name_of(&self, path: &str) -> Option<String> {
         let (file, _) = self.by_path.get(path)?;
         let name = hashed_name(path, &file.hash);
         self.by_path.contains_key(&name).then_some(name)
@@ -388,15 +389,10 @@ fn hashed_name(path: &str, hash: &str) -> String {
 
 fn content_hash(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut hex = String::with_capacity(HASH_HEX);
-    for b in digest.as_ref() {
-        hex.push_str(&format!("{b:02x}"));
-        if hex.len() >= HASH_HEX {
-            break;
-        }
-    }
-    hex.truncate(HASH_HEX);
-    hex
+    digest.as_ref()[..HASH_HEX / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `bytes` with each `from` replaced by its `to` (quoted paths, so `"/main.js"` never
@@ -427,19 +423,14 @@ fn precompressed(file: &Path, ext: &str) -> Option<Vec<u8>> {
     std::fs::read(sibling).ok()
 }
 
-/// Brotli, at the best quality for small files and 9 for large ones (see
-/// [`BROTLI_BEST_UP_TO`]).
-pub fn brotli(bytes: &[u8]) -> Vec<u8> {
+/// Brotli with a 4 MiB window, at the best quality for small files and 9 for large ones
+/// (see [`BROTLI_BEST_UP_TO`]).
+fn brotli(bytes: &[u8]) -> Vec<u8> {
     let quality = if bytes.len() <= BROTLI_BEST_UP_TO {
         11
     } else {
         9
     };
-    brotli_at(bytes, quality)
-}
-
-/// Brotli at `quality` (0-11) with a 4 MiB window.
-pub fn brotli_at(bytes: &[u8], quality: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() / 3);
     {
         let mut w = brotli::CompressorWriter::new(&mut out, 64 * 1024, quality, 22);
@@ -450,7 +441,7 @@ pub fn brotli_at(bytes: &[u8], quality: u32) -> Vec<u8> {
 }
 
 /// Gzip at the best level.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     // Writing to a Vec cannot fail.
     let _ = w.write_all(bytes);
