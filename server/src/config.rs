@@ -176,6 +176,17 @@ pub struct Config {
     /// Most megabytes the database may grow to; past it, writes fail as on a full disk (the
     /// senders of chat lines are told, the log says so once). 0: no limit but the disk's.
     pub store_max_mb: u64,
+
+    // --- Class recordings (see the README, "Recording a class"). ---
+    /// Teachers may record their classes.
+    pub recordings: bool,
+    /// Where recordings are kept; by default `recordings` in `data_dir`.
+    pub recordings_dir: Option<PathBuf>,
+    /// The media tool that makes a recording's file after class (a name on the `PATH`, or
+    /// a path).
+    pub ffmpeg: PathBuf,
+    /// A recording stops by itself after this many minutes.
+    pub recording_max_minutes: u32,
 }
 
 impl Default for Config {
@@ -250,6 +261,12 @@ impl Default for Config {
             chat_max_lines: 500_000,
             audit_retention_days: 365,
             store_max_mb: 4096,
+
+            // --- Class recordings. ---
+            recordings: true,
+            recordings_dir: None,
+            ffmpeg: PathBuf::from("ffmpeg"),
+            recording_max_minutes: 240,
         }
     }
 }
@@ -668,7 +685,41 @@ impl Config {
                 "must be at most 16000000 (16 TB; 0 for no limit but the disk's)",
             );
         }
+
+        // --- Class recordings. ---
+        if !(1..=24 * 60).contains(&self.recording_max_minutes) {
+            return invalid(
+                "recording_max_minutes",
+                "must be between 1 and 1440 (a day)",
+            );
+        }
+        if self.ffmpeg.as_os_str().is_empty() {
+            return invalid("ffmpeg", "must name the media tool (e.g. \"ffmpeg\")");
+        }
         Ok(())
+    }
+
+    /// Where and how classes are recorded, if they may be.
+    pub fn recording_setup(
+        &self,
+        storage: Option<crate::store::Storage>,
+    ) -> Option<crate::media::recording::RecordingSetup> {
+        self.recordings
+            .then(|| crate::media::recording::RecordingSetup {
+                dir: self
+                    .recordings_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("recordings")),
+                ffmpeg: self.ffmpeg.clone(),
+                max_length: std::time::Duration::from_secs(
+                    u64::from(self.recording_max_minutes) * 60,
+                ),
+                // A mixdown runs at many times real time; this only stops one that hangs.
+                mixdown_timeout: std::time::Duration::from_secs(
+                    600 + u64::from(self.recording_max_minutes) * 60 / 4,
+                ),
+                storage,
+            })
     }
 
     /// How long chat and the audit log are kept.

@@ -342,6 +342,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     })?;
     let media_addr = sfu.media_addr();
     tracing::info!("room media (SFU) on UDP {media_addr}");
+    if let Some(setup) = config.recording_setup(Some(storage.clone())) {
+        // Recordings are the class's faces and voices: private to the server's user.
+        store::private::private_dir(&setup.dir)
+            .with_context(|| format!("the recordings directory {}", setup.dir.display()))?;
+        tracing::info!(dir = %setup.dir.display(), "classes may be recorded");
+        sfu.enable_recordings(setup);
+    }
     if let Some(turn) = &embedded_turn {
         // A browser that reaches the server only through TURN (a firewall that lets out
         // nothing but TCP 443) has its relay send to the media port: that one port of the

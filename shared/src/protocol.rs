@@ -123,6 +123,9 @@ pub enum TeacherAction {
     Focus(bool),
     /// Lower one raised hand, or all (`None`).
     LowerHand(Option<AvatarId>),
+    /// Start (`true`) or stop recording the class. Everyone in the room sees that it
+    /// records ([`ClassState::recording`]); the file is made when it stops.
+    Record(bool),
 }
 
 impl TeacherAction {
@@ -135,6 +138,7 @@ impl TeacherAction {
             TeacherAction::Lock(_) => "lock",
             TeacherAction::Focus(_) => "focus",
             TeacherAction::LowerHand(_) => "lower-hand",
+            TeacherAction::Record(_) => "record",
         }
     }
 }
@@ -395,6 +399,24 @@ pub enum ServerMsg {
     /// over clients so they do not all return at once), resuming with `Welcome::resume`
     /// if the new process still has the session, or joining afresh.
     Restarting { retry_after_ms: u32 },
+    /// To the teachers of a class (and whoever started the recording): what became of
+    /// recording `id` of room `room`.
+    Recording {
+        id: String,
+        room: String,
+        news: RecordingNews,
+    },
+}
+
+/// What became of a recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordingNews {
+    /// It stopped by itself (the disk is full, it reached its longest); the class goes on.
+    Stopped { reason: String },
+    /// Its file is made.
+    Ready { duration_ms: u64, bytes: u64 },
+    /// No file could be made.
+    Failed { message: String },
 }
 
 /// One chat message.
@@ -446,6 +468,10 @@ pub struct ClassState {
     pub blocked_for_newcomers: MediaFlags,
     /// Students who are not watching (see [`ClientMsg::Attention`]).
     pub away: Vec<AvatarId>,
+    /// The class is being recorded: everyone in the room is told, and someone walking in
+    /// is told before its media reaches the room.
+    #[serde(default)]
+    pub recording: bool,
 }
 
 impl ClassState {

@@ -52,6 +52,8 @@ pub struct Class {
     pub away: Vec<AvatarId>,
     /// People the teacher sent out: they cannot walk back in while the class goes on.
     pub barred: FxHashSet<UserKey>,
+    /// The class is being recorded (its recording's id, once the SFU started it).
+    pub recording: Option<String>,
 }
 
 impl Class {
@@ -85,6 +87,7 @@ impl Class {
             blocked,
             blocked_for_newcomers: self.newcomers,
             away: self.away.clone(),
+            recording: self.recording.is_some(),
         }
     }
 
@@ -117,6 +120,23 @@ pub enum Effect {
     },
 }
 
+/// What the SFU must do about a class's recording.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordingChange {
+    /// A teacher started recording.
+    Start {
+        room: ZoneId,
+        room_name: String,
+        by: AvatarId,
+        by_user: UserKey,
+        by_name: String,
+    },
+    /// A teacher stopped it, the last teacher walked out, or the class ended.
+    Stop { room: ZoneId },
+    /// Who is spotlit (the recording's picture follows it).
+    Spotlight { room: ZoneId, who: Option<AvatarId> },
+}
+
 /// Devices the SFU must drop for a member (all false: none).
 pub type Restriction = (AvatarId, MediaFlags);
 /// Someone who walked into a class, with the room's name.
@@ -131,6 +151,8 @@ pub struct Classes {
     pub restrictions: Vec<Restriction>,
     /// People who walked into a class since last taken (their room chat history is due).
     pub entered: Vec<Entered>,
+    /// Recordings to start and stop, as they change.
+    pub recording_changes: Vec<RecordingChange>,
     /// When each avatar was last told a move was refused (tick), so it is told once a while.
     pub refusals_told: FxHashMap<AvatarId, u32>,
     /// Rooms whose state changed since it was last sent.
@@ -280,6 +302,13 @@ impl Classes {
         class.away.retain(|m| *m != id);
         if class.spotlight == Some(id) {
             class.spotlight = None;
+            self.recording_changes
+                .push(RecordingChange::Spotlight { room, who: None });
+        }
+        if class.recording.is_some() && (class.teachers.is_empty() || class.members.is_empty()) {
+            // No one is left who could stop it.
+            class.recording = None;
+            self.recording_changes.push(RecordingChange::Stop { room });
         }
         if blocked != MediaFlags::default() {
             // Out of the room its media is not the class's business; back in, it is again.
@@ -453,6 +482,34 @@ impl Classes {
                 }
                 target = who;
                 class.spotlight = who;
+                self.recording_changes
+                    .push(RecordingChange::Spotlight { room, who });
+            }
+            TeacherAction::Record(true) => {
+                if class.recording.is_some() {
+                    return Err(ErrorMsg::new(
+                        ErrorCode::WrongState,
+                        format!("{} is already being recorded", class.name),
+                    ));
+                }
+                // The SFU names it; until then it is recording with no id yet.
+                class.recording = Some(String::new());
+                self.recording_changes.push(RecordingChange::Start {
+                    room,
+                    room_name: class.name.clone(),
+                    by: id,
+                    by_user: user.clone(),
+                    by_name: actor_name.to_owned(),
+                });
+            }
+            TeacherAction::Record(false) => {
+                if class.recording.take().is_none() {
+                    return Err(ErrorMsg::new(
+                        ErrorCode::WrongState,
+                        format!("{} is not being recorded", class.name),
+                    ));
+                }
+                self.recording_changes.push(RecordingChange::Stop { room });
             }
             TeacherAction::Remove(s) => {
                 target = Some(student(class, s)?);
@@ -517,6 +574,7 @@ fn describe(action: &TeacherAction) -> &'static str {
         TeacherAction::Lock(_) => "lock a room",
         TeacherAction::Focus(_) => "turn focus mode on or off",
         TeacherAction::LowerHand(_) => "lower someone's hand",
+        TeacherAction::Record(_) => "record a class",
     }
 }
 

@@ -12,12 +12,13 @@ pub mod spatial_grid;
 pub mod systems;
 pub mod world;
 
+use crate::media::recording::{RecordRequest, RecordingEvent};
 use crate::media::sfu::{Joining, RoomId, Sfu};
 use crate::session::SessionOutbox;
 use crate::session::outbox::Refused;
 use crate::store::{History, Storage};
 use bytes::Bytes;
-use class::Restriction;
+use class::{RecordingChange, Restriction};
 use quad_shared::AvatarId;
 use quad_shared::protocol::{
     CHAT_HISTORY, ChatLine, ChatTo, Input, MediaFlags, ServerMsg, TeacherAction,
@@ -158,10 +159,12 @@ async fn run(
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(tick_hz)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = Instant::now();
+    let (recording_tx, mut recording_rx) = mpsc::unbounded_channel::<RecordingEvent>();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Some(event) = recording_rx.recv() => recording_news(&mut world, &sfu, event),
             Some(lost) = stored_rx.recv() => {
                 // Batches are stored in order, by one writer: this is the oldest held.
                 if let Some(batch) = held.batches.pop_front() {
@@ -223,7 +226,7 @@ async fn run(
                 }
             },
         }
-        let restrictions = classes(&mut world, &sessions, &storage);
+        let restrictions = classes(&mut world, &sessions, &storage, &sfu, &recording_tx);
         move_rooms(&mut world, &sessions, &sfu);
         journal(
             &mut world,
@@ -268,14 +271,86 @@ fn classes(
     world: &mut SpaceWorld,
     sessions: &FxHashMap<AvatarId, SessionOutbox>,
     storage: &Storage,
+    sfu: &Sfu,
+    recording_events: &mpsc::UnboundedSender<RecordingEvent>,
 ) -> Vec<Restriction> {
-    let (restrictions, entered) = world.take_class_changes();
+    let (restrictions, entered, recordings) = world.take_class_changes();
     for (id, room) in entered {
         if let Some(outbox) = sessions.get(&id) {
             send_history(storage, vec![History::Room(room)], outbox.clone());
         }
     }
+    for change in recordings {
+        match change {
+            RecordingChange::Start {
+                room,
+                room_name,
+                by,
+                by_user,
+                by_name,
+            } => {
+                let request = RecordRequest {
+                    room_name,
+                    by_user: by_user.0,
+                    by_name,
+                    events: recording_events.clone(),
+                };
+                let started = sfu.record(RoomId(room.0), request);
+                world.recording_started(room, by, started);
+            }
+            RecordingChange::Stop { room } => sfu.stop_recording(RoomId(room.0)),
+            RecordingChange::Spotlight { room, who } => sfu.spotlight(RoomId(room.0), who),
+        }
+    }
     restrictions
+}
+
+/// What became of a recording: the class stops showing one that stopped by itself, and
+/// its teachers (and whoever started it) are told.
+fn recording_news(world: &mut SpaceWorld, sfu: &Sfu, event: RecordingEvent) {
+    use quad_shared::protocol::RecordingNews;
+    let (room_name, id, by_user, news) = match event {
+        RecordingEvent::Stopped {
+            room,
+            room_name,
+            id,
+            reason,
+        } => {
+            if world.recording_stopped(quad_shared::ZoneId(room.0), &id) {
+                sfu.stop_recording(room);
+            }
+            (room_name, id, None, RecordingNews::Stopped { reason })
+        }
+        RecordingEvent::Ready {
+            room_name,
+            id,
+            by_user,
+            duration_ms,
+            bytes,
+        } => (
+            room_name,
+            id,
+            Some(by_user),
+            RecordingNews::Ready { duration_ms, bytes },
+        ),
+        RecordingEvent::Failed {
+            room_name,
+            id,
+            by_user,
+            message,
+        } => (
+            room_name,
+            id,
+            Some(by_user),
+            RecordingNews::Failed { message },
+        ),
+    };
+    let msg = ServerMsg::Recording {
+        id,
+        room: room_name.clone(),
+        news,
+    };
+    world.tell_recording_news(&room_name, by_user.as_deref(), &msg);
 }
 
 /// Batches of frames held back until what caused them is stored, at most this many ...

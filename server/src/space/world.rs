@@ -3,7 +3,7 @@
 //! task drives it over channels; benchmarks and tests drive it directly.
 
 use super::chat::{self, Journal};
-use super::class::{Classes, Effect, Entered, Restriction};
+use super::class::{Classes, Effect, Entered, RecordingChange, Restriction};
 use super::components::{Avatar, ClientView, Identity, InZone, Motion, Position};
 use super::resources::{
     AppliedInputs, InputQueue, InputQueues, MediaStates, Outbox, ProximityGraph, Recipient,
@@ -662,12 +662,81 @@ impl SpaceWorld {
 
     /// Takes the class changes since the last call: devices the SFU must drop (per member)
     /// and who walked into which class (by room name, for its chat history).
-    pub fn take_class_changes(&mut self) -> (Vec<Restriction>, Vec<Entered>) {
+    pub fn take_class_changes(&mut self) -> (Vec<Restriction>, Vec<Entered>, Vec<RecordingChange>) {
         let mut classes = self.world.resource_mut::<Classes>();
         (
             std::mem::take(&mut classes.restrictions),
             std::mem::take(&mut classes.entered),
+            std::mem::take(&mut classes.recording_changes),
         )
+    }
+
+    /// The SFU started `room`'s recording as `id`, or could not (`Err`: why, for the
+    /// teacher `by`).
+    pub fn recording_started(
+        &mut self,
+        room: quad_shared::ZoneId,
+        by: AvatarId,
+        started: Result<String, ErrorMsg>,
+    ) {
+        let mut classes = self.world.resource_mut::<Classes>();
+        let Some(class) = classes.rooms.get_mut(&room) else {
+            return;
+        };
+        match started {
+            Ok(id) => {
+                if let Some(recording) = class.recording.as_mut() {
+                    *recording = id;
+                }
+            }
+            Err(err) => {
+                class.recording = None;
+                classes.announce(room);
+                self.send(by, &ServerMsg::Error(err));
+            }
+        }
+    }
+
+    /// Recording `id` of `room` stopped by itself: the class is no longer recorded. Whether
+    /// it was still the class's recording.
+    pub fn recording_stopped(&mut self, room: quad_shared::ZoneId, id: &str) -> bool {
+        let mut classes = self.world.resource_mut::<Classes>();
+        let Some(class) = classes.rooms.get_mut(&room) else {
+            return false;
+        };
+        if class.recording.as_deref() != Some(id) {
+            return false;
+        }
+        class.recording = None;
+        classes.announce(room);
+        true
+    }
+
+    /// Tells the teachers in the room named `room_name`, and every session of `by_user`, what
+    /// became of a recording.
+    pub fn tell_recording_news(&mut self, room_name: &str, by_user: Option<&str>, msg: &ServerMsg) {
+        let classes = self.world.resource::<Classes>();
+        let mut to: Vec<AvatarId> = classes
+            .rooms
+            .values()
+            .filter(|c| c.name == room_name)
+            .flat_map(|c| c.teachers.iter().copied())
+            .collect();
+        if let Some(user) = by_user {
+            for (id, entity) in &self.entities {
+                if self
+                    .world
+                    .get::<Identity>(*entity)
+                    .is_some_and(|i| i.user.0 == user)
+                    && !to.contains(id)
+                {
+                    to.push(*id);
+                }
+            }
+        }
+        for id in to {
+            self.send(id, msg);
+        }
     }
 
     /// The identity `id` joined with.

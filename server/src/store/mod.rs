@@ -44,6 +44,27 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// A class recording, as kept (see `media::recording`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingRecord {
+    pub id: String,
+    /// The room's name.
+    pub room: String,
+    /// Who started it ([`crate::auth::UserKey`]) and their name then.
+    pub by_user: String,
+    pub by_name: String,
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    /// The file's size, once made.
+    pub bytes: u64,
+    /// `recording`, `mixing`, `ready` or `failed`.
+    pub state: String,
+    /// Why it failed or stopped early, for people.
+    pub message: String,
+    /// Shared with the class's students.
+    pub shared: bool,
+}
+
 /// Which chat history to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum History {
@@ -73,6 +94,10 @@ pub trait Store: Send + Sync + 'static {
     fn append_audit(&self, record: &AuditRecord) -> anyhow::Result<()>;
     /// The last `limit` audit records, oldest first.
     fn audit_log(&self, limit: usize) -> anyhow::Result<Vec<AuditRecord>>;
+    /// Keeps a recording's record (replacing the one with its id).
+    fn save_recording(&self, record: &RecordingRecord) -> anyhow::Result<()>;
+    /// The newest `limit` recordings, newest first.
+    fn recordings(&self, limit: usize) -> anyhow::Result<Vec<RecordingRecord>>;
     /// Keeps `key` (a reserved display name, see `ReservedNames`); a known one is kept once.
     fn reserve_name(&self, key: &str, at_ms: u64) -> anyhow::Result<()>;
     /// Every reserved name key.

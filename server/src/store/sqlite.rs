@@ -6,7 +6,7 @@
 //! pruning deletes in batches and leaves the freed pages for new rows (the file does not
 //! shrink, and does not grow while pruning keeps up).
 
-use super::{AuditRecord, ChatRecord, History, Pruned, Retention, Store};
+use super::{AuditRecord, ChatRecord, History, Pruned, RecordingRecord, Retention, Store};
 use anyhow::Context;
 use quad_shared::protocol::{ChatLine, ChatScope, Role};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_init.sql"),
     include_str!("../../migrations/002_retention.sql"),
     include_str!("../../migrations/003_reserved_names.sql"),
+    include_str!("../../migrations/004_recordings.sql"),
 ];
 
 /// Rows deleted per statement when pruning, so readers wait at most that long.
@@ -276,6 +277,56 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         records.reverse();
         Ok(records)
+    }
+
+    fn save_recording(&self, r: &RecordingRecord) -> anyhow::Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO recordings
+                     (id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message, shared)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (id) DO UPDATE SET duration_ms = ?6, bytes = ?7, state = ?8,
+                     message = ?9, shared = ?10",
+            )?
+            .execute(params![
+                r.id,
+                r.room,
+                r.by_user,
+                r.by_name,
+                r.started_ms as i64,
+                r.duration_ms as i64,
+                r.bytes as i64,
+                r.state,
+                r.message,
+                r.shared
+            ])?;
+        Ok(())
+    }
+
+    fn recordings(&self, limit: usize) -> anyhow::Result<Vec<RecordingRecord>> {
+        let conn = self.conn();
+        let rows = conn
+            .prepare_cached(
+                "SELECT id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message,
+                        shared
+                 FROM recordings ORDER BY started_ms DESC, id DESC LIMIT ?1",
+            )?
+            .query_map(params![limit as i64], |row| {
+                Ok(RecordingRecord {
+                    id: row.get(0)?,
+                    room: row.get(1)?,
+                    by_user: row.get(2)?,
+                    by_name: row.get(3)?,
+                    started_ms: row.get::<_, i64>(4)?.max(0) as u64,
+                    duration_ms: row.get::<_, i64>(5)?.max(0) as u64,
+                    bytes: row.get::<_, i64>(6)?.max(0) as u64,
+                    state: row.get(7)?,
+                    message: row.get(8)?,
+                    shared: row.get(9)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     fn reserve_name(&self, key: &str, at_ms: u64) -> anyhow::Result<()> {

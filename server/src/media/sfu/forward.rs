@@ -24,6 +24,8 @@ use super::allocation::Allotment;
 use super::leg::{self, Arrival, Change, Leg};
 use super::speakers;
 use super::{SfuMetrics, Source};
+use crate::media::recording::recorder::{self, Taken};
+use crate::media::recording::{Tap, Tapped};
 use futures_util::FutureExt;
 use quad_shared::AvatarId;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -188,6 +190,10 @@ pub enum ForwardCtl {
     Loss(AvatarId, u8),
     /// What the room's bandwidth allocation allots a viewer of this stream.
     Allot(AvatarId, Allotment),
+    /// Hand a copy of each packet to the room's recorder (`None`: stop). A microphone's
+    /// packets go as received, whether the loudest-speakers rule forwards them or not; a
+    /// video's go as a viewer of its best layer would get them.
+    Tap(Option<Tap>),
 }
 
 /// What the forwarding task needs to know about its stream.
@@ -236,6 +242,8 @@ struct Forwarder {
     /// Bytes that arrived on each layer since `window_start` (see [`RATE_WINDOW`]).
     window_bytes: [u64; LAYERS],
     window_start: Instant,
+    /// The room's recorder, with a leg of its own for a video.
+    tap: Option<(Tap, Option<Leg>)>,
 }
 
 async fn run(
@@ -258,6 +266,7 @@ async fn run(
         keyframe_wanted: [false; LAYERS],
         window_bytes: [0; LAYERS],
         window_start: Instant::now(),
+        tap: None,
     };
     loop {
         tokio::select! {
@@ -332,6 +341,17 @@ impl Forwarder {
                 {
                     tracing::debug!(?kind, ssrc, viewer = %member, ?allotment, "allotment");
                 }
+            }
+            ForwardCtl::Tap(tap) => {
+                self.tap = tap.map(|tap| {
+                    if self.source.kind == Source::Mic {
+                        (tap, None)
+                    } else {
+                        // The best layer there is, from its next keyframe.
+                        self.want_keyframe(leg::TOP, now);
+                        (tap, Some(Leg::new(leg::TOP, None, now)))
+                    }
+                });
             }
             ForwardCtl::Loss(member, lost) => {
                 if let Some(v) = self.viewer(member) {
@@ -420,6 +440,9 @@ impl Forwarder {
             0
         };
         self.measure(layer, packet.payload.len(), now);
+        if self.source.kind == Source::Mic {
+            self.record(&packet, layer, now);
+        }
         if !self.stats.forwarded.load(Ordering::Relaxed) {
             self.skipped = self.skipped.wrapping_add(1);
             self.metrics
@@ -428,6 +451,9 @@ impl Forwarder {
             return;
         }
         self.layer_seen[usize::from(layer)] = Some(now);
+        if self.source.kind != Source::Mic {
+            self.record(&packet, layer, now);
+        }
         if self.viewers.is_empty() {
             return;
         }
@@ -445,13 +471,7 @@ impl Forwarder {
             keyframe,
         };
         let bytes = (12 + packet.payload.len()) as u64;
-        let stream = leg::Stream {
-            video: self.source.kind != Source::Mic,
-            simulcast: self.simulcast(),
-            live: std::array::from_fn(|l| {
-                self.layer_seen[l].is_some_and(|t| now.duration_since(t) < LAYER_STALE)
-            }),
-        };
+        let stream = self.stream_now(now);
         let (kind, ssrc) = (self.source.kind, self.source.media_ssrc);
         let mut i = 0;
         while i < self.viewers.len() {
@@ -506,6 +526,63 @@ impl Forwarder {
                     self.viewers.swap_remove(i);
                 }
             }
+        }
+    }
+
+    /// What the legs need to know of the stream now.
+    fn stream_now(&self, now: Instant) -> leg::Stream {
+        leg::Stream {
+            video: self.source.kind != Source::Mic,
+            simulcast: self.simulcast(),
+            live: std::array::from_fn(|l| {
+                self.layer_seen[l].is_some_and(|t| now.duration_since(t) < LAYER_STALE)
+            }),
+        }
+    }
+
+    /// Hands a copy of `packet` (of `layer`) to the recorder, if the room records.
+    fn record(&mut self, packet: &rtc::rtp::Packet, layer: u8, now: Instant) {
+        let stream = self.stream_now(now);
+        let Some((tap, leg)) = self.tap.as_mut() else {
+            return;
+        };
+        let header = &packet.header;
+        let (seq, ts) = match leg {
+            None => (header.sequence_number, header.timestamp),
+            Some(leg) => {
+                let arrival = Arrival {
+                    layer,
+                    seq: header.sequence_number.wrapping_sub(self.skipped),
+                    ts: header.timestamp,
+                    keyframe: vp8_keyframe(&packet.payload),
+                };
+                let step = leg.on_packet(&stream, arrival);
+                if let Some(layer) = step.keyframe {
+                    self.keyframe_wanted[usize::from(layer)] = true;
+                }
+                match step.send {
+                    Some(numbered) => numbered,
+                    None => return,
+                }
+            }
+        };
+        let video = leg.is_some();
+        let copy = Tapped {
+            stream: tap.stream,
+            who: tap.who,
+            video,
+            arrived: now,
+            seq,
+            ts,
+            marker: header.marker,
+            payload: packet.payload.clone(),
+        };
+        match recorder::hand_over(tap, copy, &self.metrics) {
+            Taken::Yes => {}
+            // The recording lost part of a frame: it waits for a keyframe, so ask for one.
+            Taken::Dropped if video => self.want_keyframe(layer, now),
+            Taken::Dropped => {}
+            Taken::Ended => self.tap = None,
         }
     }
 

@@ -16,7 +16,7 @@ use super::allocation::Allotment;
 /// Simulcast layers: quarter, half and full resolution.
 pub const LAYERS: usize = 3;
 /// The highest layer.
-const TOP: u8 = (LAYERS - 1) as u8;
+pub const TOP: u8 = (LAYERS - 1) as u8;
 /// A viewer whose layer was lowered for loss gets the next one up after this long without.
 pub const LAYER_RECOVERY: std::time::Duration = std::time::Duration::from_secs(8);
 /// Receiver-reported loss (of 256) above which a viewer's layer is lowered: about 8%.

@@ -48,6 +48,7 @@ pub mod speakers;
 pub mod ssrc_quota;
 mod trials;
 
+use crate::media::recording::{self, RecordRequest, Recorder, RecordingSetup};
 use crate::session::SessionOutbox;
 use dashmap::DashMap;
 use quad_shared::AvatarId;
@@ -127,6 +128,10 @@ pub struct SfuMetrics {
     pub forward_slots: AtomicU64,
     /// Those of them idle.
     pub idle_slots: AtomicU64,
+    /// Recordings in progress.
+    pub recordings: AtomicU64,
+    /// Packets a recorder could not take (its queue was full): lost to the recording only.
+    pub recording_dropped: AtomicU64,
 }
 
 /// Who joins a room's media, as the room needs to know it.
@@ -160,6 +165,8 @@ pub struct Sfu {
     restrictions: Restrictions,
     /// Running rooms, with how many members each has (only the space task changes these).
     rooms: Mutex<rustc_hash::FxHashMap<RoomId, (room::RoomHandle, usize)>>,
+    /// Where and how rooms are recorded (not at all, until set).
+    recordings: std::sync::OnceLock<RecordingSetup>,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -182,7 +189,53 @@ impl Sfu {
             members: DashMap::new(),
             restrictions: Arc::new(DashMap::new()),
             rooms: Mutex::new(Default::default()),
+            recordings: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Lets teachers record their classes (once; later calls change nothing).
+    pub fn enable_recordings(&self, setup: RecordingSetup) {
+        let _ = self.recordings.set(setup);
+    }
+
+    /// Starts recording `room` for `request`: the recording's id, or why it could not start.
+    pub fn record(&self, room: RoomId, request: RecordRequest) -> Result<String, ErrorMsg> {
+        let Some(setup) = self.recordings.get() else {
+            return Err(ErrorMsg::new(
+                ErrorCode::Unavailable,
+                "this server does not record classes",
+            ));
+        };
+        let Some(handle) = self.lock_rooms().get(&room).map(|(h, _)| h.clone()) else {
+            return Err(ErrorMsg::new(
+                ErrorCode::WrongState,
+                "the room's media has not started yet: try again in a moment",
+            ));
+        };
+        let recorder =
+            Recorder::start(setup, room, request, self.metrics.clone()).map_err(|e| {
+                tracing::error!(dir = %setup.dir.display(), "a recording could not start: {e}");
+                ErrorMsg::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the recording could not start: {}",
+                        recording::recorder::write_failure(&e)
+                    ),
+                )
+            })?;
+        let id = recorder.id.clone();
+        handle.send(room::RoomCmd::Record(Some(recorder)));
+        Ok(id)
+    }
+
+    /// Stops recording `room`, if it records.
+    pub fn stop_recording(&self, room: RoomId) {
+        self.send_to_room(room, room::RoomCmd::Record(None));
+    }
+
+    /// Who is spotlit in `room` (its recording's picture follows it).
+    pub fn spotlight(&self, room: RoomId, who: Option<AvatarId>) {
+        self.send_to_room(room, room::RoomCmd::Spotlight(who));
     }
 
     pub fn metrics(&self) -> &SfuMetrics {

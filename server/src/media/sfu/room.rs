@@ -17,6 +17,7 @@ use super::member::{self, MemberCmd, MemberSetup};
 use super::speakers::{self, MicLevel};
 use super::trials::Trials;
 use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, Source};
+use crate::media::recording::{self, Recorder};
 use crate::session::SessionOutbox;
 use bytes::Bytes;
 use quad_shared::protocol::{MediaFlags, RoomMember, SdpKind, ServerMsg, Signal};
@@ -70,6 +71,10 @@ pub enum RoomCmd {
     Restrict {
         member: AvatarId,
     },
+    /// Start recording with this recorder (`None`: stop).
+    Record(Option<Recorder>),
+    /// Who the teacher spotlights (the recording's picture follows it).
+    Spotlight(Option<AvatarId>),
     Close,
 }
 
@@ -128,6 +133,14 @@ struct Room {
     /// Each microphone's packet count at the last speaker tick (in `streams` order of mics).
     mic_packets: rustc_hash::FxHashMap<AvatarId, u64>,
     speakers: Vec<AvatarId>,
+    spotlight: Option<AvatarId>,
+    recording: Option<Recording>,
+}
+
+/// The room's recording: its recorder, and which stream is its picture.
+struct Recording {
+    recorder: Recorder,
+    picture: Option<(AvatarId, Source)>,
 }
 
 /// Starts a room's task.
@@ -153,6 +166,8 @@ pub fn spawn(
         streams: Vec::new(),
         mic_packets: Default::default(),
         speakers: Vec::new(),
+        spotlight: None,
+        recording: None,
     };
     tokio::spawn(run(room, rx));
     handle
@@ -170,9 +185,13 @@ async fn run(mut room: Room, mut rx: mpsc::UnboundedReceiver<RoomCmd>) {
                 Some(cmd) => room.command(cmd),
             },
             _ = tick.tick() => room.rank_speakers(),
-            _ = allocation.tick() => room.allocate(),
+            _ = allocation.tick() => {
+                room.allocate();
+                room.follow_picture();
+            }
         }
     }
+    room.stop_recording();
     for (_, entry) in std::mem::take(&mut room.members) {
         if let Some(connection) = entry.connection {
             let _ = connection.send(MemberCmd::Close);
@@ -290,7 +309,102 @@ impl Room {
                     send(&entry.outbox, &msg);
                 }
             }
+            RoomCmd::Record(recorder) => {
+                self.stop_recording();
+                if let Some(recorder) = recorder {
+                    self.start_recording(recorder);
+                }
+            }
+            RoomCmd::Spotlight(who) => {
+                self.spotlight = who;
+                self.follow_picture();
+            }
             RoomCmd::Close => {}
+        }
+    }
+
+    /// Taps every microphone, and the picture, for `recorder`.
+    fn start_recording(&mut self, mut recorder: Recorder) {
+        tracing::info!(room = self.id.0, id = recorder.id, "recording");
+        for stream in self.streams.iter().filter(|s| s.kind == Source::Mic) {
+            let tap = recorder.tap(stream.publisher);
+            let _ = stream.ctl.send(forward::ForwardCtl::Tap(Some(tap)));
+        }
+        self.recording = Some(Recording {
+            recorder,
+            picture: None,
+        });
+        self.follow_picture();
+    }
+
+    /// Lets go of every tap and ends the recording, if there is one.
+    fn stop_recording(&mut self) {
+        let Some(recording) = self.recording.take() else {
+            return;
+        };
+        for stream in &self.streams {
+            let _ = stream.ctl.send(forward::ForwardCtl::Tap(None));
+        }
+        recording.recorder.stop();
+        tracing::info!(
+            room = self.id.0,
+            id = recording.recorder.id,
+            "recording stopped"
+        );
+    }
+
+    /// Moves the recording's picture to the stream that should be it now (see
+    /// [`recording::choose_picture`]): a stream counts while its publisher says it sends
+    /// it and no teacher turned it off.
+    fn follow_picture(&mut self) {
+        let Some(recording) = self.recording.as_ref() else {
+            return;
+        };
+        let sending: Vec<(AvatarId, Source)> = self
+            .streams
+            .iter()
+            .filter(|s| s.kind != Source::Mic)
+            .filter(|s| {
+                self.members.iter().any(|(m, e)| {
+                    let media = self.effective_media(*m, e.media);
+                    *m == s.publisher
+                        && match s.kind {
+                            Source::Camera => media.camera,
+                            Source::Screen => media.screen,
+                            Source::Mic => media.mic,
+                        }
+                })
+            })
+            .map(|s| (s.publisher, s.kind))
+            .collect();
+        let teachers: Vec<AvatarId> = self
+            .members
+            .iter()
+            .filter(|(_, e)| e.always_heard)
+            .map(|(m, _)| *m)
+            .collect();
+        let picture = recording::choose_picture(&sending, &teachers, self.spotlight);
+        if picture == recording.picture {
+            return;
+        }
+        let stream_of = |which: Option<(AvatarId, Source)>| {
+            which.and_then(|(who, kind)| {
+                self.streams
+                    .iter()
+                    .find(|s| s.publisher == who && s.kind == kind)
+            })
+        };
+        if let Some(old) = stream_of(recording.picture) {
+            let _ = old.ctl.send(forward::ForwardCtl::Tap(None));
+        }
+        let new = stream_of(picture).map(|s| (s.publisher, s.ctl.clone()));
+        let Some(recording) = self.recording.as_mut() else {
+            return;
+        };
+        tracing::debug!(room = self.id.0, ?picture, "the recording's picture");
+        recording.picture = picture;
+        if let Some((who, ctl)) = new {
+            let _ = ctl.send(forward::ForwardCtl::Tap(Some(recording.recorder.tap(who))));
         }
     }
 
@@ -373,7 +487,17 @@ impl Room {
         }
         let mic = published.kind == Source::Mic;
         self.apply_restriction(&published);
+        if let Some(recording) = self.recording.as_mut() {
+            if mic {
+                let tap = recording.recorder.tap(publisher);
+                let _ = published.ctl.send(forward::ForwardCtl::Tap(Some(tap)));
+            } else if recording.picture == Some((publisher, published.kind)) {
+                // A new stream in the picture's place: tapped again below.
+                recording.picture = None;
+            }
+        }
         self.streams.push(published);
+        self.follow_picture();
         if mic {
             self.rank_speakers();
         } else {
@@ -413,6 +537,11 @@ impl Room {
             .into_iter()
             .partition(|s| s.publisher == member);
         self.streams = kept;
+        if let Some(recording) = self.recording.as_mut()
+            && recording.picture.is_some_and(|(who, _)| who == member)
+        {
+            recording.picture = None;
+        }
         for stream in gone {
             for (_, entry) in &self.members {
                 if let Some(connection) = &entry.connection {
@@ -421,6 +550,7 @@ impl Room {
             }
         }
         self.mic_packets.remove(&member);
+        self.follow_picture();
     }
 
     /// Closes `member`'s connection and withdraws its streams (the entry stays).
