@@ -8,6 +8,7 @@ pub mod crash;
 pub mod load;
 pub mod lossy_udp;
 pub mod netlab;
+pub mod real_media;
 pub mod relay;
 pub mod room_bot;
 pub mod soak;
@@ -365,6 +366,8 @@ pub struct Bot {
     pub class: Option<quad_shared::protocol::ClassState>,
     /// `Notice` texts.
     pub notices: Vec<String>,
+    /// `Recording` news: (recording id, room, what became of it).
+    pub recordings: Vec<(String, String, quad_shared::protocol::RecordingNews)>,
     /// Teachers' `Attention` events: (student, watching).
     pub attention: Vec<(AvatarId, bool)>,
     /// Set when the server closed the connection: (code, reason).
@@ -466,6 +469,7 @@ impl Bot {
             class_frames: 0,
             class: None,
             notices: Vec::new(),
+            recordings: Vec::new(),
             attention: Vec::new(),
             closed: None,
             ice_renewals: Vec::new(),
@@ -683,6 +687,7 @@ impl Bot {
                 self.class = class;
             }
             ServerMsg::Notice { text } => self.notices.push(text),
+            ServerMsg::Recording { id, room, news } => self.recordings.push((id, room, news)),
             ServerMsg::Attention {
                 student, watching, ..
             } => self.attention.push((student, watching)),

@@ -173,6 +173,8 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
             shaper: None,
             camera_rates: None,
             lose_answers: 0,
+            real: None,
+            speaking: None,
         };
         bots.push(RoomBot::join(addr, options).await?);
     }

@@ -68,6 +68,11 @@ pub struct RoomBotOptions {
     /// Answers to the server's offers that are made but never sent, as if lost on the way
     /// (the first N).
     pub lose_answers: u32,
+    /// Publish real Opus and VP8 (a tone while `speaking`, silence otherwise; a test
+    /// pattern on the camera) instead of synthetic payloads.
+    pub real: Option<Arc<crate::real_media::RealMedia>>,
+    /// When the microphone carries the tone (always, without this).
+    pub speaking: Option<crate::real_media::Speaking>,
 }
 
 impl RoomBotOptions {
@@ -111,6 +116,8 @@ pub struct RoomBotState {
     pub errors: Vec<ErrorMsg>,
     /// The class the bot is in, as last sent.
     pub class: Option<quad_shared::protocol::ClassState>,
+    /// `Recording` news, as [`crate::Bot::recordings`].
+    pub recordings: Vec<(String, String, quad_shared::protocol::RecordingNews)>,
     /// Set when the bot's task ended with an error.
     pub failed: Option<String>,
     /// Room and proximity changes, in the order the server sent them.
@@ -193,6 +200,8 @@ impl RoomBotOptions {
             shaper: None,
             camera_rates: None,
             lose_answers: 0,
+            real: None,
+            speaking: None,
         }
     }
 }
@@ -617,6 +626,7 @@ pub const SIMULCAST_RIDS: [&str; 3] = [
 /// keyframe every 30th. Payloads carry [`MAGIC`] and the send time at 4..16; video
 /// payloads start with a VP8 descriptor and carry their layer at byte 2. With `rates`, each
 /// layer's frame is as many bytes as its bitrate needs, in packets of at most 1,000 bytes.
+/// With `real`, the payloads are real Opus and VP8 instead (see [`crate::real_media`]).
 fn publish(
     mic: Option<(Arc<TrackLocalStaticRTP>, u8)>,
     camera: Option<(
@@ -624,6 +634,10 @@ fn publish(
         Arc<dyn webrtc::rtp_transceiver::RtpTransceiver>,
     )>,
     rates: Option<[u64; 3]>,
+    real: Option<(
+        Arc<crate::real_media::RealMedia>,
+        Option<crate::real_media::Speaking>,
+    )>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mic_ssrc = match &mic {
@@ -669,9 +683,21 @@ fn publish(
                 let mut packet =
                     synthetic(111, audio_seq, u32::from(audio_seq) * 960, &[0; 4], len);
                 packet.header.ssrc = mic_ssrc;
+                let mut level = *level;
+                if let Some((media, speaking)) = &real {
+                    let on = speaking.as_ref().is_none_or(|s| s.now());
+                    packet.payload = if on {
+                        media.tone[usize::from(audio_seq) % media.tone.len()].clone()
+                    } else {
+                        Bytes::from_static(&crate::real_media::SILENCE)
+                    };
+                    if !on {
+                        level = 127;
+                    }
+                }
                 let level = HeaderExtension::AudioLevel(AudioLevelExtension {
-                    level: *level,
-                    voice: *level < 127,
+                    level,
+                    voice: level < 127,
                 });
                 if track
                     .write_rtp_with_extensions(packet, &[level])
@@ -686,6 +712,45 @@ fn publish(
             {
                 frame = frame.wrapping_add(1);
                 let key = frame % 30 == 1;
+                if let Some((media, _)) = &real {
+                    let (vp8, _) = &media.video[frame as usize % media.video.len()];
+                    for (layer, ssrc) in layers.iter().enumerate().take(3) {
+                        let parts: Vec<&[u8]> = vp8.chunks(1000).collect();
+                        for (part, chunk) in parts.iter().enumerate() {
+                            let seq = &mut video_seqs[layer];
+                            *seq = seq.wrapping_add(1);
+                            let mut payload = Vec::with_capacity(chunk.len() + 1);
+                            // VP8 descriptor: S=1 on the frame's first packet, partition 0.
+                            payload.push(if part == 0 { 0x10 } else { 0x00 });
+                            payload.extend_from_slice(chunk);
+                            let mut packet = rtc::rtp::Packet {
+                                header: rtc::rtp::header::Header {
+                                    version: 2,
+                                    payload_type: 96,
+                                    sequence_number: *seq,
+                                    timestamp: frame * 3000,
+                                    marker: part + 1 == parts.len(),
+                                    ssrc: *ssrc,
+                                    ..Default::default()
+                                },
+                                payload: Bytes::from(payload),
+                            };
+                            if let Some((id, mid)) = &mid_ext {
+                                let _ = packet.header.set_extension(*id, mid.clone());
+                            }
+                            if let Some(id) = rid_ext {
+                                let rid = SIMULCAST_RIDS[layer];
+                                let _ = packet
+                                    .header
+                                    .set_extension(id, Bytes::from_static(rid.as_bytes()));
+                            }
+                            if track.write_rtp(packet).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    continue;
+                }
                 for (layer, ssrc) in layers.iter().enumerate().take(3) {
                     let frame_bytes = match rates {
                         // A layer at 0 bit/s is not sent (a camera of fewer layers).
@@ -898,6 +963,7 @@ async fn drive(
             s.restarting = bot.restarting;
             s.errors.append(&mut bot.errors);
             s.class = bot.class.clone();
+            s.recordings.append(&mut bot.recordings);
             for event in bot.peer_events.drain(..) {
                 s.log.push(match event {
                     crate::PeerEvent::Connect(peer, _) => MediaEvent::ConnectPeer(peer),
@@ -1061,8 +1127,16 @@ async fn drive(
                             st.connected_at.get_or_insert_with(Instant::now);
                             if m.publisher.is_none() {
                                 let mic = m.mic.clone().zip(options.mic_level);
-                                m.publisher =
-                                    Some(publish(mic, m.camera.clone(), options.camera_rates));
+                                let real = options
+                                    .real
+                                    .clone()
+                                    .map(|media| (media, options.speaking.clone()));
+                                m.publisher = Some(publish(
+                                    mic,
+                                    m.camera.clone(),
+                                    options.camera_rates,
+                                    real,
+                                ));
                             }
                         }
                     }

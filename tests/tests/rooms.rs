@@ -24,6 +24,8 @@ fn options(name: &str, spawn: [f32; 2], mic_level: Option<u8>, camera: bool) -> 
         shaper: None,
         camera_rates: None,
         lose_answers: 0,
+        real: None,
+        speaking: None,
     }
 }
 

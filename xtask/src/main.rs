@@ -236,6 +236,9 @@ fn ensure_test_tools() -> Result<()> {
         ("/usr/bin/certutil", "libnss3-tools"),
         ("/usr/sbin/ip", "iproute2"),
         ("/usr/sbin/nft", "nftables"),
+        // Class recordings: the server's mixdown, and ffprobe for the tests.
+        ("/usr/bin/ffmpeg", "ffmpeg"),
+        ("/usr/bin/ffprobe", "ffmpeg"),
     ]
     .into_iter()
     .filter(|(path, _)| !have(path))

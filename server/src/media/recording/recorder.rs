@@ -183,7 +183,7 @@ impl Tracks {
             }
             let name = format!("audio-{}.ogg", t.who.0);
             let file = BufWriter::new(File::create(self.dir.join(&name))?);
-            let track = AudioTrack::new(file, t.who.0 as u32)?;
+            let track = AudioTrack::new(file, t.who.0)?;
             self.audio.insert(t.who, (name, track));
         }
         if let Some((_, track)) = self.audio.get_mut(&t.who) {
@@ -310,13 +310,13 @@ fn run(job: Job, packets: Receiver<Tapped>) {
     let finished = tracks.finish(end);
     let failed = match (&stopped, finished) {
         (Some((reason, true)), _) => Err(format!(
-            "{reason}; the tracks written so far are kept in {}",
-            job.raw.display()
+            "{reason}; the tracks written so far are kept on the server ({}/)",
+            job.id
         )),
         (_, Err(e)) => Err(format!(
-            "{}; the tracks written so far are kept in {}",
+            "{}; the tracks written so far are kept on the server ({}/)",
             write_failure(&e),
-            job.raw.display()
+            job.id
         )),
         (_, Ok(manifest)) => make_file(&job, manifest),
     };
@@ -367,7 +367,13 @@ fn run(job: Job, packets: Receiver<Tapped>) {
 /// Writes the manifest and runs the mixdown: the file's length and size, or why there is
 /// no file. The raw tracks are deleted once the file is made, and kept otherwise.
 fn make_file(job: &Job, manifest: mixdown::Manifest) -> Result<(u64, u64), String> {
-    let kept = |what: String| format!("{what}; the raw tracks are kept in {}", job.raw.display());
+    let kept = |what: String| {
+        tracing::warn!(raw = %job.raw.display(), "no recording file: {what}");
+        format!(
+            "{what}; the raw tracks are kept on the server (in the recordings folder, {}/)",
+            job.id
+        )
+    };
     let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     std::fs::write(job.raw.join(mixdown::MANIFEST), json).map_err(|e| kept(write_failure(&e)))?;
     let mut mixing = job.record.clone();

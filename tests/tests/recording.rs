@@ -1,0 +1,441 @@
+//! Recording a class, end to end with room bots that publish real Opus and VP8 (made by
+//! `ffmpeg`, see `quad_tests::real_media`): a teacher records, students cannot, the file
+//! that comes out plays (ffprobe) and holds the room's sound where people spoke and
+//! silence where no one did; a full disk stops the recording with a message while the
+//! class goes on; without the media tool the teacher is told and the raw tracks are kept.
+
+use anyhow::{Context, Result, bail, ensure};
+use quad_shared::protocol::{ClientMsg, ErrorCode, RecordingNews, Role, TeacherAction};
+use quad_tests::real_media::{RealMedia, Speaking, real_media};
+use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
+use quad_tests::{PATIENCE, TestServer, campus};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+fn bot(
+    name: &str,
+    at: [f32; 2],
+    token: Option<String>,
+    media: &Arc<RealMedia>,
+    camera: bool,
+    speaking: Option<Speaking>,
+) -> RoomBotOptions {
+    RoomBotOptions {
+        camera,
+        token,
+        real: Some(media.clone()),
+        speaking,
+        ..RoomBotOptions::mic(name, at)
+    }
+}
+
+fn secs(from: f64, to: f64) -> (Duration, Duration) {
+    (Duration::from_secs_f64(from), Duration::from_secs_f64(to))
+}
+
+/// Waits until `cond` holds of a bot's state.
+async fn wait_for(
+    bot: &RoomBot,
+    what: &str,
+    patience: Duration,
+    cond: impl Fn(&quad_tests::room_bot::RoomBotState) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        {
+            let s = bot.state();
+            if cond(&s) {
+                return Ok(());
+            }
+            if let Some(failed) = &s.failed {
+                bail!("{what}: the bot failed: {failed}");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{what}: not within {patience:?} (class {:?}, recordings {:?}, errors {:?})",
+                    s.class,
+                    s.recordings,
+                    s.errors
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn recording(bot: &RoomBot) -> bool {
+    bot.state().class.as_ref().is_some_and(|c| c.recording)
+}
+
+/// The news of the first recording the bot was told of that matches.
+fn news(bot: &RoomBot, pick: impl Fn(&RecordingNews) -> bool) -> Option<(String, RecordingNews)> {
+    bot.state()
+        .recordings
+        .iter()
+        .find(|(_, _, n)| pick(n))
+        .map(|(id, _, n)| (id.clone(), n.clone()))
+}
+
+/// What ffprobe says of a file: its duration and its streams' (type, codec).
+fn probe(file: &Path) -> Result<(f64, Vec<(String, String)>)> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration:stream=codec_type,codec_name",
+        ])
+        .args(["-of", "json"])
+        .arg(file)
+        .output()
+        .context("running ffprobe (Debian's ffmpeg package)")?;
+    ensure!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let duration: f64 = json["format"]["duration"]
+        .as_str()
+        .context("no duration")?
+        .parse()?;
+    let streams = json["streams"]
+        .as_array()
+        .context("no streams")?
+        .iter()
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap_or_default().to_owned(),
+                s["codec_name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    Ok((duration, streams))
+}
+
+/// The mean volume (dB) of the file's sound from `from` for one second (ffmpeg's
+/// `volumedetect`).
+fn mean_volume(file: &Path, from: f64) -> Result<f64> {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-ss",
+            &format!("{from}"),
+            "-t",
+            "1",
+            "-i",
+        ])
+        .arg(file)
+        .args(["-map", "0:a", "-af", "volumedetect", "-f", "null", "-"])
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    said.lines()
+        .find_map(|l| l.split("mean_volume:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
+        .with_context(|| format!("no mean_volume at {from} s: {said}"))
+}
+
+fn recordings_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_class_is_one_playable_file_with_the_rooms_sound_and_the_teachers_camera()
+-> Result<()> {
+    let media = real_media()?;
+    let server = TestServer::start_with(|c| c.room_max_speakers = 10).await?;
+    let spot = room_spot(&campus(), 0)?;
+    // The recording starts at `epoch`; each person speaks at known times after it.
+    let epoch = Arc::new(OnceLock::new());
+    let speaks = |on: Vec<(Duration, Duration)>| Speaking {
+        epoch: epoch.clone(),
+        on,
+    };
+    let teacher = RoomBot::join(
+        server.addr(),
+        bot(
+            "Ms Ada",
+            spot,
+            Some(server.token("Ms Ada", Role::Teacher)?),
+            &media,
+            true,
+            Some(speaks(vec![secs(16.0, 18.0)])),
+        ),
+    )
+    .await?;
+    let patterns = [
+        vec![secs(2.0, 5.0)],
+        vec![secs(7.0, 10.0)],
+        vec![secs(12.0, 15.0)],
+    ];
+    let mut students = Vec::new();
+    for (i, on) in patterns.into_iter().enumerate() {
+        students.push(
+            RoomBot::join(
+                server.addr(),
+                bot(
+                    &format!("Student {i}"),
+                    spot,
+                    None,
+                    &media,
+                    false,
+                    Some(speaks(on)),
+                ),
+            )
+            .await?,
+        );
+    }
+    let ids: Vec<_> = students.iter().map(|s| s.id).collect();
+    teacher.wait_receiving(&ids, "mic", 20).await?;
+    for s in &students {
+        s.wait_receiving(&[teacher.id], "camera", 20).await?;
+    }
+
+    // A student cannot record: the server refuses, and nothing records.
+    students[0].send(ClientMsg::Teacher(TeacherAction::Record(true)));
+    wait_for(&students[0], "the student's refusal", PATIENCE, |s| {
+        s.errors.iter().any(|e| e.code == ErrorCode::Forbidden)
+    })
+    .await?;
+    ensure!(
+        !recording(&teacher),
+        "a student's request started a recording"
+    );
+
+    epoch.get_or_init(Instant::now);
+    let started = Instant::now();
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(true)));
+    for b in std::iter::once(&teacher).chain(&students) {
+        wait_for(b, "everyone sees the recording", PATIENCE, |s| {
+            s.class.as_ref().is_some_and(|c| c.recording)
+        })
+        .await?;
+    }
+    tokio::time::sleep_until((started + Duration::from_secs(20)).into()).await;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(false)));
+    wait_for(
+        &teacher,
+        "the recording is ready",
+        Duration::from_secs(60),
+        |s| {
+            s.recordings
+                .iter()
+                .any(|(_, _, n)| matches!(n, RecordingNews::Ready { .. }))
+        },
+    )
+    .await?;
+    ensure!(
+        !recording(&students[0]),
+        "the class still shows a recording"
+    );
+    let (id, ready) =
+        news(&teacher, |n| matches!(n, RecordingNews::Ready { .. })).context("no Ready news")?;
+    let dir = server.data_dir.join("recordings");
+    let file = dir.join(format!("{id}.webm"));
+    // The raw tracks are gone once the file is made.
+    ensure!(
+        recordings_in(&dir) == [format!("{id}.webm")],
+        "{:?}",
+        recordings_in(&dir)
+    );
+    let (duration, streams) = probe(&file)?;
+    println!("recording {id}: {ready:?}; ffprobe: {duration:.2} s, {streams:?}");
+    ensure!((19.0..=21.0).contains(&duration), "{duration} s");
+    ensure!(
+        streams.contains(&("audio".into(), "opus".into()))
+            && streams.contains(&("video".into(), "vp8".into()))
+            && streams.len() == 2,
+        "{streams:?}"
+    );
+    // Loud where someone spoke, silent where no one did.
+    let loud = [3.0, 8.0, 13.0, 16.5];
+    let quiet = [0.5, 5.5, 10.5, 18.5];
+    let mut volumes = Vec::new();
+    for at in loud.iter().chain(&quiet) {
+        volumes.push((*at, mean_volume(&file, *at)?));
+    }
+    println!("mean volume per second (s, dB): {volumes:?}");
+    for (at, db) in &volumes {
+        if loud.contains(at) {
+            ensure!(*db > -35.0, "silent at {at} s where someone spoke: {db} dB");
+        } else {
+            ensure!(*db < -60.0, "sound at {at} s where no one spoke: {db} dB");
+        }
+    }
+    // The store keeps it.
+    {
+        use quad_server::store::Store;
+        let store = quad_server::store::sqlite::SqliteStore::open(&server.data_dir)?;
+        let rows = store.recordings(10)?;
+        ensure!(rows.len() == 1, "{rows:?}");
+        let row = &rows[0];
+        ensure!(
+            row.id == id && row.state == "ready" && row.room == "Classroom A",
+            "{row:?}"
+        );
+        ensure!(
+            row.by_name == "Ms Ada" && (19_000..=21_000).contains(&row.duration_ms),
+            "{row:?}"
+        );
+        ensure!(row.bytes == std::fs::metadata(&file)?.len(), "{row:?}");
+    }
+    server.stop().await;
+    Ok(())
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(kib: u32) -> Result<SmallDisk> {
+        let dir = quad_tests::temp_dir("small-disk");
+        std::fs::create_dir_all(&dir)?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .context("mount (the test runs as root, as `cargo xtask test` does)")?;
+        ensure!(status.success(), "mounting a tmpfs failed");
+        Ok(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_recording_with_a_message_and_the_class_goes_on() -> Result<()> {
+    let media = real_media()?;
+    let disk = SmallDisk::mount(192)?;
+    let recordings = disk.0.join("recordings");
+    let server = TestServer::start_with(|c| c.recordings_dir = Some(recordings.clone())).await?;
+    let spot = room_spot(&campus(), 1)?;
+    let teacher = RoomBot::join(
+        server.addr(),
+        bot(
+            "Mr Bo",
+            spot,
+            Some(server.token("Mr Bo", Role::Teacher)?),
+            &media,
+            true,
+            None,
+        ),
+    )
+    .await?;
+    let student = RoomBot::join(server.addr(), bot("Cy", spot, None, &media, false, None)).await?;
+    teacher.wait_receiving(&[student.id], "mic", 20).await?;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(true)));
+    wait_for(&student, "the recording starts", PATIENCE, |s| {
+        s.class.as_ref().is_some_and(|c| c.recording)
+    })
+    .await?;
+    // The camera fills 192 KiB in a few seconds.
+    wait_for(
+        &teacher,
+        "the teacher is told",
+        Duration::from_secs(30),
+        |s| {
+            s.recordings.iter().any(|(_, _, n)| {
+            matches!(n, RecordingNews::Stopped { reason } if reason.contains("disk is full"))
+        })
+        },
+    )
+    .await?;
+    wait_for(
+        &student,
+        "the class no longer shows a recording",
+        PATIENCE,
+        |s| s.class.as_ref().is_some_and(|c| !c.recording),
+    )
+    .await?;
+    wait_for(&teacher, "no file could be made", PATIENCE, |s| {
+        s.recordings
+            .iter()
+            .any(|(_, _, n)| matches!(n, RecordingNews::Failed { .. }))
+    })
+    .await?;
+    // The class goes on: the student's audio keeps reaching the teacher.
+    let before = teacher.state().packets_from(student.id, "mic");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = teacher.state().packets_from(student.id, "mic");
+    println!(
+        "student's audio at the teacher: {before} -> {after} packets in 2 s after the disk filled"
+    );
+    ensure!(after >= before + 50, "{before} -> {after}");
+    server.stop().await;
+    drop(disk);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_media_tool_the_teacher_is_told_and_the_raw_tracks_are_kept() -> Result<()> {
+    let media = real_media()?;
+    let server =
+        TestServer::start_with(|c| c.ffmpeg = PathBuf::from("/nonexistent/ffmpeg")).await?;
+    let spot = room_spot(&campus(), 2)?;
+    let teacher = RoomBot::join(
+        server.addr(),
+        bot(
+            "Ms Di",
+            spot,
+            Some(server.token("Ms Di", Role::Teacher)?),
+            &media,
+            true,
+            None,
+        ),
+    )
+    .await?;
+    let student = RoomBot::join(server.addr(), bot("Ed", spot, None, &media, false, None)).await?;
+    teacher.wait_receiving(&[student.id], "mic", 20).await?;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(true)));
+    wait_for(&teacher, "the recording starts", PATIENCE, |s| {
+        s.class.as_ref().is_some_and(|c| c.recording)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(false)));
+    wait_for(&teacher, "the teacher is told", PATIENCE, |s| {
+        s.recordings
+            .iter()
+            .any(|(_, _, n)| matches!(n, RecordingNews::Failed { .. }))
+    })
+    .await?;
+    let (id, failed) =
+        news(&teacher, |n| matches!(n, RecordingNews::Failed { .. })).context("no news")?;
+    let RecordingNews::Failed { message } = failed else {
+        bail!("{failed:?}");
+    };
+    println!("the teacher was told: {message}");
+    ensure!(
+        message.contains("/nonexistent/ffmpeg") && message.contains("raw tracks"),
+        "{message}"
+    );
+    let raw = server.data_dir.join("recordings").join(&id);
+    let files = recordings_in(&raw);
+    ensure!(
+        files.contains(&"manifest.json".to_owned())
+            && files.contains(&format!("audio-{}.ogg", student.id.0))
+            && files.contains(&"picture.ivf".to_owned()),
+        "{files:?}"
+    );
+    // The raw tracks themselves play.
+    let (duration, _) = probe(&raw.join(format!("audio-{}.ogg", student.id.0)))?;
+    ensure!((2.0..=5.0).contains(&duration), "{duration} s");
+    server.stop().await;
+    Ok(())
+}
