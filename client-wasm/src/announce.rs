@@ -17,6 +17,8 @@ pub struct Situation {
     pub blocked: MediaFlags,
     /// The connection dropped and the page is getting it back.
     pub reconnecting: bool,
+    /// In a class: whether it is being recorded.
+    pub recorded: Option<bool>,
 }
 
 /// The sentences that say what changed from `before` to `now`, in order.
@@ -42,6 +44,13 @@ pub fn changes(before: &Situation, now: &Situation) -> Vec<String> {
         (true, false) => Some(on.to_owned()),
         _ => None,
     };
+    match (before.recorded, now.recorded) {
+        (None | Some(false), Some(true)) => said
+            .push("This class is being recorded, your microphone and camera included".to_owned()),
+        // Walking out of a recorded class is not the recording ending.
+        (Some(true), Some(false)) => said.push("The recording stopped".to_owned()),
+        _ => {}
+    }
     let (b, n) = (&before.blocked, &now.blocked);
     said.extend(device(
         b.mic,
@@ -73,6 +82,29 @@ mod tests {
             joined: true,
             ..Situation::default()
         }
+    }
+
+    #[test]
+    fn a_recording_is_said_when_it_starts_when_walking_in_and_when_it_stops() {
+        let in_class = |recorded| Situation {
+            room: Some("Classroom A".into()),
+            recorded: Some(recorded),
+            ..joined()
+        };
+        let told = "This class is being recorded, your microphone and camera included";
+        assert_eq!(changes(&in_class(false), &in_class(true)), [told]);
+        assert_eq!(
+            changes(&joined(), &in_class(true)),
+            ["You joined Classroom A", told]
+        );
+        assert_eq!(
+            changes(&in_class(true), &in_class(false)),
+            ["The recording stopped"]
+        );
+        assert_eq!(
+            changes(&in_class(true), &joined()),
+            ["You left Classroom A"]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use quad_shared::AvatarId;
 use quad_shared::media::Source;
-use quad_shared::protocol::{ClassState, Device, TeacherAction, Who};
+use quad_shared::protocol::{ClassState, Device, RecordingNews, TeacherAction, Who};
 
 /// What a button of the teacher's toolbar (`#class-controls`) does now; `None` for an id
 /// that is not one of them.
@@ -25,6 +25,7 @@ pub fn toolbar_action(button_id: &str, class: &ClassState) -> Option<TeacherActi
         "class-focus" => TeacherAction::Focus(!class.focus),
         "class-lower-hands" => TeacherAction::LowerHand(None),
         "class-end-spotlight" => TeacherAction::Spotlight(None),
+        "class-record" => TeacherAction::Record(!class.recording),
         _ => return None,
     })
 }
@@ -138,6 +139,27 @@ pub fn attention_text(name: &str, watching: bool, focus: bool) -> String {
     }
 }
 
+/// What a teacher is told of a recording (`ServerMsg::Recording`), as a notice.
+pub fn recording_notice(room: &str, news: &RecordingNews) -> String {
+    match news {
+        RecordingNews::Stopped { reason } => {
+            format!("The recording of {room} stopped: {reason}. The class goes on.")
+        }
+        RecordingNews::Ready { duration_ms, bytes } => {
+            let secs = duration_ms / 1000;
+            format!(
+                "The recording of {room} is ready: {}:{:02}, {:.1} MB.",
+                secs / 60,
+                secs % 60,
+                *bytes as f64 / 1_000_000.0
+            )
+        }
+        RecordingNews::Failed { message } => {
+            format!("The recording of {room} could not be made: {message}.")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +180,7 @@ mod tests {
             blocked: vec![],
             blocked_for_newcomers: MediaFlags::default(),
             away: vec![],
+            recording: false,
         }
     }
 
@@ -276,5 +299,32 @@ mod tests {
         assert_eq!(attention_text("Ada", false, true), "Ada left full screen");
         assert_eq!(attention_text("Ada", false, false), "Ada left the tab");
         assert_eq!(attention_text("Ada", true, true), "Ada is back");
+    }
+
+    #[test]
+    fn recording_news_reads_as_a_sentence() {
+        let ready = RecordingNews::Ready {
+            duration_ms: 125_400,
+            bytes: 3_450_000,
+        };
+        assert_eq!(
+            recording_notice("Classroom A", &ready),
+            "The recording of Classroom A is ready: 2:05, 3.5 MB."
+        );
+        let stopped = RecordingNews::Stopped {
+            reason: "the disk is full".into(),
+        };
+        assert_eq!(
+            recording_notice("Classroom A", &stopped),
+            "The recording of Classroom A stopped: the disk is full. The class goes on."
+        );
+        let toggle = toolbar_action(
+            "class-record",
+            &ClassState {
+                recording: true,
+                ..class()
+            },
+        );
+        assert_eq!(toggle, Some(TeacherAction::Record(false)));
     }
 }

@@ -193,6 +193,9 @@ impl Game {
                 self.class_dirty = true;
             }
             ServerMsg::Notice { text } => self.notice = Some(text),
+            ServerMsg::Recording { room, news, .. } => {
+                self.notice = Some(crate::class::recording_notice(&room, &news));
+            }
             ServerMsg::Reconnecting { id, reconnecting } => {
                 if reconnecting {
                     self.reconnecting.insert(id);
@@ -606,6 +609,7 @@ mod tests {
             )],
             blocked_for_newcomers: MediaFlags::default(),
             away: vec![],
+            recording: false,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Classroom tools in a real browser, each test run in Chromium and in Firefox (fake
 //! devices): chat shows whatever it holds as text and runs nothing (typed on the page and received from a bot), and a teacher's
 //! mute shows on the student's page as muted by the teacher, with the mic button locked,
-//! until the teacher allows the mic again.
+//! until the teacher allows the mic again; a recording shows on every page in the room,
+//! and on a page that walks in while it runs.
 
 use quad_shared::protocol::{ChatTo, ClientMsg, Device, Role, TeacherAction, Who};
 use quad_tests::browser::{Driver, Engine, require_client_bundle};
@@ -11,6 +12,10 @@ use std::time::Duration;
 
 /// WebDriver's key value for Enter.
 const ENTER: char = '\u{e007}';
+/// WebDriver's key value for the up arrow.
+const ARROW_UP: char = '\u{e013}';
+/// Below classroom A's door: walking up enters the room.
+const HALLWAY: [f32; 2] = [224.0, 400.0];
 
 /// The classic payload, and one that would leave a trace if it ever ran without a dialog.
 const XSS: &str = "<img src=x onerror=alert(1)>";
@@ -382,6 +387,138 @@ async fn a_bad_link_is_explained_in_the_lobby_and_a_guest_may_join(
     assert_eq!(snap["self"]["role"], "guest");
     assert_eq!(snap["self"]["name"], "Guesty");
     page.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+quad_tests::in_each_engine!(a_recording_shows_on_every_page_in_the_room);
+
+/// Whether the page shows the recording indicator, and what its live region said last.
+const INDICATOR: &str = "return {shown: !document.querySelector('#room-recording').hidden,
+    said: document.querySelector('#announcer').textContent,
+    notice: document.querySelector('#notice').textContent};";
+
+async fn a_recording_shows_on_every_page_in_the_room(engine: Engine) -> anyhow::Result<()> {
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start_engine(engine).await?;
+    let spot = room_spot(&campus(), 0)?;
+    let teacher = driver.browser().await?;
+    teacher
+        .goto(&format!(
+            "{}/?token={}&spawn={},{}",
+            server.url(),
+            server.token("Ms Ada", Role::Teacher)?,
+            spot[0],
+            spot[1]
+        ))
+        .await?;
+    let student = driver.browser().await?;
+    student
+        .goto(&format!(
+            "{}/?name=Stu&spawn={},{}",
+            server.url(),
+            spot[0],
+            spot[1]
+        ))
+        .await?;
+    for page in [&teacher, &student] {
+        page.wait_snapshot("the page in the class with its teacher", |s| {
+            s["class"]["teachers"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty())
+                && s["room"]["state"] == "connected"
+        })
+        .await?;
+    }
+    // The student has no Record button; the teacher does.
+    let buttons = student
+        .eval("return !document.querySelector('#class-controls').hidden")
+        .await?;
+    assert_eq!(buttons, false, "the student sees the teacher's toolbar");
+    teacher.click("#class-record").await?;
+    for (page, who) in [(&teacher, "teacher"), (&student, "student")] {
+        page.wait_snapshot(&format!("the {who}'s class recording"), |s| {
+            s["class"]["recording"] == true
+        })
+        .await?;
+        let shown = page
+            .wait_snapshot_of(
+                &format!("the indicator on the {who}'s page"),
+                INDICATOR,
+                |v| v["shown"] == true,
+            )
+            .await?;
+        assert!(
+            shown["said"]
+                .as_str()
+                .is_some_and(|t| t.contains("being recorded")),
+            "{who}: {shown}"
+        );
+    }
+    teacher
+        .wait_snapshot_of(
+            "the teacher's button says stop",
+            "const b = document.querySelector('#class-record'); return {text: b.textContent, pressed: b.getAttribute('aria-pressed')};",
+            |b| b["text"] == "Stop recording" && b["pressed"] == "true",
+        )
+        .await?;
+
+    // Someone walking in later is told as they enter.
+    let late = driver.browser().await?;
+    late.goto(&format!(
+        "{}/?name=Late&spawn={},{}",
+        server.url(),
+        HALLWAY[0],
+        HALLWAY[1]
+    ))
+    .await?;
+    late.wait_snapshot("the late page to join", |s| s["self"]["id"].is_u64())
+        .await?;
+    late.hold_key(ARROW_UP, Duration::from_millis(900)).await?;
+    late.wait_snapshot("the late page in the recorded class", |s| {
+        s["class"]["recording"] == true
+    })
+    .await?;
+    let told = late
+        .wait_snapshot_of("the indicator on the late page", INDICATOR, |v| {
+            v["shown"] == true
+        })
+        .await?;
+    assert!(
+        told["said"]
+            .as_str()
+            .is_some_and(|t| t.contains("being recorded")),
+        "{told}"
+    );
+
+    teacher.click("#class-record").await?;
+    for (page, who) in [
+        (&teacher, "teacher"),
+        (&student, "student"),
+        (&late, "late"),
+    ] {
+        page.wait_snapshot_of(
+            &format!("the indicator gone from the {who}'s page"),
+            INDICATOR,
+            |v| v["shown"] == false,
+        )
+        .await?;
+    }
+    // The teacher is told when the file is made.
+    let ready = teacher
+        .wait_snapshot_of("the teacher told the file is ready", INDICATOR, |v| {
+            v["notice"].as_str().is_some_and(|t| t.contains("is ready"))
+        })
+        .await?;
+    println!(
+        "{}: the teacher was told: {}",
+        engine.name(),
+        ready["notice"]
+    );
+    for page in [teacher, student, late] {
+        page.close().await?;
+    }
     server.stop().await;
     Ok(())
 }

@@ -242,6 +242,8 @@ fn render(game: &Game) -> Result<(), JsValue> {
     )?;
     dom::set_hidden("toggle-hand", class.is_none() || game.role.is_teacher())?;
 
+    // Everyone in the room sees that it records.
+    dom::set_hidden("room-recording", !class.is_some_and(|c| c.recording))?;
     let teaching = class.filter(|_| game.teaches());
     dom::set_hidden("class-controls", teaching.is_none())?;
     let hands = dom::by_id(&document, "class-hands")?;
@@ -289,6 +291,16 @@ fn render(game: &Game) -> Result<(), JsValue> {
         class.hands.is_empty(),
     )?;
     dom::set_hidden("class-end-spotlight", class.spotlight.is_none())?;
+    controls::set_toggle(
+        &document,
+        "class-record",
+        class.recording,
+        if class.recording {
+            "Stop recording"
+        } else {
+            "Record"
+        },
+    )?;
 
     for id in &class.hands {
         let name = game.name_of(*id);

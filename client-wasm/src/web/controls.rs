@@ -284,6 +284,7 @@ pub fn update_hud(app: &mut App) -> Result<(), JsValue> {
         room: app.link.room.clone(),
         blocked,
         reconnecting: app.link.reconnecting,
+        recorded: app.game.class.as_ref().map(|c| c.recording),
     };
     if situation != app.situation {
         let said = crate::announce::changes(&app.situation, &situation);

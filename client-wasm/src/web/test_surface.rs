@@ -19,7 +19,7 @@
 //! `nearby`, `room`, `space` or `direct`; `from` the sender's name; `to` the recipient's
 //! name of a direct message, else `null`; `saved`: `false` once the server said it could
 //! not save this line of ours). `class` is `null` outside a class, else `{room, locked,
-//! focus, spotlight, hands, teachers, away, me: {mic, camera, screen}}` (`spotlight` an id
+//! focus, spotlight, hands, teachers, away, recording, me: {mic, camera, screen}}` (`spotlight` an id
 //! or `null`; `hands` in the order raised; `me`: `true` for each of our devices the teacher
 //! turned off). `connection` is `{state, attempt, resumed, rejoined, status}` (`state`:
 //! `open`, `reconnecting`, `connecting` or `closed`; `resumed`/`rejoined`: how often the
@@ -71,6 +71,7 @@ struct ClassView {
     hands: Vec<u32>,
     teachers: Vec<u32>,
     away: Vec<u32>,
+    recording: bool,
     /// Our devices the teacher turned off.
     me: MediaView,
 }
@@ -275,6 +276,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
             hands: ids(&c.hands),
             teachers: ids(&c.teachers),
             away: ids(&c.away),
+            recording: c.recording,
             me: MediaView {
                 mic: blocked.mic,
                 camera: blocked.camera,
