@@ -23,6 +23,7 @@ pub mod heap;
 pub mod http;
 pub mod logging;
 pub mod media;
+pub mod records;
 pub mod session;
 pub mod space;
 pub mod store;

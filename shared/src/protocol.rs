@@ -399,6 +399,9 @@ pub enum ServerMsg {
     /// over clients so they do not all return at once), resuming with `Welcome::resume`
     /// if the new process still has the session, or joining afresh.
     Restarting { retry_after_ms: u32 },
+    /// To the teachers in a class: its register so far (every few seconds while it
+    /// changes).
+    ClassReport(ClassReport),
     /// To the teachers of a class (and whoever started the recording): what became of
     /// recording `id` of room `room`.
     Recording {
@@ -406,6 +409,35 @@ pub enum ServerMsg {
         room: String,
         news: RecordingNews,
     },
+}
+
+/// A class session's register as its teachers see it live: one row per person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassReport {
+    /// The class session's id (for its CSV after class).
+    pub session: String,
+    pub room: String,
+    pub started_ms: u64,
+    pub rows: Vec<ReportRow>,
+}
+
+/// One person's attendance and engagement in a class session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRow {
+    pub name: String,
+    pub role: Role,
+    /// In the room now.
+    pub present: bool,
+    /// How many times they came in.
+    pub intervals: u32,
+    pub present_ms: u64,
+    /// How long they spoke.
+    pub talk_ms: u64,
+    pub hands: u32,
+    pub chat_lines: u32,
+    /// Times they stopped watching, and for how long in all.
+    pub away_count: u32,
+    pub away_ms: u64,
 }
 
 /// What became of a recording.

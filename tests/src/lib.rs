@@ -366,6 +366,8 @@ pub struct Bot {
     pub class: Option<quad_shared::protocol::ClassState>,
     /// `Notice` texts.
     pub notices: Vec<String>,
+    /// The last `ClassReport` (teachers get one every few seconds in a class).
+    pub class_report: Option<quad_shared::protocol::ClassReport>,
     /// `Recording` news: (recording id, room, what became of it).
     pub recordings: Vec<(String, String, quad_shared::protocol::RecordingNews)>,
     /// Teachers' `Attention` events: (student, watching).
@@ -470,6 +472,7 @@ impl Bot {
             class: None,
             notices: Vec::new(),
             recordings: Vec::new(),
+            class_report: None,
             attention: Vec::new(),
             closed: None,
             ice_renewals: Vec::new(),
@@ -688,6 +691,7 @@ impl Bot {
             }
             ServerMsg::Notice { text } => self.notices.push(text),
             ServerMsg::Recording { id, room, news } => self.recordings.push((id, room, news)),
+            ServerMsg::ClassReport(report) => self.class_report = Some(report),
             ServerMsg::Attention {
                 student, watching, ..
             } => self.attention.push((student, watching)),

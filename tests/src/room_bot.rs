@@ -116,6 +116,8 @@ pub struct RoomBotState {
     pub errors: Vec<ErrorMsg>,
     /// The class the bot is in, as last sent.
     pub class: Option<quad_shared::protocol::ClassState>,
+    /// The last `ClassReport`, as [`crate::Bot::class_report`].
+    pub class_report: Option<quad_shared::protocol::ClassReport>,
     /// `Recording` news, as [`crate::Bot::recordings`].
     pub recordings: Vec<(String, String, quad_shared::protocol::RecordingNews)>,
     /// Set when the bot's task ended with an error.
@@ -964,6 +966,9 @@ async fn drive(
             s.errors.append(&mut bot.errors);
             s.class = bot.class.clone();
             s.recordings.append(&mut bot.recordings);
+            if bot.class_report.is_some() {
+                s.class_report = bot.class_report.take();
+            }
             for event in bot.peer_events.drain(..) {
                 s.log.push(match event {
                     crate::PeerEvent::Connect(peer, _) => MediaEvent::ConnectPeer(peer),

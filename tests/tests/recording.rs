@@ -115,7 +115,7 @@ fn probe(file: &Path) -> Result<(f64, Vec<(String, String)>)> {
     Ok((duration, streams))
 }
 
-/// The mean volume (dB) of the file's sound from `from` for one second (ffmpeg's
+/// The mean volume (dB) of the file's sound from `from` for half a second (ffmpeg's
 /// `volumedetect`).
 fn mean_volume(file: &Path, from: f64) -> Result<f64> {
     let out = Command::new("ffmpeg")
@@ -125,7 +125,7 @@ fn mean_volume(file: &Path, from: f64) -> Result<f64> {
             "-ss",
             &format!("{from}"),
             "-t",
-            "1",
+            "0.5",
             "-i",
         ])
         .arg(file)
@@ -170,7 +170,7 @@ async fn a_recorded_class_is_one_playable_file_with_the_rooms_sound_and_the_teac
             Some(server.token("Ms Ada", Role::Teacher)?),
             &media,
             true,
-            Some(speaks(vec![secs(16.0, 18.0)])),
+            Some(speaks(vec![secs(16.0, 19.0)])),
         ),
     )
     .await?;
@@ -196,6 +196,16 @@ async fn a_recorded_class_is_one_playable_file_with_the_rooms_sound_and_the_teac
             .await?,
         );
     }
+    // One more student, without media, who will leave and come back (by their join link).
+    let dee_token = server.token("Dee", Role::Student)?;
+    let mut dee = quad_tests::Bot::join_as(
+        server.addr(),
+        "x",
+        Some(spot),
+        Some(dee_token.clone()),
+        None,
+    )
+    .await?;
     let ids: Vec<_> = students.iter().map(|s| s.id).collect();
     teacher.wait_receiving(&ids, "mic", 20).await?;
     for s in &students {
@@ -259,8 +269,8 @@ async fn a_recorded_class_is_one_playable_file_with_the_rooms_sound_and_the_teac
         "{streams:?}"
     );
     // Loud where someone spoke, silent where no one did.
-    let loud = [3.0, 8.0, 13.0, 16.5];
-    let quiet = [0.5, 5.5, 10.5, 18.5];
+    let loud = [3.0, 8.0, 13.0, 17.0];
+    let quiet = [0.5, 5.5, 10.5, 15.3];
     let mut volumes = Vec::new();
     for at in loud.iter().chain(&quiet) {
         volumes.push((*at, mean_volume(&file, *at)?));
@@ -273,6 +283,49 @@ async fn a_recorded_class_is_one_playable_file_with_the_rooms_sound_and_the_teac
             ensure!(*db < -60.0, "sound at {at} s where no one spoke: {db} dB");
         }
     }
+    // Dee leaves and comes back: two intervals in the register.
+    dee.close().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _dee =
+        quad_tests::Bot::join_as(server.addr(), "x", Some(spot), Some(dee_token), None).await?;
+    wait_for(&teacher, "the register shows Dee back", PATIENCE, |s| {
+        s.class_report.as_ref().is_some_and(|r| {
+            r.rows
+                .iter()
+                .any(|row| row.name == "Dee" && row.intervals == 2 && row.present)
+        })
+    })
+    .await?;
+    // Talk time from the SFU's audio levels: 3 s each, within 10%.
+    let report = teacher.state().class_report.clone().context("no report")?;
+    for row in &report.rows {
+        println!(
+            "register: {} ({}): talk {} ms, {} interval(s), present {} ms",
+            row.name,
+            row.role.as_str(),
+            row.talk_ms,
+            row.intervals,
+            row.present_ms
+        );
+    }
+    for name in ["Ms Ada", "Student 0", "Student 1", "Student 2"] {
+        let row = report
+            .rows
+            .iter()
+            .find(|r| r.name == name)
+            .with_context(|| format!("{name} is not in the register: {report:?}"))?;
+        ensure!(
+            (2_700..=3_300).contains(&row.talk_ms),
+            "{name} spoke 3 s, the register says {} ms",
+            row.talk_ms
+        );
+    }
+    let dee_row = report
+        .rows
+        .iter()
+        .find(|r| r.name == "Dee")
+        .context("no Dee")?;
+    ensure!(dee_row.talk_ms == 0, "{dee_row:?}");
     // The store keeps it.
     {
         use quad_server::store::Store;
@@ -290,7 +343,34 @@ async fn a_recorded_class_is_one_playable_file_with_the_rooms_sound_and_the_teac
         );
         ensure!(row.bytes == std::fs::metadata(&file)?.len(), "{row:?}");
     }
-    server.stop().await;
+    // The register outlives the server: stopped, its store has the class as it stood.
+    let session = report.session.clone();
+    let data = server.stop_keeping_data().await;
+    {
+        use quad_server::store::Store;
+        let store = quad_server::store::sqlite::SqliteStore::open(&data)?;
+        let register = store
+            .register(&session)?
+            .context("the register was not stored")?;
+        let dee = register
+            .people
+            .iter()
+            .find(|p| p.name == "Dee")
+            .context("no Dee in the stored register")?;
+        ensure!(dee.intervals.len() == 2, "{dee:?}");
+        let recorded = store.recordings(10)?;
+        ensure!(recorded[0].session == session, "{recorded:?}");
+        let csv = quad_server::records::register::csv(&register, quad_server::store::now_ms());
+        println!("{csv}");
+        ensure!(
+            csv.lines()
+                .filter(|l| l.starts_with("Dee,student,"))
+                .count()
+                == 2,
+            "{csv}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }
 

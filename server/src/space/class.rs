@@ -22,7 +22,9 @@
 
 use super::resources::{Outbox, Recipient};
 use crate::auth::UserKey;
+use crate::records::register::Register;
 use crate::store::AuditRecord;
+use crate::store::now_ms;
 use bevy_ecs::prelude::*;
 use quad_shared::protocol::{
     ClassState, Device, ErrorCode, ErrorMsg, MediaFlags, Role, ServerMsg, TeacherAction, Who,
@@ -54,6 +56,8 @@ pub struct Class {
     pub barred: FxHashSet<UserKey>,
     /// The class is being recorded (its recording's id, once the SFU started it).
     pub recording: Option<String>,
+    /// Who attended this class session and how they took part.
+    pub register: Register,
 }
 
 impl Class {
@@ -130,6 +134,7 @@ pub enum RecordingChange {
         by: AvatarId,
         by_user: UserKey,
         by_name: String,
+        session: String,
     },
     /// A teacher stopped it, the last teacher walked out, or the class ended.
     Stop { room: ZoneId },
@@ -157,6 +162,8 @@ pub struct Classes {
     pub refusals_told: FxHashMap<AvatarId, u32>,
     /// Rooms whose state changed since it was last sent.
     announced: Vec<ZoneId>,
+    /// Registers of classes that ended, for storage.
+    pub ended: Vec<Register>,
 }
 
 fn forbidden(message: impl Into<String>) -> ErrorMsg {
@@ -231,12 +238,12 @@ impl Classes {
         }
     }
 
-    /// `id` (with `role`, who is `user`) walked into `room` (named `name`, holding
-    /// `capacity` students).
+    /// `id` (with `role`, who is `user`, named `person`) walked into `room` (named `name`,
+    /// holding `capacity` students).
     pub fn enter(
         &mut self,
         outbox: &mut Outbox,
-        (id, role, user): (AvatarId, Role, &UserKey),
+        (id, role, user, person): (AvatarId, Role, &UserKey, &str),
         room: ZoneId,
         (name, capacity): (&str, u32),
     ) {
@@ -244,11 +251,14 @@ impl Classes {
             return;
         }
         self.leave(outbox, id);
+        let now = now_ms();
         let class = self.rooms.entry(room).or_insert_with(|| Class {
             name: name.to_owned(),
             capacity,
+            register: Register::new(name, now),
             ..Class::default()
         });
+        class.register.enter(user, person, role, now);
         class.members.push(id);
         class.people.insert(id, user.clone());
         if role.is_teacher() {
@@ -288,6 +298,10 @@ impl Classes {
             return;
         };
         let blocked = class.blocked_of(id);
+        let now = now_ms();
+        if let Some(user) = class.people.get(&id) {
+            class.register.leave(user, now);
+        }
         class.members.retain(|m| *m != id);
         if let Some(user) = class.people.remove(&id)
             && class.blocked.get(&user) == Some(&class.newcomers)
@@ -316,7 +330,10 @@ impl Classes {
         }
         outbox.push(Recipient::One(id), &ServerMsg::Class(None));
         if class.members.is_empty() {
-            self.rooms.remove(&room);
+            if let Some(mut class) = self.rooms.remove(&room) {
+                class.register.end(now);
+                self.ended.push(class.register);
+            }
             return;
         }
         if class.teachers.is_empty() && class.focus {
@@ -324,6 +341,50 @@ impl Classes {
             class.focus = false;
         }
         self.announce(room);
+    }
+
+    /// `id` sent a chat line: counted in its class's register, if it is in one.
+    pub fn chatted(&mut self, id: AvatarId) {
+        if let Some(class) = self.class_of.get(&id).and_then(|r| self.rooms.get_mut(r))
+            && let Some(user) = class.people.get(&id)
+        {
+            class.register.chatted(user);
+        }
+    }
+
+    /// Members of `room` spoke for these many more milliseconds (from the SFU).
+    pub fn talked(&mut self, room: ZoneId, talk: &[(AvatarId, u32)]) {
+        let Some(class) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        for (id, ms) in talk {
+            if let Some(user) = class.people.get(id) {
+                class.register.talked(user, u64::from(*ms));
+            }
+        }
+    }
+
+    /// Each class's register so far, to its teachers in the room.
+    pub fn send_reports(&self, outbox: &mut Outbox, now: u64) {
+        for class in self.rooms.values().filter(|c| !c.teachers.is_empty()) {
+            let msg = ServerMsg::ClassReport(class.register.report(now));
+            for teacher in &class.teachers {
+                outbox.push(Recipient::One(*teacher), &msg);
+            }
+        }
+    }
+
+    /// The registers of classes that ended, and with `changed`, those that changed since
+    /// last taken: for storage.
+    pub fn take_registers(&mut self, changed: bool) -> Vec<Register> {
+        let mut out = std::mem::take(&mut self.ended);
+        for class in self.rooms.values_mut().filter(|_| changed) {
+            if class.register.dirty {
+                class.register.dirty = false;
+                out.push(class.register.clone());
+            }
+        }
+        out
     }
 
     /// Marks `room`'s class state to be sent to everyone in it (by [`Self::send_announced`],
@@ -360,6 +421,9 @@ impl Classes {
         let had = class.hands.contains(&id);
         if raised && !had {
             class.hands.push(id);
+            if let Some(user) = class.people.get(&id) {
+                class.register.hand_raised(user);
+            }
         } else if !raised && had {
             class.hands.retain(|m| *m != id);
         } else {
@@ -391,6 +455,9 @@ impl Classes {
             class.away.retain(|m| *m != id);
         } else {
             class.away.push(id);
+        }
+        if let Some(user) = class.people.get(&id) {
+            class.register.attention(user, watching, now_ms());
         }
         let event = ServerMsg::Attention {
             student: id,
@@ -500,6 +567,7 @@ impl Classes {
                     by: id,
                     by_user: user.clone(),
                     by_name: actor_name.to_owned(),
+                    session: class.register.id.clone(),
                 });
             }
             TeacherAction::Record(false) => {
@@ -594,7 +662,7 @@ mod tests {
 
     /// `id`, as the person `key(id)`, walks into Room 1.
     fn walk_in(classes: &mut Classes, outbox: &mut Outbox, id: AvatarId, role: Role) {
-        classes.enter(outbox, (id, role, &key(id)), ROOM, ("Room 1", 0));
+        classes.enter(outbox, (id, role, &key(id), "someone"), ROOM, ("Room 1", 0));
     }
 
     fn class_with_teacher_and_students() -> (Classes, Outbox) {
@@ -820,7 +888,7 @@ mod tests {
         let again = AvatarId(20);
         classes.enter(
             &mut outbox,
-            (again, Role::Student, &key(S)),
+            (again, Role::Student, &key(S), "S"),
             ROOM,
             ("Room 1", 0),
         );
@@ -851,13 +919,13 @@ mod tests {
         let mut outbox = Outbox::default();
         classes.enter(
             &mut outbox,
-            (T, Role::Teacher, &key(T)),
+            (T, Role::Teacher, &key(T), "T"),
             ROOM,
             ("Room 1", 2),
         );
         classes.enter(
             &mut outbox,
-            (S, Role::Student, &key(S)),
+            (S, Role::Student, &key(S), "someone"),
             ROOM,
             ("Room 1", 2),
         );
@@ -866,7 +934,7 @@ mod tests {
         );
         classes.enter(
             &mut outbox,
-            (S2, Role::Guest, &key(S2)),
+            (S2, Role::Guest, &key(S2), "someone"),
             ROOM,
             ("Room 1", 2),
         );

@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod class;
+
 pub mod components;
 pub mod resources;
 pub mod spatial_grid;
@@ -13,7 +14,7 @@ pub mod systems;
 pub mod world;
 
 use crate::media::recording::{RecordRequest, RecordingEvent};
-use crate::media::sfu::{Joining, RoomId, Sfu};
+use crate::media::sfu::{Joining, RoomId, Sfu, TalkTime};
 use crate::session::SessionOutbox;
 use crate::session::outbox::Refused;
 use crate::store::{History, Storage};
@@ -160,11 +161,24 @@ async fn run(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = Instant::now();
     let (recording_tx, mut recording_rx) = mpsc::unbounded_channel::<RecordingEvent>();
+    let (talk_tx, mut talk_rx) = mpsc::unbounded_channel::<TalkTime>();
+    sfu.report_talk(talk_tx);
+    let mut records_tick = tokio::time::interval(REPORT_EVERY);
+    records_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reports = 0u32;
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             Some(event) = recording_rx.recv() => recording_news(&mut world, &sfu, event),
+            Some(t) = talk_rx.recv() => world.talked(quad_shared::ZoneId(t.room.0), &t.talk),
+            _ = records_tick.tick() => {
+                world.send_class_reports(crate::store::now_ms());
+                reports = reports.wrapping_add(1);
+                for register in world.take_registers(reports.is_multiple_of(SAVE_EVERY_REPORTS)) {
+                    storage.save_register(register);
+                }
+            }
             Some(lost) = stored_rx.recv() => {
                 // Batches are stored in order, by one writer: this is the oldest held.
                 if let Some(batch) = held.batches.pop_front() {
@@ -238,6 +252,10 @@ async fn run(
             &stored_tx,
         );
     }
+    // Classes going on end with the server (their people are out of the room from now).
+    for register in world.end_registers(crate::store::now_ms()) {
+        storage.save_register(register);
+    }
     sfu.close_all();
 }
 
@@ -288,11 +306,13 @@ fn classes(
                 by,
                 by_user,
                 by_name,
+                session,
             } => {
                 let request = RecordRequest {
                     room_name,
                     by_user: by_user.0,
                     by_name,
+                    session,
                     events: recording_events.clone(),
                 };
                 let started = sfu.record(RoomId(room.0), request);
@@ -352,6 +372,12 @@ fn recording_news(world: &mut SpaceWorld, sfu: &Sfu, event: RecordingEvent) {
     };
     world.tell_recording_news(&room_name, by_user.as_deref(), &msg);
 }
+
+/// How often each class's teachers get its register so far (and ended classes' registers
+/// are stored).
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// Registers of classes still going on are stored every this many reports (10 s).
+const SAVE_EVERY_REPORTS: u32 = 5;
 
 /// Batches of frames held back until what caused them is stored, at most this many ...
 const MAX_HELD_BATCHES: usize = 256;

@@ -522,9 +522,37 @@ impl SpaceWorld {
 
     /// A chat message from `from` (already checked for size and rate), sent at `at_ms`.
     pub fn chat(&mut self, from: AvatarId, to: ChatTo, text: String, at_ms: u64) {
-        if let Err(err) = chat::send(&mut self.world, &self.entities, from, to, text, at_ms) {
-            self.send(from, &ServerMsg::Error(err));
+        match chat::send(&mut self.world, &self.entities, from, to, text, at_ms) {
+            Ok(()) => self.world.resource_mut::<Classes>().chatted(from),
+            Err(err) => self.send(from, &ServerMsg::Error(err)),
         }
+    }
+
+    /// Members of `room` spoke this long more (from the SFU), for the class's register.
+    pub fn talked(&mut self, room: quad_shared::ZoneId, talk: &[(AvatarId, u32)]) {
+        self.world.resource_mut::<Classes>().talked(room, talk);
+    }
+
+    /// Sends each class's teachers its register so far.
+    pub fn send_class_reports(&mut self, now_ms: u64) {
+        self.world.resource_scope(|world, classes: Mut<Classes>| {
+            classes.send_reports(&mut world.resource_mut::<Outbox>(), now_ms);
+        });
+    }
+
+    /// Every class's register, ended at `now_ms` (the server stops), for storage.
+    pub fn end_registers(&mut self, now_ms: u64) -> Vec<crate::records::register::Register> {
+        let mut classes = self.world.resource_mut::<Classes>();
+        for class in classes.rooms.values_mut() {
+            class.register.end(now_ms);
+        }
+        classes.take_registers(true)
+    }
+
+    /// Class registers to store: those of classes that ended, and with `changed`, every one
+    /// that changed since last taken.
+    pub fn take_registers(&mut self, changed: bool) -> Vec<crate::records::register::Register> {
+        self.world.resource_mut::<Classes>().take_registers(changed)
     }
 
     /// A teacher's action (refused unless `from` is a teacher in a room).

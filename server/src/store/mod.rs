@@ -14,6 +14,7 @@
 pub mod private;
 pub mod sqlite;
 
+use crate::records::register::Register;
 use quad_shared::protocol::ChatLine;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -63,6 +64,8 @@ pub struct RecordingRecord {
     pub message: String,
     /// Shared with the class's students.
     pub shared: bool,
+    /// The class session it was made in.
+    pub session: String,
 }
 
 /// Which chat history to read.
@@ -98,6 +101,13 @@ pub trait Store: Send + Sync + 'static {
     fn save_recording(&self, record: &RecordingRecord) -> anyhow::Result<()>;
     /// The newest `limit` recordings, newest first.
     fn recordings(&self, limit: usize) -> anyhow::Result<Vec<RecordingRecord>>;
+    /// Keeps a class session's register (replacing what was kept of it).
+    fn save_register(&self, register: &Register) -> anyhow::Result<()>;
+    /// The newest `limit` class registers, newest first; only those of sessions `taught_by`
+    /// taught, if given.
+    fn registers(&self, taught_by: Option<&str>, limit: usize) -> anyhow::Result<Vec<Register>>;
+    /// One class session's register.
+    fn register(&self, id: &str) -> anyhow::Result<Option<Register>>;
     /// Keeps `key` (a reserved display name, see `ReservedNames`); a known one is kept once.
     fn reserve_name(&self, key: &str, at_ms: u64) -> anyhow::Result<()>;
     /// Every reserved name key.
@@ -220,6 +230,7 @@ enum Write {
         stored: OnStored,
     },
     ReservedName(String),
+    Register(Box<Register>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -290,6 +301,11 @@ impl Storage {
     /// Keeps a reserved display name's key.
     pub fn save_reserved_name(&self, key: String) {
         self.write(Write::ReservedName(key));
+    }
+
+    /// Keeps a class session's register as it is now.
+    pub fn save_register(&self, register: Register) {
+        self.write(Write::Register(Box::new(register)));
     }
 
     fn write(&self, write: Write) {
@@ -403,6 +419,10 @@ impl Writer {
             Write::ReservedName(key) => match self.store.reserve_name(&key, now_ms()) {
                 Ok(()) => self.health.worked(),
                 Err(e) => self.health.failed("a reserved name", &e),
+            },
+            Write::Register(register) => match self.store.save_register(&register) {
+                Ok(()) => self.health.worked(),
+                Err(e) => self.health.failed("a class register", &e),
             },
             Write::Flush(done) => {
                 let _ = done.send(());

@@ -7,6 +7,8 @@
 //! shrink, and does not grow while pruning keeps up).
 
 use super::{AuditRecord, ChatRecord, History, Pruned, RecordingRecord, Retention, Store};
+use crate::auth::UserKey;
+use crate::records::register::{Attendee, Register};
 use anyhow::Context;
 use quad_shared::protocol::{ChatLine, ChatScope, Role};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -22,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/002_retention.sql"),
     include_str!("../../migrations/003_reserved_names.sql"),
     include_str!("../../migrations/004_recordings.sql"),
+    include_str!("../../migrations/005_class_registers.sql"),
 ];
 
 /// Rows deleted per statement when pruning, so readers wait at most that long.
@@ -283,8 +286,9 @@ impl Store for SqliteStore {
         self.conn()
             .prepare_cached(
                 "INSERT INTO recordings
-                     (id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message, shared)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     (id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message, shared,
+                      session)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (id) DO UPDATE SET duration_ms = ?6, bytes = ?7, state = ?8,
                      message = ?9, shared = ?10",
             )?
@@ -298,7 +302,8 @@ impl Store for SqliteStore {
                 r.bytes as i64,
                 r.state,
                 r.message,
-                r.shared
+                r.shared,
+                r.session
             ])?;
         Ok(())
     }
@@ -308,7 +313,7 @@ impl Store for SqliteStore {
         let rows = conn
             .prepare_cached(
                 "SELECT id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message,
-                        shared
+                        shared, session
                  FROM recordings ORDER BY started_ms DESC, id DESC LIMIT ?1",
             )?
             .query_map(params![limit as i64], |row| {
@@ -323,10 +328,137 @@ impl Store for SqliteStore {
                     state: row.get(7)?,
                     message: row.get(8)?,
                     shared: row.get(9)?,
+                    session: row.get(10)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    fn save_register(&self, r: &Register) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.prepare_cached(
+            "INSERT INTO class_sessions (id, room, started_ms, ended_ms, left_out)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET ended_ms = ?4, left_out = ?5",
+        )?
+        .execute(params![
+            r.id,
+            r.room,
+            r.started_ms as i64,
+            r.ended_ms.map(|t| t as i64),
+            r.left_out
+        ])?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO class_attendees (session, user_key, name, role, intervals, talk_ms,
+                     hands, chat_lines, away_count, away_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (session, user_key) DO UPDATE SET name = ?3, intervals = ?5,
+                     talk_ms = ?6, hands = ?7, chat_lines = ?8, away_count = ?9, away_ms = ?10",
+            )?;
+            for p in &r.people {
+                let intervals = serde_json::to_string(&p.intervals)?;
+                upsert.execute(params![
+                    r.id,
+                    p.user.0,
+                    p.name,
+                    p.role.as_str(),
+                    intervals,
+                    p.talk_ms as i64,
+                    p.hands,
+                    p.chat_lines,
+                    p.away_count,
+                    p.away_ms as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn registers(&self, taught_by: Option<&str>, limit: usize) -> anyhow::Result<Vec<Register>> {
+        let conn = self.conn();
+        let ids: Vec<String> = match taught_by {
+            Some(user) => conn
+                .prepare_cached(
+                    "SELECT s.id FROM class_sessions s JOIN class_attendees a ON a.session = s.id
+                     WHERE a.user_key = ?1 AND a.role = 'teacher'
+                     ORDER BY s.started_ms DESC LIMIT ?2",
+                )?
+                .query_map(params![user, limit as i64], |row| row.get(0))?
+                .collect::<Result<_, _>>()?,
+            None => conn
+                .prepare_cached("SELECT id FROM class_sessions ORDER BY started_ms DESC LIMIT ?1")?
+                .query_map(params![limit as i64], |row| row.get(0))?
+                .collect::<Result<_, _>>()?,
+        };
+        drop(conn);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.register(&id)?);
+        }
+        Ok(out)
+    }
+
+    fn register(&self, id: &str) -> anyhow::Result<Option<Register>> {
+        let conn = self.conn();
+        let Some(mut register) = conn
+            .prepare_cached(
+                "SELECT id, room, started_ms, ended_ms, left_out FROM class_sessions WHERE id = ?1",
+            )?
+            .query_row(params![id], |row| {
+                Ok(Register {
+                    id: row.get(0)?,
+                    room: row.get(1)?,
+                    started_ms: row.get::<_, i64>(2)?.max(0) as u64,
+                    ended_ms: row.get::<_, Option<i64>>(3)?.map(|t| t.max(0) as u64),
+                    left_out: row.get(4)?,
+                    ..Register::default()
+                })
+            })
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let rows = conn
+            .prepare_cached(
+                "SELECT user_key, name, role, intervals, talk_ms, hands, chat_lines, away_count,
+                        away_ms
+                 FROM class_attendees WHERE session = ?1 ORDER BY rowid",
+            )?
+            .query_map(params![id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    [
+                        row.get::<_, i64>(4)?,
+                        row.get::<_, i64>(5)?,
+                        row.get::<_, i64>(6)?,
+                        row.get::<_, i64>(7)?,
+                        row.get::<_, i64>(8)?,
+                    ],
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (user, name, role, intervals, [talk, hands, chat, away_count, away_ms]) in rows {
+            register.people.push(Attendee {
+                user: UserKey(user),
+                name,
+                role: Role::parse(&role).unwrap_or_default(),
+                intervals: serde_json::from_str(&intervals)?,
+                talk_ms: talk.max(0) as u64,
+                hands: hands.max(0) as u32,
+                chat_lines: chat.max(0) as u32,
+                away_count: away_count.max(0) as u32,
+                away_ms: away_ms.max(0) as u64,
+                away_since: None,
+            });
+        }
+        Ok(Some(register))
     }
 
     fn reserve_name(&self, key: &str, at_ms: u64) -> anyhow::Result<()> {

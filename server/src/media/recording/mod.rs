@@ -64,6 +64,8 @@ pub struct RecordRequest {
     /// Who started it ([`crate::auth::UserKey`]) and their name.
     pub by_user: String,
     pub by_name: String,
+    /// The class session it is part of.
+    pub session: String,
     /// Where the recording's news goes (the space).
     pub events: mpsc::UnboundedSender<RecordingEvent>,
 }

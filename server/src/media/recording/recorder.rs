@@ -78,6 +78,7 @@ impl Recorder {
             state: "recording".to_owned(),
             message: String::new(),
             shared: false,
+            session: request.session.clone(),
         };
         let (sink, packets) = std::sync::mpsc::sync_channel(QUEUE);
         let stop = Arc::new(Mutex::new(None));

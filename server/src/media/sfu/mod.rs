@@ -134,6 +134,15 @@ pub struct SfuMetrics {
     pub recording_dropped: AtomicU64,
 }
 
+/// How long members of a room spoke since the room last said (its microphone's audio
+/// level above [`speakers::SPEAKING_LOUDNESS`], whether forwarded or not), in ms; sent
+/// about once a second while anyone speaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TalkTime {
+    pub room: RoomId,
+    pub talk: Vec<(AvatarId, u32)>,
+}
+
 /// Who joins a room's media, as the room needs to know it.
 #[derive(Debug)]
 pub struct Joining {
@@ -167,6 +176,8 @@ pub struct Sfu {
     rooms: Mutex<rustc_hash::FxHashMap<RoomId, (room::RoomHandle, usize)>>,
     /// Where and how rooms are recorded (not at all, until set).
     recordings: std::sync::OnceLock<RecordingSetup>,
+    /// Where rooms report who spoke (the space's class registers), once set.
+    talk: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<TalkTime>>,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -190,7 +201,14 @@ impl Sfu {
             restrictions: Arc::new(DashMap::new()),
             rooms: Mutex::new(Default::default()),
             recordings: std::sync::OnceLock::new(),
+            talk: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Has rooms report who spoke to `to` (once; later calls change nothing; rooms that
+    /// already run do not).
+    pub fn report_talk(&self, to: tokio::sync::mpsc::UnboundedSender<TalkTime>) {
+        let _ = self.talk.set(to);
     }
 
     /// Lets teachers record their classes (once; later calls change nothing).
@@ -272,6 +290,7 @@ impl Sfu {
                     self.metrics.clone(),
                     self.port.clone(),
                     self.restrictions.clone(),
+                    self.talk.get().cloned(),
                 ),
                 0,
             )

@@ -16,7 +16,7 @@ use super::media_port::MediaPort;
 use super::member::{self, MemberCmd, MemberSetup};
 use super::speakers::{self, MicLevel};
 use super::trials::Trials;
-use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, Source};
+use super::{Restrictions, RoomId, SfuConfig, SfuMetrics, Source, TalkTime};
 use crate::media::recording::{self, Recorder};
 use crate::session::SessionOutbox;
 use bytes::Bytes;
@@ -135,6 +135,10 @@ struct Room {
     speakers: Vec<AvatarId>,
     spotlight: Option<AvatarId>,
     recording: Option<Recording>,
+    /// Who spoke how long since last reported, and where to report it.
+    talk: rustc_hash::FxHashMap<AvatarId, u32>,
+    talk_ticks: u32,
+    talk_to: Option<mpsc::UnboundedSender<TalkTime>>,
 }
 
 /// The room's recording: its recorder, and which stream is its picture.
@@ -151,6 +155,7 @@ pub fn spawn(
     metrics: Arc<SfuMetrics>,
     port: Arc<MediaPort>,
     restrictions: Restrictions,
+    talk_to: Option<mpsc::UnboundedSender<TalkTime>>,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = RoomHandle(tx);
@@ -168,6 +173,9 @@ pub fn spawn(
         speakers: Vec::new(),
         spotlight: None,
         recording: None,
+        talk: Default::default(),
+        talk_ticks: 0,
+        talk_to,
     };
     tokio::spawn(run(room, rx));
     handle
@@ -634,6 +642,24 @@ impl Room {
             })
             .collect();
         let chosen = speakers::choose(&levels, self.config.max_speakers);
+        for (mic, level) in mics.iter().zip(&levels) {
+            if level.loudness > speakers::SPEAKING_LOUDNESS {
+                *self.talk.entry(mic.publisher).or_default() += SPEAKER_TICK.as_millis() as u32;
+            }
+        }
+        self.talk_ticks += 1;
+        if self.talk_ticks >= 10 {
+            self.talk_ticks = 0;
+            let talk: Vec<(AvatarId, u32)> = self.talk.drain().collect();
+            if let Some(to) = &self.talk_to
+                && !talk.is_empty()
+            {
+                let _ = to.send(TalkTime {
+                    room: self.id,
+                    talk,
+                });
+            }
+        }
         let mut speaking: Vec<(f32, AvatarId)> = Vec::new();
         for ((mic, level), forward) in mics.iter().zip(&levels).zip(chosen) {
             mic.stats.forwarded.store(forward, Ordering::Relaxed);

@@ -23,7 +23,7 @@ pub fn class_plan(
         match room {
             Some(room) => classes.enter(
                 &mut outbox,
-                (avatar.id, identity.role, &identity.user),
+                (avatar.id, identity.role, &identity.user, &avatar.name),
                 room.id,
                 (&room.name, room.capacity),
             ),
