@@ -187,6 +187,9 @@ pub struct Config {
     pub ffmpeg: PathBuf,
     /// A recording stops by itself after this many minutes.
     pub recording_max_minutes: u32,
+    /// Days recordings and class registers (attendance, engagement) are kept; older ones
+    /// are deleted at start-up and every hour. 0 keeps them forever.
+    pub records_retention_days: u32,
 }
 
 impl Default for Config {
@@ -267,6 +270,7 @@ impl Default for Config {
             recordings_dir: None,
             ffmpeg: PathBuf::from("ffmpeg"),
             recording_max_minutes: 240,
+            records_retention_days: 365,
         }
     }
 }
@@ -691,6 +695,12 @@ impl Config {
             return invalid(
                 "recording_max_minutes",
                 "must be between 1 and 1440 (a day)",
+            );
+        }
+        if self.records_retention_days > MAX_RETENTION_DAYS {
+            return invalid(
+                "records_retention_days",
+                "must be at most 36500 (100 years; 0 keeps recordings and registers forever)",
             );
         }
         if self.ffmpeg.as_os_str().is_empty() {

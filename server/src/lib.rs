@@ -42,6 +42,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use tokio_util::sync::CancellationToken;
 
+/// The store's name for the key that signs links to class records.
+const RECORDS_LINK_SECRET: &str = "records_link_key";
+
 /// What every session and handler shares. Game state is not here: it lives in the space.
 pub struct AppState {
     pub config: Config,
@@ -71,6 +74,16 @@ pub struct AppState {
     pub store_health: Arc<store::StoreHealth>,
     /// Resume tokens: which sessions a new connection may take over.
     pub resumes: session::resume::Resumes,
+    /// Class records: where they are kept, and the key their links are signed with.
+    pub records: Records,
+}
+
+/// Class records as sessions and the HTTP handler reach them.
+pub struct Records {
+    pub storage: store::Storage,
+    pub links: records::links::Links,
+    /// Where recordings are kept (none when classes may not be recorded).
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Display names guests may not take: those of the join-link holders who have ever joined,
@@ -343,6 +356,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     })?;
     let media_addr = sfu.media_addr();
     tracing::info!("room media (SFU) on UDP {media_addr}");
+    let (records_key, _) = storage
+        .blocking()
+        .secret_or_create(RECORDS_LINK_SECRET, &|| auth::random_bytes(32))
+        .context("reading the records' link key")?;
+    let recordings_dir = config.recording_setup(None).map(|s| s.dir);
     if let Some(setup) = config.recording_setup(Some(storage.clone())) {
         // Recordings are the class's faces and voices: private to the server's user.
         store::private::private_dir(&setup.dir)
@@ -412,7 +430,38 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         ip_quotas,
         store_health: storage.health(),
         resumes: session::resume::Resumes::new(resume_grace),
+        records: Records {
+            links: records::links::Links::new(&records_key),
+            dir: recordings_dir,
+            storage: storage.clone(),
+        },
     });
+    {
+        // Old recordings and registers go now and every hour.
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(records::PRUNE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => {}
+                }
+                let state = state.clone();
+                let pruned = tokio::task::spawn_blocking(move || {
+                    records::prune(
+                        state.records.storage.blocking(),
+                        state.records.dir.as_deref(),
+                        state.config.records_retention_days,
+                        store::now_ms(),
+                    )
+                })
+                .await;
+                if let Ok(Err(e)) = pruned {
+                    tracing::error!("deleting old records: {e:#}");
+                }
+            }
+        });
+    }
     let routes = http::routes(state.clone());
     if let Some(listener) = redirect_listener {
         tracing::info!("redirecting http://{} to HTTPS", listener.local_addr()?);

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape. `Hello` carries it; a mismatch is refused with
 /// [`ErrorCode::VersionMismatch`].
-pub const PROTOCOL_VERSION: u16 = 9;
+pub const PROTOCOL_VERSION: u16 = 10;
 
 /// The longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -62,6 +62,11 @@ pub enum ClientMsg {
     /// Whether this client is watching: the page is visible and, in focus mode, fullscreen.
     /// Sent on every change while in a room; teachers see students who are not.
     Attention { watching: bool },
+    /// Asks for this person's class records ([`ServerMsg::Records`]): the recordings they
+    /// may watch and, for teachers, the registers of the classes they taught.
+    Records,
+    /// A teacher shares a recording of their class with its students (or stops sharing).
+    ShareRecording { id: String, shared: bool },
 }
 
 /// The longest chat message, in characters.
@@ -402,6 +407,9 @@ pub enum ServerMsg {
     /// To the teachers in a class: its register so far (every few seconds while it
     /// changes).
     ClassReport(ClassReport),
+    /// This person's class records (the answer to [`ClientMsg::Records`], and again after
+    /// a [`ClientMsg::ShareRecording`]).
+    Records(RecordsList),
     /// To the teachers of a class (and whoever started the recording): what became of
     /// recording `id` of room `room`.
     Recording {
@@ -438,6 +446,48 @@ pub struct ReportRow {
     /// Times they stopped watching, and for how long in all.
     pub away_count: u32,
     pub away_ms: u64,
+}
+
+/// A person's class records: what [`ClientMsg::Records`] asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordsList {
+    /// Newest first.
+    pub recordings: Vec<RecordingEntry>,
+    /// The registers of classes this person taught, newest first (empty for students).
+    pub classes: Vec<ClassEntry>,
+}
+
+/// One recording, as a person may see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingEntry {
+    pub id: String,
+    pub room: String,
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    pub bytes: u64,
+    /// `recording`, `mixing`, `ready` or `failed`.
+    pub state: String,
+    /// Why it failed or stopped early.
+    pub message: String,
+    /// Shared with the class's students.
+    pub shared: bool,
+    /// This person may share it (a teacher of its class).
+    pub may_share: bool,
+    /// Signed links that work for an hour: to play it, and to download it (ready ones).
+    pub play_url: Option<String>,
+    pub download_url: Option<String>,
+}
+
+/// One class session a teacher taught.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassEntry {
+    pub session: String,
+    pub room: String,
+    pub started_ms: u64,
+    pub ended_ms: Option<u64>,
+    pub people: u32,
+    /// A signed link to its register as CSV (works for an hour).
+    pub csv_url: String,
 }
 
 /// What became of a recording.
@@ -719,6 +769,8 @@ impl ClientMsg {
             ClientMsg::Teacher(_) => "Teacher",
             ClientMsg::Hand { .. } => "Hand",
             ClientMsg::Attention { .. } => "Attention",
+            ClientMsg::Records => "Records",
+            ClientMsg::ShareRecording { .. } => "ShareRecording",
         }
     }
 }

@@ -366,6 +366,8 @@ pub struct Bot {
     pub class: Option<quad_shared::protocol::ClassState>,
     /// `Notice` texts.
     pub notices: Vec<String>,
+    /// The last `Records` list received.
+    pub records: Option<quad_shared::protocol::RecordsList>,
     /// The last `ClassReport` (teachers get one every few seconds in a class).
     pub class_report: Option<quad_shared::protocol::ClassReport>,
     /// `Recording` news: (recording id, room, what became of it).
@@ -473,6 +475,7 @@ impl Bot {
             notices: Vec::new(),
             recordings: Vec::new(),
             class_report: None,
+            records: None,
             attention: Vec::new(),
             closed: None,
             ice_renewals: Vec::new(),
@@ -692,6 +695,7 @@ impl Bot {
             ServerMsg::Notice { text } => self.notices.push(text),
             ServerMsg::Recording { id, room, news } => self.recordings.push((id, room, news)),
             ServerMsg::ClassReport(report) => self.class_report = Some(report),
+            ServerMsg::Records(list) => self.records = Some(list),
             ServerMsg::Attention {
                 student, watching, ..
             } => self.attention.push((student, watching)),
@@ -864,6 +868,83 @@ pub fn tile_center(map: &quad_shared::map::Map, tx: u32, ty: u32) -> [f32; 2] {
 }
 
 /// A plain HTTP/1.1 GET over loopback: the status code and the body.
+/// An HTTP/1.1 response as read off the wire: status, headers (names lower-cased) and body
+/// (not decoded: ask for no encoding).
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` with `extra` header lines (each `Name: value`), on a connection of its own.
+pub async fn http_request(addr: SocketAddr, path: &str, extra: &[&str]) -> Result<HttpResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for line in extra {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .context("HTTP response timed out")??;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP header in {} bytes", raw.len()))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status in {head:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    // Chunked bodies (streamed files) are put back together.
+    let chunked = |h: &Vec<(String, String)>| {
+        h.iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    };
+    let mut response = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if chunked(&response.headers) {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..end]).trim(), 16)?;
+            if size == 0 {
+                break;
+            }
+            let start = end + 2;
+            out.extend_from_slice(rest.get(start..start + size).context("a cut chunk")?);
+            rest = rest.get(start + size + 2..).unwrap_or_default();
+        }
+        body = out;
+    }
+    response.body = body;
+    Ok(response)
+}
+
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await?;

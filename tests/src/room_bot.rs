@@ -116,6 +116,8 @@ pub struct RoomBotState {
     pub errors: Vec<ErrorMsg>,
     /// The class the bot is in, as last sent.
     pub class: Option<quad_shared::protocol::ClassState>,
+    /// The last `Records` list, as [`crate::Bot::records`].
+    pub records: Option<quad_shared::protocol::RecordsList>,
     /// The last `ClassReport`, as [`crate::Bot::class_report`].
     pub class_report: Option<quad_shared::protocol::ClassReport>,
     /// `Recording` news, as [`crate::Bot::recordings`].
@@ -968,6 +970,9 @@ async fn drive(
             s.recordings.append(&mut bot.recordings);
             if bot.class_report.is_some() {
                 s.class_report = bot.class_report.take();
+            }
+            if bot.records.is_some() {
+                s.records = bot.records.take();
             }
             for event in bot.peer_events.drain(..) {
                 s.log.push(match event {

@@ -519,3 +519,198 @@ async fn without_the_media_tool_the_teacher_is_told_and_the_raw_tracks_are_kept(
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_listed_played_and_shared_by_signed_links_that_expire() -> Result<()> {
+    use quad_tests::{Bot, http_request};
+    let media = real_media()?;
+    let server = TestServer::start().await?;
+    let spot = room_spot(&campus(), 3)?;
+    let teacher = RoomBot::join(
+        server.addr(),
+        bot(
+            "Mr Fox",
+            spot,
+            Some(server.token("Mr Fox", Role::Teacher)?),
+            &media,
+            true,
+            None,
+        ),
+    )
+    .await?;
+    let student = RoomBot::join(server.addr(), bot("Gil", spot, None, &media, false, None)).await?;
+    // Someone on the campus who was never in this class.
+    let mut outsider = Bot::join(server.addr(), "Hal", Some(campus().spawn.into())).await?;
+    teacher.wait_receiving(&[student.id], "mic", 20).await?;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(true)));
+    wait_for(&teacher, "the recording starts", PATIENCE, recording_now).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(false)));
+    wait_for(&teacher, "the file is made", Duration::from_secs(60), |s| {
+        s.recordings
+            .iter()
+            .any(|(_, _, n)| matches!(n, RecordingNews::Ready { .. }))
+    })
+    .await?;
+
+    // The teacher's list: the recording, with links, and the class's register.
+    teacher.send(ClientMsg::Records);
+    wait_for(&teacher, "the teacher's records", PATIENCE, |s| {
+        s.records.as_ref().is_some_and(|r| !r.recordings.is_empty())
+    })
+    .await?;
+    let list = teacher.state().records.clone().context("no list")?;
+    let entry = &list.recordings[0];
+    ensure!(
+        entry.state == "ready" && entry.may_share && !entry.shared,
+        "{entry:?}"
+    );
+    ensure!(list.classes.len() == 1, "{list:?}");
+    let play = entry.play_url.clone().context("no play link")?;
+    let download = entry.download_url.clone().context("no download link")?;
+    let file = server
+        .data_dir
+        .join("recordings")
+        .join(format!("{}.webm", entry.id));
+    let size = std::fs::metadata(&file)?.len();
+    ensure!(entry.bytes == size, "{entry:?} vs {size}");
+
+    let whole = http_request(server.addr(), &play, &[]).await?;
+    ensure!(whole.status == 200, "{:?}", whole.headers);
+    ensure!(
+        whole.header("content-type") == Some("video/webm"),
+        "{:?}",
+        whole.headers
+    );
+    ensure!(
+        whole.body == std::fs::read(&file)?,
+        "the file came back different"
+    );
+    ensure!(
+        whole.header("cache-control") == Some("private, no-store"),
+        "{:?}",
+        whole.headers
+    );
+    let part = http_request(server.addr(), &play, &["Range: bytes=100-199"]).await?;
+    ensure!(
+        part.status == 206 && part.body.len() == 100,
+        "{} {:?}",
+        part.status,
+        part.headers
+    );
+    let saved = http_request(server.addr(), &download, &[]).await?;
+    ensure!(
+        saved
+            .header("content-disposition")
+            .is_some_and(|d| d.starts_with("attachment")),
+        "{:?}",
+        saved.headers
+    );
+    let csv = http_request(server.addr(), &list.classes[0].csv_url, &[]).await?;
+    let text = String::from_utf8_lossy(&csv.body);
+    println!("the class's CSV:\n{text}");
+    ensure!(
+        csv.status == 200 && text.starts_with("name,role,came,went"),
+        "{text}"
+    );
+    ensure!(
+        text.contains("\nMr Fox,teacher,") && text.contains("\nGil,guest,"),
+        "{text}"
+    );
+
+    // Links cannot be changed, and stop working when they expire.
+    let forged = play.replace("expires=", "expires=9");
+    let refused = http_request(server.addr(), &forged, &[]).await?;
+    ensure!(refused.status == 403, "{}", refused.status);
+    let expired = {
+        use quad_server::store::Store;
+        let store = quad_server::store::sqlite::SqliteStore::open(&server.data_dir)?;
+        let (key, _) = store.secret_or_create("records_link_key", &|| vec![0; 32])?;
+        let links = quad_server::records::links::Links::new(&key);
+        let path = play.split('?').next().unwrap_or_default().to_owned();
+        links.sign(&path, quad_server::store::now_ms() - 1, false)
+    };
+    let late = http_request(server.addr(), &expired, &[]).await?;
+    ensure!(
+        late.status == 403 && String::from_utf8_lossy(&late.body).contains("expired"),
+        "{} {}",
+        late.status,
+        String::from_utf8_lossy(&late.body)
+    );
+    let bare = http_request(
+        server.addr(),
+        play.split('?').next().unwrap_or_default(),
+        &[],
+    )
+    .await?;
+    ensure!(bare.status == 403, "{}", bare.status);
+
+    // The student sees nothing until the teacher shares it, and cannot share it.
+    student.send(ClientMsg::Records);
+    wait_for(&student, "the student's records", PATIENCE, |s| {
+        s.records.is_some()
+    })
+    .await?;
+    let theirs = student.state().records.clone().context("no list")?;
+    ensure!(
+        theirs.recordings.is_empty() && theirs.classes.is_empty(),
+        "{theirs:?}"
+    );
+    student.send(ClientMsg::ShareRecording {
+        id: entry.id.clone(),
+        shared: true,
+    });
+    wait_for(&student, "the student's share refused", PATIENCE, |s| {
+        s.errors.iter().any(|e| e.code == ErrorCode::Forbidden)
+    })
+    .await?;
+    teacher.send(ClientMsg::ShareRecording {
+        id: entry.id.clone(),
+        shared: true,
+    });
+    wait_for(&teacher, "the shared recording", PATIENCE, |s| {
+        s.records
+            .as_ref()
+            .is_some_and(|r| r.recordings.first().is_some_and(|e| e.shared))
+    })
+    .await?;
+    student.state().records = None;
+    student.send(ClientMsg::Records);
+    wait_for(&student, "the student sees it shared", PATIENCE, |s| {
+        s.records.as_ref().is_some_and(|r| {
+            r.recordings
+                .first()
+                .is_some_and(|e| e.id == entry.id && !e.may_share && e.play_url.is_some())
+        })
+    })
+    .await?;
+    // Someone who was not in the class still does not.
+    outsider.send(&ClientMsg::Records).await?;
+    outsider
+        .wait_until(PATIENCE, |b| b.records.is_some())
+        .await?;
+    let outside = outsider.records.clone().context("no list")?;
+    ensure!(outside.recordings.is_empty(), "{outside:?}");
+
+    // Past the retention, the recording and its file go.
+    {
+        let store = quad_server::store::sqlite::SqliteStore::open(&server.data_dir)?;
+        let gone = quad_server::records::prune(
+            &store,
+            Some(&server.data_dir.join("recordings")),
+            1,
+            quad_server::store::now_ms() + 2 * 24 * 3600 * 1000,
+        )?;
+        ensure!(
+            gone == 1 && !file.exists(),
+            "{gone} deleted; file there: {}",
+            file.exists()
+        );
+    }
+    server.stop().await;
+    Ok(())
+}
+
+fn recording_now(s: &quad_tests::room_bot::RoomBotState) -> bool {
+    s.class.as_ref().is_some_and(|c| c.recording)
+}

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod records;
 pub mod serve;
 pub mod sniff;
 pub mod ws_upgrade;
@@ -57,14 +58,17 @@ pub fn routes(
             },
         );
 
+    let records = records::routes(state.clone());
+
     healthz
+        .or(records)
         .or(files)
-        .recover(|_rejection: warp::Rejection| async {
-            Ok::<_, std::convert::Infallible>(response(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                b"not found".to_vec(),
-            ))
+        .recover(|rejection: warp::Rejection| async move {
+            let res = match rejection.find::<records::RefusedLink>() {
+                Some(link) => records::refused(link),
+                None => response(StatusCode::NOT_FOUND, "text/plain", b"not found".to_vec()),
+            };
+            Ok::<_, std::convert::Infallible>(res)
         })
 }
 

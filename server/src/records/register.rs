@@ -67,6 +67,9 @@ pub struct Register {
     pub left_out: u32,
     /// Changed since last taken for storage.
     pub dirty: bool,
+    /// Someone came or went since last taken for storage (who may see the class's
+    /// records follows from it, so it is stored soon).
+    pub moved: bool,
 }
 
 impl Register {
@@ -79,6 +82,7 @@ impl Register {
             people: Vec::new(),
             left_out: 0,
             dirty: true,
+            moved: true,
         }
     }
 
@@ -89,6 +93,7 @@ impl Register {
     /// `user` walked in.
     pub fn enter(&mut self, user: &UserKey, name: &str, role: Role, now: u64) {
         self.dirty = true;
+        self.moved = true;
         if let Some(p) = self.person(user) {
             p.name = name.to_owned();
             if !p.is_present() {
@@ -133,6 +138,7 @@ impl Register {
                 p.away_ms += now.saturating_sub(since);
             }
             self.dirty = true;
+            self.moved = true;
         }
     }
 

@@ -89,6 +89,8 @@ struct Session {
     ice_renewal: Option<tokio::task::JoinHandle<()>>,
     /// Its resume entry, once in the space ([`resume`]).
     claim: Option<resume::Claim>,
+    /// Who it is, once in the space (whose class records it may see).
+    person: Option<(UserKey, Role)>,
 }
 
 /// When a session has been silent, or without `Hello`, for too long.
@@ -191,6 +193,7 @@ pub async fn run(ws: SessionSocket, state: Arc<AppState>, peer: SocketAddr) {
         kinds: KindLimits::default(),
         ice_renewal: None,
         claim: None,
+        person: None,
     };
     // Until the session has a resume entry, nothing can supersede it.
     let mut superseded = tokio_util::sync::CancellationToken::new();
@@ -502,6 +505,14 @@ impl Session {
                 Some(id) => self.forward(SpaceCommand::Attention { id, watching }).await,
                 None => Next::Continue,
             },
+            ClientMsg::Records => {
+                self.send_records(None);
+                Next::Continue
+            }
+            ClientMsg::ShareRecording { id, shared } => {
+                self.send_records(Some((id, shared)));
+                Next::Continue
+            }
             other => {
                 self.refuse(ErrorMsg::new(
                     ErrorCode::WrongState,
@@ -627,6 +638,46 @@ impl Session {
         .await
     }
 
+    /// Sends this person's class records, after sharing a recording (`share`) if asked:
+    /// read from the store off the session's task.
+    fn send_records(&self, share: Option<(String, bool)>) {
+        let Some((user, role)) = self.person.clone() else {
+            return;
+        };
+        let (state, outbox) = (self.state.clone(), self.outbox.clone());
+        tokio::task::spawn_blocking(move || {
+            let store = state.records.storage.blocking();
+            let reply = |msg: &ServerMsg| match quad_shared::codec::encode(msg) {
+                Ok(frame) => {
+                    let _ = outbox.push(bytes::Bytes::from(frame));
+                }
+                Err(e) => tracing::error!("cannot encode class records: {e}"),
+            };
+            if let Some((id, shared)) = share
+                && let Err(err) = crate::records::library::share(store, &user.0, &id, shared)
+            {
+                reply(&ServerMsg::Error(err));
+                return;
+            }
+            match crate::records::library::list(
+                store,
+                &state.records.links,
+                &user.0,
+                role,
+                now_ms(),
+            ) {
+                Ok(list) => reply(&ServerMsg::Records(list)),
+                Err(e) => {
+                    tracing::error!("reading class records: {e:#}");
+                    reply(&ServerMsg::Error(ErrorMsg::new(
+                        ErrorCode::Unavailable,
+                        "the class records cannot be read now; try again later",
+                    )));
+                }
+            }
+        });
+    }
+
     /// Makes this session `id`'s, holding `claim`; the joiner to hand to the space.
     fn enter(
         &mut self,
@@ -641,6 +692,7 @@ impl Session {
             .sessions
             .insert(id, crate::SessionEntry { name: name.clone() });
         self.id = Some(id);
+        self.person = Some((user.clone(), role));
         self.phase = SessionState::InSpace;
         let grace = self.state.resumes.grace().as_secs();
         let resume = (grace > 0).then(|| {

@@ -80,6 +80,8 @@ pub enum Kind {
     Teacher,
     Hand,
     Attention,
+    /// Asking for one's class records, and sharing a recording.
+    Records,
 }
 
 impl Kind {
@@ -105,6 +107,7 @@ impl Kind {
             ClientMsg::Teacher(_) => Kind::Teacher,
             ClientMsg::Hand { .. } => Kind::Hand,
             ClientMsg::Attention { .. } => Kind::Attention,
+            ClientMsg::Records | ClientMsg::ShareRecording { .. } => Kind::Records,
             _ => return None,
         })
     }
@@ -131,7 +134,7 @@ const fn allow(kind: Kind, per_sec: f64, burst: f64, describe: &'static str) -> 
 
 /// What a client may send of each kind. A real client stays well inside every line; each
 /// number says what the browser client really sends, and the margin over it.
-pub static ALLOWANCES: [Allowance; 15] = [
+pub static ALLOWANCES: [Allowance; 16] = [
     // The lobby sends one; a refused name or link is corrected by hand and sent again.
     allow(Kind::Hello, 1.0, 5.0, "1 a second"),
     // The client sends one input per 3 movement steps of 1/60 s: 20 a second while walking,
@@ -178,6 +181,9 @@ pub static ALLOWANCES: [Allowance; 15] = [
     // Sent when the tab is hidden or shown, or fullscreen is left or entered; every change
     // goes to the room's teachers and class.
     allow(Kind::Attention, 2.0, 6.0, "2 a second"),
+    // Opening the records panel, and a teacher sharing recordings one after another: each
+    // reads the store, so a few a second at most.
+    allow(Kind::Records, 1.0, 5.0, "1 a second"),
 ];
 
 /// One client's buckets: one per kind, in [`ALLOWANCES`] order.

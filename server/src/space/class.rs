@@ -374,14 +374,16 @@ impl Classes {
         }
     }
 
-    /// The registers of classes that ended, and with `changed`, those that changed since
-    /// last taken: for storage.
+    /// The registers of classes that ended or that someone came into or went out of, and
+    /// with `changed`, those that changed at all since last taken: for storage.
     pub fn take_registers(&mut self, changed: bool) -> Vec<Register> {
         let mut out = std::mem::take(&mut self.ended);
-        for class in self.rooms.values_mut().filter(|_| changed) {
-            if class.register.dirty {
-                class.register.dirty = false;
-                out.push(class.register.clone());
+        for class in self.rooms.values_mut() {
+            let register = &mut class.register;
+            if register.moved || (changed && register.dirty) {
+                register.dirty = false;
+                register.moved = false;
+                out.push(register.clone());
             }
         }
         out

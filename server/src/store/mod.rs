@@ -108,6 +108,13 @@ pub trait Store: Send + Sync + 'static {
     fn registers(&self, taught_by: Option<&str>, limit: usize) -> anyhow::Result<Vec<Register>>;
     /// One class session's register.
     fn register(&self, id: &str) -> anyhow::Result<Option<Register>>;
+    /// The class sessions `user` attended, newest first, with whether they taught it.
+    fn sessions_of(&self, user: &str, limit: usize) -> anyhow::Result<Vec<(String, bool)>>;
+    /// Shares recording `id` with its class's students, or stops sharing it.
+    fn set_recording_shared(&self, id: &str, shared: bool) -> anyhow::Result<()>;
+    /// Deletes the recordings and class registers that started before `before_ms`; the
+    /// ids of the recordings deleted (their files are the caller's to delete).
+    fn prune_records(&self, before_ms: u64) -> anyhow::Result<Vec<String>>;
     /// Keeps `key` (a reserved display name, see `ReservedNames`); a known one is kept once.
     fn reserve_name(&self, key: &str, at_ms: u64) -> anyhow::Result<()>;
     /// Every reserved name key.

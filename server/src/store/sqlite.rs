@@ -461,6 +461,51 @@ impl Store for SqliteStore {
         Ok(Some(register))
     }
 
+    fn sessions_of(&self, user: &str, limit: usize) -> anyhow::Result<Vec<(String, bool)>> {
+        let conn = self.conn();
+        let rows = conn
+            .prepare_cached(
+                "SELECT s.id, a.role FROM class_sessions s JOIN class_attendees a ON a.session = s.id
+                 WHERE a.user_key = ?1 ORDER BY s.started_ms DESC LIMIT ?2",
+            )?
+            .query_map(params![user, limit as i64], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)? == "teacher"))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn set_recording_shared(&self, id: &str, shared: bool) -> anyhow::Result<()> {
+        self.conn()
+            .prepare_cached("UPDATE recordings SET shared = ?2 WHERE id = ?1")?
+            .execute(params![id, shared])?;
+        Ok(())
+    }
+
+    fn prune_records(&self, before_ms: u64) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let ids: Vec<String> = tx
+            .prepare_cached("SELECT id FROM recordings WHERE started_ms < ?1")?
+            .query_map(params![before_ms as i64], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute(
+            "DELETE FROM recordings WHERE started_ms < ?1",
+            params![before_ms as i64],
+        )?;
+        tx.execute(
+            "DELETE FROM class_attendees WHERE session IN
+                 (SELECT id FROM class_sessions WHERE started_ms < ?1)",
+            params![before_ms as i64],
+        )?;
+        tx.execute(
+            "DELETE FROM class_sessions WHERE started_ms < ?1",
+            params![before_ms as i64],
+        )?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
     fn reserve_name(&self, key: &str, at_ms: u64) -> anyhow::Result<()> {
         self.conn()
             .prepare_cached(
