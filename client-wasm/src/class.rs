@@ -148,10 +148,10 @@ pub fn recording_notice(room: &str, news: &RecordingNews) -> String {
         RecordingNews::Ready { duration_ms, bytes } => {
             let secs = duration_ms / 1000;
             format!(
-                "The recording of {room} is ready: {}:{:02}, {:.1} MB.",
+                "The recording of {room} is ready: {}:{:02}, {}.",
                 secs / 60,
                 secs % 60,
-                *bytes as f64 / 1_000_000.0
+                crate::records::size_text(*bytes)
             )
         }
         RecordingNews::Failed { message } => {

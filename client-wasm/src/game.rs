@@ -122,6 +122,12 @@ pub struct Game {
     pub notice: Option<String>,
     /// People whose connection dropped and who the server keeps for their return.
     pub reconnecting: std::collections::BTreeSet<AvatarId>,
+    /// For a teacher in a class: its register so far, and whether it changed since drawn.
+    pub class_report: Option<quad_shared::protocol::ClassReport>,
+    pub report_dirty: bool,
+    /// This person's class records, as last sent, and whether they changed since drawn.
+    pub records: Option<quad_shared::protocol::RecordsList>,
+    pub records_dirty: bool,
 }
 
 /// A student stopped or started watching (see `ClientMsg::Attention`).
@@ -171,6 +177,8 @@ impl Game {
             ServerMsg::Class(class) => {
                 if class.as_ref().map(|c| c.room) != self.class.as_ref().map(|c| c.room) {
                     self.attention.clear();
+                    self.class_report = None;
+                    self.report_dirty = true;
                 }
                 self.class = class;
                 self.class_dirty = true;
@@ -195,6 +203,14 @@ impl Game {
             ServerMsg::Notice { text } => self.notice = Some(text),
             ServerMsg::Recording { room, news, .. } => {
                 self.notice = Some(crate::class::recording_notice(&room, &news));
+            }
+            ServerMsg::ClassReport(report) => {
+                self.class_report = Some(report);
+                self.report_dirty = true;
+            }
+            ServerMsg::Records(list) => {
+                self.records = Some(list);
+                self.records_dirty = true;
             }
             ServerMsg::Reconnecting { id, reconnecting } => {
                 if reconnecting {

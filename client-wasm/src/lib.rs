@@ -9,11 +9,13 @@
 //!   counts as watching; plain Rust.
 //! - [`announce`]: what the page says to screen readers when the person's situation
 //!   changes; plain Rust.
+//! - [`records`]: class records as the page shows them (lengths, sizes, the live
+//!   register's order); plain Rust.
 //! - [`reconnect`]: what the page keeps to get its session back after a dropped
 //!   connection, and when it tries again; plain Rust.
 //! - `web` (wasm32 only): the thin facade: WebSocket, Canvas 2D rendering, keyboard, the
 //!   lobby, HUD and people list (real DOM), the chat panel, proximity peers and the
-//!   classroom's SFU connection, the class's tools, screen sharing, and the `window.quad`
+//!   classroom's SFU connection, the class's tools, class records, screen sharing, and the `window.quad`
 //!   test surface.
 
 pub mod announce;
@@ -21,6 +23,7 @@ pub mod chat;
 pub mod class;
 pub mod game;
 pub mod reconnect;
+pub mod records;
 pub mod room;
 
 #[cfg(target_arch = "wasm32")]

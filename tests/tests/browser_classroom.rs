@@ -516,6 +516,40 @@ async fn a_recording_shows_on_every_page_in_the_room(engine: Engine) -> anyhow::
         engine.name(),
         ready["notice"]
     );
+    // The live register lists the class (the teacher's room panel).
+    let register = teacher
+        .wait_snapshot_of(
+            "the teacher's register",
+            "const d = document.querySelector('#class-register');
+             return {shown: !d.hidden, rows: [...d.querySelectorAll('tbody tr')].map(r => r.cells[0].textContent)};",
+            |v| v["shown"] == true && v["rows"].as_array().is_some_and(|r| r.len() >= 3),
+        )
+        .await?;
+    println!("{}: the register lists {}", engine.name(), register["rows"]);
+    // The records panel lists the recording, and it plays in the page.
+    teacher.click("#open-records").await?;
+    teacher
+        .wait_snapshot_of(
+            "the recording in the records panel",
+            "return document.querySelectorAll('#records-recordings button.play').length",
+            |n| n.as_u64().is_some_and(|n| n >= 1),
+        )
+        .await?;
+    teacher.click("#records-recordings button.play").await?;
+    let played = teacher
+        .wait_snapshot_of(
+            "the recording playing in the page",
+            "const v = document.querySelector('#records-player');
+             return {hidden: v.hidden, duration: v.duration, ready: v.readyState, error: v.error && v.error.code};",
+            |v| v["duration"].as_f64().is_some_and(|d| d > 1.0) && v["ready"].as_u64() >= Some(1),
+        )
+        .await?;
+    println!("{}: the player: {played}", engine.name());
+    assert_eq!(played["hidden"], false, "{played}");
+    let csv = teacher
+        .eval("return document.querySelectorAll('#records-classes a.csv').length")
+        .await?;
+    assert_eq!(csv, 1, "the class's register is not listed");
     for page in [teacher, student, late] {
         page.close().await?;
     }

@@ -11,6 +11,7 @@ mod hallway;
 mod lobby;
 mod media;
 mod net;
+mod records;
 mod render;
 mod rtc;
 mod screen;
@@ -70,6 +71,8 @@ pub struct App {
     chat: chat::ChatView,
     /// The page's side of the class.
     class_ui: class::ClassUi,
+    /// The page's side of class records.
+    records_ui: records::RecordsUi,
     /// When the notice toast (`#notice`) hides, `performance.now()` ms.
     notice_until_ms: f64,
     /// What the live region (`#announcer`) last said the person's situation was.
@@ -108,6 +111,7 @@ pub fn start() -> Result<(), JsValue> {
         media: media::Media::default(),
         chat: chat::ChatView::new(&document)?,
         class_ui: class::ClassUi::default(),
+        records_ui: records::RecordsUi::default(),
         notice_until_ms: 0.0,
         situation: Default::default(),
         ice_servers: js_sys::Array::new().into(),
@@ -126,6 +130,7 @@ pub fn start() -> Result<(), JsValue> {
     controls::install_media_buttons(&weak)?;
     chat::install(&weak)?;
     class::install(&weak)?;
+    records::install(&weak)?;
     test_surface::install(&weak)?;
     start_frames(&weak)?;
 
@@ -479,6 +484,9 @@ fn frame(app: &AppRef, now: f64) {
     }
     if let Err(e) = class::update(&mut a) {
         a.status = format!("class: {e:?}");
+    }
+    if let Err(e) = records::update(&mut a) {
+        a.status = format!("records: {e:?}");
     }
     if let Some(raf) = &a.raf {
         let _ = dom::request_frame(raf);
