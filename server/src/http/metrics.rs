@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 29] = [
+    let rows: [(&str, &str, &str, u64); 31] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -161,6 +161,18 @@ pub fn render(state: &AppState) -> String {
             "gauge",
             "Of quad_sfu_forward_slots, those idle.",
             load(&sfu.idle_slots),
+        ),
+        (
+            "quad_recordings",
+            "gauge",
+            "Class recordings in progress.",
+            load(&sfu.recordings),
+        ),
+        (
+            "quad_recording_dropped_packets_total",
+            "counter",
+            "Packets a recorder could not take because it was behind (lost to the recording only, not to the class).",
+            load(&sfu.recording_dropped),
         ),
         (
             "quad_sessions",
