@@ -190,6 +190,21 @@ pub struct Config {
     /// Days recordings and class registers (attendance, engagement) are kept; older ones
     /// are deleted at start-up and every hour. 0 keeps them forever.
     pub records_retention_days: u32,
+    /// Keep finished recordings in this S3-compatible bucket instead of the recordings
+    /// folder (uploaded after the mixdown; the local copy is deleted once the upload is
+    /// checked).
+    pub s3_bucket: Option<String>,
+    /// Object names in the bucket start with this.
+    pub s3_prefix: String,
+    /// The object storage's address when it is not AWS (e.g. `https://minio.campus.lan:9000`).
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    /// The bucket's keys (or the `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+    /// environment variables).
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+    /// Allow a plain `http://` endpoint (a service on a trusted LAN).
+    pub s3_allow_http: bool,
 }
 
 impl Default for Config {
@@ -271,6 +286,13 @@ impl Default for Config {
             ffmpeg: PathBuf::from("ffmpeg"),
             recording_max_minutes: 240,
             records_retention_days: 365,
+            s3_bucket: None,
+            s3_prefix: "recordings/".into(),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: false,
         }
     }
 }
@@ -703,24 +725,71 @@ impl Config {
                 "must be at most 36500 (100 years; 0 keeps recordings and registers forever)",
             );
         }
+        if let Some(bucket) = &self.s3_bucket
+            && (bucket.is_empty()
+                || !bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b)))
+        {
+            return invalid(
+                "s3_bucket",
+                "must be a bucket name: lower-case letters, digits, dots and hyphens",
+            );
+        }
+        if let Some(endpoint) = &self.s3_endpoint {
+            let http = endpoint.starts_with("http://");
+            if !http && !endpoint.starts_with("https://") {
+                return invalid("s3_endpoint", "must start with https:// (or http://)");
+            }
+            if http && !self.s3_allow_http {
+                return invalid(
+                    "s3_endpoint",
+                    "is plain http: set s3_allow_http = true for a service on a trusted LAN",
+                );
+            }
+        }
+        if self.s3_prefix.starts_with('/') || self.s3_prefix.contains("..") {
+            return invalid("s3_prefix", "must not start with / or hold ..");
+        }
         if self.ffmpeg.as_os_str().is_empty() {
             return invalid("ffmpeg", "must name the media tool (e.g. \"ffmpeg\")");
         }
         Ok(())
     }
 
+    /// Where recordings are kept: `recordings_dir`, else `recordings` in the data directory.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.recordings_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("recordings"))
+    }
+
+    /// The bucket finished recordings go to, if one is set.
+    pub fn s3(&self) -> Option<crate::records::archive::S3Settings> {
+        self.s3_bucket
+            .as_ref()
+            .map(|bucket| crate::records::archive::S3Settings {
+                bucket: bucket.clone(),
+                prefix: self.s3_prefix.clone(),
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                access_key_id: self.s3_access_key_id.clone(),
+                secret_access_key: self.s3_secret_access_key.clone(),
+                allow_http: self.s3_allow_http,
+            })
+    }
+
     /// Where and how classes are recorded, if they may be.
     pub fn recording_setup(
         &self,
         storage: Option<crate::store::Storage>,
+        archive: std::sync::Arc<crate::records::archive::Archive>,
     ) -> Option<crate::media::recording::RecordingSetup> {
         self.recordings
             .then(|| crate::media::recording::RecordingSetup {
-                dir: self
-                    .recordings_dir
-                    .clone()
-                    .unwrap_or_else(|| self.data_dir.join("recordings")),
+                dir: self.recordings_dir(),
                 ffmpeg: self.ffmpeg.clone(),
+                archive,
                 max_length: std::time::Duration::from_secs(
                     u64::from(self.recording_max_minutes) * 60,
                 ),

@@ -82,8 +82,8 @@ pub struct AppState {
 pub struct Records {
     pub storage: store::Storage,
     pub links: records::links::Links,
-    /// Where recordings are kept (none when classes may not be recorded).
-    pub dir: Option<std::path::PathBuf>,
+    /// Where recordings are kept.
+    pub archive: Arc<records::archive::Archive>,
 }
 
 /// Display names guests may not take: those of the join-link holders who have ever joined,
@@ -360,8 +360,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .blocking()
         .secret_or_create(RECORDS_LINK_SECRET, &|| auth::random_bytes(32))
         .context("reading the records' link key")?;
-    let recordings_dir = config.recording_setup(None).map(|s| s.dir);
-    if let Some(setup) = config.recording_setup(Some(storage.clone())) {
+    let archive = Arc::new(
+        records::archive::Archive::new(config.recordings_dir(), config.s3().as_ref())
+            .context("the recordings' object storage (`s3_*` settings)")?,
+    );
+    if let Some(setup) = config.recording_setup(Some(storage.clone()), archive.clone()) {
         // Recordings are the class's faces and voices: private to the server's user.
         store::private::private_dir(&setup.dir)
             .with_context(|| format!("the recordings directory {}", setup.dir.display()))?;
@@ -432,7 +435,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         resumes: session::resume::Resumes::new(resume_grace),
         records: Records {
             links: records::links::Links::new(&records_key),
-            dir: recordings_dir,
+            archive,
             storage: storage.clone(),
         },
     });
@@ -446,17 +449,14 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                     _ = shutdown.cancelled() => break,
                     _ = every.tick() => {}
                 }
-                let state = state.clone();
-                let pruned = tokio::task::spawn_blocking(move || {
-                    records::prune(
-                        state.records.storage.blocking(),
-                        state.records.dir.as_deref(),
-                        state.config.records_retention_days,
-                        store::now_ms(),
-                    )
-                })
+                let pruned = records::prune(
+                    &state.records.storage,
+                    &state.records.archive,
+                    state.config.records_retention_days,
+                    store::now_ms(),
+                )
                 .await;
-                if let Ok(Err(e)) = pruned {
+                if let Err(e) = pruned {
                     tracing::error!("deleting old records: {e:#}");
                 }
             }

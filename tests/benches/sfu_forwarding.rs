@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         cameras,
         settle,
         measure,
+        real: None,
     };
     // `QUAD_BENCH_ONLY=audio_50_all` runs only the scenarios whose name contains it (and
     // the relay, when it is `audio_50_all`'s pattern that is asked for).

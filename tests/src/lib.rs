@@ -11,6 +11,7 @@ pub mod netlab;
 pub mod real_media;
 pub mod relay;
 pub mod room_bot;
+pub mod s3;
 pub mod soak;
 pub mod tls_client;
 pub mod turn_client;

@@ -29,6 +29,8 @@ pub struct Scenario {
     pub settle: Duration,
     /// How long to measure.
     pub measure: Duration,
+    /// Publish real Opus and VP8 ([`crate::real_media`]) instead of synthetic payloads.
+    pub real: Option<std::sync::Arc<crate::real_media::RealMedia>>,
 }
 
 /// A process's CPU and memory over the measured window.
@@ -173,7 +175,7 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
             shaper: None,
             camera_rates: None,
             lose_answers: 0,
-            real: None,
+            real: scenario.real.clone(),
             speaking: None,
         };
         bots.push(RoomBot::join(addr, options).await?);

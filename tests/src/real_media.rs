@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A silent 20 ms Opus frame (what a bot sends while it says nothing).
@@ -43,16 +43,19 @@ impl Speaking {
 
 /// The media, made at the first call (with `ffmpeg` from the `PATH`).
 pub fn real_media() -> Result<Arc<RealMedia>> {
-    static MEDIA: OnceLock<Arc<RealMedia>> = OnceLock::new();
-    if let Some(m) = MEDIA.get() {
+    // Made once, by whichever test asks first (the others wait for it).
+    static MEDIA: Mutex<Option<Arc<RealMedia>>> = Mutex::new(None);
+    let mut media = MEDIA.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = media.as_ref() {
         return Ok(m.clone());
     }
-    let dir = std::env::temp_dir().join(format!("quad-real-media-{}", std::process::id()));
+    let dir = crate::temp_dir("real-media");
     std::fs::create_dir_all(&dir)?;
     let made = make(&dir);
     let _ = std::fs::remove_dir_all(&dir);
-    let media = Arc::new(made?);
-    Ok(MEDIA.get_or_init(|| media).clone())
+    let made = Arc::new(made?);
+    *media = Some(made.clone());
+    Ok(made)
 }
 
 fn ffmpeg(args: &[&str]) -> Result<()> {

@@ -695,12 +695,20 @@ async fn records_are_listed_played_and_shared_by_signed_links_that_expire() -> R
     // Past the retention, the recording and its file go.
     {
         let store = quad_server::store::sqlite::SqliteStore::open(&server.data_dir)?;
+        let storage = quad_server::store::Storage::new(
+            Arc::new(store),
+            quad_server::store::Retention::default(),
+            Duration::from_secs(3600),
+        )?;
+        let archive =
+            quad_server::records::archive::Archive::new(server.data_dir.join("recordings"), None)?;
         let gone = quad_server::records::prune(
-            &store,
-            Some(&server.data_dir.join("recordings")),
+            &storage,
+            &archive,
             1,
             quad_server::store::now_ms() + 2 * 24 * 3600 * 1000,
-        )?;
+        )
+        .await?;
         ensure!(
             gone == 1 && !file.exists(),
             "{gone} deleted; file there: {}",
@@ -713,4 +721,171 @@ async fn records_are_listed_played_and_shared_by_signed_links_that_expire() -> R
 
 fn recording_now(s: &quad_tests::room_bot::RoomBotState) -> bool {
     s.class.as_ref().is_some_and(|c| c.recording)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_goes_to_object_storage_retried_checked_and_plays_from_there() -> Result<()> {
+    use futures_util::StreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    use quad_tests::http_request;
+    use quad_tests::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let media = real_media()?;
+    // The S3 server refuses the first two writes, as a busy service would.
+    let s3 = S3Server::start("class-recordings", 2).await?;
+    let endpoint = s3.endpoint();
+    let server = TestServer::start_with(|c| {
+        c.s3_bucket = Some("class-recordings".into());
+        c.s3_endpoint = Some(endpoint.clone());
+        c.s3_allow_http = true;
+        c.s3_access_key_id = Some(ACCESS_KEY.into());
+        c.s3_secret_access_key = Some(SECRET_KEY.into());
+    })
+    .await?;
+    let spot = room_spot(&campus(), 1)?;
+    let teacher = RoomBot::join(
+        server.addr(),
+        bot(
+            "Ms Ivy",
+            spot,
+            Some(server.token("Ms Ivy", Role::Teacher)?),
+            &media,
+            true,
+            None,
+        ),
+    )
+    .await?;
+    let student = RoomBot::join(server.addr(), bot("Jo", spot, None, &media, false, None)).await?;
+    teacher.wait_receiving(&[student.id], "mic", 20).await?;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(true)));
+    wait_for(&teacher, "the recording starts", PATIENCE, recording_now).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(false)));
+    wait_for(&teacher, "the file is made", Duration::from_secs(60), |s| {
+        s.recordings
+            .iter()
+            .any(|(_, _, n)| matches!(n, RecordingNews::Ready { .. }))
+    })
+    .await?;
+    let (id, _) =
+        news(&teacher, |n| matches!(n, RecordingNews::Ready { .. })).context("no news")?;
+
+    // The bucket lists it with the file's size; the local copy is gone.
+    let row = {
+        use quad_server::store::Store;
+        let store = quad_server::store::sqlite::SqliteStore::open(&server.data_dir)?;
+        store
+            .recordings(10)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .context("no row")?
+    };
+    ensure!(row.location == "s3" && row.message.is_empty(), "{row:?}");
+    let client = s3.client()?;
+    let listed: Vec<object_store::ObjectMeta> = client
+        .list(Some(&object_store::path::Path::from("recordings")))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    println!(
+        "the bucket lists {:?}; {} writes were refused first",
+        listed
+            .iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect::<Vec<_>>(),
+        s3.refused_writes.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    let object = listed
+        .iter()
+        .find(|m| m.location.to_string() == format!("recordings/{id}.webm"))
+        .context("the recording is not in the bucket")?;
+    ensure!(
+        object.size == row.bytes,
+        "{} bytes stored, {} made",
+        object.size,
+        row.bytes
+    );
+    ensure!(
+        s3.refused_writes.load(std::sync::atomic::Ordering::SeqCst) == 2,
+        "the refused writes were not retried through"
+    );
+    let local = server
+        .data_dir
+        .join("recordings")
+        .join(format!("{id}.webm"));
+    ensure!(!local.exists(), "the local copy was kept after the upload");
+
+    // It plays from the bucket through the server's signed link, whole and by range.
+    teacher.send(ClientMsg::Records);
+    wait_for(&teacher, "the teacher's records", PATIENCE, |s| {
+        s.records.as_ref().is_some_and(|r| !r.recordings.is_empty())
+    })
+    .await?;
+    let play = teacher
+        .state()
+        .records
+        .as_ref()
+        .and_then(|r| r.recordings[0].play_url.clone())
+        .context("no link")?;
+    let stored = client
+        .get(&object_store::path::Path::from(format!(
+            "recordings/{id}.webm"
+        )))
+        .await?
+        .bytes()
+        .await?;
+    let whole = http_request(server.addr(), &play, &[]).await?;
+    ensure!(
+        whole.status == 200 && whole.body == stored,
+        "status {}",
+        whole.status
+    );
+    let tail = http_request(server.addr(), &play, &["Range: bytes=-100"]).await?;
+    ensure!(
+        tail.status == 206 && tail.body == stored[stored.len() - 100..],
+        "{} {:?}",
+        tail.status,
+        tail.headers
+    );
+
+    // Past the retention, it goes from the bucket too.
+    {
+        let store = quad_server::store::sqlite::SqliteStore::open(&server.data_dir)?;
+        let storage = quad_server::store::Storage::new(
+            Arc::new(store),
+            quad_server::store::Retention::default(),
+            Duration::from_secs(3600),
+        )?;
+        let settings = quad_server::records::archive::S3Settings {
+            bucket: "class-recordings".into(),
+            prefix: "recordings/".into(),
+            endpoint: Some(s3.endpoint()),
+            region: "us-east-1".into(),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            allow_http: true,
+        };
+        let archive = quad_server::records::archive::Archive::new(
+            server.data_dir.join("recordings"),
+            Some(&settings),
+        )?;
+        let gone = quad_server::records::prune(
+            &storage,
+            &archive,
+            1,
+            quad_server::store::now_ms() + 2 * 24 * 3600 * 1000,
+        )
+        .await?;
+        let left = client
+            .list(Some(&object_store::path::Path::from("recordings")))
+            .collect::<Vec<_>>()
+            .await;
+        ensure!(
+            gone == 1 && left.is_empty(),
+            "{gone} deleted, {} left",
+            left.len()
+        );
+    }
+    server.stop().await;
+    Ok(())
 }

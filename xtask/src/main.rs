@@ -381,6 +381,9 @@ fn bench(root: &Path, extra: &[String]) -> Result<()> {
             "sfu_forwarding",
         ])
         .env("QUAD_SERVER_BIN", root.join("target/release/quad-server")))?;
+    run(cargo()
+        .args(["bench", "--package", "quad-tests", "--bench", "recording"])
+        .env("QUAD_SERVER_BIN", root.join("target/release/quad-server")))?;
     summarize(root)
 }
 
@@ -513,6 +516,32 @@ fn summarize(root: &Path) -> Result<()> {
             None,
         );
     }
+    let recording = read("recording.json");
+    let added = num(&recording["recorder_cpu"]["added_percent"]);
+    row(
+        "recording a class of 30: server CPU added (%)",
+        added,
+        1,
+        format!(
+            "{} cores off, {} on (medians)",
+            fmt(num(&recording["recorder_cpu"]["median_off"]), 3),
+            fmt(num(&recording["recorder_cpu"]["median_on"]), 3)
+        ),
+        "< 5%",
+        added.map(|a| a < 5.0),
+    );
+    let mix = num(&recording["mixdown_5min"]["median_s"]);
+    row(
+        "mixdown of a 5-minute class (s)",
+        mix,
+        2,
+        format!(
+            "{}x real time",
+            fmt(num(&recording["mixdown_5min"]["times_real_time"]), 0)
+        ),
+        "< 10 s",
+        mix.map(|m| m < 10.0),
+    );
     let light = scenario("audio_10_all");
     let d99 = num(&light["delay_us_p99"]).map(|v| v / 1000.0);
     row(

@@ -1,8 +1,9 @@
 //! `/records/`: class records through signed links ([`crate::records::links`]). A link is
 //! checked (signature, expiry) and nothing else: who may see a record was decided when its
-//! link was made for a person's session. Recordings are served from the recordings folder
-//! with byte ranges (a browser's player seeks), registers as CSV made from the store.
-//! Responses are private and not cached.
+//! link was made for a person's session. Recordings ([`serve_recording`], answered by the
+//! accept loop itself, as their bodies stream) come from wherever the archive keeps them,
+//! whole or by byte range (a browser's player seeks); registers come as CSV made from the
+//! store (a warp route). Responses are private and not cached.
 
 use crate::AppState;
 use crate::records::links::Refused;
@@ -42,35 +43,7 @@ pub fn routes(
                     .map_err(|e| warp::reject::custom(RefusedLink(e)))
             },
         );
-    let dir = state
-        .records
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("/nonexistent"));
-    let recording = warp::path!("records" / "recording" / ..)
-        .and(warp::path::peek())
-        .and_then(|rest: warp::path::Peek| async move {
-            // Only a recording's file: `<id>.webm`, never its raw tracks' folder.
-            match rest.as_str().strip_suffix(".webm") {
-                Some(id) if crate::media::recording::valid_id(id) => Ok(()),
-                _ => Err(warp::reject::not_found()),
-            }
-        })
-        .untuple_one()
-        .and(signed.clone())
-        .and(warp::fs::dir(dir))
-        .map(|download: bool, file: warp::fs::File| {
-            let mut res = warp::Reply::into_response(file);
-            private(&mut res);
-            if download {
-                res.headers_mut().insert(
-                    header::CONTENT_DISPOSITION,
-                    HeaderValue::from_static("attachment; filename=\"recording.webm\""),
-                );
-            }
-            res
-        });
-    let register = warp::get()
+    warp::get()
         .and(warp::path!("records" / "class" / String))
         .and_then(|name: String| async move {
             session_of(&name)
@@ -118,8 +91,7 @@ pub fn routes(
                 private(&mut res);
                 Ok::<_, warp::Rejection>(res)
             },
-        );
-    recording.or(register).unify()
+        )
 }
 
 fn private(res: &mut warp::reply::Response) {
@@ -138,4 +110,210 @@ pub fn refused(link: &RefusedLink) -> Response<Vec<u8>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     res
+}
+
+/// A streamed response body.
+pub type StreamBody = http_body_util::combinators::UnsyncBoxBody<
+    bytes::Bytes,
+    Box<dyn std::error::Error + Send + Sync>,
+>;
+
+/// Where recordings are served.
+pub const RECORDING_PREFIX: &str = "/records/recording/";
+
+/// A single byte range of a `Range` header: first byte, and last if given (`bytes=a-b`,
+/// `bytes=a-`; a suffix `bytes=-n` as the last `n` of `total`). `None` for none, several
+/// or a malformed one: the whole file is sent.
+pub fn parse_range(header: Option<&str>, total: u64) -> Option<(u64, Option<u64>)> {
+    let spec = header?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        return Some((total.saturating_sub(n), None));
+    }
+    let start: u64 = a.parse().ok()?;
+    let end = if b.is_empty() {
+        None
+    } else {
+        let end: u64 = b.parse().ok()?;
+        if end < start {
+            return None;
+        }
+        Some(end)
+    };
+    Some((start, end))
+}
+
+fn plain(status: StatusCode, text: String) -> Response<StreamBody> {
+    use http_body_util::BodyExt;
+    let mut res = Response::new(
+        http_body_util::Full::new(bytes::Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// Answers `GET /records/recording/<id>.webm?…` (or `HEAD`): the link checked, the file
+/// streamed from the folder or the bucket, whole or the asked range.
+pub async fn serve_recording(
+    method: &hyper::Method,
+    uri: &hyper::Uri,
+    range: Option<&str>,
+    state: &AppState,
+) -> Response<StreamBody> {
+    use futures_util::StreamExt;
+    use http_body_util::BodyExt;
+    if method != hyper::Method::GET && method != hyper::Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
+    }
+    let path = uri.path();
+    let id = match path
+        .strip_prefix(RECORDING_PREFIX)
+        .and_then(|name| name.strip_suffix(".webm"))
+    {
+        Some(id) if crate::media::recording::valid_id(id) => id.to_owned(),
+        _ => return plain(StatusCode::NOT_FOUND, "not found\n".into()),
+    };
+    let download = match state.records.links.verify(
+        path,
+        uri.query().unwrap_or_default(),
+        crate::store::now_ms(),
+    ) {
+        Ok(download) => download,
+        Err(refused) => return plain(StatusCode::FORBIDDEN, format!("{refused}\n")),
+    };
+    let storage = state.records.storage.clone();
+    let wanted = id.clone();
+    let row = tokio::task::spawn_blocking(move || {
+        storage
+            .blocking()
+            .recordings(1_000)
+            .map(|rows| rows.into_iter().find(|r| r.id == wanted))
+    })
+    .await;
+    let location = match row {
+        Ok(Ok(Some(r))) => crate::records::archive::Location::parse(&r.location),
+        Ok(Ok(None)) => return plain(StatusCode::NOT_FOUND, "no such recording\n".into()),
+        _ => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the records cannot be read now\n".into(),
+            );
+        }
+    };
+    // The total is needed for a suffix range: ask for the whole first when there is one.
+    let archive = &state.records.archive;
+    let first = archive.open(&id, location, None).await;
+    let total = match &first {
+        Ok(Some(opened)) => opened.total,
+        Ok(None) => {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "the recording's file is gone\n".into(),
+            );
+        }
+        Err(e) => {
+            tracing::error!(id, "reading a recording: {e:#}");
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                "the recording cannot be read now\n".into(),
+            );
+        }
+    };
+    let asked = parse_range(range, total);
+    let opened = match (asked, first) {
+        (None, Ok(Some(opened))) => opened,
+        (Some(r), _) => match archive.open(&id, location, Some(r)).await {
+            Ok(Some(opened)) => opened,
+            Ok(None) => {
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    "the recording's file is gone\n".into(),
+                );
+            }
+            Err(e) => {
+                tracing::error!(id, "reading a recording: {e:#}");
+                return plain(
+                    StatusCode::BAD_GATEWAY,
+                    "the recording cannot be read now\n".into(),
+                );
+            }
+        },
+        _ => return plain(StatusCode::NOT_FOUND, "not found\n".into()),
+    };
+    if asked.is_some() && opened.range.is_empty() {
+        let mut res = plain(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range not satisfiable\n".into(),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes */{total}")) {
+            res.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+        return res;
+    }
+    let len = opened.range.end - opened.range.start;
+    let frames = opened.body.map(|chunk| {
+        chunk
+            .map(http_body::Frame::data)
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    });
+    let body: StreamBody = if method == hyper::Method::HEAD {
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    } else {
+        BodyExt::boxed_unsync(http_body_util::StreamBody::new(frames))
+    };
+    let mut res = Response::new(body);
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    if download {
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"recording.webm\""),
+        );
+    }
+    if asked.is_some() {
+        *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{total}",
+            opened.range.start,
+            opened.range.end - 1
+        )) {
+            res.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_read_as_browsers_send_them() {
+        assert_eq!(parse_range(Some("bytes=0-"), 100), Some((0, None)));
+        assert_eq!(parse_range(Some("bytes=10-19"), 100), Some((10, Some(19))));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Some((90, None)));
+        assert_eq!(parse_range(Some("bytes=5-1"), 100), None);
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), None);
+        assert_eq!(parse_range(Some("items=0-1"), 100), None);
+        assert_eq!(parse_range(None, 100), None);
+    }
 }

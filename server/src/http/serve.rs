@@ -17,7 +17,7 @@
 use super::limits::{ConnectionBudget, PerIp};
 use super::metrics::{self, Listener};
 use super::sniff::{self, Arrival, Stream};
-use super::{headers, ws_upgrade};
+use super::{headers, records, ws_upgrade};
 use crate::AppState;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -191,14 +191,34 @@ pub async fn serve<S>(
                 let (idle, evict) = (idle_in_service.clone(), evict_in_service.clone());
                 let hsts = hsts.clone();
                 async move {
+                    // Recordings stream their bodies; everything else is warp's or small.
+                    let streamed = |res: warp::reply::Response| {
+                        use http_body_util::BodyExt;
+                        res.map(|body| {
+                            body.map_err(|e| {
+                                Box::new(e) as Box<dyn std::error::Error + Send + Sync>
+                            })
+                            .boxed_unsync()
+                        })
+                    };
                     let mut res = if plain {
-                        sniff::redirect(&req, state.config.public_url.as_deref(), None)
+                        streamed(sniff::redirect(
+                            &req,
+                            state.config.public_url.as_deref(),
+                            None,
+                        ))
                     } else if ws_upgrade::is_session_request(&req) {
-                        ws_upgrade::accept(req, state, hold, peer)
+                        streamed(ws_upgrade::accept(req, state, hold, peer))
                     } else if req.uri().path() == metrics::PATH {
-                        metrics::answer(&req, peer, Listener::Main, &state)
+                        streamed(metrics::answer(&req, peer, Listener::Main, &state))
+                    } else if req.uri().path().starts_with(records::RECORDING_PREFIX) {
+                        let range = req
+                            .headers()
+                            .get(hyper::header::RANGE)
+                            .and_then(|v| v.to_str().ok());
+                        records::serve_recording(req.method(), req.uri(), range, &state).await
                     } else {
-                        warp_service.call(req).await?
+                        streamed(warp_service.call(req).await?)
                     };
                     headers::add(res.headers_mut());
                     if let Some(hsts) = hsts {

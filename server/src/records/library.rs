@@ -128,6 +128,7 @@ mod tests {
             message: String::new(),
             shared,
             session: session.into(),
+            location: "local".into(),
         }
     }
 

@@ -66,6 +66,8 @@ pub struct RecordingRecord {
     pub shared: bool,
     /// The class session it was made in.
     pub session: String,
+    /// Where its file is: `local` or `s3` ([`crate::records::archive::Location`]).
+    pub location: String,
 }
 
 /// Which chat history to read.

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/003_reserved_names.sql"),
     include_str!("../../migrations/004_recordings.sql"),
     include_str!("../../migrations/005_class_registers.sql"),
+    include_str!("../../migrations/006_recording_location.sql"),
 ];
 
 /// Rows deleted per statement when pruning, so readers wait at most that long.
@@ -287,10 +288,10 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "INSERT INTO recordings
                      (id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message, shared,
-                      session)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                      session, location)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (id) DO UPDATE SET duration_ms = ?6, bytes = ?7, state = ?8,
-                     message = ?9, shared = ?10",
+                     message = ?9, shared = ?10, location = ?12",
             )?
             .execute(params![
                 r.id,
@@ -303,7 +304,8 @@ impl Store for SqliteStore {
                 r.state,
                 r.message,
                 r.shared,
-                r.session
+                r.session,
+                r.location
             ])?;
         Ok(())
     }
@@ -313,7 +315,7 @@ impl Store for SqliteStore {
         let rows = conn
             .prepare_cached(
                 "SELECT id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message,
-                        shared, session
+                        shared, session, location
                  FROM recordings ORDER BY started_ms DESC, id DESC LIMIT ?1",
             )?
             .query_map(params![limit as i64], |row| {
@@ -329,6 +331,7 @@ impl Store for SqliteStore {
                     message: row.get(8)?,
                     shared: row.get(9)?,
                     session: row.get(10)?,
+                    location: row.get(11)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -45,6 +45,8 @@ pub struct RecordingSetup {
     pub mixdown_timeout: Duration,
     /// Where each recording's outcome is kept (none in some tests).
     pub storage: Option<crate::store::Storage>,
+    /// Where finished files go (the folder, or a bucket).
+    pub archive: std::sync::Arc<crate::records::archive::Archive>,
 }
 
 impl std::fmt::Debug for RecordingSetup {

@@ -52,6 +52,8 @@ struct Job {
     request: RecordRequest,
     record: RecordingRecord,
     stop: Arc<Mutex<Option<Instant>>>,
+    /// The server's runtime, for the upload to object storage (async) after the mixdown.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Recorder {
@@ -79,6 +81,7 @@ impl Recorder {
             message: String::new(),
             shared: false,
             session: request.session.clone(),
+            location: "local".to_owned(),
         };
         let (sink, packets) = std::sync::mpsc::sync_channel(QUEUE);
         let stop = Arc::new(Mutex::new(None));
@@ -90,6 +93,7 @@ impl Recorder {
             request,
             record,
             stop: stop.clone(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         };
         std::thread::Builder::new()
             .name("quad-recorder".to_owned())
@@ -328,6 +332,17 @@ fn run(job: Job, packets: Receiver<Tapped>) {
             record.bytes = bytes;
             record.state = "ready".to_owned();
             record.message = stopped.map(|(r, _)| r).unwrap_or_default();
+            // Into the bucket, if one is set (the file stays here if that fails).
+            if let Some(runtime) = &job.runtime {
+                let (location, failed) = runtime.block_on(job.setup.archive.keep(&job.id));
+                record.location = location.as_str().to_owned();
+                if let Some(failed) = failed {
+                    tracing::error!(id = job.id, "{failed}");
+                    if record.message.is_empty() {
+                        record.message = failed;
+                    }
+                }
+            }
             save(&job, &record);
             tracing::info!(
                 id = job.id,
