@@ -369,6 +369,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         store::private::private_dir(&setup.dir)
             .with_context(|| format!("the recordings directory {}", setup.dir.display()))?;
         tracing::info!(dir = %setup.dir.display(), "classes may be recorded");
+        // Recordings a stopped server left unfinished are made into files, in the
+        // background (the list is read now, before anyone can start a new one).
+        let unfinished = media::recording::recovery::unfinished(&setup);
+        if !unfinished.is_empty() {
+            let (setup, runtime) = (setup.clone(), tokio::runtime::Handle::current());
+            tokio::task::spawn_blocking(move || {
+                let made = media::recording::recovery::recover(&setup, &runtime, unfinished);
+                tracing::info!(made, "unfinished recordings finished");
+            });
+        }
         sfu.enable_recordings(setup);
     }
     if let Some(turn) = &embedded_turn {

@@ -128,6 +128,23 @@ impl TestServer {
     }
 }
 
+/// A teacher's link named `name` for the campus kept in `data`, made as an operator makes
+/// one (`quad-server token`).
+pub fn teacher_token(bin: &std::path::Path, data: &std::path::Path, name: &str) -> Result<String> {
+    let out = std::process::Command::new(bin)
+        .current_dir(repo_root())
+        .args(["token", "--role", "teacher", "--name", name, "--ttl", "1h"])
+        .arg("--data-dir")
+        .arg(data)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("token=")
+        .nth(1)
+        .map(|t| t.split_whitespace().next().unwrap_or_default().to_owned())
+        .filter(|t| !t.is_empty())
+        .context("quad-server token printed no link")
+}
+
 /// The `quad-server` binary `cargo test` built beside the running test, for tests that need
 /// the real process (signals, restarts, network namespaces).
 pub fn server_binary() -> Result<PathBuf> {

@@ -3,7 +3,7 @@
 //! line any bot was sent is in the history when the server is started again on the same
 //! data directory.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use quad_tests::crash::crash_cycles;
 use quad_tests::{server_binary, temp_dir};
 
@@ -35,20 +35,7 @@ async fn every_chat_line_anyone_saw_survives_a_kill() -> Result<()> {
 
 /// A teacher's link for the campus kept in `data` (made by `quad-server token`).
 fn teacher_token(bin: &std::path::Path, data: &std::path::Path) -> Result<String> {
-    let out = std::process::Command::new(bin)
-        .current_dir(quad_tests::repo_root())
-        .args([
-            "token", "--role", "teacher", "--name", "Ms Ada", "--ttl", "1h",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split("token=")
-        .nth(1)
-        .map(|t| t.split_whitespace().next().unwrap_or_default().to_owned())
-        .filter(|t| !t.is_empty())
-        .context("quad-server token printed no link")
+    quad_tests::teacher_token(bin, data, "Ms Ada")
 }
 
 /// Teacher actions a student saw take effect (the room locked, unlocked, ...) are in the

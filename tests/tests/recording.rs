@@ -889,3 +889,56 @@ async fn a_recording_goes_to_object_storage_retried_checked_and_plays_from_there
     server.stop().await;
     Ok(())
 }
+
+/// The server killed (SIGKILL) during a recording: started again on the same data, it
+/// makes the file from what was written, and the teacher finds it ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_cut_off_by_a_kill_is_finished_when_the_server_starts_again() -> Result<()> {
+    use quad_server::store::Store;
+    let media = real_media()?;
+    let data = quad_tests::temp_dir("recording-kill");
+    std::fs::create_dir_all(&data)?;
+    let bin = quad_tests::server_binary()?;
+    let (mut child, addr) = quad_tests::start_process(&data, "127.0.0.1:0").await?;
+    let token = quad_tests::teacher_token(&bin, &data, "Ms Kay")?;
+    let spot = room_spot(&campus(), 2)?;
+    let teacher = RoomBot::join(addr, bot("Ms Kay", spot, Some(token), &media, true, None)).await?;
+    let student = RoomBot::join(addr, bot("Lu", spot, None, &media, false, None)).await?;
+    teacher.wait_receiving(&[student.id], "mic", 20).await?;
+    teacher.send(ClientMsg::Teacher(TeacherAction::Record(true)));
+    wait_for(&teacher, "the recording starts", PATIENCE, recording_now).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    child.kill().await?;
+    drop((teacher, student));
+    let (mut again, _) = quad_tests::restart_process(&data, addr).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let row = loop {
+        let store = quad_server::store::sqlite::SqliteStore::open(&data)?;
+        let rows = store.recordings(10)?;
+        ensure!(rows.len() == 1, "{rows:?}");
+        if rows[0].state == "ready" || rows[0].state == "failed" {
+            break rows[0].clone();
+        }
+        ensure!(Instant::now() < deadline, "still {:?}", rows[0]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("after the restart: {row:?}");
+    ensure!(row.state == "ready", "{row:?}");
+    ensure!(row.message.contains("server stopped"), "{row:?}");
+    let file = data.join("recordings").join(format!("{}.webm", row.id));
+    let (duration, streams) = probe(&file)?;
+    println!("ffprobe: {duration:.2} s, {streams:?}");
+    ensure!((2.5..=6.0).contains(&duration), "{duration} s");
+    ensure!(
+        streams.contains(&("audio".into(), "opus".into()))
+            && streams.contains(&("video".into(), "vp8".into())),
+        "{streams:?}"
+    );
+    ensure!(
+        !data.join("recordings").join(&row.id).exists(),
+        "the raw tracks were kept"
+    );
+    again.kill().await?;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}

@@ -20,6 +20,7 @@ pub mod audio;
 pub mod mixdown;
 pub mod picture;
 pub mod recorder;
+pub mod recovery;
 
 use crate::media::sfu::RoomId;
 use bytes::Bytes;
