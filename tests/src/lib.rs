@@ -177,10 +177,22 @@ pub async fn start_binary(
     data: &std::path::Path,
     listen: &str,
 ) -> Result<(tokio::process::Child, SocketAddr)> {
+    // A restart listens on the port it had, but its TURN and media ports are the
+    // system's pick like the first start's: other tests' servers may hold the defaults
+    // (3478, 7882) while this one restarts.
+    let ip = listen.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip);
+    let ports = temp_dir("ports");
+    std::fs::create_dir_all(&ports)?;
+    let config = ports.join("quad.toml");
+    std::fs::write(&config, "media_port = 0\n")?;
     let mut command = tokio::process::Command::new(bin);
     command
         .current_dir(repo_root())
         .args(["--listen", listen, "--dev"])
+        .arg("--turn-listen")
+        .arg(format!("{ip}:0"))
+        .arg("--config")
+        .arg(&config)
         .arg("--data-dir")
         .arg(data)
         .arg("--client-dir")
