@@ -283,6 +283,15 @@ async fn a_recorded_class_is_one_playable_file_with_the_rooms_sound_and_the_teac
             ensure!(*db < -60.0, "sound at {at} s where no one spoke: {db} dB");
         }
     }
+    // Student 0 takes part: a raised hand, a chat line, a moment away from the tab.
+    students[0].send(ClientMsg::Hand { raised: true });
+    students[0].send(ClientMsg::Chat {
+        to: quad_shared::protocol::ChatTo::Room,
+        text: "a question".into(),
+    });
+    students[0].send(ClientMsg::Attention { watching: false });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    students[0].send(ClientMsg::Attention { watching: true });
     // Dee leaves and comes back: two intervals in the register.
     dee.close().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -320,6 +329,16 @@ async fn a_recorded_class_is_one_playable_file_with_the_rooms_sound_and_the_teac
             row.talk_ms
         );
     }
+    let engaged = report
+        .rows
+        .iter()
+        .find(|r| r.name == "Student 0")
+        .context("no Student 0")?;
+    ensure!(
+        (engaged.hands, engaged.chat_lines, engaged.away_count) == (1, 1, 1)
+            && (400..=2_000).contains(&engaged.away_ms),
+        "{engaged:?}"
+    );
     let dee_row = report
         .rows
         .iter()

@@ -194,13 +194,7 @@ pub async fn serve_recording(
     };
     let storage = state.records.storage.clone();
     let wanted = id.clone();
-    let row = tokio::task::spawn_blocking(move || {
-        storage
-            .blocking()
-            .recordings(1_000)
-            .map(|rows| rows.into_iter().find(|r| r.id == wanted))
-    })
-    .await;
+    let row = tokio::task::spawn_blocking(move || storage.blocking().recording(&wanted)).await;
     let location = match row {
         Ok(Ok(Some(r))) => crate::records::archive::Location::parse(&r.location),
         Ok(Ok(None)) => return plain(StatusCode::NOT_FOUND, "no such recording\n".into()),
@@ -211,11 +205,9 @@ pub async fn serve_recording(
             );
         }
     };
-    // The total is needed for a suffix range: ask for the whole first when there is one.
-    let archive = &state.records.archive;
-    let first = archive.open(&id, location, None).await;
-    let total = match &first {
-        Ok(Some(opened)) => opened.total,
+    let asked = |total| parse_range(range, total);
+    let opened = match state.records.archive.open(&id, location, asked).await {
+        Ok(Some(opened)) => opened,
         Ok(None) => {
             return plain(
                 StatusCode::NOT_FOUND,
@@ -230,28 +222,9 @@ pub async fn serve_recording(
             );
         }
     };
-    let asked = parse_range(range, total);
-    let opened = match (asked, first) {
-        (None, Ok(Some(opened))) => opened,
-        (Some(r), _) => match archive.open(&id, location, Some(r)).await {
-            Ok(Some(opened)) => opened,
-            Ok(None) => {
-                return plain(
-                    StatusCode::NOT_FOUND,
-                    "the recording's file is gone\n".into(),
-                );
-            }
-            Err(e) => {
-                tracing::error!(id, "reading a recording: {e:#}");
-                return plain(
-                    StatusCode::BAD_GATEWAY,
-                    "the recording cannot be read now\n".into(),
-                );
-            }
-        },
-        _ => return plain(StatusCode::NOT_FOUND, "not found\n".into()),
-    };
-    if asked.is_some() && opened.range.is_empty() {
+    let total = opened.total;
+    let asked = opened.asked;
+    if asked && opened.range.is_empty() {
         let mut res = plain(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "range not satisfiable\n".into(),
@@ -289,7 +262,7 @@ pub async fn serve_recording(
             HeaderValue::from_static("attachment; filename=\"recording.webm\""),
         );
     }
-    if asked.is_some() {
+    if asked {
         *res.status_mut() = StatusCode::PARTIAL_CONTENT;
         if let Ok(v) = HeaderValue::from_str(&format!(
             "bytes {}-{}/{total}",

@@ -79,6 +79,8 @@ impl std::fmt::Debug for Archive {
 /// A recording read back: its total size, the range sent, and the bytes of that range.
 pub struct Opened {
     pub total: u64,
+    /// A range was asked for (the answer is partial content, or none could be met).
+    pub asked: bool,
     pub range: std::ops::Range<u64>,
     pub body: BoxStream<'static, std::io::Result<Bytes>>,
 }
@@ -164,13 +166,13 @@ impl Archive {
         )
     }
 
-    /// Reads recording `id` from `location`: `range` (first byte, last byte if given) or
-    /// all of it. `Ok(None)`: there is no such file.
+    /// Reads recording `id` from `location`: the range `range` picks once the size is known
+    /// (first byte, last byte if given), or all of it. `Ok(None)`: there is no such file.
     pub async fn open(
         &self,
         id: &str,
         location: Location,
-        range: Option<(u64, Option<u64>)>,
+        range: impl FnOnce(u64) -> Option<(u64, Option<u64>)>,
     ) -> anyhow::Result<Option<Opened>> {
         match (location, &self.s3) {
             (Location::S3, Some((store, prefix))) => {
@@ -180,9 +182,11 @@ impl Archive {
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
                     Err(e) => return Err(e.into()),
                 };
-                let Some(range) = clamp(range, total) else {
+                let asked = range(total);
+                let Some(range) = clamp(asked, total) else {
                     return Ok(Some(Opened {
                         total,
+                        asked: asked.is_some(),
                         range: 0..0,
                         body: futures_util::stream::empty().boxed(),
                     }));
@@ -200,7 +204,12 @@ impl Archive {
                     .into_stream()
                     .map(|chunk| chunk.map_err(std::io::Error::other))
                     .boxed();
-                Ok(Some(Opened { total, range, body }))
+                Ok(Some(Opened {
+                    total,
+                    asked: asked.is_some(),
+                    range,
+                    body,
+                }))
             }
             _ => {
                 let path = self.file(id);
@@ -210,9 +219,11 @@ impl Archive {
                     Err(e) => return Err(e.into()),
                 };
                 let total = file.metadata().await?.len();
-                let Some(range) = clamp(range, total) else {
+                let asked = range(total);
+                let Some(range) = clamp(asked, total) else {
                     return Ok(Some(Opened {
                         total,
+                        asked: asked.is_some(),
                         range: 0..0,
                         body: futures_util::stream::empty().boxed(),
                     }));
@@ -223,7 +234,12 @@ impl Archive {
                     64 * 1024,
                 )
                 .boxed();
-                Ok(Some(Opened { total, range, body }))
+                Ok(Some(Opened {
+                    total,
+                    asked: asked.is_some(),
+                    range,
+                    body,
+                }))
             }
         }
     }
@@ -314,7 +330,7 @@ mod tests {
             let archive = &archive;
             async move {
                 let opened = archive
-                    .open("x", Location::Local, r)
+                    .open("x", Location::Local, |_| r)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("missing"))?;
                 let chunks: Vec<_> = opened.body.collect().await;
@@ -327,7 +343,12 @@ mod tests {
         };
         assert_eq!(read(None).await?, (0..10, b"0123456789".to_vec()));
         assert_eq!(read(Some((3, Some(5)))).await?, (3..6, b"345".to_vec()));
-        assert!(archive.open("y", Location::Local, None).await?.is_none());
+        assert!(
+            archive
+                .open("y", Location::Local, |_| None)
+                .await?
+                .is_none()
+        );
         archive.delete("x").await;
         assert!(!dir.join("x.webm").exists());
         let _ = std::fs::remove_dir_all(&dir);

@@ -95,11 +95,7 @@ pub fn share(store: &dyn Store, user: &str, id: &str, shared: bool) -> Result<()
         ErrorMsg::new(ErrorCode::Unavailable, "the records cannot be read now")
     };
     let sessions = store.sessions_of(user, LIST_LIMIT).map_err(internal)?;
-    let recording = store
-        .recordings(LIST_LIMIT)
-        .map_err(internal)?
-        .into_iter()
-        .find(|r| r.id == id);
+    let recording = store.recording(id).map_err(internal)?;
     match recording {
         Some(r) if access(user, &r, &sessions).1 => {
             store.set_recording_shared(id, shared).map_err(internal)

@@ -103,6 +103,8 @@ pub trait Store: Send + Sync + 'static {
     fn save_recording(&self, record: &RecordingRecord) -> anyhow::Result<()>;
     /// The newest `limit` recordings, newest first.
     fn recordings(&self, limit: usize) -> anyhow::Result<Vec<RecordingRecord>>;
+    /// One recording, by its id.
+    fn recording(&self, id: &str) -> anyhow::Result<Option<RecordingRecord>>;
     /// Keeps a class session's register (replacing what was kept of it).
     fn save_register(&self, register: &Register) -> anyhow::Result<()>;
     /// The newest `limit` class registers, newest first; only those of sessions `taught_by`

@@ -38,6 +38,40 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Recordings, newest first: the one with `id`, or all; at most `limit`.
+    fn recording_rows(
+        &self,
+        id: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<RecordingRecord>> {
+        let conn = self.conn();
+        let rows = conn
+            .prepare_cached(
+                "SELECT id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message,
+                        shared, session, location
+                 FROM recordings WHERE ?2 IS NULL OR id = ?2
+                 ORDER BY started_ms DESC, id DESC LIMIT ?1",
+            )?
+            .query_map(params![limit as i64, id], |row| {
+                Ok(RecordingRecord {
+                    id: row.get(0)?,
+                    room: row.get(1)?,
+                    by_user: row.get(2)?,
+                    by_name: row.get(3)?,
+                    started_ms: row.get::<_, i64>(4)?.max(0) as u64,
+                    duration_ms: row.get::<_, i64>(5)?.max(0) as u64,
+                    bytes: row.get::<_, i64>(6)?.max(0) as u64,
+                    state: row.get(7)?,
+                    message: row.get(8)?,
+                    shared: row.get(9)?,
+                    session: row.get(10)?,
+                    location: row.get(11)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// Opens (creating if needed) the store in `data_dir` and brings its schema up to date.
     pub fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
         let path = data_dir.join(FILE_NAME);
@@ -311,31 +345,11 @@ impl Store for SqliteStore {
     }
 
     fn recordings(&self, limit: usize) -> anyhow::Result<Vec<RecordingRecord>> {
-        let conn = self.conn();
-        let rows = conn
-            .prepare_cached(
-                "SELECT id, room, by_user, by_name, started_ms, duration_ms, bytes, state, message,
-                        shared, session, location
-                 FROM recordings ORDER BY started_ms DESC, id DESC LIMIT ?1",
-            )?
-            .query_map(params![limit as i64], |row| {
-                Ok(RecordingRecord {
-                    id: row.get(0)?,
-                    room: row.get(1)?,
-                    by_user: row.get(2)?,
-                    by_name: row.get(3)?,
-                    started_ms: row.get::<_, i64>(4)?.max(0) as u64,
-                    duration_ms: row.get::<_, i64>(5)?.max(0) as u64,
-                    bytes: row.get::<_, i64>(6)?.max(0) as u64,
-                    state: row.get(7)?,
-                    message: row.get(8)?,
-                    shared: row.get(9)?,
-                    session: row.get(10)?,
-                    location: row.get(11)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.recording_rows(None, limit)
+    }
+
+    fn recording(&self, id: &str) -> anyhow::Result<Option<RecordingRecord>> {
+        Ok(self.recording_rows(Some(id), 1)?.into_iter().next())
     }
 
     fn save_register(&self, r: &Register) -> anyhow::Result<()> {
