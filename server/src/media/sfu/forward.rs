@@ -542,6 +542,9 @@ impl Forwarder {
 
     /// Hands a copy of `packet` (of `layer`) to the recorder, if the room records.
     fn record(&mut self, packet: &rtc::rtp::Packet, layer: u8, now: Instant) {
+        if self.tap.is_none() {
+            return;
+        }
         let stream = self.stream_now(now);
         let Some((tap, leg)) = self.tap.as_mut() else {
             return;
