@@ -85,6 +85,18 @@ pub struct Opened {
     pub body: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
+impl Opened {
+    /// No bytes: the range asked for cannot be met, or the file is empty.
+    fn nothing(total: u64, asked: bool) -> Opened {
+        Opened {
+            total,
+            asked,
+            range: 0..0,
+            body: futures_util::stream::empty().boxed(),
+        }
+    }
+}
+
 impl Archive {
     /// Recordings in `dir`, and in a bucket if `s3` is given.
     pub fn new(dir: PathBuf, s3: Option<&S3Settings>) -> anyhow::Result<Archive> {
@@ -184,12 +196,7 @@ impl Archive {
                 };
                 let asked = range(total);
                 let Some(range) = clamp(asked, total) else {
-                    return Ok(Some(Opened {
-                        total,
-                        asked: asked.is_some(),
-                        range: 0..0,
-                        body: futures_util::stream::empty().boxed(),
-                    }));
+                    return Ok(Some(Opened::nothing(total, asked.is_some())));
                 };
                 let got = store
                     .get_opts(
@@ -221,12 +228,7 @@ impl Archive {
                 let total = file.metadata().await?.len();
                 let asked = range(total);
                 let Some(range) = clamp(asked, total) else {
-                    return Ok(Some(Opened {
-                        total,
-                        asked: asked.is_some(),
-                        range: 0..0,
-                        body: futures_util::stream::empty().boxed(),
-                    }));
+                    return Ok(Some(Opened::nothing(total, asked.is_some())));
                 };
                 file.seek(std::io::SeekFrom::Start(range.start)).await?;
                 let body = tokio_util::io::ReaderStream::with_capacity(
