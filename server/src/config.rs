@@ -205,6 +205,21 @@ pub struct Config {
     pub s3_secret_access_key: Option<String>,
     /// Allow a plain `http://` endpoint (a service on a trusted LAN).
     pub s3_allow_http: bool,
+    /// Cluster mode: the Redis server the nodes coordinate through (`redis://HOST:PORT`).
+    /// Without it, this one process does everything.
+    pub cluster: Option<String>,
+    /// This node's name in the cluster (unique; by default the host name and the port).
+    pub node_name: Option<String>,
+    /// Where the other nodes reach this one's web port (`http://10.0.0.5:8080`); by default
+    /// `http://` and the listen address.
+    pub node_url: Option<String>,
+    /// Cluster mode: the secret the nodes prove themselves to each other with, and the
+    /// bearer token of the cluster view (`/cluster`). The same on every node; at least 32
+    /// characters.
+    pub cluster_secret: Option<String>,
+    /// The shared store, PostgreSQL (`postgres://USER:PASSWORD@HOST:PORT/DB`): needed in
+    /// cluster mode, where a node's own SQLite file would die with the node.
+    pub database_url: Option<String>,
 }
 
 impl Default for Config {
@@ -293,6 +308,13 @@ impl Default for Config {
             s3_access_key_id: None,
             s3_secret_access_key: None,
             s3_allow_http: false,
+
+            // --- Cluster. ---
+            cluster: None,
+            node_name: None,
+            node_url: None,
+            cluster_secret: None,
+            database_url: None,
         }
     }
 }
@@ -550,6 +572,49 @@ impl Config {
             return invalid(
                 "room_member_timeout_secs",
                 "must be between 1 and 600 seconds",
+            );
+        }
+        if let Some(url) = &self.cluster {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return invalid("cluster", "must be a Redis URL: redis://HOST:PORT");
+            }
+            if self.database_url.is_none() {
+                return invalid(
+                    "database_url",
+                    "is needed in cluster mode (a PostgreSQL URL): a node's own SQLite file \
+                     would die with the node",
+                );
+            }
+            if self.cluster_secret.as_ref().is_none_or(|s| s.len() < 32) {
+                return invalid(
+                    "cluster_secret",
+                    "is needed in cluster mode, the same on every node, at least 32 characters",
+                );
+            }
+        }
+        if let Some(name) = &self.node_name
+            && (name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return invalid(
+                "node_name",
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
+            );
+        }
+        if let Some(url) = &self.node_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("node_url", "must start with http:// or https://");
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database_url",
+                "must be a PostgreSQL URL: postgres://USER:PASSWORD@HOST:PORT/DB",
             );
         }
         if self.join_secret.as_ref().is_some_and(|s| s.len() < 32) {

@@ -17,6 +17,7 @@
 //! for a shutdown signal. Startup fails, with an error naming the file, on a bad map.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod egress;
 pub mod heap;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub resumes: session::resume::Resumes,
     /// Class records: where they are kept, and the key their links are signed with.
     pub records: Records,
+    /// This node's membership of a cluster (`cluster`), if it is in one.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Class records as sessions and the HTTP handler reach them.
@@ -129,6 +132,16 @@ impl ReservedNames {
         if self.keys.len() < Self::MAX && !key.is_empty() && !self.keys.contains_key(&key) {
             self.keys.insert(key.clone(), ());
             self.storage.save_reserved_name(key);
+        }
+    }
+
+    /// Adds keys already kept in the store (another node reserved them).
+    pub fn extend(&self, keys: impl IntoIterator<Item = String>) {
+        for key in keys {
+            if self.keys.len() >= Self::MAX {
+                break;
+            }
+            self.keys.insert(key, ());
         }
     }
 
@@ -197,6 +210,8 @@ pub struct Server {
     metrics_addr: Option<SocketAddr>,
     tls: Option<Arc<tls::Tls>>,
     redirect_addr: Option<SocketAddr>,
+    /// Cancelled when this cluster node lost the space to another (it stops).
+    lost: Option<CancellationToken>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -278,16 +293,20 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             .await??
     };
 
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Cluster mode: Redis must answer before anything is served.
+    let cluster = match &config.cluster {
+        Some(_) => Some(cluster::Cluster::join(&config, addr).await?),
+        None => None,
+    };
     let storage = open_storage(&config)?;
     let (keys, new_secret) = join_keys(&config, &storage)?;
     // What the retention settings no longer keep goes before anyone can read it. A failure
     // is logged and does not stop the server: the writer thread tries again within the hour.
     let _ = storage.prune_blocking();
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let redirect_listener = match config.http_redirect_listen {
         Some(at) => Some(
             tokio::net::TcpListener::bind(at)
@@ -448,7 +467,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             archive,
             storage: storage.clone(),
         },
+        cluster: cluster.clone(),
     });
+    if let Some(cluster) = cluster {
+        tokio::spawn(cluster::run(cluster, state.clone(), shutdown.clone()));
+    }
     {
         // Old recordings and registers go now and every hour.
         let (state, shutdown) = (state.clone(), shutdown.clone());
@@ -498,6 +521,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             })
             .flatten(),
     });
+    let lost = state.cluster.as_ref().map(|c| c.lost.clone());
     let task = tokio::spawn(async move {
         http::serve::serve(listener, warp::service(routes), state.clone(), secure).await;
         if let Err(e) = space_task.await {
@@ -516,6 +540,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         redirect_addr,
         media_addr,
         metrics_addr,
+        lost,
         shutdown,
         task,
     })
@@ -557,9 +582,20 @@ pub async fn run(
     }
     let _ = out.flush();
     drop(out);
-    signal.await;
+    let stopped = server.shutdown.clone();
+    tokio::select! {
+        _ = signal => {}
+        _ = stopped.cancelled() => {}
+    }
     tracing::info!("shutting down");
+    let lost = server.lost.clone();
     server.stop().await;
+    if lost.is_some_and(|l| l.is_cancelled()) {
+        anyhow::bail!(
+            "this node lost the space to another cluster node; start it again to rejoin the \
+             cluster"
+        );
+    }
     Ok(())
 }
 
@@ -574,6 +610,10 @@ const JOIN_SECRET: &str = "join-links";
 /// Its size is capped at `store_max_mb`; its writer thread prunes by the retention settings.
 pub fn open_storage(config: &Config) -> anyhow::Result<store::Storage> {
     store::private::private_dir(&config.data_dir)?;
+    if let Some(url) = &config.database_url {
+        let store = store::postgres::PostgresStore::open(url)?;
+        return store::Storage::new(Arc::new(store), config.retention(), store::PRUNE_EVERY);
+    }
     let store = store::sqlite::SqliteStore::open(&config.data_dir)?;
     store
         .limit_size(config.store_max_mb.saturating_mul(1024 * 1024))

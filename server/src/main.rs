@@ -80,6 +80,21 @@ struct Cli {
     /// The address browsers reach TURN at, when it is not the --turn-listen IP.
     #[arg(long, env = "QUAD_TURN_PUBLIC_IP")]
     turn_public_ip: Option<std::net::IpAddr>,
+    /// Cluster mode: the Redis server the nodes coordinate through (redis://HOST:PORT).
+    #[arg(long, env = "QUAD_CLUSTER", global = true)]
+    cluster: Option<String>,
+    /// This node's name in the cluster.
+    #[arg(long = "node", env = "QUAD_NODE", global = true)]
+    node_name: Option<String>,
+    /// Where the other nodes reach this node's web port (default http://LISTEN).
+    #[arg(long, env = "QUAD_NODE_URL")]
+    node_url: Option<String>,
+    /// The shared store, PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DB).
+    #[arg(long, env = "QUAD_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// The secret cluster nodes share (at least 32 characters).
+    #[arg(long, env = "QUAD_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +148,21 @@ impl Cli {
         }
         if self.turn_public_ip.is_some() {
             config.turn_public_ip = self.turn_public_ip;
+        }
+        if self.cluster.is_some() {
+            config.cluster = self.cluster;
+        }
+        if self.node_name.is_some() {
+            config.node_name = self.node_name;
+        }
+        if self.node_url.is_some() {
+            config.node_url = self.node_url;
+        }
+        if self.database_url.is_some() {
+            config.database_url = self.database_url;
+        }
+        if self.cluster_secret.is_some() {
+            config.cluster_secret = self.cluster_secret;
         }
         Ok(config)
     }

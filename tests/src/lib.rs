@@ -4,6 +4,7 @@
 //! [`browser`]. Tests talk only to loopback.
 
 pub mod browser;
+pub mod cluster;
 pub mod crash;
 pub mod load;
 pub mod lossy_udp;
@@ -416,6 +417,8 @@ pub struct Bot {
     pub reconnecting_events: Vec<(AvatarId, bool)>,
     /// `Restarting::retry_after_ms`, if the server said it is restarting.
     pub restarting: Option<u32>,
+    /// The nonces of the `Pong`s received, in order.
+    pub pongs: Vec<u32>,
     /// The last `Hello` sent (a rejoin repeats it).
     hello_sent: Option<Hello>,
     seq: u32,
@@ -513,6 +516,7 @@ impl Bot {
             reconnecting: Default::default(),
             reconnecting_events: Vec::new(),
             restarting: None,
+            pongs: Vec::new(),
             hello_sent: None,
             seq: 0,
         }
@@ -723,6 +727,7 @@ impl Bot {
                 self.class = class;
             }
             ServerMsg::Notice { text } => self.notices.push(text),
+            ServerMsg::Pong { nonce } => self.pongs.push(nonce),
             ServerMsg::Recording { id, room, news } => self.recordings.push((id, room, news)),
             ServerMsg::ClassReport(report) => self.class_report = Some(report),
             ServerMsg::Records(list) => self.records = Some(list),

@@ -239,10 +239,13 @@ fn ensure_test_tools() -> Result<()> {
         // Class recordings: the server's mixdown, and ffprobe for the tests.
         ("/usr/bin/ffmpeg", "ffmpeg"),
         ("/usr/bin/ffprobe", "ffmpeg"),
+        // Cluster mode: Redis coordinates the nodes, PostgreSQL is their shared store.
+        ("/usr/bin/redis-server", "redis-server"),
     ]
     .into_iter()
     .filter(|(path, _)| !have(path))
     .map(|(_, package)| package)
+    .chain((!have_postgres_server()).then_some("postgresql"))
     .collect();
     if missing.is_empty() {
         return Ok(());
@@ -267,6 +270,15 @@ fn ensure_test_tools() -> Result<()> {
     run(Command::new("apt-get")
         .args(["install", "-y"])
         .args(&missing))
+}
+
+/// Whether a PostgreSQL server is installed (Debian keeps it in /usr/lib/postgresql/VERSION).
+fn have_postgres_server() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
+        versions
+            .filter_map(|v| v.ok())
+            .any(|v| v.path().join("bin/postgres").is_file())
+    })
 }
 
 /// Whether this process may create a network namespace (root, or user namespaces allowed).

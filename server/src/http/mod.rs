@@ -60,7 +60,31 @@ pub fn routes(
 
     let records = records::routes(state.clone());
 
+    // Cluster mode: the nodes, their load and the space's owner, for operators.
+    let cluster = warp::path("cluster")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with_state.clone())
+        .and_then(|auth: Option<String>, state: Arc<AppState>| async move {
+            let Some(cluster) = state.cluster.as_ref() else {
+                return Err(warp::reject::not_found());
+            };
+            let token = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+            if !token.is_some_and(|t| cluster.is_secret(t.as_bytes())) {
+                return Ok(response(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain",
+                    b"401 Unauthorized: /cluster needs `Authorization: Bearer <cluster_secret>`\n"
+                        .to_vec(),
+                ));
+            }
+            let body = serde_json::to_vec_pretty(&cluster.view()).unwrap_or_default();
+            Ok(response(StatusCode::OK, "application/json", body))
+        });
+
     healthz
+        .or(cluster)
         .or(records)
         .or(files)
         .recover(|rejection: warp::Rejection| async move {

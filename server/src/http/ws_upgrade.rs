@@ -32,7 +32,7 @@ const MAX_MESSAGE: usize = quad_shared::codec::MAX_FRAME_BYTES + 1024;
 /// Enough for any legal frame in one read; the buffer grows for the rare larger one.
 const READ_BUFFER: usize = 4 * 1024;
 
-fn config() -> WebSocketConfig {
+pub(crate) fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
@@ -100,12 +100,40 @@ pub fn accept(
     hold: Hold,
     peer: SocketAddr,
 ) -> warp::reply::Response {
+    // A session another cluster node relays (its client's origin was checked there).
+    let relayed =
+        match crate::cluster::route::relayed_client(req.headers(), state.cluster.as_deref()) {
+            Ok(relayed) => relayed,
+            Err(why) => {
+                tracing::warn!(%peer, "WebSocket upgrade refused: {why}");
+                return refuse(StatusCode::FORBIDDEN, why);
+            }
+        };
+    // In a cluster, a node that does not own the space relays its clients to the one that
+    // does; a relayed session that reaches a node no longer owning it is sent back to try
+    // again.
+    let relay_to = match state.cluster.as_deref() {
+        Some(cluster) if !cluster.owns_space() => match cluster.owner_url() {
+            Some(url) if relayed.is_none() => Some((url, cluster.secret().to_owned())),
+            _ => {
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "503 Service Unavailable: the campus is moving to another server; try again \
+                     in a few seconds\n",
+                );
+            }
+        },
+        _ => None,
+    };
+    let peer = relayed.unwrap_or(peer);
     let headers = req.headers();
-    if !super::origin::allowed(
-        headers.get(hyper::header::ORIGIN),
-        headers.get(hyper::header::HOST),
-        &state.config,
-    ) {
+    if relayed.is_none()
+        && !super::origin::allowed(
+            headers.get(hyper::header::ORIGIN),
+            headers.get(hyper::header::HOST),
+            &state.config,
+        )
+    {
         // Debug only: any page on the web can make a visitor's browser try this.
         tracing::debug!(
             origin = ?headers.get(hyper::header::ORIGIN),
@@ -143,7 +171,12 @@ pub fn accept(
                     Some(config()),
                 )
                 .await;
-                crate::session::run(socket, state, peer).await;
+                match relay_to {
+                    Some((owner, secret)) => {
+                        crate::cluster::route::relay(socket, owner, secret, peer).await
+                    }
+                    None => crate::session::run(socket, state, peer).await,
+                }
             }
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
         }

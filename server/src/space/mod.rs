@@ -96,6 +96,11 @@ pub enum SpaceCommand {
         id: AvatarId,
         watching: bool,
     },
+    /// This node has just taken the space over from another (see `cluster`): chat ids go on
+    /// after `last_chat_id`, the highest the shared store holds.
+    TakeOver {
+        last_chat_id: u64,
+    },
 }
 
 /// Counts a space publishes for `/metrics` (written by its task, read by anyone).
@@ -226,6 +231,7 @@ async fn run(
                 Some(SpaceCommand::Teacher { from, action, at_ms }) => world.teacher(from, action, at_ms),
                 Some(SpaceCommand::Hand { id, raised }) => world.hand(id, raised),
                 Some(SpaceCommand::Attention { id, watching }) => world.attention(id, watching),
+                Some(SpaceCommand::TakeOver { last_chat_id }) => world.continue_chat_after(last_chat_id),
                 Some(SpaceCommand::Input { id, input }) => world.input(id, input),
                 Some(SpaceCommand::Signal { from, to, signal }) => world.signal(from, to, signal),
                 Some(SpaceCommand::Media { id, media }) => world.media(id, media),

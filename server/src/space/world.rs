@@ -679,6 +679,13 @@ impl SpaceWorld {
         self.world.resource_mut::<Journal>().next_chat_id = id;
     }
 
+    /// New chat ids go on after `id` too (another node's lines, once this node owns the
+    /// space), never back.
+    pub fn continue_chat_after(&mut self, id: u64) {
+        let mut journal = self.world.resource_mut::<Journal>();
+        journal.next_chat_id = journal.next_chat_id.max(id);
+    }
+
     /// Takes what is to be stored since the last call.
     pub fn take_journal(&mut self) -> (Vec<ChatRecord>, Vec<AuditRecord>) {
         let mut journal = self.world.resource_mut::<Journal>();

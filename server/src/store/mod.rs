@@ -5,12 +5,14 @@
 //!
 //! [`Store`] is the small, synchronous trait the rest of the server uses, so another
 //! database can come later; [`sqlite::SqliteStore`] is the embedded default, a file in the
-//! data directory with migrations from `server/migrations/`. Callers on async tasks use
+//! data directory with migrations from `server/migrations/`; [`postgres::PostgresStore`]
+//! is the shared store of a cluster (`database_url`). Callers on async tasks use
 //! [`Storage`], whose one writer thread does every write and the periodic pruning. A store
 //! that fails loses that record, never the session: the sender of a chat line that could
 //! not be kept is told (through the callback given with it), and the log says so once when
 //! writes start failing and once when they work again.
 
+pub mod postgres;
 pub mod private;
 pub mod sqlite;
 
