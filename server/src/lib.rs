@@ -61,8 +61,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// STUN/TURN servers and credentials for `Welcome`.
     pub ice: turn::Ice,
-    /// Classroom media.
+    /// This node's SFU (its counters are `/metrics`'; media links drive its rooms too).
     pub sfu: Arc<media::sfu::Sfu>,
+    /// Room media, wherever each room runs (sessions' room signaling goes here).
+    pub media: Arc<cluster::media::MediaRooms>,
     /// What the space reports for `/metrics`.
     pub space_stats: Arc<space::SpaceStats>,
     /// Signs and checks join links.
@@ -414,12 +416,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 .open_service(SocketAddr::new(ip, media_addr.port()));
         }
     }
+    if let Some(cluster) = &cluster {
+        cluster.set_media_addr(media_addr);
+    }
+    let media = cluster::media::MediaRooms::new(sfu.clone(), cluster.clone());
     let space_stats = Arc::new(space::SpaceStats::default());
     let (space, space_task) = space::spawn(
         world,
         config.tick_hz,
         space::SpaceServices {
-            sfu: sfu.clone(),
+            media: media.clone(),
             storage: storage.clone(),
             stats: space_stats.clone(),
         },
@@ -456,6 +462,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown: shutdown.clone(),
         ice,
         sfu,
+        media,
         space_stats,
         keys: keys.clone(),
         run_nonce: u64::from_le_bytes(auth::random_bytes(8).try_into().unwrap_or([0; 8])),

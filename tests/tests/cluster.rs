@@ -14,6 +14,7 @@ use anyhow::{Context, Result, ensure};
 use quad_shared::protocol::{ChatTo, ClientMsg, Signal};
 use quad_tests::Bot;
 use quad_tests::cluster::{Node, Postgres, Redis, node_command, view, wait_view};
+use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -35,10 +36,13 @@ async fn cluster(db: &str) -> Result<(Redis, Postgres, Vec<Node>)> {
     for name in ["a", "b", "c"] {
         nodes.push(Node::start(name, &redis.url(), &url).await?);
     }
-    wait_view(nodes[2].addr, Duration::from_secs(10), |v| {
-        v["nodes"].as_array().is_some_and(|n| n.len() == 3) && v["space_owner"] == "a"
-    })
-    .await?;
+    // Every node knows every other (the owner places rooms by what it knows).
+    for node in &nodes {
+        wait_view(node.addr, Duration::from_secs(10), |v| {
+            v["nodes"].as_array().is_some_and(|n| n.len() == 3) && v["space_owner"] == "a"
+        })
+        .await?;
+    }
     Ok((redis, postgres, nodes))
 }
 
@@ -371,5 +375,111 @@ async fn a_node_that_cannot_reach_redis_says_so_and_exits() -> Result<()> {
         stderr.contains("cannot reach Redis at redis://127.0.0.1"),
         "it says why: {stderr}"
     );
+    Ok(())
+}
+
+/// Waits until every bot of `bots` gets `more` microphone packets from each of the others
+/// beyond what it had when called.
+async fn all_hear_each_other(bots: &[RoomBot], more: u64) -> Result<()> {
+    let ids: Vec<_> = bots.iter().map(|b| b.id).collect();
+    for bot in bots {
+        let others: Vec<_> = ids.iter().copied().filter(|id| *id != bot.id).collect();
+        let had: Vec<u64> = others
+            .iter()
+            .map(|o| bot.state().packets_from(*o, "mic"))
+            .collect();
+        bot.wait_for(Duration::from_secs(30), "everyone's audio", |s| {
+            others
+                .iter()
+                .zip(&had)
+                .all(|(o, had)| s.packets_from(*o, "mic") >= had + more)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The node whose media port a bot's room connection was offered (its answer's candidates).
+fn media_node(bot: &RoomBot, view: &serde_json::Value) -> Option<String> {
+    let candidates = bot.state().server_candidates.join("\n");
+    view["nodes"].as_array()?.iter().find_map(|n| {
+        let port = n["media"].as_str()?.rsplit_once(':')?.1.to_owned();
+        candidates
+            .contains(&format!(" {port} typ"))
+            .then(|| n["name"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_go_to_idle_nodes_and_move_when_their_node_dies() -> Result<()> {
+    let (_redis, _pg, mut nodes) = cluster("rooms").await?;
+    let a = nodes[0].addr;
+    let map = quad_tests::campus();
+    // Two classes, two people each, all entering through the space's node.
+    let mut rooms = Vec::new();
+    for r in 0..2 {
+        let at = room_spot(&map, r)?;
+        let mut bots = Vec::new();
+        for i in 0..2 {
+            bots.push(RoomBot::join(a, RoomBotOptions::mic(&format!("r{r}p{i}"), at)).await?);
+        }
+        rooms.push(bots);
+    }
+    for bots in &rooms {
+        all_hear_each_other(bots, 25).await?;
+    }
+    // The two rooms run on two different nodes, and each member's media goes straight to
+    // its room's node.
+    let v = wait_view(a, Duration::from_secs(10), |v| {
+        v["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|n| n["rooms"] == 1).count() == 2)
+    })
+    .await?;
+    let mut hosts = Vec::new();
+    for bots in &rooms {
+        let host = media_node(&bots[0], &v).context("the room's media node")?;
+        ensure!(
+            media_node(&bots[1], &v).as_ref() == Some(&host),
+            "both members of a room connect to one node"
+        );
+        hosts.push(host);
+    }
+    println!("rooms placed on nodes {hosts:?}");
+    ensure!(
+        hosts[0] != hosts[1],
+        "two idle nodes take one room each: {hosts:?}"
+    );
+
+    // The node of a room (not the space's) is killed: the room is placed again, and its
+    // members hear each other again through another node.
+    let (victim_room, victim) = hosts
+        .iter()
+        .enumerate()
+        .find(|(_, h)| *h != "a")
+        .map(|(i, h)| (i, h.clone()))
+        .context("a room on another node than the space's")?;
+    let index = nodes
+        .iter()
+        .position(|n| n.name == victim)
+        .context("the victim node")?;
+    let killed = Instant::now();
+    nodes[index].kill().await?;
+    let bots = &rooms[victim_room];
+    all_hear_each_other(bots, 25).await?;
+    let took = killed.elapsed();
+    let v = view(a).await?;
+    let now_on = media_node(&bots[0], &v).unwrap_or_default();
+    println!(
+        "media node {victim} killed: its room's members hear each other again on node {now_on} \
+         {:.2} s later",
+        took.as_secs_f64()
+    );
+    ensure!(
+        now_on != victim && !now_on.is_empty(),
+        "the room moved: {now_on}"
+    );
+    // The other room was not touched.
+    all_hear_each_other(&rooms[1 - victim_room], 25).await?;
     Ok(())
 }

@@ -16,6 +16,7 @@
 //! their load, and who owns the space, all re-written every second.
 
 pub mod lease;
+pub mod media;
 pub mod route;
 
 use crate::config::Config;
@@ -76,6 +77,8 @@ pub struct NodeInfo {
     pub name: String,
     /// Where the other nodes reach its web port.
     pub url: String,
+    /// Its media port (UDP): where the browsers of the rooms it runs send their media.
+    pub media: String,
     pub started_ms: u64,
     /// CPU it used over the last beat, in cores.
     pub cpu: f64,
@@ -115,6 +118,8 @@ pub struct Cluster {
     owns: AtomicBool,
     known: Mutex<Known>,
     started_ms: u64,
+    /// This node's media port, once bound.
+    media: std::sync::OnceLock<SocketAddr>,
     /// Set when this node lost the space to another (see [`lease::Step::Lost`]).
     pub lost: CancellationToken,
 }
@@ -170,6 +175,7 @@ impl Cluster {
             owns: AtomicBool::new(false),
             known: Mutex::new(Known::default()),
             started_ms: crate::store::now_ms(),
+            media: std::sync::OnceLock::new(),
             lost: CancellationToken::new(),
         });
         cluster.take_name().await?;
@@ -209,6 +215,11 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Tells the others where this node's media port is (once).
+    pub fn set_media_addr(&self, addr: SocketAddr) {
+        let _ = self.media.set(addr);
     }
 
     /// Whether this node owns the space now.
@@ -271,6 +282,7 @@ impl Cluster {
         NodeInfo {
             name: self.name.clone(),
             url: self.url.clone(),
+            media: self.media.get().map(|a| a.to_string()).unwrap_or_default(),
             started_ms: self.started_ms,
             cpu: load.cpu,
             forwarded_per_sec: load.forwarded_per_sec,

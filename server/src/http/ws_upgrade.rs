@@ -52,7 +52,7 @@ fn header_has(req: &Request<Incoming>, name: hyper::header::HeaderName, token: &
 
 /// Whether this request is a WebSocket upgrade to the session path.
 pub fn is_session_request(req: &Request<Incoming>) -> bool {
-    req.uri().path() == PATH
+    (req.uri().path() == PATH || req.uri().path() == crate::cluster::media::LINK_PATH)
         && req.method() == hyper::Method::GET
         && header_has(req, CONNECTION, "upgrade")
         && header_has(req, UPGRADE, "websocket")
@@ -92,6 +92,66 @@ fn warn_pool_full() {
     }
 }
 
+/// What an upgraded connection becomes.
+enum Upgrade {
+    /// A session on this node.
+    Session,
+    /// A client this node relays to the space's node (`cluster::route`).
+    Relay { owner: String, secret: String },
+    /// A media link from the space's node (`cluster::media`).
+    MediaLink,
+}
+
+/// What `req` is to become, with the client's address when another cluster node relays it;
+/// or the refusal.
+fn route(
+    req: &Request<Incoming>,
+    state: &AppState,
+    peer: SocketAddr,
+) -> Result<(Upgrade, Option<SocketAddr>), Box<warp::reply::Response>> {
+    let cluster = state.cluster.as_deref();
+    if req.uri().path() == crate::cluster::media::LINK_PATH {
+        let trusted = cluster.is_some_and(|c| {
+            req.headers()
+                .get(crate::cluster::route::NODE_HEADER)
+                .is_some_and(|v| c.is_secret(v.as_bytes()))
+        });
+        if !trusted {
+            tracing::warn!(%peer, "a media link without the cluster secret refused");
+            return Err(Box::new(refuse(
+                StatusCode::FORBIDDEN,
+                "a media link needs the cluster secret",
+            )));
+        }
+        return Ok((Upgrade::MediaLink, None));
+    }
+    // A session another cluster node relays (its client's origin was checked there).
+    let relayed = crate::cluster::route::relayed_client(req.headers(), cluster).map_err(|why| {
+        tracing::warn!(%peer, "WebSocket upgrade refused: {why}");
+        Box::new(refuse(StatusCode::FORBIDDEN, why))
+    })?;
+    // In a cluster, a node that does not own the space relays its clients to the one that
+    // does; a relayed session that reaches a node no longer owning it is sent back to try
+    // again.
+    match cluster {
+        Some(cluster) if !cluster.owns_space() => match cluster.owner_url() {
+            Some(owner) if relayed.is_none() => Ok((
+                Upgrade::Relay {
+                    owner,
+                    secret: cluster.secret().to_owned(),
+                },
+                None,
+            )),
+            _ => Err(Box::new(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 Service Unavailable: the campus is moving to another server; try again \
+                 in a few seconds\n",
+            ))),
+        },
+        _ => Ok((Upgrade::Session, relayed)),
+    }
+}
+
 /// Answers the handshake and starts the session once the connection is upgraded.
 /// `peer` is the client's address (for the per-address session quotas).
 pub fn accept(
@@ -100,34 +160,15 @@ pub fn accept(
     hold: Hold,
     peer: SocketAddr,
 ) -> warp::reply::Response {
-    // A session another cluster node relays (its client's origin was checked there).
-    let relayed =
-        match crate::cluster::route::relayed_client(req.headers(), state.cluster.as_deref()) {
-            Ok(relayed) => relayed,
-            Err(why) => {
-                tracing::warn!(%peer, "WebSocket upgrade refused: {why}");
-                return refuse(StatusCode::FORBIDDEN, why);
-            }
-        };
-    // In a cluster, a node that does not own the space relays its clients to the one that
-    // does; a relayed session that reaches a node no longer owning it is sent back to try
-    // again.
-    let relay_to = match state.cluster.as_deref() {
-        Some(cluster) if !cluster.owns_space() => match cluster.owner_url() {
-            Some(url) if relayed.is_none() => Some((url, cluster.secret().to_owned())),
-            _ => {
-                return refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "503 Service Unavailable: the campus is moving to another server; try again \
-                     in a few seconds\n",
-                );
-            }
-        },
-        _ => None,
+    let (upgrade, relayed) = match route(&req, &state, peer) {
+        Ok(routed) => routed,
+        Err(refusal) => return *refusal,
     };
     let peer = relayed.unwrap_or(peer);
     let headers = req.headers();
+    // A relayed session's origin was checked by its entry node; a media link has none.
     if relayed.is_none()
+        && !matches!(upgrade, Upgrade::MediaLink)
         && !super::origin::allowed(
             headers.get(hyper::header::ORIGIN),
             headers.get(hyper::header::HOST),
@@ -171,11 +212,12 @@ pub fn accept(
                     Some(config()),
                 )
                 .await;
-                match relay_to {
-                    Some((owner, secret)) => {
+                match upgrade {
+                    Upgrade::Session => crate::session::run(socket, state, peer).await,
+                    Upgrade::Relay { owner, secret } => {
                         crate::cluster::route::relay(socket, owner, secret, peer).await
                     }
-                    None => crate::session::run(socket, state, peer).await,
+                    Upgrade::MediaLink => crate::cluster::media::serve_link(socket, state).await,
                 }
             }
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),

@@ -411,7 +411,7 @@ impl Session {
             ClientMsg::Media(media) => {
                 if let Some(id) = self.id {
                     // The space is told either way; only the room's copy may be refused.
-                    if let Err(err) = self.state.sfu.media(id, media) {
+                    if let Err(err) = self.state.media.media(id, media) {
                         self.refuse(err);
                     }
                     self.forward(SpaceCommand::Media { id, media }).await
@@ -437,7 +437,7 @@ impl Session {
                         ),
                     ));
                 } else if let Some(id) = self.id
-                    && let Err(err) = self.state.sfu.tiles(id, tiles)
+                    && let Err(err) = self.state.media.tiles(id, tiles)
                 {
                     self.refuse(err);
                 }
@@ -447,7 +447,7 @@ impl Session {
                 if let Err(err) = signal.check_size("RoomSignal", MAX_ROOM_SDP_BYTES) {
                     self.refuse(err);
                 } else if let Some(id) = self.id
-                    && let Err(err) = self.state.sfu.signal(id, signal)
+                    && let Err(err) = self.state.media.signal(id, signal)
                 {
                     self.refuse(err);
                 }

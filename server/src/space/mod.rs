@@ -13,8 +13,9 @@ pub mod spatial_grid;
 pub mod systems;
 pub mod world;
 
+use crate::cluster::media::MediaRooms;
 use crate::media::recording::{RecordRequest, RecordingEvent};
-use crate::media::sfu::{Joining, RoomId, Sfu, TalkTime};
+use crate::media::sfu::{Joining, RoomId, TalkTime};
 use crate::session::SessionOutbox;
 use crate::session::outbox::Refused;
 use crate::store::{History, Storage};
@@ -125,8 +126,8 @@ impl SpaceHandle {
 
 /// What a space task works with besides its world.
 pub struct SpaceServices {
-    /// Room media.
-    pub sfu: Arc<Sfu>,
+    /// Room media, wherever each room runs.
+    pub media: Arc<MediaRooms>,
     /// Chat and the audit log.
     pub storage: Storage,
     /// Counts for `/metrics`, written after every tick.
@@ -153,7 +154,7 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let SpaceServices {
-        sfu,
+        media,
         storage,
         stats,
     } = services;
@@ -167,7 +168,7 @@ async fn run(
     let mut last_tick = Instant::now();
     let (recording_tx, mut recording_rx) = mpsc::unbounded_channel::<RecordingEvent>();
     let (talk_tx, mut talk_rx) = mpsc::unbounded_channel::<TalkTime>();
-    sfu.report_talk(talk_tx);
+    media.report_talk(talk_tx);
     let mut records_tick = tokio::time::interval(REPORT_EVERY);
     records_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reports = 0u32;
@@ -175,7 +176,7 @@ async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(event) = recording_rx.recv() => recording_news(&mut world, &sfu, event),
+            Some(event) = recording_rx.recv() => recording_news(&mut world, &media, event),
             Some(t) = talk_rx.recv() => world.talked(quad_shared::ZoneId(t.room.0), &t.talk),
             _ = records_tick.tick() => {
                 world.send_class_reports(crate::store::now_ms());
@@ -188,7 +189,7 @@ async fn run(
                 // Batches are stored in order, by one writer: this is the oldest held.
                 if let Some(batch) = held.batches.pop_front() {
                     held.bytes -= batch.bytes;
-                    release(&mut sessions, &sfu, batch, &lost);
+                    release(&mut sessions, &media, batch, &lost);
                 }
             }
             _ = interval.tick() => {
@@ -246,13 +247,13 @@ async fn run(
                 }
             },
         }
-        let restrictions = classes(&mut world, &sessions, &storage, &sfu, &recording_tx);
-        move_rooms(&mut world, &sessions, &sfu);
+        let restrictions = classes(&mut world, &sessions, &storage, &media, &recording_tx);
+        move_rooms(&mut world, &sessions, &media);
         journal(
             &mut world,
             &mut sessions,
             &storage,
-            &sfu,
+            &media,
             restrictions,
             &mut held,
             &stored_tx,
@@ -262,7 +263,7 @@ async fn run(
     for register in world.end_registers(crate::store::now_ms()) {
         storage.save_register(register);
     }
-    sfu.close_all();
+    media.close_all();
 }
 
 /// Puts a new avatar in the world, and sends its chat history.
@@ -295,7 +296,7 @@ fn classes(
     world: &mut SpaceWorld,
     sessions: &FxHashMap<AvatarId, SessionOutbox>,
     storage: &Storage,
-    sfu: &Sfu,
+    media: &MediaRooms,
     recording_events: &mpsc::UnboundedSender<RecordingEvent>,
 ) -> Vec<Restriction> {
     let (restrictions, entered, recordings) = world.take_class_changes();
@@ -321,11 +322,11 @@ fn classes(
                     session,
                     events: recording_events.clone(),
                 };
-                let started = sfu.record(RoomId(room.0), request);
+                let started = media.record(RoomId(room.0), request);
                 world.recording_started(room, by, started);
             }
-            RecordingChange::Stop { room } => sfu.stop_recording(RoomId(room.0)),
-            RecordingChange::Spotlight { room, who } => sfu.spotlight(RoomId(room.0), who),
+            RecordingChange::Stop { room } => media.stop_recording(RoomId(room.0)),
+            RecordingChange::Spotlight { room, who } => media.spotlight(RoomId(room.0), who),
         }
     }
     restrictions
@@ -333,7 +334,7 @@ fn classes(
 
 /// What became of a recording: the class stops showing one that stopped by itself, and
 /// its teachers (and whoever started it) are told.
-fn recording_news(world: &mut SpaceWorld, sfu: &Sfu, event: RecordingEvent) {
+fn recording_news(world: &mut SpaceWorld, media: &MediaRooms, event: RecordingEvent) {
     use quad_shared::protocol::RecordingNews;
     let (room_name, id, by_user, news) = match event {
         RecordingEvent::Stopped {
@@ -343,7 +344,7 @@ fn recording_news(world: &mut SpaceWorld, sfu: &Sfu, event: RecordingEvent) {
             reason,
         } => {
             if world.recording_stopped(quad_shared::ZoneId(room.0), &id) {
-                sfu.stop_recording(room);
+                media.stop_recording(room);
             }
             (room_name, id, None, RecordingNews::Stopped { reason })
         }
@@ -422,7 +423,7 @@ fn journal(
     world: &mut SpaceWorld,
     sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
     storage: &Storage,
-    sfu: &Sfu,
+    media: &MediaRooms,
     mut restrictions: Vec<Restriction>,
     held: &mut Held,
     stored: &mpsc::Sender<Vec<u64>>,
@@ -432,7 +433,7 @@ fn journal(
         match held.batches.back_mut() {
             // Behind the held ones, in order (a teacher's unmute cannot overtake the mute).
             Some(last) => last.restrictions.append(&mut restrictions),
-            None => restrict(sfu, restrictions),
+            None => restrict(media, restrictions),
         }
         deliver_outbox(world, sessions);
         return;
@@ -454,7 +455,7 @@ fn journal(
         }
         match held.batches.back_mut() {
             Some(last) => last.restrictions.append(&mut restrictions),
-            None => restrict(sfu, restrictions),
+            None => restrict(media, restrictions),
         }
         deliver(sessions, frames);
         let tell: Vec<_> = senders
@@ -499,11 +500,11 @@ fn journal(
 /// could not be stored (after their line, so the client can mark it).
 fn release(
     sessions: &mut FxHashMap<AvatarId, SessionOutbox>,
-    sfu: &Sfu,
+    media: &MediaRooms,
     batch: HeldBatch,
     lost: &[u64],
 ) {
-    restrict(sfu, batch.restrictions);
+    restrict(media, batch.restrictions);
     deliver(sessions, batch.frames);
     for (id, from) in batch.senders {
         if lost.contains(&id)
@@ -515,9 +516,9 @@ fn release(
 }
 
 /// Has the SFU drop (or stop dropping) these members' devices.
-fn restrict(sfu: &Sfu, restrictions: Vec<Restriction>) {
+fn restrict(media: &MediaRooms, restrictions: Vec<Restriction>) {
     for (id, off) in restrictions {
-        sfu.restrict(id, off);
+        media.restrict(id, off);
     }
 }
 
@@ -559,10 +560,14 @@ fn send_history(storage: &Storage, which: Vec<History>, outbox: SessionOutbox) {
 
 /// Tells the SFU who entered and left rooms, before the clients hear of it, so a client's
 /// first room signaling always finds its room.
-fn move_rooms(world: &mut SpaceWorld, sessions: &FxHashMap<AvatarId, SessionOutbox>, sfu: &Sfu) {
+fn move_rooms(
+    world: &mut SpaceWorld,
+    sessions: &FxHashMap<AvatarId, SessionOutbox>,
+    media: &MediaRooms,
+) {
     for RoomMove { id, name, to } in world.drain_room_moves() {
         match (to, sessions.get(&id)) {
-            (Some((room, room_name)), Some(outbox)) => sfu.join(
+            (Some((room, room_name)), Some(outbox)) => media.join(
                 RoomId(room.0),
                 &room_name,
                 id,
@@ -573,7 +578,7 @@ fn move_rooms(world: &mut SpaceWorld, sessions: &FxHashMap<AvatarId, SessionOutb
                 },
                 outbox.clone(),
             ),
-            _ => sfu.leave(id),
+            _ => media.leave(id),
         }
     }
 }
