@@ -86,6 +86,7 @@ async fn class_run(media: &Arc<RealMedia>, record: bool) -> Result<f64> {
         settle: Duration::from_secs(60),
         measure: Duration::from_secs(10),
         real: Some(media.clone()),
+        window: None,
     };
     let report = load::run(server.addr, &scenario, Some(server.pid())).await?;
     if record {

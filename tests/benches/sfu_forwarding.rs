@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         settle,
         measure,
         real: None,
+        window: None,
     };
     // `QUAD_BENCH_ONLY=audio_50_all` runs only the scenarios whose name contains it (and
     // the relay, when it is `audio_50_all`'s pattern that is asked for).

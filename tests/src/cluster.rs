@@ -246,8 +246,12 @@ pub fn node_command(
     db: &str,
 ) -> tokio::process::Command {
     let config = data.join("quad.toml");
-    // Every node picks its own TURN and media ports (they share a machine here).
-    let _ = std::fs::write(&config, "media_port = 0\n");
+    // Every node picks its own TURN and media ports (they share a machine here), and every
+    // client comes from loopback (no per-address session quotas).
+    let _ = std::fs::write(
+        &config,
+        "media_port = 0\nmax_sessions_per_ip = 0\nsession_joins_per_ip_per_minute = 0\n",
+    );
     let mut command = tokio::process::Command::new(bin);
     command
         .current_dir(crate::repo_root())

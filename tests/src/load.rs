@@ -31,6 +31,9 @@ pub struct Scenario {
     pub measure: Duration,
     /// Publish real Opus and VP8 ([`crate::real_media`]) instead of synthetic payloads.
     pub real: Option<std::sync::Arc<crate::real_media::RealMedia>>,
+    /// Told `true` when the measured window opens and `false` when it closes (for whoever
+    /// measures more than one server over it).
+    pub window: Option<tokio::sync::mpsc::UnboundedSender<bool>>,
 }
 
 /// A process's CPU and memory over the measured window.
@@ -242,6 +245,9 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
     for b in &bots {
         b.state().delays_us.clear();
     }
+    if let Some(window) = &scenario.window {
+        let _ = window.send(true);
+    }
     let cpu_before = server_pid.and_then(cpu_seconds);
     let (received0, distinct0, span0) = snapshot(&bots);
     let started = Instant::now();
@@ -254,6 +260,9 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
     let elapsed = started.elapsed().as_secs_f64();
     let (received1, distinct1, span1) = snapshot(&bots);
     let cpu_after = server_pid.and_then(cpu_seconds);
+    if let Some(window) = &scenario.window {
+        let _ = window.send(false);
+    }
     let delay_us: Vec<u64> = bots
         .iter()
         .flat_map(|b| b.state().delays_us.clone())

@@ -483,3 +483,52 @@ async fn rooms_go_to_idle_nodes_and_move_when_their_node_dies() -> Result<()> {
     all_hear_each_other(&rooms[1 - victim_room], 25).await?;
     Ok(())
 }
+
+/// Two browsers entering through two different nodes (neither owns the space) and a bot
+/// through the third walk in one campus; the browsers, side by side, hear each other in
+/// the hallway (their proximity signaling crosses three nodes), and both see the bot walk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_through_different_nodes_hear_each_other_in_the_hallway() -> Result<()> {
+    use quad_tests::browser::{Driver, require_client_bundle};
+    require_client_bundle()?;
+    let (_redis, _pg, nodes) = cluster("hallway").await?;
+    let (a, b, c) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
+    let driver = Driver::start().await?;
+    let alice = driver.browser().await?;
+    let bob = driver.browser().await?;
+    let (pa, pb) = (spot([-144.0, 0.0]), spot([-144.0, 100.0]));
+    alice
+        .goto(&format!("http://{b}/?name=Alice&spawn={},{}", pa[0], pa[1]))
+        .await?;
+    bob.goto(&format!("http://{c}/?name=Bob&spawn={},{}", pb[0], pb[1]))
+        .await?;
+    let alice_id = alice.wait_joined_with_mic("Alice (through node b)").await?;
+    let bob_id = bob.wait_joined_with_mic("Bob (through node c)").await?;
+    bob.wait_connected_to(alice_id).await?;
+    alice.wait_connected_to(bob_id).await?;
+    let heard_by_bob = bob.wait_audio_rising(alice_id).await?;
+    let heard_by_alice = alice.wait_audio_rising(bob_id).await?;
+    println!("Bob hears Alice: {heard_by_bob}\nAlice hears Bob: {heard_by_alice}");
+
+    // A bot enters through the space's node and walks: both pages see it move.
+    let mut walker = Bot::join(a, "Walker", Some(spot([40.0, 0.0]))).await?;
+    let walker_id = u64::from(walker.id.0);
+    let start = walker.me;
+    walker.walk(quad_shared::movement::dir::DOWN, 20).await?;
+    let moved_to = walker.me;
+    ensure!(moved_to != start, "the walker moved");
+    for (page, who) in [(&alice, "Alice"), (&bob, "Bob")] {
+        page.wait_snapshot(&format!("{who} to see the walker move"), |s| {
+            s["avatars"].as_array().is_some_and(|v| {
+                v.iter().any(|x| {
+                    x["id"] == walker_id
+                        && x["y"]
+                            .as_f64()
+                            .is_some_and(|y| (y - f64::from(start[1])).abs() > 10.0)
+                })
+            })
+        })
+        .await?;
+    }
+    Ok(())
+}

@@ -396,6 +396,9 @@ fn bench(root: &Path, extra: &[String]) -> Result<()> {
     run(cargo()
         .args(["bench", "--package", "quad-tests", "--bench", "recording"])
         .env("QUAD_SERVER_BIN", root.join("target/release/quad-server")))?;
+    run(cargo()
+        .args(["bench", "--package", "quad-tests", "--bench", "cluster"])
+        .env("QUAD_SERVER_BIN", root.join("target/release/quad-server")))?;
     summarize(root)
 }
 

@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         settle: Duration::from_secs_f64(args.settle),
         measure: Duration::from_secs_f64(args.seconds),
         real: None,
+        window: None,
     };
     let report = if args.walk {
         load::run_walkers(addr, args.bots, scenario.measure, args.server_pid).await?
