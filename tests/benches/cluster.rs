@@ -3,8 +3,9 @@
 //!
 //! The release `quad-server` (`QUAD_SERVER_BIN`) as 1, 2 and 3 cluster nodes on this
 //! machine, against a real `redis-server` and PostgreSQL on loopback (fresh each run). The
-//! same load each time (`quad_tests::load`): three classrooms of eight room bots, each
-//! publishing a microphone (synthetic Opus, 50 packets a second), all entering through the
+//! same load each time (`quad_tests::load`): three classrooms of twelve room bots, each
+//! publishing a microphone (synthetic Opus, 50 packets a second) and all forwarded
+//! (`room_max_speakers = 12`: 6,600 packets a second a room), all entering through the
 //! space's node, so with three nodes each node runs one room. Over the measured window,
 //! every node's CPU (from `/proc`) and forwarded packets (its `/metrics`) are read, and
 //! the cost is CPU time per forwarded packet: per node, and for the whole cluster. Rounds
@@ -24,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const ROOMS: usize = 3;
-const ROOM_SIZE: usize = 8;
+const ROOM_SIZE: usize = 12;
 const ROUNDS: usize = 3;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -89,6 +90,11 @@ async fn run(n: usize, round: usize, pg: &Postgres) -> Result<(Vec<NodeCost>, f6
         let data = quad_tests::temp_dir(&format!("bench-node-{name}"));
         std::fs::create_dir_all(&data)?;
         let mut command = node_command(&bin, &data, name, &redis.url(), &db);
+        // Every microphone is forwarded: the load is forwarding, not the world.
+        let config = data.join("quad.toml");
+        let mut text = std::fs::read_to_string(&config)?;
+        text.push_str(&format!("room_max_speakers = {ROOM_SIZE}\n"));
+        std::fs::write(&config, text)?;
         command.env("RUST_LOG", "error");
         let (child, serving) = quad_tests::spawn_server(&mut command).await?;
         let addr: SocketAddr = serving

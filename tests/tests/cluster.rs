@@ -11,7 +11,7 @@
 //! - A node that cannot reach Redis at start-up says so and exits.
 
 use anyhow::{Context, Result, ensure};
-use quad_shared::protocol::{ChatTo, ClientMsg, Signal};
+use quad_shared::protocol::{ChatTo, ClientMsg, RecordingNews, Signal, TeacherAction};
 use quad_tests::Bot;
 use quad_tests::cluster::{Node, Postgres, Redis, node_command, view, wait_view};
 use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
@@ -530,5 +530,129 @@ async fn browsers_through_different_nodes_hear_each_other_in_the_hallway() -> Re
         })
         .await?;
     }
+    Ok(())
+}
+
+/// A teacher records a class whose room runs on another node than the space's: the
+/// recording is made there, under the id the space gave, its news reaches the teacher
+/// through the space, and the file (kept in that node's folder, here) holds the class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_whose_room_runs_on_another_node_is_recorded_there() -> Result<()> {
+    let (_redis, pg, nodes) = cluster("recorded").await?;
+    let a = nodes[0].addr;
+    let map = quad_tests::campus();
+    // Two rooms with a student each: they land on two nodes, one of them not the space's.
+    let mut students = Vec::new();
+    for r in 0..2 {
+        students.push(
+            RoomBot::join(
+                a,
+                RoomBotOptions::mic(&format!("s{r}"), room_spot(&map, r)?),
+            )
+            .await?,
+        );
+    }
+    for s in &students {
+        s.wait_for(quad_tests::PATIENCE, "a room connection", |s| {
+            s.first_packet_at.is_some() || s.connection.is_some()
+        })
+        .await?;
+    }
+    let v = wait_view(a, Duration::from_secs(10), |v| {
+        v["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().filter(|n| n["rooms"] == 1).count() == 2)
+    })
+    .await?;
+    let (room, host) = students
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| media_node(s, &v).filter(|h| h != "a").map(|h| (i, h)))
+        .context("a room on another node than the space's")?;
+    let host_node = nodes.iter().find(|n| n.name == host).context("the host")?;
+
+    // The teacher walks into that room and records for a few seconds.
+    let bin = quad_tests::server_binary()?;
+    let out = std::process::Command::new(&bin)
+        .current_dir(quad_tests::repo_root())
+        .args([
+            "token", "--role", "teacher", "--name", "Ms Ada", "--ttl", "1h",
+        ])
+        .args([
+            "--database-url",
+            &format!("postgres://quad@127.0.0.1:{}/recorded", pg.port),
+        ])
+        .arg("--data-dir")
+        .arg(quad_tests::temp_dir("cluster-rec-token"))
+        .output()?;
+    let token = String::from_utf8_lossy(&out.stdout)
+        .split("token=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .map(str::to_owned)
+        .context("a teacher link")?;
+    let teacher = RoomBot::join(
+        a,
+        RoomBotOptions {
+            token: Some(token),
+            ..RoomBotOptions::mic("Ms Ada", room_spot(&map, room)?)
+        },
+    )
+    .await?;
+    let class = [teacher, students.swap_remove(room)];
+    all_hear_each_other(&class, 25).await?;
+    class[0]
+        .wait_for(quad_tests::PATIENCE, "the teacher in the class", |s| {
+            s.class.is_some()
+        })
+        .await?;
+    class[0].send(ClientMsg::Teacher(TeacherAction::Record(true)));
+    class[1]
+        .wait_for(quad_tests::PATIENCE, "the class shown recorded", |s| {
+            s.class.as_ref().is_some_and(|c| c.recording)
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    class[0].send(ClientMsg::Teacher(TeacherAction::Record(false)));
+    class[0]
+        .wait_for(Duration::from_secs(60), "the recording ready", |s| {
+            s.recordings
+                .iter()
+                .any(|(_, _, news)| matches!(news, RecordingNews::Ready { .. }))
+        })
+        .await?;
+    let (id, news) = class[0]
+        .state()
+        .recordings
+        .iter()
+        .find(|(_, _, news)| matches!(news, RecordingNews::Ready { .. }))
+        .map(|(id, _, news)| (id.clone(), news.clone()))
+        .context("the news")?;
+    let file = host_node.data.join("recordings").join(format!("{id}.webm"));
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&file)
+        .output()
+        .context("ffprobe (Debian's ffmpeg package)")?;
+    let seconds: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    println!(
+        "recorded on node {host} (the space is on a): {id}, {news:?}; the file plays {seconds:.2} s"
+    );
+    ensure!(
+        (3.0..10.0).contains(&seconds),
+        "{}: {seconds} s ({})",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }

@@ -15,11 +15,13 @@
 //! - A media node that dies takes its link down: its rooms are placed again, on the others,
 //!   and each member is sent `JoinRoomMedia`, on which a client starts its room afresh.
 //!
-//! Recording a class whose media is on another node is refused (the recorder runs beside
-//! the room's forwarding); a class is recorded when its room is on the owner.
+//! A class whose room runs on another node is recorded there (the recorder runs beside the
+//! room's forwarding), under an id the owner gives; its news comes back over the link. The
+//! file is kept in that node's recordings folder, or in the bucket (`s3_bucket`), which in
+//! a cluster every node can serve from.
 
 use super::Cluster;
-use crate::media::recording::RecordRequest;
+use crate::media::recording::{RecordRequest, RecordingEvent};
 use crate::media::sfu::{Joining, RoomId, Sfu, TalkTime};
 use crate::session::SessionOutbox;
 use bytes::Bytes;
@@ -80,6 +82,18 @@ enum ToMedia {
         room: u16,
         who: Option<AvatarId>,
     },
+    /// Record the room, as recording `id` (the owner made the id, and answered with it).
+    Record {
+        room: u16,
+        id: String,
+        room_name: String,
+        by_user: String,
+        by_name: String,
+        session: String,
+    },
+    StopRecording {
+        room: u16,
+    },
 }
 
 /// News from a media node, other than member frames (which go raw, see [`member_frame`]).
@@ -89,6 +103,8 @@ enum FromMedia {
         room: u16,
         talk: Vec<(AvatarId, u32)>,
     },
+    /// What became of a recording this node makes for the owner's space.
+    Recording(RecordingEvent),
 }
 
 /// A frame for `member`'s client, as the link carries it: tag 0, the member, the frame.
@@ -157,6 +173,9 @@ pub struct MediaRooms {
     talk: OnceLock<mpsc::UnboundedSender<TalkTime>>,
     /// Rooms this node runs for another node's space: where their news goes.
     hosted: Mutex<HashMap<RoomId, mpsc::Sender<Vec<u8>>>>,
+    /// Where news of recordings made on other nodes goes (the space's channel, from the
+    /// first recording request).
+    recording_events: OnceLock<mpsc::UnboundedSender<RecordingEvent>>,
     me: Weak<MediaRooms>,
 }
 
@@ -176,6 +195,7 @@ impl MediaRooms {
             state: Mutex::new(Placements::default()),
             talk: OnceLock::new(),
             hosted: Mutex::new(HashMap::new()),
+            recording_events: OnceLock::new(),
             me: me.clone(),
         });
         let (tx, mut rx) = mpsc::unbounded_channel::<TalkTime>();
@@ -511,19 +531,43 @@ impl MediaRooms {
         }
     }
 
-    /// Starts recording `room` (only a room on this node can be).
+    /// Starts recording `room`, on whichever node runs it: the recording's id (a node that
+    /// cannot start it says so in a `RecordingEvent::Stopped`).
     pub fn record(&self, room: RoomId, request: RecordRequest) -> Result<String, ErrorMsg> {
-        if self.place_of(room).is_some_and(|p| p != Place::Here) {
+        let Some(Place::Node(node)) = self.place_of(room) else {
+            return self.local.record(room, request);
+        };
+        let link = self.lock().links.get(&node).map(|l| l.tx.clone());
+        let Some(link) = link else {
             return Err(ErrorMsg::new(
-                ErrorCode::Unavailable,
-                "this class's media runs on another server of the cluster, where classes \
-                 cannot be recorded yet",
+                ErrorCode::WrongState,
+                "the room's media has not started yet: try again in a moment",
             ));
-        }
-        self.local.record(room, request)
+        };
+        let _ = self.recording_events.set(request.events.clone());
+        let id = crate::media::recording::new_id(crate::store::now_ms());
+        send_call(
+            &link,
+            &ToMedia::Record {
+                room: room.0,
+                id: id.clone(),
+                room_name: request.room_name,
+                by_user: request.by_user,
+                by_name: request.by_name,
+                session: request.session,
+            },
+        );
+        Ok(id)
     }
 
     pub fn stop_recording(&self, room: RoomId) {
+        if let Some(Place::Node(node)) = self.place_of(room) {
+            let link = self.lock().links.get(&node).map(|l| l.tx.clone());
+            if let Some(link) = link {
+                send_call(&link, &ToMedia::StopRecording { room: room.0 });
+            }
+            return;
+        }
         self.local.stop_recording(room);
     }
 
@@ -677,6 +721,11 @@ async fn run_link(
                                     let _ = space.send(TalkTime { room: RoomId(room), talk });
                                 }
                             }
+                            Ok(FromMedia::Recording(event)) => {
+                                if let Some(space) = rooms.recording_events.get() {
+                                    let _ = space.send(event);
+                                }
+                            }
                             Err(e) => tracing::warn!("cluster: bad news on a media link: {e}"),
                         },
                         _ => tracing::warn!("cluster: a bad frame on a media link"),
@@ -699,6 +748,18 @@ pub async fn serve_link(
     let (mut sink, mut stream) = socket.split();
     let mut pumps: HashMap<AvatarId, (RoomId, tokio::task::JoinHandle<()>)> = HashMap::new();
     let sfu = state.media.local().clone();
+    // News of the recordings made here for the owner's space goes back over the link.
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<RecordingEvent>();
+    let news_out = out_tx.clone();
+    let news = tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            if let Some(frame) = news_frame(&FromMedia::Recording(event))
+                && news_out.send(frame).await.is_err()
+            {
+                break;
+            }
+        }
+    });
     tracing::info!("cluster: a media link from the space's node opened");
     loop {
         tokio::select! {
@@ -769,6 +830,29 @@ pub async fn serve_link(
                         sfu.spotlight(RoomId(room), who);
                         None
                     }
+                    ToMedia::Record { room, id, room_name, by_user, by_name, session } => {
+                        let request = RecordRequest {
+                            room_name: room_name.clone(),
+                            by_user,
+                            by_name,
+                            session,
+                            events: events_tx.clone(),
+                            id: Some(id.clone()),
+                        };
+                        if let Err(e) = sfu.record(RoomId(room), request) {
+                            let _ = events_tx.send(RecordingEvent::Stopped {
+                                room: RoomId(room),
+                                room_name,
+                                id,
+                                reason: e.message,
+                            });
+                        }
+                        None
+                    }
+                    ToMedia::StopRecording { room } => {
+                        sfu.stop_recording(RoomId(room));
+                        None
+                    }
                 };
                 if let Some((member, err)) = failed
                     && let Ok(frame) = quad_shared::codec::encode(&ServerMsg::Error(err))
@@ -788,6 +872,9 @@ pub async fn serve_link(
         pump.abort();
         hosted.remove(&room);
     }
+    // A recording going on finishes here (its room closed with its last member) and is
+    // kept in the shared store; there is no link left to tell the space.
+    news.abort();
 }
 
 #[cfg(test)]

@@ -321,6 +321,7 @@ fn classes(
                     by_name,
                     session,
                     events: recording_events.clone(),
+                    id: None,
                 };
                 let started = media.record(RoomId(room.0), request);
                 world.recording_started(room, by, started);

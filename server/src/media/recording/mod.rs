@@ -71,10 +71,13 @@ pub struct RecordRequest {
     pub session: String,
     /// Where the recording's news goes (the space).
     pub events: mpsc::UnboundedSender<RecordingEvent>,
+    /// The id it is to have (given by the space's node when this node runs the room for
+    /// it); else a new one.
+    pub id: Option<String>,
 }
 
 /// What happened to a recording, for the space to act on and tell the teachers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RecordingEvent {
     /// It stopped by itself (a write failed, it reached its longest): the class is no
     /// longer recorded.

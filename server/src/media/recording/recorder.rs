@@ -69,7 +69,17 @@ impl Recorder {
         metrics: Arc<SfuMetrics>,
     ) -> std::io::Result<Recorder> {
         let started_ms = crate::store::now_ms();
-        let id = super::new_id(started_ms);
+        // A recording made for another node's space has the id that node gave it.
+        let id = match &request.id {
+            Some(id) if super::valid_id(id) => id.clone(),
+            Some(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a recording id",
+                ));
+            }
+            None => super::new_id(started_ms),
+        };
         let raw = setup.dir.join(&id);
         std::fs::create_dir_all(&raw)?;
         let record = RecordingRecord {

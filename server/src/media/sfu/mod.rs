@@ -61,7 +61,9 @@ use std::time::{Duration, Instant};
 
 /// A room, as the caller names it. The space uses the room zone's id, which is also what
 /// clients are told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct RoomId(pub u16);
 
 /// Which of a member's devices a stream carries (the wire contract's: the client's offer
