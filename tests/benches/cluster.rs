@@ -95,7 +95,8 @@ async fn run(n: usize, round: usize, pg: &Postgres) -> Result<(Vec<NodeCost>, f6
         let mut text = std::fs::read_to_string(&config)?;
         text.push_str(&format!("room_max_speakers = {ROOM_SIZE}\n"));
         std::fs::write(&config, text)?;
-        command.env("RUST_LOG", "error");
+        // Warnings too: a media link that fails shows here.
+        command.env("RUST_LOG", "warn");
         let (child, serving) = quad_tests::spawn_server(&mut command).await?;
         let addr: SocketAddr = serving
             .url

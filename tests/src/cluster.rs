@@ -212,10 +212,18 @@ pub struct Node {
 impl Node {
     /// Starts node `name` against `redis` and the database at `db`.
     pub async fn start(name: &str, redis: &str, db: &str) -> Result<Node> {
+        Self::start_with(name, redis, db, "").await
+    }
+
+    /// Starts node `name` with more settings (TOML lines) in its config file.
+    pub async fn start_with(name: &str, redis: &str, db: &str, extra: &str) -> Result<Node> {
         let bin = crate::server_binary()?;
         let data = crate::temp_dir(&format!("node-{name}"));
         std::fs::create_dir_all(&data)?;
         let mut command = node_command(&bin, &data, name, redis, db);
+        let config = data.join("quad.toml");
+        let text = std::fs::read_to_string(&config)? + extra;
+        std::fs::write(&config, text)?;
         let (child, serving) = crate::spawn_server(&mut command).await?;
         let addr = serving
             .url

@@ -29,12 +29,17 @@ fn spot(offset: [f32; 2]) -> [f32; 2] {
 /// Redis, PostgreSQL with a fresh database, and nodes `a`, `b`, `c` (`a` first: it owns
 /// the space).
 async fn cluster(db: &str) -> Result<(Redis, Postgres, Vec<Node>)> {
+    cluster_with(db, "").await
+}
+
+/// [`cluster`], with `extra` settings in every node's config.
+async fn cluster_with(db: &str, extra: &str) -> Result<(Redis, Postgres, Vec<Node>)> {
     let redis = Redis::start().await?;
     let postgres = Postgres::start().await?;
     let url = postgres.database(db)?;
     let mut nodes = Vec::new();
     for name in ["a", "b", "c"] {
-        nodes.push(Node::start(name, &redis.url(), &url).await?);
+        nodes.push(Node::start_with(name, &redis.url(), &url, extra).await?);
     }
     // Every node knows every other (the owner places rooms by what it knows).
     for node in &nodes {
@@ -113,6 +118,36 @@ async fn clients_entering_through_any_node_share_one_campus() -> Result<()> {
         );
         ensure!(n["cpu"].as_f64().is_some() && n["sessions"].as_u64().is_some());
     }
+
+    // Forgeries: a client posing as a relaying node (to choose the address it is counted
+    // as), and a media link without the cluster secret, are refused.
+    let upgrade = [
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ];
+    let mut forged = upgrade.to_vec();
+    forged.extend([
+        "x-quad-node-secret: not-the-secret",
+        "x-quad-client: 192.0.2.1:5",
+    ]);
+    let res = quad_tests::http_request(a, "/ws", &forged).await?;
+    ensure!(res.status == 403, "a forged relay: {}", res.status);
+    let res = quad_tests::http_request(b, "/cluster/media", &upgrade).await?;
+    ensure!(
+        res.status == 403,
+        "a media link without the secret: {}",
+        res.status
+    );
+    let mut wrong = upgrade.to_vec();
+    wrong.push("x-quad-node-secret: not-the-secret");
+    let res = quad_tests::http_request(b, "/cluster/media", &wrong).await?;
+    ensure!(
+        res.status == 403,
+        "a media link with a wrong secret: {}",
+        res.status
+    );
 
     // One campus: each bot enters through another node, near the others.
     let mut ada = Bot::join(a, "Ada", Some(spot([0.0, 0.0]))).await?;
@@ -654,5 +689,28 @@ async fn a_class_whose_room_runs_on_another_node_is_recorded_there() -> Result<(
         file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+/// An entry node carries many people's sessions to the space's node over connections from
+/// its one address: the space's node does not count them against `max_connections_per_ip`
+/// (4 here; before, the fifth person relayed was refused). On one machine every client
+/// also comes from a node's address (127.0.0.1), so this shows the exemption, not that
+/// people are still counted (`tests/tests/web_surface.rs` does that for a single server, whose
+/// code path is unchanged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_node_relays_more_people_than_one_address_may_connect() -> Result<()> {
+    let (_redis, _pg, nodes) = cluster_with("many", "max_connections_per_ip = 4\n").await?;
+    let b = nodes[1].addr;
+    let mut people = Vec::new();
+    for i in 0..8 {
+        people.push(Bot::join(b, &format!("p{i}"), Some(spot([0.0, 16.0 * i as f32]))).await?);
+    }
+    for person in &mut people {
+        person
+            .wait_until(quad_tests::PATIENCE, |p| p.people.len() == 8)
+            .await?;
+    }
+    println!("8 people relayed by node b, whose connections to a all come from one address");
     Ok(())
 }

@@ -557,6 +557,22 @@ fn summarize(root: &Path) -> Result<()> {
         "< 10 s",
         mix.map(|m| m < 10.0),
     );
+    let cluster = read("cluster.json");
+    for (i, nodes) in [(1usize, 2), (2, 3)] {
+        let ratio = num(&cluster["ratio_to_one_node"][i]);
+        row(
+            &format!("CPU per forwarded packet, {nodes} nodes / 1 node"),
+            ratio,
+            2,
+            format!(
+                "{} µs against {} µs (medians)",
+                fmt(num(&cluster["median_us_per_packet"][i]), 1),
+                fmt(num(&cluster["median_us_per_packet"][0]), 1)
+            ),
+            "within 10%",
+            ratio.map(|r| r <= 1.10),
+        );
+    }
     let light = scenario("audio_10_all");
     let d99 = num(&light["delay_us_p99"]).map(|v| v / 1000.0);
     row(

@@ -148,6 +148,12 @@ impl PerIp {
         }))
     }
 
+    /// A place that is not counted (a connection from another node of the cluster, which
+    /// carries many clients' sessions).
+    pub fn uncounted() -> Arc<IpSlot> {
+        Arc::new(IpSlot { counted: None })
+    }
+
     /// How many connections `ip` has open (exempt IPs: 0).
     pub fn open(&self, ip: IpAddr) -> usize {
         self.lock().get(&ip.to_canonical()).copied().unwrap_or(0)

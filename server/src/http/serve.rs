@@ -99,7 +99,17 @@ pub async fn serve<S>(
         let Some((stream, peer)) = accept(&listener, &shutdown).await else {
             break;
         };
-        let Some(ip_slot) = per_ip.take(peer.ip()) else {
+        // Another node of the cluster relays many clients' sessions: it is not one client.
+        let from_node = state
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.is_node_ip(peer.ip()));
+        let slot = if from_node {
+            Some(PerIp::uncounted())
+        } else {
+            per_ip.take(peer.ip())
+        };
+        let Some(ip_slot) = slot else {
             refused.warn(format_args!(
                 "connection from {} refused: max_connections_per_ip ({}) reached",
                 peer.ip(),
