@@ -242,6 +242,22 @@ async fn clients_entering_through_any_node_share_one_campus() -> Result<()> {
     })
     .await
     .context("node b reports the one session it relays")?;
+    // Each node's own /metrics says its part.
+    // (b relays Bo; c relays Cy and the teacher.)
+    for (addr, owns, relays) in [(a, 1.0, 0.0), (b, 0.0, 1.0), (c, 0.0, 2.0)] {
+        let (status, page) = quad_tests::http_get(addr, "/metrics").await?;
+        ensure!(status == 200, "/metrics: {status}");
+        let m = |name| quad_tests::metric(&page, name).unwrap_or(-1.0);
+        let seen = [
+            m("quad_cluster_nodes"),
+            m("quad_cluster_owns_space"),
+            m("quad_cluster_relayed_sessions"),
+        ];
+        ensure!(
+            seen == [3.0, owns, relays],
+            "{addr}: nodes, owns the campus, relays: {seen:?}"
+        );
+    }
     Ok(())
 }
 
@@ -694,13 +710,18 @@ async fn a_class_whose_room_runs_on_another_node_is_recorded_there() -> Result<(
 
 /// An entry node carries many people's sessions to the space's node over connections from
 /// its one address: the space's node does not count them against `max_connections_per_ip`
-/// (4 here; before, the fifth person relayed was refused). On one machine every client
+/// (4 here, with loopback not exempt as it is by default). With that exemption turned off
+/// in the server, the fifth person is refused and this fails. On one machine every client
 /// also comes from a node's address (127.0.0.1), so this shows the exemption, not that
-/// people are still counted (`tests/tests/web_surface.rs` does that for a single server, whose
-/// code path is unchanged).
+/// people are still counted (`tests/tests/web_surface.rs` does that for a single server,
+/// whose code path is unchanged).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_node_relays_more_people_than_one_address_may_connect() -> Result<()> {
-    let (_redis, _pg, nodes) = cluster_with("many", "max_connections_per_ip = 4\n").await?;
+    let (_redis, _pg, nodes) = cluster_with(
+        "many",
+        "max_connections_per_ip = 4\nconnection_limit_exempt = []\n",
+    )
+    .await?;
     let b = nodes[1].addr;
     let mut people = Vec::new();
     for i in 0..8 {

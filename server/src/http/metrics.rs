@@ -223,7 +223,31 @@ pub fn render(state: &AppState) -> String {
         ),
     ];
     let mut out = String::new();
-    for (name, kind, help, value) in rows.into_iter().chain(storage) {
+    // Cluster mode only: this node's part in the cluster.
+    let cluster: Vec<(&str, &str, &str, u64)> = match &state.cluster {
+        Some(cluster) => vec![
+            (
+                "quad_cluster_nodes",
+                "gauge",
+                "Nodes of the cluster this node knows to be up (itself included).",
+                cluster.view().nodes.len() as u64,
+            ),
+            (
+                "quad_cluster_owns_space",
+                "gauge",
+                "1 while this node owns the campus's world, else 0 (it relays its clients).",
+                u64::from(cluster.owns_space()),
+            ),
+            (
+                "quad_cluster_relayed_sessions",
+                "gauge",
+                "Clients this node relays to the node that owns the campus.",
+                crate::cluster::route::relayed(),
+            ),
+        ],
+        None => Vec::new(),
+    };
+    for (name, kind, help, value) in rows.into_iter().chain(storage).chain(cluster) {
         // Writing to a String cannot fail.
         let _ = write!(
             out,
