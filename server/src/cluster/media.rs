@@ -675,11 +675,7 @@ async fn run_link(
     }
     let connected = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(
-            request,
-            Some(crate::http::ws_upgrade::config()),
-            true,
-        ),
+        tokio_tungstenite::connect_async_with_config(request, Some(super::ws_config()), true),
     )
     .await;
     let mut ws = match connected {
@@ -740,10 +736,7 @@ async fn run_link(
 
 /// A media node's side of a link from the space's owner: runs the rooms it is asked to on
 /// this node's SFU until the link closes, then takes their members out.
-pub async fn serve_link(
-    socket: crate::http::ws_upgrade::SessionSocket,
-    state: Arc<crate::AppState>,
-) {
+pub async fn serve_link(socket: impl super::Socket, state: Arc<crate::AppState>) {
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(LINK_QUEUE);
     let (mut sink, mut stream) = socket.split();
     let mut pumps: HashMap<AvatarId, (RoomId, tokio::task::JoinHandle<()>)> = HashMap::new();

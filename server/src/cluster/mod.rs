@@ -71,6 +71,50 @@ end
 return 0
 "#;
 
+/// WebSocket settings of the connections a node opens to another (relayed sessions and
+/// media links): frames as large as a session's, and the few bytes a media link adds.
+pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    let max = quad_shared::codec::MAX_FRAME_BYTES + 2048;
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * max)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// An accepted WebSocket, as the cluster's relays and media links take it (the HTTP layer's
+/// upgraded connection).
+pub trait Socket:
+    futures_util::Stream<
+        Item = Result<
+            tokio_tungstenite::tungstenite::Message,
+            tokio_tungstenite::tungstenite::Error,
+        >,
+    > + futures_util::Sink<
+        tokio_tungstenite::tungstenite::Message,
+        Error = tokio_tungstenite::tungstenite::Error,
+    > + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<S> Socket for S where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + futures_util::Sink<
+            tokio_tungstenite::tungstenite::Message,
+            Error = tokio_tungstenite::tungstenite::Error,
+        > + Unpin
+        + Send
+        + 'static
+{
+}
+
 /// A node as the others see it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeInfo {

@@ -9,7 +9,6 @@
 //! client's socket with "try again later" and the client reconnects through the entry node
 //! it uses, which by then routes it to the new owner.
 
-use crate::http::ws_upgrade::SessionSocket;
 use futures_util::{SinkExt, StreamExt};
 use hyper::header::HeaderMap;
 use std::net::SocketAddr;
@@ -62,7 +61,12 @@ pub fn relayed_client(
 
 /// Relays `client` (accepted from `peer`) to the owner at `owner_url` until either side
 /// closes.
-pub async fn relay(mut client: SessionSocket, owner_url: String, secret: String, peer: SocketAddr) {
+pub async fn relay(
+    mut client: impl super::Socket,
+    owner_url: String,
+    secret: String,
+    peer: SocketAddr,
+) {
     let ws_url = match owner_url.split_once("://") {
         Some(("https", rest)) => format!("wss://{}/ws", rest.trim_end_matches('/')),
         Some((_, rest)) => format!("ws://{}/ws", rest.trim_end_matches('/')),
@@ -81,11 +85,7 @@ pub async fn relay(mut client: SessionSocket, owner_url: String, secret: String,
     let owner = match request {
         Ok(request) => tokio::time::timeout(
             CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async_with_config(
-                request,
-                Some(crate::http::ws_upgrade::config()),
-                true,
-            ),
+            tokio_tungstenite::connect_async_with_config(request, Some(super::ws_config()), true),
         )
         .await
         .map_err(|_| "timed out".to_string())

@@ -32,7 +32,7 @@ const MAX_MESSAGE: usize = quad_shared::codec::MAX_FRAME_BYTES + 1024;
 /// Enough for any legal frame in one read; the buffer grows for the rare larger one.
 const READ_BUFFER: usize = 4 * 1024;
 
-pub(crate) fn config() -> WebSocketConfig {
+fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
