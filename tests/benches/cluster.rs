@@ -19,7 +19,7 @@
 
 use anyhow::{Context, Result, bail};
 use quad_tests::cluster::{Postgres, Redis, node_command, wait_view};
-use quad_tests::load::{self, Scenario};
+use quad_tests::load::{self, Scenario, cpu_model, median};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -27,23 +27,6 @@ use std::time::{Duration, Instant};
 const ROOMS: usize = 3;
 const ROOM_SIZE: usize = 12;
 const ROUNDS: usize = 3;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
 
 struct Node {
     name: String,

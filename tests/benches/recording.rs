@@ -20,7 +20,7 @@ use quad_server::media::recording::audio::{AudioTrack, RATE};
 use quad_server::media::recording::mixdown::{self, Manifest};
 use quad_server::media::recording::picture::PictureTrack;
 use quad_shared::protocol::{ClientMsg, Role, TeacherAction};
-use quad_tests::load::{self, ReleaseServer, Scenario};
+use quad_tests::load::{self, ReleaseServer, Scenario, cpu_model, median};
 use quad_tests::real_media::{RealMedia, SILENCE, real_media};
 use quad_tests::repo_root;
 use quad_tests::room_bot::{RoomBot, RoomBotOptions, room_spot};
@@ -29,23 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "recording-bench-join-secret-0123456789";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
 
 /// One run of the class: the server's CPU cores over the measured window.
 async fn class_run(media: &Arc<RealMedia>, record: bool) -> Result<f64> {

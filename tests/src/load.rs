@@ -36,6 +36,25 @@ pub struct Scenario {
     pub window: Option<tokio::sync::mpsc::UnboundedSender<bool>>,
 }
 
+/// The median of `values` (the upper one of an even count); 0 for none.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// This machine's CPU model, as `/proc/cpuinfo` names it (for reports beside the figures).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
 /// A process's CPU and memory over the measured window.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessLoad {

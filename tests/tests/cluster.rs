@@ -284,8 +284,7 @@ async fn when_the_space_node_is_killed_another_takes_the_campus_over() -> Result
     let said = chat(&mut bo, "before the crash").await?;
     cy.wait_until(quad_tests::PATIENCE, |c| c.chat.contains_key(&said))
         .await?;
-    // Written by the store's writer within a moment of being shown.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Shown, so stored: the space sends a chat line out only once it is kept.
 
     let killed = Instant::now();
     nodes[0].kill().await?;
@@ -378,8 +377,8 @@ async fn a_redis_restart_under_load_disconnects_nobody_and_loses_nothing() -> Re
             bot.closed
         );
     }
-    // Every line acknowledged is in the history a newcomer gets (from the shared store).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every line acknowledged (sent out only once stored) is in the history a newcomer gets
+    // from the shared store.
     let mut late = Bot::join(c, "Late", Some(spot([-40.0, 0.0]))).await?;
     late.wait_until(quad_tests::PATIENCE, |l| {
         acknowledged.iter().all(|id| l.chat.contains_key(id))

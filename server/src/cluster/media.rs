@@ -252,6 +252,8 @@ impl MediaRooms {
 
     /// Where `member`'s room is, if it is on another node: that node's link.
     fn remote_of(&self, member: AvatarId) -> Option<mpsc::Sender<Vec<u8>>> {
+        // Alone, every room is here: no lock on the way.
+        self.cluster.as_ref()?;
         let state = self.lock();
         let room = state.members.get(&member)?.room;
         match &state.rooms.get(&room)?.place {

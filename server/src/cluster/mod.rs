@@ -27,6 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 
 /// How often a node beats (writes its load, renews or claims the lease).
@@ -86,30 +87,18 @@ pub(crate) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocket
 /// An accepted WebSocket, as the cluster's relays and media links take it (the HTTP layer's
 /// upgraded connection).
 pub trait Socket:
-    futures_util::Stream<
-        Item = Result<
-            tokio_tungstenite::tungstenite::Message,
-            tokio_tungstenite::tungstenite::Error,
-        >,
-    > + futures_util::Sink<
-        tokio_tungstenite::tungstenite::Message,
-        Error = tokio_tungstenite::tungstenite::Error,
-    > + Unpin
+    futures_util::Stream<Item = Result<WsMessage, WsError>>
+    + futures_util::Sink<WsMessage, Error = WsError>
+    + Unpin
     + Send
     + 'static
 {
 }
 
 impl<S> Socket for S where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + futures_util::Sink<
-            tokio_tungstenite::tungstenite::Message,
-            Error = tokio_tungstenite::tungstenite::Error,
-        > + Unpin
+    S: futures_util::Stream<Item = Result<WsMessage, WsError>>
+        + futures_util::Sink<WsMessage, Error = WsError>
+        + Unpin
         + Send
         + 'static
 {

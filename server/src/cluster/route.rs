@@ -30,6 +30,15 @@ const TRY_AGAIN_LATER: u16 = 1013;
 
 static RELAYED: AtomicU64 = AtomicU64::new(0);
 
+/// What a relay says to its client when the space's node is gone: try again (the client
+/// reconnects, and lands on the new owner).
+fn moving() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: TRY_AGAIN_LATER.into(),
+        reason: "the campus is moving to another server: reconnecting".into(),
+    }))
+}
+
 /// Sessions this node relays to the owner now.
 pub fn relayed() -> u64 {
     RELAYED.load(Ordering::Relaxed)
@@ -96,14 +105,7 @@ pub async fn relay(
         Ok((owner, _)) => owner,
         Err(e) => {
             tracing::warn!(%ws_url, "cluster: cannot relay a session to the space's node: {e}");
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                client.send(Message::Close(Some(CloseFrame {
-                    code: TRY_AGAIN_LATER.into(),
-                    reason: "the campus is moving to another server: reconnecting".into(),
-                }))),
-            )
-            .await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.send(moving())).await;
             return;
         }
     };
@@ -139,12 +141,7 @@ pub async fn relay(
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => {
                     // The owner went away without a word (its node died).
-                    let _ = client
-                        .send(Message::Close(Some(CloseFrame {
-                            code: TRY_AGAIN_LATER.into(),
-                            reason: "the campus is moving to another server: reconnecting".into(),
-                        })))
-                        .await;
+                    let _ = client.send(moving()).await;
                     break;
                 }
             },
