@@ -20,6 +20,11 @@
 //!
 //! The driver's sleeps come from a [`TimerSlot`], which reuses the timer of the last one
 //! (see `reused_timer`).
+//!
+//! [`SendPath`] is where a connection's media goes: the socket, destination and source
+//! address of the last datagram its driver sent that was not an ICE check (DTLS, SRTP,
+//! SRTCP all go on the ICE pair in use). Quad's direct path (`direct`) sends forwarded
+//! packets through it, into the same queue.
 
 use super::SfuMetrics;
 use super::media_port::{Inbox, PortLink, PortSocket};
@@ -59,14 +64,70 @@ static TOKIO: TokioRuntime = TokioRuntime;
 pub struct SfuRuntime {
     link: Arc<PortLink>,
     timer: TimerSlot,
+    path: Arc<SendPath>,
 }
 
 impl SfuRuntime {
-    pub fn new(link: Arc<PortLink>) -> Self {
+    pub fn new(link: Arc<PortLink>, path: Arc<SendPath>) -> Self {
         SfuRuntime {
             link,
             timer: TimerSlot::default(),
+            path,
         }
+    }
+}
+
+/// Where one connection's media goes (see the module docs).
+#[derive(Default)]
+pub struct SendPath {
+    route: Mutex<Option<Route>>,
+}
+
+impl fmt::Debug for SendPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendPath").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct Route {
+    outbox: Arc<Outbox>,
+    destination: SocketAddr,
+    src_ip: Option<IpAddr>,
+    metrics: Arc<SfuMetrics>,
+}
+
+impl SendPath {
+    fn route(&self) -> MutexGuard<'_, Option<Route>> {
+        // Plain data, replaced whole: usable after a panic elsewhere.
+        self.route.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the connection has sent media (or DTLS) anywhere yet.
+    pub fn is_known(&self) -> bool {
+        self.route().is_some()
+    }
+
+    /// Queues `datagram` (already encrypted) for the connection's media path. False when
+    /// there is no path yet or its socket is gone; a full queue drops it (and counts it),
+    /// as for the driver's own sends.
+    pub fn send(&self, datagram: &[u8]) -> bool {
+        let Some(route) = self.route().clone() else {
+            return false;
+        };
+        if route.outbox.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        enqueue_into(
+            &route.outbox,
+            &route.metrics,
+            route.destination,
+            route.src_ip,
+            None,
+            datagram,
+            datagram.len(),
+        );
+        true
     }
 }
 
@@ -81,7 +142,11 @@ impl Runtime for SfuRuntime {
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
         let local_addr = socket.local_addr()?;
         drop(socket);
-        Ok(Arc::new(BatchSocket::start(self.link.clone(), local_addr)))
+        Ok(Arc::new(BatchSocket::start(
+            self.link.clone(),
+            local_addr,
+            self.path.clone(),
+        )))
     }
 
     fn wrap_tcp_listener(
@@ -182,6 +247,7 @@ pub struct BatchSocket {
     v6_port: bool,
     outbox: Arc<Outbox>,
     metrics: Arc<SfuMetrics>,
+    path: Arc<SendPath>,
 }
 
 impl fmt::Debug for BatchSocket {
@@ -196,7 +262,7 @@ impl fmt::Debug for BatchSocket {
 impl BatchSocket {
     /// A virtual socket known as `local_addr` on `link`'s port; spawns its flusher, which
     /// ends when this socket is dropped.
-    fn start(link: Arc<PortLink>, local_addr: SocketAddr) -> BatchSocket {
+    fn start(link: Arc<PortLink>, local_addr: SocketAddr, path: Arc<SendPath>) -> BatchSocket {
         let outbox = Arc::new(Outbox {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
@@ -220,6 +286,7 @@ impl BatchSocket {
             v6_port,
             outbox,
             metrics,
+            path,
         }
     }
 
@@ -241,36 +308,76 @@ impl BatchSocket {
             .filter(|&s| s > 0)
             .unwrap_or(contents.len())
             .max(1);
-        let mut queue = self.outbox.lock();
-        if queue.bytes.len() + contents.len() > MAX_QUEUED_BYTES {
-            drop(queue);
-            let dropped = contents.len().div_ceil(segment) as u64;
-            self.metrics
-                .udp_dropped_datagrams
-                .fetch_add(dropped, Ordering::Relaxed);
-            return;
-        }
-        let was_empty = queue.datagrams.is_empty();
         let destination = SocketAddr::new(
             self.for_port(transmit.destination.ip()),
             transmit.destination.port(),
         );
         let src_ip = transmit.src_ip.or(self.src_ip).map(|ip| self.for_port(ip));
-        for chunk in contents.chunks(segment) {
-            let start = queue.bytes.len();
-            queue.bytes.extend_from_slice(chunk);
-            queue.datagrams.push(Datagram {
-                destination,
-                src_ip,
-                ecn: transmit.ecn,
-                start,
-                len: chunk.len(),
+        // DTLS (20-63) and RTP/RTCP (128-191) go on the ICE pair in use; STUN (0-3) goes
+        // wherever ICE is checking.
+        if contents.first().is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b)) {
+            let mut route = self.path.route();
+            let stale = route.as_ref().is_none_or(|r| {
+                r.destination != destination
+                    || r.src_ip != src_ip
+                    || !Arc::ptr_eq(&r.outbox, &self.outbox)
             });
+            if stale {
+                *route = Some(Route {
+                    outbox: self.outbox.clone(),
+                    destination,
+                    src_ip,
+                    metrics: self.metrics.clone(),
+                });
+            }
         }
+        enqueue_into(
+            &self.outbox,
+            &self.metrics,
+            destination,
+            src_ip,
+            transmit.ecn,
+            contents,
+            segment,
+        );
+    }
+}
+
+/// Queues `contents`, cut into `segment`-sized datagrams, for `outbox`'s flusher; past
+/// [`MAX_QUEUED_BYTES`] it is dropped and counted instead.
+fn enqueue_into(
+    outbox: &Outbox,
+    metrics: &SfuMetrics,
+    destination: SocketAddr,
+    src_ip: Option<IpAddr>,
+    ecn: Option<EcnCodepoint>,
+    contents: &[u8],
+    segment: usize,
+) {
+    let mut queue = outbox.lock();
+    if queue.bytes.len() + contents.len() > MAX_QUEUED_BYTES {
         drop(queue);
-        if was_empty {
-            self.outbox.wake.notify_one();
-        }
+        let dropped = contents.len().div_ceil(segment) as u64;
+        metrics
+            .udp_dropped_datagrams
+            .fetch_add(dropped, Ordering::Relaxed);
+        return;
+    }
+    let was_empty = queue.datagrams.is_empty();
+    for chunk in contents.chunks(segment) {
+        let start = queue.bytes.len();
+        queue.bytes.extend_from_slice(chunk);
+        queue.datagrams.push(Datagram {
+            destination,
+            src_ip,
+            ecn,
+            start,
+            len: chunk.len(),
+        });
+    }
+    drop(queue);
+    if was_empty {
+        outbox.wake.notify_one();
     }
 }
 
@@ -408,7 +515,11 @@ mod tests {
         let link = port.open();
         let inner = link.socket().clone();
         let references = Arc::strong_count(&inner);
-        let socket = BatchSocket::start(link, SocketAddr::from(([127, 0, 0, 1], 40000)));
+        let socket = BatchSocket::start(
+            link,
+            SocketAddr::from(([127, 0, 0, 1], 40000)),
+            Arc::new(SendPath::default()),
+        );
         let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -14,15 +14,15 @@
 //! within the estimate, and a pacer would hold audio behind video bursts (keyframes).
 //! Retransmissions are held to a share of the estimate ([`RetransmissionBudget`]).
 
-use super::batch_udp::SfuRuntime;
+use super::batch_udp::{SendPath, SfuRuntime};
+use super::direct::Direct;
 use super::estimator::{DownlinkEstimate, DownlinkEstimator};
+use super::srtp_keys::{self, KeyCapture};
+use super::transport_cc::{TransportWide, TransportWideCc};
 use super::media_port::PortLink;
 use super::retransmission::RetransmissionBudget;
 use super::{SfuConfig, Source};
-use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
-    TwccSenderBuilder,
-};
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -81,13 +81,14 @@ pub fn negotiated_codec(kind: Source) -> RTCRtpCodec {
 }
 
 /// Builds one SFU-side peer connection whose events go to `handler`, whose datagrams go
-/// through `link`, and whose sending direction's bandwidth estimate goes to `estimate`.
+/// through `link`, and whose sending direction's bandwidth estimate goes to `estimate`;
+/// with it, the connection's direct send path for forwarded microphones.
 pub async fn peer_connection(
     config: &SfuConfig,
     link: Arc<PortLink>,
     handler: Arc<dyn PeerConnectionEventHandler>,
     estimate: Arc<DownlinkEstimate>,
-) -> anyhow::Result<Arc<dyn PeerConnection>> {
+) -> anyhow::Result<(Arc<dyn PeerConnection>, Arc<Direct>)> {
     let mut media = MediaEngine::default();
     media.register_codec(
         RTCRtpCodecParameters {
@@ -129,36 +130,38 @@ pub async fn peer_connection(
     // feedback for audio and video, both ways: publishers get feedback on what they send
     // (the TWCC receiver), and the server numbers what it sends (the TWCC sender) so that
     // viewers' browsers report on it to the congestion controller.
-    let estimator = DownlinkEstimator::new(estimate.clone());
+    // Quad numbers what it sends itself (see `transport_cc`): one counter and one history
+    // for webrtc-rs's packets and the direct path's.
+    let transport = TransportWide::new(DownlinkEstimator::new(estimate.clone()));
     let registry = register_default_interceptors(Registry::new(), &mut media)?
-        .with(
-            Slot::CongestionControl,
-            CongestionControlBuilder::new(estimator).build(),
-        )
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::TwccSender, TransportWideCc::new(transport.clone()))
         // Between the NACK responder (4_000) and the wire, to see its resends go out.
         .with(Slot::from(3_500), RetransmissionBudget::new(estimate))
         // Wire-ward of the receiver reports (10_000), so the reports pass it on their way out.
         .with(Slot::from(9_500), UnacknowledgedLayers::default())
         .with(Slot::from(14_000), KeyframeRequests::default());
+    let keys = KeyCapture::new()?;
     let mut settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_crypto_provider(keys.clone())
+        .with_srtp_protection_profiles(srtp_keys::PROFILES.to_vec());
     if let Some(ip) = config.public_ip {
         settings = settings.with_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
     }
+    let path = Arc::new(SendPath::default());
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings.build())
         .with_handler(handler)
-        .with_runtime(Arc::new(SfuRuntime::new(link)))
+        .with_runtime(Arc::new(SfuRuntime::new(link, path.clone())))
         // The driver binds a socket here only for its address, which its host candidates
         // carry (the member's task puts the media port in them); the runtime closes it.
         .with_udp_addrs(driver_addrs(config.bind_ip))
         .build()
         .await?;
-    Ok(Arc::new(pc))
+    Ok((Arc::new(pc), Arc::new(Direct::new(keys, transport, path))))
 }
 
 /// What a connection's driver binds for its host candidates, the media port being on

@@ -144,6 +144,8 @@ impl StreamStats {
 pub struct Subscriber {
     pub member: AvatarId,
     pub track: Arc<TrackLocalStaticRTP>,
+    /// The viewer connection's direct send path, for microphones (see `direct`).
+    pub direct: Option<Arc<super::direct::Direct>>,
     pub ssrc: u32,
     pub payload_type: u8,
     /// The simulcast layer its tile wants.
@@ -502,7 +504,14 @@ impl Forwarder {
             copy.header.timestamp = out_ts;
             copy.header.ssrc = v.sub.ssrc;
             copy.header.payload_type = v.sub.payload_type;
-            match hand_over(&v.sub.track, copy) {
+            let handed = match &v.sub.direct {
+                Some(direct) => match direct.send(copy.clone()) {
+                    super::direct::Sent::Queued => Handed::Queued,
+                    super::direct::Sent::Declined => hand_over(&v.sub.track, copy),
+                },
+                None => hand_over(&v.sub.track, copy),
+            };
+            match handed {
                 Handed::Queued => {
                     self.metrics
                         .forwarded_packets

@@ -127,6 +127,8 @@ struct Subscription {
 struct Member {
     setup: MemberSetup,
     pc: Arc<dyn PeerConnection>,
+    /// The connection's direct send path, which forwarded microphones take.
+    direct: Arc<super::direct::Direct>,
     /// The connection's place on the media port (its routes are forgotten when the task
     /// ends).
     link: Arc<PortLink>,
@@ -152,11 +154,11 @@ async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let handler = Arc::new(Events(events_tx));
     let link = setup.port.open();
-    let pc =
+    let (pc, direct) =
         match engine::peer_connection(&setup.config, link.clone(), handler, setup.downlink.clone())
             .await
         {
-            Ok(pc) => pc,
+            Ok(made) => made,
             Err(e) => {
                 tracing::error!(member = %setup.id, "cannot create a peer connection: {e:#}");
                 send(
@@ -174,6 +176,7 @@ async fn run(
     let mut member = Member {
         setup,
         pc,
+        direct,
         link,
         subscriptions: FxHashMap::default(),
         negotiation,
@@ -640,6 +643,7 @@ impl Member {
             let _ = sub.published.ctl.send(ForwardCtl::Add(Subscriber {
                 member: self.setup.id,
                 track: sub.slot.track.clone(),
+                direct: (sub.published.kind == Source::Mic).then(|| self.direct.clone()),
                 ssrc: sub.slot.ssrc,
                 numbering: sub.slot.numbering.clone(),
                 payload_type,

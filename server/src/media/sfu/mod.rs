@@ -32,6 +32,7 @@
 pub mod admission;
 pub mod allocation;
 mod batch_udp;
+mod direct;
 pub mod demux;
 mod engine;
 mod estimator;
@@ -45,7 +46,9 @@ mod retransmission;
 mod reused_timer;
 mod room;
 pub mod speakers;
+mod srtp_keys;
 pub mod ssrc_quota;
+mod transport_cc;
 mod trials;
 
 use crate::media::recording::{self, RecordRequest, Recorder, RecordingSetup};
