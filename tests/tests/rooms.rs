@@ -102,6 +102,11 @@ async fn a_room_forwards_everyone_to_everyone_and_renegotiates_on_join_and_leave
         m("quad_sfu_forwarded_bytes_total") > m("quad_sfu_forwarded_packets_total") * 12.0,
         "{page}"
     );
+    // The microphones went out on the direct path (the bots decrypted them: they heard).
+    assert!(
+        m("quad_sfu_direct_packets_total") >= 5.0 * 4.0 * 20.0,
+        "{page}"
+    );
     assert_eq!(
         m("quad_peer_edges"),
         0.0,

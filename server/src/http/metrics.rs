@@ -16,7 +16,7 @@ pub fn render(state: &AppState) -> String {
     let sfu = state.sfu.metrics();
     let space = &state.space_stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 31] = [
+    let rows: [(&str, &str, &str, u64); 32] = [
         ("quad_spaces", "gauge", "Spaces (map instances) running.", 1),
         (
             "quad_avatars",
@@ -53,6 +53,12 @@ pub fn render(state: &AppState) -> String {
             "counter",
             "RTP packets the SFU forwarded (one per subscriber).",
             load(&sfu.forwarded_packets),
+        ),
+        (
+            "quad_sfu_direct_packets_total",
+            "counter",
+            "Forwarded packets the SFU encrypted and sent itself (microphones), not through webrtc-rs.",
+            load(&sfu.direct_packets),
         ),
         (
             "quad_sfu_forwarded_bytes_total",

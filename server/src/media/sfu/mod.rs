@@ -98,6 +98,8 @@ pub struct SfuMetrics {
     pub members: AtomicU64,
     pub forwarded_packets: AtomicU64,
     pub forwarded_bytes: AtomicU64,
+    /// Forwarded packets that went out on Quad's direct path (`direct`), not webrtc-rs's.
+    pub direct_packets: AtomicU64,
     /// Packets that could not be handed to a subscriber's connection (it was closed).
     pub dropped_packets: AtomicU64,
     /// Packets dropped for one viewer whose connection's queue was full (the others got
