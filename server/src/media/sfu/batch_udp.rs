@@ -315,7 +315,10 @@ impl BatchSocket {
         let src_ip = transmit.src_ip.or(self.src_ip).map(|ip| self.for_port(ip));
         // DTLS (20-63) and RTP/RTCP (128-191) go on the ICE pair in use; STUN (0-3) goes
         // wherever ICE is checking.
-        if contents.first().is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b)) {
+        if contents
+            .first()
+            .is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b))
+        {
             let mut route = self.path.route();
             let stale = route.as_ref().is_none_or(|r| {
                 r.destination != destination

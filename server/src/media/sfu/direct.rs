@@ -45,7 +45,11 @@ pub struct Direct {
 }
 
 impl Direct {
-    pub fn new(keys: Arc<KeyCapture>, transport: Arc<TransportWide>, path: Arc<SendPath>) -> Direct {
+    pub fn new(
+        keys: Arc<KeyCapture>,
+        transport: Arc<TransportWide>,
+        path: Arc<SendPath>,
+    ) -> Direct {
         Direct {
             keys,
             transport,

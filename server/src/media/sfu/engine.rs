@@ -1,26 +1,27 @@
 //! How the SFU builds a peer connection: the codecs it forwards (Opus and VP8), the RTP
 //! header extensions it reads (audio level), the interceptors (NACK, RTCP reports, TWCC
-//! feedback for what it receives, transport-wide sequence numbers and a congestion
-//! controller for what it sends, [`KeyframeRequests`], which hands viewers' picture-loss
-//! requests to the SFU, and [`UnacknowledgedLayers`], which keeps simulcast layers
-//! identifiable across renegotiations), the local addresses it offers, and the runtime
-//! ([`SfuRuntime`]) whose UDP sockets are virtual sockets on the media port that batch
-//! their sends.
+//! feedback for what it receives, Quad's transport-wide numbering and congestion control
+//! for what it sends ([`TransportWideCc`]), [`KeyframeRequests`], which hands viewers'
+//! picture-loss requests to the SFU, and [`UnacknowledgedLayers`], which keeps simulcast
+//! layers identifiable across renegotiations), the local addresses it offers, the crypto
+//! provider that learns its SRTP keys ([`KeyCapture`]), and the runtime ([`SfuRuntime`])
+//! whose UDP sockets are virtual sockets on the media port that batch their sends. With
+//! the connection comes its [`Direct`] send path, which forwarded microphones take.
 //!
-//! The congestion controller is `rtc-interceptor`'s (the send history, resolving the
-//! member's transport-wide feedback against it), driving Quad's
-//! [`super::estimator::DownlinkEstimator`]; [`DownlinkEstimate`] is where the estimate comes
-//! out, for the room's [`super::allocation`]. No pacer: the allocation keeps what is forwarded
+//! The send history (`transport_cc`) resolves the member's transport-wide feedback for
+//! packets of both paths and drives Quad's [`super::estimator::DownlinkEstimator`];
+//! [`DownlinkEstimate`] is where the estimate comes out, for the room's
+//! [`super::allocation`]. No pacer: the allocation keeps what is forwarded
 //! within the estimate, and a pacer would hold audio behind video bursts (keyframes).
 //! Retransmissions are held to a share of the estimate ([`RetransmissionBudget`]).
 
 use super::batch_udp::{SendPath, SfuRuntime};
 use super::direct::Direct;
 use super::estimator::{DownlinkEstimate, DownlinkEstimator};
-use super::srtp_keys::{self, KeyCapture};
-use super::transport_cc::{TransportWide, TransportWideCc};
 use super::media_port::PortLink;
 use super::retransmission::RetransmissionBudget;
+use super::srtp_keys::{self, KeyCapture};
+use super::transport_cc::{TransportWide, TransportWideCc};
 use super::{SfuConfig, Source};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};

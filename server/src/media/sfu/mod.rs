@@ -10,6 +10,11 @@
 //!   I/O; `negotiation`: who offers when and what is due, a plain state machine.
 //! - `forward`: one task per published stream; rewrites and writes each packet to every
 //!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
+//! - `direct`: a member connection's own send path for forwarded microphones (numbered,
+//!   SRTP-encrypted and queued on the media port by the forwarder, bypassing webrtc-rs's
+//!   per-packet pipeline), with `srtp_keys` (the keys, learnt through the connection's
+//!   crypto provider) and `transport_cc` (one transport-wide numbering and send history
+//!   for both paths).
 //! - `leg`: one viewer's share of one stream (its layer, its switches at keyframes, its
 //!   renumbering), a plain state machine the forward task drives.
 //! - `speakers`: the N-loudest rule, a pure function.
@@ -32,8 +37,8 @@
 pub mod admission;
 pub mod allocation;
 mod batch_udp;
-mod direct;
 pub mod demux;
+mod direct;
 mod engine;
 mod estimator;
 mod forward;

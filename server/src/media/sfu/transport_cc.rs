@@ -15,8 +15,7 @@
 
 use super::estimator::DownlinkEstimator;
 use rtc::interceptor::{
-    BandwidthEstimator, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket,
-    convert_twcc,
+    BandwidthEstimator, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket, convert_twcc,
 };
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
@@ -67,7 +66,13 @@ impl SendHistory {
     }
 
     /// Records a packet leaving now; returns its wire number.
-    pub fn record(&mut self, ssrc: u32, rtp_sequence_number: u16, size: usize, now: Instant) -> u16 {
+    pub fn record(
+        &mut self,
+        ssrc: u32,
+        rtp_sequence_number: u16,
+        size: usize,
+        now: Instant,
+    ) -> u16 {
         let number = self.next();
         self.sent.push_back(Sent {
             ssrc,
@@ -189,10 +194,19 @@ impl TransportWide {
 
     /// Numbers a packet of `ssrc` of `size` bytes leaving now, if its stream negotiated
     /// transport-wide numbers: the extension id and the number to write.
-    pub fn number(&self, ssrc: u32, rtp_sequence_number: u16, size: usize, now: Instant) -> Option<(u8, u16)> {
+    pub fn number(
+        &self,
+        ssrc: u32,
+        rtp_sequence_number: u16,
+        size: usize,
+        now: Instant,
+    ) -> Option<(u8, u16)> {
         let mut state = self.state();
         let id = *state.streams.get(&ssrc)?;
-        Some((id, state.history.record(ssrc, rtp_sequence_number, size, now)))
+        Some((
+            id,
+            state.history.record(ssrc, rtp_sequence_number, size, now),
+        ))
     }
 
     /// The transport-cc extension id of `ssrc`, if it is a bound local stream that has one.
@@ -374,10 +388,19 @@ mod tests {
             .iter()
             .map(|r| (r.rtp_sequence_number, r.arrived))
             .collect();
-        assert_eq!(fates, vec![(100, true), (101, true), (102, false), (103, true)]);
+        assert_eq!(
+            fates,
+            vec![(100, true), (101, true), (102, false), (103, true)]
+        );
         assert!(reports.iter().all(|r| r.size == 200 && r.ssrc == 7));
-        assert!(reports[1].arrival > reports[0].arrival, "arrivals accumulate");
-        assert!(history.take_reports().is_empty(), "each packet is reported once");
+        assert!(
+            reports[1].arrival > reports[0].arrival,
+            "arrivals accumulate"
+        );
+        assert!(
+            history.take_reports().is_empty(),
+            "each packet is reported once"
+        );
 
         history.on_feedback(&feedback(4, &[true]));
         let reports = history.take_reports();
@@ -400,11 +423,20 @@ mod tests {
         assert_eq!(last, (69_999u32 % 65_536) as u16);
         history.on_feedback(&feedback(last.wrapping_sub(1), &[true, true]));
         let reports = history.take_reports();
-        let tail: Vec<u16> = reports.iter().rev().take(2).map(|r| r.rtp_sequence_number).collect();
+        let tail: Vec<u16> = reports
+            .iter()
+            .rev()
+            .take(2)
+            .map(|r| r.rtp_sequence_number)
+            .collect();
         assert_eq!(tail, vec![69_999u32 as u16, 69_998u32 as u16]);
         assert_eq!(reports.last().map(|r| r.id), Some(69_999), "unwrapped ids");
         let lost = reports.iter().filter(|r| !r.arrived).count();
-        assert_eq!(lost, reports.len() - 2, "the unreported before them count as lost");
+        assert_eq!(
+            lost,
+            reports.len() - 2,
+            "the unreported before them count as lost"
+        );
     }
 
     #[test]
@@ -414,9 +446,17 @@ mod tests {
         for i in 0..(MAX_OUTSTANDING as u32 * 2) {
             history.record(1, i as u16, 100, t0);
         }
-        assert_eq!(history.outstanding(), MAX_OUTSTANDING, "a member that never reports");
+        assert_eq!(
+            history.outstanding(),
+            MAX_OUTSTANDING,
+            "a member that never reports"
+        );
         history.record(1, 0, 100, t0 + HORIZON + Duration::from_millis(1));
-        assert_eq!(history.outstanding(), 1, "older than the horizon is forgotten");
+        assert_eq!(
+            history.outstanding(),
+            1,
+            "older than the horizon is forgotten"
+        );
         // Feedback about forgotten packets is ignored.
         history.on_feedback(&feedback(0, &[true; 5]));
         assert!(history.take_reports().is_empty());
