@@ -23,7 +23,9 @@
 //!
 //! [`SendPath`] is where a connection's media goes: the socket, destination and source
 //! address of the last datagram its driver sent that was not an ICE check (DTLS, SRTP,
-//! SRTCP all go on the ICE pair in use). Quad's direct path (`direct`) sends forwarded
+//! SRTCP all go on the ICE pair in use), or of the last SRTP or SRTCP the member sent
+//! (it sends on the pair in use too; a member that publishes nothing still reports on
+//! what it receives). Quad's direct path (`direct`) sends forwarded
 //! packets through it, into the same queue.
 
 use super::SfuMetrics;
@@ -384,6 +386,22 @@ fn enqueue_into(
     }
 }
 
+impl BatchSocket {
+    /// The member sends media from `from`: the media path follows it there (an ICE restart
+    /// or a new pair moved it), once the path is known at all.
+    fn follow(&self, from: SocketAddr) {
+        let destination = SocketAddr::new(self.for_port(from.ip()), from.port());
+        let mut route = self.path.route();
+        if let Some(route) = route.as_mut()
+            && route.destination != destination
+        {
+            route.destination = destination;
+            route.src_ip = self.src_ip.map(|ip| self.for_port(ip));
+            route.outbox = self.outbox.clone();
+        }
+    }
+}
+
 impl Drop for BatchSocket {
     fn drop(&mut self) {
         self.link.detach(&self.inbox);
@@ -408,7 +426,16 @@ impl AsyncUdpSocket for BatchSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        self.inbox.poll_recv(cx, bufs, meta)
+        let polled = self.inbox.poll_recv(cx, bufs, meta);
+        if let Poll::Ready(Ok(n)) = &polled {
+            for (buf, meta) in bufs.iter().zip(meta.iter()).take(*n) {
+                // SRTP and SRTCP from the member come on the ICE pair it uses now.
+                if meta.len > 0 && (128..=191).contains(&buf[0]) {
+                    self.follow(meta.addr);
+                }
+            }
+        }
+        polled
     }
 
     /// One: the driver hands over single datagrams and the flusher does the batching.
@@ -587,6 +614,53 @@ mod tests {
         // 28 whole runs of 7 and 4 datagrams left over; one send each where GSO works.
         let expected = if gso >= 7 { 29 } else { 200 };
         assert_eq!(metrics.udp_sends.load(Ordering::Relaxed), expected);
+    }
+
+    /// The media path is learnt from the driver's first DTLS or RTP send, not from ICE
+    /// checks, and follows the member when its media comes from elsewhere.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_media_path_is_where_dtls_went_and_follows_the_members_media() {
+        let metrics = Arc::new(SfuMetrics::default());
+        let (socket, _keep, first) = socket_and_receiver(&metrics).await;
+        let path = socket.path.clone();
+        let second = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let send = |to: SocketAddr, contents: &[u8]| {
+            let transmit = Transmit {
+                destination: to,
+                ecn: None,
+                contents,
+                segment_size: None,
+                src_ip: None,
+            };
+            socket.enqueue(&transmit);
+        };
+        let recv = |on: &tokio::net::UdpSocket| {
+            let mut buf = [0u8; 64];
+            let got = on.try_recv(&mut buf).map(|n| buf[..n].to_vec());
+            got
+        };
+        // An ICE check (STUN, first byte 0) teaches nothing.
+        send(second.local_addr().expect("addr"), &[0, 1, 0, 0]);
+        assert!(!path.is_known());
+        assert!(!path.send(&[0x80, 1]), "nowhere to send yet");
+        // A DTLS record (22: handshake) goes on the pair in use.
+        send(first.local_addr().expect("addr"), &[22, 254, 253]);
+        assert!(path.is_known());
+        assert!(path.send(&[0x80, 2]));
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(recv(&second).expect("the check"), vec![0, 1, 0, 0]);
+        assert_eq!(recv(&first).expect("DTLS"), vec![22, 254, 253]);
+        assert_eq!(recv(&first).expect("direct"), vec![0x80, 2]);
+
+        // The member's media now comes from the second address: the path follows.
+        socket.follow(second.local_addr().expect("addr"));
+        assert!(path.send(&[0x80, 3]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(recv(&second).expect("followed"), vec![0x80, 3]);
+        assert!(recv(&first).is_err(), "nothing more to the old address");
     }
 
     /// A dropped socket's flusher sends what was queued, then ends.
