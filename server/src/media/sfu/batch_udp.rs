@@ -638,8 +638,7 @@ mod tests {
         };
         let recv = |on: &tokio::net::UdpSocket| {
             let mut buf = [0u8; 64];
-            let got = on.try_recv(&mut buf).map(|n| buf[..n].to_vec());
-            got
+            on.try_recv(&mut buf).map(|n| buf[..n].to_vec())
         };
         // An ICE check (STUN, first byte 0) teaches nothing.
         send(second.local_addr().expect("addr"), &[0, 1, 0, 0]);
