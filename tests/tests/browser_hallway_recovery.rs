@@ -109,9 +109,13 @@ async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts(engine: Engi
     .await?;
     let a_id = a.wait_joined_with_mic("A").await?;
     let b_id = b.wait_joined_with_mic("B").await?;
-    a.wait_connected_to(b_id).await?;
-    a.wait_audio_rising(b_id).await?;
-    b.wait_audio_rising(a_id).await?;
+    a.wait_connected_to(b_id).await.context("before the cut")?;
+    a.wait_audio_rising(b_id)
+        .await
+        .context("A, before the cut")?;
+    b.wait_audio_rising(a_id)
+        .await
+        .context("B, before the cut")?;
 
     let cut = UdpCut::start()?;
     let began = Instant::now();
@@ -126,10 +130,18 @@ async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts(engine: Engi
     drop(cut);
     let ended = Instant::now();
 
-    a.wait_connected_to(b_id).await?;
-    b.wait_connected_to(a_id).await?;
-    a.wait_audio_rising(b_id).await?;
-    b.wait_audio_rising(a_id).await?;
+    a.wait_connected_to(b_id)
+        .await
+        .context("A, after the cut")?;
+    b.wait_connected_to(a_id)
+        .await
+        .context("B, after the cut")?;
+    a.wait_audio_rising(b_id)
+        .await
+        .context("A, after the cut")?;
+    b.wait_audio_rising(a_id)
+        .await
+        .context("B, after the cut")?;
     let back = ended.elapsed();
     let total = restarts(&a, b_id).await? + restarts(&b, a_id).await?;
     println!(
