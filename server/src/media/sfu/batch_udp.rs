@@ -91,7 +91,6 @@ impl fmt::Debug for SendPath {
     }
 }
 
-#[derive(Clone)]
 struct Route {
     outbox: Arc<Outbox>,
     destination: SocketAddr,
@@ -114,7 +113,9 @@ impl SendPath {
     /// there is no path yet or its socket is gone; a full queue drops it (and counts it),
     /// as for the driver's own sends.
     pub fn send(&self, datagram: &[u8]) -> bool {
-        let Some(route) = self.route().clone() else {
+        // The socket's queue lock is taken under this one; nothing takes them the other way.
+        let route = self.route();
+        let Some(route) = route.as_ref() else {
             return false;
         };
         if route.outbox.closed.load(Ordering::Acquire) {
@@ -636,10 +637,15 @@ mod tests {
             };
             socket.enqueue(&transmit);
         };
-        let recv = |on: &tokio::net::UdpSocket| {
+        // The next datagram on `on`, waited for (the flusher sends when the test awaits).
+        async fn recv(on: &tokio::net::UdpSocket) -> Vec<u8> {
             let mut buf = [0u8; 64];
-            on.try_recv(&mut buf).map(|n| buf[..n].to_vec())
-        };
+            let n = tokio::time::timeout(Duration::from_secs(5), on.recv(&mut buf))
+                .await
+                .expect("a datagram in time")
+                .expect("recv");
+            buf[..n].to_vec()
+        }
         // An ICE check (STUN, first byte 0) teaches nothing.
         send(second.local_addr().expect("addr"), &[0, 1, 0, 0]);
         assert!(!path.is_known());
@@ -648,18 +654,19 @@ mod tests {
         send(first.local_addr().expect("addr"), &[22, 254, 253]);
         assert!(path.is_known());
         assert!(path.send(&[0x80, 2]));
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(recv(&second).expect("the check"), vec![0, 1, 0, 0]);
-        assert_eq!(recv(&first).expect("DTLS"), vec![22, 254, 253]);
-        assert_eq!(recv(&first).expect("direct"), vec![0x80, 2]);
+        assert_eq!(recv(&second).await, vec![0, 1, 0, 0], "the check");
+        assert_eq!(recv(&first).await, vec![22, 254, 253], "DTLS");
+        assert_eq!(recv(&first).await, vec![0x80, 2], "direct");
 
         // The member's media now comes from the second address: the path follows.
         socket.follow(second.local_addr().expect("addr"));
         assert!(path.send(&[0x80, 3]));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(recv(&second).expect("followed"), vec![0x80, 3]);
-        assert!(recv(&first).is_err(), "nothing more to the old address");
+        assert_eq!(recv(&second).await, vec![0x80, 3], "followed");
+        let mut buf = [0u8; 64];
+        assert!(
+            first.try_recv(&mut buf).is_err(),
+            "nothing more to the old address (datagrams leave in order, so it would be here)"
+        );
     }
 
     /// A dropped socket's flusher sends what was queued, then ends.

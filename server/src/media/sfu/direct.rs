@@ -20,21 +20,12 @@
 //! without them; they are for lip sync and statistics).
 
 use super::batch_udp::SendPath;
-use super::srtp_keys::KeyCapture;
+use super::srtp_keys::{KeyCapture, SrtpKeys};
 use super::transport_cc::TransportWide;
 use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::srtp::context::Context;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-/// What [`Direct::send`] did with a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
-    /// Numbered, encrypted and queued for the wire.
-    Queued,
-    /// Not yet possible (see the module docs): hand it to webrtc-rs.
-    Declined,
-}
 
 /// One member connection's direct send path (see the module docs).
 pub struct Direct {
@@ -59,73 +50,66 @@ impl Direct {
     }
 
     /// Sends one forwarded RTP packet (its header already rewritten for this leg, without
-    /// extensions) to the member, or declines.
-    pub fn send(&self, mut packet: rtc::rtp::Packet) -> Sent {
+    /// extensions) to the member; hands it back when it cannot yet (see the module docs),
+    /// for webrtc-rs to send.
+    pub fn send(&self, mut packet: rtc::rtp::Packet) -> Result<(), rtc::rtp::Packet> {
         if !self.path.is_known() {
-            return Sent::Declined;
+            return Err(packet);
         }
-        let Some(extension_id) = self.transport.extension_id(packet.header.ssrc) else {
-            return Sent::Declined;
-        };
         // The context is the one thing here that is per connection and stateful (each
         // stream's rollover counter): one lock for encrypting, held briefly.
         let mut srtp = self.srtp.lock().unwrap_or_else(|e| e.into_inner());
         if srtp.is_none() {
-            let Some(keys) = self.keys.sending() else {
-                return Sent::Declined;
-            };
-            let crypto = match rtc::crypto::default_provider() {
-                Ok(provider) => provider,
-                Err(_) => return Sent::Declined,
-            };
-            match Context::new(
-                &keys.master_key,
-                &keys.master_salt,
-                keys.profile.protection_profile(),
-                None,
-                None,
-                crypto.crypto(),
-            ) {
-                Ok(context) => *srtp = Some(context),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot make the direct path's SRTP context");
-                    return Sent::Declined;
-                }
-            }
+            *srtp = self.keys.sending().and_then(|keys| context(&keys));
         }
         let Some(context) = srtp.as_mut() else {
-            return Sent::Declined;
+            return Err(packet);
         };
         // The transport-wide number goes in a one-byte header extension (4 bytes with the
-        // extension header, 4 with its padding).
+        // extension header, 4 with its padding). A stream not negotiated yet has none.
         let size = packet.marshal_size() + if packet.header.extension { 4 } else { 8 };
-        let Some((_, number)) = self.transport.number(
+        let Some((extension_id, number)) = self.transport.number(
             packet.header.ssrc,
             packet.header.sequence_number,
             size,
             Instant::now(),
         ) else {
-            return Sent::Declined;
+            return Err(packet);
         };
-        let extension = number.to_be_bytes();
+        let extension = bytes::Bytes::copy_from_slice(&number.to_be_bytes());
         if packet
             .header
-            .set_extension(extension_id, bytes::Bytes::copy_from_slice(&extension))
+            .set_extension(extension_id, extension)
             .is_err()
         {
-            return Sent::Declined;
+            return Err(packet);
         }
-        let Ok(plain) = packet.marshal() else {
-            return Sent::Declined;
-        };
-        let Ok(sealed) = context.encrypt_rtp(&plain) else {
-            return Sent::Declined;
+        let Ok(sealed) = packet
+            .marshal()
+            .and_then(|plain| context.encrypt_rtp(&plain))
+        else {
+            return Err(packet);
         };
         drop(srtp);
         if self.path.send(&sealed) {
-            Sent::Queued
+            Ok(())
         } else {
-            Sent::Declined
+            Err(packet)
         }
     }
+}
+
+/// The sending SRTP context for `keys`.
+fn context(keys: &SrtpKeys) -> Option<Context> {
+    let crypto = rtc::crypto::default_provider().ok()?;
+    Context::new(
+        &keys.master_key,
+        &keys.master_salt,
+        keys.profile.protection_profile(),
+        None,
+        None,
+        crypto.crypto(),
+    )
+    .inspect_err(|error| tracing::warn!(%error, "cannot make the direct path's SRTP context"))
+    .ok()
 }

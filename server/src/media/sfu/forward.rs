@@ -505,12 +505,12 @@ impl Forwarder {
             copy.header.ssrc = v.sub.ssrc;
             copy.header.payload_type = v.sub.payload_type;
             let handed = match &v.sub.direct {
-                Some(direct) => match direct.send(copy.clone()) {
-                    super::direct::Sent::Queued => {
+                Some(direct) => match direct.send(copy) {
+                    Ok(()) => {
                         self.metrics.direct_packets.fetch_add(1, Ordering::Relaxed);
                         Handed::Queued
                     }
-                    super::direct::Sent::Declined => hand_over(&v.sub.track, copy),
+                    Err(copy) => hand_over(&v.sub.track, copy),
                 },
                 None => hand_over(&v.sub.track, copy),
             };

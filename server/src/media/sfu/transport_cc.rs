@@ -209,11 +209,6 @@ impl TransportWide {
         ))
     }
 
-    /// The transport-cc extension id of `ssrc`, if it is a bound local stream that has one.
-    pub fn extension_id(&self, ssrc: u32) -> Option<u8> {
-        self.state().streams.get(&ssrc).copied()
-    }
-
     fn on_feedback(&self, now: Instant, feedback: &TransportLayerCc) {
         let mut state = self.state();
         state.history.on_feedback(feedback);
@@ -265,14 +260,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TransportWideCc {
     }
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(packet) = &mut msg.message.packet
-            && let Some(id) = self.shared.extension_id(packet.header.ssrc)
-        {
+        if let Packet::Rtp(packet) = &mut msg.message.packet {
             // The extension is 2 bytes, padded to 4, plus the extension header's 4 when
             // the packet had no extension: what the size on the wire will be.
             use rtc::shared::marshal::MarshalSize;
             let size = packet.marshal_size() + if packet.header.extension { 4 } else { 8 };
-            if let Some((_, number)) = self.shared.number(
+            if let Some((id, number)) = self.shared.number(
                 packet.header.ssrc,
                 packet.header.sequence_number,
                 size,
