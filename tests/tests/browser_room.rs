@@ -43,33 +43,43 @@ async fn open(
 const ROOM_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Samples, every 10 ms in the page, when room audio and audio from peer PEER arrive.
+/// Each connection has at most one `getStats()` in flight, and its answer is dated when it
+/// was asked for: on a loaded machine Firefox may take longer than the 10 ms period to
+/// answer, and an answer is never dropped for being slow (a connection that closes
+/// meanwhile may never answer; it is not asked again once closed).
 const SAMPLER: &str = r#"
 const peer = PEER;
-const t = window.__sampler = {joinedRoom: null, firstRoomAudio: null, lastRoomAudio: null, firstPeerAudio: null, lastPeerAudio: null, roomBytes: 0, peerBytes: 0};
+const t = window.__sampler = {joinedRoom: null, firstRoomAudio: null, lastRoomAudio: null, firstPeerAudio: null, lastPeerAudio: null, roomBytes: 0, peerBytes: 0, roomSamples: 0, peerSamples: 0};
 const audio = r => { let b = 0; if (r) r.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') b += s.bytesReceived || 0; }); return b; };
-// Firefox's getStats() on a connection that closes meanwhile may never settle: a sample
-// waits for it 300 ms at most, so one lost answer does not stop the sampler.
-const stats = pc => Promise.race([pc.getStats().catch(() => null), new Promise(r => setTimeout(() => r(null), 300))]);
-let busy = false;
-setInterval(async () => {
-  if (busy) return; busy = true;
-  try {
-    const now = performance.now();
-    if (t.joinedRoom === null && window.quad.snapshot().room) t.joinedRoom = now;
-    const room = window.quad.roomPc();
-    if (room && room.connectionState !== 'closed') {
-      const b = audio(await stats(room));
-      if (b > t.roomBytes) { t.roomBytes = b; t.lastRoomAudio = performance.now(); if (t.firstRoomAudio === null) t.firstRoomAudio = t.lastRoomAudio; }
+const asking = new WeakSet();
+const sample = (pc, which) => {
+  if (!pc || pc.connectionState === 'closed' || asking.has(pc)) return;
+  asking.add(pc);
+  const asked = performance.now();
+  let answer;
+  try { answer = pc.getStats(); } catch (e) { asking.delete(pc); return; }
+  answer.then(r => {
+    t[which + 'Samples'] += 1;
+    const b = audio(r);
+    if (b > t[which + 'Bytes']) {
+      t[which + 'Bytes'] = b;
+      const last = 'last' + (which === 'room' ? 'Room' : 'Peer') + 'Audio';
+      const first = 'first' + (which === 'room' ? 'Room' : 'Peer') + 'Audio';
+      t[last] = Math.max(t[last] || 0, asked);
+      if (t[first] === null || asked < t[first]) t[first] = asked;
     }
-    const pc = peer && window.quad.peerConnection(peer);
-    if (room && room.connectionState === 'closed' && !t.roomClosed) t.roomClosed = now;
-    if (!room && t.lastRoomAudio && !t.roomClosed) t.roomClosed = now;
-    if (pc && pc.connectionState === 'connected' && !t.peerConnected) t.peerConnected = now;
-    if (pc && pc.connectionState !== 'closed') {
-      const b = audio(await stats(pc));
-      if (b > t.peerBytes) { t.peerBytes = b; t.lastPeerAudio = performance.now(); if (t.firstPeerAudio === null) t.firstPeerAudio = t.lastPeerAudio; }
-    }
-  } finally { busy = false; }
+  }, () => {}).finally(() => asking.delete(pc));
+};
+setInterval(() => {
+  const now = performance.now();
+  if (t.joinedRoom === null && window.quad.snapshot().room) t.joinedRoom = now;
+  const room = window.quad.roomPc();
+  sample(room, 'room');
+  if (room && room.connectionState === 'closed' && !t.roomClosed) t.roomClosed = now;
+  if (!room && t.lastRoomAudio && !t.roomClosed) t.roomClosed = now;
+  const pc = peer && window.quad.peerConnection(peer);
+  if (pc && pc.connectionState === 'connected' && !t.peerConnected) t.peerConnected = now;
+  sample(pc, 'peer');
 }, 10);
 return true;
 "#;
@@ -154,7 +164,14 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
     let heard = c
         .wait_room_hearing("C", &[a_id, b_id], ROOM_PATIENCE)
         .await?;
-    let times = c.eval("return window.__sampler").await?;
+    // The page heard the room; its sampler's answers may still be on their way.
+    let times = c
+        .wait_snapshot_of(
+            "C's sampler to see room audio",
+            "return window.__sampler",
+            |t| !t["firstRoomAudio"].is_null(),
+        )
+        .await?;
     let ms = |v: &Value, k: &str| v[k].as_f64();
     if let (Some(joined), Some(first), Some(last_peer)) = (
         ms(&times, "joinedRoom"),
@@ -334,7 +351,13 @@ async fn a_class_hears_itself_through_the_server_and_walking_out_switches_to_pro
         .await?;
     a.wait_connected_to(d_id).await?;
     a.wait_audio_rising(d_id).await?;
-    let times = a.eval("return window.__sampler").await?;
+    let times = a
+        .wait_snapshot_of(
+            "A's sampler to see the switch",
+            "return window.__sampler",
+            |t| !t["lastRoomAudio"].is_null() && !t["firstPeerAudio"].is_null(),
+        )
+        .await?;
     match (ms(&times, "lastRoomAudio"), ms(&times, "firstPeerAudio")) {
         (Some(last), Some(first)) => println!(
             "audio gap switching from the room to the hallway: {:.0} ms ({times})",
