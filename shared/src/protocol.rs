@@ -208,6 +208,11 @@ pub enum Signal {
         sdp_mid: Option<String>,
         sdp_m_line_index: Option<u16>,
     },
+    /// Between hallway peers only: the sender has closed its connection with the receiver
+    /// and opened a new one (its `generation`-th, counted from 1), because the old one said
+    /// `connected` while nothing arrived on it. The receiver does the same, keeping its
+    /// role, unless it is already at that generation (both sides renewed at once).
+    Renew { generation: u32 },
 }
 
 /// The longest session description a client may send a linked peer ([`ClientMsg::Signal`]),
@@ -257,14 +262,15 @@ impl Signal {
                     Ok(())
                 }
             }
-            Signal::Description { .. } => Ok(()),
+            Signal::Description { .. } | Signal::Renew { .. } => Ok(()),
         }
     }
 
-    /// Whether this is a session description (descriptions are large and rare; candidates
-    /// small and come in bursts, so they are rate-limited apart).
-    pub fn is_description(&self) -> bool {
-        matches!(self, Signal::Description { .. })
+    /// Whether this is a session description or a renewal (each large or costly for its
+    /// receiver, and rare; candidates are small and come in bursts, so the two are
+    /// rate-limited apart).
+    pub fn is_rare(&self) -> bool {
+        matches!(self, Signal::Description { .. } | Signal::Renew { .. })
     }
 }
 

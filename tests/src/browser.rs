@@ -887,6 +887,28 @@ impl Browser {
             .await
     }
 
+    /// Everything this page's connection with `peer` shows, for an error message: its
+    /// states, each transceiver's direction and tracks, RTP counters both ways, the
+    /// selected pair, the ICE user fragments of both descriptions and the client's own
+    /// view of the link. Never fails: a page that cannot answer gives its error instead.
+    pub async fn link_report(&self, peer: u64) -> Value {
+        let script = LINK_REPORT.replace("PEER", &peer.to_string());
+        let report =
+            match tokio::time::timeout(Duration::from_secs(10), self.eval_async(&script)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => Value::String(format!("no report: {e:#}")),
+                Err(_) => Value::String("no report within 10 s".into()),
+            };
+        let client = match self.snapshot().await {
+            Ok(s) => s["peers"]
+                .as_array()
+                .and_then(|v| v.iter().find(|p| p["id"] == peer).cloned())
+                .unwrap_or_default(),
+            Err(e) => Value::String(format!("no snapshot: {e:#}")),
+        };
+        serde_json::json!({"connection": report, "client": client})
+    }
+
     /// What this page's room (SFU) connection receives: inbound audio bytes per forwarded
     /// stream id (`"<avatar>:mic"`, read from the m-sections' `a=msid`), the connection's
     /// state and the selected candidate pair's two candidates. Null outside a room.
@@ -965,6 +987,30 @@ pc.getStats(track).then(report => {
   report.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video') frames = Math.max(frames, s.framesDecoded || 0); });
   done(frames);
 }, () => done(0));
+"#;
+
+/// An async script: [`Browser::link_report`]'s view of the connection with PEER.
+const LINK_REPORT: &str = r#"
+const peer = PEER, done = arguments[arguments.length - 1];
+const pc = window.quad.peerConnection(peer);
+if (!pc) { done(null); return; }
+const ufrags = d => d ? (d.sdp.match(/a=ice-ufrag:\S+/g) || []).join(' ') + ' ' + d.type : null;
+const track = t => t ? {kind: t.kind, readyState: t.readyState, enabled: t.enabled, muted: t.muted} : null;
+const out = {
+  state: pc.connectionState, ice: pc.iceConnectionState, signaling: pc.signalingState,
+  local: ufrags(pc.currentLocalDescription), remote: ufrags(pc.currentRemoteDescription),
+  transceivers: pc.getTransceivers().map(t => ({mid: t.mid, direction: t.direction, current: t.currentDirection, stopped: t.stopped, send: track(t.sender.track), receive: track(t.receiver.track)})),
+  rtp: [], pairs: [],
+};
+const settle = Promise.race([pc.getStats(), new Promise(r => setTimeout(() => r(null), 5000))]);
+settle.then(report => {
+  if (report) report.forEach(s => {
+    if (s.type === 'inbound-rtp' || s.type === 'outbound-rtp') out.rtp.push({type: s.type, kind: s.kind, ssrc: s.ssrc, bytes: s.bytesReceived ?? s.bytesSent, packets: s.packetsReceived ?? s.packetsSent, lost: s.packetsLost});
+    if (s.type === 'candidate-pair' && (s.nominated || s.selected)) out.pairs.push({state: s.state, nominated: s.nominated, selected: s.selected, sent: s.bytesSent, received: s.bytesReceived});
+  });
+  else out.stats = 'getStats() did not answer in 5 s';
+  done(out);
+}, e => { out.stats = String(e); done(out); });
 "#;
 
 /// Inbound audio bytes from the peer and the selected candidate pair, seen by this page.

@@ -1083,6 +1083,7 @@ async fn drive(
                         Signal::Description { kind, .. } => {
                             bail!("unexpected {kind:?} from the SFU")
                         }
+                        Signal::Renew { .. } => bail!("unexpected Renew from the SFU"),
                         Signal::Candidate {
                             candidate,
                             sdp_mid,

@@ -5,6 +5,11 @@
 //! lasts, and once the path is back they hear each other again. Prints the ICE restarts
 //! made and how long after the cut ended audio came back.
 //!
+//! A second test makes a link that says `connected` but carries nothing from a speaking
+//! peer (the peer's page stops its senders, as a browser that lost its transport after an
+//! ICE restart does): the other page renews the link, both pages open new connections, and
+//! they hear each other again.
+//!
 //! Needs root for nftables (CI runs the tests as root, each binary in a network namespace
 //! of its own): `unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh cargo test -p quad-tests --test browser_hallway_recovery`
 
@@ -130,18 +135,27 @@ async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts(engine: Engi
     drop(cut);
     let ended = Instant::now();
 
-    a.wait_connected_to(b_id)
-        .await
-        .context("A, after the cut")?;
-    b.wait_connected_to(a_id)
-        .await
-        .context("B, after the cut")?;
-    a.wait_audio_rising(b_id)
-        .await
-        .context("A, after the cut")?;
-    b.wait_audio_rising(a_id)
-        .await
-        .context("B, after the cut")?;
+    let recovered = async {
+        a.wait_connected_to(b_id)
+            .await
+            .context("A, after the cut")?;
+        b.wait_connected_to(a_id)
+            .await
+            .context("B, after the cut")?;
+        a.wait_audio_rising(b_id)
+            .await
+            .context("A, after the cut")?;
+        b.wait_audio_rising(a_id)
+            .await
+            .context("B, after the cut")?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = recovered.await {
+        // Both ends' view of the link says which side stopped: B not sending, A not
+        // accepting, or a transceiver left in the wrong direction.
+        let (at_a, at_b) = (a.link_report(b_id).await, b.link_report(a_id).await);
+        return Err(e.context(format!("A's link: {at_a}\nB's link: {at_b}")));
+    }
     let back = ended.elapsed();
     let total = restarts(&a, b_id).await? + restarts(&b, a_id).await?;
     println!(
@@ -162,6 +176,82 @@ async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts(engine: Engi
             .unwrap_or(0),
         1
     );
+    a.close().await?;
+    b.close().await?;
+    server.stop().await;
+    Ok(())
+}
+
+quad_tests::in_each_engine!(a_connected_link_that_carries_nothing_is_renewed);
+
+async fn a_connected_link_that_carries_nothing_is_renewed(engine: Engine) -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    require_client_bundle()?;
+    let server = TestServer::start().await?;
+    let driver = Driver::start_engine(engine).await?;
+    let map = campus();
+    let (pa, pb) = (
+        map.spawn + Vec2::new(-144.0, 0.0),
+        map.spawn + Vec2::new(-144.0, 40.0),
+    );
+    let a = driver.browser().await?;
+    let b = driver.browser().await?;
+    a.goto(&format!(
+        "{}/?name=Alice&spawn={},{}",
+        server.url(),
+        pa.x,
+        pa.y
+    ))
+    .await?;
+    b.goto(&format!(
+        "{}/?name=Bob&spawn={},{}",
+        server.url(),
+        pb.x,
+        pb.y
+    ))
+    .await?;
+    let a_id = a.wait_joined_with_mic("A").await?;
+    let b_id = b.wait_joined_with_mic("B").await?;
+    a.wait_connected_to(b_id).await?;
+    a.wait_audio_rising(b_id).await.context("A, at first")?;
+    b.wait_audio_rising(a_id).await.context("B, at first")?;
+
+    // B's page stops sending to A; B's microphone stays on as far as anyone is told.
+    b.eval(&format!(
+        "window.quad.peerConnection({a_id}).getSenders().forEach(s => s.replaceTrack(null)); return true"
+    ))
+    .await?;
+    let silent = Instant::now();
+    let renewed = a
+        .wait_snapshot("A to renew the silent link", |s| {
+            peer_of(s, b_id)["generation"].as_u64().unwrap_or(0) >= 1
+        })
+        .await?;
+    let after = silent.elapsed();
+    b.wait_snapshot("B to follow the renewal", |s| {
+        peer_of(s, a_id)["generation"] == peer_of(&renewed, b_id)["generation"]
+    })
+    .await?;
+    let renewal = Instant::now();
+    let recovered = async {
+        a.wait_connected_to(b_id).await.context("A, renewed")?;
+        a.wait_audio_rising(b_id).await.context("A, renewed")?;
+        b.wait_audio_rising(a_id).await.context("B, renewed")?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = recovered.await {
+        let (at_a, at_b) = (a.link_report(b_id).await, b.link_report(a_id).await);
+        return Err(e.context(format!("A's link: {at_a}\nB's link: {at_b}")));
+    }
+    println!(
+        "a silent link renewed {} ms after the silence began; audio both ways {} ms after",
+        after.as_millis(),
+        renewal.elapsed().as_millis()
+    );
+    // One renewal, not a chain of them: both pages are at the same generation, still linked.
+    let (sa, sb) = (a.snapshot().await?, b.snapshot().await?);
+    assert_eq!(peer_of(&sa, b_id)["generation"], 1, "A: {sa}");
+    assert_eq!(peer_of(&sb, a_id)["generation"], 1, "B: {sb}");
     a.close().await?;
     b.close().await?;
     server.stop().await;

@@ -481,8 +481,8 @@ async fn bad_room_signaling_is_refused_and_the_room_goes_on() -> anyhow::Result<
     let b = RoomBot::join(server.addr(), options("b", at, Some(20), false)).await?;
     b.wait_receiving(&[a.id], "mic", 10).await?;
 
-    // A raw client in the room sends garbage SDP, an answer nobody asked for, and junk
-    // candidates.
+    // A raw client in the room sends garbage SDP, a renewal, an answer nobody asked for,
+    // and junk candidates.
     let mut rogue = Bot::join(server.addr(), "rogue", Some(at)).await?;
     rogue
         .wait_until(PATIENCE, |r| !r.room_msgs.is_empty())
@@ -492,6 +492,11 @@ async fn bad_room_signaling_is_refused_and_the_room_goes_on() -> anyhow::Result<
             kind: SdpKind::Offer,
             sdp: "this is not SDP".into(),
         }))
+        .await?;
+    rogue.expect_error(ErrorCode::Malformed).await?;
+    // A renewal is for hallway links: the room's connection is not renewed.
+    rogue
+        .send(&ClientMsg::RoomSignal(Signal::Renew { generation: 1 }))
         .await?;
     rogue.expect_error(ErrorCode::Malformed).await?;
     rogue

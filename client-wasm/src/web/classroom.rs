@@ -365,6 +365,8 @@ impl Signaling {
                     self.send_local_description();
                 }
             }
+            // The server never renews a room connection (only hallway peers do).
+            Step::Remote(Signal::Renew { .. }) => {}
             Step::Remote(Signal::Candidate {
                 candidate,
                 sdp_mid,

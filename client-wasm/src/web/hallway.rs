@@ -7,7 +7,11 @@
 //! bubble above its avatar. The server tells us each peer's microphone, camera and screen
 //! state (we tell it ours on every toggle). A connection that goes down (`disconnected` or
 //! `failed`) is restarted (ICE restart) on a backoff with jitter for as long as the link
-//! lasts.
+//! lasts, by the impolite side; the polite side restarts only when the other has not
+//! offered for a whole (longer) wait of its own ([`recover`]). A connection that says
+//! `connected` while nothing arrives from a peer whose microphone or camera is on is
+//! replaced by a new one on both sides ([`watch`], [`Signal::Renew`]): Firefox was seen to
+//! stay like that after ICE restarts, and no further restart brought it back.
 //!
 //! A shared screen goes to each peer on a video transceiver of its own, added when sharing
 //! starts (perfect negotiation renegotiates) and kept for the next share, never reused for
@@ -69,6 +73,13 @@ pub struct Peer {
     pub remote: MediaFlags,
     /// ICE restarts made to bring this connection back (see `recover`).
     pub ice_restarts: Rc<Cell<u32>>,
+    /// Our side is the polite one (kept for a renewal).
+    polite: bool,
+    /// Which connection with this peer this is: 0 for the first, then one more for each
+    /// renewal ([`renew`]), ours or the peer's.
+    pub generation: u32,
+    /// When this connection replaced the one before (`performance.now()` ms).
+    renewed_ms: Option<f64>,
     _handlers: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -240,10 +251,12 @@ pub fn connect(
         })
     };
     let ice_restarts = Rc::new(Cell::new(0u32));
+    let remote_offers = Rc::new(Cell::new(0u32));
     let on_state = {
         let (pc, app) = (pc.clone(), app.clone());
         let recovering = Rc::new(Cell::new(false));
         let ice_restarts = ice_restarts.clone();
+        let remote_offers = remote_offers.clone();
         Closure::<dyn FnMut()>::new(move || match pc.connection_state() {
             RtcPeerConnectionState::Connected => {
                 // A hallway peer plays: a room being left may close now.
@@ -253,8 +266,12 @@ pub fn connect(
                 app.clone(),
                 peer,
                 pc.clone(),
-                recovering.clone(),
-                ice_restarts.clone(),
+                Recovery {
+                    polite,
+                    running: recovering.clone(),
+                    restarts: ice_restarts.clone(),
+                    remote_offers: remote_offers.clone(),
+                },
             ),
             _ => {}
         })
@@ -271,6 +288,7 @@ pub fn connect(
         polite,
         making_offer,
         ignore_offer: Cell::new(false),
+        remote_offers,
         sending: sending.clone(),
         screen_out: screen_out.clone(),
         signals: InOrder::new(pc.clone()),
@@ -288,6 +306,9 @@ pub fn connect(
             screen_out,
             remote,
             ice_restarts,
+            polite,
+            generation: 0,
+            renewed_ms: None,
             _handlers: vec![
                 Box::new(on_negotiation),
                 Box::new(on_candidate),
@@ -296,7 +317,134 @@ pub fn connect(
             ],
         },
     );
+    drop(a);
+    watch(app.clone(), peer);
     Ok(())
+}
+
+/// How often [`watch`] looks at what a connection receives, milliseconds.
+const WATCH_EVERY_MS: f64 = 2_000.0;
+/// A `connected` connection that received nothing this long from a peer whose microphone
+/// or camera is on is renewed; each renewal of the link doubles it, up to
+/// [`SILENCE_MAX_MS`], so a peer whose device sends nothing is not renewed forever.
+const SILENCE_FIRST_MS: f64 = 6_000.0;
+const SILENCE_MAX_MS: f64 = 60_000.0;
+/// A peer's renewals closer together than this are ignored: one honest side renews at
+/// most once per [`SILENCE_FIRST_MS`].
+const RENEW_MIN_GAP_MS: f64 = 3_000.0;
+
+/// How long [`watch`] waits in silence before renewing a link renewed `generation` times.
+fn silence_limit_ms(generation: u32) -> f64 {
+    (SILENCE_FIRST_MS * f64::from(1u32 << generation.min(8))).min(SILENCE_MAX_MS)
+}
+
+/// Watches the connection with `peer` for as long as it is the link's current one: while
+/// it is `connected` and the peer's microphone or camera is on, the audio and video bytes
+/// received must rise; when they have not for [`silence_limit_ms`], it is renewed.
+fn watch(app: AppRef, peer: AvatarId) {
+    let Some(pc) = app.upgrade().and_then(|a| {
+        a.try_borrow()
+            .ok()?
+            .media
+            .peers
+            .get(&peer)
+            .map(|p| p.pc.clone())
+    }) else {
+        return;
+    };
+    spawn_local(async move {
+        let mut received = -1.0;
+        let mut quiet_since = dom::now_ms();
+        loop {
+            dom::sleep_ms(WATCH_EVERY_MS).await;
+            let Some((expects, generation)) = app.upgrade().and_then(|a| {
+                let a = a.try_borrow().ok()?;
+                let p = a.media.peers.get(&peer)?;
+                (AsRef::<JsValue>::as_ref(&p.pc) == AsRef::<JsValue>::as_ref(&pc))
+                    .then_some((p.remote.mic || p.remote.camera, p.generation))
+            }) else {
+                break;
+            };
+            if pc.connection_state() != RtcPeerConnectionState::Connected || !expects {
+                received = -1.0;
+                quiet_since = dom::now_ms();
+                continue;
+            }
+            let Some(bytes) = inbound_media_bytes(&pc).await else {
+                continue;
+            };
+            if bytes > received {
+                received = bytes;
+                quiet_since = dom::now_ms();
+            } else if dom::now_ms() - quiet_since >= silence_limit_ms(generation) {
+                web_sys::console::warn_1(
+                    &format!("nothing from {peer} for a while on a connected link: renewing it")
+                        .into(),
+                );
+                renew(&app, peer, None);
+                break;
+            }
+        }
+    });
+}
+
+/// The audio and video bytes `pc` has received (its `inbound-rtp` statistics), or `None`
+/// if the browser did not say.
+async fn inbound_media_bytes(pc: &RtcPeerConnection) -> Option<f64> {
+    let report = JsFuture::from(pc.get_stats()).await.ok()?;
+    let values = js_sys::Reflect::get(&report, &"values".into())
+        .ok()?
+        .dyn_into::<js_sys::Function>()
+        .ok()?
+        .call0(&report)
+        .ok()?;
+    let mut bytes = 0.0;
+    for stat in js_sys::try_iter(&values).ok()??.flatten() {
+        let field = |name: &str| js_sys::Reflect::get(&stat, &name.into()).ok();
+        if field("type").and_then(|t| t.as_string()).as_deref() == Some("inbound-rtp") {
+            bytes += field("bytesReceived")
+                .and_then(|b| b.as_f64())
+                .unwrap_or(0.0);
+        }
+    }
+    Some(bytes)
+}
+
+/// Replaces the connection with `peer` by a new one with the same roles: ours (`None`,
+/// telling the peer with [`Signal::Renew`]) or at the peer's word (`Some(generation)`, which
+/// is ignored if we are there already, or if the peer renews too often).
+fn renew(app: &AppRef, peer: AvatarId, theirs: Option<u32>) {
+    let Some(app_rc) = app.upgrade() else { return };
+    let Some((polite, remote, generation, renewed_ms)) = app_rc.try_borrow().ok().and_then(|a| {
+        let p = a.media.peers.get(&peer)?;
+        Some((p.polite, p.remote, p.generation, p.renewed_ms))
+    }) else {
+        return;
+    };
+    let next = match theirs {
+        Some(g) if g <= generation => return,
+        Some(_) if renewed_ms.is_some_and(|t| dom::now_ms() - t < RENEW_MIN_GAP_MS) => {
+            web_sys::console::warn_1(&format!("{peer} renews too often: ignored").into());
+            return;
+        }
+        Some(g) => g,
+        None => {
+            let next = generation.saturating_add(1);
+            send_signal(app, peer, Signal::Renew { generation: next });
+            next
+        }
+    };
+    disconnect(app, peer);
+    if let Err(e) = connect(app, peer, polite, remote) {
+        web_sys::console::warn_2(&format!("could not renew the link with {peer}:").into(), &e);
+        return;
+    }
+    if let Ok(mut a) = app_rc.try_borrow_mut()
+        && let Some(p) = a.media.peers.get_mut(&peer)
+    {
+        p.generation = next;
+        p.renewed_ms = Some(dom::now_ms());
+    }
 }
 
 /// Puts the local tracks on `pc`, or with nothing to send, asks to receive audio.
@@ -359,27 +507,53 @@ const RESTART_FIRST_MS: f64 = 2_000.0;
 
 const RESTART_MAX_MS: f64 = 15_000.0;
 
-/// Restarts ICE with `peer` on a backoff with jitter while `pc` is down, for as long as it
-/// is the link's connection (the server ends the link when the avatars part). One loop per
-/// connection (`recovering`); `restarts` counts them for the test surface.
-fn recover(
-    app: AppRef,
-    peer: AvatarId,
-    pc: RtcPeerConnection,
-    recovering: Rc<Cell<bool>>,
+/// What [`recover`] needs of one hallway connection.
+struct Recovery {
+    /// Our side is the polite one of the link.
+    polite: bool,
+    /// A recovery loop is running (one per connection).
+    running: Rc<Cell<bool>>,
+    /// ICE restarts made, for the test surface.
     restarts: Rc<Cell<u32>>,
-) {
-    if recovering.replace(true) {
+    /// Offers from the peer applied so far ([`Negotiation::remote_offers`]).
+    remote_offers: Rc<Cell<u32>>,
+}
+
+/// Whether the side waking in [`recover`] restarts ICE now: the impolite side always does;
+/// the polite side only when the peer has made no offer (its own restart) during the wait.
+/// Two sides restarting at once make colliding offers, perfect negotiation rolls the
+/// polite one's back, and Firefox was seen left "connected" after that on a candidate
+/// pair that carried nothing either way, with nobody restarting again.
+fn restart_due(polite: bool, peer_offered_meanwhile: bool) -> bool {
+    !polite || !peer_offered_meanwhile
+}
+
+/// The polite side's waits are this many times the impolite side's, so that it is the
+/// impolite side's restart that normally comes first.
+const POLITE_WAIT_FACTOR: f64 = 2.0;
+
+/// Restarts ICE with `peer` on a backoff with jitter while `pc` is down, for as long as it
+/// is the link's connection (the server ends the link when the avatars part), leaving it
+/// to the impolite side where that one is restarting ([`restart_due`]). One loop per
+/// connection.
+fn recover(app: AppRef, peer: AvatarId, pc: RtcPeerConnection, recovery: Recovery) {
+    if recovery.running.replace(true) {
         return;
     }
     wasm_bindgen_futures::spawn_local(async move {
+        let factor = if recovery.polite {
+            POLITE_WAIT_FACTOR
+        } else {
+            1.0
+        };
         let mut attempt = 0;
+        let mut offers_seen = recovery.remote_offers.get();
         loop {
             attempt += 1;
             let wait = crate::reconnect::backoff_ms(
                 attempt,
-                RESTART_FIRST_MS,
-                RESTART_MAX_MS,
+                RESTART_FIRST_MS * factor,
+                RESTART_MAX_MS * factor,
                 js_sys::Math::random(),
             );
             dom::sleep_ms(wait).await;
@@ -390,12 +564,15 @@ fn recover(
                     })
                 })
             });
+            let offered = recovery.remote_offers.get() != offers_seen;
+            offers_seen = recovery.remote_offers.get();
             match pc.connection_state() {
                 _ if !current => break,
                 RtcPeerConnectionState::Connected | RtcPeerConnectionState::Closed => break,
+                _ if !restart_due(recovery.polite, offered) => {}
                 _ => {
                     ext(&pc).restart_ice();
-                    restarts.set(restarts.get() + 1);
+                    recovery.restarts.set(recovery.restarts.get() + 1);
                     if let Some(a) = app.upgrade()
                         && let Ok(mut a) = a.try_borrow_mut()
                     {
@@ -404,7 +581,7 @@ fn recover(
                 }
             }
         }
-        recovering.set(false);
+        recovery.running.set(false);
     });
 }
 
@@ -444,6 +621,8 @@ struct Negotiation {
     polite: bool,
     making_offer: Rc<Cell<bool>>,
     ignore_offer: Cell<bool>,
+    /// Offers from the peer applied so far (an ICE restart of the peer's shows here).
+    remote_offers: Rc<Cell<u32>>,
     /// Whether our tracks are on the connection yet (the polite side adds them when it
     /// answers the first offer).
     sending: Rc<Cell<bool>>,
@@ -481,6 +660,10 @@ impl Negotiation {
                         &e,
                     );
                     return;
+                }
+                if kind == SdpKind::Offer {
+                    self.remote_offers
+                        .set(self.remote_offers.get().wrapping_add(1));
                 }
                 if kind == SdpKind::Offer && !self.sending.replace(true) {
                     let (local, screen) = self
@@ -536,12 +719,19 @@ impl Negotiation {
                     );
                 }
             }
+            // Handled before it is queued (`on_signal`).
+            Signal::Renew { .. } => {}
         }
     }
 }
 
 /// Handles signaling from `from`, in the order it came (see [`Negotiation`]).
 pub fn on_signal(app: &AppRef, from: AvatarId, signal: Signal) {
+    // Everything after a renewal is for the peer's new connection, so ours is replaced
+    // before the next signal is handled.
+    if let Signal::Renew { generation } = signal {
+        return renew(app, from, Some(generation));
+    }
     let Some(app_rc) = app.upgrade() else { return };
     let negotiation = app_rc
         .borrow()

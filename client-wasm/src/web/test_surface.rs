@@ -148,6 +148,8 @@ struct PeerView {
     screen: bool,
     /// ICE restarts made to bring the connection back.
     restarts: u32,
+    /// Renewals of the link: how many connections replaced the first.
+    generation: u32,
 }
 
 #[derive(Serialize)]
@@ -223,6 +225,7 @@ pub fn install(app: &AppRef) -> Result<(), JsValue> {
                     .as_ref()
                     .is_some_and(|s| stream_live(s, "video")),
                 restarts: p.ice_restarts.get(),
+                generation: p.generation,
             })
             .collect();
         peers.sort_by_key(|p| p.id);

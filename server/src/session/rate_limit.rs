@@ -92,14 +92,14 @@ impl Kind {
             ClientMsg::Hello(_) => Kind::Hello,
             ClientMsg::Input(_) => Kind::Input,
             ClientMsg::Ping { .. } => Kind::Ping,
-            ClientMsg::Signal { signal, .. } if signal.is_description() => Kind::SignalDescription,
+            ClientMsg::Signal { signal, .. } if signal.is_rare() => Kind::SignalDescription,
             ClientMsg::Signal { .. } => Kind::SignalCandidate,
             ClientMsg::Media(_) => Kind::Media,
             ClientMsg::RoomSignal(quad_shared::protocol::Signal::Description {
                 kind: quad_shared::protocol::SdpKind::Answer,
                 ..
             }) => Kind::RoomSignalAnswer,
-            ClientMsg::RoomSignal(signal) if signal.is_description() => Kind::RoomSignalDescription,
+            ClientMsg::RoomSignal(signal) if signal.is_rare() => Kind::RoomSignalDescription,
             ClientMsg::RoomSignal(_) => Kind::RoomSignalCandidate,
             ClientMsg::MediaReady { .. } => Kind::MediaReady,
             ClientMsg::RoomTiles(_) => Kind::RoomTiles,
@@ -281,6 +281,27 @@ mod tests {
         assert!((0..30).all(|_| limits.allow(Kind::RoomSignalAnswer).is_ok()));
         assert!((0..10).all(|_| limits.allow(Kind::RoomSignalDescription).is_ok()));
         assert!(limits.allow(Kind::RoomSignalDescription).is_err());
+    }
+
+    #[test]
+    fn a_renewal_counts_with_the_descriptions_not_the_candidates() {
+        use quad_shared::protocol::Signal;
+        let to = quad_shared::AvatarId(7);
+        let renew = ClientMsg::Signal {
+            to,
+            signal: Signal::Renew { generation: 1 },
+        };
+        // A renewal makes the peer open a new connection: as rare as a description.
+        assert_eq!(Kind::of(&renew), Some(Kind::SignalDescription));
+        let candidate = ClientMsg::Signal {
+            to,
+            signal: Signal::Candidate {
+                candidate: String::new(),
+                sdp_mid: None,
+                sdp_m_line_index: None,
+            },
+        };
+        assert_eq!(Kind::of(&candidate), Some(Kind::SignalCandidate));
     }
 
     #[test]

@@ -459,6 +459,8 @@ impl Member {
                     CandidateStep::Refused(refusal) => self.refuse_signal(refusal),
                 }
             }
+            // Refused before it is queued (`Sfu::signal`): a room connection is not renewed.
+            MemberCmd::Signal(Signal::Renew { .. }, _handled_here) => {}
             MemberCmd::Subscribe(published) => self.subscribe(published).await,
             MemberCmd::Unsubscribe(publisher, kind) => self.unsubscribe(publisher, kind).await,
             MemberCmd::Tiles(tiles, _handled_here) => {

@@ -349,6 +349,13 @@ impl Sfu {
     /// budget, or any signal while too many of its commands wait, is refused before its
     /// SDP is looked at.
     pub fn signal(&self, member: AvatarId, signal: Signal) -> Result<(), ErrorMsg> {
+        if let Signal::Renew { .. } = signal {
+            return Err(ErrorMsg::new(
+                ErrorCode::Malformed,
+                "RoomSignal: Renew is for hallway links; a room connection is renewed by \
+                 leaving and joining the room",
+            ));
+        }
         let offer = matches!(
             signal,
             Signal::Description {
