@@ -505,8 +505,11 @@ fn summarize(root: &Path) -> Result<()> {
             fmt(num(&all["received_pps"]), 0),
             fmt(num(&all["server_cpu_cores"]), 2)
         ),
-        ">= 150000",
-        per_core.map(|v| v >= 150_000.0),
+        // Absolute figures move with the machine (164,000 on a quiet EPYC, 101,700 on a
+        // Xeon of the same kind): the target is a ratio to the build before, measured in
+        // alternated runs (`farm-bench`, see the README), so this row has none.
+        "",
+        None,
     );
     let share = num(&sfu["sfu_share_of_relay_per_core"]);
     row(
@@ -517,8 +520,8 @@ fn summarize(root: &Path) -> Result<()> {
             "relay {} packets/s per core",
             fmt(num(&sfu["udp_relay_50"]["pps_per_relay_core"]), 0)
         ),
-        ">= 50%",
-        share.map(|s| s >= 0.5),
+        ">= 40%",
+        share.map(|s| s >= 0.4),
     );
     for name in ["audio_50_loudest", "camera_1_to_50"] {
         let s = scenario(name);
@@ -588,12 +591,16 @@ fn summarize(root: &Path) -> Result<()> {
     );
     let mem = num(&all["server_rss_per_member_kib"]).map(|k| k * 1.024);
     row(
-        "memory per SFU room member (kB)",
+        "memory per SFU room member, 50 mics all forwarded (kB)",
         mem,
         0,
-        String::new(),
-        "< 2000 kB",
-        mem.map(|v| v < 2000.0),
+        format!(
+            "{} MiB with 50 members, {} MiB idle",
+            fmt(num(&all["server_rss_kib"]).map(|k| k / 1024.0), 1),
+            fmt(num(&all["server_rss_before_kib"]).map(|k| k / 1024.0), 1)
+        ),
+        "< 1000 kB",
+        mem.map(|v| v < 1000.0),
     );
     let join = num(&all["join_ms_p50"]);
     row(
