@@ -1127,6 +1127,51 @@ pub fn is_direct(candidate: &Value) -> bool {
     candidate["type"] == "host" || candidate["type"] == "prflx"
 }
 
+/// Two pages linked in the hallway: Alice and Bob, joined with microphones 40 px apart
+/// beside the campus's spawn, on a test server of their own.
+pub struct HallwayPair {
+    pub a: Browser,
+    pub b: Browser,
+    pub a_id: u64,
+    pub b_id: u64,
+    /// Where Alice was placed (Bob is 40 px below).
+    pub a_at: glam::Vec2,
+    /// Kept for as long as the pages (dropped after them).
+    pub driver: Driver,
+    pub server: crate::TestServer,
+}
+
+/// Starts a server and `engine`'s driver and opens a [`HallwayPair`] (after checking that
+/// the client bundle is built).
+pub async fn hallway_pair(engine: Engine) -> Result<HallwayPair> {
+    require_client_bundle()?;
+    let server = crate::TestServer::start().await?;
+    let driver = Driver::start_engine(engine).await?;
+    let a_at = crate::campus().spawn + glam::Vec2::new(-144.0, 0.0);
+    let a = driver.browser().await?;
+    let b = driver.browser().await?;
+    for (page, name, dy) in [(&a, "Alice", 0.0), (&b, "Bob", 40.0)] {
+        page.goto(&format!(
+            "{}/?name={name}&spawn={},{}",
+            server.url(),
+            a_at.x,
+            a_at.y + dy
+        ))
+        .await?;
+    }
+    let a_id = a.wait_joined_with_mic("A").await?;
+    let b_id = b.wait_joined_with_mic("B").await?;
+    Ok(HallwayPair {
+        a,
+        b,
+        a_id,
+        b_id,
+        a_at,
+        driver,
+        server,
+    })
+}
+
 /// Fails with a clear message when the wasm client has not been built.
 pub fn require_client_bundle() -> Result<()> {
     let dir = crate::client_dir();

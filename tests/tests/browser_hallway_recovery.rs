@@ -14,9 +14,7 @@
 //! of its own): `unshare --net -- sh -c 'ip link set lo up && exec "$@"' sh cargo test -p quad-tests --test browser_hallway_recovery`
 
 use anyhow::{Context, Result, bail};
-use glam::Vec2;
-use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
-use quad_tests::{TestServer, campus};
+use quad_tests::browser::{Browser, Engine, HallwayPair, hallway_pair};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -88,32 +86,15 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn a_hallway_link_cut_and_restored_recovers_with_ice_restarts(engine: Engine) -> Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
-    require_client_bundle()?;
-    let server = TestServer::start().await?;
-    let driver = Driver::start_engine(engine).await?;
-    let map = campus();
-    let (pa, pb) = (
-        map.spawn + Vec2::new(-144.0, 0.0),
-        map.spawn + Vec2::new(-144.0, 40.0),
-    );
-    let a = driver.browser().await?;
-    let b = driver.browser().await?;
-    a.goto(&format!(
-        "{}/?name=Alice&spawn={},{}",
-        server.url(),
-        pa.x,
-        pa.y
-    ))
-    .await?;
-    b.goto(&format!(
-        "{}/?name=Bob&spawn={},{}",
-        server.url(),
-        pb.x,
-        pb.y
-    ))
-    .await?;
-    let a_id = a.wait_joined_with_mic("A").await?;
-    let b_id = b.wait_joined_with_mic("B").await?;
+    let HallwayPair {
+        a,
+        b,
+        a_id,
+        b_id,
+        a_at: _,
+        driver: _driver,
+        server,
+    } = hallway_pair(engine).await?;
     a.wait_connected_to(b_id).await.context("before the cut")?;
     a.wait_audio_rising(b_id)
         .await
@@ -186,32 +167,15 @@ quad_tests::in_each_engine!(a_connected_link_that_carries_nothing_is_renewed);
 
 async fn a_connected_link_that_carries_nothing_is_renewed(engine: Engine) -> Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
-    require_client_bundle()?;
-    let server = TestServer::start().await?;
-    let driver = Driver::start_engine(engine).await?;
-    let map = campus();
-    let (pa, pb) = (
-        map.spawn + Vec2::new(-144.0, 0.0),
-        map.spawn + Vec2::new(-144.0, 40.0),
-    );
-    let a = driver.browser().await?;
-    let b = driver.browser().await?;
-    a.goto(&format!(
-        "{}/?name=Alice&spawn={},{}",
-        server.url(),
-        pa.x,
-        pa.y
-    ))
-    .await?;
-    b.goto(&format!(
-        "{}/?name=Bob&spawn={},{}",
-        server.url(),
-        pb.x,
-        pb.y
-    ))
-    .await?;
-    let a_id = a.wait_joined_with_mic("A").await?;
-    let b_id = b.wait_joined_with_mic("B").await?;
+    let HallwayPair {
+        a,
+        b,
+        a_id,
+        b_id,
+        a_at: _,
+        driver: _driver,
+        server,
+    } = hallway_pair(engine).await?;
     a.wait_connected_to(b_id).await?;
     a.wait_audio_rising(b_id).await.context("A, at first")?;
     b.wait_audio_rising(a_id).await.context("B, at first")?;

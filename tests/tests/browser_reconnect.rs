@@ -13,11 +13,12 @@
 //! server is restarting and come back to the new process. Prints how long each took from
 //! the new process serving (with the median of the three crashes).
 
-use glam::Vec2;
 use quad_shared::protocol::{ChatTo, ClientMsg};
-use quad_tests::browser::{Browser, Driver, Engine, require_client_bundle};
+use quad_tests::browser::{
+    Browser, Driver, Engine, HallwayPair, hallway_pair, require_client_bundle,
+};
 use quad_tests::room_bot::room_spot;
-use quad_tests::{Bot, TestServer, campus, rejoin_all, restart_process, start_process, temp_dir};
+use quad_tests::{Bot, campus, rejoin_all, restart_process, start_process, temp_dir};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -73,30 +74,16 @@ quad_tests::in_each_engine!(
 async fn a_page_that_loses_its_connection_comes_back_in_the_hallway_and_in_a_room(
     engine: Engine,
 ) -> anyhow::Result<()> {
-    require_client_bundle()?;
-    let server = TestServer::start().await?;
-    let driver = Driver::start_engine(engine).await?;
+    let HallwayPair {
+        a,
+        b,
+        a_id,
+        b_id,
+        a_at: pa,
+        driver: _driver,
+        server,
+    } = hallway_pair(engine).await?;
     let map = campus();
-    let pa = map.spawn + Vec2::new(-144.0, 0.0);
-    let pb = map.spawn + Vec2::new(-144.0, 40.0);
-    let a = driver.browser().await?;
-    let b = driver.browser().await?;
-    a.goto(&format!(
-        "{}/?name=Alice&spawn={},{}",
-        server.url(),
-        pa.x,
-        pa.y
-    ))
-    .await?;
-    b.goto(&format!(
-        "{}/?name=Bob&spawn={},{}",
-        server.url(),
-        pb.x,
-        pb.y
-    ))
-    .await?;
-    let a_id = a.wait_joined_with_mic("A").await?;
-    let b_id = b.wait_joined_with_mic("B").await?;
     // A bot in the space who chats.
     let mut bot = Bot::join(server.addr(), "Cleo", None).await?;
     bot.send(&ClientMsg::Chat {

@@ -102,14 +102,7 @@ impl Direct {
 /// The sending SRTP context for `keys`.
 fn context(keys: &SrtpKeys) -> Option<Context> {
     let crypto = rtc::crypto::default_provider().ok()?;
-    Context::new(
-        &keys.master_key,
-        &keys.master_salt,
-        keys.profile.protection_profile(),
-        None,
-        None,
-        crypto.crypto(),
-    )
-    .inspect_err(|error| tracing::warn!(%error, "cannot make the direct path's SRTP context"))
-    .ok()
+    keys.context(crypto.crypto())
+        .inspect_err(|error| tracing::warn!(%error, "cannot make the direct path's SRTP context"))
+        .ok()
 }

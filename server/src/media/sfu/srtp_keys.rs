@@ -24,6 +24,7 @@ use rtc::crypto::{
     RTCCryptoProvider, RTCRandom, SignatureScheme, SigningKey, StreamCipher, StreamCipherAlgorithm,
 };
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 use std::sync::{Arc, Mutex};
 
@@ -56,6 +57,20 @@ pub struct SrtpKeys {
     pub profile: Profile,
     pub master_key: Vec<u8>,
     pub master_salt: Vec<u8>,
+}
+
+impl SrtpKeys {
+    /// An SRTP context for these keys, its ciphers from `crypto`.
+    pub fn context(&self, crypto: &dyn RTCCrypto) -> rtc::shared::error::Result<Context> {
+        Context::new(
+            &self.master_key,
+            &self.master_salt,
+            self.profile.protection_profile(),
+            None,
+            None,
+            crypto,
+        )
+    }
 }
 
 impl std::fmt::Debug for SrtpKeys {
@@ -274,18 +289,9 @@ impl RTCCrypto for Watched {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::srtp::context::Context;
 
     fn context(keys: &SrtpKeys, crypto: &dyn RTCCrypto) -> Context {
-        Context::new(
-            &keys.master_key,
-            &keys.master_salt,
-            keys.profile.protection_profile(),
-            None,
-            None,
-            crypto,
-        )
-        .expect("a context")
+        keys.context(crypto).expect("a context")
     }
 
     fn rtp(ssrc: u32, seq: u16) -> Vec<u8> {
