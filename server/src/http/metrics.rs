@@ -69,7 +69,7 @@ pub fn render(state: &AppState) -> String {
         (
             "quad_sfu_dropped_packets_total",
             "counter",
-            "RTP packets the SFU could not hand to a subscriber's connection (closed).",
+            "RTP packets the SFU could not hand to a subscriber's connection (closed, or not up yet).",
             load(&sfu.dropped_packets),
         ),
         (

@@ -2,18 +2,20 @@
 //! queued for the media port here, in the forwarder's task, instead of going through
 //! webrtc-rs's per-packet pipeline (its track, event channel, driver loop and interceptor
 //! chain, about two thirds of the server's CPU when forwarding; see the README's
-//! measurements).
+//! measurements). The m-lines these streams go on are Quad's own (`mic_lines`): webrtc-rs
+//! knows nothing of them.
 //!
 //! One [`Direct`] per member connection, shared by the forwarders that send to it. It needs
-//! three things the connection makes as it comes up, and until all three are there it
-//! declines (the forwarder then hands the packet to webrtc-rs as before):
+//! two things the connection makes as it comes up, and until both are there it declines
+//! (the packet is lost to that member; forwarding starts once the connection is up):
 //! - the connection's sending SRTP keys ([`super::srtp_keys::KeyCapture`]), made by the
 //!   DTLS handshake;
-//! - where the connection's media goes ([`SendPath`], learnt from its driver's sends);
-//! - the stream's transport-wide sequence number extension, which exists once the stream
-//!   is negotiated ([`TransportWide`]): every packet is numbered from the connection's one
-//!   counter and recorded in its one history, so the member's feedback and the bandwidth
-//!   estimate cover both paths alike.
+//! - where the connection's media goes ([`SendPath`], learnt from its driver's sends).
+//!
+//! Every packet is numbered from the connection's one transport-wide counter and recorded
+//! in its one history ([`TransportWide`]), so the member's feedback and the bandwidth
+//! estimate cover both paths alike; a stream's extension id is bound when the member's
+//! answer takes its m-line ([`Direct::bind`]).
 //!
 //! Only microphones go this way: video keeps webrtc-rs's NACK responder, which resends
 //! from what it sent. Sender reports for these streams are not sent (receivers play audio
@@ -49,9 +51,14 @@ impl Direct {
         }
     }
 
+    /// Numbers the stream `ssrc` with the transport-wide extension `id` (none: the member
+    /// did not take the extension, and its packets go unnumbered).
+    pub fn bind(&self, ssrc: u32, id: Option<u8>) {
+        self.transport.bind(ssrc, id);
+    }
+
     /// Sends one forwarded RTP packet (its header already rewritten for this leg, without
-    /// extensions) to the member; hands it back when it cannot yet (see the module docs),
-    /// for webrtc-rs to send.
+    /// extensions) to the member; hands it back when it cannot (see the module docs).
     pub fn send(&self, mut packet: rtc::rtp::Packet) -> Result<(), rtc::rtp::Packet> {
         if !self.path.is_known() {
             return Err(packet);
@@ -66,23 +73,22 @@ impl Direct {
             return Err(packet);
         };
         // The transport-wide number goes in a one-byte header extension (4 bytes with the
-        // extension header, 4 with its padding). A stream not negotiated yet has none.
+        // extension header, 4 with its padding).
         let size = packet.marshal_size() + if packet.header.extension { 4 } else { 8 };
-        let Some((extension_id, number)) = self.transport.number(
+        if let Some((extension_id, number)) = self.transport.number(
             packet.header.ssrc,
             packet.header.sequence_number,
             size,
             Instant::now(),
-        ) else {
-            return Err(packet);
-        };
-        let extension = bytes::Bytes::copy_from_slice(&number.to_be_bytes());
-        if packet
-            .header
-            .set_extension(extension_id, extension)
-            .is_err()
-        {
-            return Err(packet);
+        ) {
+            let extension = bytes::Bytes::copy_from_slice(&number.to_be_bytes());
+            if packet
+                .header
+                .set_extension(extension_id, extension)
+                .is_err()
+            {
+                return Err(packet);
+            }
         }
         let Ok(sealed) = packet
             .marshal()

@@ -23,7 +23,9 @@ use super::retransmission::RetransmissionBudget;
 use super::srtp_keys::{self, KeyCapture};
 use super::transport_cc::{TransportWide, TransportWideCc};
 use super::{SfuConfig, Source};
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
+};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -182,8 +184,17 @@ fn driver_addrs(bind_ip: std::net::IpAddr) -> Vec<std::net::SocketAddr> {
 /// receiver reports (for their loss) of inbound RTCP and marks them for the application,
 /// where they arrive as `TrackLocalEvent::OnRtcpPacket` on the forwarded track they name.
 /// Everything else was already handled by the interceptors before it (NACK, TWCC).
+///
+/// webrtc-rs hands a compound RTCP packet whole to the track its first packet's first
+/// destination names, and drops it when that is no track of its own: a receiver report
+/// whose first block is about a microphone on one of Quad's own m-lines (`mic_lines`)
+/// would take the camera's keyframe request beside it down with it. So each keyframe
+/// request goes on alone, and each report block about a stream webrtc-rs sends goes on as
+/// a receiver report of its own; blocks about other streams are dropped here.
 #[derive(Default)]
 pub struct KeyframeRequests {
+    /// SSRCs of the streams webrtc-rs sends (its local streams).
+    local: HashSet<u32>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
@@ -201,20 +212,34 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     type Error = rtc::shared::error::Error;
     type Time = Instant;
 
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()) || p.as_any().is::<ReceiverReport>())
-                .cloned()
-                .collect();
-            if requests.is_empty() {
-                return Ok(());
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let Packet::Rtcp(packets) = &msg.message.packet else {
+            self.read.push_back(msg);
+            return Ok(());
+        };
+        let (now, transport) = (msg.now, msg.transport);
+        let mut deliver = |packet: Box<dyn rtc::rtcp::Packet>| {
+            let mut message = AttributedPacket::new(Packet::Rtcp(vec![packet]));
+            message.add(Attribute::DeliverToApplication);
+            self.read.push_back(TaggedPacket {
+                now,
+                transport,
+                message,
+            });
+        };
+        for packet in packets {
+            if is_keyframe_request(packet.as_ref()) {
+                deliver(packet.clone());
+            } else if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>() {
+                for report in rr.reports.iter().filter(|r| self.local.contains(&r.ssrc)) {
+                    deliver(Box::new(ReceiverReport {
+                        ssrc: rr.ssrc,
+                        reports: vec![report.clone()],
+                        profile_extensions: Default::default(),
+                    }));
+                }
             }
-            msg.message.packet = Packet::Rtcp(requests);
-            msg.message.add(Attribute::DeliverToApplication);
         }
-        self.read.push_back(msg);
         Ok(())
     }
 
@@ -233,8 +258,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 }
 
 impl Interceptor for KeyframeRequests {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.local.insert(info.ssrc);
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.local.remove(&info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
@@ -346,7 +375,7 @@ impl Interceptor for UnacknowledgedLayers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::interceptor::{AttributedPacket, RTPHeaderExtension};
+    use rtc::interceptor::RTPHeaderExtension;
     use rtc::shared::{TransportContext, TransportMessage};
 
     #[test]
@@ -455,5 +484,56 @@ mod tests {
             .expect("written");
         assert_eq!(reported(&filter.poll_write().expect("passes")), vec![11]);
         assert!(filter.poll_write().is_none());
+    }
+
+    #[test]
+    fn feedback_reaches_each_stream_webrtc_rs_sends_apart() {
+        let mut requests = KeyframeRequests::default();
+        // A forwarded camera webrtc-rs sends; 33 is a microphone on one of Quad's lines.
+        requests.bind_local_stream(&stream(11, &[]));
+        let rr = ReceiverReport {
+            ssrc: 1,
+            reports: vec![report(33), report(11)],
+            ..Default::default()
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 11,
+        };
+        let bye = rtc::rtcp::goodbye::Goodbye {
+            sources: vec![1],
+            ..Default::default()
+        };
+        requests
+            .handle_read(rtcp(vec![Box::new(rr), Box::new(pli), Box::new(bye)]))
+            .expect("read");
+        let camera = requests.poll_read().expect("the camera's report");
+        assert_eq!(reported(&camera), vec![11], "alone, so it is routed to the camera");
+        assert!(camera.message.has(&Attribute::DeliverToApplication));
+        let request = requests.poll_read().expect("the keyframe request");
+        let Packet::Rtcp(packets) = &request.message.packet else {
+            panic!("not RTCP");
+        };
+        assert_eq!(packets.len(), 1);
+        assert!(is_keyframe_request(packets[0].as_ref()));
+        assert!(requests.poll_read().is_none(), "nothing else goes on");
+
+        // Once webrtc-rs no longer sends it, its reports stop too.
+        requests.unbind_local_stream(&stream(11, &[]));
+        let rr = ReceiverReport {
+            ssrc: 1,
+            reports: vec![report(11)],
+            ..Default::default()
+        };
+        requests.handle_read(rtcp(vec![Box::new(rr)])).expect("read");
+        assert!(requests.poll_read().is_none());
+        // RTP goes on untouched.
+        let rtp = TransportMessage {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtp(rtc::rtp::Packet::default())),
+        };
+        requests.handle_read(rtp).expect("read");
+        assert!(requests.poll_read().is_some());
     }
 }

@@ -140,12 +140,19 @@ impl StreamStats {
     }
 }
 
-/// One viewer of a stream: the track on the viewer's connection and what its leg uses.
+/// Where a viewer's packets of a stream go.
+pub enum Out {
+    /// A webrtc-rs track on the viewer's connection (video).
+    Track(Arc<TrackLocalStaticRTP>),
+    /// The viewer connection's direct send path, on one of Quad's own m-lines
+    /// (microphones; see `direct` and `mic_lines`).
+    Direct(Arc<super::direct::Direct>),
+}
+
+/// One viewer of a stream: where its packets go and what its leg uses.
 pub struct Subscriber {
     pub member: AvatarId,
-    pub track: Arc<TrackLocalStaticRTP>,
-    /// The viewer connection's direct send path, for microphones (see `direct`).
-    pub direct: Option<Arc<super::direct::Direct>>,
+    pub out: Out,
     pub ssrc: u32,
     pub payload_type: u8,
     /// The simulcast layer its tile wants.
@@ -504,15 +511,16 @@ impl Forwarder {
             copy.header.timestamp = out_ts;
             copy.header.ssrc = v.sub.ssrc;
             copy.header.payload_type = v.sub.payload_type;
-            let handed = match &v.sub.direct {
-                Some(direct) => match direct.send(copy) {
+            let handed = match &v.sub.out {
+                Out::Direct(direct) => match direct.send(copy) {
                     Ok(()) => {
                         self.metrics.direct_packets.fetch_add(1, Ordering::Relaxed);
                         Handed::Queued
                     }
-                    Err(copy) => hand_over(&v.sub.track, copy),
+                    // Not up yet, or its queue is full: lost to this viewer alone.
+                    Err(_) => Handed::Unsent,
                 },
-                None => hand_over(&v.sub.track, copy),
+                Out::Track(track) => hand_over(track, copy),
             };
             match handed {
                 Handed::Queued => {
@@ -530,6 +538,10 @@ impl Forwarder {
                     self.metrics
                         .viewer_queue_full
                         .fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+                Handed::Unsent => {
+                    self.metrics.dropped_packets.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
                 Handed::Gone => {
@@ -646,6 +658,9 @@ enum Handed {
     Queued,
     /// The connection's queue was full: the packet was dropped for this viewer.
     Full,
+    /// The direct path could not send it (not up yet, or its queue was full): dropped for
+    /// this viewer.
+    Unsent,
     /// The connection is closed.
     Gone,
 }

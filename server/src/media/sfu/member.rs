@@ -5,13 +5,18 @@
 //! added or removed, or to restart ICE when the connection is interrupted. Bad signaling
 //! is answered with an `Error` and the connection goes on.
 //!
+//! Forwarded cameras and screens are webrtc-rs transceivers ([`Slot`]); forwarded
+//! microphones are m-lines Quad writes into the offers itself ([`super::mic_lines`]),
+//! sent on the connection's direct path.
+//!
 //! What a client may send here is bounded: its offers and queued commands at the front
 //! door ([`super::limits`]), and the ICE candidates it gives one ICE session
 //! ([`super::negotiation::MAX_CANDIDATES`]).
 
-use super::forward::{self, ForwardCtl, Numbering, StreamSource, StreamStats, Subscriber};
+use super::forward::{self, ForwardCtl, Numbering, Out, StreamSource, StreamStats, Subscriber};
 use super::limits::Queued;
 use super::media_port::{MediaPort, PortLink};
+use super::mic_lines::{LineId, MicLines};
 use super::negotiation::{self, CandidateStep, Negotiation, Refusal, Timeout};
 use super::room::{Published, RoomCmd, RoomHandle};
 use super::{SfuConfig, SfuMetrics, Source, engine};
@@ -113,11 +118,19 @@ pub fn spawn(
     tx
 }
 
+/// The m-line a forwarded stream is sent on.
+enum Carrier {
+    /// A webrtc-rs transceiver (video).
+    Slot(Slot),
+    /// One of Quad's own m-lines (microphones).
+    Line(LineId),
+}
+
 /// One forwarded stream on this member's connection.
 struct Subscription {
     published: Published,
     /// The m-line it is sent on.
-    slot: Slot,
+    carrier: Carrier,
     /// In an offer the server sent.
     offered: bool,
     /// Handed to the forwarder (after the negotiation that carries it completed).
@@ -135,6 +148,8 @@ struct Member {
     subscriptions: FxHashMap<(AvatarId, Source), Subscription>,
     /// Send-only m-lines no stream uses now, for the next ones (see [`Slot`]).
     idle: Vec<Slot>,
+    /// The forwarded microphones' m-lines, and where every m-line is in the offers.
+    mics: MicLines,
     /// Who may offer when, and what is due. A browser answers in milliseconds; an answer
     /// can still be lost (dropped as over its allowance, or by a client's bug): after the
     /// member timeout (`room_member_timeout_secs`) without one, the offer is sent again.
@@ -183,6 +198,7 @@ async fn run(
         connected: false,
         tile_layers: FxHashMap::default(),
         idle: Vec::new(),
+        mics: MicLines::default(),
     };
     member.remote_offer(offer).await;
     drop(queued);
@@ -275,7 +291,9 @@ async fn run(
         }
     }
     for sub in member.subscriptions.values() {
-        sub.slot.point_feedback(None);
+        if let Carrier::Slot(slot) = &sub.carrier {
+            slot.point_feedback(None);
+        }
         let _ = sub.published.ctl.send(ForwardCtl::Remove {
             member: member.setup.id,
             done: None,
@@ -289,6 +307,7 @@ async fn run(
         .metrics
         .idle_slots
         .fetch_sub(member.idle.len() as u64, Ordering::Relaxed);
+    member.count_lines((member.mics.len(), member.mics.idle()), (0, 0));
     member.link.close();
 }
 
@@ -535,6 +554,14 @@ impl Member {
             self.refuse_signal(refusal);
             return;
         }
+        // webrtc-rs gets the answer without the microphone lines, which it never offered.
+        let sdp = match self.mics.answer(&sdp) {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                self.refuse(ErrorCode::Malformed, format!("the answer was refused: {e}"));
+                return;
+            }
+        };
         let applied = async {
             let answer = RTCSessionDescription::answer(sdp)?;
             self.pc.set_remote_description(answer).await
@@ -578,9 +605,16 @@ impl Member {
                 return;
             }
         };
+        let for_client = match self.mics.offer(&offer.sdp) {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                tracing::error!(member = %self.setup.id, "cannot write the microphones into an offer: {e}");
+                return;
+            }
+        };
         let frame = match quad_shared::codec::encode(&ServerMsg::RoomSignal(Signal::Description {
             kind: SdpKind::Offer,
-            sdp: self.link.advertised_sdp(&offer.sdp),
+            sdp: self.link.advertised_sdp(&for_client),
         })) {
             Ok(frame) => Bytes::from(frame),
             Err(e) => {
@@ -617,37 +651,57 @@ impl Member {
         if !self.negotiation.may_go_live(self.connected) {
             return;
         }
+        let id = self.setup.id;
         for sub in self
             .subscriptions
             .values_mut()
             .filter(|s| s.offered && !s.live)
         {
             let wanted = &sub.published.codec.mime_type;
-            let payload_type = match sub.slot.sender.get_parameters().await {
-                Ok(params) => params
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(wanted))
-                    .map(|c| c.payload_type),
-                Err(_) => None,
+            let (out, ssrc, numbering, payload_type) = match &sub.carrier {
+                Carrier::Slot(slot) => {
+                    let payload_type = match slot.sender.get_parameters().await {
+                        Ok(params) => params
+                            .rtp_parameters
+                            .codecs
+                            .iter()
+                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(wanted))
+                            .map(|c| c.payload_type),
+                        Err(_) => None,
+                    };
+                    let out = Out::Track(slot.track.clone());
+                    (out, slot.ssrc, slot.numbering.clone(), payload_type)
+                }
+                Carrier::Line(line) => {
+                    let accepted = self.mics.accepted(*line);
+                    let Some(l) = self.mics.line(*line) else {
+                        continue;
+                    };
+                    if let Some(accepted) = accepted {
+                        self.direct.bind(l.ssrc, accepted.transport_cc);
+                    }
+                    let out = Out::Direct(self.direct.clone());
+                    let payload_type = accepted.map(|a| a.payload_type);
+                    (out, l.ssrc, l.numbering.clone(), payload_type)
+                }
             };
             let Some(payload_type) = payload_type else {
-                tracing::warn!(member = %self.setup.id, codec = %wanted, "the client did not accept a forwarded track's codec");
+                tracing::warn!(member = %id, codec = %wanted, "the client did not accept a forwarded track's codec");
                 continue;
             };
             sub.live = true;
-            sub.slot.point_feedback(Some(sub.published.ctl.clone()));
-            if !sub.slot.relaying {
-                sub.slot.relaying = true;
-                relay_feedback(self.setup.id, &sub.slot);
+            if let Carrier::Slot(slot) = &mut sub.carrier {
+                slot.point_feedback(Some(sub.published.ctl.clone()));
+                if !slot.relaying {
+                    slot.relaying = true;
+                    relay_feedback(id, slot);
+                }
             }
             let _ = sub.published.ctl.send(ForwardCtl::Add(Subscriber {
-                member: self.setup.id,
-                track: sub.slot.track.clone(),
-                direct: (sub.published.kind == Source::Mic).then(|| self.direct.clone()),
-                ssrc: sub.slot.ssrc,
-                numbering: sub.slot.numbering.clone(),
+                member: id,
+                out,
+                ssrc,
+                numbering,
                 payload_type,
                 want: self
                     .tile_layers
@@ -668,28 +722,51 @@ impl Member {
             source: published.kind,
         }
         .to_string();
-        let kind = match published.kind {
-            Source::Mic => RtpCodecKind::Audio,
-            Source::Camera | Source::Screen => RtpCodecKind::Video,
-        };
-        let slot = match self.reuse_slot(kind, &published, &stream).await {
-            Some(slot) => slot,
-            None => match self.new_slot(kind, &published, stream).await {
+        let carrier = if published.kind == Source::Mic {
+            let before = (self.mics.len(), self.mics.idle());
+            let Some(line) = self.mics.take(stream) else {
+                tracing::warn!(member = %self.setup.id, "too many microphone m-lines; one not forwarded");
+                return;
+            };
+            self.count_lines(before, (self.mics.len(), self.mics.idle()));
+            Carrier::Line(line)
+        } else {
+            let kind = RtpCodecKind::Video;
+            let slot = match self.reuse_slot(kind, &published, &stream).await {
                 Some(slot) => slot,
-                None => return,
-            },
+                None => match self.new_slot(kind, &published, stream).await {
+                    Some(slot) => slot,
+                    None => return,
+                },
+            };
+            Carrier::Slot(slot)
         };
         self.subscriptions.insert(
             key,
             Subscription {
                 published,
-                slot,
+                carrier,
                 offered: false,
                 live: false,
             },
         );
         self.negotiation.tracks_changed();
         self.negotiate().await;
+    }
+
+    /// Keeps `quad_sfu_forward_slots` and `quad_sfu_idle_slots` counting the microphone
+    /// lines: they went from `before` (lines, idle) to `after`.
+    fn count_lines(&self, before: (usize, usize), after: (usize, usize)) {
+        let metrics = &self.setup.metrics;
+        let adjust = |counter: &std::sync::atomic::AtomicU64, from: usize, to: usize| {
+            if to >= from {
+                counter.fetch_add((to - from) as u64, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub((from - to) as u64, Ordering::Relaxed);
+            }
+        };
+        adjust(&metrics.forward_slots, before.0, after.0);
+        adjust(&metrics.idle_slots, before.1, after.1);
     }
 
     /// An idle slot of this kind and codec, made to carry `stream` (its `msid` names the
@@ -811,19 +888,38 @@ impl Member {
             member: self.setup.id,
             done: Some(done),
         };
-        let slot = sub.slot;
-        slot.point_feedback(None);
+        if let Carrier::Slot(slot) = &sub.carrier {
+            slot.point_feedback(None);
+        }
         // A forwarder that has ended (its publisher left) writes nothing more.
         let mut stopped_writing = true;
         if sub.published.ctl.send(removal).is_ok() {
             // A forwarder that has ended drops `done` at once; a forwarder never waits on a
             // viewer, so it answers within a packet, and a stuck task is not waited for long.
             match tokio::time::timeout(FORWARDER_STOP_WAIT, stopped).await {
-                Ok(Ok(())) => tokio::time::sleep(DRIVER_QUEUE_GRACE).await,
-                Ok(Err(_)) => {}
+                Ok(Ok(())) if matches!(sub.carrier, Carrier::Slot(_)) => {
+                    tokio::time::sleep(DRIVER_QUEUE_GRACE).await
+                }
+                Ok(_) => {}
                 Err(_) => stopped_writing = false,
             }
         }
+        let slot = match sub.carrier {
+            Carrier::Slot(slot) => slot,
+            Carrier::Line(line) => {
+                // Kept for the next microphone once nothing more is written to it; a line a
+                // stuck forwarder may still write to is never given to another stream.
+                if stopped_writing {
+                    let before = (self.mics.len(), self.mics.idle());
+                    self.mics.release(line);
+                    self.count_lines(before, (self.mics.len(), self.mics.idle()));
+                }
+                tracing::debug!(member = %self.setup.id, stopped_writing, "microphone unsubscribed");
+                self.negotiation.tracks_changed();
+                self.negotiate().await;
+                return;
+            }
+        };
         // Kept for the next stream, once nothing more is written to it (the next stream's
         // numbering goes on from what was sent last).
         let idle = stopped_writing

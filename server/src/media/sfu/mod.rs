@@ -12,7 +12,8 @@
 //!   subscriber. Lock-free: its subscriber list is owned by the task and changed by messages.
 //! - `direct`: a member connection's own send path for forwarded microphones (numbered,
 //!   SRTP-encrypted and queued on the media port by the forwarder, bypassing webrtc-rs's
-//!   per-packet pipeline), with `srtp_keys` (the keys, learnt through the connection's
+//!   per-packet pipeline), on m-lines Quad writes into the offers itself (`mic_lines`, so
+//!   that webrtc-rs keeps no transceiver for them), with `srtp_keys` (the keys, learnt through the connection's
 //!   crypto provider) and `transport_cc` (one transport-wide numbering and send history
 //!   for both paths).
 //! - `leg`: one viewer's share of one stream (its layer, its switches at keyframes, its
@@ -46,6 +47,7 @@ mod leg;
 pub mod limits;
 pub mod media_port;
 mod member;
+mod mic_lines;
 mod negotiation;
 mod retransmission;
 mod reused_timer;
@@ -105,7 +107,8 @@ pub struct SfuMetrics {
     pub forwarded_bytes: AtomicU64,
     /// Forwarded packets that went out on Quad's direct path (`direct`), not webrtc-rs's.
     pub direct_packets: AtomicU64,
-    /// Packets that could not be handed to a subscriber's connection (it was closed).
+    /// Packets that could not be handed to a subscriber's connection (it was closed, or a
+    /// direct path was not up yet).
     pub dropped_packets: AtomicU64,
     /// Packets dropped for one viewer whose connection's queue was full (the others got
     /// them: a slow connection never holds a stream up).

@@ -229,6 +229,16 @@ impl TransportWide {
         ))
     }
 
+    /// Numbers the stream `ssrc` (one of Quad's own m-lines, which webrtc-rs does not bind)
+    /// with extension `id`; `None`: not at all.
+    pub fn bind(&self, ssrc: u32, id: Option<u8>) {
+        let mut state = self.state();
+        match id.filter(|id| (1..=14).contains(id)) {
+            Some(id) => state.streams.insert(ssrc, id),
+            None => state.streams.remove(&ssrc),
+        };
+    }
+
     fn on_feedback(&self, now: Instant, feedback: &TransportLayerCc) {
         let mut state = self.state();
         state.history.on_feedback(feedback);
