@@ -508,7 +508,11 @@ mod tests {
             .handle_read(rtcp(vec![Box::new(rr), Box::new(pli), Box::new(bye)]))
             .expect("read");
         let camera = requests.poll_read().expect("the camera's report");
-        assert_eq!(reported(&camera), vec![11], "alone, so it is routed to the camera");
+        assert_eq!(
+            reported(&camera),
+            vec![11],
+            "alone, so it is routed to the camera"
+        );
         assert!(camera.message.has(&Attribute::DeliverToApplication));
         let request = requests.poll_read().expect("the keyframe request");
         let Packet::Rtcp(packets) = &request.message.packet else {
@@ -525,7 +529,9 @@ mod tests {
             reports: vec![report(11)],
             ..Default::default()
         };
-        requests.handle_read(rtcp(vec![Box::new(rr)])).expect("read");
+        requests
+            .handle_read(rtcp(vec![Box::new(rr)]))
+            .expect("read");
         assert!(requests.poll_read().is_none());
         // RTP goes on untouched.
         let rtp = TransportMessage {

@@ -273,7 +273,13 @@ const BUNDLE: &str = "a=group:BUNDLE";
 const DIRECTIONS: [&str; 4] = ["a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"];
 
 /// Attributes of the copied section that name its own streams, which a line leaves out.
-const OWN_STREAMS: [&str; 5] = ["a=msid:", "a=ssrc:", "a=ssrc-group:", "a=rid:", "a=simulcast:"];
+const OWN_STREAMS: [&str; 5] = [
+    "a=msid:",
+    "a=ssrc:",
+    "a=ssrc-group:",
+    "a=rid:",
+    "a=simulcast:",
+];
 
 impl MicLine {
     /// Writes this line's m-section, copied from `template`.
@@ -376,7 +382,7 @@ impl<'a> Section<'a> {
     /// What an answer's section for one of Quad's lines says: `None` if the client does
     /// not take it (rejected, inactive, or without Opus).
     fn accepted(&self) -> Option<Accepted> {
-        if self.rejected() || self.lines.iter().any(|l| *l == "a=inactive") {
+        if self.rejected() || self.lines.contains(&"a=inactive") {
             return None;
         }
         let payload_type = self.lines.iter().find_map(|l| {
@@ -485,7 +491,10 @@ mod tests {
         let mut lines = MicLines::default();
         let offer = engine_offer("u1", false);
         assert_eq!(lines.offer(&offer).unwrap(), offer);
-        assert_eq!(lines.answer(&answer_to(&offer, &[])).unwrap(), answer_to(&offer, &[]));
+        assert_eq!(
+            lines.answer(&answer_to(&offer, &[])).unwrap(),
+            answer_to(&offer, &[])
+        );
     }
 
     #[test]
@@ -514,7 +523,13 @@ mod tests {
         assert!(line.lines.contains(&"a=msid:5:mic 5:mic"));
         let named = format!("a=ssrc:{ssrc} msid:5:mic 5:mic");
         assert!(line.lines.contains(&named.as_str()));
-        assert_eq!(line.lines.iter().filter(|l| l.starts_with("a=mid:")).count(), 1);
+        assert_eq!(
+            line.lines
+                .iter()
+                .filter(|l| l.starts_with("a=mid:"))
+                .count(),
+            1
+        );
         // The copied section is left as it was.
         assert!(section(&sdp, "0").lines.contains(&"a=recvonly"));
     }
@@ -577,8 +592,16 @@ mod tests {
         let sdp = Sdp::parse(&offer);
         let line = section(&sdp, "q0");
         assert!(line.lines.contains(&"a=inactive"));
-        assert!(line.lines.contains(&"a=ice-ufrag:u2"), "an ICE restart reaches it");
-        assert!(!line.lines.iter().any(|l| l.starts_with("a=msid:") || l.starts_with("a=ssrc:")));
+        assert!(
+            line.lines.contains(&"a=ice-ufrag:u2"),
+            "an ICE restart reaches it"
+        );
+        assert!(
+            !line
+                .lines
+                .iter()
+                .any(|l| l.starts_with("a=msid:") || l.starts_with("a=ssrc:"))
+        );
         lines.answer(&answer_to(&offer, &[])).unwrap();
         assert_eq!(lines.accepted(a), None, "inactive is not taken");
         // The next microphone takes the same line: same mid, SSRC and track, its own stream.
@@ -615,7 +638,10 @@ mod tests {
         // A line made after the offer is not expected in its answer.
         lines.take("6:mic".into()).unwrap();
         assert!(lines.answer(&answer_to(&offer, &[])).is_ok());
-        assert!(lines.answer("v=0\r\nm=audio 9 x 111\r\n").is_err(), "no mid");
+        assert!(
+            lines.answer("v=0\r\nm=audio 9 x 111\r\n").is_err(),
+            "no mid"
+        );
     }
 
     #[test]
