@@ -118,7 +118,7 @@ impl Report {
         let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
         let d = |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.2}", v as f64 / 1000.0));
         format!(
-            "{} bots, {} joined (join p50 {} ms, p99 {} ms); {:.0} packets/s received, loss {:.2}%; delay p50 {} ms, p99 {} ms; server {} cores, {} MiB ({} MiB before the bots, {} kB a bot); {} packets/s per server core",
+            "{} bots, {} joined (join p50 {} ms, p99 {} ms); {:.0} packets/s received, loss {:.2}%; delay p50 {} ms, p99 {} ms; server {} cores, {} MiB ({:.1} MiB before the bots, {} kB a bot); {} packets/s per server core",
             self.bots,
             self.join_ms.len(),
             f(quantile(&self.join_ms, 0.5)),
@@ -131,7 +131,7 @@ impl Report {
                 .map_or("-".into(), |s| format!("{:.2}", s.cpu_cores)),
             self.server
                 .map_or("-".into(), |s| format!("{:.1}", s.rss_kib as f64 / 1024.0)),
-            format!("{:.1}", self.server_rss_before_kib as f64 / 1024.0),
+            self.server_rss_before_kib as f64 / 1024.0,
             self.server.map_or("-".into(), |s| {
                 // kB (1,000 bytes), as the benchmark's target is put.
                 let above = s.rss_kib.saturating_sub(self.server_rss_before_kib);
