@@ -3,6 +3,7 @@
 use quad_server::auth::JoinKeys;
 use quad_server::egress::EgressPolicy;
 use quad_server::media::sfu::admission;
+use quad_server::media::sfu::mic_lines::MicLines;
 use quad_server::space::resources::SpaceSettings;
 use quad_server::space::{Joiner, SpaceWorld};
 use quad_shared::AvatarId;
@@ -180,9 +181,27 @@ fn handle(world: &mut SpaceWorld, from: AvatarId, msg: ClientMsg, policy: &Egres
 }
 
 /// Room signaling through the SFU's admission; an offer is then parsed as the SFU's
-/// member parses it.
+/// member parses it, and an answer is first read for the forwarded microphones' m-lines
+/// (`mic_lines`) as a member with two of them reads it.
 fn room_signal(signal: Signal, policy: &EgressPolicy) {
     if let Ok(Some(Signal::Description { kind, sdp })) = admission::admit(signal, policy) {
+        let sdp = match kind {
+            SdpKind::Answer => {
+                let mut lines = MicLines::default();
+                let _ = lines.take("1:mic".into());
+                let _ = lines.take("2:mic".into());
+                let _ = lines.offer(OFFER);
+                match lines.answer(&sdp) {
+                    Ok(for_engine) => {
+                        // Whatever the answer said, the next offer is written.
+                        let _ = lines.offer(OFFER);
+                        for_engine
+                    }
+                    Err(_) => return,
+                }
+            }
+            _ => sdp,
+        };
         let parsed = match kind {
             SdpKind::Offer => webrtc::peer_connection::RTCSessionDescription::offer(sdp),
             _ => webrtc::peer_connection::RTCSessionDescription::answer(sdp),

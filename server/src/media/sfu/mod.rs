@@ -47,7 +47,7 @@ mod leg;
 pub mod limits;
 pub mod media_port;
 mod member;
-mod mic_lines;
+pub mod mic_lines;
 mod negotiation;
 mod retransmission;
 mod reused_timer;
