@@ -403,10 +403,21 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
             maps.push(SMALL_MAP.as_bytes().to_vec());
             maps
         }
-        "room_sdp" => vec![
-            OFFER.as_bytes().to_vec(),
-            b"candidate:1 1 udp 2122260223 10.0.0.1 50000 typ host\r\nv=0\r\n".to_vec(),
-        ],
+        "room_sdp" => {
+            // An answer that takes the microphone lines `room_signal` offers.
+            let mut lines = MicLines::default();
+            let _ = lines.take("1:mic".into());
+            let _ = lines.take("2:mic".into());
+            let answer = lines
+                .offer(OFFER)
+                .unwrap_or_default()
+                .replace("a=sendonly", "a=recvonly");
+            vec![
+                OFFER.as_bytes().to_vec(),
+                b"candidate:1 1 udp 2122260223 10.0.0.1 50000 typ host\r\nv=0\r\n".to_vec(),
+                answer.into_bytes(),
+            ]
+        }
         "turn_tcp" => {
             // An Allocate request, a Binding request and a ChannelData frame, in a row.
             let mut allocate = stun::message::Message::new();
