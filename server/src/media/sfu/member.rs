@@ -307,7 +307,7 @@ async fn run(
         .metrics
         .idle_slots
         .fetch_sub(member.idle.len() as u64, Ordering::Relaxed);
-    member.count_lines((member.mics.len(), member.mics.idle()), (0, 0));
+    member.count_lines((member.mics.count(), member.mics.idle()), (0, 0));
     member.link.close();
 }
 
@@ -723,12 +723,12 @@ impl Member {
         }
         .to_string();
         let carrier = if published.kind == Source::Mic {
-            let before = (self.mics.len(), self.mics.idle());
+            let before = (self.mics.count(), self.mics.idle());
             let Some(line) = self.mics.take(stream) else {
                 tracing::warn!(member = %self.setup.id, "too many microphone m-lines; one not forwarded");
                 return;
             };
-            self.count_lines(before, (self.mics.len(), self.mics.idle()));
+            self.count_lines(before, (self.mics.count(), self.mics.idle()));
             Carrier::Line(line)
         } else {
             let kind = RtpCodecKind::Video;
@@ -910,9 +910,9 @@ impl Member {
                 // Kept for the next microphone once nothing more is written to it; a line a
                 // stuck forwarder may still write to is never given to another stream.
                 if stopped_writing {
-                    let before = (self.mics.len(), self.mics.idle());
+                    let before = (self.mics.count(), self.mics.idle());
                     self.mics.release(line);
-                    self.count_lines(before, (self.mics.len(), self.mics.idle()));
+                    self.count_lines(before, (self.mics.count(), self.mics.idle()));
                 }
                 tracing::debug!(member = %self.setup.id, stopped_writing, "microphone unsubscribed");
                 self.negotiation.tracks_changed();

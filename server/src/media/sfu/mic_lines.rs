@@ -140,7 +140,7 @@ impl MicLines {
     }
 
     /// How many lines there are, idle or not.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.lines.len()
     }
 
@@ -607,7 +607,7 @@ mod tests {
         // The next microphone takes the same line: same mid, SSRC and track, its own stream.
         let b = lines.take("8:mic".into()).unwrap();
         assert_eq!(b, a);
-        assert_eq!(lines.len(), 1);
+        assert_eq!(lines.count(), 1);
         assert_eq!(lines.line(b).unwrap().ssrc, ssrc);
         let offer = lines.offer(&engine_offer("u2", false)).unwrap();
         assert!(offer.contains("a=msid:8:mic 5:mic\r\n"));
