@@ -9,10 +9,12 @@
 //! with Janus's CPU and memory in the place of the server's.
 //!
 //! ```text
-//! /work/janus/run.sh 8188 2 &      # Janus on 127.0.0.1:8188 with 2 event loops
+//! tests/janus/run-janus.sh 8188 2 &      # Janus on 127.0.0.1:8188 with 2 event loops
 //! janus-load --janus http://127.0.0.1:8188/janus --janus-pid $(pgrep -n janus) \
 //!     --bots 50 --settle 40 --seconds 15 --media-ip 192.0.2.2
 //! ```
+//!
+//! `tests/janus/compare.sh` runs it alternated with `quad-load` against Quad's server.
 //!
 //! Janus gathers no candidates on loopback interfaces, so its media address is one of the
 //! machine's own (`--media-ip`, the address it was told to use); traffic between a
@@ -816,6 +818,46 @@ async fn start_subscriber(
     Ok((pc, subscribed))
 }
 
+/// The socket inodes a process has open (`/proc/<pid>/fd`).
+fn socket_inodes(pid: &str) -> HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    dir.filter_map(|e| {
+        let link = std::fs::read_link(e.ok()?.path()).ok()?;
+        let link = link.to_str()?;
+        link.strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    })
+    .collect()
+}
+
+/// Datagrams the kernel dropped (receive buffer full) on this process's UDP sockets and on
+/// `other`'s, so far (`/proc/net/udp`'s `drops`).
+fn udp_drops(other: Option<u32>) -> (u64, u64) {
+    let mine = socket_inodes("self");
+    let theirs = other.map_or_else(HashSet::new, |pid| socket_inodes(&pid.to_string()));
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let (mut a, mut b) = (0, 0);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(inode), Some(drops)) = (
+            fields.get(9).and_then(|f| f.parse::<u64>().ok()),
+            fields.get(12).and_then(|f| f.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        if mine.contains(&inode) {
+            a += drops;
+        } else if theirs.contains(&inode) {
+            b += drops;
+        }
+    }
+    (a, b)
+}
+
 // ---------------------------------------------------------------------------------------
 // The run.
 
@@ -1029,6 +1071,7 @@ async fn drive(args: &Args, janus: &Arc<Janus>, rss_before: u64) -> Result<Repor
     for b in &bots {
         lock(&b.state).delays_us.clear();
     }
+    let drops0 = udp_drops(args.janus_pid);
     let cpu_before = args.janus_pid.and_then(cpu_seconds);
     let (received0, distinct0, span0, streams0) = snapshot(&bots);
     let started = Instant::now();
@@ -1041,6 +1084,12 @@ async fn drive(args: &Args, janus: &Arc<Janus>, rss_before: u64) -> Result<Repor
     let elapsed = started.elapsed().as_secs_f64();
     let (received1, distinct1, span1, streams1) = snapshot(&bots);
     let cpu_after = args.janus_pid.and_then(cpu_seconds);
+    let drops1 = udp_drops(args.janus_pid);
+    eprintln!(
+        "janus-load: UDP datagrams the kernel dropped in the window (receive buffers full): bots {}, Janus {}",
+        drops1.0.saturating_sub(drops0.0),
+        drops1.1.saturating_sub(drops0.1),
+    );
     let live = streams1
         .iter()
         .filter(|(k, n)| **n > streams0.get(k).copied().unwrap_or(0))
