@@ -326,8 +326,9 @@ fn send_encodings(ssrc: u32, published: &Published) -> Vec<RTCRtpEncodingParamet
 /// Where a slot's feedback goes: the forwarder of the stream it carries now, if any.
 type FeedbackTarget = Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<ForwardCtl>>>>;
 
-/// A send-only m-line of this connection, with its sender, bound track and SSRC. When its
-/// stream ends it is kept (inactive) for the next stream of its kind and codec: a room
+/// A send-only m-line of this connection that webrtc-rs owns (a forwarded camera or screen;
+/// microphones have Quad's own, `mic_lines`), with its sender, bound track and SSRC. When
+/// its stream ends it is kept (inactive) for the next stream of its kind and codec: a room
 /// where people come and go would otherwise add an m-line per stream ever forwarded, each
 /// with its SSRC, its state in the WebRTC stack and its share of every offer, for as long
 /// as the connection lasts (the soak's memory grew by about 230 kB per newcomer).
