@@ -203,6 +203,7 @@ pub async fn run(addr: SocketAddr, scenario: &Scenario, server_pid: Option<u32>)
             shaper: None,
             camera_rates: None,
             lose_answers: 0,
+            mangle_answers: 0,
             real: scenario.real.clone(),
             speaking: None,
         };

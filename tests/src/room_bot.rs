@@ -68,6 +68,10 @@ pub struct RoomBotOptions {
     /// Answers to the server's offers that are made but never sent, as if lost on the way
     /// (the first N).
     pub lose_answers: u32,
+    /// Answers to the server's offers sent without the m-lines Quad writes itself for
+    /// forwarded microphones (mids `q0`, `q1`, ...), as a broken or hostile client might
+    /// (the first N).
+    pub mangle_answers: u32,
     /// Publish real Opus and VP8 (a tone while `speaking`, silence otherwise; a test
     /// pattern on the camera) instead of synthetic payloads.
     pub real: Option<Arc<crate::real_media::RealMedia>>,
@@ -204,6 +208,7 @@ impl RoomBotOptions {
             shaper: None,
             camera_rates: None,
             lose_answers: 0,
+            mangle_answers: 0,
             real: None,
             speaking: None,
         }
@@ -793,6 +798,41 @@ fn publish(
 }
 
 /// An SDP without its candidate lines (they come by trickle, through the proxy).
+/// `sdp` without the m-sections whose mid starts with `q` (the SFU's microphone lines),
+/// nor their mids in the BUNDLE group.
+fn without_mic_lines(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    let mut section: Vec<&str> = Vec::new();
+    let mut flush = |section: &mut Vec<&str>, out: &mut String| {
+        let mic = section.iter().any(|l| l.starts_with("a=mid:q"));
+        for line in section.drain(..) {
+            if !mic {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        }
+    };
+    for line in sdp.lines().filter(|l| !l.is_empty()) {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+            section.push(line);
+        } else if !section.is_empty() {
+            section.push(line);
+        } else if let Some(mids) = line.strip_prefix("a=group:BUNDLE") {
+            let kept: Vec<&str> = mids
+                .split_whitespace()
+                .filter(|m| !m.starts_with('q'))
+                .collect();
+            out.push_str(&format!("a=group:BUNDLE {}\r\n", kept.join(" ")));
+        } else {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    flush(&mut section, &mut out);
+    out
+}
+
 fn strip_candidates(sdp: &str) -> String {
     sdp.split_inclusive('\n')
         .filter(|l| !l.starts_with("a=candidate:"))
@@ -1073,9 +1113,14 @@ async fn drive(
                                 s.server_offers
                             };
                             if offers > options.lose_answers {
+                                let sdp = if offers <= options.mangle_answers {
+                                    without_mic_lines(&answer.sdp)
+                                } else {
+                                    answer.sdp
+                                };
                                 bot.send(&ClientMsg::RoomSignal(Signal::Description {
                                     kind: SdpKind::Answer,
-                                    sdp: answer.sdp,
+                                    sdp,
                                 }))
                                 .await?;
                             }

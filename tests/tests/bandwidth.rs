@@ -155,6 +155,7 @@ fn bot(name: &str) -> anyhow::Result<RoomBotOptions> {
         shaper: None,
         camera_rates: None,
         lose_answers: 0,
+        mangle_answers: 0,
         real: None,
         speaking: None,
     })

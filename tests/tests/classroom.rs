@@ -158,6 +158,7 @@ fn room_bot(name: &str, at: [f32; 2], token: Option<String>) -> RoomBotOptions {
         shaper: None,
         camera_rates: None,
         lose_answers: 0,
+        mangle_answers: 0,
         real: None,
         speaking: None,
     }

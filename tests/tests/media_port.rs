@@ -24,6 +24,7 @@ fn options(name: &str, spawn: [f32; 2]) -> RoomBotOptions {
         shaper: None,
         camera_rates: None,
         lose_answers: 0,
+        mangle_answers: 0,
         real: None,
         speaking: None,
     }

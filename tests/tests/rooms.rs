@@ -24,6 +24,7 @@ fn options(name: &str, spawn: [f32; 2], mic_level: Option<u8>, camera: bool) -> 
         shaper: None,
         camera_rates: None,
         lose_answers: 0,
+        mangle_answers: 0,
         real: None,
         speaking: None,
     }
@@ -520,6 +521,50 @@ async fn bad_room_signaling_is_refused_and_the_room_goes_on() -> anyhow::Result<
     })
     .await?;
     assert!(a.state().errors.is_empty() && b.state().errors.is_empty());
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_the_microphone_lines_is_refused_and_the_offer_answered_again()
+-> anyhow::Result<()> {
+    // The answer wait is the member timeout.
+    let server = TestServer::start_with(|c| c.room_member_timeout_secs = 1).await?;
+    let at = room_spot(&campus(), 1)?;
+    // a answers the offer of b's microphone without the m-line the SFU wrote for it.
+    let a = RoomBot::join(
+        server.addr(),
+        RoomBotOptions {
+            mangle_answers: 1,
+            ..options("a", at, Some(20), false)
+        },
+    )
+    .await?;
+    let b = RoomBot::join(server.addr(), options("b", at, Some(20), false)).await?;
+    a.wait_for(PATIENCE, "the answer refused", |s| {
+        s.errors.iter().any(|e| e.code == ErrorCode::Malformed)
+    })
+    .await?;
+    let refusal = a
+        .state()
+        .errors
+        .iter()
+        .find(|e| e.code == ErrorCode::Malformed)
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    assert!(refusal.contains("lacks m-line q"), "{refusal}");
+    // The offer stays out, comes again, and its answer goes through on the same
+    // connection; b, whose answers are whole, heard nothing of it.
+    a.wait_receiving(&[b.id], "mic", 20).await?;
+    b.wait_receiving(&[a.id], "mic", 20).await?;
+    let (offers, joins) = {
+        let s = a.state();
+        (s.server_offers, s.joins)
+    };
+    assert!(offers >= 2, "offered again: {offers}");
+    assert_eq!(joins, 1, "the same connection, not a new one");
+    let errors = b.state().errors.clone();
+    assert!(errors.is_empty(), "b got errors: {errors:?}");
     server.stop().await;
     Ok(())
 }
