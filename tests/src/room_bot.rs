@@ -803,7 +803,7 @@ fn publish(
 fn without_mic_lines(sdp: &str) -> String {
     let mut out = String::with_capacity(sdp.len());
     let mut section: Vec<&str> = Vec::new();
-    let mut flush = |section: &mut Vec<&str>, out: &mut String| {
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
         let mic = section.iter().any(|l| l.starts_with("a=mid:q"));
         for line in section.drain(..) {
             if !mic {
