@@ -850,7 +850,8 @@ fn lock(s: &Mutex<RoomBotState>) -> MutexGuard<'_, RoomBotState> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now_us() -> u64 {
+/// Microseconds since the Unix epoch (what bots stamp in their payloads).
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -864,7 +865,7 @@ pub fn opus_frame_len(ssrc: u32, seq: u16) -> usize {
 }
 
 /// A packet whose payload is `head` (4 bytes), [`MAGIC`], the send time, then padding.
-fn synthetic(
+pub fn synthetic(
     payload_type: u8,
     seq: u16,
     timestamp: u32,

@@ -21,10 +21,9 @@
 //! machine's own addresses stays on its loopback device all the same.
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use clap::Parser;
 use quad_tests::load::{ProcessLoad, Report, cpu_seconds, rss_kib};
-use quad_tests::room_bot::{MAGIC, opus_frame_len};
+use quad_tests::room_bot::{MAGIC, now_us, opus_frame_len, synthetic};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp::extension::HeaderExtension;
@@ -39,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -568,37 +567,6 @@ async fn wait_connected(bot: &Shared, subscriber: bool) -> Result<()> {
             }
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-    }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// A packet whose payload is `head` (4 bytes), [`MAGIC`], the send time, then padding (as
-/// the room bots' synthetic packets).
-fn synthetic(
-    payload_type: u8,
-    seq: u16,
-    timestamp: u32,
-    head: &[u8; 4],
-    len: usize,
-) -> rtc::rtp::Packet {
-    let mut payload = vec![0u8; len.max(16)];
-    payload[..4].copy_from_slice(head);
-    payload[4..8].copy_from_slice(MAGIC);
-    payload[8..16].copy_from_slice(&now_us().to_be_bytes());
-    rtc::rtp::Packet {
-        header: rtc::rtp::header::Header {
-            version: 2,
-            payload_type,
-            sequence_number: seq,
-            timestamp,
-            ..Default::default()
-        },
-        payload: Bytes::from(payload),
     }
 }
 
