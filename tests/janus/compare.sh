@@ -17,6 +17,14 @@ LOOPS=${2:-2}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 REL=$ROOT/target/release
+# Waits (30 s at most) until URL answers.
+wait_for() {
+  n=0
+  until curl -sf -o /dev/null "$1"; do
+    n=$((n + 1)); [ "$n" -ge 300 ] && { echo "compare.sh: $1 never answered" >&2; return 1; }
+    sleep 0.1
+  done
+}
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -27,7 +35,7 @@ quad() {
   (cd "$ROOT" && exec "$REL/quad-server" --listen "127.0.0.1:$port" --dev \
     --data-dir "$dir/data" --config "$dir/quad.toml") > "$dir/server.log" 2>&1 &
   pid=$!
-  sleep 2
+  wait_for "http://127.0.0.1:$port/healthz"
   (cd "$ROOT" && timeout 600 "$REL/quad-load" --server "127.0.0.1:$port" --bots 50 \
     --room-size 50 --seconds 15 --settle 40 --server-pid "$pid") 2>/dev/null | tail -1 | sed 's/^/quad:  /'
   kill -TERM "$pid"; wait "$pid" 2>/dev/null
@@ -37,7 +45,7 @@ janus() {
   port=$(free_port)
   "$HERE/run-janus.sh" "$port" "$LOOPS" > /dev/null 2>&1 &
   pid=$!
-  sleep 2
+  wait_for "http://127.0.0.1:$port/janus/info"
   media_ip=$(ip -4 -o addr show scope global | awk '{split($4, a, "/"); print a[1]; exit}')
   timeout 600 "$REL/janus-load" --janus "http://127.0.0.1:$port/janus" --janus-pid "$pid" \
     --bots 50 --settle 40 --seconds 15 --media-ip "$media_ip" 2>/dev/null | tail -1 | sed 's/^/janus: /'
